@@ -1,0 +1,988 @@
+/**
+ * A fast, self-describing binary codec for component call arguments and results.
+ *
+ * Every value starts with one tag byte. Small integers, short strings, short arrays and small objects
+ * carry their value or length in the tag itself, so the common cases cost one byte of overhead.
+ * Multi-byte integers and lengths are little-endian.
+ *
+ * ```
+ * 0x00–0x7f  positive fixint 0..127           0xc9  uint32   (4 bytes)
+ * 0x80–0x9f  fixstr, 0..31 UTF-8 bytes follow 0xca  float64  (8 bytes; keeps -0, NaN, ±Infinity)
+ * 0xa0–0xaf  fixarray, 0..15 values follow    0xcb  bigint64 (8 bytes, two's complement)
+ * 0xb0–0xbf  fixobject, 0..15 key/value pairs 0xcc  bigint   (u8 sign, u32 n, n magnitude bytes, big-endian)
+ * 0xc0  undefined                             0xcd  str8 / 0xce str16 / 0xcf str32 (length, UTF-8 bytes)
+ * 0xc1  null                                  0xd0  array  (u32 count, values)
+ * 0xc2  false                                 0xd1  object (u32 count, string key + value pairs)
+ * 0xc3  true                                  0xd2  Map    (u32 count, key + value pairs)
+ * 0xc4  int8                                  0xd3  Set    (u32 count, values)
+ * 0xc5  uint8                                 0xd4  Uint8Array (u32 n, bytes)
+ * 0xc6  int16                                 0xd5  Buffer     (u32 n, bytes)
+ * 0xc7  uint16                                0xd6  Date   (float64 ms since epoch; NaN for invalid)
+ * 0xc8  int32                                 0xd7  other typed array / ArrayBuffer (u8 kind, u32 n, bytes)
+ * 0xe0–0xff  negative fixint -32..-1          0xd8–0xdf reserved
+ * ```
+ *
+ * Object keys are always strings (any string tag). Class instances are encoded as plain objects of
+ * their own enumerable properties; errors are not special (rpc transmits them separately). Functions,
+ * symbols, promises and cycles are rejected with a {@link CodecError} naming the path to the value.
+ * The decoder never trusts lengths: every read is bounds-checked, element counts are capped by the bytes
+ * left, and nesting is capped at {@link MAX_DEPTH}, so garbage input yields a CodecError, never a hang.
+ */
+
+/** Maximum nesting of arrays/objects/maps/sets. Deeper values (and cycles) are rejected. */
+export const MAX_DEPTH = 256;
+
+/** A value cannot be encoded, or bytes cannot be decoded. */
+export class CodecError extends Error {
+  override readonly name = "CodecError";
+  /** Where in the encoded value the problem is, e.g. `args[1].user.callback` (encode errors only). */
+  readonly path: string | undefined;
+  constructor(message: string, path?: string) {
+    super(message);
+    this.path = path;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tags
+
+const T_FIXSTR = 0x80;
+const T_FIXARRAY = 0xa0;
+const T_FIXOBJ = 0xb0;
+const T_UNDEFINED = 0xc0;
+const T_NULL = 0xc1;
+const T_FALSE = 0xc2;
+const T_TRUE = 0xc3;
+const T_INT8 = 0xc4;
+const T_UINT8 = 0xc5;
+const T_INT16 = 0xc6;
+const T_UINT16 = 0xc7;
+const T_INT32 = 0xc8;
+const T_UINT32 = 0xc9;
+const T_FLOAT64 = 0xca;
+const T_BIGINT64 = 0xcb;
+const T_BIGINT = 0xcc;
+const T_STR8 = 0xcd;
+const T_STR16 = 0xce;
+const T_STR32 = 0xcf;
+const T_ARRAY = 0xd0;
+const T_OBJECT = 0xd1;
+const T_MAP = 0xd2;
+const T_SET = 0xd3;
+const T_BYTES = 0xd4;
+const T_BUFFER = 0xd5;
+const T_DATE = 0xd6;
+const T_TYPED = 0xd7;
+
+/** Typed-array kinds for T_TYPED, by index. DataView and ArrayBuffer round-trip as themselves. */
+const TYPED_KINDS = [
+  Int8Array,
+  Uint8ClampedArray,
+  Int16Array,
+  Uint16Array,
+  Int32Array,
+  Uint32Array,
+  Float32Array,
+  Float64Array,
+  BigInt64Array,
+  BigUint64Array,
+] as const;
+const KIND_DATAVIEW = 10;
+const KIND_ARRAYBUFFER = 11;
+
+// Scratch space to move float64/int64 bits without a DataView per buffer. Byte order is fixed
+// little-endian on the wire; on a big-endian host the scratch bytes are reversed.
+const scratchF64 = new Float64Array(1);
+const scratchI64 = new BigInt64Array(scratchF64.buffer);
+const scratch8 = new Uint8Array(scratchF64.buffer);
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// Node's native string fast paths (undocumented but stable since v0.x); fall back to portable APIs.
+interface NodeStringBuffer {
+  utf8Write?(s: string, offset: number, length: number): number;
+  utf8Slice?(start: number, end: number): string;
+}
+const bufferProto = Buffer.prototype as unknown as NodeStringBuffer;
+const nativeUtf8Write = bufferProto.utf8Write;
+const nativeUtf8Slice = bufferProto.utf8Slice;
+const textDecoder = new TextDecoder();
+
+// ---------------------------------------------------------------------------------------------------
+// Writer
+
+const INITIAL_WRITER_SIZE = 8192;
+
+/**
+ * A growable output buffer. Keep one per connection (or per thread of work) and reuse it across
+ * messages: `pos` is the write position and bytes `[0, pos)` are the output so far.
+ */
+export class Writer {
+  /** The backing buffer; replaced (not grown in place) when more room is needed. */
+  buf: Buffer;
+  /** Number of bytes written so far. */
+  pos = 0;
+
+  constructor(initialSize = INITIAL_WRITER_SIZE) {
+    this.buf = Buffer.allocUnsafe(Math.max(16, initialSize));
+  }
+
+  /** Makes sure `n` more bytes fit after `pos`. */
+  ensure(n: number): void {
+    if (this.pos + n > this.buf.length) this.grow(n);
+  }
+
+  private grow(n: number): void {
+    const size = Math.max(this.buf.length * 2, this.pos + n);
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+
+  /** Forgets everything written (keeps the buffer for reuse). */
+  reset(): void {
+    this.pos = 0;
+  }
+
+  /** A copy of the bytes written so far. */
+  toBuffer(): Buffer {
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buf.copy(out, 0, 0, this.pos);
+    return out;
+  }
+
+  /** Appends one byte. */
+  u8(v: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = v;
+  }
+
+  /** Appends a little-endian u32. */
+  u32(v: number): void {
+    this.ensure(4);
+    writeU32(this.buf, this.pos, v);
+    this.pos += 4;
+  }
+
+  /** Overwrites a little-endian u32 at `at` (for length prefixes written after the body). */
+  patchU32(at: number, v: number): void {
+    writeU32(this.buf, at, v);
+  }
+}
+
+function writeU32(buf: Uint8Array, at: number, v: number): void {
+  buf[at] = v;
+  buf[at + 1] = v >>> 8;
+  buf[at + 2] = v >>> 16;
+  buf[at + 3] = v >>> 24;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Encoding
+
+/** Internal: an encode failure on its way up the recursion, collecting the path as it goes. */
+class PathError extends Error {
+  readonly segments: string[] = [];
+}
+
+/** Ancestors of the value being encoded, by depth: only read to tell a cycle from deep nesting. */
+const ancestors: unknown[] = [];
+
+/**
+ * Appends one value to `w`. On failure `w` is left as it was and a {@link CodecError} naming the path
+ * (starting with `root`) is thrown.
+ */
+export function encodeValue(w: Writer, value: unknown, root = "value"): void {
+  const start = w.pos;
+  try {
+    enc(w, value, 0);
+  } catch (err) {
+    w.pos = start;
+    throw finishError(err, root);
+  } finally {
+    ancestors.length = 0;
+  }
+}
+
+/** Appends call arguments (or any list) to `w` as one array value; paths in errors start with `root`. */
+export function encodeValues(values: readonly unknown[], w: Writer, root = "args"): void {
+  encodeValue(w, values, root);
+}
+
+const sharedWriter = new Writer(64 * 1024);
+
+/** Encodes one value into a fresh buffer. */
+export function encode(value: unknown): Buffer {
+  sharedWriter.reset();
+  encodeValue(sharedWriter, value, "value");
+  const out = sharedWriter.toBuffer();
+  // Don't keep a huge buffer alive because of one big value.
+  if (sharedWriter.buf.length > 1 << 20) sharedWriter.buf = Buffer.allocUnsafe(64 * 1024);
+  sharedWriter.reset();
+  return out;
+}
+
+function finishError(err: unknown, root: string): unknown {
+  if (!(err instanceof PathError)) return err;
+  let path = root;
+  for (let i = err.segments.length - 1; i >= 0; i--) path += err.segments[i];
+  return new CodecError(`cannot encode ${err.message} at ${path}`, path);
+}
+
+const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+function keySegment(key: string): string {
+  return IDENT.test(key) ? "." + key : "[" + JSON.stringify(key) + "]";
+}
+
+function mapKeySegment(key: unknown, index: number): string {
+  if (typeof key === "string") return `.get(${JSON.stringify(key)})`;
+  if (typeof key === "number" || typeof key === "boolean") return `.get(${String(key)})`;
+  return `.<entry ${index}>`;
+}
+
+function annotate(err: unknown, segment: string): unknown {
+  if (err instanceof PathError) err.segments.push(segment);
+  return err;
+}
+
+function enc(w: Writer, v: unknown, depth: number): void {
+  switch (typeof v) {
+    case "string":
+      encString(w, v);
+      return;
+    case "number":
+      encNumber(w, v);
+      return;
+    case "boolean":
+      w.ensure(1);
+      w.buf[w.pos++] = v ? T_TRUE : T_FALSE;
+      return;
+    case "undefined":
+      w.ensure(1);
+      w.buf[w.pos++] = T_UNDEFINED;
+      return;
+    case "object":
+      if (v === null) {
+        w.ensure(1);
+        w.buf[w.pos++] = T_NULL;
+      } else {
+        encObject(w, v, depth);
+      }
+      return;
+    case "bigint":
+      encBigInt(w, v);
+      return;
+    case "function":
+      throw new PathError(`a function${v.name ? ` (${v.name})` : ""}`);
+    case "symbol":
+      throw new PathError(`a symbol (${v.toString()})`);
+  }
+}
+
+function encNumber(w: Writer, v: number): void {
+  w.ensure(9);
+  const buf = w.buf;
+  let p = w.pos;
+  if ((v | 0) === v) {
+    if (v === 0 && 1 / v < 0) {
+      // -0 === 0 and (-0 | 0) === 0: only a float keeps the sign.
+      buf[p] = T_FLOAT64;
+      writeF64(buf, p + 1, v);
+      w.pos = p + 9;
+      return;
+    }
+    if (v >= -32 && v < 128) {
+      buf[p] = v & 0xff;
+      w.pos = p + 1;
+    } else if (v >= -128 && v < 128) {
+      buf[p] = T_INT8;
+      buf[p + 1] = v & 0xff;
+      w.pos = p + 2;
+    } else if (v >= 0 && v < 256) {
+      buf[p] = T_UINT8;
+      buf[p + 1] = v;
+      w.pos = p + 2;
+    } else if (v >= -32768 && v < 32768) {
+      buf[p++] = T_INT16;
+      buf[p++] = v;
+      buf[p++] = v >> 8;
+      w.pos = p;
+    } else if (v >= 0 && v < 65536) {
+      buf[p++] = T_UINT16;
+      buf[p++] = v;
+      buf[p++] = v >> 8;
+      w.pos = p;
+    } else {
+      buf[p] = T_INT32;
+      writeU32(buf, p + 1, v);
+      w.pos = p + 5;
+    }
+  } else if (v >>> 0 === v) {
+    buf[p] = T_UINT32;
+    writeU32(buf, p + 1, v);
+    w.pos = p + 5;
+  } else {
+    buf[p] = T_FLOAT64;
+    writeF64(buf, p + 1, v);
+    w.pos = p + 9;
+  }
+}
+
+function writeF64(buf: Uint8Array, at: number, v: number): void {
+  scratchF64[0] = v;
+  copyScratchOut(buf, at);
+}
+
+function copyScratchOut(buf: Uint8Array, at: number): void {
+  if (LITTLE_ENDIAN) {
+    buf[at] = scratch8[0]!;
+    buf[at + 1] = scratch8[1]!;
+    buf[at + 2] = scratch8[2]!;
+    buf[at + 3] = scratch8[3]!;
+    buf[at + 4] = scratch8[4]!;
+    buf[at + 5] = scratch8[5]!;
+    buf[at + 6] = scratch8[6]!;
+    buf[at + 7] = scratch8[7]!;
+  } else {
+    for (let i = 0; i < 8; i++) buf[at + i] = scratch8[7 - i]!;
+  }
+}
+
+function encBigInt(w: Writer, v: bigint): void {
+  if (BigInt.asIntN(64, v) === v) {
+    w.ensure(9);
+    w.buf[w.pos] = T_BIGINT64;
+    scratchI64[0] = v;
+    copyScratchOut(w.buf, w.pos + 1);
+    w.pos += 9;
+    return;
+  }
+  const neg = v < 0n;
+  let hex = (neg ? -v : v).toString(16);
+  if (hex.length & 1) hex = "0" + hex;
+  const n = hex.length >>> 1;
+  w.ensure(6 + n);
+  const buf = w.buf;
+  let p = w.pos;
+  buf[p++] = T_BIGINT;
+  buf[p++] = neg ? 1 : 0;
+  writeU32(buf, p, n);
+  p += 4;
+  buf.write(hex, p, n, "hex");
+  w.pos = p + n;
+}
+
+/** Writes a string value. Short ASCII strings take a pure-JS path; long ones use the native UTF-8 writer. */
+function encString(w: Writer, s: string): void {
+  const len = s.length;
+  if (len < 32) {
+    w.ensure(2 + len * 3);
+    const buf = w.buf;
+    const start = w.pos;
+    let p = start + 1;
+    let i = 0;
+    for (; i < len; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) break;
+      buf[p++] = c;
+    }
+    if (i === len) {
+      buf[start] = T_FIXSTR | len;
+      w.pos = p;
+      return;
+    }
+    if (len * 3 < 32) {
+      // Still fits a fixstr whatever the encoding: continue in place after the ASCII prefix.
+      p = utf8WriteJs(buf, p, s, i);
+      buf[start] = T_FIXSTR | (p - start - 1);
+      w.pos = p;
+      return;
+    }
+    // Needs a str8 header: move the ASCII prefix one byte right to make room for the length.
+    buf.copyWithin(start + 2, start + 1, start + 1 + i);
+    p = utf8WriteJs(buf, start + 2 + i, s, i);
+    buf[start] = T_STR8;
+    buf[start + 1] = p - start - 2;
+    w.pos = p;
+    return;
+  }
+  // Reserve the worst case (3 bytes per UTF-16 unit) and patch the length after writing; for big strings
+  // measure exactly instead, so a 100 MB string does not reserve 300 MB.
+  const max = len < 65536 ? len * 3 : Buffer.byteLength(s, "utf8");
+  const header = max < 256 ? 2 : max < 65536 ? 3 : 5;
+  w.ensure(header + max);
+  const buf = w.buf;
+  const start = w.pos;
+  const at = start + header;
+  const n = len < 64 ? utf8WriteJs(buf, at, s, 0) - at : writeUtf8Native(buf, s, at, max);
+  if (header === 2) {
+    buf[start] = T_STR8;
+    buf[start + 1] = n;
+  } else if (header === 3) {
+    buf[start] = T_STR16;
+    buf[start + 1] = n;
+    buf[start + 2] = n >>> 8;
+  } else {
+    buf[start] = T_STR32;
+    writeU32(buf, start + 1, n);
+  }
+  w.pos = at + n;
+}
+
+function writeUtf8Native(buf: Buffer, s: string, at: number, max: number): number {
+  return nativeUtf8Write !== undefined ? nativeUtf8Write.call(buf, s, at, max) : buf.write(s, at, max, "utf8");
+}
+
+/** UTF-8 encodes `s` from char `i` at `p`; lone surrogates become U+FFFD like Buffer/TextEncoder do. */
+function utf8WriteJs(buf: Uint8Array, p: number, s: string, i: number): number {
+  const len = s.length;
+  for (; i < len; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) {
+      buf[p++] = c;
+    } else if (c < 0x800) {
+      buf[p++] = 0xc0 | (c >> 6);
+      buf[p++] = 0x80 | (c & 0x3f);
+    } else if (c < 0xd800 || c > 0xdfff) {
+      buf[p++] = 0xe0 | (c >> 12);
+      buf[p++] = 0x80 | ((c >> 6) & 0x3f);
+      buf[p++] = 0x80 | (c & 0x3f);
+    } else {
+      const d = c <= 0xdbff && i + 1 < len ? s.charCodeAt(i + 1) : 0;
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        i++;
+        const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        buf[p++] = 0xf0 | (cp >> 18);
+        buf[p++] = 0x80 | ((cp >> 12) & 0x3f);
+        buf[p++] = 0x80 | ((cp >> 6) & 0x3f);
+        buf[p++] = 0x80 | (cp & 0x3f);
+      } else {
+        buf[p++] = 0xef;
+        buf[p++] = 0xbf;
+        buf[p++] = 0xbd;
+      }
+    }
+  }
+  return p;
+}
+
+function writeHeader(w: Writer, fixBase: number, longTag: number, n: number): void {
+  w.ensure(5);
+  if (n < 16) {
+    w.buf[w.pos++] = fixBase | n;
+  } else {
+    w.buf[w.pos] = longTag;
+    writeU32(w.buf, w.pos + 1, n);
+    w.pos += 5;
+  }
+}
+
+/** Writes `tag` + u32 `n`, reserving room for `reserve` more bytes after it. */
+function writeLenTag(w: Writer, tag: number, n: number, reserve = 0): void {
+  w.ensure(5 + reserve);
+  w.buf[w.pos] = tag;
+  writeU32(w.buf, w.pos + 1, n);
+  w.pos += 5;
+}
+
+function writeRaw(w: Writer, src: Uint8Array): void {
+  w.buf.set(src, w.pos);
+  w.pos += src.length;
+}
+
+function encObject(w: Writer, o: object, depth: number): void {
+  if (depth >= MAX_DEPTH) {
+    for (let i = 0; i < depth; i++) {
+      if (ancestors[i] === o) throw new PathError("a cyclic structure (value contains itself)");
+    }
+    throw new PathError(`a value nested deeper than ${MAX_DEPTH} levels (cyclic structure?)`);
+  }
+  ancestors[depth] = o;
+  const d = depth + 1;
+  if (Array.isArray(o)) {
+    const n = o.length;
+    writeHeader(w, T_FIXARRAY, T_ARRAY, n);
+    let i = 0;
+    try {
+      for (; i < n; i++) enc(w, o[i], d);
+    } catch (err) {
+      throw annotate(err, `[${i}]`);
+    }
+    return;
+  }
+  const proto: unknown = Object.getPrototypeOf(o);
+  if (proto === Object.prototype || proto === null) {
+    encPlain(w, o as Record<string, unknown>, d);
+  } else if (o instanceof Uint8Array) {
+    writeLenTag(w, o instanceof Buffer ? T_BUFFER : T_BYTES, o.length, o.length);
+    writeRaw(w, o);
+  } else if (o instanceof Date) {
+    w.ensure(9);
+    w.buf[w.pos] = T_DATE;
+    writeF64(w.buf, w.pos + 1, o.getTime());
+    w.pos += 9;
+  } else if (o instanceof Map) {
+    writeLenTag(w, T_MAP, o.size);
+    let i = 0;
+    let key: unknown;
+    try {
+      for (const [k, v] of o as Map<unknown, unknown>) {
+        key = k;
+        enc(w, k, d);
+        enc(w, v, d);
+        i++;
+      }
+    } catch (err) {
+      throw annotate(err, mapKeySegment(key, i));
+    }
+  } else if (o instanceof Set) {
+    writeLenTag(w, T_SET, o.size);
+    let i = 0;
+    try {
+      for (const v of o as Set<unknown>) {
+        enc(w, v, d);
+        i++;
+      }
+    } catch (err) {
+      throw annotate(err, `.<element ${i}>`);
+    }
+  } else if (ArrayBuffer.isView(o)) {
+    encTyped(w, o);
+  } else if (o instanceof ArrayBuffer) {
+    encTypedBytes(w, KIND_ARRAYBUFFER, new Uint8Array(o));
+  } else if (o instanceof Promise) {
+    throw new PathError("a Promise (missing await?)");
+  } else if (o instanceof WeakMap || o instanceof WeakSet) {
+    throw new PathError(`a ${o.constructor.name}`);
+  } else {
+    // Class instances travel as their own enumerable data, like JSON.stringify does.
+    encPlain(w, o as Record<string, unknown>, d);
+  }
+}
+
+function encPlain(w: Writer, o: Record<string, unknown>, d: number): void {
+  const keys = Object.keys(o);
+  const n = keys.length;
+  writeHeader(w, T_FIXOBJ, T_OBJECT, n);
+  let i = 0;
+  try {
+    for (; i < n; i++) {
+      const k = keys[i]!;
+      encString(w, k);
+      enc(w, o[k], d);
+    }
+  } catch (err) {
+    throw annotate(err, keySegment(keys[i]!));
+  }
+}
+
+function encTyped(w: Writer, v: ArrayBufferView): void {
+  const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (v instanceof DataView) {
+    encTypedBytes(w, KIND_DATAVIEW, bytes);
+    return;
+  }
+  for (let k = 0; k < TYPED_KINDS.length; k++) {
+    if (v instanceof TYPED_KINDS[k]!) {
+      encTypedBytes(w, k, bytes);
+      return;
+    }
+  }
+  throw new PathError(`an unsupported binary view (${v.constructor.name})`);
+}
+
+function encTypedBytes(w: Writer, kind: number, bytes: Uint8Array): void {
+  w.ensure(6 + bytes.length);
+  w.buf[w.pos] = T_TYPED;
+  w.buf[w.pos + 1] = kind;
+  writeU32(w.buf, w.pos + 2, bytes.length);
+  w.pos += 6;
+  writeRaw(w, bytes);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decoding
+//
+// Decoder state lives in module variables rather than an object: decoding runs no user code, so it
+// cannot be re-entered, and plain variables are the cheapest state V8 offers. `var`, not `let`, because
+// V8 does not elide the temporal-dead-zone check on module `let`s read from functions (~10% slower).
+
+/* eslint-disable no-var */
+var src: Uint8Array = new Uint8Array(0);
+var pos = 0;
+var end = 0;
+/* eslint-enable no-var */
+
+/**
+ * A cursor over received bytes, for protocols that mix their own fields with codec values.
+ * `pos` advances as fields are read; every read is bounds-checked against `end`.
+ */
+export class Reader {
+  /** The bytes being read. */
+  buf: Uint8Array;
+  /** Next byte to read. */
+  pos: number;
+  /** One past the last readable byte. */
+  end: number;
+
+  constructor(buf: Uint8Array, offset = 0, end = buf.length) {
+    this.buf = buf;
+    this.pos = offset;
+    this.end = end;
+  }
+
+  /** Reads one byte. */
+  u8(): number {
+    if (this.pos >= this.end) throw truncated();
+    return this.buf[this.pos++]!;
+  }
+
+  /** Reads a little-endian u32. */
+  u32(): number {
+    const p = this.pos;
+    if (p + 4 > this.end) throw truncated();
+    const b = this.buf;
+    this.pos = p + 4;
+    return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16)) + b[p + 3]! * 0x1000000;
+  }
+
+  /** Decodes one codec value. */
+  value(): unknown {
+    src = this.buf;
+    pos = this.pos;
+    end = this.end;
+    try {
+      const v = dec(0);
+      this.pos = pos;
+      return v;
+    } finally {
+      src = EMPTY;
+    }
+  }
+
+  /** True when every byte has been read. */
+  get done(): boolean {
+    return this.pos >= this.end;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Decodes one value that must span exactly `bytes`. */
+export function decode(bytes: Uint8Array): unknown {
+  return decodeExact(bytes, 0, bytes.length);
+}
+
+/** Decodes an argument list written by {@link encodeValues}, spanning exactly `[offset, end)`. */
+export function decodeValues(buf: Uint8Array, offset = 0, endAt = buf.length): unknown[] {
+  const v = decodeExact(buf, offset, endAt);
+  if (!Array.isArray(v)) throw new CodecError("expected an argument list (array)");
+  return v;
+}
+
+function decodeExact(buf: Uint8Array, offset: number, endAt: number): unknown {
+  if (offset < 0 || endAt > buf.length || offset > endAt) throw new CodecError("decode range out of bounds");
+  src = buf;
+  pos = offset;
+  end = endAt;
+  try {
+    const v = dec(0);
+    if (pos !== end) throw new CodecError(`${end - pos} trailing bytes after value`);
+    return v;
+  } finally {
+    src = EMPTY;
+  }
+}
+
+function truncated(): CodecError {
+  return new CodecError("truncated input");
+}
+
+function need(n: number): void {
+  if (pos + n > end) throw truncated();
+}
+
+function readU16(): number {
+  need(2);
+  const v = src[pos]! | (src[pos + 1]! << 8);
+  pos += 2;
+  return v;
+}
+
+function readU32(): number {
+  need(4);
+  const p = pos;
+  pos = p + 4;
+  return (src[p]! | (src[p + 1]! << 8) | (src[p + 2]! << 16)) + src[p + 3]! * 0x1000000;
+}
+
+/** Reads a count of items that each take at least one byte, so garbage can't make us allocate wildly. */
+function readCount(): number {
+  const n = readU32();
+  if (n > end - pos) throw truncated();
+  return n;
+}
+
+function copyScratchIn(): void {
+  need(8);
+  if (LITTLE_ENDIAN) {
+    for (let i = 0; i < 8; i++) scratch8[i] = src[pos + i]!;
+  } else {
+    for (let i = 0; i < 8; i++) scratch8[7 - i] = src[pos + i]!;
+  }
+  pos += 8;
+}
+
+function readF64(): number {
+  copyScratchIn();
+  return scratchF64[0]!;
+}
+
+function dec(depth: number): unknown {
+  if (pos >= end) throw truncated();
+  const t = src[pos++]!;
+  if (t < 0x80) return t;
+  if (t >= 0xe0) return t - 0x100;
+  if (t < T_FIXARRAY) return readStr(t & 0x1f);
+  if (t < T_FIXOBJ) return readArray(t & 0x0f, depth);
+  if (t < T_UNDEFINED) return readObject(t & 0x0f, depth);
+  switch (t) {
+    case T_UNDEFINED:
+      return undefined;
+    case T_NULL:
+      return null;
+    case T_FALSE:
+      return false;
+    case T_TRUE:
+      return true;
+    // Integer reads are inlined: a helper call per value measurably slows number-heavy payloads.
+    case T_INT8:
+      if (pos >= end) throw truncated();
+      return (src[pos++]! << 24) >> 24;
+    case T_UINT8:
+      if (pos >= end) throw truncated();
+      return src[pos++]!;
+    case T_INT16: {
+      const p = pos;
+      if (p + 2 > end) throw truncated();
+      pos = p + 2;
+      return ((src[p]! | (src[p + 1]! << 8)) << 16) >> 16;
+    }
+    case T_UINT16: {
+      const p = pos;
+      if (p + 2 > end) throw truncated();
+      pos = p + 2;
+      return src[p]! | (src[p + 1]! << 8);
+    }
+    case T_INT32: {
+      const p = pos;
+      if (p + 4 > end) throw truncated();
+      pos = p + 4;
+      return src[p]! | (src[p + 1]! << 8) | (src[p + 2]! << 16) | (src[p + 3]! << 24);
+    }
+    case T_UINT32:
+      return readU32();
+    case T_FLOAT64:
+      return readF64();
+    case T_BIGINT64:
+      copyScratchIn();
+      return scratchI64[0]!;
+    case T_BIGINT:
+      return readBigInt();
+    case T_STR8:
+      need(1);
+      return readStr(src[pos++]!);
+    case T_STR16:
+      return readStr(readU16());
+    case T_STR32:
+      return readStr(readU32());
+    case T_ARRAY:
+      return readArray(readCount(), depth);
+    case T_OBJECT:
+      return readObject(readCount(), depth);
+    case T_MAP:
+      return readMap(readCount(), depth);
+    case T_SET:
+      return readSet(readCount(), depth);
+    case T_BYTES:
+      return readBytes(false);
+    case T_BUFFER:
+      return readBytes(true);
+    case T_DATE:
+      return new Date(readF64());
+    case T_TYPED:
+      return readTyped();
+    default:
+      throw new CodecError(`unknown tag 0x${t.toString(16)} at byte ${pos - 1}`);
+  }
+}
+
+function readStr(n: number): string {
+  need(n);
+  const start = pos;
+  pos = start + n;
+  if (n <= 12) {
+    // V8 makes flat strings for concatenations this short, and one-char strings are interned.
+    let s = "";
+    for (let i = start; i < pos; i++) {
+      const c = src[i]!;
+      if (c >= 0x80) return utf8Slice(start, pos);
+      s += String.fromCharCode(c);
+    }
+    return s;
+  }
+  return utf8Slice(start, pos);
+}
+
+function utf8Slice(start: number, stop: number): string {
+  return nativeUtf8Slice !== undefined ? nativeUtf8Slice.call(src, start, stop) : textDecoder.decode(src.subarray(start, stop));
+}
+
+// Key cache: object keys repeat endlessly (every element of an array of records has the same ones), so
+// short keys are looked up by their bytes in a small direct-mapped table instead of being decoded again.
+const KEY_CACHE_SIZE = 4096;
+const KEY_CACHE_MAX_LEN = 24;
+const keyCacheBytes: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(KEY_CACHE_SIZE).fill(undefined);
+const keyCacheStrings: string[] = new Array<string>(KEY_CACHE_SIZE).fill("");
+
+function readKey(): string {
+  if (pos >= end) throw truncated();
+  const t = src[pos++]!;
+  let n: number;
+  if (t >= T_FIXSTR && t < T_FIXARRAY) n = t & 0x1f;
+  else if (t === T_STR8) {
+    need(1);
+    n = src[pos++]!;
+  } else if (t === T_STR16) n = readU16();
+  else if (t === T_STR32) n = readU32();
+  else throw new CodecError(`object key is not a string (tag 0x${t.toString(16)})`);
+  if (n > KEY_CACHE_MAX_LEN || n === 0) return readStr(n);
+  need(n);
+  const start = pos;
+  // Hash a few bytes, not all: the byte compare below catches collisions anyway.
+  const h = Math.imul((n << 24) ^ (src[start]! << 16) ^ (src[start + n - 1]! << 8) ^ src[start + (n >> 1)]!, 0x9e3779b1);
+  const slot = h >>> 20; // top 12 bits = KEY_CACHE_SIZE slots
+  const cached = keyCacheBytes[slot];
+  if (cached !== undefined && cached.length === n) {
+    let i = 0;
+    while (i < n && cached[i] === src[start + i]) i++;
+    if (i === n) {
+      pos = start + n;
+      return keyCacheStrings[slot]!;
+    }
+  }
+  // Property keys must be internalized strings; doing it once here saves a string-table lookup per use.
+  const s = internalize(readStr(n));
+  keyCacheBytes[slot] = copyBytes(start, n);
+  keyCacheStrings[slot] = s;
+  return s;
+}
+
+function internalize(s: string): string {
+  // Null prototype: on a plain object, "__proto__" would hit the prototype setter instead.
+  const holder = Object.create(null) as Record<string, number>;
+  holder[s] = 0;
+  return Object.keys(holder)[0] ?? s;
+}
+
+function checkDepth(depth: number): void {
+  if (depth >= MAX_DEPTH) throw new CodecError(`input nested deeper than ${MAX_DEPTH} levels`);
+}
+
+function readArray(n: number, depth: number): unknown[] {
+  checkDepth(depth);
+  const a = new Array<unknown>(n);
+  for (let i = 0; i < n; i++) a[i] = dec(depth + 1);
+  return a;
+}
+
+function readObject(n: number, depth: number): Record<string, unknown> {
+  checkDepth(depth);
+  const o: Record<string, unknown> = {};
+  for (let i = 0; i < n; i++) {
+    const k = readKey();
+    const v = dec(depth + 1);
+    if (k === "__proto__") {
+      // Plain assignment would replace the prototype: a peer must never be able to do that.
+      Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+    } else {
+      o[k] = v;
+    }
+  }
+  return o;
+}
+
+function readMap(n: number, depth: number): Map<unknown, unknown> {
+  checkDepth(depth);
+  const m = new Map<unknown, unknown>();
+  for (let i = 0; i < n; i++) {
+    const k = dec(depth + 1);
+    m.set(k, dec(depth + 1));
+  }
+  return m;
+}
+
+function readSet(n: number, depth: number): Set<unknown> {
+  checkDepth(depth);
+  const s = new Set<unknown>();
+  for (let i = 0; i < n; i++) s.add(dec(depth + 1));
+  return s;
+}
+
+function readBytes(asBuffer: boolean): Uint8Array {
+  const n = readU32();
+  need(n);
+  const start = pos;
+  pos += n;
+  // Copies: the source is usually a network frame that will be reused or freed.
+  if (asBuffer) {
+    const out = Buffer.allocUnsafe(n);
+    out.set(src.subarray(start, start + n));
+    return out;
+  }
+  return copyBytes(start, n);
+}
+
+/** A plain Uint8Array copy of `n` source bytes (Buffer#slice would alias, and return a Buffer). */
+function copyBytes(start: number, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  if (n <= 32) {
+    for (let i = 0; i < n; i++) out[i] = src[start + i]!;
+  } else {
+    out.set(src.subarray(start, start + n));
+  }
+  return out;
+}
+
+function readTyped(): unknown {
+  need(1);
+  const kind = src[pos++]!;
+  const n = readU32();
+  need(n);
+  const ab = new ArrayBuffer(n);
+  new Uint8Array(ab).set(src.subarray(pos, pos + n));
+  pos += n;
+  if (kind === KIND_ARRAYBUFFER) return ab;
+  if (kind === KIND_DATAVIEW) return new DataView(ab);
+  const ctor = TYPED_KINDS[kind];
+  if (ctor === undefined) throw new CodecError(`unknown typed array kind ${kind}`);
+  if (n % ctor.BYTES_PER_ELEMENT !== 0) throw new CodecError(`${ctor.name} byte length ${n} is not a multiple of ${ctor.BYTES_PER_ELEMENT}`);
+  return new ctor(ab);
+}
+
+function readBigInt(): bigint {
+  need(1);
+  const sign = src[pos++]!;
+  if (sign > 1) throw new CodecError(`bad bigint sign byte ${sign}`);
+  const n = readU32();
+  need(n);
+  if (n === 0) return 0n;
+  let hex = "";
+  for (let i = 0; i < n; i++) {
+    const b = src[pos + i]!;
+    hex += (b < 16 ? "0" : "") + b.toString(16);
+  }
+  pos += n;
+  const mag = BigInt("0x" + hex);
+  return sign ? -mag : mag;
+}

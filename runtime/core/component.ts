@@ -1,0 +1,159 @@
+import { createHash } from "node:crypto";
+import type { Server } from "node:net";
+import { ConfigError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+/** Names of the methods of T that return promises (the ones a remote stub can call). */
+export type MethodName<T> = {
+  [K in keyof T]: T[K] extends (...args: never[]) => Promise<unknown> ? K : never;
+}[keyof T] &
+  string;
+
+/** Options given when declaring a component. */
+export interface ComponentOptions<T> {
+  /**
+   * Methods that must not be retried when a call fails in transport (the call may have run once already).
+   * Every other method is retried on another replica.
+   */
+  noRetry?: readonly MethodName<T>[];
+}
+
+/**
+ * A declared component: the value you pass to `ctx.get()` and `register()`. Declare it with the same name
+ * as its interface: `export const Cart = component<Cart>("shop/Cart")`.
+ */
+export interface ComponentRef<T extends object> {
+  /** Stable name, unique in the app (`"app/Component"`); deployers, config and logs use it. */
+  readonly name: string;
+  /** Methods that are not retried on transport failure. */
+  readonly noRetry: ReadonlySet<string>;
+  /** Carries the interface type; never set at run time. */
+  readonly __type?: T;
+}
+
+/** A listener the deployer placed, returned by `ctx.listener()`. */
+export interface Listener<S extends Server = Server> {
+  /** The name given to `ctx.listener()`. */
+  readonly name: string;
+  /** The server, already listening. */
+  readonly server: S;
+  /** "host:port" this process listens on. */
+  readonly address: string;
+  /** Where users reach the listener: the deployer's proxy or load balancer, else `address`. */
+  readonly publicAddress: string;
+}
+
+/** What a component implementation receives in its constructor. */
+export interface Context {
+  /** The component's name. */
+  readonly name: string;
+  /** Structured logger labelled with this component. */
+  readonly logger: Logger;
+  /**
+   * Another component: the local instance if it runs in this process, else a stub with the same type
+   * whose calls go over the network.
+   */
+  get<T extends object>(ref: ComponentRef<T>): Promise<T>;
+  /**
+   * A network listener at the address the deployer chooses. Pass your (not yet listening) server, e.g.
+   * `http.createServer(handler)`; it is listening when the promise resolves. Without one, a plain
+   * `net.Server` is created.
+   */
+  listener<S extends Server = Server>(name: string, server?: S): Promise<Listener<S>>;
+  /**
+   * This component's section of weaver.toml merged over `defaults`. Keys not in `defaults`, or values of
+   * another type, are errors naming the key.
+   */
+  config<C extends Record<string, unknown>>(defaults: C): C;
+}
+
+/** Optional hooks of an implementation. */
+export interface Lifecycle {
+  /** Called once after construction, before the component serves anything. */
+  init?(): Promise<void> | void;
+  /** Called once on graceful stop, in reverse order of construction. */
+  shutdown?(): Promise<void> | void;
+}
+
+/** The class implementing a component. */
+export type Implementation<T extends object> = new (ctx: Context) => T & Lifecycle;
+
+/** The app's entry component: its `main()` runs once, in one process of the deployment. */
+export interface Main {
+  main(): Promise<void>;
+}
+
+/** Declares a component. `name` must be stable across versions: it addresses the component. */
+export function component<T extends object>(name: string, options: ComponentOptions<T> = {}): ComponentRef<T> {
+  if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)+$/.test(name)) {
+    throw new ConfigError(`component name ${JSON.stringify(name)} must look like "app/Component"`);
+  }
+  return { name, noRetry: new Set(options.noRetry ?? []) };
+}
+
+/** A registered component with its method table. */
+export interface Registration {
+  readonly ref: ComponentRef<object>;
+  readonly impl: Implementation<object>;
+  /** Method names callable remotely, sorted. */
+  readonly methods: readonly string[];
+  /** Method id of methods[0]; ids are consecutive (see `methodTable`). */
+  firstMethodId: number;
+}
+
+const HOOKS = new Set(["constructor", "init", "shutdown"]);
+
+/** The public methods of an implementation class (own and inherited, not hooks, not `_private`). */
+function methodsOf(impl: Implementation<object>): string[] {
+  const names = new Set<string>();
+  for (let proto = impl.prototype as object | null; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      const desc = Object.getOwnPropertyDescriptor(proto, key);
+      if (!HOOKS.has(key) && !key.startsWith("_") && typeof desc?.value === "function") names.add(key);
+    }
+  }
+  return [...names].sort();
+}
+
+const registrations = new Map<string, Registration>();
+let table: { hash: string; byId: { component: string; method: string }[] } | undefined;
+
+/** Registers the implementation of a component. Call it once per component, at module load. */
+export function register<T extends object>(ref: ComponentRef<T>, impl: Implementation<T>): void {
+  const existing = registrations.get(ref.name);
+  if (existing && existing.impl !== impl) {
+    throw new ConfigError(`component ${ref.name} is registered twice (${existing.impl.name} and ${impl.name})`);
+  }
+  registrations.set(ref.name, { ref: ref as ComponentRef<object>, impl: impl as Implementation<object>, methods: methodsOf(impl as Implementation<object>), firstMethodId: 0 });
+  table = undefined;
+}
+
+/** The registration of `name`, or undefined. */
+export function registration(name: string): Registration | undefined {
+  return registrations.get(name);
+}
+
+/** Names of all registered components, sorted. */
+export function registeredComponents(): string[] {
+  return [...registrations.keys()].sort();
+}
+
+/**
+ * The method table: every registered component (sorted by name) and its methods (sorted) get
+ * consecutive ids. Every process runs the same binary, so they agree; the hash lets RPC peers check it.
+ */
+export function methodTable(): { hash: string; byId: readonly { component: string; method: string }[] } {
+  if (table) return table;
+  const byId: { component: string; method: string }[] = [];
+  for (const name of registeredComponents()) {
+    const reg = registrations.get(name)!;
+    reg.firstMethodId = byId.length;
+    for (const method of reg.methods) byId.push({ component: name, method });
+  }
+  const hash = createHash("sha256")
+    .update(byId.map((m) => `${m.component}.${m.method}`).join("\n"))
+    .digest("hex")
+    .slice(0, 16);
+  table = { hash, byId };
+  return table;
+}

@@ -1,0 +1,154 @@
+import { createReadStream, existsSync, statSync, watch } from "node:fs";
+import { createInterface } from "node:readline";
+import { loadConfig } from "../../core/config.js";
+import type { LogEntry } from "../../protos/runtime.js";
+import { formatLogEntry } from "../../telemetry/logfmt.js";
+import { MultiDeployer } from "./deployer.js";
+import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
+
+/** `tsweaver multi deploy weaver.toml`: runs until SIGINT/SIGTERM, then stops everything. */
+export async function deployCommand(configFile: string): Promise<void> {
+  const deployer = new MultiDeployer(loadConfig(configFile));
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`tsweaver: ${signal} received\n`);
+    void deployer.stop().then(() => process.exit(0));
+  };
+  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  try {
+    await deployer.deploy();
+  } catch (err) {
+    await deployer.stop();
+    throw err;
+  }
+}
+
+function liveState(status: DeploymentStatus): string {
+  return status.state === "running" && !processAlive(status.deployerPid) ? "dead (deployer gone)" : status.state;
+}
+
+/** `tsweaver multi status`: deployments, groups, replicas and listeners. */
+export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
+  const deployments = listDeployments()
+    .map((d) => d.readStatus())
+    .filter((s): s is DeploymentStatus => s !== undefined)
+    .filter((s) => opts.all || liveState(s) === "running");
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(deployments, null, 2) + "\n");
+    return;
+  }
+  if (deployments.length === 0) {
+    process.stdout.write(`no running deployments in ${stateRoot()} (start one with: tsweaver multi deploy weaver.toml; --all shows stopped ones)\n`);
+    return;
+  }
+  for (const s of deployments) {
+    process.stdout.write(`DEPLOYMENT ${s.deploymentId}  app ${s.app}  ${liveState(s)}  since ${s.startedAt}  deployer pid ${s.deployerPid}\n`);
+    const rows: string[][] = [["GROUP", "COMPONENTS", "REPLICA", "PID", "ADDRESS", "STATE", "HEALTH", "RESTARTS"]];
+    for (const g of s.groups) {
+      if (g.replicas.length === 0) rows.push([g.name, g.components.join(","), "-", "-", "-", "not started", "-", "-"]);
+      for (const r of g.replicas) rows.push([g.name, g.components.join(","), r.id, String(r.pid || "-"), r.address || "-", r.state, r.health, String(r.restarts)]);
+    }
+    process.stdout.write(table(rows));
+    if (s.listeners.length) {
+      process.stdout.write(table([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]));
+    }
+    process.stdout.write("\n");
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
+}
+
+/** Filters for `tsweaver multi logs`. */
+export interface LogFilter {
+  deployment?: string;
+  component?: string;
+  level?: string;
+  weavelet?: string;
+  grep?: string;
+  since?: string;
+  follow?: boolean;
+}
+
+const LEVELS = ["debug", "info", "warn", "error"];
+
+/** "10m", "2h", "30s", "1d" or an ISO time → epoch micros. */
+export function parseSince(since: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(since);
+  if (m) return (Date.now() - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2] as "s"]) * 1000;
+  const t = Date.parse(since);
+  if (Number.isNaN(t)) throw new Error(`--since ${since}: use a duration like 10m, 2h, 1d or an ISO time`);
+  return t * 1000;
+}
+
+/** `tsweaver multi logs`: prints (and with --follow, tails) a deployment's logs. */
+export async function logsCommand(f: LogFilter): Promise<void> {
+  const dir = pickDeployment(f.deployment);
+  if (f.level && !LEVELS.includes(f.level)) throw new Error(`--level ${f.level}: use one of ${LEVELS.join(", ")}`);
+  const minLevel = f.level ? LEVELS.indexOf(f.level) : 0;
+  const since = f.since ? parseSince(f.since) : 0;
+  const color = process.stdout.isTTY === true;
+  const keep = (e: LogEntry) =>
+    (!f.component || e.component === f.component) &&
+    LEVELS.indexOf(e.level) >= minLevel &&
+    (!f.weavelet || e.node.startsWith(f.weavelet)) &&
+    (!f.grep || e.msg.includes(f.grep) || Object.values(e.attrs).some((v) => v.includes(f.grep!))) &&
+    Number(e.timeMicros) >= since;
+  const print = (line: string) => {
+    if (!line) return;
+    let e: LogEntry;
+    try {
+      e = JSON.parse(line) as LogEntry;
+    } catch {
+      return;
+    }
+    if (keep(e)) process.stdout.write(formatLogEntry(e, color) + "\n");
+  };
+  for (const file of dir.logFiles()) {
+    for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) print(line);
+  }
+  if (!f.follow) return;
+  await follow(dir, print);
+}
+
+async function follow(dir: DeploymentDir, print: (line: string) => void): Promise<void> {
+  let offset = existsSync(dir.logFile) ? statSync(dir.logFile).size : 0;
+  let partial = "";
+  let reading = false;
+  const readMore = async () => {
+    if (reading) return;
+    reading = true;
+    try {
+      if (!existsSync(dir.logFile)) return;
+      const size = statSync(dir.logFile).size;
+      if (size < offset) offset = 0; // rotated
+      if (size === offset) return;
+      const stream = createReadStream(dir.logFile, { start: offset, end: size - 1, encoding: "utf8" });
+      for await (const chunk of stream) partial += chunk as string;
+      offset = size;
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      lines.forEach(print);
+    } finally {
+      reading = false;
+    }
+  };
+  watch(dir.dir, () => void readMore());
+  // fs.watch can miss events on some filesystems; poll as a backstop.
+  setInterval(() => void readMore(), 500);
+  await new Promise(() => {});
+}
+
+function pickDeployment(id: string | undefined): DeploymentDir {
+  const all = listDeployments();
+  if (all.length === 0) throw new Error(`no deployments in ${stateRoot()}; start one with: tsweaver multi deploy weaver.toml`);
+  if (!id) return all[0]!;
+  const match = all.filter((d) => d.deploymentId.startsWith(id));
+  if (match.length !== 1) throw new Error(`deployment ${id}: ${match.length === 0 ? "not found" : "ambiguous"} (known: ${all.map((d) => d.deploymentId).join(", ")})`);
+  return match[0]!;
+}

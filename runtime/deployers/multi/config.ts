@@ -1,0 +1,31 @@
+import { checkKeys, isTable, type AppConfig } from "../../core/config.js";
+import { ConfigError } from "../../core/errors.js";
+
+/** The `[multi]` section of weaver.toml. */
+export interface MultiConfig {
+  /** Replicas per group (`replicas`, default 2). */
+  replicas: number;
+  /** Proxy address per listener (`[multi.listeners.NAME] address`); unnamed listeners get localhost:0. */
+  listeners: Map<string, string>;
+}
+
+export function multiConfig(config: AppConfig): MultiConfig {
+  const section = config.deployers["multi"] ?? {};
+  const fail = (key: string, what: string): never => {
+    throw new ConfigError(`${config.file}: multi.${key}: ${what}`);
+  };
+  checkKeys(section, ["replicas", "listeners"], "multi", config.file);
+  const replicas = section["replicas"] ?? 2;
+  if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 1 || replicas > 64) fail("replicas", "must be an integer from 1 to 64");
+  const listeners = new Map<string, string>();
+  const raw = section["listeners"] ?? {};
+  if (!isTable(raw)) fail("listeners", "must be a table of [multi.listeners.NAME] sections");
+  for (const [name, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (!isTable(value)) fail(`listeners.${name}`, 'must be a table with address = "host:port"');
+    checkKeys(value as Record<string, unknown>, ["address"], `multi.listeners.${name}`, config.file);
+    const address = (value as Record<string, unknown>)["address"];
+    if (typeof address !== "string" || !/^.*:\d+$/.test(address)) fail(`listeners.${name}.address`, 'must be a "host:port" string');
+    listeners.set(name, address as string);
+  }
+  return { replicas: replicas as number, listeners };
+}

@@ -1,0 +1,327 @@
+import { randomUUID } from "node:crypto";
+import { checkComponentNames, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
+import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
+import { listComponents } from "../../envelope/components.js";
+import type { LogEntry, RoutingInfo } from "../../protos/runtime.js";
+import { formatLogEntry } from "../../telemetry/logfmt.js";
+import { multiConfig, type MultiConfig } from "./config.js";
+import { ListenerProxy } from "./proxy.js";
+import { DeploymentDir, stateRoot, type DeploymentStatus } from "./state.js";
+
+/** Options of a multiprocess deployment beyond weaver.toml. */
+export interface MultiOptions {
+  /** Where deployment state (status, logs) is kept; default `stateRoot()`. */
+  stateDir?: string;
+  /** Print log entries to stdout (default true). */
+  printLogs?: boolean;
+  /** Receives progress lines (default: stderr). */
+  progress?: (line: string) => void;
+}
+
+interface Replica {
+  readonly id: string;
+  readonly group: GroupState;
+  envelope: Envelope | undefined;
+  address: string;
+  health: string;
+  /** Restarts since the deployment began (shown in status). */
+  restarts: number;
+  /** Crashes in a row without a stable run; sets the restart backoff. */
+  crashStreak: number;
+  state: "starting" | "running" | "restarting" | "stopped";
+  /** Components of other groups this replica activated: it gets their routing updates. */
+  readonly activated: Set<string>;
+  /** Listener name → address it exported. */
+  readonly exported: Map<string, string>;
+}
+
+interface GroupState {
+  readonly group: Group;
+  readonly replicas: Replica[];
+  started: boolean;
+}
+
+const RESTART_BACKOFF_MIN_MS = 100;
+const RESTART_BACKOFF_MAX_MS = 10_000;
+/** A replica that ran this long without crashing gets its backoff reset. */
+const STABLE_MS = 10_000;
+
+/**
+ * The multiprocess deployer: every group of components runs as N replica processes on this machine,
+ * started when first needed, restarted with backoff when they crash; exported listeners sit behind a
+ * local HTTP proxy.
+ */
+export class MultiDeployer {
+  readonly deploymentId = randomUUID().slice(0, 8);
+  private readonly multi: MultiConfig;
+  private groups: GroupState[] = [];
+  private readonly byComponent = new Map<string, GroupState>();
+  private readonly proxies = new Map<string, Promise<ListenerProxy>>();
+  private readonly dir: DeploymentDir;
+  private stopping = false;
+  private statusTimer: NodeJS.Timeout | undefined;
+  private readonly startedAt = new Date().toISOString();
+  private readonly color = process.stdout.isTTY === true;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly options: MultiOptions = {},
+  ) {
+    this.multi = multiConfig(config);
+    this.dir = new DeploymentDir(options.stateDir ?? stateRoot(), this.deploymentId);
+  }
+
+  private progress(line: string): void {
+    (this.options.progress ?? ((l: string) => process.stderr.write(l + "\n")))(line);
+  }
+
+  /** Validates the app against its config and starts main's group. */
+  async deploy(): Promise<void> {
+    const components = await listComponents(this.config.binary, this.config.args, this.config.env);
+    if (!components.includes(MAIN_COMPONENT)) {
+      throw new Error(`app ${this.config.binary} registers no main component; its entry file must call run(App)`);
+    }
+    checkComponentNames(this.config, components);
+    this.groups = groupsOf(this.config, components).map((group) => ({ group, replicas: [], started: false }));
+    for (const g of this.groups) for (const c of g.group.components) this.byComponent.set(c, g);
+    this.dir.create();
+    this.progress(`tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`);
+    this.writeStatus();
+    this.statusTimer = setInterval(() => void this.pollHealth(), 2_000);
+    this.statusTimer.unref();
+    await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
+  }
+
+  /** Addresses of the listener proxies, by listener name (once exported). */
+  async listenerAddresses(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const [name, p] of this.proxies) out.set(name, (await p).address);
+    return out;
+  }
+
+  /** Current status (also written to the deployment directory). */
+  status(): DeploymentStatus {
+    return {
+      deploymentId: this.deploymentId,
+      app: this.config.name,
+      config: this.config.file,
+      deployerPid: process.pid,
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+      state: this.stopping ? "stopped" : "running",
+      groups: this.groups.map((g) => ({
+        name: g.group.name,
+        components: [...g.group.components],
+        started: g.started,
+        replicas: g.replicas.map((r) => ({ id: r.id, pid: r.envelope?.pid ?? 0, address: r.address, health: r.health, restarts: r.restarts, state: r.state })),
+      })),
+      listeners: [...this.proxiesNow()].map((p) => ({ name: p.listener, address: p.address, replicas: p.backendCount })),
+    };
+  }
+
+  /** The replicas' process ids, by group name (for tests and tools). */
+  pids(): Map<string, number[]> {
+    return new Map(this.groups.map((g) => [g.group.name, g.replicas.filter((r) => r.envelope?.running).map((r) => r.envelope!.pid)]));
+  }
+
+  /** Stops every weavelet gracefully and closes the proxies. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.statusTimer);
+    this.progress(`tsweaver: stopping deployment ${this.deploymentId}`);
+    await Promise.all(this.groups.flatMap((g) => g.replicas.map(async (r) => {
+      r.state = "stopped";
+      await r.envelope?.stop(5_000);
+    })));
+    for (const p of this.proxiesNow()) p.close();
+    this.writeStatus();
+  }
+
+  private resolvedProxies: ListenerProxy[] = [];
+  private proxiesNow(): ListenerProxy[] {
+    return this.resolvedProxies;
+  }
+
+  private async startGroup(g: GroupState): Promise<void> {
+    if (g.started) return;
+    g.started = true;
+    this.progress(`tsweaver: starting group ${g.group.name} (${g.group.components.join(", ")})`);
+    for (let i = 0; i < this.multi.replicas; i++) {
+      const replica: Replica = { id: `${g.group.name}-${i}`, group: g, envelope: undefined, address: "", health: "STARTING", restarts: 0, crashStreak: 0, state: "starting", activated: new Set(), exported: new Map() };
+      g.replicas.push(replica);
+    }
+    const results = await Promise.allSettled(g.replicas.map((r) => this.startReplica(r)));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed && results.every((r) => r.status === "rejected")) {
+      throw (failed as PromiseRejectedResult).reason;
+    }
+  }
+
+  private async startReplica(r: Replica): Promise<void> {
+    const g = r.group;
+    const weaveletId = `${r.id}-${randomUUID().slice(0, 6)}`;
+    const config: Record<string, string> = {};
+    for (const c of g.group.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
+    r.state = r.restarts > 0 ? "restarting" : "starting";
+    const envelope = await Envelope.start({
+      binary: this.config.binary,
+      args: this.config.args,
+      env: this.config.env,
+      weaveletArgs: {
+        app: this.config.name,
+        deploymentId: this.deploymentId,
+        id: weaveletId,
+        runMain: g.group.components.includes(MAIN_COMPONENT),
+        internalAddress: "127.0.0.1:0",
+        group: g.group.name,
+        components: [...g.group.components],
+        config,
+      },
+      handler: this.handlerFor(r),
+    });
+    if (this.stopping) {
+      await envelope.stop();
+      return;
+    }
+    const startedAt = Date.now();
+    r.envelope = envelope;
+    r.address = envelope.dialAddress;
+    r.state = "running";
+    r.health = "HEALTHY";
+    await envelope.updateComponents(g.group.components).catch(() => {});
+    // Activations that arrived during the handshake found no envelope to answer; answer them now.
+    for (const component of r.activated) envelope.updateRoutingInfo(this.routingInfo(component)).catch(() => {});
+    this.publishRoutes(g);
+    this.writeStatus();
+    void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal, Date.now() - startedAt));
+  }
+
+  private onExit(r: Replica, envelope: Envelope, requested: boolean, code: number | null, signal: string | null, ranMs: number): void {
+    if (r.envelope !== envelope) return;
+    r.envelope = undefined;
+    r.address = "";
+    r.health = "TERMINATED";
+    for (const [listener, address] of r.exported) void this.proxies.get(listener)?.then((p) => p.remove(address));
+    r.exported.clear();
+    this.publishRoutes(r.group);
+    if (this.stopping || requested) {
+      r.state = "stopped";
+      this.writeStatus();
+      return;
+    }
+    if (ranMs > STABLE_MS) r.crashStreak = 0;
+    const delay = this.backoff(r);
+    r.state = "restarting";
+    this.progress(`tsweaver: replica ${r.id} exited (code ${code}, signal ${signal}); restart ${r.restarts} in ${delay} ms`);
+    this.writeStatus();
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.startReplica(r).catch((err: Error) => {
+        this.progress(`tsweaver: restarting replica ${r.id} failed: ${err.message}`);
+        this.onExitFailedStart(r);
+      });
+    }, delay);
+  }
+
+  /** Counts a restart and returns how long to wait before it. */
+  private backoff(r: Replica): number {
+    const delay = Math.min(RESTART_BACKOFF_MIN_MS * 2 ** r.crashStreak, RESTART_BACKOFF_MAX_MS);
+    r.crashStreak++;
+    r.restarts++;
+    return delay;
+  }
+
+  // A restart that failed before its handshake counts as another crash.
+  private onExitFailedStart(r: Replica): void {
+    if (r.envelope) return;
+    const delay = this.backoff(r);
+    this.writeStatus();
+    setTimeout(() => {
+      if (!this.stopping) this.startReplica(r).catch(() => this.onExitFailedStart(r));
+    }, delay);
+  }
+
+  private routingInfo(component: string): RoutingInfo {
+    const g = this.byComponent.get(component)!;
+    return { component, local: false, replicas: g.replicas.filter((r) => r.state === "running" && r.address).map((r) => r.address) };
+  }
+
+  /** Sends every subscriber the current replica addresses of each of the group's components. */
+  private publishRoutes(g: GroupState): void {
+    for (const component of g.group.components) {
+      const info = this.routingInfo(component);
+      for (const other of this.groups) {
+        for (const sub of other.replicas) {
+          if (sub.envelope?.running && sub.activated.has(component)) sub.envelope.updateRoutingInfo(info).catch(() => {});
+        }
+      }
+    }
+  }
+
+  private handlerFor(r: Replica): EnvelopeHandler {
+    return {
+      activateComponent: async ({ component }) => {
+        const target = this.byComponent.get(component);
+        if (!target) throw new Error(`unknown component ${component}: it is not registered in ${this.config.binary}`);
+        r.activated.add(component);
+        await this.startGroup(target);
+        this.publishRoutes(target);
+      },
+      getListenerAddress: async () => ({ address: "127.0.0.1:0" }),
+      exportListener: async ({ listener, address }) => {
+        let proxy = this.proxies.get(listener);
+        if (!proxy) {
+          const p = new ListenerProxy(listener);
+          proxy = p.listen(this.multi.listeners.get(listener) ?? "localhost:0").then((addr) => {
+            this.resolvedProxies.push(p);
+            this.progress(`tsweaver: listener ${listener} available on http://${addr}`);
+            return p;
+          });
+          this.proxies.set(listener, proxy);
+          proxy.catch(() => this.proxies.delete(listener));
+        }
+        try {
+          const p = await proxy;
+          p.add(address);
+          r.exported.set(listener, address);
+          this.writeStatus();
+          return { proxyAddress: p.address, error: "" };
+        } catch (err) {
+          return { proxyAddress: "", error: (err as Error).message };
+        }
+      },
+      handleLogEntries: ({ entries }) => this.logs(entries),
+      handleTraceSpans: () => {},
+    };
+  }
+
+  private logs(entries: LogEntry[]): void {
+    try {
+      this.dir.appendLogs(entries);
+    } catch {
+      // The state dir vanished (deleted by hand); printing still works.
+    }
+    if (this.options.printLogs !== false) process.stdout.write(entries.map((e) => formatLogEntry(e, this.color)).join("\n") + "\n");
+  }
+
+  private async pollHealth(): Promise<void> {
+    await Promise.all(
+      this.groups.flatMap((g) =>
+        g.replicas.map(async (r) => {
+          if (!r.envelope?.running) return;
+          r.health = await r.envelope.getHealth().catch(() => "UNHEALTHY");
+        }),
+      ),
+    );
+    this.writeStatus();
+  }
+
+  private writeStatus(): void {
+    try {
+      this.dir.writeStatus(this.status());
+    } catch {
+      // Status is best effort; the deployment itself keeps running.
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { LogEntry } from "../../protos/runtime.js";
+
+/** Root of the multi deployer's state: $TSWEAVER_STATE_DIR, else ~/.tsweaver/multi. */
+export function stateRoot(): string {
+  return process.env["TSWEAVER_STATE_DIR"] ?? path.join(os.homedir(), ".tsweaver", "multi");
+}
+
+/** What `tsweaver multi status` shows; written by the running deployer. */
+export interface DeploymentStatus {
+  deploymentId: string;
+  app: string;
+  config: string;
+  deployerPid: number;
+  startedAt: string;
+  updatedAt: string;
+  state: "running" | "stopping" | "stopped";
+  groups: {
+    name: string;
+    components: string[];
+    started: boolean;
+    replicas: { id: string; pid: number; address: string; health: string; restarts: number; state: string }[];
+  }[];
+  listeners: { name: string; address: string; replicas: number }[];
+}
+
+/** Log files rotate at this size; one previous file is kept. */
+export const MAX_LOG_BYTES = 10 * 1024 * 1024;
+
+/** One deployment's directory: status.json and logs.jsonl (+ logs.1.jsonl after rotation). */
+export class DeploymentDir {
+  readonly dir: string;
+  private logBytes = 0;
+
+  constructor(root: string, readonly deploymentId: string) {
+    this.dir = path.join(root, deploymentId);
+  }
+
+  create(): void {
+    mkdirSync(this.dir, { recursive: true });
+  }
+
+  get statusFile(): string {
+    return path.join(this.dir, "status.json");
+  }
+
+  get logFile(): string {
+    return path.join(this.dir, "logs.jsonl");
+  }
+
+  writeStatus(status: DeploymentStatus): void {
+    // Write then rename: a reader never sees half a file.
+    const tmp = `${this.statusFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify(status, null, 2));
+    renameSync(tmp, this.statusFile);
+  }
+
+  readStatus(): DeploymentStatus | undefined {
+    try {
+      return JSON.parse(readFileSync(this.statusFile, "utf8")) as DeploymentStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  appendLogs(entries: readonly LogEntry[]): void {
+    const text = entries.map((e) => JSON.stringify(e)).join("\n") + "\n";
+    if (this.logBytes + text.length > MAX_LOG_BYTES && existsSync(this.logFile)) {
+      renameSync(this.logFile, path.join(this.dir, "logs.1.jsonl"));
+      this.logBytes = 0;
+    }
+    appendFileSync(this.logFile, text);
+    this.logBytes += text.length;
+  }
+
+  /** Log files oldest first. */
+  logFiles(): string[] {
+    return [path.join(this.dir, "logs.1.jsonl"), this.logFile].filter((f) => existsSync(f));
+  }
+}
+
+/** All deployments under the state root, newest first. */
+export function listDeployments(root = stateRoot()): DeploymentDir[] {
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .map((id) => new DeploymentDir(root, id))
+    .filter((d) => existsSync(d.statusFile))
+    .sort((a, b) => statSync(b.statusFile).mtimeMs - statSync(a.statusFile).mtimeMs);
+}
+
+/** True if the process is alive (the deployer of a "running" deployment may have been killed). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

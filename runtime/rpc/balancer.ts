@@ -1,0 +1,205 @@
+import { type CallContext, callStorage } from "../core/call.js";
+import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
+import type { Connection, ConnectionPool } from "./client.js";
+
+/** Tuning for a {@link Balancer}. */
+export interface BalancerOptions {
+  /** Attempts per retryable call, the first included (default 4). */
+  maxAttempts?: number;
+  /** How long a call waits for the first replicas when there are none (default 30 s; the deadline wins). */
+  replicaWaitMs?: number;
+  /** Delay before the first retry (default 5 ms); doubles per retry, with jitter. */
+  retryBackoffMs?: number;
+}
+
+/** Per-call routing options. */
+export interface RouteOptions {
+  /** Retry on TransportError (on another replica when there is one). Default true. */
+  retryable?: boolean;
+  /** Affinity key for routed components. Reserved: ignored until slice-based routing lands (see `pick`). */
+  shardKey?: bigint;
+}
+
+interface ReplicaWaiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/**
+ * Spreads one remote component's calls over its replicas: round-robin among healthy connections
+ * (falling back to any when none is healthy yet), retrying transport failures of retryable calls on
+ * another replica, and holding calls while the component has no replicas at all.
+ */
+export class Balancer {
+  private readonly byAddress = new Map<string, Connection>();
+  /** Replica connections in routing order; rebuilt on update. */
+  protected replicas: Connection[] = [];
+  private next = 0;
+  private readonly waiters = new Set<ReplicaWaiter>();
+  private readonly maxAttempts: number;
+  private readonly replicaWaitMs: number;
+  private readonly retryBackoffMs: number;
+  private closed = false;
+
+  constructor(
+    /** The component's name, for error messages. */
+    readonly component: string,
+    private readonly pool: ConnectionPool,
+    opts: BalancerOptions = {},
+  ) {
+    this.maxAttempts = Math.max(1, opts.maxAttempts ?? 4);
+    this.replicaWaitMs = opts.replicaWaitMs ?? 30_000;
+    this.retryBackoffMs = opts.retryBackoffMs ?? 5;
+  }
+
+  /** The current replica addresses. */
+  get addresses(): string[] {
+    return [...this.byAddress.keys()];
+  }
+
+  /**
+   * Replaces the replica set. Connections to addresses that left are released to the pool (which drains
+   * them: their in-flight calls finish); new ones start connecting right away so they can turn healthy.
+   */
+  update(addresses: readonly string[]): void {
+    if (this.closed) return;
+    const wanted = new Set(addresses);
+    for (const [addr] of this.byAddress) {
+      if (!wanted.has(addr)) {
+        this.byAddress.delete(addr);
+        this.pool.release(addr);
+      }
+    }
+    for (const addr of wanted) {
+      if (this.byAddress.has(addr)) continue;
+      const conn = this.pool.acquire(addr);
+      this.byAddress.set(addr, conn);
+      conn.connect();
+    }
+    this.replicas = [...this.byAddress.values()];
+    if (this.replicas.length > 0 && this.waiters.size > 0) {
+      const ws = [...this.waiters];
+      this.waiters.clear();
+      for (const w of ws) {
+        settleWaiter(w);
+        w.resolve();
+      }
+    }
+  }
+
+  /**
+   * Calls a method on some replica. Deadline, cancellation, trace context and metadata come from the
+   * caller's CallContext (`callStorage`). Rejects like {@link Connection.call}.
+   */
+  async call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    const ctx = callStorage.getStore();
+    const retryable = opts.retryable ?? true;
+    let previous: Connection | undefined;
+    for (let attempt = 1; ; attempt++) {
+      let conn = this.pick(opts.shardKey, previous);
+      while (conn === undefined) {
+        await this.waitForReplicas(methodName, ctx);
+        conn = this.pick(opts.shardKey, previous);
+      }
+      try {
+        return await conn.call(methodId, methodName, args, ctx);
+      } catch (err) {
+        if (!(err instanceof TransportError) || !retryable || attempt >= this.maxAttempts) throw err;
+        const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+        if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
+        if (delay >= 1) await sleep(delay);
+        if (ctx?.signal?.aborted) throw new CallCancelledError(`${methodName}: cancelled by the caller`);
+        previous = conn;
+      }
+    }
+  }
+
+  /**
+   * Chooses the replica for a call; `avoid` is the one that just failed (avoided when another exists).
+   * Round-robin over healthy replicas, else over ones still connecting, else any. Override (or extend
+   * with `shardKey`) for affinity routing.
+   */
+  protected pick(shardKey: bigint | undefined, avoid: Connection | undefined): Connection | undefined {
+    void shardKey; // affinity routing hook, not used yet
+    const rs = this.replicas;
+    const n = rs.length;
+    if (n <= 1) return rs[0];
+    let connecting: Connection | undefined;
+    let other: Connection | undefined;
+    for (let i = 0; i < n; i++) {
+      const idx = (this.next + i) % n;
+      const c = rs[idx]!;
+      if (c === avoid) continue;
+      if (c.healthy) {
+        this.next = idx + 1;
+        return c;
+      }
+      if (c.state === "idle" || c.state === "connecting") connecting ??= c;
+      else other ??= c;
+    }
+    this.next++;
+    return connecting ?? other ?? avoid;
+  }
+
+  /** Releases every replica connection; calls waiting for replicas fail. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const addr of this.byAddress.keys()) this.pool.release(addr);
+    this.byAddress.clear();
+    this.replicas = [];
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) {
+      settleWaiter(w);
+      w.reject(new TransportError(`balancer for ${this.component} closed`));
+    }
+  }
+
+  private waitForReplicas(methodName: string, ctx: CallContext | undefined): Promise<void> {
+    if (this.closed) return Promise.reject(new TransportError(`${methodName}: balancer for ${this.component} is closed`));
+    const signal = ctx?.signal;
+    if (signal?.aborted) return Promise.reject(new CallCancelledError(`${methodName}: cancelled by the caller`));
+    const now = Date.now();
+    const byDeadline = ctx?.deadline !== undefined && ctx.deadline - now <= this.replicaWaitMs;
+    const waitMs = Math.max(0, byDeadline ? ctx!.deadline! - now : this.replicaWaitMs);
+    return new Promise<void>((resolve, reject) => {
+      const w: ReplicaWaiter = {
+        resolve,
+        reject,
+        signal,
+        onAbort: undefined,
+        timer: setTimeout(() => {
+          this.waiters.delete(w);
+          settleWaiter(w);
+          reject(
+            byDeadline
+              ? new DeadlineExceededError(`${methodName}: deadline exceeded while waiting for replicas of ${this.component}`)
+              : new TransportError(`${methodName}: no replicas of ${this.component} became available within ${this.replicaWaitMs} ms`),
+          );
+        }, waitMs),
+      };
+      if (signal !== undefined) {
+        w.onAbort = () => {
+          this.waiters.delete(w);
+          settleWaiter(w);
+          reject(new CallCancelledError(`${methodName}: cancelled by the caller`));
+        };
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiters.add(w);
+    });
+  }
+}
+
+function settleWaiter(w: ReplicaWaiter): void {
+  clearTimeout(w.timer);
+  if (w.signal !== undefined && w.onAbort !== undefined) w.signal.removeEventListener("abort", w.onAbort);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,507 @@
+import { connect as netConnect, type Socket } from "node:net";
+import { CodecError, Reader, Writer } from "../codec/codec.js";
+import { type CallContext, callStorage } from "../core/call.js";
+import { CallCancelledError, DeadlineExceededError, RemoteCallError, TransportError } from "../core/errors.js";
+import { parseAddress, type RpcAddress } from "./address.js";
+import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
+import {
+  DEFAULT_MAX_FRAME_SIZE,
+  FrameError,
+  FrameType,
+  PROTOCOL_VERSION,
+  Status,
+  asWireError,
+  writeCancel,
+  writeHello,
+  writeRequest,
+} from "./frames.js";
+import { type RpcLogger, silentLogger } from "./logger.js";
+
+export { Balancer, type BalancerOptions, type RouteOptions } from "./balancer.js";
+
+/** Settings shared by every connection of a pool. */
+export interface ConnectionOptions {
+  /** Hash of the caller's method table, sent in HELLO; servers with another table refuse the connection. */
+  methodTableHash: string;
+  /** Where connection trouble is reported (default: nowhere). */
+  logger?: RpcLogger;
+  /** Largest frame sent or accepted (default 16 MiB). */
+  maxFrameSize?: number;
+  /** Bound on TCP connect + HELLO (default 5 s). */
+  connectTimeoutMs?: number;
+  /** First reconnect delay after a failure (default 20 ms); doubles per failure, with jitter. */
+  backoffMinMs?: number;
+  /** Longest reconnect delay (default 2 s). */
+  backoffMaxMs?: number;
+}
+
+/**
+ * Life cycle of a {@link Connection}: `idle` (never connected) → `connecting` (TCP + HELLO) → `ready`;
+ * a failure goes to `backoff` and a timer reconnects; `draining` takes no new calls and closes when the
+ * in-flight ones settle; `closed` is final.
+ */
+export type ConnectionState = "idle" | "connecting" | "ready" | "backoff" | "draining" | "closed";
+
+/** Per-connection counters (they survive reconnects). */
+export interface ConnectionStats extends ByteCounters {
+  /** Calls sent. */
+  calls: number;
+  /** Connection attempts that failed or dropped. */
+  failures: number;
+  /** Successful handshakes. */
+  connects: number;
+}
+
+/** Clamp for Node timers (larger values fire immediately). */
+const MAX_TIMER_MS = 0x7fffffff;
+/** Largest remaining time the wire can carry. */
+const MAX_WIRE_MS = 0xffffffff;
+
+/**
+ * A multiplexed RPC connection to one address (`"host:port"` or `"unix:/path"`). Connects lazily on the
+ * first call (or `connect()`), reconnects with exponential backoff after failures, and matches responses
+ * to calls by request id. When the socket drops, every call in flight on it rejects with TransportError.
+ */
+export class Connection implements ChannelSink {
+  /** Counters, for metrics. */
+  readonly stats: ConnectionStats = { bytesIn: 0, bytesOut: 0, calls: 0, failures: 0, connects: 0 };
+  private _state: ConnectionState = "idle";
+  private readonly target: RpcAddress;
+  private readonly opts: Required<ConnectionOptions>;
+  private channel: Channel | undefined;
+  private readonly pending = new Map<number, PendingCall>();
+  private readonly reader = new Reader(Buffer.alloc(0));
+  private nextId = 1;
+  private consecutiveFailures = 0;
+  private lastError: Error | undefined;
+  private goaway = false;
+  private handshaken = false;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private closedPromise: Promise<void> | undefined;
+  private resolveClosed: (() => void) | undefined;
+
+  constructor(
+    readonly address: string,
+    opts: ConnectionOptions,
+  ) {
+    this.target = parseAddress(address);
+    // Field by field: a spread would let an explicit `undefined` override a default.
+    this.opts = {
+      methodTableHash: opts.methodTableHash,
+      logger: opts.logger ?? silentLogger,
+      maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      backoffMinMs: opts.backoffMinMs ?? 20,
+      backoffMaxMs: opts.backoffMaxMs ?? 2000,
+    };
+  }
+
+  /** Where the connection is in its life cycle. */
+  get state(): ConnectionState {
+    return this._state;
+  }
+
+  /** Connected, handshaken and not told to go away: new calls are expected to succeed. */
+  get healthy(): boolean {
+    return this._state === "ready" && !this.goaway;
+  }
+
+  /** Calls waiting for a response. */
+  get inflight(): number {
+    return this.pending.size;
+  }
+
+  /** The error of the last failed connection attempt, if the connection is not healthy. */
+  get lastFailure(): Error | undefined {
+    return this.lastError;
+  }
+
+  /** Starts connecting now if idle (a warm-up; calls connect lazily anyway). */
+  connect(): void {
+    if (this._state !== "idle" && this._state !== "backoff") return;
+    if (this.reconnectTimer !== undefined) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+    }
+    this._state = "connecting";
+    this.goaway = false;
+    this.handshaken = false;
+    const t = this.target;
+    const socket: Socket = t.kind === "unix" ? netConnect({ path: t.path }) : netConnect({ host: t.host, port: t.port, noDelay: true });
+    // Requests queue in the channel's writer but are held until HELLO_OK.
+    const channel = new Channel(socket, this, this.opts.maxFrameSize, this.stats, true);
+    this.channel = channel;
+    const hello = new Writer(64 + this.opts.methodTableHash.length * 3);
+    writeHello(hello, this.opts.methodTableHash);
+    socket.write(hello.toBuffer()); // node queues it until connected
+    this.connectTimer = setTimeout(onConnectTimeout, this.opts.connectTimeoutMs, this, channel);
+    this.connectTimer.unref();
+  }
+
+  /**
+   * Sends one call. `ctx` (default: the caller's current CallContext) supplies the deadline, the abort
+   * signal, the traceparent and metadata. Rejects with RemoteCallError (the callee threw),
+   * DeadlineExceededError, CallCancelledError, TransportError (not sent, or the connection dropped), a
+   * CodecError (arguments can't be encoded) or a plain Error (the server could not run the method).
+   */
+  call(methodId: number, methodName: string, args: readonly unknown[], ctx: CallContext | undefined = callStorage.getStore()): Promise<unknown> {
+    const signal = ctx?.signal;
+    if (signal?.aborted) return Promise.reject(new CallCancelledError(`${methodName}: cancelled before it was sent`));
+    const deadline = ctx?.deadline;
+    let remaining = 0;
+    if (deadline !== undefined) {
+      remaining = Math.ceil(deadline - Date.now());
+      if (remaining <= 0) return Promise.reject(new DeadlineExceededError(`${methodName}: deadline exceeded before the call was sent`));
+      if (remaining > MAX_WIRE_MS) remaining = MAX_WIRE_MS;
+    }
+    if (this._state === "idle") this.connect();
+    const unavailable = this.unavailableReason();
+    if (unavailable !== undefined) return Promise.reject(new TransportError(`${methodName}: ${unavailable}`, { cause: this.lastError }));
+    const channel = this.channel!;
+
+    const id = this.allocId();
+    try {
+      writeRequest(channel.writer, id, methodId, remaining, ctx?.traceparent, ctx?.metadata, args, this.opts.maxFrameSize);
+    } catch (err) {
+      if (err instanceof CodecError) return Promise.reject(err);
+      return Promise.reject(new Error(`${methodName}: cannot send request: ${err instanceof Error ? err.message : String(err)}`));
+    }
+    const p = new PendingCall(this, id, methodName);
+    const promise = new Promise<unknown>((resolve, reject) => {
+      p.resolve = resolve;
+      p.reject = reject;
+    });
+    this.pending.set(id, p);
+    this.stats.calls++;
+    if (deadline !== undefined && remaining <= MAX_TIMER_MS) p.timer = setTimeout(onCallDeadline, remaining, p);
+    if (signal !== undefined) watchSignal(signal, p);
+    channel.scheduleFlush();
+    return promise;
+  }
+
+  /** Takes no new calls; closes once in-flight calls settle. Resolves when closed. */
+  drain(): Promise<void> {
+    if (this._state === "closed") return Promise.resolve();
+    const done = this.whenClosed();
+    if (this._state !== "draining") {
+      // No more reconnects; a connect in progress keeps its timeout so a dead peer can't stall the drain.
+      if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      this._state = "draining";
+      this.maybeFinishDrain();
+    }
+    return done;
+  }
+
+  /** Closes now: in-flight calls reject with TransportError. */
+  close(): Promise<void> {
+    if (this._state === "closed") return Promise.resolve();
+    const done = this.whenClosed();
+    this.clearTimers();
+    this._state = "draining";
+    this.failAll(new Error("connection closed locally"));
+    if (this.channel !== undefined) this.channel.destroy();
+    else this.markClosed();
+    return done;
+  }
+
+  /** @internal Frames from the server. */
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    const r = this.reader;
+    r.buf = buf;
+    r.pos = start;
+    r.end = end;
+    switch (type) {
+      case FrameType.RESPONSE:
+        this.onResponse(r);
+        return;
+      case FrameType.HELLO_OK:
+        this.onHelloOk(r);
+        return;
+      case FrameType.HELLO_ERR: {
+        const msg = r.value();
+        const text = typeof msg === "string" ? msg : "malformed HELLO_ERR";
+        const err = new TransportError(`${this.address} refused the connection: ${text}`);
+        // Logged once per distinct reason: reconnect attempts would otherwise repeat it every backoff.
+        if (this.lastError?.message !== err.message) this.opts.logger.error("rpc: server refused connection", { address: this.address, reason: text });
+        this.channel?.destroy(err);
+        return;
+      }
+      case FrameType.GOAWAY:
+        this.goaway = true;
+        this.opts.logger.debug("rpc: server is going away", { address: this.address });
+        if (this.pending.size === 0) this.channel?.end();
+        return;
+      default:
+        throw new FrameError(`unexpected frame type ${type}`);
+    }
+  }
+
+  /** @internal The socket closed. */
+  onClose(error: Error | undefined): void {
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.channel = undefined;
+    const wasReady = this._state === "ready" && !this.goaway;
+    const reason = error ?? new Error(this.goaway ? "server shut down" : "connection closed by the server");
+    if (error instanceof FrameError || error instanceof CodecError) {
+      this.opts.logger.error("rpc: protocol error from server; connection closed", { address: this.address, error: error.message });
+    }
+    this.failAll(reason);
+    if (this._state === "draining" || this._state === "closed") {
+      this.markClosed();
+      return;
+    }
+    this.stats.failures++;
+    this.lastError = reason;
+    this.consecutiveFailures++;
+    const base = Math.min(this.opts.backoffMaxMs, this.opts.backoffMinMs * 2 ** Math.min(this.consecutiveFailures - 1, 20));
+    const delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    this._state = "backoff";
+    this.opts.logger.debug(wasReady ? "rpc: connection lost; reconnecting" : "rpc: connect failed; retrying", {
+      address: this.address,
+      error: reason.message,
+      delayMs: delay,
+    });
+    this.reconnectTimer = setTimeout(onReconnect, delay, this);
+    this.reconnectTimer.unref();
+  }
+
+  /** @internal A call's deadline passed or its signal aborted: drop it and tell the server. */
+  abandon(p: PendingCall, err: Error): void {
+    if (this.pending.get(p.id) !== p) return;
+    this.pending.delete(p.id);
+    p.cleanup();
+    const ch = this.channel;
+    if (ch !== undefined && !ch.isClosed) {
+      writeCancel(ch.writer, p.id);
+      ch.scheduleFlush();
+    }
+    p.reject(err);
+    this.maybeFinishDrain();
+  }
+
+  /** @internal */
+  connectTimedOut(channel: Channel): void {
+    this.connectTimer = undefined;
+    if (this.channel !== channel || this.handshaken) return;
+    channel.destroy(new Error(`connect + handshake took longer than ${this.opts.connectTimeoutMs} ms`));
+  }
+
+  private onHelloOk(r: Reader): void {
+    const version = r.u32();
+    if (this.handshaken) throw new FrameError("unexpected HELLO_OK");
+    if (version !== PROTOCOL_VERSION) throw new FrameError(`server speaks protocol version ${version}, we speak ${PROTOCOL_VERSION}`);
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.handshaken = true;
+    if (this._state === "connecting") this._state = "ready";
+    this.consecutiveFailures = 0;
+    this.lastError = undefined;
+    this.stats.connects++;
+    this.opts.logger.debug("rpc: connected", { address: this.address });
+    const ch = this.channel!;
+    ch.hold = false;
+    ch.flush();
+    this.maybeFinishDrain();
+  }
+
+  private onResponse(r: Reader): void {
+    if (!this.handshaken) throw new FrameError("RESPONSE before HELLO_OK");
+    const id = r.u32();
+    const status = r.u8();
+    const p = this.pending.get(id);
+    if (p === undefined) return; // abandoned (deadline/cancel): the response crossed our CANCEL
+    this.pending.delete(id);
+    p.cleanup();
+    let value: unknown;
+    try {
+      value = r.value();
+      if (!r.done) throw new FrameError("trailing bytes after RESPONSE");
+    } catch (err) {
+      p.reject(new TransportError(`${p.method}: malformed response from ${this.address}`, { cause: err }));
+      throw err; // closes the connection: we can't trust the rest of the stream
+    }
+    if (status === Status.OK) {
+      p.resolve(value);
+    } else if (status === Status.APP_ERROR) {
+      const e = asWireError(value);
+      p.reject(new RemoteCallError(e.name, e.message, p.method, e.stack, e.details));
+    } else if (status === Status.SYSTEM_ERROR) {
+      p.reject(new Error(`${p.method} failed on ${this.address}: ${typeof value === "string" ? value : "server error"}`));
+    } else {
+      p.reject(new TransportError(`${p.method}: unknown response status ${status} from ${this.address}`));
+      throw new FrameError(`unknown response status ${status}`);
+    }
+    if (this.goaway && this.pending.size === 0) this.channel?.end();
+    else this.maybeFinishDrain();
+  }
+
+  private unavailableReason(): string | undefined {
+    switch (this._state) {
+      case "connecting":
+      case "ready":
+        return this.goaway ? `${this.address} is shutting down` : undefined;
+      case "backoff":
+        return `${this.address} is unavailable (reconnecting)${this.lastError ? `: ${this.lastError.message}` : ""}`;
+      default:
+        return `connection to ${this.address} is ${this._state}`;
+    }
+  }
+
+  private allocId(): number {
+    let id = this.nextId;
+    while (this.pending.has(id)) id = id === 0xffffffff ? 1 : id + 1;
+    this.nextId = id === 0xffffffff ? 1 : id + 1;
+    return id;
+  }
+
+  private failAll(reason: Error): void {
+    if (this.pending.size === 0) return;
+    const calls = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of calls) {
+      p.cleanup();
+      p.reject(new TransportError(`${p.method}: connection to ${this.address} lost: ${reason.message}`, { cause: reason }));
+    }
+  }
+
+  private maybeFinishDrain(): void {
+    if (this._state !== "draining" || this.pending.size > 0) return;
+    if (this.channel !== undefined) this.channel.end();
+    else this.markClosed();
+  }
+
+  private whenClosed(): Promise<void> {
+    this.closedPromise ??= new Promise((resolve) => (this.resolveClosed = resolve));
+    return this.closedPromise;
+  }
+
+  private markClosed(): void {
+    this._state = "closed";
+    this.clearTimers();
+    this.resolveClosed?.();
+  }
+
+  private clearTimers(): void {
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
+    if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    this.reconnectTimer = undefined;
+    this.connectTimer = undefined;
+  }
+}
+
+/** A call waiting for its response. One object per call: it is also the deadline timer's argument. */
+class PendingCall {
+  resolve!: (value: unknown) => void;
+  reject!: (err: unknown) => void;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+
+  constructor(
+    readonly conn: Connection,
+    readonly id: number,
+    readonly method: string,
+  ) {}
+
+  /** The caller's signal aborted. */
+  aborted(): void {
+    this.conn.abandon(this, new CallCancelledError(`${this.method}: cancelled by the caller`));
+  }
+
+  cleanup(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.signal !== undefined) unwatchSignal(this.signal, this);
+  }
+}
+
+function onCallDeadline(p: PendingCall): void {
+  p.conn.abandon(p, new DeadlineExceededError(`${p.method}: deadline exceeded`));
+}
+
+function onReconnect(c: Connection): void {
+  c.connect();
+}
+
+function onConnectTimeout(c: Connection, channel: Channel): void {
+  c.connectTimedOut(channel);
+}
+
+// One 'abort' listener per signal, however many calls share it (a handler's signal is typically reused
+// by all its outgoing calls): avoids per-call addEventListener cost and MaxListeners warnings.
+const watchers = new WeakMap<AbortSignal, Set<PendingCall>>();
+
+function watchSignal(signal: AbortSignal, p: PendingCall): void {
+  p.signal = signal;
+  let set = watchers.get(signal);
+  if (set === undefined) {
+    const calls = new Set<PendingCall>();
+    set = calls;
+    watchers.set(signal, calls);
+    signal.addEventListener(
+      "abort",
+      () => {
+        const list = [...calls];
+        calls.clear();
+        for (const c of list) c.aborted();
+      },
+      { once: true },
+    );
+  }
+  set.add(p);
+}
+
+function unwatchSignal(signal: AbortSignal, p: PendingCall): void {
+  watchers.get(signal)?.delete(p);
+}
+
+/**
+ * One {@link Connection} per address, shared by every component that lives there. Balancers
+ * `acquire` and `release` addresses; a connection no balancer holds any more is drained.
+ */
+export class ConnectionPool {
+  private readonly conns = new Map<string, { conn: Connection; refs: number }>();
+  private closed = false;
+
+  constructor(private readonly opts: ConnectionOptions) {}
+
+  /** The shared connection to `address` (created on first use); pair with `release`. */
+  acquire(address: string): Connection {
+    if (this.closed) throw new TransportError("connection pool is closed");
+    let e = this.conns.get(address);
+    if (e === undefined) {
+      e = { conn: new Connection(address, this.opts), refs: 0 };
+      this.conns.set(address, e);
+    }
+    e.refs++;
+    return e.conn;
+  }
+
+  /** Drops one reference; the last one drains the connection (in-flight calls finish). */
+  release(address: string): void {
+    const e = this.conns.get(address);
+    if (e === undefined) return;
+    if (--e.refs > 0) return;
+    this.conns.delete(address);
+    void e.conn.drain();
+  }
+
+  /** The connection to `address`, if one is held. */
+  get(address: string): Connection | undefined {
+    return this.conns.get(address)?.conn;
+  }
+
+  /** Every connection held, for metrics and health reporting. */
+  connections(): Connection[] {
+    return [...this.conns.values()].map((e) => e.conn);
+  }
+
+  /** Closes every connection now (in-flight calls reject with TransportError). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.conns.values()];
+    this.conns.clear();
+    await Promise.all(all.map((e) => e.conn.close()));
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * Component RPC wire format.
+ *
+ * A connection carries a stream of frames in both directions. Integers are little-endian.
+ *
+ * ```
+ * frame      = u32 length | u8 type | body          length counts type + body (so >= 1), <= max frame size
+ *
+ * HELLO      (1, client → server, first frame)      u32 protocolVersion | codec string methodTableHash
+ * HELLO_OK   (2, server → client)                   u32 protocolVersion
+ * HELLO_ERR  (3, server → client, then close)       codec string message (names both sides' values)
+ * REQUEST    (4, client → server)                   u32 requestId | u32 methodId | u32 remainingMs (0 = no deadline)
+ *                                                   | u8 flags | [codec string traceparent]  if flags & 1
+ *                                                   | [codec object metadata]               if flags & 2
+ *                                                   | codec array args
+ * RESPONSE   (5, server → client)                   u32 requestId | u8 status | codec value:
+ *                                                     OK (0): the result
+ *                                                     APP_ERROR (1): {name, message, stack?, details}
+ *                                                     SYSTEM_ERROR (2): message string
+ * CANCEL     (6, client → server)                   u32 requestId   (deadline passed or caller aborted)
+ * GOAWAY     (7, server → client)                   empty: the server is shutting down; send no new requests,
+ *                                                   in-flight ones still get their responses
+ * ```
+ *
+ * Requests are multiplexed: any number may be outstanding per connection, responses come in completion
+ * order and are matched by requestId. A client sends requests only after HELLO_OK. A length over the
+ * receiver's maximum, an unknown type or a body that does not parse is a protocol violation: the
+ * receiver logs it and closes that connection (and only that one).
+ */
+
+import { CodecError, Writer, encodeValue, encodeValues } from "../codec/codec.js";
+
+/** Version of this frame format; peers with different versions refuse each other at HELLO. */
+export const PROTOCOL_VERSION = 1;
+
+/** Default maximum frame size (16 MiB), applied to frames sent and received. */
+export const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024;
+
+/** Frame type bytes. */
+export const FrameType = {
+  HELLO: 1,
+  HELLO_OK: 2,
+  HELLO_ERR: 3,
+  REQUEST: 4,
+  RESPONSE: 5,
+  CANCEL: 6,
+  GOAWAY: 7,
+} as const;
+
+/** RESPONSE status bytes. */
+export const Status = {
+  OK: 0,
+  APP_ERROR: 1,
+  SYSTEM_ERROR: 2,
+} as const;
+
+/** REQUEST flag bits: which optional header fields follow. */
+export const RequestFlag = {
+  TRACEPARENT: 1,
+  METADATA: 2,
+} as const;
+
+/** Size of the fixed part of a frame: u32 length + u8 type. */
+export const FRAME_HEADER_SIZE = 5;
+
+/** The peer broke the protocol (bad length, unknown type, malformed body). Fatal for that connection. */
+export class FrameError extends Error {
+  override readonly name = "FrameError";
+}
+
+/** A frame we were about to send is over the size limit. Fails that one call, not the connection. */
+export class FrameTooLargeError extends Error {
+  override readonly name = "FrameTooLargeError";
+}
+
+/** Receives complete frames: `buf[start, end)` is the body (after the type byte). Valid only during the call. */
+export interface FrameSink {
+  /** Handles one frame; throwing closes the connection. */
+  onFrame(type: number, buf: Buffer, start: number, end: number): void;
+}
+
+/**
+ * Splits a byte stream into frames. Frames that arrive whole inside one chunk are handed out in place
+ * (no copy); a frame split across chunks is assembled into one buffer allocated at its final size.
+ */
+export class FrameReader {
+  private partial: Buffer | undefined;
+  private filled = 0;
+  private head: Buffer | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly maxFrameSize: number,
+    private readonly sink: FrameSink,
+  ) {}
+
+  /** Stops delivering frames (the connection is closing). */
+  stop(): void {
+    this.stopped = true;
+    this.partial = undefined;
+    this.head = undefined;
+  }
+
+  /** Feeds received bytes; delivers every completed frame. Throws FrameError on a bad length prefix. */
+  push(chunk: Buffer): void {
+    if (this.stopped) return;
+    if (this.head !== undefined) {
+      // Fewer than 4 bytes of a length prefix were left over: rare, so a concat is fine.
+      chunk = Buffer.concat([this.head, chunk]);
+      this.head = undefined;
+    }
+    const n = chunk.length;
+    let off = 0;
+    const partial = this.partial;
+    if (partial !== undefined) {
+      const take = Math.min(partial.length - this.filled, n);
+      chunk.copy(partial, this.filled, 0, take);
+      this.filled += take;
+      off = take;
+      if (this.filled < partial.length) return;
+      this.partial = undefined;
+      this.deliver(partial, 0, partial.length);
+    }
+    while (n - off >= 4 && !this.stopped) {
+      const len = (chunk[off]! | (chunk[off + 1]! << 8) | (chunk[off + 2]! << 16)) + chunk[off + 3]! * 0x1000000;
+      if (len < 1 || len > this.maxFrameSize) {
+        this.stop();
+        throw new FrameError(`frame length ${len} outside 1..${this.maxFrameSize}`);
+      }
+      const total = 4 + len;
+      if (n - off >= total) {
+        this.deliver(chunk, off, off + total);
+        off += total;
+      } else {
+        const p = Buffer.allocUnsafe(total);
+        chunk.copy(p, 0, off, n);
+        this.partial = p;
+        this.filled = n - off;
+        return;
+      }
+    }
+    if (off < n && !this.stopped) this.head = Buffer.from(chunk.subarray(off, n));
+  }
+
+  private deliver(buf: Buffer, frameStart: number, frameEnd: number): void {
+    this.sink.onFrame(buf[frameStart + 4]!, buf, frameStart + FRAME_HEADER_SIZE, frameEnd);
+  }
+}
+
+/** Starts a frame in `w`: reserves the length and writes the type. Returns the frame's start offset. */
+export function beginFrame(w: Writer, type: number): number {
+  w.ensure(FRAME_HEADER_SIZE);
+  const start = w.pos;
+  w.buf[start + 4] = type;
+  w.pos = start + FRAME_HEADER_SIZE;
+  return start;
+}
+
+/** Finishes the frame begun at `start` (patches its length); rolls it back if it is over `maxFrameSize`. */
+export function endFrame(w: Writer, start: number, maxFrameSize: number): void {
+  const len = w.pos - start - 4;
+  if (len > maxFrameSize) {
+    w.pos = start;
+    throw new FrameTooLargeError(`frame of ${len} bytes is over the ${maxFrameSize}-byte limit`);
+  }
+  w.patchU32(start, len);
+}
+
+/** Appends a HELLO frame. */
+export function writeHello(w: Writer, methodTableHash: string): void {
+  const start = beginFrame(w, FrameType.HELLO);
+  w.u32(PROTOCOL_VERSION);
+  encodeValue(w, methodTableHash, "methodTableHash");
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/** Appends a HELLO_OK frame. */
+export function writeHelloOk(w: Writer): void {
+  const start = beginFrame(w, FrameType.HELLO_OK);
+  w.u32(PROTOCOL_VERSION);
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/** Appends a HELLO_ERR frame. */
+export function writeHelloErr(w: Writer, message: string): void {
+  const start = beginFrame(w, FrameType.HELLO_ERR);
+  encodeValue(w, message, "message");
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/**
+ * Appends a REQUEST frame. On failure (a CodecError for unencodable arguments, or FrameTooLargeError)
+ * the writer is left as it was.
+ */
+export function writeRequest(
+  w: Writer,
+  requestId: number,
+  methodId: number,
+  remainingMs: number,
+  traceparent: string | undefined,
+  metadata: Readonly<Record<string, string>> | undefined,
+  args: readonly unknown[],
+  maxFrameSize: number,
+): void {
+  const start = beginFrame(w, FrameType.REQUEST);
+  try {
+    w.ensure(13);
+    const buf = w.buf;
+    let p = w.pos;
+    p = putU32(buf, p, requestId);
+    p = putU32(buf, p, methodId);
+    p = putU32(buf, p, remainingMs);
+    buf[p++] = (traceparent !== undefined ? RequestFlag.TRACEPARENT : 0) | (metadata !== undefined ? RequestFlag.METADATA : 0);
+    w.pos = p;
+    if (traceparent !== undefined) encodeValue(w, traceparent, "traceparent");
+    if (metadata !== undefined) encodeValue(w, metadata, "metadata");
+    encodeValues(args, w, "args");
+  } catch (err) {
+    w.pos = start;
+    throw err;
+  }
+  endFrame(w, start, maxFrameSize);
+}
+
+/** Appends a RESPONSE frame; rolls back and throws (CodecError / FrameTooLargeError) if it can't. */
+export function writeResponse(w: Writer, requestId: number, status: number, value: unknown, maxFrameSize: number): void {
+  const start = beginFrame(w, FrameType.RESPONSE);
+  try {
+    w.ensure(5);
+    w.pos = putU32(w.buf, w.pos, requestId);
+    w.buf[w.pos++] = status;
+    encodeValue(w, value, status === Status.OK ? "result" : "error");
+  } catch (err) {
+    w.pos = start;
+    throw err;
+  }
+  endFrame(w, start, maxFrameSize);
+}
+
+/** Appends a CANCEL frame. */
+export function writeCancel(w: Writer, requestId: number): void {
+  const start = beginFrame(w, FrameType.CANCEL);
+  w.u32(requestId);
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/** Appends a GOAWAY frame. */
+export function writeGoaway(w: Writer): void {
+  const start = beginFrame(w, FrameType.GOAWAY);
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+function putU32(buf: Buffer, p: number, v: number): number {
+  buf[p] = v;
+  buf[p + 1] = v >>> 8;
+  buf[p + 2] = v >>> 16;
+  buf[p + 3] = v >>> 24;
+  return p + 4;
+}
+
+/** The error object carried by an APP_ERROR response. */
+export interface WireError {
+  /** The thrown error's `name`. */
+  name: string;
+  /** The thrown error's `message`. */
+  message: string;
+  /** The remote stack trace, if any. */
+  stack?: string;
+  /** Own enumerable properties of the thrown error (e.g. `code`). */
+  details: Record<string, unknown>;
+}
+
+/** Checks a decoded APP_ERROR body; throws FrameError if it isn't one. */
+export function asWireError(v: unknown): WireError {
+  if (typeof v !== "object" || v === null) throw new FrameError("APP_ERROR body is not an object");
+  const o = v as Record<string, unknown>;
+  if (typeof o.name !== "string" || typeof o.message !== "string") throw new FrameError("APP_ERROR body lacks name/message");
+  if (o.stack !== undefined && typeof o.stack !== "string") throw new FrameError("APP_ERROR stack is not a string");
+  const details = o.details;
+  if (details !== undefined && (typeof details !== "object" || details === null || Array.isArray(details))) {
+    throw new FrameError("APP_ERROR details is not an object");
+  }
+  return { name: o.name, message: o.message, stack: o.stack, details: (details ?? {}) as Record<string, unknown> };
+}
+
+/** Turns anything a handler threw into the APP_ERROR body (see {@link WireError}). */
+export function toWireError(err: unknown): WireError {
+  if (typeof err !== "object" || err === null) return { name: "Error", message: safeString(err), details: {} };
+  const o = err as Record<string, unknown>;
+  const name = typeof o.name === "string" ? o.name : "Error";
+  const message = typeof o.message === "string" ? o.message : safeString(err);
+  const stack = typeof o.stack === "string" ? o.stack : undefined;
+  const details: Record<string, unknown> = {};
+  // A RemoteCallError rethrown by a handler carries its own details; its bookkeeping fields are not details.
+  const inner = o.details;
+  const isRemote = typeof o.remoteName === "string" && typeof o.method === "string" && typeof inner === "object" && inner !== null;
+  if (isRemote) Object.assign(details, inner);
+  for (const k of Object.keys(o)) {
+    if (k === "name" || k === "message" || k === "stack") continue;
+    if (isRemote && (k === "remoteName" || k === "remoteStack" || k === "method" || k === "details")) continue;
+    details[k] = o[k];
+  }
+  const remoteStack = isRemote && typeof o.remoteStack === "string" ? o.remoteStack : stack;
+  return { name, message, stack: remoteStack, details };
+}
+
+/** Drops details that cannot be encoded, so an odd error property never hides the error itself. */
+export function encodableWireError(e: WireError): WireError {
+  const details: Record<string, unknown> = {};
+  const w = new Writer(256);
+  for (const [k, v] of Object.entries(e.details)) {
+    try {
+      w.reset();
+      encodeValue(w, v);
+      details[k] = v;
+    } catch (err) {
+      if (!(err instanceof CodecError)) throw err;
+      details[k] = `<not encodable: ${err.message}>`;
+    }
+  }
+  return { ...e, details };
+}
+
+function safeString(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
+}

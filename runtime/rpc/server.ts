@@ -1,0 +1,482 @@
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import { lstat, unlink } from "node:fs/promises";
+import { CodecError, Reader } from "../codec/codec.js";
+import { type CallContext, callStorage } from "../core/call.js";
+import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
+import { formatAddress, parseAddress } from "./address.js";
+import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
+import {
+  DEFAULT_MAX_FRAME_SIZE,
+  FrameError,
+  FrameTooLargeError,
+  FrameType,
+  PROTOCOL_VERSION,
+  RequestFlag,
+  Status,
+  encodableWireError,
+  toWireError,
+  writeGoaway,
+  writeHelloErr,
+  writeHelloOk,
+  writeResponse,
+} from "./frames.js";
+import type { RpcLogger } from "./logger.js";
+
+/** One servable method. */
+export interface MethodHandler {
+  /** Full method name for errors and logs, e.g. `"hello/Reverser.reverse"`. */
+  readonly name: string;
+  /** Runs the method; may return a value or a promise. Runs inside the call's {@link CallContext}. */
+  readonly fn: (args: unknown[]) => unknown;
+}
+
+/** How to build an {@link RpcServer}. */
+export interface RpcServerOptions {
+  /** Finds the handler for a method id (ids are agreed through the method table). */
+  lookup: (methodId: number) => MethodHandler | undefined;
+  /** Hash of the method table; clients with a different one are refused at HELLO. */
+  methodTableHash: string;
+  /** Where protocol errors and lifecycle events go. */
+  logger: RpcLogger;
+  /** Largest frame accepted or sent (default 16 MiB). */
+  maxFrameSize?: number;
+  /** A connection that has not sent HELLO by then is closed (default 10 s). */
+  handshakeTimeoutMs?: number;
+}
+
+/** Running totals, cheap to read; they feed metrics. */
+export interface RpcServerStats extends ByteCounters {
+  /** Connections accepted so far. */
+  connectionsAccepted: number;
+  /** Connections open now. */
+  connectionsOpen: number;
+  /** Requests received. */
+  calls: number;
+  /** Requests answered with APP_ERROR. */
+  appErrors: number;
+  /** Requests answered with SYSTEM_ERROR. */
+  systemErrors: number;
+  /** Requests cancelled by the caller (CANCEL frames that found their call). */
+  cancelled: number;
+  /** Connections closed because the peer broke the protocol. */
+  protocolErrors: number;
+}
+
+/** Default bound on how long `close()` waits for in-flight calls. */
+const DEFAULT_CLOSE_GRACE_MS = 10_000;
+
+/**
+ * Serves component methods over TCP or a Unix socket. Each request runs inside `callStorage.run` with
+ * the caller's deadline, cancellation, trace context and metadata; a misbehaving peer only ever costs
+ * its own connection.
+ */
+export class RpcServer {
+  /** Counters since construction. */
+  readonly stats: RpcServerStats = {
+    bytesIn: 0,
+    bytesOut: 0,
+    connectionsAccepted: 0,
+    connectionsOpen: 0,
+    calls: 0,
+    appErrors: 0,
+    systemErrors: 0,
+    cancelled: 0,
+    protocolErrors: 0,
+  };
+  /** @internal */ readonly opts: Required<RpcServerOptions>;
+  private server: Server | undefined;
+  private boundAddress: string | undefined;
+  private readonly conns = new Set<ServerConn>();
+  private closingPromise: Promise<void> | undefined;
+  private closing = false;
+
+  constructor(opts: RpcServerOptions) {
+    // Field by field: a spread would let an explicit `undefined` override a default.
+    this.opts = {
+      lookup: opts.lookup,
+      methodTableHash: opts.methodTableHash,
+      logger: opts.logger,
+      maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+    };
+  }
+
+  /** The address being served (as returned by `listen`), or undefined before `listen`. */
+  get address(): string | undefined {
+    return this.boundAddress;
+  }
+
+  /**
+   * Starts listening on `"host:port"` (port 0 picks a free one) or `"unix:/path"`. Resolves to the bound
+   * address in the same form, e.g. `"127.0.0.1:41234"`.
+   */
+  async listen(address: string): Promise<string> {
+    if (this.server) throw new Error("RpcServer is already listening");
+    if (this.closing) throw new Error("RpcServer is closed");
+    const a = parseAddress(address);
+    if (a.kind === "unix") await removeStaleSocket(a.path);
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      const done = (): void => {
+        server.off("error", reject);
+        resolve();
+      };
+      if (a.kind === "unix") server.listen({ path: a.path }, done);
+      else server.listen({ host: a.host, port: a.port }, done);
+    }).catch((err: unknown) => {
+      this.server = undefined;
+      throw err;
+    });
+    server.on("error", (err) => this.opts.logger.error("rpc server error", { address, error: String(err) }));
+    const bound = server.address();
+    this.boundAddress =
+      a.kind === "unix" || bound === null || typeof bound === "string"
+        ? address
+        : formatAddress({ kind: "tcp", host: bound.address, port: bound.port });
+    this.opts.logger.info("rpc server listening", { address: this.boundAddress });
+    return this.boundAddress;
+  }
+
+  /**
+   * Stops accepting connections, tells clients to send nothing new (GOAWAY), waits up to `graceMs` for
+   * in-flight calls to finish, then closes every connection (aborting the signals of calls still running).
+   * `close(0)` is an abrupt stop.
+   */
+  close(graceMs = DEFAULT_CLOSE_GRACE_MS): Promise<void> {
+    this.closingPromise ??= this.doClose(graceMs);
+    return this.closingPromise;
+  }
+
+  private async doClose(graceMs: number): Promise<void> {
+    this.closing = true;
+    const server = this.server;
+    const stopped = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const conns = [...this.conns];
+    for (const c of conns) {
+      if (graceMs > 0) c.goAway();
+      else c.destroy(new TransportError("server shut down"));
+    }
+    if (graceMs > 0 && conns.length > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const all = Promise.all(conns.map((c) => c.closed));
+      const timedOut = await Promise.race([
+        all.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(resolve, graceMs, true);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        this.opts.logger.warn("rpc server: in-flight calls still running at close; aborting them", { graceMs });
+        for (const c of this.conns) c.destroy(new TransportError("server shut down"));
+      }
+    }
+    await Promise.all(conns.map((c) => c.closed));
+    await stopped;
+    this.opts.logger.info("rpc server closed", { address: this.boundAddress });
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    const conn = new ServerConn(this, socket);
+    this.conns.add(conn);
+    this.stats.connectionsAccepted++;
+    this.stats.connectionsOpen++;
+    void conn.closed.then(() => {
+      this.conns.delete(conn);
+      this.stats.connectionsOpen--;
+    });
+  }
+}
+
+/** Runs one call inside its context and sends the response. An async function: no closures per call. */
+async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): Promise<void> {
+  let status: number = Status.OK;
+  let value: unknown;
+  try {
+    const r = callStorage.run(call, method.fn, args);
+    value = isThenable(r) ? await r : r;
+  } catch (err) {
+    status = Status.APP_ERROR;
+    value = toWireError(err);
+    server.stats.appErrors++;
+  }
+  conn.respond(call, status, value, method.name);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
+}
+
+/** Removes a leftover Unix socket file nobody is listening on (a crashed previous run). */
+async function removeStaleSocket(path: string): Promise<void> {
+  const st = await lstat(path).catch(() => undefined);
+  if (!st?.isSocket()) return;
+  const alive = await new Promise<boolean>((resolve) => {
+    const s = createConnection({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+  if (!alive) await unlink(path).catch(() => {});
+}
+
+/**
+ * The server side of one call: its CallContext. The AbortSignal is created only when someone reads it
+ * (most handlers never do), and so is the deadline timer that aborts it.
+ */
+class ServerCall implements CallContext {
+  private controller: AbortController | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private reason: Error | undefined;
+  private finished = false;
+  /** Set when the caller no longer wants the response. */
+  cancelled = false;
+
+  constructor(
+    readonly id: number,
+    readonly deadline: number | undefined,
+    readonly traceparent: string | undefined,
+    readonly metadata: Readonly<Record<string, string>> | undefined,
+    readonly method: string,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.reason !== undefined) {
+        this.controller.abort(this.reason);
+      } else if (this.deadline !== undefined && !this.finished) {
+        const ms = this.deadline - Date.now();
+        if (ms <= 0) this.expire();
+        else this.timer = setTimeout(expireCall, Math.min(ms, 0x7fffffff), this);
+      }
+    }
+    return this.controller.signal;
+  }
+
+  /** Aborts the call's signal (once). */
+  abort(reason: Error): void {
+    if (this.reason !== undefined) return;
+    this.reason = reason;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.controller?.abort(reason);
+  }
+
+  /** The deadline passed. */
+  expire(): void {
+    this.abort(new DeadlineExceededError(`${this.method}: deadline exceeded`));
+  }
+
+  /** The handler is done: no more timers. */
+  finish(): void {
+    this.finished = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+  }
+}
+
+function expireCall(call: ServerCall): void {
+  call.expire();
+}
+
+function onHandshakeTimeout(conn: ServerConn): void {
+  conn.handshakeTimedOut();
+}
+
+/** One accepted connection. */
+class ServerConn implements ChannelSink {
+  /** Resolves when the socket has closed. */
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+  private readonly channel: Channel;
+  private readonly inflight = new Map<number, ServerCall>();
+  private readonly reader = new Reader(Buffer.alloc(0));
+  private readonly remote: string;
+  private greeted = false;
+  private goingAway = false;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly server: RpcServer,
+    socket: Socket,
+  ) {
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : "unix";
+    this.channel = new Channel(socket, this, server.opts.maxFrameSize, server.stats);
+    this.handshakeTimer = setTimeout(onHandshakeTimeout, server.opts.handshakeTimeoutMs, this);
+    this.handshakeTimer.unref();
+  }
+
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    const r = this.reader;
+    r.buf = buf;
+    r.pos = start;
+    r.end = end;
+    if (type === FrameType.REQUEST && this.greeted) this.onRequest(r);
+    else if (type === FrameType.CANCEL && this.greeted) this.onCancel(r);
+    else if (type === FrameType.HELLO && !this.greeted) this.onHello(r);
+    else throw new FrameError(this.greeted ? `unexpected frame type ${type}` : `expected HELLO, got frame type ${type}`);
+  }
+
+  onClose(error: Error | undefined): void {
+    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    if (error !== undefined && (error instanceof FrameError || error instanceof CodecError)) {
+      this.server.stats.protocolErrors++;
+      this.server.opts.logger.error("rpc: closing connection after protocol error", { remote: this.remote, error: error.message });
+    } else if (error !== undefined && !(error instanceof TransportError)) {
+      this.server.opts.logger.debug("rpc: connection error", { remote: this.remote, error: error.message });
+    }
+    const reason = new TransportError("connection to the caller closed");
+    for (const call of this.inflight.values()) call.abort(reason);
+    this.inflight.clear();
+    this.resolveClosed();
+  }
+
+  /** Sends GOAWAY; closes as soon as nothing is in flight. */
+  goAway(): void {
+    if (this.goingAway) return;
+    this.goingAway = true;
+    if (!this.greeted) {
+      this.channel.end();
+      return;
+    }
+    writeGoaway(this.channel.writer);
+    if (this.inflight.size === 0) this.channel.end();
+    else this.channel.scheduleFlush();
+  }
+
+  /** Closes now; running calls see their signal abort with `reason`. */
+  destroy(reason: Error): void {
+    for (const call of this.inflight.values()) call.abort(reason);
+    this.channel.destroy(reason);
+  }
+
+  handshakeTimedOut(): void {
+    this.handshakeTimer = undefined;
+    if (this.greeted) return;
+    this.server.opts.logger.warn("rpc: no HELLO from client in time; closing", { remote: this.remote });
+    this.channel.destroy();
+  }
+
+  private onHello(r: Reader): void {
+    const version = r.u32();
+    const hash = r.value();
+    if (typeof hash !== "string" || !r.done) throw new FrameError("malformed HELLO");
+    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
+    const expected = this.server.opts.methodTableHash;
+    let refusal: string | undefined;
+    if (version !== PROTOCOL_VERSION) {
+      refusal = `RPC protocol version mismatch: client speaks version ${version}, server speaks version ${PROTOCOL_VERSION}`;
+    } else if (hash !== expected) {
+      refusal =
+        `method table hash mismatch: client has ${JSON.stringify(hash)}, server has ${JSON.stringify(expected)} ` +
+        `(caller and callee were built from different versions of the app)`;
+    }
+    if (refusal !== undefined) {
+      this.server.opts.logger.warn("rpc: refusing client", { remote: this.remote, reason: refusal });
+      writeHelloErr(this.channel.writer, refusal);
+      this.channel.end();
+      return;
+    }
+    this.greeted = true;
+    writeHelloOk(this.channel.writer);
+    this.channel.scheduleFlush();
+  }
+
+  private onRequest(r: Reader): void {
+    const stats = this.server.stats;
+    const id = r.u32();
+    const methodId = r.u32();
+    const remaining = r.u32();
+    const flags = r.u8();
+    let traceparent: string | undefined;
+    let metadata: Record<string, string> | undefined;
+    if (flags & RequestFlag.TRACEPARENT) {
+      const t = r.value();
+      if (typeof t !== "string") throw new FrameError("REQUEST traceparent is not a string");
+      traceparent = t;
+    }
+    if (flags & RequestFlag.METADATA) metadata = checkMetadata(r.value());
+    const args = r.value();
+    if (!Array.isArray(args)) throw new FrameError("REQUEST args is not an array");
+    if (!r.done) throw new FrameError("trailing bytes after REQUEST");
+    if (this.inflight.has(id)) throw new FrameError(`duplicate request id ${id}`);
+    stats.calls++;
+
+    let method: MethodHandler | undefined;
+    try {
+      method = this.server.opts.lookup(methodId);
+    } catch (err) {
+      this.server.opts.logger.error("rpc: method lookup failed", { methodId, error: String(err) });
+    }
+    if (method === undefined) {
+      this.sendSystemError(id, `unknown method id ${methodId} (the caller's and this server's method tables disagree)`);
+      return;
+    }
+    const deadline = remaining === 0 ? undefined : Date.now() + remaining;
+    const call = new ServerCall(id, deadline, traceparent, metadata, method.name);
+    this.inflight.set(id, call);
+    void serveCall(this.server, this, call, method, args);
+  }
+
+  private onCancel(r: Reader): void {
+    const id = r.u32();
+    if (!r.done) throw new FrameError("malformed CANCEL");
+    const call = this.inflight.get(id);
+    if (call === undefined) return; // already answered: the CANCEL crossed our response
+    call.cancelled = true;
+    this.server.stats.cancelled++;
+    call.abort(new CallCancelledError(`${call.method}: cancelled by the caller`));
+  }
+
+  /** @internal Sends a finished call's response (unless nobody is waiting for it). */
+  respond(call: ServerCall, status: number, value: unknown, methodName: string): void {
+    call.finish();
+    if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
+    this.inflight.delete(call.id);
+    if (!call.cancelled && !this.channel.isClosed) {
+      const w = this.channel.writer;
+      const max = this.server.opts.maxFrameSize;
+      try {
+        writeResponse(w, call.id, status, value, max);
+      } catch (err) {
+        if (err instanceof CodecError) {
+          // The handler returned (or threw) something unencodable: report it as the handler's error.
+          this.server.stats.appErrors++;
+          const wire = status === Status.APP_ERROR ? encodableWireError(value as ReturnType<typeof toWireError>) : toWireError(err);
+          writeResponse(w, call.id, Status.APP_ERROR, wire, max);
+        } else if (err instanceof FrameTooLargeError) {
+          this.sendSystemError(call.id, `response of ${methodName} is too large: ${err.message}`);
+        } else {
+          this.sendSystemError(call.id, `cannot send response of ${methodName}: ${String(err)}`);
+        }
+      }
+      this.channel.scheduleFlush();
+    }
+    if (this.goingAway && this.inflight.size === 0) this.channel.end();
+  }
+
+  private sendSystemError(id: number, message: string): void {
+    this.server.stats.systemErrors++;
+    writeResponse(this.channel.writer, id, Status.SYSTEM_ERROR, message, this.server.opts.maxFrameSize);
+    this.channel.scheduleFlush();
+  }
+}
+
+function checkMetadata(v: unknown): Record<string, string> {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new FrameError("REQUEST metadata is not an object");
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (typeof o[k] !== "string") throw new FrameError(`REQUEST metadata value for ${JSON.stringify(k)} is not a string`);
+  }
+  return o as Record<string, string>;
+}

@@ -1,0 +1,20 @@
+import type { LogEntry } from "../protos/runtime.js";
+
+const COLORS: Record<string, string> = { debug: "\x1b[90m", info: "\x1b[36m", warn: "\x1b[33m", error: "\x1b[31m" };
+
+/** One human-readable line for a log entry: `I 12:00:00.123 hello/Reverser hello-reverser-0-a1b2c3 main.js:12] msg k=v`. */
+export function formatLogEntry(e: LogEntry, color = false): string {
+  const t = new Date(Number(e.timeMicros) / 1000);
+  const time = t.toISOString().slice(11, 23);
+  const lvl = (e.level || "info")[0]!.toUpperCase();
+  const where = e.file ? ` ${e.file}:${e.line}` : "";
+  const attrs = Object.entries(e.attrs ?? {})
+    .filter(([k]) => k !== "stack")
+    .map(([k, v]) => ` ${k}=${/[\s"=]/.test(v) ? JSON.stringify(v) : v}`)
+    .join("");
+  const stack = e.attrs?.["stack"] ? `\n${e.attrs["stack"]}` : "";
+  const head = `${lvl} ${time} ${e.component} ${e.node}${where}]`;
+  const line = `${head} ${e.msg}${attrs}${stack}`;
+  if (!color) return line;
+  return `${COLORS[e.level] ?? ""}${head}\x1b[0m ${e.msg}${attrs}${stack}`;
+}

@@ -1,0 +1,397 @@
+import { createServer, type Server } from "node:net";
+import { Session } from "node:inspector";
+import {
+  type ComponentRef,
+  type Context,
+  type Implementation,
+  type Lifecycle,
+  type Listener,
+  type Registration,
+  methodTable,
+  registration,
+  registeredComponents,
+} from "../core/component.js";
+import { ConfigError } from "../core/errors.js";
+import { type LogAttrs, type Logger, type LogRecord, newLogger } from "../core/logger.js";
+import { MAIN_COMPONENT, isTable } from "../core/config.js";
+import type { ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
+import { Balancer, ConnectionPool } from "../rpc/client.js";
+import { RpcServer, type MethodHandler } from "../rpc/server.js";
+
+/** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
+export interface WeaveletHost {
+  activateComponent(component: string, routed: boolean): Promise<void>;
+  getListenerAddress(name: string): Promise<string>;
+  /** Returns the address users reach the listener at ("" if not exported). */
+  exportListener(listener: string, address: string): Promise<string>;
+  logBatch(entries: LogEntry[]): void;
+  traceSpans(spans: Span[]): void;
+}
+
+/** How a weavelet is set up; filled from WeaveletArgs or by the single-process deployer. */
+export interface WeaveletOptions {
+  app: string;
+  deploymentId: string;
+  id: string;
+  group: string;
+  /** Components this process may host; `undefined` = all (single process). */
+  hostable: readonly string[] | undefined;
+  runMain: boolean;
+  /** Where the RPC server listens; undefined: no RPC server (single process). */
+  internalAddress: string | undefined;
+  /** Per-component config sections. */
+  config: Readonly<Record<string, Record<string, unknown>>>;
+  host: WeaveletHost;
+}
+
+interface Hosted {
+  reg: Registration;
+  instance: Promise<object>;
+  /** Set once the instance is ready, so calls skip awaiting the promise. */
+  ready: (object & Lifecycle) | undefined;
+  /** Calls since the last load report. */
+  calls: number;
+  totalCalls: number;
+  reportedCalls: number;
+}
+
+/**
+ * The process-side runtime: hosts the components of one group, serves their methods over RPC, gives
+ * components their context (other components, listeners, config, logger) and answers the deployer.
+ * It never knows which deployer runs it.
+ */
+export class Weavelet {
+  readonly logger: Logger;
+  private readonly hosted = new Map<string, Hosted>();
+  private readonly constructionOrder: Hosted[] = [];
+  private readonly stubs = new Map<string, { stub: Promise<object>; balancer: Balancer | undefined }>();
+  private readonly pool = new ConnectionPool({ methodTableHash: methodTable().hash });
+  private server: RpcServer | undefined;
+  private dialAddress = "";
+  private logQueue: LogEntry[] = [];
+  private flushScheduled = false;
+  private lastLoadAt = Date.now();
+  private readonly listeners: Server[] = [];
+  private stopped = false;
+
+  constructor(private readonly opts: WeaveletOptions) {
+    this.logger = this.loggerFor("weavelet");
+  }
+
+  /** Starts the RPC server (if this weavelet serves remote calls); returns its dial address. */
+  async start(): Promise<string> {
+    const table = methodTable();
+    if (this.opts.internalAddress !== undefined) {
+      this.server = new RpcServer({
+        methodTableHash: table.hash,
+        lookup: (id) => this.methodHandler(id),
+        logger: this.rpcLogger(),
+      });
+      this.dialAddress = await this.server.listen(this.opts.internalAddress || "127.0.0.1:0");
+    }
+    return this.dialAddress;
+  }
+
+  /** Runs main() if this weavelet was asked to. */
+  async runMain(): Promise<void> {
+    if (!this.opts.runMain) return;
+    const main = (await this.getLocal(MAIN_COMPONENT)) as { main(): Promise<void> };
+    await main.main();
+  }
+
+  /** The deployer changed the components this weavelet serves (used to start them eagerly). */
+  updateComponents(components: readonly string[]): void {
+    for (const c of components) {
+      if (this.canHost(c) && registration(c)) void this.getLocal(c).catch(() => {});
+    }
+  }
+
+  /** New replicas (and optional assignment) for a component this weavelet calls. */
+  updateRoutingInfo(info: RoutingInfo): void {
+    const entry = this.stubs.get(info.component);
+    if (!entry?.balancer) return;
+    entry.balancer.update(info.replicas);
+  }
+
+  get<T extends object>(ref: ComponentRef<T>): Promise<T> {
+    return this.getByName(ref.name) as Promise<T>;
+  }
+
+  /** Per-component load since the last report. */
+  load(): ComponentLoad[] {
+    const now = Date.now();
+    const secs = Math.max((now - this.lastLoadAt) / 1000, 1e-3);
+    this.lastLoadAt = now;
+    const loads: ComponentLoad[] = [];
+    for (const [name, h] of this.hosted) {
+      loads.push({ component: name, callsPerSecond: h.calls / secs, slices: [], assignmentVersion: "0" });
+      h.calls = 0;
+    }
+    return loads;
+  }
+
+  /** Counter deltas since the last call: remote calls served, per component. */
+  metrics(): MetricUpdate[] {
+    const out: MetricUpdate[] = [];
+    for (const [name, h] of this.hosted) {
+      out.push({ name: "tsweaver_served_calls_total", kind: "COUNTER", labels: { component: name }, value: h.totalCalls - h.reportedCalls, bounds: [], counts: [], help: "Remote calls served" });
+      h.reportedCalls = h.totalCalls;
+    }
+    return out;
+  }
+
+  /** A CPU profile (`.cpuprofile` JSON) over `durationMs`, or a heap snapshot. */
+  async profile(kind: "CPU" | "HEAP", durationMs: number): Promise<Uint8Array> {
+    const session = new Session();
+    session.connect();
+    const post = <R>(method: string, params?: object): Promise<R> =>
+      new Promise((resolve, reject) => session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as R))));
+    try {
+      if (kind === "HEAP") {
+        const chunks: string[] = [];
+        session.on("HeapProfiler.addHeapSnapshotChunk", (m) => chunks.push((m.params as { chunk: string }).chunk));
+        await post("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+        return Buffer.from(chunks.join(""));
+      }
+      await post("Profiler.enable");
+      await post("Profiler.start");
+      await new Promise((r) => setTimeout(r, Math.max(1, durationMs)));
+      const { profile } = await post<{ profile: object }>("Profiler.stop");
+      return Buffer.from(JSON.stringify(profile));
+    } finally {
+      session.disconnect();
+    }
+  }
+
+  /** Graceful stop: listeners close, components shut down in reverse order, connections close. */
+  async shutdown(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const s of this.listeners) s.close();
+    await this.server?.close();
+    for (const h of [...this.constructionOrder].reverse()) {
+      try {
+        await h.ready?.shutdown?.();
+      } catch (err) {
+        this.logger.error(`shutdown of ${h.reg.ref.name} failed`, err);
+      }
+    }
+    this.pool.close();
+    this.flushLogs();
+  }
+
+  /** A logger whose records go to the host in batches. */
+  loggerFor(component: string): Logger {
+    return newLogger(component, (r) => this.enqueueLog(r));
+  }
+
+  // ---- components ----
+
+  private canHost(name: string): boolean {
+    return this.opts.hostable === undefined || this.opts.hostable.includes(name);
+  }
+
+  private getByName(name: string): Promise<object> {
+    const reg = registration(name);
+    if (!reg) {
+      return Promise.reject(new ConfigError(`unknown component ${name}: it is not registered in this binary (registered: ${registeredComponents().join(", ")}); import the module that calls register()`));
+    }
+    if (this.canHost(name)) return this.getLocal(name);
+    let entry = this.stubs.get(name);
+    if (!entry) {
+      const balancer = new Balancer(name, this.pool);
+      const stub = this.opts.host.activateComponent(name, false).then(() => makeStub(reg, balancer));
+      entry = { stub, balancer };
+      this.stubs.set(name, entry);
+      stub.catch(() => this.stubs.delete(name));
+    }
+    return entry.stub;
+  }
+
+  private getLocal(name: string): Promise<object> {
+    const existing = this.hosted.get(name);
+    if (existing) return existing.instance;
+    const reg = registration(name);
+    if (!reg) return Promise.reject(new ConfigError(`unknown component ${name}`));
+    const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, totalCalls: 0, reportedCalls: 0 };
+    hosted.instance = this.construct(reg).then((inst) => {
+      hosted.ready = inst;
+      return inst;
+    });
+    this.hosted.set(name, hosted);
+    this.constructionOrder.push(hosted);
+    hosted.instance.catch((err) => {
+      this.logger.error(`component ${name} failed to start`, err);
+      this.hosted.delete(name);
+      this.constructionOrder.splice(this.constructionOrder.indexOf(hosted), 1);
+    });
+    return hosted.instance;
+  }
+
+  private async construct(reg: Registration): Promise<object & Lifecycle> {
+    const ctx = new ComponentContext(this, reg.ref.name, this.opts.config[reg.ref.name] ?? {});
+    const Impl = reg.impl as Implementation<object>;
+    const inst = new Impl(ctx);
+    await inst.init?.();
+    return inst;
+  }
+
+  private methodHandler(id: number): MethodHandler | undefined {
+    const entry = methodTable().byId[id];
+    if (!entry || !this.canHost(entry.component)) return undefined;
+    return this.handlerFor(entry.component, entry.method);
+  }
+
+  private readonly handlers = new Map<string, MethodHandler>();
+
+  private handlerFor(component: string, method: string): MethodHandler {
+    const key = `${component}.${method}`;
+    let handler = this.handlers.get(key);
+    if (handler) return handler;
+    const weavelet = this;
+    handler = {
+      name: key,
+      fn(args: unknown[]): unknown {
+        let h = weavelet.hosted.get(component);
+        if (h?.ready) {
+          h.calls++;
+          h.totalCalls++;
+          return (h.ready as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+        }
+        return weavelet.getLocal(component).then((inst) => {
+          h = weavelet.hosted.get(component);
+          if (h) {
+            h.calls++;
+            h.totalCalls++;
+          }
+          return (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+        });
+      },
+    };
+    this.handlers.set(key, handler);
+    return handler;
+  }
+
+  // ---- listeners ----
+
+  async listener<S extends Server>(name: string, server?: S): Promise<Listener<S>> {
+    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`listener name ${JSON.stringify(name)}: use letters, digits, '-' and '_'`);
+    const srv = (server ?? createServer()) as S;
+    const want = await this.opts.host.getListenerAddress(name);
+    const { host, port } = splitHostPort(want);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(new Error(`listener ${name}: cannot listen on ${want}: ${err.message}`));
+      srv.once("error", onError);
+      srv.listen(port, host, () => {
+        srv.off("error", onError);
+        resolve();
+      });
+    });
+    this.listeners.push(srv);
+    const bound = srv.address();
+    const address = typeof bound === "object" && bound ? `${formatHost(bound.address)}:${bound.port}` : want;
+    const publicAddress = (await this.opts.host.exportListener(name, address)) || address;
+    return { name, server: srv, address, publicAddress };
+  }
+
+  // ---- logs ----
+
+  private enqueueLog(r: LogRecord): void {
+    this.logQueue.push({
+      app: this.opts.app,
+      version: this.opts.deploymentId,
+      component: r.component,
+      node: this.opts.id,
+      timeMicros: String(r.timeMicros),
+      level: r.level,
+      file: r.file,
+      line: r.line,
+      msg: r.msg,
+      attrs: r.attrs,
+    });
+    if (this.logQueue.length >= 256) this.flushLogs();
+    else if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushLogs());
+    }
+  }
+
+  /** Sends queued log entries to the host now. */
+  flushLogs(): void {
+    this.flushScheduled = false;
+    if (this.logQueue.length === 0) return;
+    const batch = this.logQueue;
+    this.logQueue = [];
+    this.opts.host.logBatch(batch);
+  }
+
+  private rpcLogger() {
+    const l = this.loggerFor("rpc");
+    return {
+      error: (msg: string, attrs?: LogAttrs) => l.error(msg, undefined, attrs),
+      warn: (msg: string, attrs?: LogAttrs) => l.warn(msg, attrs),
+      // Connection chatter is debug-level for users: their own logs matter more.
+      info: (msg: string, attrs?: LogAttrs) => l.debug(msg, attrs),
+      debug: (msg: string, attrs?: LogAttrs) => l.debug(msg, attrs),
+    };
+  }
+}
+
+/** A remote stub: one method per implementation method, each a call through the component's balancer. */
+function makeStub(reg: Registration, balancer: Balancer): object {
+  const first = (methodTable(), reg.firstMethodId);
+  const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  reg.methods.forEach((method, i) => {
+    const id = first + i;
+    const name = `${reg.ref.name}.${method}`;
+    const retryable = !reg.ref.noRetry.has(method);
+    const options = { retryable };
+    stub[method] = (...args: unknown[]) => balancer.call(id, name, args, options);
+  });
+  return Object.freeze(stub);
+}
+
+class ComponentContext implements Context {
+  readonly logger: Logger;
+  constructor(
+    private readonly weavelet: Weavelet,
+    readonly name: string,
+    private readonly section: Record<string, unknown>,
+  ) {
+    this.logger = weavelet.loggerFor(name);
+  }
+  get<T extends object>(ref: ComponentRef<T>): Promise<T> {
+    return this.weavelet.get(ref);
+  }
+  listener<S extends Server = Server>(name: string, server?: S): Promise<Listener<S>> {
+    return this.weavelet.listener(name, server);
+  }
+  config<C extends Record<string, unknown>>(defaults: C): C {
+    const out: Record<string, unknown> = { ...defaults };
+    for (const [key, value] of Object.entries(this.section)) {
+      if (!(key in defaults)) {
+        throw new ConfigError(`config ["${this.name}"].${key}: unknown key (known keys: ${Object.keys(defaults).join(", ") || "none"})`);
+      }
+      const want = defaults[key];
+      const same = Array.isArray(want) ? Array.isArray(value) : isTable(want) ? isTable(value) : typeof want === typeof value;
+      if (!same) {
+        throw new ConfigError(`config ["${this.name}"].${key}: expected ${Array.isArray(want) ? "an array" : typeof want}, got ${JSON.stringify(value)}`);
+      }
+      out[key] = value;
+    }
+    return out as C;
+  }
+}
+
+export function splitHostPort(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(":");
+  if (i < 0) throw new ConfigError(`address ${JSON.stringify(address)} must be "host:port"`);
+  const host = address.slice(0, i).replace(/^\[|\]$/g, "");
+  const port = Number(address.slice(i + 1));
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`address ${JSON.stringify(address)}: bad port`);
+  return { host: host || "0.0.0.0", port };
+}
+
+function formatHost(h: string): string {
+  return h.includes(":") ? `[${h}]` : h;
+}

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import type { Duplex } from "node:stream";
+import { after, test } from "node:test";
+import { Envelope, type EnvelopeHandler, type LogEntry } from "../../runtime/deployer.js";
+import { ControlChannel } from "../../runtime/protos/channel.js";
+import { encodeWeaveletArgs } from "../../runtime/protos/runtime.js";
+import { ECHO_APP, ROOT, alive, get, waitFor } from "../helpers.js";
+
+const baseArgs = { app: "t", deploymentId: "d1", id: "w1", internalAddress: "127.0.0.1:0", config: {} };
+
+function recordingHandler() {
+  const logs: LogEntry[] = [];
+  const exported: { listener: string; address: string }[] = [];
+  const activated: string[] = [];
+  const handler: EnvelopeHandler = {
+    async activateComponent({ component }) {
+      activated.push(component);
+    },
+    async getListenerAddress() {
+      return { address: "127.0.0.1:0" };
+    },
+    async exportListener(req) {
+      exported.push(req);
+      return { proxyAddress: "", error: "" };
+    },
+    handleLogEntries({ entries }) {
+      logs.push(...entries);
+    },
+    handleTraceSpans() {},
+  };
+  return { handler, logs, exported, activated };
+}
+
+const started: Envelope[] = [];
+after(async () => {
+  await Promise.all(started.map((e) => e.stop(2000)));
+});
+
+test("an envelope starts the app, forwards its requests, turns stdout into log entries, and answers control calls", async () => {
+  const rec = recordingHandler();
+  const env = await Envelope.start({
+    binary: ECHO_APP,
+    weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] },
+    handler: rec.handler,
+  });
+  started.push(env);
+  assert.ok(env.pid > 0 && alive(env.pid));
+  assert.match(env.dialAddress, /^127\.0\.0\.1:\d+$/);
+  assert.deepEqual([...env.components], ["test/Echo", "tsweaver/Main"]);
+  await waitFor("listener export", () => rec.exported.length === 1);
+  assert.equal(rec.exported[0]!.listener, "api");
+  assert.deepEqual(rec.activated, ["test/Echo"]);
+  // The listener really listens (it answers 404 for an unknown path without needing Echo).
+  assert.equal((await get(`http://${rec.exported[0]!.address}/nope`)).status, 404);
+  await waitFor("stdout log entry", () => rec.logs.find((e) => e.component === "stdout" && e.msg === "echo app main started"));
+  const structured = await waitFor("structured log entry", () => rec.logs.find((e) => e.msg === "api ready"));
+  assert.equal(structured.component, "tsweaver/Main");
+  assert.equal(structured.level, "info");
+  assert.equal(structured.file, "echo.js");
+  assert.ok(structured.line > 0);
+  assert.match(structured.attrs["address"] ?? "", /^127\.0\.0\.1:\d+$/);
+  assert.equal(structured.node, "w1");
+
+  assert.equal(await env.getHealth(), "HEALTHY");
+  assert.ok(Array.isArray(await env.getLoad()));
+  assert.ok(Array.isArray(await env.getMetrics()));
+  const profile = JSON.parse(Buffer.from(await env.getProfile("CPU", 50)).toString()) as { nodes: unknown[] };
+  assert.ok(profile.nodes.length > 0, "a CPU profile has nodes");
+
+  const exit = await env.stop(3000);
+  assert.equal(exit.requested, true);
+  assert.equal(exit.code, 0, "graceful stop exits 0");
+  assert.equal(alive(env.pid), false);
+});
+
+test("the envelope refuses a weavelet of another protocol version, naming both versions", async () => {
+  const fake = path.join(ROOT, "dist/test/fixtures/apps/future-weavelet.js");
+  await assert.rejects(
+    Envelope.start({ binary: fake, weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] }, handler: recordingHandler().handler }),
+    /protocol version mismatch: envelope speaks version 1, weavelet speaks version 99/,
+  );
+});
+
+test("a weavelet refuses an envelope of another protocol version and exits", async () => {
+  const child = spawn(process.execPath, [ECHO_APP], {
+    stdio: ["ignore", "ignore", "ignore", "pipe"],
+    env: { ...process.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs({ ...baseArgs, runMain: false, group: "g", components: ["test/Echo"], protocolVersion: 99 }) },
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const channel = new ControlChannel(child.stdio[3] as Duplex, async () => ["empty", {}], "test weavelet");
+  await assert.rejects(channel.request("initWeavelet", { protocolVersion: 99 }), /envelope speaks version 99, weavelet speaks version 1/);
+  assert.notEqual(await exited, 0);
+});
+
+test("an app that dies before its handshake is reported with its stderr", async () => {
+  await assert.rejects(
+    Envelope.start({ binary: path.join(ROOT, "dist/test/fixtures/apps/crash.js"), weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] }, handler: recordingHandler().handler }),
+    /exited \(code 3, signal null\) before its handshake:\nboom: this app cannot start/,
+  );
+});
+
+test("a missing entry file is reported", async () => {
+  await assert.rejects(
+    Envelope.start({ binary: "/nonexistent/app.js", weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] }, handler: recordingHandler().handler }),
+    /before its handshake:\n[\s\S]*Cannot find module '\/nonexistent\/app.js'/,
+  );
+});

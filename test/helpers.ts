@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root (tests run from dist/test/...). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** The compiled test app. */
+export const ECHO_APP = path.join(ROOT, "dist/test/fixtures/apps/echo.js");
+export const HELLO_APP = path.join(ROOT, "dist/examples/hello/main.js");
+export const CLI = path.join(ROOT, "dist/runtime/cli/main.js");
+
+export function tempDir(prefix = "tsweaver-test-"): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Writes a weaver.toml into a fresh temp dir and returns its path. */
+export function writeConfig(text: string, dir = tempDir()): string {
+  const file = path.join(dir, "weaver.toml");
+  writeFileSync(file, text);
+  return file;
+}
+
+export interface HttpReply {
+  status: number;
+  body: string;
+}
+
+/** GET over a fresh connection (so a proxy's round-robin sees each request separately). */
+export function get(url: string, timeoutMs = 10_000): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET ${url} timed out`)));
+    req.on("error", reject);
+  });
+}
+
+export async function getJson<T>(url: string): Promise<T> {
+  const r = await get(url);
+  if (r.status !== 200) throw new Error(`GET ${url}: ${r.status} ${r.body}`);
+  return JSON.parse(r.body) as T;
+}
+
+/** Polls `fn` until it returns a truthy value (or throws the last error at the deadline). */
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A child process whose output is collected, with a helper to wait for a line. */
+export class Proc {
+  readonly child: ChildProcess;
+  out = "";
+  err = "";
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+
+  constructor(cmd: string, args: string[], env: Record<string, string> = {}, cwd = ROOT) {
+    this.child = spawn(cmd, args, { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    this.child.stdout!.setEncoding("utf8").on("data", (c: string) => (this.out += c));
+    this.child.stderr!.setEncoding("utf8").on("data", (c: string) => (this.err += c));
+    this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Waits until stdout+stderr matches `re`; returns the match. */
+  waitForOutput(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    return waitFor(`output ${re}`, () => {
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}); output:\n${this.out}\n${this.err}`);
+      return (this.out + this.err).match(re);
+    }, timeoutMs);
+  }
+
+  kill(signal: NodeJS.Signals = "SIGTERM"): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+  }
+}
+
+/** True if a process with this pid exists. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

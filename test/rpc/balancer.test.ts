@@ -1,0 +1,208 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { withCallOptions } from "../../runtime/core/call.js";
+import { CallCancelledError, DeadlineExceededError, TransportError } from "../../runtime/core/errors.js";
+import { Balancer } from "../../runtime/rpc/balancer.js";
+import { ConnectionPool } from "../../runtime/rpc/client.js";
+import { HASH, deferred, startServer, tempDir, until, type Methods } from "./helpers.js";
+
+/** Methods that say which server answered; `block` waits until `gate` opens. */
+function named(name: string, gate?: Promise<void>): Methods {
+  return {
+    who: () => name,
+    block: async () => {
+      await gate;
+      return name;
+    },
+  };
+}
+const WHO = 0;
+const BLOCK = 1;
+
+function pool(): ConnectionPool {
+  return new ConnectionPool({ methodTableHash: HASH });
+}
+
+test("round robin across two replicas (one TCP, one unix socket)", async () => {
+  const tmp = tempDir();
+  const a = await startServer(named("A"));
+  const b = await startServer(named("B"), `unix:${join(tmp.dir, "b.sock")}`);
+  const p = pool();
+  const bal = new Balancer("test/Svc", p);
+  try {
+    bal.update([a.address, b.address]);
+    await until(() => p.connections().every((c) => c.healthy), "both replicas healthy");
+    const counts: Record<string, number> = { A: 0, B: 0 };
+    for (let i = 0; i < 20; i++) counts[(await bal.call(WHO, "who", [])) as string]!++;
+    assert.deepStrictEqual(counts, { A: 10, B: 10 });
+    // Concurrent calls spread too.
+    const many = (await Promise.all(Array.from({ length: 100 }, () => bal.call(WHO, "who", [])))) as string[];
+    assert.equal(many.filter((x) => x === "A").length, 50);
+  } finally {
+    bal.close();
+    await p.close();
+    await a.server.close();
+    await b.server.close();
+    tmp.cleanup();
+  }
+});
+
+test("two components at one address share one connection", async () => {
+  const a = await startServer(named("A"));
+  const p = pool();
+  const b1 = new Balancer("test/One", p);
+  const b2 = new Balancer("test/Two", p);
+  try {
+    b1.update([a.address]);
+    b2.update([a.address]);
+    assert.equal(await b1.call(WHO, "who", []), "A");
+    assert.equal(await b2.call(WHO, "who", []), "A");
+    assert.equal(p.connections().length, 1);
+    assert.equal(a.server.stats.connectionsAccepted, 1);
+    // Releasing it from one balancer keeps it for the other.
+    b1.update([]);
+    assert.equal(await b2.call(WHO, "who", []), "A");
+    assert.equal(p.connections().length, 1);
+  } finally {
+    b1.close();
+    b2.close();
+    await p.close();
+    await a.server.close();
+  }
+});
+
+test("a replica killed mid-run: retryable calls move to the other replica, non-retryable ones fail", async () => {
+  const never = new Promise<void>(() => {});
+  const a = await startServer(named("A", never));
+  const b = await startServer(named("B"));
+  const p = pool();
+  const bal = new Balancer("test/Svc", p);
+  try {
+    // Pin the in-flight calls to A by giving the balancer only A at first.
+    bal.update([a.address]);
+    const retryable = Array.from({ length: 5 }, () => bal.call(BLOCK, "block", [], { retryable: true }));
+    const fragile = bal.call(BLOCK, "block", [], { retryable: false }).then(
+      () => "resolved",
+      (e: unknown) => e,
+    );
+    await until(() => a.server.stats.calls === 6, "calls to reach A");
+    bal.update([a.address, b.address]);
+    await until(() => p.get(b.address)?.healthy === true, "B healthy");
+    await a.server.close(0); // abrupt: in-flight calls are lost with the connection
+    assert.deepStrictEqual(await Promise.all(retryable), ["B", "B", "B", "B", "B"]);
+    const err = await fragile;
+    assert.ok(err instanceof TransportError, String(err));
+    // New calls avoid the dead replica.
+    for (let i = 0; i < 5; i++) assert.equal(await bal.call(WHO, "who", [], { retryable: false }), "B");
+  } finally {
+    bal.close();
+    await p.close();
+    await b.server.close();
+  }
+});
+
+test("retries stop after maxAttempts and never outlive the deadline", async () => {
+  const a = await startServer(named("A"));
+  const addr = a.address;
+  await a.server.close();
+  const p = pool();
+  const bal = new Balancer("test/Svc", p, { maxAttempts: 3, retryBackoffMs: 1 });
+  try {
+    bal.update([addr]);
+    await assert.rejects(bal.call(WHO, "who", []), TransportError);
+    const t0 = Date.now();
+    await assert.rejects(withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])), (e: unknown) => e instanceof TransportError || e instanceof DeadlineExceededError);
+    assert.ok(Date.now() - t0 < 2000);
+  } finally {
+    bal.close();
+    await p.close();
+  }
+});
+
+test("reconnects after the server restarts on the same port", async () => {
+  const a = await startServer(named("A1"));
+  const p = pool();
+  const bal = new Balancer("test/Svc", p);
+  try {
+    bal.update([a.address]);
+    assert.equal(await bal.call(WHO, "who", []), "A1");
+    await a.server.close();
+    await assert.rejects(bal.call(WHO, "who", [], { retryable: false }), TransportError);
+    const again = await startServer(named("A2"), a.address);
+    try {
+      assert.equal(again.address, a.address);
+      await until(() => p.get(a.address)?.healthy === true, "reconnect", 10_000);
+      assert.equal(await bal.call(WHO, "who", []), "A2");
+      assert.ok((p.get(a.address)?.stats.connects ?? 0) >= 2);
+    } finally {
+      await again.server.close();
+    }
+  } finally {
+    bal.close();
+    await p.close();
+  }
+});
+
+test("removing a replica drains it: its in-flight call completes, new calls go elsewhere", async () => {
+  const gate = deferred();
+  const a = await startServer(named("A", gate.promise));
+  const b = await startServer(named("B"));
+  const p = pool();
+  const bal = new Balancer("test/Svc", p);
+  try {
+    bal.update([a.address]);
+    const inflight = bal.call(BLOCK, "block", []);
+    await until(() => a.server.stats.calls === 1, "call to reach A");
+    const connA = p.get(a.address)!;
+    bal.update([b.address]);
+    assert.equal(connA.state, "draining");
+    assert.equal(p.get(a.address), undefined);
+    for (let i = 0; i < 4; i++) assert.equal(await bal.call(WHO, "who", []), "B");
+    assert.equal(a.server.stats.calls, 1, "no new calls reach the removed replica");
+    gate.resolve();
+    assert.equal(await inflight, "A");
+    await until(() => connA.state === "closed", "drained connection to close");
+    assert.deepStrictEqual(bal.addresses, [b.address]);
+  } finally {
+    bal.close();
+    await p.close();
+    await a.server.close();
+    await b.server.close();
+  }
+});
+
+test("a call made before any replica is known waits for the first update", async () => {
+  const a = await startServer(named("A"));
+  const p = pool();
+  const bal = new Balancer("test/Svc", p);
+  try {
+    const pending = bal.call(WHO, "who", []);
+    await new Promise((r) => setTimeout(r, 50));
+    bal.update([a.address]);
+    assert.equal(await pending, "A");
+  } finally {
+    bal.close();
+    await p.close();
+    await a.server.close();
+  }
+});
+
+test("waiting for replicas is bounded by the deadline, the default wait, and cancellation", async () => {
+  const p = pool();
+  const bal = new Balancer("test/Svc", p, { replicaWaitMs: 100 });
+  try {
+    await assert.rejects(withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])), DeadlineExceededError);
+    await assert.rejects(bal.call(WHO, "who", []), (e: unknown) => e instanceof TransportError && /no replicas of test\/Svc/.test(e.message));
+    const ac = new AbortController();
+    const call = withCallOptions({ signal: ac.signal }, () => bal.call(WHO, "who", []));
+    ac.abort();
+    await assert.rejects(call, CallCancelledError);
+    const closing = bal.call(WHO, "who", []);
+    bal.close();
+    await assert.rejects(closing, TransportError);
+  } finally {
+    bal.close();
+    await p.close();
+  }
+});
