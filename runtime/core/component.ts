@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import type { Server } from "node:net";
 import { ConfigError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import type { RoutingKey } from "./routing.js";
 
 /** Names of the methods of T that return promises (the ones a remote stub can call). */
 export type MethodName<T> = {
@@ -9,8 +10,18 @@ export type MethodName<T> = {
 }[keyof T] &
   string;
 
+/**
+ * Affinity routing for some methods: a function from the method's arguments to a key. Calls with equal
+ * keys go to the same replica while the replica set is stable (e.g. route a cart's calls by user id).
+ */
+export type Router<T> = {
+  [K in MethodName<T>]?: T[K] extends (...args: infer A) => Promise<unknown> ? (...args: A) => RoutingKey : never;
+};
+
 /** Options given when declaring a component. */
 export interface ComponentOptions<T> {
+  /** Routes the listed methods by key (see Router); the component then gets a slice assignment. */
+  router?: Router<T>;
   /**
    * Methods that must not be retried when a call fails in transport (the call may have run once already).
    * Every other method is retried on another replica.
@@ -27,6 +38,8 @@ export interface ComponentRef<T extends object> {
   readonly name: string;
   /** Methods that are not retried on transport failure. */
   readonly noRetry: ReadonlySet<string>;
+  /** Key functions of routed methods, by method name; undefined for a component without a router. */
+  readonly router: Readonly<Record<string, (...args: never[]) => RoutingKey>> | undefined;
   /** Carries the interface type; never set at run time. */
   readonly __type?: T;
 }
@@ -88,7 +101,8 @@ export function component<T extends object>(name: string, options: ComponentOpti
   if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)+$/.test(name)) {
     throw new ConfigError(`component name ${JSON.stringify(name)} must look like "app/Component"`);
   }
-  return { name, noRetry: new Set(options.noRetry ?? []) };
+  const router = options.router as Record<string, (...args: never[]) => RoutingKey> | undefined;
+  return { name, noRetry: new Set(options.noRetry ?? []), router: router && Object.keys(router).length > 0 ? router : undefined };
 }
 
 /** A registered component with its method table. */

@@ -1,5 +1,6 @@
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
+import { findSlice, type KeyAssignment } from "../core/routing.js";
 import type { Connection, ConnectionPool } from "./client.js";
 
 /** Tuning for a {@link Balancer}. */
@@ -16,7 +17,7 @@ export interface BalancerOptions {
 export interface RouteOptions {
   /** Retry on TransportError (on another replica when there is one). Default true. */
   retryable?: boolean;
-  /** Affinity key for routed components. Reserved: ignored until slice-based routing lands (see `pick`). */
+  /** Affinity key for routed components: the call goes to the replica owning the key's slice. */
   shardKey?: bigint;
 }
 
@@ -43,6 +44,11 @@ export class Balancer {
   private readonly replicaWaitMs: number;
   private readonly retryBackoffMs: number;
   private closed = false;
+  /** Slice starts and owners of the current assignment (routed components only). */
+  private sliceStarts: BigUint64Array | undefined;
+  private sliceOwners: string[] = [];
+  /** Version of the current assignment (0: none). */
+  assignmentVersion = 0n;
 
   constructor(
     /** The component's name, for error messages. */
@@ -91,6 +97,23 @@ export class Balancer {
   }
 
   /**
+   * Installs a slice assignment (from the deployer) for affinity routing; undefined or empty: calls with
+   * a shard key fall back to round-robin. Older versions than the current one are ignored.
+   */
+  setAssignment(assignment: KeyAssignment | undefined): void {
+    if (!assignment || assignment.slices.length === 0) {
+      this.sliceStarts = undefined;
+      this.sliceOwners = [];
+      this.assignmentVersion = 0n;
+      return;
+    }
+    if (assignment.version < this.assignmentVersion) return;
+    this.sliceStarts = BigUint64Array.from(assignment.slices.map((s) => s.start));
+    this.sliceOwners = assignment.slices.map((s) => s.replica);
+    this.assignmentVersion = assignment.version;
+  }
+
+  /**
    * Calls a method on some replica. Deadline, cancellation, trace context and metadata come from the
    * caller's CallContext (`callStorage`). Rejects like {@link Connection.call}.
    */
@@ -123,7 +146,11 @@ export class Balancer {
    * with `shardKey`) for affinity routing.
    */
   protected pick(shardKey: bigint | undefined, avoid: Connection | undefined): Connection | undefined {
-    void shardKey; // affinity routing hook, not used yet
+    if (shardKey !== undefined && this.sliceStarts !== undefined) {
+      // The slice's owner, unless it just failed or is known down: then any replica will do.
+      const owner = this.byAddress.get(this.sliceOwners[findSlice(this.sliceStarts, shardKey)]!);
+      if (owner !== undefined && owner !== avoid && (owner.healthy || owner.state === "idle" || owner.state === "connecting")) return owner;
+    }
     const rs = this.replicas;
     const n = rs.length;
     if (n <= 1) return rs[0];

@@ -14,7 +14,8 @@ import {
 import { ConfigError } from "../core/errors.js";
 import { type LogAttrs, type Logger, type LogRecord, newLogger } from "../core/logger.js";
 import { MAIN_COMPONENT, isTable } from "../core/config.js";
-import type { ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
+import { findSlice, shardKey, type KeyAssignment, type RoutingKey } from "../core/routing.js";
+import type { Assignment, ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
 import { Balancer, ConnectionPool } from "../rpc/client.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 
@@ -53,6 +54,8 @@ interface Hosted {
   calls: number;
   totalCalls: number;
   reportedCalls: number;
+  /** For routed components: the deployer's current assignment and calls per slice since the last report. */
+  slices: { version: bigint; starts: BigUint64Array; calls: number[] } | undefined;
 }
 
 /**
@@ -106,11 +109,25 @@ export class Weavelet {
     }
   }
 
-  /** New replicas (and optional assignment) for a component this weavelet calls. */
+  /**
+   * New replicas (and optional assignment) for a component this weavelet calls; or, with `local`, the
+   * assignment of a routed component it hosts (for per-slice load reports).
+   */
   updateRoutingInfo(info: RoutingInfo): void {
+    const assignment = toKeyAssignment(info.assignment);
+    if (info.local) {
+      if (!this.canHost(info.component)) return;
+      void this.getLocal(info.component).catch(() => {});
+      const h = this.hosted.get(info.component);
+      if (h && assignment && assignment.slices.length > 0) {
+        h.slices = { version: assignment.version, starts: BigUint64Array.from(assignment.slices.map((x) => x.start)), calls: assignment.slices.map(() => 0) };
+      }
+      return;
+    }
     const entry = this.stubs.get(info.component);
     if (!entry?.balancer) return;
     entry.balancer.update(info.replicas);
+    entry.balancer.setAssignment(assignment);
   }
 
   get<T extends object>(ref: ComponentRef<T>): Promise<T> {
@@ -124,8 +141,15 @@ export class Weavelet {
     this.lastLoadAt = now;
     const loads: ComponentLoad[] = [];
     for (const [name, h] of this.hosted) {
-      loads.push({ component: name, callsPerSecond: h.calls / secs, slices: [], assignmentVersion: "0" });
+      const sl = h.slices;
+      loads.push({
+        component: name,
+        callsPerSecond: h.calls / secs,
+        slices: sl ? Array.from(sl.starts, (start, i) => ({ start: String(start), callsPerSecond: sl.calls[i]! / secs })) : [],
+        assignmentVersion: String(sl?.version ?? 0n),
+      });
       h.calls = 0;
+      if (sl) sl.calls.fill(0);
     }
     return loads;
   }
@@ -200,7 +224,7 @@ export class Weavelet {
     let entry = this.stubs.get(name);
     if (!entry) {
       const balancer = new Balancer(name, this.pool);
-      const stub = this.opts.host.activateComponent(name, false).then(() => makeStub(reg, balancer));
+      const stub = this.opts.host.activateComponent(name, reg.ref.router !== undefined).then(() => makeStub(reg, balancer));
       entry = { stub, balancer };
       this.stubs.set(name, entry);
       stub.catch(() => this.stubs.delete(name));
@@ -213,7 +237,7 @@ export class Weavelet {
     if (existing) return existing.instance;
     const reg = registration(name);
     if (!reg) return Promise.reject(new ConfigError(`unknown component ${name}`));
-    const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, totalCalls: 0, reportedCalls: 0 };
+    const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, totalCalls: 0, reportedCalls: 0, slices: undefined };
     hosted.instance = this.construct(reg).then((inst) => {
       hosted.ready = inst;
       return inst;
@@ -249,6 +273,7 @@ export class Weavelet {
     let handler = this.handlers.get(key);
     if (handler) return handler;
     const weavelet = this;
+    const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     handler = {
       name: key,
       fn(args: unknown[]): unknown {
@@ -256,6 +281,7 @@ export class Weavelet {
         if (h?.ready) {
           h.calls++;
           h.totalCalls++;
+          if (keyOf !== undefined && h.slices !== undefined) h.slices.calls[findSlice(h.slices.starts, shardKey(keyOf(...args)))]!++;
           return (h.ready as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
         }
         return weavelet.getLocal(component).then((inst) => {
@@ -345,10 +371,20 @@ function makeStub(reg: Registration, balancer: Balancer): object {
     const id = first + i;
     const name = `${reg.ref.name}.${method}`;
     const retryable = !reg.ref.noRetry.has(method);
+    const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
+    if (keyOf !== undefined) {
+      stub[method] = (...args: unknown[]) => balancer.call(id, name, args, { retryable, shardKey: shardKey(keyOf(...args)) });
+      return;
+    }
     const options = { retryable };
     stub[method] = (...args: unknown[]) => balancer.call(id, name, args, options);
   });
   return Object.freeze(stub);
+}
+
+function toKeyAssignment(a: Assignment | null | undefined): KeyAssignment | undefined {
+  if (!a || a.slices.length === 0) return undefined;
+  return { version: BigInt(a.version), slices: a.slices.map((x) => ({ start: BigInt(x.start), replica: x.replicas[0] ?? "" })) };
 }
 
 class ComponentContext implements Context {

@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { checkComponentNames, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import { listComponents } from "../../envelope/components.js";
-import type { LogEntry, RoutingInfo } from "../../protos/runtime.js";
+import { computeAssignment } from "../../core/routing.js";
+import type { ComponentLoad, LogEntry, RoutingInfo } from "../../protos/runtime.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
@@ -62,6 +63,8 @@ export class MultiDeployer {
   private statusTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
   private readonly color = process.stdout.isTTY === true;
+  /** Routed components (they asked for an assignment) and their assignment versions. */
+  private readonly routed = new Map<string, { version: bigint; replicas: string }>();
 
   constructor(
     private readonly config: AppConfig,
@@ -242,12 +245,30 @@ export class MultiDeployer {
     }, delay);
   }
 
-  private routingInfo(component: string): RoutingInfo {
+  private routingInfo(component: string, local = false): RoutingInfo {
     const g = this.byComponent.get(component)!;
-    return { component, local: false, replicas: g.replicas.filter((r) => r.state === "running" && r.address).map((r) => r.address) };
+    const replicas = g.replicas.filter((r) => r.state === "running" && r.address).map((r) => r.address);
+    const routed = this.routed.get(component);
+    if (!routed) return { component, local, replicas };
+    // A new replica set gets a new assignment version; an unchanged one keeps its version.
+    const key = replicas.join(",");
+    if (routed.replicas !== key) {
+      routed.version++;
+      routed.replicas = key;
+    }
+    const a = computeAssignment(replicas, routed.version);
+    return {
+      component,
+      local,
+      replicas,
+      assignment: { version: String(a.version), slices: a.slices.map((x) => ({ start: String(x.start), replicas: [x.replica] })) },
+    };
   }
 
-  /** Sends every subscriber the current replica addresses of each of the group's components. */
+  /**
+   * Sends every subscriber the current replica addresses of each of the group's components, and the
+   * group's own replicas the assignment of its routed components (for their load reports).
+   */
   private publishRoutes(g: GroupState): void {
     for (const component of g.group.components) {
       const info = this.routingInfo(component);
@@ -256,14 +277,31 @@ export class MultiDeployer {
           if (sub.envelope?.running && sub.activated.has(component)) sub.envelope.updateRoutingInfo(info).catch(() => {});
         }
       }
+      if (info.assignment) {
+        for (const own of g.replicas) own.envelope?.updateRoutingInfo({ ...info, local: true }).catch(() => {});
+      }
     }
+  }
+
+  /** Load reports of every running replica, by replica id (per component, per slice for routed ones). */
+  async loads(): Promise<Map<string, ComponentLoad[]>> {
+    const out = new Map<string, ComponentLoad[]>();
+    await Promise.all(
+      this.groups.flatMap((g) =>
+        g.replicas.map(async (r) => {
+          if (r.envelope?.running) out.set(r.id, await r.envelope.getLoad().catch(() => []));
+        }),
+      ),
+    );
+    return out;
   }
 
   private handlerFor(r: Replica): EnvelopeHandler {
     return {
-      activateComponent: async ({ component }) => {
+      activateComponent: async ({ component, routed }) => {
         const target = this.byComponent.get(component);
         if (!target) throw new Error(`unknown component ${component}: it is not registered in ${this.config.binary}`);
+        if (routed && !this.routed.has(component)) this.routed.set(component, { version: 0n, replicas: "" });
         r.activated.add(component);
         await this.startGroup(target);
         this.publishRoutes(target);
