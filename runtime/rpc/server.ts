@@ -276,6 +276,11 @@ class ServerCall implements CallContext {
     this.abort(new DeadlineExceededError(`${this.method}: deadline exceeded`));
   }
 
+  /** True once the deadline passed: the caller has given up and reports DeadlineExceededError itself. */
+  get expired(): boolean {
+    return this.reason instanceof DeadlineExceededError || (this.deadline !== undefined && Date.now() >= this.deadline);
+  }
+
   /** The handler is done: no more timers. */
   finish(): void {
     this.finished = true;
@@ -443,7 +448,9 @@ class ServerConn implements ChannelSink {
     call.finish();
     if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
     this.inflight.delete(call.id);
-    if (!call.cancelled && !this.channel.isClosed) {
+    // After the deadline the caller has failed the call on its own; a late reply (often the handler's
+    // reaction to its aborted signal) would only race with that and confuse the error it sees.
+    if (!call.cancelled && !call.expired && !this.channel.isClosed) {
       const w = this.channel.writer;
       const max = this.server.opts.maxFrameSize;
       try {
