@@ -1,0 +1,821 @@
+/**
+ * `WeaverApp`: everything one tsweaver app needs on ECS Fargate, as one L3 construct.
+ *
+ * One Fargate service per deployment group (desired count 0 until the control plane activates it), a
+ * control-plane service with exactly one task, an HTTP Cloud Map namespace with one service per group
+ * (plus one the control plane registers itself in), an ALB with one listener and IP target group per
+ * exported tsweaver listener, security groups, least-privilege IAM roles, a log group and the
+ * per-deployment secret that authenticates agents to the control plane. Names, environment variables
+ * and outputs follow the contract in runtime/deployers/aws/config.ts (documented in docs/aws.md).
+ */
+import { Aws, CfnOutput, Duration, Stack, Token, Validations } from "aws-cdk-lib";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
+import * as ecs from "aws-cdk-lib/aws-ecs";
+import * as elbv2 from "aws-cdk-lib/aws-elasticloadbalancingv2";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as logs from "aws-cdk-lib/aws-logs";
+import * as s3 from "aws-cdk-lib/aws-s3";
+import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
+import * as servicediscovery from "aws-cdk-lib/aws-servicediscovery";
+import { Construct } from "constructs";
+import {
+  AGENT_COMMAND,
+  CONTROLPLANE_COMMAND,
+  CONTROLPLANE_NAME,
+  ENV,
+  groupServiceOutputKey,
+  listenerUrlOutputKey,
+  OUTPUTS,
+  pascalCase,
+  type GroupsEnv,
+  type GroupsOutput,
+  type ListenersEnv,
+  type ListenersOutput,
+} from "../runtime/deployers/aws/config.js";
+import { MAIN_COMPONENT } from "../runtime/core/config.js";
+
+/** Name of the container in every group task (its command is `tsweaver aws agent`). */
+export const AGENT_CONTAINER = "agent";
+/** Name of the container in the control plane task (its command is `tsweaver aws controlplane`). */
+export const CONTROLPLANE_CONTAINER = "controlplane";
+
+/** One deployment group: components that run together in one task. */
+export interface WeaverGroupProps {
+  /** AWS-safe group name (`hello-reverser`, from `groupsOf`): ECS service and Cloud Map service name. */
+  readonly name: string;
+  /** The components the group hosts (at least one). */
+  readonly components: readonly string[];
+  /**
+   * Replica floor applied on activation (desired count, then autoscaling minimum). The stack itself
+   * starts the service at 0 and registers the scalable target with minimum 0.
+   * @default 1
+   */
+  readonly minReplicas?: number;
+  /** Autoscaling maximum. @default max(minReplicas, 4) */
+  readonly maxReplicas?: number;
+  /** Fargate CPU units. @default 256 */
+  readonly cpu?: number;
+  /** Fargate memory (MiB). @default 512 */
+  readonly memoryMiB?: number;
+  /** Average CPU utilization (percent) target tracking keeps the group at. @default 70 */
+  readonly cpuTargetPercent?: number;
+}
+
+/** One tsweaver listener exported through the load balancer. */
+export interface WeaverListenerProps {
+  /** The name the app passes to `ctx.listener(name)`. */
+  readonly name: string;
+  /** Port the weavelet listens on inside its task; the target group forwards there. */
+  readonly containerPort: number;
+  /** ALB listener port. @default 443 with a certificate, else 80 */
+  readonly port?: number;
+  /**
+   * Open to the internet (0.0.0.0/0) when the ALB is internet-facing; otherwise only to the VPC's CIDR.
+   * @default true
+   */
+  readonly public?: boolean;
+  /** Path of the target group health check. @default "/" */
+  readonly healthCheckPath?: string;
+  /** ACM certificate ARN: the listener speaks HTTPS with it. @default none (plain HTTP) */
+  readonly certificateArn?: string;
+  /** With a certificate: port of an extra HTTP listener that redirects to HTTPS. @default 80; 0 for none */
+  readonly redirectPort?: number;
+}
+
+/** Properties of {@link WeaverApp}. */
+export interface WeaverAppProps {
+  /** The app name (`[tsweaver] name`), passed to every task as TSWEAVER_APP. */
+  readonly appName: string;
+  /**
+   * Deployment id: ECS cluster name, Cloud Map namespace name, task family prefix, TSWEAVER_DEPLOYMENT.
+   * @default the stack name
+   */
+  readonly deploymentId?: string;
+  /** Every deployment group of the app; exactly one must host `tsweaver/Main`. */
+  readonly groups: readonly WeaverGroupProps[];
+  /** Listeners to export through an Application Load Balancer. @default none: no load balancer is created */
+  readonly listeners?: readonly WeaverListenerProps[];
+  /**
+   * The app image. Its entrypoint must be the tsweaver CLI; the stack passes `aws agent` or
+   * `aws controlplane` as the command.
+   */
+  readonly image: ecs.ContainerImage;
+  /** Path of weaver.toml inside the image (relative to its working directory), passed as TSWEAVER_CONFIG. */
+  readonly configPathInImage: string;
+  /** The VPC to run in. @default a new VPC: 2 AZs, public subnets, private subnets when natGateways > 0 */
+  readonly vpc?: ec2.IVpc;
+  /** Address range of the created VPC. @default "10.0.0.0/16" */
+  readonly vpcCidr?: string;
+  /** NAT gateways of the created VPC; 0 runs tasks in public subnets with public IPs. @default 1 */
+  readonly natGateways?: number;
+  /** VPC flow logs (to CloudWatch Logs) for the created VPC. @default true */
+  readonly flowLogs?: boolean;
+  /** ECS Container Insights. @default true */
+  readonly containerInsights?: boolean;
+  /** CPU architecture of the tasks (must match the image). @default ecs.CpuArchitecture.X86_64 */
+  readonly cpuArchitecture?: ecs.CpuArchitecture;
+  /** Internal instead of internet-facing load balancer. @default false */
+  readonly internalLoadBalancer?: boolean;
+  /**
+   * ALB access logs to an S3 bucket the construct creates. Needs a stack with a concrete region (the
+   * bucket policy names the region's ELB log-delivery principal).
+   * @default true when the stack's region is known, else false
+   */
+  readonly accessLogs?: boolean;
+  /** Weavelet component-RPC port (fixed in every group task). @default 9000 */
+  readonly rpcPort?: number;
+  /** Control plane port agents connect to. @default 9100 */
+  readonly controlPort?: number;
+  /** Retention of the log groups. @default logs.RetentionDays.ONE_MONTH */
+  readonly logRetention?: logs.RetentionDays;
+  /** Control plane Fargate CPU units. @default 256 */
+  readonly controlPlaneCpu?: number;
+  /** Control plane Fargate memory (MiB). @default 512 */
+  readonly controlPlaneMemoryMiB?: number;
+}
+
+/** The resources of one group. */
+export interface WeaverGroup {
+  readonly name: string;
+  readonly components: readonly string[];
+  readonly minReplicas: number;
+  readonly maxReplicas: number;
+  readonly taskDefinition: ecs.FargateTaskDefinition;
+  readonly container: ecs.ContainerDefinition;
+  readonly service: ecs.FargateService;
+  readonly scaling: ecs.ScalableTaskCount;
+  /** The Cloud Map service the control plane registers the group's ready replicas in. */
+  readonly discoveryService: servicediscovery.Service;
+}
+
+/** The resources of one exported listener. */
+export interface WeaverListener {
+  readonly name: string;
+  readonly port: number;
+  readonly containerPort: number;
+  readonly listener: elbv2.ApplicationListener;
+  readonly targetGroup: elbv2.ApplicationTargetGroup;
+  /** The HTTP→HTTPS redirect listener, if any. */
+  readonly redirectListener: elbv2.ApplicationListener | undefined;
+  /** `http(s)://<alb dns name>[:port]`. */
+  readonly url: string;
+}
+
+/**
+ * A tsweaver app on ECS Fargate. One per stack: it names the stack outputs the `tsweaver aws` CLI reads
+ * (`OUTPUTS` in runtime/deployers/aws/config.ts).
+ */
+export class WeaverApp extends Construct {
+  readonly deploymentId: string;
+  readonly vpc: ec2.IVpc;
+  /** The VPC flow log, when the construct created the VPC with flow logs. */
+  readonly flowLog: ec2.FlowLog | undefined;
+  readonly cluster: ecs.Cluster;
+  readonly namespace: servicediscovery.HttpNamespace;
+  /** Log group of every task (stream prefix: group name, or `controlplane`). */
+  readonly logGroup: logs.LogGroup;
+  /** Shared secret agents present to the control plane; injected into tasks as TSWEAVER_DEPLOYMENT_SECRET. */
+  readonly secret: secretsmanager.Secret;
+  /** Execution role shared by every task definition (image pull, logs, the secret). */
+  readonly executionRole: iam.Role;
+  /** Task role of every group task: may only discover instances in this namespace. */
+  readonly weaveletRole: iam.Role;
+  /** Task role of the control plane. */
+  readonly controlPlaneRole: iam.Role;
+  readonly weaveletSecurityGroup: ec2.SecurityGroup;
+  readonly controlPlaneSecurityGroup: ec2.SecurityGroup;
+  /** Subnets tasks run in. */
+  readonly taskSubnets: ec2.SubnetSelection;
+  readonly assignPublicIp: boolean;
+  /** Groups by name, in the order given. */
+  readonly groups: ReadonlyMap<string, WeaverGroup>;
+  /** The group that hosts `tsweaver/Main`. */
+  readonly mainGroup: WeaverGroup;
+  readonly controlPlaneTaskDefinition: ecs.FargateTaskDefinition;
+  readonly controlPlaneService: ecs.FargateService;
+  readonly controlPlaneDiscoveryService: servicediscovery.Service;
+  /** Only when listeners are configured. */
+  readonly loadBalancer: elbv2.ApplicationLoadBalancer | undefined;
+  readonly loadBalancerSecurityGroup: ec2.SecurityGroup | undefined;
+  /** The ALB access log bucket, when access logs are on. */
+  readonly accessLogBucket: s3.Bucket | undefined;
+  /** Listeners by name. */
+  readonly listeners: ReadonlyMap<string, WeaverListener>;
+
+  constructor(scope: Construct, id: string, props: WeaverAppProps) {
+    super(scope, id);
+    const stack = Stack.of(this);
+    this.deploymentId = props.deploymentId ?? stack.stackName;
+    const rpcPort = props.rpcPort ?? 9000;
+    const controlPort = props.controlPort ?? 9100;
+    const retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    const cpuArchitecture = props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64;
+    validateProps(this, props, rpcPort, controlPort);
+
+    // ---- Network ------------------------------------------------------------------------------
+    const natGateways = props.natGateways ?? 1;
+    // The VPC's CIDR as a literal where we know it (rules stay readable and checkable), else the import's.
+    let vpcCidr: string;
+    if (props.vpc) {
+      this.vpc = props.vpc;
+      this.flowLog = undefined;
+      vpcCidr = props.vpc.vpcCidrBlock;
+    } else {
+      vpcCidr = props.vpcCidr ?? "10.0.0.0/16";
+      const subnets: ec2.SubnetConfiguration[] = [{ name: "public", subnetType: ec2.SubnetType.PUBLIC, cidrMask: 22 }];
+      if (natGateways > 0) subnets.push({ name: "private", subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 });
+      const vpc = new ec2.Vpc(this, "Vpc", {
+        ipAddresses: ec2.IpAddresses.cidr(vpcCidr),
+        maxAzs: 2,
+        natGateways,
+        subnetConfiguration: subnets,
+        // No resource of this stack uses the default security group; restricting it would add a
+        // Lambda-backed custom resource to every deployment.
+        restrictDefaultSecurityGroup: false,
+      });
+      this.vpc = vpc;
+      if (props.flowLogs ?? true) {
+        const flowLogGroup = new logs.LogGroup(this, "FlowLogs", { retention });
+        this.flowLog = vpc.addFlowLog("FlowLog", {
+          destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogGroup),
+          trafficType: ec2.FlowLogTrafficType.REJECT,
+        });
+      } else {
+        this.flowLog = undefined;
+        Validations.of(vpc).acknowledge({
+          id: "AwsSolutions-VPC7",
+          reason: "Flow logs were turned off in weaver.toml ([aws] flow_logs = false).",
+        });
+      }
+    }
+    const hasPrivate = this.vpc.privateSubnets.length > 0;
+    this.taskSubnets = { subnetType: hasPrivate ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC };
+    // Without private subnets (no NAT) tasks need a public IP to reach ECR, CloudWatch and Cloud Map.
+    this.assignPublicIp = !hasPrivate;
+
+    this.cluster = new ecs.Cluster(this, "Cluster", {
+      vpc: this.vpc,
+      clusterName: this.deploymentId,
+      containerInsightsV2: props.containerInsights ?? true ? ecs.ContainerInsights.ENABLED : ecs.ContainerInsights.DISABLED,
+    });
+    if (!(props.containerInsights ?? true)) {
+      Validations.of(this.cluster).acknowledge({
+        id: "AwsSolutions-ECS4",
+        reason: "Container Insights were turned off in weaver.toml ([aws] container_insights = false).",
+      });
+    }
+
+    // Cloud Map: an HTTP (API-only) namespace. Agents discover replicas with DiscoverInstances and
+    // DiscoverInstancesRevision, never by DNS, so a private DNS namespace would only add a Route 53
+    // hosted zone, DNS TTL staleness and route53 permissions for the control plane.
+    this.namespace = new servicediscovery.HttpNamespace(this, "Namespace", {
+      name: this.deploymentId,
+      description: `tsweaver deployment ${this.deploymentId}: one service per component group`,
+    });
+
+    this.logGroup = new logs.LogGroup(this, "Logs", { retention });
+
+    this.secret = new secretsmanager.Secret(this, "DeploymentSecret", {
+      description: `tsweaver ${this.deploymentId}: authenticates task agents to the control plane`,
+      generateSecretString: { passwordLength: 48, excludePunctuation: true },
+    });
+    Validations.of(this.secret).acknowledge({
+      id: "AwsSolutions-SMG4",
+      reason:
+        "ECS injects the secret when a task starts, so automatic rotation under running tasks would lock their " +
+        "agents out of the control plane. It is scoped to one deployment; to change it, put a new value and " +
+        "restart the deployment's tasks together.",
+    });
+
+    // ---- IAM ----------------------------------------------------------------------------------
+    this.executionRole = new iam.Role(this, "ExecutionRole", {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+      description: `tsweaver ${this.deploymentId}: ECS task execution (image pull, logs, deployment secret)`,
+    });
+    Validations.of(this.executionRole).acknowledge({
+      id: "AwsSolutions-IAM5[Resource::*]",
+      reason: "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
+    });
+    // Task roles trust ECS tasks of this account only (confused-deputy protection).
+    const taskPrincipal = new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
+      StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID },
+      ArnLike: { "aws:SourceArn": `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
+    });
+    this.weaveletRole = new iam.Role(this, "WeaveletRole", {
+      assumedBy: taskPrincipal,
+      description: `tsweaver ${this.deploymentId}: group tasks (discover replicas in the namespace)`,
+    });
+    this.controlPlaneRole = new iam.Role(this, "ControlPlaneRole", {
+      assumedBy: taskPrincipal,
+      description: `tsweaver ${this.deploymentId}: control plane (scale groups, register replicas and targets)`,
+    });
+
+    // ---- Security groups ----------------------------------------------------------------------
+    // Egress stays open: apps call their own dependencies, and tasks reach AWS APIs through NAT.
+    this.weaveletSecurityGroup = new ec2.SecurityGroup(this, "WeaveletSecurityGroup", {
+      vpc: this.vpc,
+      description: `tsweaver ${this.deploymentId} weavelets: RPC from weavelets and control plane, listener ports from the ALB`,
+      allowAllOutbound: true,
+    });
+    this.controlPlaneSecurityGroup = new ec2.SecurityGroup(this, "ControlPlaneSecurityGroup", {
+      vpc: this.vpc,
+      description: `tsweaver ${this.deploymentId} control plane: agent connections from weavelets only`,
+      allowAllOutbound: true,
+    });
+    const wsg = this.weaveletSecurityGroup;
+    const csg = this.controlPlaneSecurityGroup;
+    wsg.addIngressRule(wsg, ec2.Port.tcp(rpcPort), "component RPC between weavelets");
+    wsg.addIngressRule(csg, ec2.Port.tcp(rpcPort), "control plane to weavelet RPC port");
+    csg.addIngressRule(wsg, ec2.Port.tcp(controlPort), "task agents to the control plane");
+
+    // ---- Load balancer (created before the tasks: their port mappings include listener ports) ----
+    const listenerProps = [...(props.listeners ?? [])];
+    const listeners = new Map<string, WeaverListener>();
+    this.listeners = listeners;
+    if (listenerProps.length === 0) {
+      this.loadBalancer = undefined;
+      this.loadBalancerSecurityGroup = undefined;
+      this.accessLogBucket = undefined;
+    } else {
+      const internal = props.internalLoadBalancer ?? false;
+      const albSg = new ec2.SecurityGroup(this, "LoadBalancerSecurityGroup", {
+        vpc: this.vpc,
+        description: `tsweaver ${this.deploymentId} load balancer: listener ports in, container listener ports out`,
+        allowAllOutbound: false,
+      });
+      this.loadBalancerSecurityGroup = albSg;
+      const lb = new elbv2.ApplicationLoadBalancer(this, "LoadBalancer", {
+        vpc: this.vpc,
+        internetFacing: !internal,
+        securityGroup: albSg,
+        vpcSubnets: { subnetType: internal && hasPrivate ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC },
+        dropInvalidHeaderFields: true,
+      });
+      this.loadBalancer = lb;
+
+      const regionKnown = !Token.isUnresolved(stack.region);
+      if (props.accessLogs === true && !regionKnown) {
+        throw new Error("WeaverApp: accessLogs needs a stack with a concrete region (set [aws] region in weaver.toml)");
+      }
+      if (props.accessLogs ?? regionKnown) {
+        const bucket = new s3.Bucket(this, "AccessLogs", {
+          encryption: s3.BucketEncryption.S3_MANAGED, // the only encryption ALB log delivery supports
+          enforceSSL: true,
+          blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+          objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+          lifecycleRules: [{ expiration: Duration.days(retention) }],
+        });
+        Validations.of(bucket).acknowledge({
+          id: "AwsSolutions-S1",
+          reason: "This bucket only receives ALB access logs; logging access to the log bucket would need yet another bucket.",
+        });
+        lb.logAccessLogs(bucket, "alb");
+        this.accessLogBucket = bucket;
+      } else {
+        this.accessLogBucket = undefined;
+        Validations.of(lb).acknowledge({
+          id: "AwsSolutions-ELB2",
+          reason: regionKnown
+            ? "Access logs were turned off in weaver.toml ([aws] access_logs = false)."
+            : "The stack is region-agnostic, and the access-log bucket policy must name the region's ELB " +
+              "log-delivery account; set [aws] region in weaver.toml to turn access logs on.",
+        });
+      }
+
+      let anyOpen = false;
+      for (const l of listenerProps) {
+        const p = pascalCase(l.name);
+        const https = l.certificateArn !== undefined;
+        const port = l.port ?? (https ? 443 : 80);
+        const open = (l.public ?? true) && !internal;
+        anyOpen ||= open;
+        const peer = open ? ec2.Peer.anyIpv4() : ec2.Peer.ipv4(vpcCidr);
+        const targetGroup = new elbv2.ApplicationTargetGroup(this, `Target${p}`, {
+          vpc: this.vpc,
+          targetType: elbv2.TargetType.IP,
+          protocol: elbv2.ApplicationProtocol.HTTP,
+          port: l.containerPort,
+          deregistrationDelay: Duration.seconds(30),
+          healthCheck: {
+            path: l.healthCheckPath ?? "/",
+            healthyHttpCodes: "200-399",
+            interval: Duration.seconds(15),
+            healthyThresholdCount: 2,
+            unhealthyThresholdCount: 3,
+          },
+        });
+        const listener = lb.addListener(`Listener${p}`, {
+          port,
+          protocol: https ? elbv2.ApplicationProtocol.HTTPS : elbv2.ApplicationProtocol.HTTP,
+          certificates: https ? [elbv2.ListenerCertificate.fromArn(l.certificateArn!)] : undefined,
+          sslPolicy: https ? elbv2.SslPolicy.RECOMMENDED_TLS : undefined,
+          open: false,
+          defaultTargetGroups: [targetGroup],
+        });
+        albSg.addIngressRule(peer, ec2.Port.tcp(port), `listener ${l.name}`);
+        // ALB → tasks on the container port only (adds the ALB's egress rule too).
+        wsg.connections.allowFrom(albSg, ec2.Port.tcp(l.containerPort), `ALB to listener ${l.name}`);
+
+        let redirectListener: elbv2.ApplicationListener | undefined;
+        const redirectPort = https ? (l.redirectPort ?? 80) : 0;
+        if (redirectPort > 0) {
+          redirectListener = lb.addListener(`Redirect${p}`, {
+            port: redirectPort,
+            protocol: elbv2.ApplicationProtocol.HTTP,
+            open: false,
+            defaultAction: elbv2.ListenerAction.redirect({ protocol: "HTTPS", port: String(port), permanent: true }),
+          });
+          albSg.addIngressRule(peer, ec2.Port.tcp(redirectPort), `listener ${l.name}: HTTP to HTTPS redirect`);
+        }
+        const scheme = https ? "https" : "http";
+        const standard = (https && port === 443) || (!https && port === 80);
+        const url = `${scheme}://${lb.loadBalancerDnsName}${standard ? "" : `:${port}`}`;
+        listeners.set(l.name, { name: l.name, port, containerPort: l.containerPort, listener, targetGroup, redirectListener, url });
+      }
+      if (anyOpen) {
+        Validations.of(albSg).acknowledge({
+          id: "AwsSolutions-EC23",
+          reason: "Public listeners of an internet-facing ALB ([aws.listeners.NAME] public = true) accept traffic from anywhere by design.",
+        });
+      }
+    }
+
+    // ---- Groups -------------------------------------------------------------------------------
+    const taskEnv = {
+      [ENV.APP]: props.appName,
+      [ENV.DEPLOYMENT]: this.deploymentId,
+      [ENV.CONFIG]: props.configPathInImage,
+      [ENV.NAMESPACE]: this.deploymentId,
+      [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
+      [ENV.CONTROL_PORT]: String(controlPort),
+      [ENV.RPC_PORT]: String(rpcPort),
+    };
+    const secrets = { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) };
+    const runtimePlatform = { cpuArchitecture, operatingSystemFamily: ecs.OperatingSystemFamily.LINUX };
+    const groups = new Map<string, WeaverGroup>();
+    for (const g of props.groups) {
+      const scope = new Construct(this, `Group${pascalCase(g.name)}`);
+      const minReplicas = g.minReplicas ?? 1;
+      const maxReplicas = g.maxReplicas ?? Math.max(minReplicas, 4);
+      const taskDefinition = new ecs.FargateTaskDefinition(scope, "TaskDefinition", {
+        family: `${this.deploymentId}-${g.name}`,
+        cpu: g.cpu ?? 256,
+        memoryLimitMiB: g.memoryMiB ?? 512,
+        executionRole: this.executionRole,
+        taskRole: this.weaveletRole,
+        runtimePlatform,
+      });
+      const container = taskDefinition.addContainer(AGENT_CONTAINER, {
+        image: props.image,
+        command: [...AGENT_COMMAND],
+        environment: { ...taskEnv, [ENV.GROUP]: g.name, [ENV.COMPONENTS]: g.components.join(",") },
+        secrets,
+        logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
+        portMappings: [rpcPort, ...listenerProps.map((l) => l.containerPort)].map((containerPort) => ({ containerPort })),
+        essential: true,
+      });
+      ackEnvironment(taskDefinition);
+      const service = new ecs.FargateService(scope, "Service", {
+        cluster: this.cluster,
+        taskDefinition,
+        serviceName: g.name,
+        // The control plane raises it on activation; the template value stays 0.
+        desiredCount: 0,
+        minHealthyPercent: 100,
+        maxHealthyPercent: 200,
+        circuitBreaker: { enable: true, rollback: true },
+        securityGroups: [wsg],
+        vpcSubnets: this.taskSubnets,
+        assignPublicIp: this.assignPublicIp,
+        enableECSManagedTags: true,
+        propagateTags: ecs.PropagatedTagSource.SERVICE,
+      });
+      // Minimum 0 so that registering the target does not start tasks; activation raises the minimum
+      // to the group's floor (RegisterScalableTarget) along with the desired count.
+      const scaling = service.autoScaleTaskCount({ minCapacity: 0, maxCapacity: maxReplicas });
+      scaling.scaleOnCpuUtilization("Cpu", {
+        targetUtilizationPercent: g.cpuTargetPercent ?? 70,
+        scaleInCooldown: Duration.seconds(120),
+        scaleOutCooldown: Duration.seconds(60),
+      });
+      const discoveryService = this.namespace.createService(`Discovery${pascalCase(g.name)}`, {
+        name: g.name,
+        description: `ready replicas of ${g.components.join(", ")}`,
+      });
+      groups.set(g.name, { name: g.name, components: [...g.components], minReplicas, maxReplicas, taskDefinition, container, service, scaling, discoveryService });
+    }
+    this.groups = groups;
+    this.mainGroup = [...groups.values()].find((g) => g.components.includes(MAIN_COMPONENT))!;
+
+    // ---- Control plane ------------------------------------------------------------------------
+    this.controlPlaneDiscoveryService = this.namespace.createService("DiscoveryControlPlane", {
+      name: CONTROLPLANE_NAME,
+      description: "the control plane task (it registers itself)",
+    });
+    const groupsEnv: GroupsEnv = {};
+    for (const g of groups.values()) {
+      groupsEnv[g.name] = {
+        service: g.service.serviceName,
+        serviceArn: g.service.serviceArn,
+        taskDefinition: g.taskDefinition.taskDefinitionArn,
+        discoveryServiceId: g.discoveryService.serviceId,
+        components: g.components,
+        min: g.minReplicas,
+        max: g.maxReplicas,
+      };
+    }
+    const listenersEnv: ListenersEnv = {};
+    for (const l of listeners.values()) {
+      listenersEnv[l.name] = {
+        url: l.url,
+        port: l.port,
+        containerPort: l.containerPort,
+        targetGroupArn: l.targetGroup.targetGroupArn,
+        listenerArn: l.listener.listenerArn,
+      };
+    }
+    this.controlPlaneTaskDefinition = new ecs.FargateTaskDefinition(this, "ControlPlaneTaskDefinition", {
+      family: `${this.deploymentId}-controlplane`,
+      cpu: props.controlPlaneCpu ?? 256,
+      memoryLimitMiB: props.controlPlaneMemoryMiB ?? 512,
+      executionRole: this.executionRole,
+      taskRole: this.controlPlaneRole,
+      runtimePlatform,
+    });
+    this.controlPlaneTaskDefinition.addContainer(CONTROLPLANE_CONTAINER, {
+      image: props.image,
+      command: [...CONTROLPLANE_COMMAND],
+      environment: {
+        ...taskEnv,
+        [ENV.CLUSTER]: this.cluster.clusterArn,
+        [ENV.NAMESPACE_ID]: this.namespace.namespaceId,
+        [ENV.CONTROLPLANE_SERVICE_ID]: this.controlPlaneDiscoveryService.serviceId,
+        [ENV.GROUPS]: stack.toJsonString(groupsEnv),
+        [ENV.LISTENERS]: stack.toJsonString(listenersEnv),
+        [ENV.SUBNETS]: this.vpc.selectSubnets(this.taskSubnets).subnetIds.join(","),
+        [ENV.SECURITY_GROUP]: wsg.securityGroupId,
+        [ENV.ASSIGN_PUBLIC_IP]: this.assignPublicIp ? "ENABLED" : "DISABLED",
+      },
+      secrets,
+      logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "controlplane" }),
+      portMappings: [{ containerPort: controlPort }],
+      essential: true,
+    });
+    ackEnvironment(this.controlPlaneTaskDefinition);
+    this.controlPlaneService = new ecs.FargateService(this, "ControlPlaneService", {
+      cluster: this.cluster,
+      taskDefinition: this.controlPlaneTaskDefinition,
+      serviceName: CONTROLPLANE_NAME,
+      // Exactly one task, also during deployments: stop the old one before starting the new one.
+      desiredCount: 1,
+      minHealthyPercent: 0,
+      maxHealthyPercent: 100,
+      circuitBreaker: { enable: true, rollback: true },
+      securityGroups: [csg],
+      vpcSubnets: this.taskSubnets,
+      assignPublicIp: this.assignPublicIp,
+      enableECSManagedTags: true,
+      propagateTags: ecs.PropagatedTagSource.SERVICE,
+    });
+
+    this.grantWeavelet();
+    this.grantControlPlane();
+    this.addOutputs(props.appName);
+  }
+
+  /** Group tasks may only discover instances of this namespace. */
+  private grantWeavelet(): void {
+    for (const s of this.discoverStatements()) this.weaveletRole.addToPrincipalPolicy(s);
+    Validations.of(this.weaveletRole).acknowledge({
+      id: "AwsSolutions-IAM5[Resource::*]",
+      reason: DISCOVER_STAR_REASON,
+    });
+  }
+
+  /**
+   * DiscoverInstances(Revision) is authorized on the namespace (resource-level) and, in the older model,
+   * only by the `servicediscovery:NamespaceName` condition key on "*". Both statements are scoped to
+   * this namespace.
+   */
+  private discoverStatements(): iam.PolicyStatement[] {
+    const actions = ["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"];
+    return [
+      new iam.PolicyStatement({ sid: "DiscoverInNamespace", actions, resources: [this.namespace.namespaceArn] }),
+      new iam.PolicyStatement({
+        sid: "DiscoverByNamespaceName",
+        actions,
+        resources: ["*"],
+        conditions: { StringEquals: { "servicediscovery:NamespaceName": this.deploymentId } },
+      }),
+    ];
+  }
+
+  private grantControlPlane(): void {
+    const role = this.controlPlaneRole;
+    const stack = Stack.of(this);
+    const groups = [...this.groups.values()];
+    const clusterArn = this.cluster.clusterArn;
+    const inCluster = { ArnEquals: { "ecs:cluster": clusterArn } };
+    const inRegion = { StringEquals: { "aws:RequestedRegion": Aws.REGION } };
+    const add = (s: iam.PolicyStatementProps): void => {
+      role.addToPrincipalPolicy(new iam.PolicyStatement(s));
+    };
+
+    // ECS: this cluster's group services, tasks and task definitions only.
+    add({ sid: "GroupServices", actions: ["ecs:DescribeServices", "ecs:UpdateService"], resources: groups.map((g) => g.service.serviceArn) });
+    add({
+      sid: "RunGroupTasks",
+      actions: ["ecs:RunTask"],
+      resources: groups.map((g) => g.taskDefinition.taskDefinitionArn),
+      conditions: inCluster,
+    });
+    const taskArns = stack.formatArn({ service: "ecs", resource: "task", resourceName: `${this.cluster.clusterName}/*` });
+    add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks", "ecs:StopTask"], resources: [taskArns], conditions: inCluster });
+    // Tags a RunTask puts on the task it starts (e.g. the group), and only then.
+    add({ sid: "TagStartedTasks", actions: ["ecs:TagResource"], resources: [taskArns], conditions: { StringEquals: { "ecs:CreateAction": "RunTask" } } });
+    // ListTasks/ListServices are authorized on "*" (their resource is the container instance or none);
+    // the ecs:cluster condition limits them to this cluster.
+    add({ sid: "ListInCluster", actions: ["ecs:ListTasks", "ecs:ListServices"], resources: ["*"], conditions: inCluster });
+    add({ sid: "DescribeCluster", actions: ["ecs:DescribeClusters"], resources: [clusterArn] });
+    add({
+      sid: "PassTaskRoles",
+      actions: ["iam:PassRole"],
+      resources: [this.weaveletRole.roleArn, this.executionRole.roleArn],
+      conditions: { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } },
+    });
+    // Application Auto Scaling: the replica floor. Scalable-target ARNs carry a generated id that the
+    // template cannot know, so the resource is every scalable target of this account and region; AWS
+    // additionally requires ecs:UpdateService on the target service itself, which is granted for this
+    // app's group services only (GroupServices).
+    const scalableTargets = stack.formatArn({ service: "application-autoscaling", resource: "scalable-target", resourceName: "*" });
+    add({ sid: "GroupScalingFloor", actions: ["application-autoscaling:RegisterScalableTarget"], resources: [scalableTargets] });
+    add({ sid: "DescribeScaling", actions: ["application-autoscaling:DescribeScalableTargets"], resources: ["*"], conditions: inRegion });
+
+    // Cloud Map: instances of this namespace's services only.
+    add({
+      sid: "RegisterReplicas",
+      actions: [
+        "servicediscovery:RegisterInstance",
+        "servicediscovery:DeregisterInstance",
+        "servicediscovery:ListInstances",
+        "servicediscovery:GetInstance",
+        "servicediscovery:GetInstancesHealthStatus",
+      ],
+      resources: [...groups.map((g) => g.discoveryService.serviceArn), this.controlPlaneDiscoveryService.serviceArn],
+    });
+    // GetOperation (the status of a RegisterInstance) has no resource type: "*" in this region.
+    add({ sid: "RegistrationStatus", actions: ["servicediscovery:GetOperation"], resources: ["*"], conditions: inRegion });
+    for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
+
+    // ELBv2: this ALB's target groups, listeners and rules only.
+    const lb = this.loadBalancer;
+    let listenerRules: string | undefined;
+    if (lb) {
+      const ls = [...this.listeners.values()];
+      add({
+        sid: "ListenerTargets",
+        actions: ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
+        resources: ls.map((l) => l.targetGroup.targetGroupArn),
+      });
+      add({
+        sid: "CreateListenerRules",
+        actions: ["elasticloadbalancing:CreateRule"],
+        resources: ls.map((l) => l.listener.listenerArn),
+      });
+      listenerRules = stack.formatArn({ service: "elasticloadbalancing", resource: "listener-rule", resourceName: `${lb.loadBalancerFullName}/*` });
+      add({
+        sid: "ChangeListenerRules",
+        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:SetRulePriorities"],
+        resources: [listenerRules],
+      });
+      // ELBv2 Describe* actions support no resource-level permissions: "*" in this region, read-only.
+      add({
+        sid: "DescribeLoadBalancing",
+        actions: [
+          "elasticloadbalancing:DescribeTargetHealth",
+          "elasticloadbalancing:DescribeTargetGroups",
+          "elasticloadbalancing:DescribeListeners",
+          "elasticloadbalancing:DescribeRules",
+          "elasticloadbalancing:DescribeLoadBalancers",
+        ],
+        resources: ["*"],
+        conditions: inRegion,
+      });
+    }
+
+    const acknowledge = (resource: string, reason: string): void => {
+      Validations.of(role).acknowledge({ id: `AwsSolutions-IAM5[Resource::${nagResource(stack, resource)}]`, reason });
+    };
+    acknowledge(
+      "*",
+      "Only for actions AWS authorizes on \"*\" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, " +
+        "ELBv2 Describe*, DiscoverInstances); every such statement is condition-scoped to this cluster, this namespace or this region.",
+    );
+    acknowledge(taskArns, "Task ids are generated at run time; the ARN pattern and the ecs:cluster condition limit DescribeTasks/StopTask to this cluster's tasks.");
+    acknowledge(
+      scalableTargets,
+      "Scalable-target ids are generated by Application Auto Scaling; AWS also requires ecs:UpdateService on the target service, granted for this app's services only.",
+    );
+    if (listenerRules !== undefined) {
+      acknowledge(listenerRules, "Listener-rule ids are generated when rules are created; the pattern limits rule changes to this load balancer's listeners.");
+    }
+  }
+
+  private addOutputs(appName: string): void {
+    const stack = Stack.of(this);
+    const out = (key: string, value: string, description: string): void => {
+      new CfnOutput(stack, key, { value, description });
+    };
+    out(OUTPUTS.APP, appName, "tsweaver app name");
+    out(OUTPUTS.DEPLOYMENT, this.deploymentId, "Deployment id (stack name)");
+    out(OUTPUTS.CLUSTER_NAME, this.cluster.clusterName, "ECS cluster");
+    out(OUTPUTS.CLUSTER_ARN, this.cluster.clusterArn, "ECS cluster ARN");
+    out(OUTPUTS.CONTROLPLANE_SERVICE, this.controlPlaneService.serviceName, "ECS service of the control plane");
+    out(OUTPUTS.NAMESPACE_NAME, this.deploymentId, "Cloud Map HTTP namespace");
+    out(OUTPUTS.NAMESPACE_ID, this.namespace.namespaceId, "Cloud Map namespace id");
+    out(OUTPUTS.MAIN_GROUP, this.mainGroup.name, "Group hosting tsweaver/Main (raised by tsweaver aws activate)");
+    const groupsOut: GroupsOutput = {};
+    for (const g of this.groups.values()) {
+      groupsOut[g.name] = { service: g.service.serviceName, discoveryServiceId: g.discoveryService.serviceId, min: g.minReplicas, max: g.maxReplicas };
+      out(groupServiceOutputKey(g.name), g.service.serviceName, `ECS service of group ${g.name} (${g.components.join(", ")})`);
+    }
+    out(OUTPUTS.GROUPS, stack.toJsonString(groupsOut), "Groups: ECS service, Cloud Map service id, replica floor and maximum (JSON)");
+    const listenersOut: ListenersOutput = {};
+    for (const l of this.listeners.values()) {
+      listenersOut[l.name] = { url: l.url, targetGroupArn: l.targetGroup.targetGroupArn };
+      out(listenerUrlOutputKey(l.name), l.url, `URL of listener ${l.name}`);
+    }
+    out(OUTPUTS.LISTENERS, stack.toJsonString(listenersOut), "Listeners: URL and target group (JSON)");
+    out(OUTPUTS.LOG_GROUP, this.logGroup.logGroupName, "CloudWatch log group of every task (stream prefix: group name or controlplane)");
+    out(OUTPUTS.SECRET_ARN, this.secret.secretArn, "Secrets Manager secret that authenticates agents to the control plane");
+    if (this.loadBalancer) {
+      out(OUTPUTS.LOAD_BALANCER_DNS, this.loadBalancer.loadBalancerDnsName, "ALB DNS name");
+      out(OUTPUTS.LOAD_BALANCER_ARN, this.loadBalancer.loadBalancerArn, "ALB ARN");
+    }
+  }
+}
+
+const DISCOVER_STAR_REASON =
+  "DiscoverInstances/DiscoverInstancesRevision on \"*\" carry the servicediscovery:NamespaceName condition " +
+  "(this namespace only); the same actions are also granted on the namespace ARN for resource-level authorization.";
+
+/**
+ * A resource as cdk-nag names it in an IAM5 finding id: the resolved value with `Ref`s as `<Id>` and
+ * `Fn::GetAtt`s as `<Id.Attr>` (its flattenCfnReference).
+ */
+function nagResource(stack: Stack, value: string): string {
+  const visit = (node: unknown): string => {
+    if (typeof node === "string") return node.replace(/\$\{/g, "<").replace(/\}/g, ">");
+    if (Array.isArray(node)) return JSON.stringify(node);
+    const o = (node ?? {}) as Record<string, unknown>;
+    if (o["Fn::Join"]) {
+      const [delimiter, items] = o["Fn::Join"] as [string, unknown[]];
+      return items.map(visit).join(delimiter);
+    }
+    if (o["Fn::Sub"]) return visit(o["Fn::Sub"]);
+    if (o["Fn::GetAtt"]) {
+      const [resource, attribute] = o["Fn::GetAtt"] as [unknown, unknown];
+      return `<${visit(resource)}.${visit(attribute)}>`;
+    }
+    if (o["Ref"]) return `<${visit(o["Ref"])}>`;
+    return JSON.stringify(node);
+  };
+  return visit(stack.resolve(value));
+}
+
+/** cdk-nag ECS2: the task environment holds names and ports only; the secret comes through `secrets`. */
+function ackEnvironment(taskDefinition: ecs.TaskDefinition): void {
+  Validations.of(taskDefinition).acknowledge({
+    id: "AwsSolutions-ECS2",
+    reason:
+      "The environment carries only non-secret identifiers (app, deployment, group, namespace, ports, resource " +
+      "names/ARNs); the deployment secret is injected from Secrets Manager through the container's secrets.",
+  });
+}
+
+function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number, controlPort: number): void {
+  const fail = (what: string): never => {
+    throw new Error(`WeaverApp ${scope.node.path}: ${what}`);
+  };
+  if (props.groups.length === 0) fail("no groups");
+  const names = new Set<string>();
+  for (const g of props.groups) {
+    if (!/^[a-z0-9][a-z0-9-]*$/.test(g.name)) fail(`group name ${JSON.stringify(g.name)} must be lowercase letters, digits and '-'`);
+    if (names.has(g.name)) fail(`group ${g.name} appears twice`);
+    names.add(g.name);
+    if (g.components.length === 0) fail(`group ${g.name} has no components`);
+    const min = g.minReplicas ?? 1;
+    const max = g.maxReplicas ?? Math.max(min, 4);
+    if (min < 1 || max < min) fail(`group ${g.name}: need 1 <= minReplicas <= maxReplicas (got ${min}, ${max})`);
+  }
+  if (props.groups.filter((g) => g.components.includes(MAIN_COMPONENT)).length !== 1) fail(`exactly one group must host ${MAIN_COMPONENT}`);
+  if (rpcPort === controlPort) fail("rpcPort and controlPort must differ");
+  const ports = new Set([rpcPort, controlPort]);
+  const lnames = new Set<string>();
+  for (const l of props.listeners ?? []) {
+    if (lnames.has(l.name)) fail(`listener ${l.name} appears twice`);
+    lnames.add(l.name);
+    if (ports.has(l.containerPort)) fail(`listener ${l.name}: container port ${l.containerPort} is already in use`);
+    ports.add(l.containerPort);
+  }
+}

@@ -1,0 +1,526 @@
+/**
+ * The `[aws]` section of weaver.toml, and the names the CDK stack (infra/) and the AWS control plane,
+ * task agent and CLI agree on: ECS/Cloud Map names, container commands, environment variables and stack
+ * outputs. Everything here is plain data; no AWS SDK and no aws-cdk-lib.
+ *
+ * ```toml
+ * [aws]
+ * stack = "hello"               # CloudFormation stack name = deployment id (default tsweaver-<app>)
+ * region = "us-east-1"
+ * [aws.groups.hello-reverser]   # keyed by group name
+ * min = 1
+ * max = 4
+ * [aws.listeners.hello]
+ * port = 80
+ * health_check_path = "/healthz"
+ * ```
+ * See docs/aws.md for every key.
+ */
+import path from "node:path";
+import { checkKeys, isTable, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
+import { ConfigError } from "../../core/errors.js";
+
+/** The validated `[aws]` section, with every default filled in. */
+export interface AwsConfig {
+  /** CloudFormation stack name; also the deployment id, the ECS cluster name and the Cloud Map namespace name. */
+  readonly stack: string;
+  /** AWS account id the stack is pinned to (`account`); unset: environment-agnostic. */
+  readonly account: string | undefined;
+  /** AWS region the stack is pinned to (`region`); unset: environment-agnostic (chosen at deploy time). */
+  readonly region: string | undefined;
+  /** An existing VPC to use (`vpc_id`); unset: the stack creates one. */
+  readonly vpcId: string | undefined;
+  /** NAT gateways of the created VPC (`nat_gateways`, default 1); 0 puts tasks in public subnets. */
+  readonly natGateways: number;
+  /** VPC flow logs to CloudWatch Logs for the created VPC (`flow_logs`, default true). */
+  readonly flowLogs: boolean;
+  /** ECS Container Insights on the cluster (`container_insights`, default true). */
+  readonly containerInsights: boolean;
+  /** CPU architecture of every task and of the image built from the Dockerfile (`architecture`). */
+  readonly architecture: "x86_64" | "arm64";
+  /** A prebuilt image URI (`image`); unset: the image is built from a Dockerfile at deploy time. */
+  readonly image: string | undefined;
+  /**
+   * Docker build context, absolute (`dockerfile_dir`, relative to weaver.toml); unset: the project root
+   * (where cdk.json is) with the Dockerfile shipped in infra/.
+   */
+  readonly dockerfileDir: string | undefined;
+  /** The Dockerfile, relative to the build context (`dockerfile`, default "Dockerfile" when dockerfile_dir is set). */
+  readonly dockerfile: string | undefined;
+  /**
+   * Path of this weaver.toml inside the image, relative to the image's working directory
+   * (`config_in_image`); unset: the config's path relative to the build context.
+   */
+  readonly configInImage: string | undefined;
+  /** Internal instead of internet-facing load balancer (`internal_alb`, default false). */
+  readonly internalAlb: boolean;
+  /** ALB access logs to an S3 bucket the stack creates (`access_logs`, default true; needs `region`). */
+  readonly accessLogs: boolean;
+  /** The fixed TCP port every weavelet serves component RPC on (`rpc_port`, default 9000). */
+  readonly rpcPort: number;
+  /** The TCP port the control plane accepts agent connections on (`control_port`, default 9100). */
+  readonly controlPort: number;
+  /** Retention of the app's CloudWatch log groups, in days (`log_retention_days`, default 30). */
+  readonly logRetentionDays: number;
+  /** Control plane task size (`[aws.controlplane] cpu/memory`, default 256/512). */
+  readonly controlPlane: { readonly cpu: number; readonly memory: number };
+  /** Every deployment group (not only those with a section), in `groupsOf` order. */
+  readonly groups: readonly AwsGroupConfig[];
+  /** The ALB listeners (`[aws.listeners.NAME]`), sorted by name. */
+  readonly listeners: readonly AwsListenerConfig[];
+}
+
+/** One deployment group on AWS: an ECS service of identical tasks. */
+export interface AwsGroupConfig {
+  /** The group's AWS-safe name (`hello-reverser`): ECS service name and Cloud Map service name. */
+  readonly name: string;
+  readonly components: readonly string[];
+  /** Replica floor: the desired count set on activation, and the autoscaling minimum after it (default 1). */
+  readonly min: number;
+  /** Autoscaling maximum (default max(min, 4)). */
+  readonly max: number;
+  /** Fargate task CPU units (default 256). */
+  readonly cpu: number;
+  /** Fargate task memory in MiB (default 512). */
+  readonly memory: number;
+  /** Target average CPU utilization, percent, for target-tracking autoscaling (default 70). */
+  readonly cpuTarget: number;
+}
+
+/** A tsweaver listener exported through the ALB. */
+export interface AwsListenerConfig {
+  /** The listener name the app passes to `ctx.listener(name)`. */
+  readonly name: string;
+  /** ALB listener port (default 443 with a certificate, else 80). */
+  readonly port: number;
+  /** Port the weavelet listens on inside its task; the ALB target group forwards to it. */
+  readonly containerPort: number;
+  /** Reachable from anywhere (true, default) or only from inside the VPC. */
+  readonly public: boolean;
+  /** Path the ALB health check requests (default "/"). */
+  readonly healthCheckPath: string;
+  /** ACM certificate: the listener speaks HTTPS. */
+  readonly certificateArn: string | undefined;
+  /** With a certificate: an HTTP listener on this port redirects to HTTPS (default 80; `redirect_http = false` disables). */
+  readonly redirectPort: number | undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Names shared by the stack, the control plane, the task agent and the CLI.
+// ---------------------------------------------------------------------------------------------------
+
+/**
+ * ECS service name and Cloud Map service name of the control plane. The underscore keeps it apart from
+ * every group name (group names are `[a-z0-9-]`).
+ */
+export const CONTROLPLANE_NAME = "tsweaver_controlplane";
+
+/** Container command (after the image's `tsweaver` entrypoint) of every group task. */
+export const AGENT_COMMAND: readonly string[] = ["aws", "agent"];
+/** Container command (after the image's `tsweaver` entrypoint) of the control plane task. */
+export const CONTROLPLANE_COMMAND: readonly string[] = ["aws", "controlplane"];
+
+/** Environment variables the stack sets on the tasks: the contract between infra/ and the control plane. */
+export const ENV = {
+  /** App name (`[tsweaver] name`). Agent and control plane. */
+  APP: "TSWEAVER_APP",
+  /** Deployment id: the stack name. Agent and control plane. */
+  DEPLOYMENT: "TSWEAVER_DEPLOYMENT",
+  /** Path of weaver.toml inside the image (relative to the working directory). Agent and control plane. */
+  CONFIG: "TSWEAVER_CONFIG",
+  /** Cloud Map HTTP namespace name (DiscoverInstances' NamespaceName). Agent and control plane. */
+  NAMESPACE: "TSWEAVER_NAMESPACE",
+  /** Cloud Map service the control plane registers itself in (`tsweaver_controlplane`). Agent and control plane. */
+  CONTROLPLANE_SERVICE: "TSWEAVER_CONTROLPLANE_SERVICE",
+  /** Control plane port (decimal). Agent and control plane. */
+  CONTROL_PORT: "TSWEAVER_CONTROL_PORT",
+  /** Weavelet RPC port (decimal). Agent and control plane. */
+  RPC_PORT: "TSWEAVER_RPC_PORT",
+  /** The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control plane. */
+  SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
+  /** The group this task hosts. Agent only. */
+  GROUP: "TSWEAVER_GROUP",
+  /** Comma-separated components of that group. Agent only. */
+  COMPONENTS: "TSWEAVER_COMPONENTS",
+  /** ECS cluster ARN. Control plane only. */
+  CLUSTER: "TSWEAVER_CLUSTER",
+  /** Cloud Map namespace id (`ns-...`). Control plane only. */
+  NAMESPACE_ID: "TSWEAVER_NAMESPACE_ID",
+  /** Cloud Map service id (`srv-...`) of `tsweaver_controlplane`, for its own RegisterInstance. Control plane only. */
+  CONTROLPLANE_SERVICE_ID: "TSWEAVER_CONTROLPLANE_SERVICE_ID",
+  /** JSON {@link GroupsEnv}: every group's ECS and Cloud Map handles. Control plane only. */
+  GROUPS: "TSWEAVER_GROUPS",
+  /** JSON {@link ListenersEnv}: every ALB listener. Control plane only ("{}" without listeners). */
+  LISTENERS: "TSWEAVER_LISTENERS",
+  /** Comma-separated subnet ids group tasks run in (for RunTask). Control plane only. */
+  SUBNETS: "TSWEAVER_SUBNETS",
+  /** Security group id of group tasks (for RunTask). Control plane only. */
+  SECURITY_GROUP: "TSWEAVER_WEAVELET_SECURITY_GROUP",
+  /** "ENABLED" or "DISABLED": whether group tasks get a public IP (for RunTask). Control plane only. */
+  ASSIGN_PUBLIC_IP: "TSWEAVER_ASSIGN_PUBLIC_IP",
+} as const;
+
+/** Value of {@link ENV.GROUPS}, keyed by group name. */
+export type GroupsEnv = Record<
+  string,
+  {
+    /** ECS service name (= group name). */
+    readonly service: string;
+    readonly serviceArn: string;
+    /** Task definition ARN (with revision) of the group's tasks. */
+    readonly taskDefinition: string;
+    /** Cloud Map service id (`srv-...`) replicas are registered in. */
+    readonly discoveryServiceId: string;
+    readonly components: readonly string[];
+    readonly min: number;
+    readonly max: number;
+  }
+>;
+
+/** Value of {@link ENV.LISTENERS}, keyed by listener name. */
+export type ListenersEnv = Record<
+  string,
+  {
+    /** URL users reach the listener at (ALB DNS name). */
+    readonly url: string;
+    /** ALB port. */
+    readonly port: number;
+    /** Port the weavelet listens on; `getListenerAddress` answers `0.0.0.0:<containerPort>`. */
+    readonly containerPort: number;
+    /** IP target group to register replicas in (`exportListener`). */
+    readonly targetGroupArn: string;
+    readonly listenerArn: string;
+  }
+>;
+
+/** CloudFormation output keys of the stack (what `tsweaver aws` reads with DescribeStacks). */
+export const OUTPUTS = {
+  APP: "AppName",
+  DEPLOYMENT: "DeploymentId",
+  CLUSTER_NAME: "ClusterName",
+  CLUSTER_ARN: "ClusterArn",
+  CONTROLPLANE_SERVICE: "ControlPlaneServiceName",
+  NAMESPACE_NAME: "NamespaceName",
+  NAMESPACE_ID: "NamespaceId",
+  /** Name of the group hosting `tsweaver/Main` (the one `activate` raises). */
+  MAIN_GROUP: "MainGroup",
+  /** JSON {@link GroupsOutput}. */
+  GROUPS: "Groups",
+  /** JSON {@link ListenersOutput} ("{}" without listeners). */
+  LISTENERS: "Listeners",
+  LOG_GROUP: "LogGroupName",
+  SECRET_ARN: "DeploymentSecretArn",
+  /** Only when listeners are configured. */
+  LOAD_BALANCER_DNS: "LoadBalancerDnsName",
+  /** Only when listeners are configured. */
+  LOAD_BALANCER_ARN: "LoadBalancerArn",
+} as const;
+
+/** Value of the {@link OUTPUTS.GROUPS} output (kept small: CloudFormation outputs hold 4096 characters). */
+export type GroupsOutput = Record<string, { readonly service: string; readonly discoveryServiceId: string; readonly min: number; readonly max: number }>;
+/** Value of the {@link OUTPUTS.LISTENERS} output. */
+export type ListenersOutput = Record<string, { readonly url: string; readonly targetGroupArn: string }>;
+
+/** Output key of a group's ECS service name: `hello-reverser` → `ServiceHelloReverser`. */
+export function groupServiceOutputKey(group: string): string {
+  return `Service${pascalCase(group)}`;
+}
+
+/** Output key of a listener's URL: `hello` → `UrlHello`. */
+export function listenerUrlOutputKey(listener: string): string {
+  return `Url${pascalCase(listener)}`;
+}
+
+/** `hello-reverser` → `HelloReverser` (CloudFormation logical ids and output keys are alphanumeric). */
+export function pascalCase(name: string): string {
+  return name
+    .split(/[^A-Za-z0-9]+/)
+    .filter((p) => p !== "")
+    .map((p) => p[0]!.toUpperCase() + p.slice(1))
+    .join("");
+}
+
+/** The default stack name (and deployment id) of an app: `tsweaver-<app>` (`_` becomes `-`). */
+export function defaultStackName(app: string): string {
+  return `tsweaver-${app.replace(/_/g, "-")}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------------
+
+const AWS_KEYS = [
+  "stack",
+  "account",
+  "region",
+  "vpc_id",
+  "nat_gateways",
+  "flow_logs",
+  "container_insights",
+  "architecture",
+  "image",
+  "dockerfile_dir",
+  "dockerfile",
+  "config_in_image",
+  "internal_alb",
+  "access_logs",
+  "rpc_port",
+  "control_port",
+  "log_retention_days",
+  "controlplane",
+  "groups",
+  "listeners",
+];
+const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target"];
+const LISTENER_KEYS = ["port", "container_port", "public", "health_check_path", "certificate_arn", "redirect_http"];
+const CONTROLPLANE_KEYS = ["cpu", "memory"];
+
+/** Retention periods CloudWatch Logs accepts. */
+export const LOG_RETENTION_DAYS: readonly number[] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+
+/** Memory sizes (MiB) Fargate accepts for each CPU size. */
+const FARGATE_SIZES: ReadonlyMap<number, readonly number[]> = new Map([
+  [256, [512, 1024, 2048]],
+  [512, range(1024, 4096, 1024)],
+  [1024, range(2048, 8192, 1024)],
+  [2048, range(4096, 16384, 1024)],
+  [4096, range(8192, 30720, 1024)],
+  [8192, range(16384, 61440, 4096)],
+  [16384, range(32768, 122880, 8192)],
+]);
+
+/**
+ * Validates the `[aws]` section of `config` against the app's deployment groups (from `groupsOf`) and
+ * fills in defaults. Errors are ConfigErrors naming the file and the key (`aws.groups.x.max`).
+ */
+export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): AwsConfig {
+  const file = config.file;
+  const section = config.deployers["aws"] ?? {};
+  const fail = (key: string, what: string): never => {
+    throw new ConfigError(`${file}: aws.${key}: ${what}`);
+  };
+  checkKeys(section, AWS_KEYS, "aws", file);
+  const r = reader(section, "", fail);
+
+  const stack = r.string("stack") ?? defaultStackName(config.name);
+  if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(stack)) {
+    fail("stack", `must start with a letter and contain only letters, digits and '-', at most 128 characters (got ${JSON.stringify(stack)})`);
+  }
+  const account = r.string("account");
+  if (account !== undefined && !/^\d{12}$/.test(account)) fail("account", `must be a 12-digit AWS account id (got ${JSON.stringify(account)})`);
+  const region = r.string("region");
+  if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) fail("region", `must be an AWS region such as "us-east-1" (got ${JSON.stringify(region)})`);
+
+  const vpcId = r.string("vpc_id");
+  if (vpcId !== undefined) {
+    if (!/^vpc-[0-9a-f]{8,17}$/.test(vpcId)) fail("vpc_id", `must be a VPC id such as "vpc-0123456789abcdef0" (got ${JSON.stringify(vpcId)})`);
+    if (account === undefined || region === undefined) {
+      fail("vpc_id", "importing a VPC needs aws.account and aws.region: CDK looks the VPC up once (with your credentials) and caches it in cdk.context.json");
+    }
+    if (section["nat_gateways"] !== undefined) fail("nat_gateways", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
+    if (section["flow_logs"] !== undefined) fail("flow_logs", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
+  }
+  const natGateways = r.int("nat_gateways", 0, 2) ?? 1;
+  const flowLogs = r.bool("flow_logs") ?? true;
+  const containerInsights = r.bool("container_insights") ?? true;
+  const architecture = r.string("architecture") ?? "x86_64";
+  if (architecture !== "x86_64" && architecture !== "arm64") fail("architecture", `must be "x86_64" or "arm64" (got ${JSON.stringify(architecture)})`);
+
+  const image = r.string("image");
+  const dockerfileDirRaw = r.string("dockerfile_dir");
+  const dockerfile = r.string("dockerfile");
+  const configInImage = r.string("config_in_image");
+  if (image !== undefined) {
+    if (dockerfileDirRaw !== undefined) fail("dockerfile_dir", "set either aws.image (a prebuilt image) or aws.dockerfile_dir (build one), not both");
+    if (dockerfile !== undefined) fail("dockerfile", "set either aws.image (a prebuilt image) or aws.dockerfile (build one), not both");
+  }
+  if (dockerfile !== undefined && (path.isAbsolute(dockerfile) || dockerfile.split(/[\\/]/).includes(".."))) {
+    fail("dockerfile", "must be a path inside the build context (aws.dockerfile_dir)");
+  }
+  const dockerfileDir = dockerfileDirRaw === undefined ? undefined : path.resolve(path.dirname(file), dockerfileDirRaw);
+
+  const internalAlb = r.bool("internal_alb") ?? false;
+  const accessLogs = r.bool("access_logs") ?? true;
+  const rpcPort = r.int("rpc_port", 1, 65535) ?? 9000;
+  const controlPort = r.int("control_port", 1, 65535) ?? 9100;
+  if (rpcPort === controlPort) fail("control_port", `must differ from aws.rpc_port (${rpcPort})`);
+  const logRetentionDays = r.int("log_retention_days", 1, 3653) ?? 30;
+  if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) fail("log_retention_days", `must be one of ${LOG_RETENTION_DAYS.join(", ")}`);
+
+  const cpRaw = r.table("controlplane") ?? {};
+  checkKeys(cpRaw, CONTROLPLANE_KEYS, "aws.controlplane", file);
+  const cp = reader(cpRaw, "controlplane.", fail);
+  const cpCpu = cp.int("cpu", 256, 16384) ?? 256;
+  const cpMemory = cp.int("memory", 512, 122880) ?? 512;
+  checkFargateSize(cpCpu, cpMemory, "controlplane.", fail);
+
+  // Groups: every section must name a real group.
+  const groupsRaw = r.table("groups") ?? {};
+  const byName = new Map(groups.map((g) => [g.name, g]));
+  for (const name of Object.keys(groupsRaw)) {
+    if (!byName.has(name)) {
+      const hint = groups.map((g) => `${g.name} (${g.components.join(", ")})`).join("; ");
+      fail(`groups.${name}`, `unknown group; groups are named after their first component, e.g. hello/Reverser → hello-reverser. This app's groups: ${hint}`);
+    }
+  }
+  const awsGroups: AwsGroupConfig[] = groups.map((g) => {
+    const raw = groupsRaw[g.name] ?? {};
+    if (!isTable(raw)) fail(`groups.${g.name}`, "must be a table ([aws.groups.NAME])");
+    checkKeys(raw as Record<string, unknown>, GROUP_KEYS, `aws.groups.${g.name}`, file);
+    const gr = reader(raw as Record<string, unknown>, `groups.${g.name}.`, fail);
+    const min = gr.int("min", 1, 1000) ?? 1;
+    const max = gr.int("max", 1, 1000) ?? Math.max(min, 4);
+    if (max < min) fail(`groups.${g.name}.max`, `must be at least min (${min})`);
+    const cpu = gr.int("cpu", 256, 16384) ?? 256;
+    const memory = gr.int("memory", 512, 122880) ?? 512;
+    checkFargateSize(cpu, memory, `groups.${g.name}.`, fail);
+    const cpuTarget = gr.int("cpu_target", 10, 90) ?? 70;
+    return { name: g.name, components: [...g.components], min, max, cpu, memory, cpuTarget };
+  });
+  if (!awsGroups.some((g) => g.components.includes(MAIN_COMPONENT))) {
+    throw new ConfigError(`${file}: the app has no ${MAIN_COMPONENT} component; its entry file must call run(App)`);
+  }
+
+  // Listeners.
+  const listenersRaw = r.table("listeners") ?? {};
+  const reserved = new Map<number, string>([
+    [rpcPort, "aws.rpc_port"],
+    [controlPort, "aws.control_port"],
+  ]);
+  const names = Object.keys(listenersRaw).sort();
+  const partial = names.map((name) => {
+    if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(name)) fail(`listeners.${name}`, "listener names must start with a letter and contain only letters, digits, '-' and '_'");
+    const raw = listenersRaw[name];
+    if (!isTable(raw)) fail(`listeners.${name}`, "must be a table ([aws.listeners.NAME])");
+    checkKeys(raw as Record<string, unknown>, LISTENER_KEYS, `aws.listeners.${name}`, file);
+    const lr = reader(raw as Record<string, unknown>, `listeners.${name}.`, fail);
+    const certificateArn = lr.string("certificate_arn");
+    if (certificateArn !== undefined && !/^arn:aws[a-z-]*:(acm|iam):/.test(certificateArn)) {
+      fail(`listeners.${name}.certificate_arn`, "must be an ACM (or IAM server) certificate ARN");
+    }
+    const redirect = lr.bool("redirect_http");
+    if (redirect !== undefined && certificateArn === undefined) fail(`listeners.${name}.redirect_http`, "applies only to HTTPS listeners (set certificate_arn)");
+    const healthCheckPath = lr.string("health_check_path") ?? "/";
+    if (!healthCheckPath.startsWith("/")) fail(`listeners.${name}.health_check_path`, 'must start with "/"');
+    const containerPort = lr.int("container_port", 1, 65535);
+    if (containerPort !== undefined) {
+      const other = reserved.get(containerPort);
+      if (other !== undefined) fail(`listeners.${name}.container_port`, `${containerPort} is already used by ${other}`);
+      reserved.set(containerPort, `aws.listeners.${name}.container_port`);
+    }
+    return {
+      name,
+      port: lr.int("port", 1, 65535) ?? (certificateArn !== undefined ? 443 : 80),
+      containerPort,
+      public: lr.bool("public") ?? true,
+      healthCheckPath,
+      certificateArn,
+      redirectPort: certificateArn !== undefined && redirect !== false ? 80 : undefined,
+    };
+  });
+  // Default container ports: 8080, 8081, ... in name order, skipping ports already taken.
+  let next = 8080;
+  const listeners: AwsListenerConfig[] = partial.map((l) => {
+    let containerPort = l.containerPort;
+    if (containerPort === undefined) {
+      while (reserved.has(next)) next++;
+      containerPort = next;
+      reserved.set(next, `aws.listeners.${l.name}`);
+    }
+    return { ...l, containerPort };
+  });
+  const albPorts = new Map<number, string>();
+  for (const l of listeners) {
+    const taken = albPorts.get(l.port);
+    if (taken !== undefined) fail(`listeners.${l.name}.port`, `port ${l.port} is already used by ${taken}`);
+    albPorts.set(l.port, `aws.listeners.${l.name}.port`);
+  }
+  for (const l of listeners) {
+    if (l.redirectPort === undefined) continue;
+    const taken = albPorts.get(l.redirectPort);
+    if (taken !== undefined) {
+      fail(`listeners.${l.name}.redirect_http`, `the HTTP→HTTPS redirect needs port ${l.redirectPort}, already used by ${taken}; set redirect_http = false`);
+    }
+    albPorts.set(l.redirectPort, `the HTTP→HTTPS redirect of aws.listeners.${l.name}`);
+  }
+
+  const keys = new Map<string, string>();
+  for (const g of awsGroups) uniqueKey(keys, groupServiceOutputKey(g.name), `group ${g.name}`, file);
+  for (const l of listeners) uniqueKey(keys, listenerUrlOutputKey(l.name), `listener ${l.name}`, file);
+
+  return {
+    stack,
+    account,
+    region,
+    vpcId,
+    natGateways,
+    flowLogs,
+    containerInsights,
+    architecture: architecture as "x86_64" | "arm64",
+    image,
+    dockerfileDir,
+    dockerfile,
+    configInImage,
+    internalAlb,
+    accessLogs,
+    rpcPort,
+    controlPort,
+    logRetentionDays,
+    controlPlane: { cpu: cpCpu, memory: cpMemory },
+    groups: awsGroups,
+    listeners,
+  };
+}
+
+/** Typed getters for one TOML table; `prefix` is the key path below `aws.` used in messages. */
+function reader(table: Record<string, unknown>, prefix: string, fail: (key: string, what: string) => never) {
+  return {
+    string(key: string): string | undefined {
+      const v = table[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "string" || v === "") fail(prefix + key, `must be a non-empty string (got ${JSON.stringify(v)})`);
+      return v as string;
+    },
+    bool(key: string): boolean | undefined {
+      const v = table[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "boolean") fail(prefix + key, `must be true or false (got ${JSON.stringify(v)})`);
+      return v as boolean;
+    },
+    int(key: string, min: number, max: number): number | undefined {
+      const v = table[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+        fail(prefix + key, `must be an integer from ${min} to ${max} (got ${JSON.stringify(v)})`);
+      }
+      return v as number;
+    },
+    table(key: string): Record<string, unknown> | undefined {
+      const v = table[key];
+      if (v === undefined) return undefined;
+      if (!isTable(v)) fail(prefix + key, `must be a table ([aws.${prefix}${key}])`);
+      return v as Record<string, unknown>;
+    },
+  };
+}
+
+function checkFargateSize(cpu: number, memory: number, prefix: string, fail: (key: string, what: string) => never): void {
+  const allowed = FARGATE_SIZES.get(cpu);
+  if (allowed === undefined) fail(`${prefix}cpu`, `must be a Fargate CPU size: ${[...FARGATE_SIZES.keys()].join(", ")}`);
+  if (!allowed!.includes(memory)) {
+    const list = allowed!.length > 4 ? `${allowed![0]} to ${allowed![allowed!.length - 1]} in steps of ${allowed![1]! - allowed![0]!}` : allowed!.join(", ");
+    fail(`${prefix}memory`, `Fargate tasks with cpu = ${cpu} take memory ${list} (MiB), got ${memory}`);
+  }
+}
+
+function uniqueKey(keys: Map<string, string>, key: string, what: string, file: string): void {
+  const other = keys.get(key);
+  if (other !== undefined) throw new ConfigError(`${file}: ${what} and ${other} both map to the stack output ${key}; rename one`);
+  keys.set(key, what);
+}
+
+function range(from: number, to: number, step: number): number[] {
+  const out: number[] = [];
+  for (let v = from; v <= to; v += step) out.push(v);
+  return out;
+}

@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import path from "node:path";
+import { test } from "node:test";
+import { groupsOf, loadConfig, parseConfig } from "../../../runtime/core/config.js";
+import { ConfigError } from "../../../runtime/core/errors.js";
+import {
+  defaultStackName,
+  groupServiceOutputKey,
+  listenerUrlOutputKey,
+  parseAwsConfig,
+  pascalCase,
+  type AwsConfig,
+} from "../../../runtime/deployers/aws/config.js";
+import { ROOT } from "../../helpers.js";
+
+const F = "/apps/shop/weaver.toml";
+const SHOP = ["shop/Cart", "shop/Catalog", "shop/Pricing", "tsweaver/Main"];
+
+/** Parses `aws` (the text after `[aws]`-level tables) for an app with the SHOP components. */
+function aws(text: string, app = '[tsweaver]\nname = "shop"\nbinary = "m.js"\ncolocate = [["shop/Pricing", "shop/Catalog"]]\n'): AwsConfig {
+  const config = parseConfig(app + text, F);
+  return parseAwsConfig(config, groupsOf(config, SHOP));
+}
+
+test("without an [aws] section every default is filled in, for every group", () => {
+  const c = aws("");
+  assert.equal(c.stack, "tsweaver-shop");
+  assert.equal(c.account, undefined);
+  assert.equal(c.region, undefined);
+  assert.equal(c.vpcId, undefined);
+  assert.equal(c.natGateways, 1);
+  assert.equal(c.flowLogs, true);
+  assert.equal(c.containerInsights, true);
+  assert.equal(c.architecture, "x86_64");
+  assert.equal(c.image, undefined);
+  assert.equal(c.dockerfileDir, undefined);
+  assert.equal(c.internalAlb, false);
+  assert.equal(c.accessLogs, true);
+  assert.equal(c.rpcPort, 9000);
+  assert.equal(c.controlPort, 9100);
+  assert.equal(c.logRetentionDays, 30);
+  assert.deepEqual(c.controlPlane, { cpu: 256, memory: 512 });
+  assert.deepEqual(c.listeners, []);
+  assert.deepEqual(
+    c.groups.map((g) => [g.name, g.components, g.min, g.max, g.cpu, g.memory, g.cpuTarget]),
+    [
+      ["shop-catalog", ["shop/Catalog", "shop/Pricing"], 1, 4, 256, 512, 70],
+      ["shop-cart", ["shop/Cart"], 1, 4, 256, 512, 70],
+      ["tsweaver-main", ["tsweaver/Main"], 1, 4, 256, 512, 70],
+    ],
+  );
+});
+
+test("every key is read: top level, groups, listeners, control plane", () => {
+  const c = aws(`
+[aws]
+stack = "shop-prod"
+account = "123456789012"
+region = "eu-west-1"
+vpc_id = "vpc-0123456789abcdef0"
+container_insights = false
+architecture = "arm64"
+image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop:1.2"
+config_in_image = "conf/weaver.toml"
+internal_alb = true
+access_logs = false
+rpc_port = 7000
+control_port = 7100
+log_retention_days = 365
+[aws.controlplane]
+cpu = 512
+memory = 2048
+[aws.groups.shop-cart]
+min = 3
+max = 10
+cpu = 1024
+memory = 4096
+cpu_target = 50
+[aws.groups.tsweaver-main]
+min = 6
+[aws.listeners.web]
+port = 443
+container_port = 8000
+public = false
+health_check_path = "/healthz"
+certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
+[aws.listeners.admin]
+port = 8080
+`);
+  assert.equal(c.stack, "shop-prod");
+  assert.equal(c.account, "123456789012");
+  assert.equal(c.region, "eu-west-1");
+  assert.equal(c.vpcId, "vpc-0123456789abcdef0");
+  assert.equal(c.containerInsights, false);
+  assert.equal(c.architecture, "arm64");
+  assert.equal(c.image, "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop:1.2");
+  assert.equal(c.configInImage, "conf/weaver.toml");
+  assert.equal(c.internalAlb, true);
+  assert.equal(c.accessLogs, false);
+  assert.equal(c.rpcPort, 7000);
+  assert.equal(c.controlPort, 7100);
+  assert.equal(c.logRetentionDays, 365);
+  assert.deepEqual(c.controlPlane, { cpu: 512, memory: 2048 });
+  const cart = c.groups.find((g) => g.name === "shop-cart")!;
+  assert.deepEqual([cart.min, cart.max, cart.cpu, cart.memory, cart.cpuTarget], [3, 10, 1024, 4096, 50]);
+  const main = c.groups.find((g) => g.name === "tsweaver-main")!;
+  assert.deepEqual([main.min, main.max], [6, 6], "max defaults to at least min");
+  assert.deepEqual(c.listeners, [
+    { name: "admin", port: 8080, containerPort: 8080, public: true, healthCheckPath: "/", certificateArn: undefined, redirectPort: undefined },
+    {
+      name: "web",
+      port: 443,
+      containerPort: 8000,
+      public: false,
+      healthCheckPath: "/healthz",
+      certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
+      redirectPort: 80,
+    },
+  ]);
+});
+
+test("default container ports are 8080, 8081, ... in name order, skipping ports already taken", () => {
+  const c = aws(`
+[aws]
+rpc_port = 8081
+[aws.listeners.c]
+port = 3
+[aws.listeners.a]
+port = 1
+[aws.listeners.b]
+port = 2
+container_port = 8082
+`);
+  assert.deepEqual(
+    c.listeners.map((l) => [l.name, l.containerPort]),
+    [
+      ["a", 8080],
+      ["b", 8082],
+      ["c", 8083],
+    ],
+  );
+});
+
+test("dockerfile_dir is resolved next to weaver.toml", () => {
+  const c = aws('[aws]\ndockerfile_dir = "../docker"\ndockerfile = "app.Dockerfile"\n');
+  assert.equal(c.dockerfileDir, "/apps/docker");
+  assert.equal(c.dockerfile, "app.Dockerfile");
+});
+
+test("the default stack name is tsweaver-<app>, with '_' made '-'", () => {
+  assert.equal(defaultStackName("my_app"), "tsweaver-my-app");
+  assert.equal(aws("", '[tsweaver]\nname = "my_shop"\nbinary = "m.js"\n').stack, "tsweaver-my-shop");
+});
+
+test("output keys are PascalCase group and listener names", () => {
+  assert.equal(pascalCase("hello-reverser"), "HelloReverser");
+  assert.equal(groupServiceOutputKey("tsweaver-main"), "ServiceTsweaverMain");
+  assert.equal(listenerUrlOutputKey("public_api"), "UrlPublicApi");
+});
+
+const bad: [string, string, RegExp][] = [
+  ["unknown top-level key", "[aws]\nregoin = \"x\"\n", /aws\.regoin: unknown key \(known keys: stack, account, region/],
+  ["unknown group", "[aws.groups.shop-pricing]\nmin = 1\n", /aws\.groups\.shop-pricing: unknown group.*shop-catalog \(shop\/Catalog, shop\/Pricing\)/],
+  ["unknown group key", "[aws.groups.shop-cart]\nreplicas = 2\n", /aws\.groups\.shop-cart\.replicas: unknown key/],
+  ["unknown listener key", "[aws.listeners.web]\naddress = \"x\"\n", /aws\.listeners\.web\.address: unknown key/],
+  ["unknown controlplane key", "[aws.controlplane]\nmin = 2\n", /aws\.controlplane\.min: unknown key/],
+  ["groups not a table", "[aws]\ngroups = 3\n", /aws\.groups: must be a table/],
+  ["group not a table", "[aws.groups]\nshop-cart = 3\n", /aws\.groups\.shop-cart: must be a table/],
+  ["string for an int", "[aws.groups.shop-cart]\nmax = \"4\"\n", /aws\.groups\.shop-cart\.max: must be an integer from 1 to 1000 \(got "4"\)/],
+  ["float for an int", "[aws]\nrpc_port = 9000.5\n", /aws\.rpc_port: must be an integer/],
+  ["min 0", "[aws.groups.shop-cart]\nmin = 0\n", /aws\.groups\.shop-cart\.min: must be an integer from 1/],
+  ["max below min", "[aws.groups.shop-cart]\nmin = 5\nmax = 2\n", /aws\.groups\.shop-cart\.max: must be at least min \(5\)/],
+  ["bad Fargate cpu", "[aws.groups.shop-cart]\ncpu = 300\n", /aws\.groups\.shop-cart\.cpu: must be a Fargate CPU size/],
+  ["bad Fargate memory", "[aws.groups.shop-cart]\ncpu = 1024\nmemory = 512\n", /aws\.groups\.shop-cart\.memory: Fargate tasks with cpu = 1024 take memory 2048 to 8192 in steps of 1024/],
+  ["bad control plane size", "[aws.controlplane]\ncpu = 256\nmemory = 4096\n", /aws\.controlplane\.memory: Fargate tasks with cpu = 256 take memory 512, 1024, 2048/],
+  ["bool as string", "[aws]\ninternal_alb = \"yes\"\n", /aws\.internal_alb: must be true or false/],
+  ["bad stack name", "[aws]\nstack = \"1shop\"\n", /aws\.stack: must start with a letter/],
+  ["bad account", "[aws]\naccount = \"12345\"\n", /aws\.account: must be a 12-digit/],
+  ["bad region", "[aws]\nregion = \"Europe\"\n", /aws\.region: must be an AWS region/],
+  ["bad vpc id", "[aws]\nvpc_id = \"default\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n", /aws\.vpc_id: must be a VPC id/],
+  ["vpc without env", "[aws]\nvpc_id = \"vpc-0123456789abcdef0\"\n", /aws\.vpc_id: importing a VPC needs aws\.account and aws\.region/],
+  [
+    "nat with imported vpc",
+    "[aws]\nvpc_id = \"vpc-0123456789abcdef0\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\nnat_gateways = 1\n",
+    /aws\.nat_gateways: applies only to the VPC the stack creates/,
+  ],
+  ["three NATs", "[aws]\nnat_gateways = 3\n", /aws\.nat_gateways: must be an integer from 0 to 2/],
+  ["image and dockerfile_dir", "[aws]\nimage = \"nginx\"\ndockerfile_dir = \".\"\n", /aws\.dockerfile_dir: set either aws\.image/],
+  ["dockerfile outside context", "[aws]\ndockerfile = \"../Dockerfile\"\n", /aws\.dockerfile: must be a path inside the build context/],
+  ["architecture", "[aws]\narchitecture = \"amd64\"\n", /aws\.architecture: must be "x86_64" or "arm64"/],
+  ["retention", "[aws]\nlog_retention_days = 10\n", /aws\.log_retention_days: must be one of 1, 3, 5/],
+  ["same rpc and control port", "[aws]\nrpc_port = 9100\n", /aws\.control_port: must differ from aws\.rpc_port \(9100\)/],
+  ["container port on rpc port", "[aws.listeners.web]\ncontainer_port = 9000\n", /aws\.listeners\.web\.container_port: 9000 is already used by aws\.rpc_port/],
+  [
+    "two listeners on one port",
+    "[aws.listeners.a]\nport = 8000\n[aws.listeners.b]\nport = 8000\n",
+    /aws\.listeners\.b\.port: port 8000 is already used by aws\.listeners\.a\.port/,
+  ],
+  [
+    "redirect clashes with a listener",
+    "[aws.listeners.a]\n[aws.listeners.b]\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/x\"\n",
+    /aws\.listeners\.b\.redirect_http: the HTTP→HTTPS redirect needs port 80, already used by aws\.listeners\.a\.port; set redirect_http = false/,
+  ],
+  ["redirect without certificate", "[aws.listeners.a]\nredirect_http = true\n", /aws\.listeners\.a\.redirect_http: applies only to HTTPS listeners/],
+  ["bad certificate", "[aws.listeners.a]\ncertificate_arn = \"my-cert\"\n", /aws\.listeners\.a\.certificate_arn: must be an ACM/],
+  ["bad health path", "[aws.listeners.a]\nhealth_check_path = \"healthz\"\n", /aws\.listeners\.a\.health_check_path: must start with "\/"/],
+  ["bad listener name", "[aws.listeners.\"my listener\"]\n", /aws\.listeners\.my listener: listener names must start with a letter/],
+];
+
+for (const [what, text, message] of bad) {
+  test(`[aws] error names the file and key: ${what}`, () => {
+    assert.throws(
+      () => aws(text),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+        assert.ok(err.message.startsWith(`${F}: `), `message must start with the file: ${err.message}`);
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  });
+}
+
+test("groups and listeners that would share a stack output key are refused", () => {
+  const config = parseConfig('[tsweaver]\nbinary = "m.js"\n', F);
+  // x/1 → group x-1 and x1 → group x1: both would be output ServiceX1.
+  assert.throws(() => parseAwsConfig(config, groupsOf(config, ["x/1", "x1", "tsweaver/Main"])), /group x1 and group x-1 both map to the stack output ServiceX1/);
+});
+
+test("an app without tsweaver/Main is refused", () => {
+  const config = parseConfig('[tsweaver]\nbinary = "m.js"\n', F);
+  assert.throws(() => parseAwsConfig(config, groupsOf(config, ["shop/Cart"])), /no tsweaver\/Main component/);
+});
+
+test("examples/five/weaver.toml: five groups, with its sizes and one listener", () => {
+  const config = loadConfig(path.join(ROOT, "examples/five/weaver.toml"));
+  const components = ["five/Catalog", "five/Checkout", "five/Currency", "five/Inventory", "five/Pricing", "tsweaver/Main"];
+  const c = parseAwsConfig(config, groupsOf(config, components));
+  assert.equal(c.stack, "tsweaver-five");
+  assert.equal(c.region, "us-east-1");
+  assert.deepEqual(
+    c.groups.map((g) => [g.name, g.min, g.max, g.cpu, g.memory]),
+    [
+      ["five-currency", 1, 8, 512, 1024],
+      ["five-catalog", 1, 3, 256, 512],
+      ["five-checkout", 1, 4, 256, 512],
+      ["five-inventory", 1, 4, 256, 512],
+      ["tsweaver-main", 2, 6, 256, 512],
+    ],
+  );
+  assert.deepEqual(c.listeners.map((l) => [l.name, l.port, l.containerPort, l.healthCheckPath]), [["shop", 80, 8080, "/healthz"]]);
+});

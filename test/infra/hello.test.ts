@@ -1,0 +1,413 @@
+/**
+ * The stack of the hello app (test/infra/fixtures/hello: two groups, one listener, an image built from a
+ * Dockerfile, region-agnostic), synthesized once and inspected resource by resource.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readdirSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { Match } from "aws-cdk-lib/assertions";
+import { AGENT_CONTAINER, CONTROLPLANE_CONTAINER } from "../../infra/weaver-app.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/config.js";
+import {
+  actionsOf,
+  cdkAnnotations,
+  containerEnv,
+  FIXTURES,
+  joinedJson,
+  nagFindings,
+  resourcesOf,
+  securityGroupRules,
+  statements,
+  synth,
+  type Synth,
+} from "./helpers.js";
+
+/**
+ * Actions AWS authorizes only on "*" (no resource-level permissions), each with the condition that scopes
+ * it here. ecr:GetAuthorizationToken takes no condition at all.
+ */
+const STAR_ACTIONS: Record<string, string | null> = {
+  "ecr:GetAuthorizationToken": null,
+  "ecs:ListTasks": "ArnEquals:ecs:cluster",
+  "ecs:ListServices": "ArnEquals:ecs:cluster",
+  "application-autoscaling:DescribeScalableTargets": "StringEquals:aws:RequestedRegion",
+  "servicediscovery:GetOperation": "StringEquals:aws:RequestedRegion",
+  "servicediscovery:DiscoverInstances": "StringEquals:servicediscovery:NamespaceName",
+  "servicediscovery:DiscoverInstancesRevision": "StringEquals:servicediscovery:NamespaceName",
+  "elasticloadbalancing:DescribeTargetHealth": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeTargetGroups": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeListeners": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeRules": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeLoadBalancers": "StringEquals:aws:RequestedRegion",
+};
+
+describe("hello stack", () => {
+  let s: Synth;
+  let ids: {
+    cluster: string;
+    namespace: string;
+    weaveletSg: string;
+    controlPlaneSg: string;
+    albSg: string;
+    weaveletRole: string;
+    controlPlaneRole: string;
+    executionRole: string;
+    reverserService: string;
+    mainService: string;
+    reverserTask: string;
+    mainTask: string;
+    controlPlaneTask: string;
+    targetGroup: string;
+    listener: string;
+    lb: string;
+  };
+
+  before(() => {
+    s = synth(path.join(FIXTURES, "hello/weaver.toml"));
+    const w = s.stack.weaver;
+    const reverser = w.groups.get("hello-reverser")!;
+    const main = w.groups.get("tsweaver-main")!;
+    const hello = w.listeners.get("hello")!;
+    ids = {
+      cluster: s.id(w.cluster),
+      namespace: s.id(w.namespace),
+      weaveletSg: s.id(w.weaveletSecurityGroup),
+      controlPlaneSg: s.id(w.controlPlaneSecurityGroup),
+      albSg: s.id(w.loadBalancerSecurityGroup!),
+      weaveletRole: s.id(w.weaveletRole),
+      controlPlaneRole: s.id(w.controlPlaneRole),
+      executionRole: s.id(w.executionRole),
+      reverserService: s.id(reverser.service),
+      mainService: s.id(main.service),
+      reverserTask: s.id(reverser.taskDefinition),
+      mainTask: s.id(main.taskDefinition),
+      controlPlaneTask: s.id(w.controlPlaneTaskDefinition),
+      targetGroup: s.id(hello.targetGroup),
+      listener: s.id(hello.listener),
+      lb: s.id(w.loadBalancer!),
+    };
+  });
+  after(() => s.dispose());
+
+  test("cdk-nag AwsSolutions: no unacknowledged finding; CDK: no errors or warnings", () => {
+    assert.deepEqual(nagFindings(s.app), []);
+    assert.deepEqual(cdkAnnotations(s.stack), []);
+  });
+
+  test("the stack is region-agnostic and named after the app", () => {
+    assert.equal(s.stack.stackName, "tsweaver-hello");
+    assert.equal(s.stack.node.tryGetContext("config"), "examples/hello/weaver.toml", "cdk.json context is in effect");
+    assert.match(s.stack.resolve(s.stack.region).Ref ?? "", /AWS::Region/);
+  });
+
+  test("network: a new 2-AZ VPC with one NAT gateway, private subnets for tasks, reject flow logs", () => {
+    s.template.resourceCountIs("AWS::EC2::VPC", 1);
+    s.template.resourceCountIs("AWS::EC2::NatGateway", 1);
+    s.template.resourceCountIs("AWS::EC2::Subnet", 4);
+    s.template.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "REJECT", LogDestinationType: "cloud-watch-logs" });
+    s.template.hasResourceProperties("AWS::ECS::Cluster", {
+      ClusterName: "tsweaver-hello",
+      ClusterSettings: [{ Name: "containerInsights", Value: "enabled" }],
+    });
+  });
+
+  test("Cloud Map: one HTTP namespace named after the deployment, one service per group plus the control plane's", () => {
+    s.template.resourceCountIs("AWS::ServiceDiscovery::HttpNamespace", 1);
+    s.template.hasResourceProperties("AWS::ServiceDiscovery::HttpNamespace", { Name: "tsweaver-hello" });
+    s.template.resourceCountIs("AWS::ServiceDiscovery::PrivateDnsNamespace", 0);
+    const services = s.template.findResources("AWS::ServiceDiscovery::Service");
+    assert.deepEqual(
+      Object.values(services).map((r) => r["Properties"].Name).sort(),
+      ["hello-reverser", "tsweaver-main", CONTROLPLANE_NAME].sort(),
+    );
+    for (const r of Object.values(services)) {
+      assert.deepEqual(r["Properties"].NamespaceId, { "Fn::GetAtt": [ids.namespace, "Id"] });
+      assert.equal(r["Properties"].DnsConfig, undefined, "API-only (HTTP) services have no DNS records");
+    }
+  });
+
+  test("one Fargate service per group, at desired count 0, with circuit breaker and rollback, in private subnets", () => {
+    s.template.resourceCountIs("AWS::ECS::Service", 3);
+    for (const [id, name, task] of [
+      [ids.reverserService, "hello-reverser", ids.reverserTask],
+      [ids.mainService, "tsweaver-main", ids.mainTask],
+    ] as const) {
+      const p = s.json.Resources[id]!.Properties!;
+      assert.equal(p["ServiceName"], name);
+      assert.equal(p["DesiredCount"], 0);
+      assert.equal(p["LaunchType"], "FARGATE");
+      assert.deepEqual(p["TaskDefinition"], { Ref: task });
+      assert.deepEqual(p["DeploymentConfiguration"], {
+        DeploymentCircuitBreaker: { Enable: true, Rollback: true },
+        MaximumPercent: 200,
+        MinimumHealthyPercent: 100,
+      });
+      const net = p["NetworkConfiguration"].AwsvpcConfiguration;
+      assert.equal(net.AssignPublicIp, "DISABLED");
+      assert.deepEqual(net.SecurityGroups, [{ "Fn::GetAtt": [ids.weaveletSg, "GroupId"] }]);
+      assert.equal(net.Subnets.length, 2);
+      for (const subnet of net.Subnets) assert.match(subnet.Ref, /privateSubnet/);
+    }
+  });
+
+  test("the control plane: exactly one task, never two (max 100%), its own role and security group", () => {
+    const svc = s.template.findResources("AWS::ECS::Service", { Properties: { ServiceName: CONTROLPLANE_NAME } });
+    const p = Object.values(svc)[0]!["Properties"];
+    assert.equal(p.DesiredCount, 1);
+    assert.deepEqual(p.DeploymentConfiguration, { DeploymentCircuitBreaker: { Enable: true, Rollback: true }, MaximumPercent: 100, MinimumHealthyPercent: 0 });
+    assert.deepEqual(p.NetworkConfiguration.AwsvpcConfiguration.SecurityGroups, [{ "Fn::GetAtt": [ids.controlPlaneSg, "GroupId"] }]);
+    s.template.hasResourceProperties("AWS::ECS::TaskDefinition", {
+      Family: "tsweaver-hello-controlplane",
+      TaskRoleArn: { "Fn::GetAtt": [ids.controlPlaneRole, "Arn"] },
+      ContainerDefinitions: [Match.objectLike({ Name: CONTROLPLANE_CONTAINER, Command: ["aws", "controlplane"], PortMappings: [{ ContainerPort: 9100, Protocol: "tcp" }] })],
+    });
+  });
+
+  test("group task definitions: sizes from weaver.toml, the agent command, fixed ports, logs, the secret", () => {
+    for (const [id, group, components] of [
+      [ids.reverserTask, "hello-reverser", "hello/Reverser"],
+      [ids.mainTask, "tsweaver-main", "tsweaver/Main"],
+    ] as const) {
+      const p = s.json.Resources[id]!.Properties!;
+      assert.equal(p["Family"], `tsweaver-hello-${group}`);
+      assert.deepEqual([p["Cpu"], p["Memory"], p["NetworkMode"], p["RequiresCompatibilities"]], ["256", "512", "awsvpc", ["FARGATE"]]);
+      assert.deepEqual(p["RuntimePlatform"], { CpuArchitecture: "X86_64", OperatingSystemFamily: "LINUX" });
+      assert.deepEqual(p["TaskRoleArn"], { "Fn::GetAtt": [ids.weaveletRole, "Arn"] });
+      assert.deepEqual(p["ExecutionRoleArn"], { "Fn::GetAtt": [ids.executionRole, "Arn"] });
+      const c = p["ContainerDefinitions"][0];
+      assert.equal(c.Name, AGENT_CONTAINER);
+      assert.deepEqual(c.Command, ["aws", "agent"]);
+      assert.equal(c.Essential, true);
+      assert.deepEqual(
+        c.PortMappings.map((m: { ContainerPort: number }) => m.ContainerPort),
+        [9000, 8080],
+      );
+      assert.equal(c.LogConfiguration.LogDriver, "awslogs");
+      assert.equal(c.LogConfiguration.Options["awslogs-stream-prefix"], group);
+      assert.deepEqual(c.Secrets, [{ Name: ENV.SECRET, ValueFrom: { Ref: s.id(s.stack.weaver.secret) } }]);
+      assert.deepEqual(containerEnv(s.json, id), {
+        [ENV.APP]: "hello",
+        [ENV.DEPLOYMENT]: "tsweaver-hello",
+        [ENV.CONFIG]: "examples/hello/weaver.toml",
+        [ENV.NAMESPACE]: "tsweaver-hello",
+        [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
+        [ENV.CONTROL_PORT]: "9100",
+        [ENV.RPC_PORT]: "9000",
+        [ENV.GROUP]: group,
+        [ENV.COMPONENTS]: components,
+      });
+    }
+  });
+
+  test("the control plane's environment names every group and listener handle", () => {
+    const env = containerEnv(s.json, ids.controlPlaneTask);
+    assert.deepEqual(env[ENV.CLUSTER], { "Fn::GetAtt": [ids.cluster, "Arn"] });
+    assert.deepEqual(env[ENV.NAMESPACE_ID], { "Fn::GetAtt": [ids.namespace, "Id"] });
+    assert.equal(env[ENV.ASSIGN_PUBLIC_IP], "DISABLED");
+    assert.deepEqual(env[ENV.SECURITY_GROUP], { "Fn::GetAtt": [ids.weaveletSg, "GroupId"] });
+    assert.equal(typeof env[ENV.SUBNETS], "object");
+    const groups = joinedJson(env[ENV.GROUPS]) as GroupsEnv;
+    assert.deepEqual(Object.keys(groups), ["hello-reverser", "tsweaver-main"]);
+    assert.deepEqual(groups["hello-reverser"], {
+      service: `<${ids.reverserService}.Name>`,
+      serviceArn: `<${ids.reverserService}>`,
+      taskDefinition: `<${ids.reverserTask}>`,
+      discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`,
+      components: ["hello/Reverser"],
+      min: 2,
+      max: 8,
+    });
+    const listeners = joinedJson(env[ENV.LISTENERS]) as ListenersEnv;
+    assert.deepEqual(listeners, {
+      hello: { url: `http://<${ids.lb}.DNSName>`, port: 80, containerPort: 8080, targetGroupArn: `<${ids.targetGroup}>`, listenerArn: `<${ids.listener}>` },
+    });
+  });
+
+  test("autoscaling: target starts at minimum 0 (no task before activation), maximum from weaver.toml, CPU target tracking", () => {
+    s.template.resourceCountIs("AWS::ApplicationAutoScaling::ScalableTarget", 2);
+    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalableTarget", {
+      MinCapacity: 0,
+      MaxCapacity: 8,
+      ScalableDimension: "ecs:service:DesiredCount",
+      ResourceId: Match.objectLike({ "Fn::Join": Match.arrayWith([Match.arrayWith([{ "Fn::GetAtt": [ids.reverserService, "Name"] }])]) }),
+    });
+    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalableTarget", { MinCapacity: 0, MaxCapacity: 4 });
+    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalingPolicy", {
+      PolicyType: "TargetTrackingScaling",
+      TargetTrackingScalingPolicyConfiguration: Match.objectLike({
+        TargetValue: 70,
+        PredefinedMetricSpecification: { PredefinedMetricType: "ECSServiceAverageCPUUtilization" },
+      }),
+    });
+  });
+
+  test("ALB: internet-facing, one HTTP listener forwarding to an IP target group with the configured health check", () => {
+    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::LoadBalancer", {
+      Scheme: "internet-facing",
+      LoadBalancerAttributes: Match.arrayWith([{ Key: "routing.http.drop_invalid_header_fields.enabled", Value: "true" }]),
+    });
+    s.template.resourceCountIs("AWS::ElasticLoadBalancingV2::Listener", 1);
+    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::Listener", {
+      Port: 80,
+      Protocol: "HTTP",
+      DefaultActions: [{ Type: "forward", TargetGroupArn: { Ref: ids.targetGroup } }],
+    });
+    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::TargetGroup", {
+      TargetType: "ip",
+      Port: 8080,
+      Protocol: "HTTP",
+      HealthCheckPath: "/healthz",
+      TargetGroupAttributes: Match.arrayWith([{ Key: "deregistration_delay.timeout_seconds", Value: "30" }]),
+    });
+    // Region-agnostic: no access-log bucket (the nag finding is acknowledged with the reason).
+    s.template.resourceCountIs("AWS::S3::Bucket", 0);
+  });
+
+  test("security groups: RPC only from weavelets and the control plane, control port only from weavelets, listener ports only via the ALB", () => {
+    const w = ids.weaveletSg;
+    const c = ids.controlPlaneSg;
+    const a = ids.albSg;
+    assert.deepEqual(
+      securityGroupRules(s.json).filter((r) => r.direction === "in"),
+      [
+        { group: a, direction: "in", port: "80", peer: "cidr:0.0.0.0/0" },
+        { group: c, direction: "in", port: "9100", peer: `sg:${w}` },
+        { group: w, direction: "in", port: "8080", peer: `sg:${a}` },
+        { group: w, direction: "in", port: "9000", peer: `sg:${c}` },
+        { group: w, direction: "in", port: "9000", peer: `sg:${w}` },
+      ].sort((x, y) => JSON.stringify(x).localeCompare(JSON.stringify(y))),
+    );
+    const egress = securityGroupRules(s.json).filter((r) => r.direction === "out");
+    assert.deepEqual(
+      egress.filter((r) => r.group === a),
+      [{ group: a, direction: "out", port: "8080", peer: `sg:${w}` }],
+      "the ALB may only reach the tasks' listener port",
+    );
+  });
+
+  test("IAM: no wildcard actions; '*' resources only for actions AWS authorizes on '*', each condition-scoped", () => {
+    const all = statements(s.json);
+    assert.ok(all.length > 0);
+    for (const st of all) {
+      assert.equal(st.Effect, "Allow");
+      for (const a of actionsOf(st)) assert.ok(!a.includes("*"), `wildcard action ${a} in ${st.policy}`);
+      if (!resourcesOf(st).includes("*")) continue;
+      assert.deepEqual(resourcesOf(st), ["*"], `"*" must stand alone: ${JSON.stringify(st)}`);
+      for (const a of actionsOf(st)) {
+        assert.ok(a in STAR_ACTIONS, `${a} is granted on "*" in ${st.policy} (${st.Sid}); it must be scoped to an ARN`);
+        const condition = STAR_ACTIONS[a];
+        if (condition === null) continue;
+        const [op, key] = [condition.slice(0, condition.indexOf(":")), condition.slice(condition.indexOf(":") + 1)];
+        assert.ok(st.Condition?.[op]?.[key] !== undefined, `${a} on "*" needs the ${op} ${key} condition (${st.Sid})`);
+      }
+    }
+  });
+
+  test("IAM: group tasks may only discover instances of this namespace", () => {
+    const mine = statements(s.json).filter((st) => st.roles.includes(ids.weaveletRole));
+    assert.deepEqual(new Set(mine.flatMap(actionsOf)), new Set(["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]));
+    assert.deepEqual(
+      mine.map((st) => [st.Resource, st.Condition]),
+      [
+        [{ "Fn::GetAtt": [ids.namespace, "Arn"] }, undefined],
+        ["*", { StringEquals: { "servicediscovery:NamespaceName": "tsweaver-hello" } }],
+      ],
+    );
+  });
+
+  test("IAM: the control plane's rights are scoped to this cluster, namespace and load balancer", () => {
+    const mine = statements(s.json).filter((st) => st.roles.includes(ids.controlPlaneRole));
+    const bySid = (sid: string) => {
+      const st = mine.find((x) => x.Sid === sid);
+      assert.ok(st, `statement ${sid}`);
+      return st;
+    };
+    const cluster = { ArnEquals: { "ecs:cluster": { "Fn::GetAtt": [ids.cluster, "Arn"] } } };
+    assert.deepEqual(bySid("GroupServices").Resource, [{ Ref: ids.reverserService }, { Ref: ids.mainService }]);
+    assert.deepEqual(actionsOf(bySid("GroupServices")).sort(), ["ecs:DescribeServices", "ecs:UpdateService"]);
+    assert.deepEqual(bySid("RunGroupTasks").Resource, [{ Ref: ids.reverserTask }, { Ref: ids.mainTask }]);
+    assert.deepEqual(bySid("RunGroupTasks").Condition, cluster);
+    assert.deepEqual(bySid("ClusterTasks").Condition, cluster);
+    assert.match(JSON.stringify(bySid("ClusterTasks").Resource), new RegExp(`:task/",\\{"Ref":"${ids.cluster}"\\},"/\\*"`));
+    assert.deepEqual(bySid("ListInCluster").Condition, cluster);
+    assert.deepEqual(bySid("TagStartedTasks").Condition, { StringEquals: { "ecs:CreateAction": "RunTask" } });
+    assert.deepEqual(bySid("TagStartedTasks").Resource, bySid("ClusterTasks").Resource);
+    assert.deepEqual(bySid("PassTaskRoles").Condition, { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } });
+    assert.deepEqual(new Set(resourcesOf(bySid("PassTaskRoles"))), new Set([{ "Fn::GetAtt": [ids.executionRole, "Arn"] }, { "Fn::GetAtt": [ids.weaveletRole, "Arn"] }]));
+    const discovery = [...s.stack.weaver.groups.values()].map((g) => g.discoveryService).concat(s.stack.weaver.controlPlaneDiscoveryService);
+    assert.deepEqual(new Set(resourcesOf(bySid("RegisterReplicas"))), new Set(discovery.map((d) => ({ "Fn::GetAtt": [s.id(d), "Arn"] }))));
+    assert.deepEqual(bySid("ListenerTargets").Resource, { Ref: ids.targetGroup });
+    assert.deepEqual(actionsOf(bySid("ListenerTargets")).sort(), ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"]);
+    assert.deepEqual(bySid("CreateListenerRules").Resource, { Ref: ids.listener });
+    assert.match(JSON.stringify(bySid("ChangeListenerRules").Resource), new RegExp(`listener-rule/",\\{"Fn::GetAtt":\\["${ids.lb}","LoadBalancerFullName"\\]\\},"/\\*"`));
+    assert.match(JSON.stringify(bySid("GroupScalingFloor").Resource), /:scalable-target\/\*"/);
+    // Nothing else: no S3, no IAM beyond PassRole, no CloudFormation.
+    const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
+    assert.deepEqual(services, new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing"]));
+  });
+
+  test("IAM: task roles trust ECS tasks of this account only", () => {
+    for (const role of [ids.weaveletRole, ids.controlPlaneRole]) {
+      const trust = s.json.Resources[role]!.Properties!["AssumeRolePolicyDocument"].Statement[0];
+      assert.deepEqual(trust.Principal, { Service: "ecs-tasks.amazonaws.com" });
+      assert.deepEqual(trust.Condition.StringEquals, { "aws:SourceAccount": { Ref: "AWS::AccountId" } });
+      assert.ok(trust.Condition.ArnLike["aws:SourceArn"]);
+    }
+  });
+
+  test("the execution role pulls the image, writes the log group and reads only the deployment secret", () => {
+    const mine = statements(s.json).filter((st) => st.roles.includes(ids.executionRole));
+    const secret = mine.find((st) => actionsOf(st).includes("secretsmanager:GetSecretValue"))!;
+    assert.deepEqual(secret.Resource, { Ref: s.id(s.stack.weaver.secret) });
+    const logsSt = mine.find((st) => actionsOf(st).includes("logs:PutLogEvents"))!;
+    assert.deepEqual(logsSt.Resource, { "Fn::GetAtt": [s.id(s.stack.weaver.logGroup), "Arn"] });
+  });
+
+  test("log groups have the configured retention; the secret is generated", () => {
+    s.template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
+    s.template.hasResourceProperties("AWS::SecretsManager::Secret", { GenerateSecretString: { ExcludePunctuation: true, PasswordLength: 48 } });
+  });
+
+  test("outputs: the names tsweaver aws reads, with per-group and per-listener entries", () => {
+    const o = s.json.Outputs;
+    assert.deepEqual(Object.keys(o).sort(), [
+      OUTPUTS.APP,
+      OUTPUTS.CLUSTER_ARN,
+      OUTPUTS.CLUSTER_NAME,
+      OUTPUTS.CONTROLPLANE_SERVICE,
+      OUTPUTS.DEPLOYMENT,
+      OUTPUTS.SECRET_ARN,
+      OUTPUTS.GROUPS,
+      OUTPUTS.LISTENERS,
+      OUTPUTS.LOAD_BALANCER_ARN,
+      OUTPUTS.LOAD_BALANCER_DNS,
+      OUTPUTS.LOG_GROUP,
+      OUTPUTS.MAIN_GROUP,
+      OUTPUTS.NAMESPACE_ID,
+      OUTPUTS.NAMESPACE_NAME,
+      "ServiceHelloReverser",
+      "ServiceTsweaverMain",
+      "UrlHello",
+    ].sort());
+    assert.equal(o[OUTPUTS.APP]!.Value, "hello");
+    assert.equal(o[OUTPUTS.DEPLOYMENT]!.Value, "tsweaver-hello");
+    assert.equal(o[OUTPUTS.MAIN_GROUP]!.Value, "tsweaver-main");
+    assert.equal(o[OUTPUTS.NAMESPACE_NAME]!.Value, "tsweaver-hello");
+    assert.deepEqual(o[OUTPUTS.CLUSTER_NAME]!.Value, { Ref: ids.cluster });
+    assert.deepEqual(o["ServiceHelloReverser"]!.Value, { "Fn::GetAtt": [ids.reverserService, "Name"] });
+    assert.deepEqual(joinedJson(o[OUTPUTS.GROUPS]!.Value), {
+      "hello-reverser": { service: `<${ids.reverserService}.Name>`, discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`, min: 2, max: 8 },
+      "tsweaver-main": { service: `<${ids.mainService}.Name>`, discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("tsweaver-main")!.discoveryService)}.Id>`, min: 1, max: 4 },
+    });
+    assert.deepEqual(joinedJson(o[OUTPUTS.LISTENERS]!.Value), { hello: { url: `http://<${ids.lb}.DNSName>`, targetGroupArn: `<${ids.targetGroup}>` } });
+  });
+
+  test("the image is a Dockerfile asset, staged (not built) at synth", () => {
+    const asset = s.stack.imageAsset!;
+    assert.ok(asset);
+    const staged = path.join(s.outdir, `asset.${asset.assetHash}`);
+    assert.ok(existsSync(staged), staged);
+    assert.deepEqual(readdirSync(staged).sort(), ["Dockerfile", "app.txt"]);
+  });
+});
