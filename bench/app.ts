@@ -1,0 +1,89 @@
+// The tsweaver app the benchmark drives: a BenchService component and a main that runs the client side.
+//
+// - Under `multi` (cross-process row): every component is its own group, so main and BenchService run in
+//   two weavelet processes and `ctx.get(BenchService)` returns a remote stub (stub → Balancer →
+//   Connection → RpcServer → the implementation). Main exposes a `bench` HTTP listener; the bench process
+//   POSTs `/run` with a cell to measure and gets the numbers back as JSON.
+// - Run directly with BENCH_MODE=colocated (the single-process deployer): `ctx.get(BenchService)` is the
+//   local instance; main measures it against a direct call on a plain instance and prints the results.
+import http from "node:http";
+import { component, register, run, type Context, type Main } from "tsweaver";
+import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, RESULT_MARKER, closedLoop } from "./measure.js";
+import { type Payload, type PayloadSize, PAYLOAD_SIZES, checkEcho, payload } from "./payloads.js";
+import { startProfile, stopProfile } from "./profile.js";
+
+export interface BenchService {
+  echo(p: Payload): Promise<Payload>;
+}
+export const BenchService = component<BenchService>("bench/BenchService");
+
+class BenchServiceImpl implements BenchService {
+  async echo(p: Payload): Promise<Payload> {
+    return p;
+  }
+
+  async shutdown(): Promise<void> {
+    await stopProfile(); // --cpu-prof runs only
+  }
+}
+register(BenchService, BenchServiceImpl);
+
+async function measureEcho(svc: BenchService, size: PayloadSize, concurrency: number, bounds: Bounds): Promise<CellResult> {
+  const p = payload(size);
+  checkEcho(p, await svc.echo(p));
+  return closedLoop(() => svc.echo(p), concurrency, bounds);
+}
+
+class BenchMain implements Main {
+  constructor(private readonly ctx: Context) {}
+
+  async shutdown(): Promise<void> {
+    await stopProfile(); // --cpu-prof runs only
+  }
+
+  async main(): Promise<void> {
+    const svc = await this.ctx.get(BenchService);
+    if (process.env["BENCH_MODE"] === "colocated") {
+      await this.colocated(svc);
+      return;
+    }
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        void (async () => {
+          try {
+            if (req.url !== "/run" || req.method !== "POST") {
+              res.writeHead(404).end();
+              return;
+            }
+            const cell = JSON.parse(Buffer.concat(chunks).toString("utf8")) as CellRequest;
+            const result = await measureEcho(svc, cell.size, cell.concurrency, cell.bounds);
+            res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(result));
+          } catch (err) {
+            res.writeHead(500, { "content-type": "text/plain" }).end(err instanceof Error ? (err.stack ?? err.message) : String(err));
+          }
+        })();
+      });
+    });
+    await this.ctx.listener("bench", server);
+  }
+
+  /** Colocated stub vs a direct call on a plain instance, same payloads, same loop. */
+  private async colocated(svc: BenchService): Promise<void> {
+    const bounds = JSON.parse(process.env["BENCH_BOUNDS"] ?? "null") as Bounds;
+    const direct: BenchService = new BenchServiceImpl();
+    const out: ColocatedResult = { colocated: {}, direct: {} };
+    for (const size of PAYLOAD_SIZES) {
+      for (const c of [1, 64]) {
+        // Alternate the two so neither always runs on a colder (or hotter) JIT state.
+        out.direct[`${size}/${c}`] = await measureEcho(direct, size, c, bounds);
+        out.colocated[`${size}/${c}`] = await measureEcho(svc, size, c, bounds);
+      }
+    }
+    process.stdout.write(RESULT_MARKER + JSON.stringify(out) + "\n");
+  }
+}
+
+if (process.env["TSWEAVER_LIST_COMPONENTS"] === undefined) startProfile(process.env["BENCH_MODE"] ?? "weavelet");
+await run(BenchMain);

@@ -1,0 +1,234 @@
+// The non-tsweaver peers: servers (run in a child process: `node dist/bench/peer-server.js raw|grpc|http`,
+// which prints "READY <port>" once listening) and the matching clients (run in the bench process).
+import * as grpc from "@grpc/grpc-js";
+import http from "node:http";
+import net from "node:net";
+import { type Payload, PayloadType } from "./payloads.js";
+
+export type PeerKind = "raw" | "grpc" | "http";
+
+// ---------------------------------------------------------------------------------------------------
+// Raw node:net echo: frames are `u32 length (LE) | body`; the server sends every complete frame back.
+// The client's body is `u32 request id | payload bytes`, so calls can be multiplexed on one socket.
+
+function rawServer(): net.Server {
+  return net.createServer({ noDelay: true }, (socket) => {
+    let pending: Buffer | undefined;
+    socket.on("data", (chunk: Buffer) => {
+      const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+      let off = 0;
+      while (buf.length - off >= 4) {
+        const len = buf.readUInt32LE(off);
+        if (buf.length - off - 4 < len) break;
+        off += 4 + len;
+      }
+      if (off > 0) socket.write(buf.subarray(0, off)); // every complete frame, as one write
+      pending = off < buf.length ? buf.subarray(off) : undefined;
+    });
+    socket.on("error", () => socket.destroy());
+  });
+}
+
+/** A multiplexed raw-socket client: `call(bytes)` resolves when the frame comes back. */
+export class RawClient {
+  private readonly socket: net.Socket;
+  private readonly waiting = new Map<number, () => void>();
+  private nextId = 1;
+  private pending: Buffer | undefined;
+  private corked = false;
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+  }
+
+  static connect(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ host: "127.0.0.1", port, noDelay: true }, () => {
+        s.off("error", reject);
+        resolve(new RawClient(s));
+      });
+      s.once("error", reject);
+    });
+  }
+
+  /** Sends `body` (already-encoded payload bytes) and resolves when the echo arrives. */
+  call(body: Uint8Array): Promise<void> {
+    const id = this.nextId++ >>> 0;
+    const frame = Buffer.allocUnsafe(8 + body.length);
+    frame.writeUInt32LE(4 + body.length, 0);
+    frame.writeUInt32LE(id, 4);
+    frame.set(body, 8);
+    // Frames written in one tick go out in one syscall (like tsweaver's and grpc's write batching).
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(uncork, this);
+    }
+    this.socket.write(frame);
+    return new Promise<void>((resolve) => this.waiting.set(id, resolve));
+  }
+
+  /** @internal */
+  uncork(): void {
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  private onData(chunk: Buffer): void {
+    const buf = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk]);
+    let off = 0;
+    while (buf.length - off >= 8) {
+      const len = buf.readUInt32LE(off);
+      if (buf.length - off - 4 < len) break;
+      const id = buf.readUInt32LE(off + 4);
+      off += 4 + len;
+      const resolve = this.waiting.get(id);
+      if (resolve !== undefined) {
+        this.waiting.delete(id);
+        resolve();
+      }
+    }
+    this.pending = off < buf.length ? buf.subarray(off) : undefined;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+function uncork(c: RawClient): void {
+  c.uncork();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// gRPC (grpc-js) unary call, protobuf-serialized with protobufjs: the usual way a Node service does it.
+
+const serialize = (p: Payload): Buffer => Buffer.from(PayloadType.encode(p).finish());
+const deserialize = (b: Buffer): Payload => PayloadType.decode(b) as unknown as Payload;
+
+const benchService: grpc.ServiceDefinition = {
+  echo: {
+    path: "/bench.Bench/Echo",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: serialize,
+    requestDeserialize: deserialize,
+    responseSerialize: serialize,
+    responseDeserialize: deserialize,
+  },
+};
+
+function grpcServer(): Promise<number> {
+  const server = new grpc.Server();
+  server.addService(benchService, {
+    echo: (call: grpc.ServerUnaryCall<Payload, Payload>, cb: grpc.sendUnaryData<Payload>) => cb(null, call.request),
+  });
+  return new Promise((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
+}
+
+type EchoFn = (p: Payload, cb: (err: grpc.ServiceError | null, res?: Payload) => void) => void;
+
+/** A grpc-js client (one channel, HTTP/2 multiplexed). */
+export class GrpcClient {
+  private readonly client: grpc.Client & { echo: EchoFn };
+
+  constructor(port: number) {
+    const Ctor = grpc.makeGenericClientConstructor(benchService, "Bench");
+    this.client = new Ctor(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & { echo: EchoFn };
+  }
+
+  call(p: Payload): Promise<Payload> {
+    return new Promise((resolve, reject) => this.client.echo(p, (err, res) => (err ? reject(err) : resolve(res!))));
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// node:http keep-alive POST with a JSON body; the server parses it and sends it back as JSON.
+
+function httpServer(): http.Server {
+  return http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as Payload;
+      const out = JSON.stringify(body);
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(out) });
+      res.end(out);
+    });
+  });
+}
+
+/** A node:http client with a keep-alive agent (one socket per concurrent request, reused). */
+export class HttpClient {
+  private readonly agent: http.Agent;
+
+  constructor(
+    private readonly port: number,
+    maxSockets: number,
+  ) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+  }
+
+  call(p: Payload): Promise<Payload> {
+    const body = JSON.stringify(p);
+    return new Promise((resolve, reject) => {
+      const req = http.request(
+        {
+          host: "127.0.0.1",
+          port: this.port,
+          method: "POST",
+          path: "/echo",
+          agent: this.agent,
+          headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => {
+            try {
+              resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")) as Payload);
+            } catch (err) {
+              reject(err);
+            }
+          });
+          res.on("error", reject);
+        },
+      );
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Server entry point.
+
+async function listen(server: net.Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Starts the named server, prints `READY <port>`, and exits when stdin closes. */
+export async function serve(kind: string): Promise<void> {
+  let port: number;
+  if (kind === "raw") port = await listen(rawServer());
+  else if (kind === "grpc") port = await grpcServer();
+  else if (kind === "http") port = await listen(httpServer());
+  else throw new Error(`unknown peer ${kind} (want raw, grpc or http)`);
+  process.stdout.write(`READY ${port}\n`);
+  // The bench process closes our stdin (or dies): then we go too.
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("error", () => process.exit(0));
+  process.stdin.resume();
+}

@@ -1,0 +1,487 @@
+// The benchmark suite: `npm run bench` (full) or `npm run bench -- --quick` (smoke run).
+//
+// Every row is measured in this one run on this machine, server and client in separate processes on
+// loopback, after a warm-up, at concurrency 1 and 64 with a ~100 B and a ~10 KB payload:
+//   1 raw       node:net echo of length-prefixed frames (server: a child process; client: this process)
+//   2 tsweaver  a component call across processes: the app in bench/app.ts deployed by MultiDeployer
+//               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub
+//   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
+//   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
+//   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
+//   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
+// then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 3 interleaved rounds (each cell of
+// each row once per round) and report the median over the rounds: the machine's background load drifts,
+// and interleaving makes it hit every row alike.
+//
+// Flags: --quick (or BENCH_QUICK=1): a few hundred calls per cell; --json: also print one
+// `BENCH_JSON {...}` line with every number; --rows=raw,tsweaver,...: a subset of rows; --sizes=small,large
+// and --conc=1,64: a subset of cells (colocated and codec rows always run all of theirs);
+// --cpu-prof=DIR: the tsweaver weavelets CPU-profile themselves (see profile.ts) into DIR.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { encode as twEncode } from "../runtime/codec/codec.js";
+import { loadConfig } from "../runtime/core/config.js";
+import { MultiDeployer } from "../runtime/deployers/multi/deployer.js";
+import type { CodecResult } from "./codecs.js";
+import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, FULL, QUICK, RESULT_MARKER, closedLoop } from "./measure.js";
+import { GrpcClient, HttpClient, RawClient, type PeerKind } from "./peers.js";
+import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
+
+/** Rounds of a full run (a quick run does one). */
+const ROUNDS = 3;
+const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
+let CONCURRENCY: readonly number[] = [1, 64];
+let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
+const ALL_ROWS = ["raw", "tsweaver", "grpc", "http", "colocated", "codec"] as const;
+type RowName = (typeof ALL_ROWS)[number];
+
+interface Cell {
+  row: string;
+  size: PayloadSize;
+  concurrency: number;
+  result: CellResult;
+}
+
+interface Options {
+  quick: boolean;
+  json: boolean;
+  rows: Set<RowName>;
+  cpuProfDir: string | undefined;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { quick: process.env["BENCH_QUICK"] === "1", json: false, rows: new Set(ALL_ROWS), cpuProfDir: undefined };
+  for (const a of argv) {
+    if (a === "--quick") o.quick = true;
+    else if (a === "--json") o.json = true;
+    else if (a.startsWith("--rows=")) {
+      const names = a.slice(7).split(",");
+      for (const n of names) if (!(ALL_ROWS as readonly string[]).includes(n)) throw new Error(`unknown row ${n} (rows: ${ALL_ROWS.join(", ")})`);
+      o.rows = new Set(names as RowName[]);
+    } else if (a.startsWith("--cpu-prof=")) o.cpuProfDir = path.resolve(a.slice(11));
+    else if (a.startsWith("--sizes=")) SIZES = a.slice(8).split(",").map((x) => (PAYLOAD_SIZES as readonly string[]).includes(x) ? (x as PayloadSize) : fail(`unknown size ${x}`));
+    else if (a.startsWith("--conc=")) CONCURRENCY = a.slice(7).split(",").map((x) => Number(x) >= 1 ? Number(x) : fail(`bad concurrency ${x}`));
+    else throw new Error(`unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR)`);
+  }
+  return o;
+}
+
+function fail(msg: string): never {
+  throw new Error(msg);
+}
+
+function log(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Child processes
+
+/** Runs a compiled bench script; resolves to the line after `marker` (or the first line for READY). */
+function startChild(script: string, args: string[], env: Record<string, string>): { child: ChildProcess; line: (marker: string, timeoutMs: number) => Promise<string> } {
+  const child = spawn(process.execPath, [path.join(HERE, script), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "inherit"],
+  });
+  const lines: string[] = [];
+  const waiters: (() => void)[] = [];
+  let exited = false;
+  createInterface({ input: child.stdout! }).on("line", (l) => {
+    lines.push(l);
+    for (const w of waiters.splice(0)) w();
+  });
+  child.once("exit", () => {
+    exited = true;
+    for (const w of waiters.splice(0)) w();
+  });
+  const line = (marker: string, timeoutMs: number): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${script}: no "${marker.trim()}" line within ${timeoutMs} ms`)), timeoutMs);
+      const check = (): void => {
+        const l = lines.find((x) => x.startsWith(marker));
+        if (l !== undefined) {
+          clearTimeout(timer);
+          resolve(l.slice(marker.length));
+        } else if (exited) {
+          clearTimeout(timer);
+          reject(new Error(`${script} exited without a "${marker.trim()}" line; output: ${lines.join("\n").slice(-2000)}`));
+        } else waiters.push(check);
+      };
+      check();
+    });
+  return { child, line };
+}
+
+/** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
+interface NetRow {
+  name: "raw" | "tsweaver" | "grpc" | "http";
+  measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
+  close(): Promise<void>;
+}
+
+async function startPeer(kind: PeerKind): Promise<{ port: number; stop: () => void }> {
+  const { child, line } = startChild("peer-server.js", [kind], {});
+  try {
+    const port = Number(await line("READY ", 20_000));
+    return {
+      port,
+      stop: () => {
+        child.stdin!.end();
+        child.kill();
+      },
+    };
+  } catch (err) {
+    child.kill();
+    throw err;
+  }
+}
+
+async function rawRow(): Promise<NetRow> {
+  const peer = await startPeer("raw");
+  const client = await RawClient.connect(peer.port);
+  // The bytes tsweaver puts on the wire for this payload: same size, but no encoding or decoding work.
+  const bodies = { small: twEncode(payload("small")), large: twEncode(payload("large")) };
+  return {
+    name: "raw",
+    measure: (size, c, b) => closedLoop(() => client.call(bodies[size]), c, b),
+    close: async () => {
+      client.close();
+      peer.stop();
+    },
+  };
+}
+
+async function grpcRow(): Promise<NetRow> {
+  const peer = await startPeer("grpc");
+  const client = new GrpcClient(peer.port);
+  return {
+    name: "grpc",
+    measure: async (size, c, b) => {
+      const p = payload(size);
+      checkEcho(p, await client.call(p));
+      return closedLoop(() => client.call(p), c, b);
+    },
+    close: async () => {
+      client.close();
+      peer.stop();
+    },
+  };
+}
+
+async function httpRow(): Promise<NetRow> {
+  const peer = await startPeer("http");
+  // One keep-alive socket per concurrent request (HTTP/1.1 has no multiplexing), reused across calls.
+  const client = new HttpClient(peer.port, Math.max(...CONCURRENCY));
+  return {
+    name: "http",
+    measure: async (size, c, b) => {
+      const p = payload(size);
+      checkEcho(p, await client.call(p));
+      return closedLoop(() => client.call(p), c, b);
+    },
+    close: async () => {
+      client.close();
+      peer.stop();
+    },
+  };
+}
+
+function postJson(address: string, pathname: string, body: unknown, timeoutMs: number): Promise<unknown> {
+  const data = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(`http://${address}${pathname}`, { method: "POST", agent: false, timeout: timeoutMs, headers: { "content-type": "application/json" } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (text += c));
+      res.on("end", () => (res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`POST ${pathname}: ${res.statusCode} ${text}`))));
+    });
+    req.on("timeout", () => req.destroy(new Error(`POST ${pathname} timed out after ${timeoutMs} ms`)));
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+/** Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. */
+async function tsweaverRow(cpuProfDir: string | undefined): Promise<NetRow> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
+  const env: Record<string, string> = {};
+  if (cpuProfDir !== undefined) {
+    mkdirSync(cpuProfDir, { recursive: true });
+    env["BENCH_CPU_PROF_DIR"] = cpuProfDir;
+  }
+  const file = path.join(dir, "weaver.toml");
+  writeFileSync(
+    file,
+    `[tsweaver]
+name = "bench"
+binary = ${JSON.stringify(path.join(HERE, "app.js"))}
+env = ${tomlInline(env)}
+
+[multi]
+replicas = 1
+
+[multi.listeners.bench]
+address = "127.0.0.1:0"
+`,
+  );
+  const deployer = new MultiDeployer(loadConfig(file), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
+  const close = async (): Promise<void> => {
+    await deployer.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await deployer.deploy();
+    const address = await until("the bench listener", 30_000, async () => (await deployer.listenerAddresses()).get("bench"));
+    return {
+      name: "tsweaver",
+      measure: async (size, c, b) => {
+        const req: CellRequest = { size, concurrency: c, bounds: b };
+        // The first request also waits for BenchService's weavelet to start.
+        return (await postJson(address, "/run", req, b.warmupMs + b.maxMs + 60_000)) as CellResult;
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/**
+ * Measures every network row in `rounds` rounds; in each round every cell of every row runs once, rows
+ * interleaved, so slow drift in the machine's background load hits all rows alike. A cell's figures are
+ * the medians over the rounds.
+ */
+async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: string | undefined): Promise<Cell[]> {
+  const rows: NetRow[] = [];
+  const perRound: Bounds = { ...b, warmupMs: b.warmupMs / rounds, maxMs: b.maxMs / rounds, calls: Math.ceil(b.calls / rounds) };
+  try {
+    for (const n of names) {
+      log(`starting ${n}`);
+      if (n === "raw") rows.push(await rawRow());
+      else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir));
+      else if (n === "grpc") rows.push(await grpcRow());
+      else if (n === "http") rows.push(await httpRow());
+    }
+    const results = new Map<string, CellResult[]>();
+    for (let round = 1; round <= rounds; round++) {
+      log(`round ${round}/${rounds}`);
+      for (const size of SIZES) {
+        for (const c of CONCURRENCY) {
+          for (const row of rows) {
+            const key = `${row.name}/${size}/${c}`;
+            const r = await row.measure(size, c, perRound);
+            results.set(key, [...(results.get(key) ?? []), r]);
+          }
+        }
+      }
+    }
+    const cells: Cell[] = [];
+    for (const row of rows) {
+      for (const size of SIZES) for (const c of CONCURRENCY) cells.push({ row: row.name, size, concurrency: c, result: medianOf(results.get(`${row.name}/${size}/${c}`)!) });
+    }
+    return cells;
+  } finally {
+    for (const row of rows.reverse()) await row.close().catch((err: unknown) => log(`closing ${row.name}: ${String(err)}`));
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function medianOf(rs: CellResult[]): CellResult {
+  return {
+    calls: rs.reduce((n, r) => n + r.calls, 0),
+    seconds: rs.reduce((n, r) => n + r.seconds, 0),
+    opsPerSec: median(rs.map((r) => r.opsPerSec)),
+    p50Us: median(rs.map((r) => r.p50Us)),
+    p99Us: median(rs.map((r) => r.p99Us)),
+  };
+}
+
+function tomlInline(env: Record<string, string>): string {
+  return `{ ${Object.entries(env)
+    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
+    .join(", ")} }`;
+}
+
+async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function colocatedRow(b: Bounds): Promise<Cell[]> {
+  // The app run directly is the single-process deployer: ctx.get() returns the local instance.
+  const { child, line } = startChild("app.js", [], { BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b) });
+  try {
+    const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
+    const cells: Cell[] = [];
+    for (const size of SIZES) {
+      for (const c of CONCURRENCY) {
+        cells.push({ row: "direct", size, concurrency: c, result: r.direct[`${size}/${c}`]! });
+        cells.push({ row: "colocated", size, concurrency: c, result: r.colocated[`${size}/${c}`]! });
+      }
+    }
+    return cells;
+  } finally {
+    child.kill();
+  }
+}
+
+async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
+  const ms = quick ? 30 : 700;
+  const { child, line } = startChild("codecs.js", [], { BENCH_CODEC_MS: String(ms) });
+  try {
+    return JSON.parse(await line(RESULT_MARKER, 40 * ms + 30_000)) as Record<string, CodecResult>;
+  } finally {
+    child.kill();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Report
+
+const ROW_TITLES: Record<string, string> = {
+  raw: "1 raw node:net echo",
+  tsweaver: "2 tsweaver cross-process",
+  grpc: "3 grpc-js unary (protobuf)",
+  http: "4 node:http keep-alive JSON",
+  direct: "5 direct async call",
+  colocated: "5 tsweaver colocated",
+};
+
+interface Target {
+  target: string;
+  cell: string;
+  ratio: number;
+  goal: string;
+  pass: boolean;
+}
+
+function fmtUs(us: number): string {
+  return us >= 100 ? us.toFixed(0) : us >= 10 ? us.toFixed(1) : us.toFixed(2);
+}
+
+function fmtOps(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function table(headers: string[], rows: string[][], alignLeft: number): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string => "| " + cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
+  const sep = "|" + widths.map((w, i) => (i < alignLeft ? ":" + "-".repeat(w + 1) : "-".repeat(w + 1) + ":")).join("|") + "|";
+  return [line(headers), sep, ...rows.map(line)].join("\n");
+}
+
+function find(cells: Cell[], row: string, size: PayloadSize, c: number): CellResult | undefined {
+  return cells.find((x) => x.row === row && x.size === size && x.concurrency === c)?.result;
+}
+
+function targets(cells: Cell[]): Target[] {
+  const out: Target[] = [];
+  for (const size of SIZES) {
+    const tw1 = find(cells, "tsweaver", size, 1);
+    const raw1 = find(cells, "raw", size, 1);
+    if (tw1 && raw1) {
+      const r = tw1.p50Us / raw1.p50Us;
+      out.push({ target: "cross-process p50 vs raw echo", cell: `${size} c=1`, ratio: r, goal: "<= 1.3x", pass: r <= 1.3 });
+    }
+  }
+  for (const [peer, goal] of [
+    ["grpc", 5],
+    ["http", 2],
+  ] as const) {
+    for (const size of SIZES) {
+      for (const c of CONCURRENCY) {
+        const tw = find(cells, "tsweaver", size, c);
+        const other = find(cells, peer, size, c);
+        if (!tw || !other) continue;
+        const r = tw.opsPerSec / other.opsPerSec;
+        out.push({ target: `throughput vs ${peer === "grpc" ? "grpc-js" : "node:http JSON"}`, cell: `${size} c=${c}`, ratio: r, goal: `>= ${goal}x`, pass: r >= goal });
+      }
+    }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const co = find(cells, "colocated", size, c);
+      const d = find(cells, "direct", size, c);
+      if (!co || !d) continue;
+      // Time per call relative to a direct call (throughput ratio inverted).
+      const r = d.opsPerSec / co.opsPerSec;
+      out.push({ target: "colocated call time vs direct", cell: `${size} c=${c}`, ratio: r, goal: "<= 3x", pass: r <= 3 });
+    }
+  }
+  return out;
+}
+
+function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, quick: boolean, ts: Target[]): string {
+  const rows: string[][] = [];
+  for (const cell of cells) {
+    const r = cell.result;
+    rows.push([ROW_TITLES[cell.row] ?? cell.row, cell.size, String(cell.concurrency), fmtUs(r.p50Us), fmtUs(r.p99Us), fmtOps(r.opsPerSec), String(r.calls)]);
+  }
+  if (codecs !== undefined) {
+    for (const size of SIZES) {
+      for (const [key, c] of Object.entries(codecs)) {
+        const [name, sz] = key.split("/");
+        if (sz !== size) continue;
+        rows.push([`6 codec ${name} (${c.bytes} B)`, size, "-", `enc ${fmtOps(c.encodeOps)}/s`, `dec ${fmtOps(c.decodeOps)}/s`, fmtOps(c.roundTripOps), "-"]);
+      }
+    }
+  }
+  const main = table(["benchmark", "payload", "c", "p50 µs", "p99 µs", "ops/s", "calls"], rows, 2);
+  const tgt = table(
+    ["target", "cell", "ratio", "goal", "result"],
+    ts.map((t) => [t.target, t.cell, `${t.ratio.toFixed(2)}x`, t.goal, t.pass ? "PASS" : "MISS"]),
+    2,
+  );
+  const note = quick ? "\n(quick smoke run: too few calls for the numbers to mean anything)\n" : "";
+  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second)\n\n${tgt}\n${note}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const b = opts.quick ? QUICK : FULL;
+  const cells: Cell[] = [];
+  let codecs: Record<string, CodecResult> | undefined;
+  const started = Date.now();
+  const step = async (name: RowName, fn: () => Promise<Cell[]>): Promise<void> => {
+    if (!opts.rows.has(name)) return;
+    log(`${name}...`);
+    cells.push(...(await fn()));
+  };
+  const net = (["raw", "tsweaver", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
+  if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir)));
+  await step("colocated", () => colocatedRow(b));
+  if (opts.rows.has("codec")) {
+    log("codec...");
+    codecs = await codecRow(opts.quick);
+  }
+  const ts = targets(cells);
+  process.stdout.write(`\ntsweaver benchmarks (${opts.quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s): node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${os.platform()}\n\n`);
+  process.stdout.write(report(cells, codecs, opts.quick, ts) + "\n");
+  if (opts.json) process.stdout.write("BENCH_JSON " + JSON.stringify({ cells, codecs, targets: ts }) + "\n");
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
