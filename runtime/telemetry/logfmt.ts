@@ -18,3 +18,12 @@ export function formatLogEntry(e: LogEntry, color = false): string {
   if (!color) return line;
   return `${COLORS[e.level] ?? ""}${head}\x1b[0m ${e.msg}${attrs}${stack}`;
 }
+
+/** "10m", "2h", "30s", "1d" or an ISO time → epoch micros. */
+export function parseSince(since: string): number {
+  const m = /^(\d+)(s|m|h|d)$/.exec(since);
+  if (m) return (Date.now() - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2] as "s"]) * 1000;
+  const t = Date.parse(since);
+  if (Number.isNaN(t)) throw new Error(`--since ${since}: use a duration like 10m, 2h, 1d or an ISO time`);
+  return t * 1000;
+}

@@ -2,7 +2,7 @@ import { createReadStream, existsSync, statSync, watch } from "node:fs";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
-import { formatLogEntry } from "../../telemetry/logfmt.js";
+import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { MultiDeployer } from "./deployer.js";
 import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
 
@@ -76,15 +76,6 @@ export interface LogFilter {
 }
 
 const LEVELS = ["debug", "info", "warn", "error"];
-
-/** "10m", "2h", "30s", "1d" or an ISO time → epoch micros. */
-export function parseSince(since: string): number {
-  const m = /^(\d+)(s|m|h|d)$/.exec(since);
-  if (m) return (Date.now() - Number(m[1]) * { s: 1e3, m: 6e4, h: 36e5, d: 864e5 }[m[2] as "s"]) * 1000;
-  const t = Date.parse(since);
-  if (Number.isNaN(t)) throw new Error(`--since ${since}: use a duration like 10m, 2h, 1d or an ISO time`);
-  return t * 1000;
-}
 
 /** `tsweaver multi logs`: prints (and with --follow, tails) a deployment's logs. */
 export async function logsCommand(f: LogFilter): Promise<void> {

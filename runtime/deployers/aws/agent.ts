@@ -1,0 +1,243 @@
+import { DiscoverInstancesCommand, DiscoverInstancesRevisionCommand } from "@aws-sdk/client-servicediscovery";
+import { groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
+import { computeAssignment } from "../../core/routing.js";
+import { listComponents } from "../../envelope/components.js";
+import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
+import type { RoutingInfo } from "../../protos/runtime.js";
+import { AwsClients, callAws } from "./clients.js";
+import { ENV } from "./config.js";
+import { ATTR } from "./controlplane.js";
+import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
+import { taskIdentity, type TaskIdentity } from "./metadata.js";
+import { ControlApiClient, type ReplicaReport } from "./protocol.js";
+
+/** The agent's configuration, from the task environment the stack sets. */
+export interface AgentEnv {
+  app: string;
+  deployment: string;
+  configFile: string;
+  namespace: string;
+  controlPlaneService: string;
+  rpcPort: number;
+  secret: string;
+  group: string;
+  components: string[];
+  /** How often Cloud Map is checked for replica changes (ms). */
+  discoveryMs: number;
+  /** How often readiness is re-reported, which restores lost registrations (ms). */
+  heartbeatMs: number;
+}
+
+function required(name: string): string {
+  const v = process.env[name];
+  if (v === undefined || v === "") throw new Error(`${name} is not set; the agent runs in the task the stack defines (infra/)`);
+  return v;
+}
+
+export function agentEnvFromProcess(): AgentEnv {
+  return {
+    app: required(ENV.APP),
+    deployment: required(ENV.DEPLOYMENT),
+    configFile: required(ENV.CONFIG),
+    namespace: required(ENV.NAMESPACE),
+    controlPlaneService: required(ENV.CONTROLPLANE_SERVICE),
+    rpcPort: Number(required(ENV.RPC_PORT)),
+    secret: required(ENV.SECRET),
+    group: required(ENV.GROUP),
+    components: required(ENV.COMPONENTS).split(",").filter(Boolean),
+    discoveryMs: Number(process.env["TSWEAVER_DISCOVERY_MS"] ?? 1_000),
+    heartbeatMs: Number(process.env["TSWEAVER_HEARTBEAT_MS"] ?? 15_000),
+  };
+}
+
+/** A component this agent's weavelet calls, and what Cloud Map last said about its group. */
+interface Watch {
+  component: string;
+  group: string;
+  routed: boolean;
+  revision: number | undefined;
+  replicas: string[];
+  polls: number;
+  /** Local assignment version: increases with every replica-set change this agent sees. */
+  version: bigint;
+}
+
+/** Every Nth poll re-reads the instances even if the revision did not change (revisions can collide on some implementations). */
+const FULL_REFRESH_EVERY = 10;
+
+/**
+ * The task agent: the entrypoint of every group task. It starts the app under an Envelope, relays the
+ * weavelet's requests to the control plane (authenticated with the deployment secret), reports its
+ * replica ready, and keeps the weavelet's routing info current from Cloud Map.
+ */
+export class Agent {
+  private envelope: Envelope | undefined;
+  private identity: TaskIdentity | undefined;
+  private config: AppConfig | undefined;
+  private groupOf = new Map<string, string>();
+  private readonly watches = new Map<string, Watch>();
+  private readonly listeners: Record<string, number> = {};
+  private readonly client: ControlApiClient;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
+  private readonly log = jsonLogger("agent");
+
+  constructor(
+    private readonly env: AgentEnv,
+    private readonly aws = new AwsClients(),
+  ) {
+    this.client = new ControlApiClient(env.secret, () => this.locateControlPlane());
+  }
+
+  /** Starts the weavelet and reports it ready; resolves when it is registered. */
+  async start(): Promise<void> {
+    this.identity = await taskIdentity();
+    this.config = loadConfig(this.env.configFile);
+    const all = await listComponents(this.config.binary, this.config.args, this.config.env);
+    for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
+    const config: Record<string, string> = {};
+    for (const c of this.env.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
+    this.envelope = await Envelope.start({
+      binary: this.config.binary,
+      args: this.config.args,
+      env: this.config.env,
+      weaveletArgs: {
+        app: this.env.app,
+        deploymentId: this.env.deployment,
+        id: this.identity.taskId,
+        runMain: this.env.components.includes(MAIN_COMPONENT),
+        internalAddress: `${this.identity.ip}:${this.env.rpcPort}`,
+        group: this.env.group,
+        components: this.env.components,
+        config,
+      },
+      handler: this.handler(),
+    });
+    void this.envelope.exited.then((info) => {
+      if (this.stopping) return;
+      // The weavelet died: this task is done; ECS replaces it. Deregister now rather than at reconcile.
+      this.log.error("weavelet exited", { code: String(info.code), signal: String(info.signal) });
+      void this.stop(1);
+    });
+    await this.client.ready(this.report());
+    this.log.info("replica ready", { group: this.env.group, address: this.envelope.dialAddress });
+    this.heartbeatTimer = setInterval(() => void this.client.ready(this.report()).catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })), this.env.heartbeatMs);
+    this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
+  }
+
+  /** Deregisters, stops the weavelet gracefully and exits with `code`. */
+  async stop(code = 0): Promise<never> {
+    if (!this.stopping) {
+      this.stopping = true;
+      clearInterval(this.pollTimer);
+      clearInterval(this.heartbeatTimer);
+      if (this.identity) await this.client.stopping(this.report()).catch((err: Error) => this.log.warn("cannot deregister", { err: err.message }));
+      await this.envelope?.stop(10_000);
+      this.client.close();
+    }
+    process.exit(code);
+  }
+
+  private report(): ReplicaReport {
+    return {
+      taskArn: this.identity!.taskArn,
+      taskId: this.identity!.taskId,
+      group: this.env.group,
+      ip: this.identity!.ip,
+      port: this.env.rpcPort,
+      weaveletId: this.identity!.taskId,
+      listeners: { ...this.listeners },
+    };
+  }
+
+  private handler(): EnvelopeHandler {
+    return {
+      activateComponent: async ({ component, routed }) => {
+        const group = this.groupOf.get(component);
+        if (!group) throw new Error(`unknown component ${component}: not registered in ${this.config!.binary}`);
+        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed });
+        if (!this.watches.has(component)) {
+          const w: Watch = { component, group, routed, revision: undefined, replicas: [], polls: 0, version: 0n };
+          this.watches.set(component, w);
+          await this.poll(w).catch((err: Error) => this.log.warn("discovery failed", { component, err: err.message }));
+        }
+      },
+      getListenerAddress: async ({ name }) => {
+        const { port } = await this.client.listenerPort({ listener: name });
+        return { address: `${this.identity!.ip}:${port}` };
+      },
+      exportListener: async ({ listener, address }) => {
+        const port = Number(address.slice(address.lastIndexOf(":") + 1));
+        this.listeners[listener] = port;
+        try {
+          const { url } = await this.client.exportListener({ taskArn: this.identity!.taskArn, listener, ip: this.identity!.ip, port });
+          return { proxyAddress: url.replace(/^https?:\/\//, ""), error: "" };
+        } catch (err) {
+          return { proxyAddress: "", error: (err as Error).message };
+        }
+      },
+      // Logs go to this task's stdout as JSON lines (awslogs ships them); relaying them through the control
+      // plane would make it a bottleneck and lose lines while it restarts.
+      handleLogEntries: ({ entries }) => writeJsonLogs(entries),
+      handleTraceSpans: async ({ spans }) => {
+        await this.client.spans({ count: spans.length }).catch(() => {});
+      },
+    };
+  }
+
+  private async locateControlPlane(): Promise<string> {
+    const out = await callAws("servicediscovery:DiscoverInstances", `service ${this.env.controlPlaneService} in namespace ${this.env.namespace}`, () =>
+      this.aws.serviceDiscovery.send(new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: this.env.controlPlaneService, HealthStatus: "ALL" })),
+    );
+    const inst = out.Instances?.find((i) => i.Attributes?.[ATTR.IPV4]);
+    if (!inst) throw new Error(`no control plane registered in ${this.env.namespace}/${this.env.controlPlaneService} yet`);
+    return `http://${inst.Attributes![ATTR.IPV4]}:${inst.Attributes![ATTR.PORT]}`;
+  }
+
+  private async pollAll(): Promise<void> {
+    for (const w of this.watches.values()) {
+      await this.poll(w).catch((err: Error) => this.log.warn("discovery failed", { component: w.component, err: err.message }));
+    }
+  }
+
+  /** Re-reads a group's replicas when Cloud Map's revision changed and pushes them to the weavelet. */
+  private async poll(w: Watch): Promise<void> {
+    w.polls++;
+    const where = `service ${w.group} in namespace ${this.env.namespace}`;
+    const rev = await callAws("servicediscovery:DiscoverInstancesRevision", where, () =>
+      this.aws.serviceDiscovery.send(new DiscoverInstancesRevisionCommand({ NamespaceName: this.env.namespace, ServiceName: w.group })),
+    );
+    const revision = Number(rev.InstancesRevision ?? 0);
+    if (revision === w.revision && w.polls % FULL_REFRESH_EVERY !== 0) return;
+    const out = await callAws("servicediscovery:DiscoverInstances", where, () =>
+      this.aws.serviceDiscovery.send(new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: w.group, HealthStatus: "ALL", MaxResults: 1000 })),
+    );
+    w.revision = revision;
+    const replicas = [...new Set((out.Instances ?? []).map((i) => `${i.Attributes?.[ATTR.IPV4]}:${i.Attributes?.[ATTR.PORT]}`).filter((a) => !a.startsWith("undefined")))].sort();
+    if (replicas.join() === w.replicas.join()) return;
+    w.replicas = replicas;
+    const info: RoutingInfo = { component: w.component, local: false, replicas };
+    if (w.routed) {
+      // Every agent computes the same assignment from the same replica set, so they agree without talking.
+      const a = computeAssignment(replicas, ++w.version);
+      info.assignment = { version: String(a.version), slices: a.slices.map((s) => ({ start: String(s.start), replicas: [s.replica] })) };
+    }
+    await this.envelope?.updateRoutingInfo(info);
+    this.log.info("routing updated", { component: w.component, replicas: replicas.join(",") });
+  }
+}
+
+/** `tsweaver aws agent`: the entrypoint of every group task. */
+export async function agentCommand(): Promise<void> {
+  const env = agentEnvFromProcess();
+  const agent = new Agent(env);
+  process.on("SIGTERM", () => void agent.stop(0));
+  process.on("SIGINT", () => void agent.stop(0));
+  try {
+    await agent.start();
+  } catch (err) {
+    jsonLogger("agent").error("agent failed to start", { err: (err as Error).message });
+    await agent.stop(1);
+  }
+}

@@ -1,0 +1,84 @@
+import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
+import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
+import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
+import { ECSClient } from "@aws-sdk/client-ecs";
+import { ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
+
+/** Attempts per AWS call, the first included; throttling and 5xx errors are retried with backoff. */
+const MAX_ATTEMPTS = Number(process.env["TSWEAVER_AWS_MAX_ATTEMPTS"] ?? 8);
+
+/**
+ * Settings every client shares: region from the environment, the standard retry strategy (backoff with
+ * jitter on throttling and transient errors), and a custom endpoint when AWS_ENDPOINT_URL is set
+ * (LocalStack, an emulator).
+ */
+function common(): { region: string; maxAttempts: number; endpoint?: string } {
+  const region = process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"] ?? "us-east-1";
+  const endpoint = process.env["AWS_ENDPOINT_URL"];
+  return endpoint ? { region, maxAttempts: MAX_ATTEMPTS, endpoint } : { region, maxAttempts: MAX_ATTEMPTS };
+}
+
+/** One client per service, created on first use. */
+export class AwsClients {
+  private _ecs: ECSClient | undefined;
+  private _sd: ServiceDiscoveryClient | undefined;
+  private _elb: ElasticLoadBalancingV2Client | undefined;
+  private _cfn: CloudFormationClient | undefined;
+  private _logs: CloudWatchLogsClient | undefined;
+  private _scaling: ApplicationAutoScalingClient | undefined;
+
+  get ecs(): ECSClient {
+    return (this._ecs ??= new ECSClient(common()));
+  }
+  get serviceDiscovery(): ServiceDiscoveryClient {
+    // DiscoverInstances goes to a "data-" host prefix, which a custom endpoint does not resolve.
+    return (this._sd ??= new ServiceDiscoveryClient({ ...common(), disableHostPrefix: process.env["AWS_ENDPOINT_URL"] !== undefined }));
+  }
+  get elb(): ElasticLoadBalancingV2Client {
+    return (this._elb ??= new ElasticLoadBalancingV2Client(common()));
+  }
+  get cloudFormation(): CloudFormationClient {
+    return (this._cfn ??= new CloudFormationClient(common()));
+  }
+  get logs(): CloudWatchLogsClient {
+    return (this._logs ??= new CloudWatchLogsClient(common()));
+  }
+  get scaling(): ApplicationAutoScalingClient {
+    return (this._scaling ??= new ApplicationAutoScalingClient(common()));
+  }
+}
+
+/** An AWS call failed (after the SDK's retries); the message names the API and the resource. */
+export class AwsCallError extends Error {
+  override readonly name = "AwsCallError";
+  constructor(
+    readonly api: string,
+    readonly resource: string,
+    readonly awsError: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const HINTS: Record<string, string> = {
+  AccessDeniedException: "the task role lacks this permission; check the stack's IAM policy (cdk deploy the current infra/)",
+  AccessDenied: "the credentials lack this permission",
+  UnrecognizedClientException: "the AWS credentials are invalid or expired",
+  ExpiredTokenException: "the AWS credentials expired; refresh them",
+  ServiceNotFoundException: "the resource is gone; was the stack deleted or changed? (cdk deploy)",
+  ClusterNotFoundException: "the ECS cluster does not exist; deploy the stack first (cdk deploy)",
+  ValidationError: "check the stack name (--stack or [aws] stack in weaver.toml) and region",
+};
+
+/** Runs one AWS call; failures become an AwsCallError naming `api` and `resource`, with a hint. */
+export async function callAws<T>(api: string, resource: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const e = err as Error & { name: string };
+    const hint = HINTS[e.name];
+    throw new AwsCallError(api, resource, e.name, `${api} on ${resource} failed: ${e.name}: ${e.message}${hint ? ` (${hint})` : ""}`);
+  }
+}
