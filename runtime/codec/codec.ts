@@ -820,18 +820,85 @@ function dec(depth: number): unknown {
 function readStr(n: number): string {
   need(n);
   const start = pos;
-  pos = start + n;
-  if (n <= 12) {
-    // V8 makes flat strings for concatenations this short, and one-char strings are interned.
-    let s = "";
-    for (let i = start; i < pos; i++) {
-      const c = src[i]!;
-      if (c >= 0x80) return utf8Slice(start, pos);
-      s += String.fromCharCode(c);
-    }
-    return s;
+  const stop = start + n;
+  pos = stop;
+  if (n <= 16) {
+    for (let i = start; i < stop; i++) if (src[i]! >= 0x80) return utf8Slice(start, stop);
+    return asciiStr(src, start, n);
   }
-  return utf8Slice(start, pos);
+  return utf8Slice(start, stop);
+}
+
+const fromCharCode = String.fromCharCode;
+
+/**
+ * `n` (<= 16) ASCII bytes at `p` as a string. One String.fromCharCode call makes the flat string directly,
+ * about twice as fast as a concatenation loop or a native slice (a C++ call) at these lengths; from about
+ * 20 bytes on, the native slice wins.
+ */
+function asciiStr(b: Uint8Array, p: number, n: number): string {
+  switch (n) {
+    case 0:
+      return "";
+    case 1:
+      return fromCharCode(b[p]!);
+    case 2:
+      return fromCharCode(b[p]!, b[p + 1]!);
+    case 3:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!);
+    case 4:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!);
+    case 5:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!);
+    case 6:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!);
+    case 7:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!);
+    case 8:
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!);
+    case 9:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!,
+      );
+    case 10:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!,
+      );
+    case 11:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!,
+      );
+    case 12:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!,
+      );
+    case 13:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!,
+      );
+    case 14:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!,
+      );
+    case 15:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!,
+      );
+    case 16:
+      return fromCharCode(
+        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
+        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!, b[p + 15]!,
+      );
+    default:
+      throw new Error("asciiStr: length over 16");
+  }
 }
 
 function utf8Slice(start: number, stop: number): string {
@@ -845,6 +912,10 @@ const KEY_CACHE_MAX_LEN = 24;
 const keyCacheBytes: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(KEY_CACHE_SIZE).fill(undefined);
 const keyCacheStrings: string[] = new Array<string>(KEY_CACHE_SIZE).fill("");
 
+/** Key-cache slot of the key {@link readKey} just returned, or -1 if it bypassed the cache. */
+/* eslint-disable-next-line no-var */
+var keySlot = -1;
+
 function readKey(): string {
   if (pos >= end) throw truncated();
   const t = src[pos++]!;
@@ -856,12 +927,16 @@ function readKey(): string {
   } else if (t === T_STR16) n = readU16();
   else if (t === T_STR32) n = readU32();
   else throw new CodecError(`object key is not a string (tag 0x${t.toString(16)})`);
-  if (n > KEY_CACHE_MAX_LEN || n === 0) return readStr(n);
+  if (n > KEY_CACHE_MAX_LEN || n === 0) {
+    keySlot = -1;
+    return readStr(n);
+  }
   need(n);
   const start = pos;
   // Hash a few bytes, not all: the byte compare below catches collisions anyway.
   const h = Math.imul((n << 24) ^ (src[start]! << 16) ^ (src[start + n - 1]! << 8) ^ src[start + (n >> 1)]!, 0x9e3779b1);
   const slot = h >>> 20; // top 12 bits = KEY_CACHE_SIZE slots
+  keySlot = slot;
   const cached = keyCacheBytes[slot];
   if (cached !== undefined && cached.length === n) {
     let i = 0;
@@ -896,18 +971,105 @@ function readArray(n: number, depth: number): unknown[] {
   return a;
 }
 
+// Object shapes. Decoding an object by adding properties one by one (`o[k] = v` with a key only known at
+// run time) is a megamorphic keyed store per property; records of the same keys are the common case (an
+// array of them, or the same call over and over), so once a key sequence has been seen a few times the
+// decoder compiles a function returning an object literal with those keys and builds objects with it:
+// one allocation with the final hidden class, several times faster. Keys and values are collected on
+// per-depth scratch stacks first. Shapes live in a small direct-mapped table keyed by the keys' cache
+// slots; the number of compiled shapes is capped, so a peer sending ever-new shapes only costs the
+// generic path.
+const SHAPE_MAX_KEYS = 32;
+const SHAPE_TABLE_SIZE = 1024;
+/** A shape is compiled once it has been decoded this many times. */
+const SHAPE_COMPILE_AFTER = 4;
+interface Shape {
+  readonly keys: string[];
+  hits: number;
+  make: ((v: unknown[]) => Record<string, unknown>) | undefined;
+}
+const shapes = new Array<Shape | undefined>(SHAPE_TABLE_SIZE).fill(undefined);
+/** Compilations left for this process (code generation may also be disallowed: then it is 0). */
+let shapeCompileBudget = 4096;
+const keyStacks: string[][] = [];
+const valStacks: unknown[][] = [];
+
+function compileShape(keys: readonly string[]): ((v: unknown[]) => Record<string, unknown>) | undefined {
+  if (shapeCompileBudget <= 0) return undefined;
+  shapeCompileBudget--;
+  // JSON.stringify makes every key a valid JS string literal, whatever its characters.
+  const body = `return {${keys.map((k, i) => `${JSON.stringify(k)}: v[${i}]`).join(", ")}};`;
+  try {
+    return new Function("v", body) as (v: unknown[]) => Record<string, unknown>;
+  } catch {
+    shapeCompileBudget = 0; // e.g. node --disallow-code-generation-from-strings
+    return undefined;
+  }
+}
+
 function readObject(n: number, depth: number): Record<string, unknown> {
   checkDepth(depth);
+  if (n === 0) return {};
+  if (n > SHAPE_MAX_KEYS) return readObjectGeneric(n, depth);
+  let keys = keyStacks[depth];
+  let vals = valStacks[depth];
+  if (keys === undefined || vals === undefined) {
+    keys = keyStacks[depth] = new Array<string>(SHAPE_MAX_KEYS).fill("");
+    vals = valStacks[depth] = new Array<unknown>(SHAPE_MAX_KEYS).fill(undefined);
+  }
+  let h = n;
+  let shapeable = true;
+  for (let i = 0; i < n; i++) {
+    const k = readKey();
+    // "__proto__" in an object literal would set the prototype: such objects take the generic path.
+    if (keySlot < 0 || k === "__proto__") shapeable = false;
+    h = (Math.imul(h, 31) + keySlot) | 0;
+    keys[i] = k;
+    vals[i] = dec(depth + 1);
+  }
+  let o: Record<string, unknown> | undefined;
+  if (shapeable) {
+    const slot = Math.imul(h, 0x9e3779b1) >>> 22; // top 10 bits = SHAPE_TABLE_SIZE slots
+    const shape = shapes[slot];
+    if (shape !== undefined && sameKeys(shape.keys, keys, n)) {
+      if (shape.make === undefined && ++shape.hits >= SHAPE_COMPILE_AFTER) {
+        shape.make = compileShape(shape.keys);
+        shape.hits = -Infinity; // compiled or refused: don't try again
+      }
+      if (shape.make !== undefined) o = shape.make(vals);
+    } else {
+      shapes[slot] = { keys: keys.slice(0, n), hits: 1, make: undefined };
+    }
+  }
+  if (o === undefined) {
+    o = {};
+    for (let i = 0; i < n; i++) setProperty(o, keys[i]!, vals[i]);
+  }
+  // Don't keep decoded values alive through the scratch stack.
+  for (let i = 0; i < n; i++) vals[i] = undefined;
+  return o;
+}
+
+function sameKeys(a: readonly string[], b: readonly string[], n: number): boolean {
+  if (a.length !== n) return false;
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function setProperty(o: Record<string, unknown>, k: string, v: unknown): void {
+  if (k === "__proto__") {
+    // Plain assignment would replace the prototype: a peer must never be able to do that.
+    Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+  } else {
+    o[k] = v;
+  }
+}
+
+function readObjectGeneric(n: number, depth: number): Record<string, unknown> {
   const o: Record<string, unknown> = {};
   for (let i = 0; i < n; i++) {
     const k = readKey();
-    const v = dec(depth + 1);
-    if (k === "__proto__") {
-      // Plain assignment would replace the prototype: a peer must never be able to do that.
-      Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
-    } else {
-      o[k] = v;
-    }
+    setProperty(o, k, dec(depth + 1));
   }
   return o;
 }

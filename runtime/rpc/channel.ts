@@ -16,9 +16,9 @@ export interface ChannelSink extends FrameSink {
   onClose(error: Error | undefined): void;
 }
 
-/** Frames at most this big are copied out of the writer; bigger batches hand the buffer itself over. */
-const COPY_LIMIT = 64 * 1024;
 const WRITER_SIZE = 16 * 1024;
+/** A writer buffer grown beyond this by a burst is replaced by a small one after the flush. */
+const MAX_KEPT_WRITER = 1024 * 1024;
 
 /**
  * One socket's framing and write batching, used by both client and server.
@@ -75,17 +75,15 @@ export class Channel {
     const n = w.pos;
     if (n === 0 || this.closed || (this.hold && !force)) return;
     if (!force && this.socket.writableNeedDrain) return; // 'drain' flushes the accumulated batch
-    let out: Buffer;
-    if (n <= COPY_LIMIT) {
-      out = Buffer.allocUnsafe(n); // pooled for small sizes
-      w.buf.copy(out, 0, 0, n);
-    } else {
-      out = w.buf.subarray(0, n);
-      w.buf = Buffer.allocUnsafe(WRITER_SIZE);
-    }
     w.pos = 0;
     this.counters.bytesOut += n;
-    this.socket.write(out);
+    const socket = this.socket;
+    socket.write(w.buf.subarray(0, n));
+    // Usually the kernel takes the whole batch synchronously and the socket keeps no reference to it:
+    // the writer's buffer is free again, no copy needed. Otherwise (a partial write, or a write queued
+    // behind another) the socket owns those bytes until it is done, and the writer continues in a fresh
+    // buffer. A buffer grown large by a burst is let go either way.
+    if (socket.writableLength !== 0 || w.buf.length > MAX_KEPT_WRITER) w.buf = Buffer.allocUnsafe(WRITER_SIZE);
   }
 
   /** Sends what is queued, then half-closes; the channel closes when the peer closes its side. */

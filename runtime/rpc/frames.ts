@@ -79,12 +79,20 @@ export interface FrameSink {
   onFrame(type: number, buf: Buffer, start: number, end: number): void;
 }
 
+/** Smallest and largest assembly buffer a {@link FrameReader} keeps between split frames. */
+const MIN_ASSEMBLY = 16 * 1024;
+const MAX_KEPT_ASSEMBLY = 1024 * 1024;
+
 /**
  * Splits a byte stream into frames. Frames that arrive whole inside one chunk are handed out in place
- * (no copy); a frame split across chunks is assembled into one buffer allocated at its final size.
+ * (no copy); a frame split across chunks is assembled in a buffer the reader keeps for the next one
+ * (frames are only valid during `onFrame`, so reuse is safe), so big frames cost no allocation each.
  */
 export class FrameReader {
-  private partial: Buffer | undefined;
+  /** Where a frame split across chunks is assembled; reused for the next one (frames are only lent out). */
+  private assembly: Buffer | undefined;
+  /** Size of the frame being assembled (length prefix included), or 0 when none is. */
+  private partialSize = 0;
   private filled = 0;
   private head: Buffer | undefined;
   private stopped = false;
@@ -97,7 +105,8 @@ export class FrameReader {
   /** Stops delivering frames (the connection is closing). */
   stop(): void {
     this.stopped = true;
-    this.partial = undefined;
+    this.assembly = undefined;
+    this.partialSize = 0;
     this.head = undefined;
   }
 
@@ -111,15 +120,18 @@ export class FrameReader {
     }
     const n = chunk.length;
     let off = 0;
-    const partial = this.partial;
-    if (partial !== undefined) {
-      const take = Math.min(partial.length - this.filled, n);
-      chunk.copy(partial, this.filled, 0, take);
+    if (this.partialSize > 0) {
+      const buf = this.assembly!;
+      const size = this.partialSize;
+      const take = Math.min(size - this.filled, n);
+      chunk.copy(buf, this.filled, 0, take);
       this.filled += take;
       off = take;
-      if (this.filled < partial.length) return;
-      this.partial = undefined;
-      this.deliver(partial, 0, partial.length);
+      if (this.filled < size) return;
+      this.partialSize = 0;
+      this.deliver(buf, 0, size);
+      // Keep a modest buffer for the next split frame; let a huge one go.
+      if (buf.length > MAX_KEPT_ASSEMBLY) this.assembly = undefined;
     }
     while (n - off >= 4 && !this.stopped) {
       const len = (chunk[off]! | (chunk[off + 1]! << 8) | (chunk[off + 2]! << 16)) + chunk[off + 3]! * 0x1000000;
@@ -132,9 +144,13 @@ export class FrameReader {
         this.deliver(chunk, off, off + total);
         off += total;
       } else {
-        const p = Buffer.allocUnsafe(total);
-        chunk.copy(p, 0, off, n);
-        this.partial = p;
+        let buf = this.assembly;
+        if (buf === undefined || buf.length < total) {
+          buf = Buffer.allocUnsafe(total <= MAX_KEPT_ASSEMBLY ? Math.max(total, MIN_ASSEMBLY) : total);
+          this.assembly = buf;
+        }
+        chunk.copy(buf, 0, off, n);
+        this.partialSize = total;
         this.filled = n - off;
         return;
       }
