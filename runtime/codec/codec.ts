@@ -563,6 +563,13 @@ function encObject(w: Writer, o: object, depth: number): void {
 function encPlain(w: Writer, o: Record<string, unknown>, d: number): void {
   const keys = Object.keys(o);
   const n = keys.length;
+  if (n > 0 && n <= ENC_SHAPE_MAX_KEYS) {
+    const fn = encoderFor(keys, n);
+    if (fn !== undefined) {
+      fn(w, o, d);
+      return;
+    }
+  }
   writeHeader(w, T_FIXOBJ, T_OBJECT, n);
   let i = 0;
   try {
@@ -573,6 +580,80 @@ function encPlain(w: Writer, o: Record<string, unknown>, d: number): void {
     }
   } catch (err) {
     throw annotate(err, keySegment(keys[i]!));
+  }
+}
+
+// Encoder shapes: the mirror of the decoder's. Writing an object generically costs, per property, a
+// megamorphic keyed load (`o[k]` with k only known at run time) and encoding the key string. Once a key
+// sequence has been seen a few times, a function is compiled that writes the header and the keys' bytes
+// as constants and reads each property by a constant name (a fast, monomorphic load for records of one
+// class or literal). Sequences are found in a small direct-mapped table by a cheap hash of the keys, then
+// compared key by key. Same bytes out as the generic path; same error paths.
+type ShapeEncoder = (w: Writer, o: Record<string, unknown>, d: number) => void;
+const ENC_SHAPE_MAX_KEYS = 32;
+/** Keys longer than this in total (encoded) are not worth compiling into constants. */
+const ENC_SHAPE_MAX_KEY_BYTES = 512;
+const ENC_SHAPE_TABLE_SIZE = 1024;
+const ENC_SHAPE_COMPILE_AFTER = 4;
+interface EncShape {
+  readonly keys: string[];
+  hits: number;
+  fn: ShapeEncoder | undefined;
+}
+const encShapes = new Array<EncShape | undefined>(ENC_SHAPE_TABLE_SIZE).fill(undefined);
+let encShapeCompileBudget = 4096;
+
+function encoderFor(keys: string[], n: number): ShapeEncoder | undefined {
+  let h = n;
+  for (let i = 0; i < n; i++) {
+    const k = keys[i]!;
+    const len = k.length;
+    // charCodeAt past the end is NaN, which `|` turns into 0.
+    h = Math.imul(h ^ ((len << 16) | (k.charCodeAt(0) << 8) | k.charCodeAt(len - 1)), 0x9e3779b1);
+  }
+  const slot = h >>> 22; // top 10 bits = ENC_SHAPE_TABLE_SIZE slots
+  const shape = encShapes[slot];
+  if (shape === undefined || !sameKeys(shape.keys, keys, n)) {
+    encShapes[slot] = { keys, hits: 1, fn: undefined };
+    return undefined;
+  }
+  if (shape.fn === undefined && ++shape.hits >= ENC_SHAPE_COMPILE_AFTER) {
+    shape.fn = compileEncoder(shape.keys);
+    shape.hits = -Infinity; // compiled or refused: don't try again
+  }
+  return shape.fn;
+}
+
+function compileEncoder(keys: readonly string[]): ShapeEncoder | undefined {
+  if (encShapeCompileBudget <= 0) return undefined;
+  // The bytes the generic path writes for the header and for each key.
+  const scratch = new Writer(64);
+  writeHeader(scratch, T_FIXOBJ, T_OBJECT, keys.length);
+  const header = [...scratch.buf.subarray(0, scratch.pos)];
+  const keyBytes = keys.map((k) => {
+    scratch.reset();
+    encString(scratch, k);
+    return [...scratch.buf.subarray(0, scratch.pos)];
+  });
+  if (keyBytes.reduce((t, b) => t + b.length, 0) > ENC_SHAPE_MAX_KEY_BYTES) return undefined;
+  encShapeCompileBudget--;
+  const put = (bytes: number[]): string =>
+    `w.ensure(${bytes.length}); b = w.buf; p = w.pos; ${bytes.map((x, j) => `b[p + ${j}] = ${x};`).join(" ")} w.pos = p + ${bytes.length};`;
+  const lines = [`let i = 0, b, p;`, `try {`, `  ${put(header.concat(keyBytes[0]!))}`];
+  keys.forEach((k, i) => {
+    if (i > 0) lines.push(`  i = ${i}; ${put(keyBytes[i]!)}`);
+    // JSON.stringify makes every key a valid JS string literal, whatever its characters.
+    lines.push(`  enc(w, o[${JSON.stringify(k)}], d);`);
+  });
+  lines.push(`} catch (err) {`, `  throw annotate(err, keySegment(keys[i]));`, `}`);
+  try {
+    const factory = new Function("enc", "annotate", "keySegment", "keys", `return function (w, o, d) {\n${lines.join("\n")}\n};`) as (
+      ...a: unknown[]
+    ) => ShapeEncoder;
+    return factory(enc, annotate, keySegment, keys);
+  } catch {
+    encShapeCompileBudget = 0; // e.g. node --disallow-code-generation-from-strings
+    return undefined;
   }
 }
 

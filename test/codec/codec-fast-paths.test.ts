@@ -108,3 +108,62 @@ test("thousands of distinct shapes (table collisions, compile budget) still deco
     assert.deepStrictEqual(decode(bytes), [v, v, v, v, v, v]);
   }
 });
+
+test("encoder shapes: same bytes as the generic path, for every kind of record", () => {
+  class Point {
+    constructor(
+      public x: number,
+      public y: number,
+    ) {}
+    get norm(): number {
+      return Math.hypot(this.x, this.y);
+    }
+  }
+  const withGetter = Object.defineProperty({ a: 1 }, "g", { get: () => "got", enumerable: true });
+  const proxy = new Proxy({ p: 1, q: "two" }, { get: (t, k) => (k === "q" ? "proxied" : Reflect.get(t, k)) });
+  const samples: unknown[] = [
+    { id: 1, name: "a", price: 1.5, tags: ["x"] },
+    new Point(3, 4),
+    withGetter,
+    proxy,
+    { 2: "two", 1: "one", b: true, a: false },
+    { ["k".repeat(600)]: 1, short: 2 }, // keys too long to compile: generic path
+    { '"}; throw 1; //': 1, "\u2028": 2, "é": 3, "😀": 4 },
+  ];
+  for (const v of samples) {
+    const first = encode(v);
+    for (let i = 0; i < 10; i++) assert.ok(encode(v).equals(first), `encoding #${i + 1} of ${JSON.stringify(v)?.slice(0, 60)} is stable`);
+  }
+  assert.deepStrictEqual(rt(new Point(3, 4)), { x: 3, y: 4 });
+  assert.deepStrictEqual(rt(withGetter), { a: 1, g: "got" });
+  assert.deepStrictEqual(rt(proxy), { p: 1, q: "proxied" });
+  // Same keys, different classes and values; a key set in another order.
+  const mixed = [new Point(1, 2), { x: 5, y: 6 }, { y: 7, x: 8 }, new Point(9, 10)];
+  for (let i = 0; i < 6; i++) assert.deepStrictEqual(rt(mixed), [{ x: 1, y: 2 }, { x: 5, y: 6 }, { y: 7, x: 8 }, { x: 9, y: 10 }]);
+});
+
+test("encoder shapes: errors name the right path once a shape is compiled", () => {
+  const ok = { id: 1, cb: 2, nested: { deep: 3 } };
+  for (let i = 0; i < 10; i++) encode(ok);
+  assert.throws(
+    () => encode({ id: 1, cb: () => 1, nested: { deep: 3 } }),
+    (e: Error & { path?: string }) => e.name === "CodecError" && e.path === "value.cb",
+  );
+  assert.throws(
+    () => encode([{ id: 1, cb: 2, nested: { deep: Symbol("s") } }]),
+    (e: Error & { path?: string }) => e.name === "CodecError" && e.path === "value[0].nested.deep",
+  );
+  const cyclic: Record<string, unknown> = { id: 1, cb: 2, nested: { deep: 3 } };
+  (cyclic["nested"] as Record<string, unknown>)["deep"] = cyclic;
+  assert.throws(() => encode(cyclic), /cyclic/);
+  // And the writer is usable afterwards.
+  assert.deepStrictEqual(rt(ok), ok);
+});
+
+test("thousands of distinct encoder shapes (collisions, compile budget) still encode correctly", () => {
+  for (let s = 0; s < 3000; s++) {
+    const v = { [`f${s}`]: s, [`g${s % 7}`]: `v${s}`, common: true };
+    const arr = [v, v, v, v, v, v];
+    assert.deepStrictEqual(rt(arr), arr);
+  }
+});
