@@ -23,7 +23,7 @@ class BenchServiceImpl implements BenchService {
   }
 
   async shutdown(): Promise<void> {
-    await stopProfile(); // --cpu-prof runs only
+    await stopProfile("server"); // --cpu-prof runs only
   }
 }
 register(BenchService, BenchServiceImpl);
@@ -38,7 +38,7 @@ class BenchMain implements Main {
   constructor(private readonly ctx: Context) {}
 
   async shutdown(): Promise<void> {
-    await stopProfile(); // --cpu-prof runs only
+    await stopProfile("client"); // --cpu-prof runs only
   }
 
   async main(): Promise<void> {
@@ -85,5 +85,5 @@ class BenchMain implements Main {
   }
 }
 
-if (process.env["TSWEAVER_LIST_COMPONENTS"] === undefined) startProfile(process.env["BENCH_MODE"] ?? "weavelet");
+if (process.env["TSWEAVER_LIST_COMPONENTS"] === undefined) startProfile();
 await run(BenchMain);
