@@ -81,6 +81,7 @@ export class Agent {
   private pollTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private locateAttempts = 0;
   private readonly log = jsonLogger("agent");
 
   constructor(
@@ -190,8 +191,10 @@ export class Agent {
     const out = await callAws("servicediscovery:DiscoverInstances", `service ${this.env.controlPlaneService} in namespace ${this.env.namespace}`, () =>
       this.aws.serviceDiscovery.send(new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: this.env.controlPlaneService, HealthStatus: "ALL" })),
     );
-    const inst = out.Instances?.find((i) => i.Attributes?.[ATTR.IPV4]);
-    if (!inst) throw new Error(`no control plane registered in ${this.env.namespace}/${this.env.controlPlaneService} yet`);
+    const all = (out.Instances ?? []).filter((i) => i.Attributes?.[ATTR.IPV4]);
+    if (all.length === 0) throw new Error(`no control plane registered in ${this.env.namespace}/${this.env.controlPlaneService} yet`);
+    // More than one while a replaced control plane's registration lingers: rotate so a dead one is not retried forever.
+    const inst = all[this.locateAttempts++ % all.length]!;
     return `http://${inst.Attributes![ATTR.IPV4]}:${inst.Attributes![ATTR.PORT]}`;
   }
 

@@ -7,7 +7,7 @@ import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsC
 import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand } from "@aws-sdk/client-servicediscovery";
 import type http from "node:http";
 import { AwsClients, callAws } from "./clients.js";
-import { ENV, type GroupsEnv, type ListenersEnv } from "./config.js";
+import { CONTROLPLANE_NAME, ENV, type GroupsEnv, type ListenersEnv } from "./config.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
@@ -75,6 +75,8 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
 export class ControlPlane implements ControlApi {
   private readonly clusterName: string;
   private readonly groupLocks = new Map<string, Promise<unknown>>();
+  /** Floors this process recorded as autoscaling minimums (so repeated activations skip the call). */
+  private readonly floorsRecorded = new Map<string, number>();
   /** Replicas that reported ready (rebuilt from heartbeats after a restart). */
   private readonly replicas = new Map<string, ReplicaReport>();
   private server: http.Server | undefined;
@@ -193,26 +195,30 @@ export class ControlPlane implements ControlApi {
    * Raises a group's ECS service to at least `floor` tasks and records the floor as the autoscaling
    * minimum. Serialized per group; a no-op when already there, so concurrent activations are safe.
    */
-  raise(group: string, floor: number): Promise<void> {
+  raise(group: string, floor: number, recordFloor = true): Promise<void> {
     const previous = this.groupLocks.get(group) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(() => this.raiseNow(group, floor));
+    const next = previous.catch(() => {}).then(() => this.raiseNow(group, floor, recordFloor));
     this.groupLocks.set(group, next);
     return next;
   }
 
-  private async raiseNow(group: string, floor: number): Promise<void> {
+  private async raiseNow(group: string, floor: number, recordFloor: boolean): Promise<void> {
     const g = this.env.groups[group]!;
     const described = await this.aws_("ecs:DescribeServices", `service ${g.service}`, () =>
       this.aws.ecs.send(new DescribeServicesCommand({ cluster: this.env.clusterArn, services: [g.service] })),
     );
     const service = described.services?.[0];
     if (!service) throw new Error(`ecs:DescribeServices on service ${g.service}: not found in cluster ${this.clusterName} (${described.failures?.[0]?.reason ?? "no reason given"})`);
-    if ((service.desiredCount ?? 0) < floor) {
+    const raised = (service.desiredCount ?? 0) < floor;
+    if (raised) {
       await this.aws_("ecs:UpdateService", `service ${g.service}`, () =>
         this.aws.ecs.send(new UpdateServiceCommand({ cluster: this.env.clusterArn, service: g.service, desiredCount: floor })),
       );
       this.log.info("group raised", { group, desired: floor });
     }
+    // A floor read back from autoscaling is already recorded; an activation records (or confirms) it once.
+    if (!recordFloor || (!raised && this.floorsRecorded.get(group) === floor)) return;
+    this.floorsRecorded.set(group, floor);
     try {
       await this.aws_("application-autoscaling:RegisterScalableTarget", `service/${this.clusterName}/${g.service}`, () =>
         this.aws.scaling.send(
@@ -284,9 +290,9 @@ export class ControlPlane implements ControlApi {
     );
   }
 
-  /** The group's tasks that are not stopped (ECS service tasks carry group "service:<name>"). */
-  private async runningTasks(group: string): Promise<Task[]> {
-    const g = this.env.groups[group]!;
+  /** The service's tasks that are not stopped (ECS service tasks carry group "service:<name>"). */
+  private async runningTasks(service: string): Promise<Task[]> {
+    const g = { service };
     const arns: string[] = [];
     let token: string | undefined;
     do {
@@ -320,7 +326,7 @@ export class ControlPlane implements ControlApi {
   private async reconcileNow(): Promise<void> {
     const liveIps = new Set<string>();
     for (const group of Object.keys(this.env.groups)) {
-      const live = new Set((await this.runningTasks(group)).map((t) => t.taskArn!));
+      const live = new Set((await this.runningTasks(this.env.groups[group]!.service)).map((t) => t.taskArn!));
       for (const inst of await this.instances(group)) {
         const arn = inst.Attributes?.[ATTR.TASK_ARN];
         if (arn && live.has(arn)) {
@@ -351,7 +357,25 @@ export class ControlPlane implements ControlApi {
         this.log.info("deregistered the target of a stopped task", { listener: name, target: `${ip}:${t.Target!.Port}` });
       }
     }
+    await this.removeStaleControlPlanes();
     await this.restoreFloors();
+  }
+
+  /** Control plane instances of tasks that are gone (a crashed predecessor) would send agents nowhere. */
+  private async removeStaleControlPlanes(): Promise<void> {
+    const live = new Set((await this.runningTasks(CONTROLPLANE_NAME)).map((t) => t.taskArn!));
+    if (this.identity) live.add(this.identity.taskArn);
+    const list = await this.aws_("servicediscovery:ListInstances", `service ${this.env.controlPlaneServiceId}`, () =>
+      this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: this.env.controlPlaneServiceId })),
+    );
+    for (const inst of list.Instances ?? []) {
+      const arn = inst.Attributes?.[ATTR.TASK_ARN];
+      if (arn && live.has(arn)) continue;
+      await this.aws_("servicediscovery:DeregisterInstance", `control plane instance ${inst.Id}`, () =>
+        this.aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: this.env.controlPlaneServiceId, InstanceId: inst.Id! })),
+      ).catch(() => {});
+      this.log.info("deregistered a stale control plane instance", { task: inst.Id ?? "" });
+    }
   }
 
   private async restoreFloors(): Promise<void> {
@@ -367,7 +391,7 @@ export class ControlPlane implements ControlApi {
     }
     for (const t of targets.ScalableTargets ?? []) {
       const group = Object.entries(this.env.groups).find(([, g]) => t.ResourceId === `service/${this.clusterName}/${g.service}`)?.[0];
-      if (group && (t.MinCapacity ?? 0) > 0) await this.raise(group, t.MinCapacity!);
+      if (group && (t.MinCapacity ?? 0) > 0) await this.raise(group, t.MinCapacity!, false);
     }
   }
 }

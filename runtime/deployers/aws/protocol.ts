@@ -131,7 +131,7 @@ export class ControlApiClient implements ControlApi {
     return this.call<{ url: string }>("exportListener", req);
   }
   stopping(req: ReplicaReport) {
-    return this.call<Record<string, never>>("stopping", req, 5_000);
+    return this.call<Record<string, never>>("stopping", req, 2_000);
   }
   spans(req: { count: number }) {
     return this.call<Record<string, never>>("spans", req, 5_000);

@@ -1,0 +1,176 @@
+/**
+ * The AWS deployer end to end against the AWS API emulator: the real stack's resources, the real control
+ * plane and agents (as local processes started by the Fargate simulator), and the real `tsweaver aws` CLI.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
+import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
+import { CLI, ROOT, get, waitFor } from "../helpers.js";
+import { startFargate, type FargateSimulator } from "./fargate.js";
+import { clientConfig, useEmulator, type Emulator } from "./moto.js";
+import { createAppResources, type AppResources } from "./stack.js";
+import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
+
+const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
+/** Fast loops for the test; production defaults are seconds. */
+const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
+
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
+    child.on("exit", (code) => resolve({ code, out, err }));
+  });
+}
+
+describe("AWS deployer on the emulator: activate → cross-task call → status → faults → deactivate", () => {
+  let emu: Emulator;
+  let res: AppResources;
+  let sim: FargateSimulator;
+  let proxy: ThrottleProxy;
+  let ecs: ECSClient;
+  let sd: ServiceDiscoveryClient;
+  let elb: ElasticLoadBalancingV2Client;
+
+  const instances = async (group: string) => {
+    const out = await sd.send(new ListInstancesCommand({ ServiceId: res.groups[group]!.discoveryServiceId }));
+    return out.Instances ?? [];
+  };
+  const targets = async () => {
+    const out = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: res.listeners["hello"]!.targetGroupArn }));
+    return (out.TargetHealthDescriptions ?? []).map((t) => t.Target!);
+  };
+  const helloAt = async () => {
+    const [t] = await targets();
+    assert.ok(t, "a target is registered");
+    return `http://${t.Id}:${t.Port}`;
+  };
+  const taskIdsOf = (group: string) => sim.runningTasks(group).map((t) => t.taskId).sort();
+
+  before(async () => {
+    emu = await useEmulator();
+    ecs = new ECSClient(clientConfig(emu.endpoint));
+    sd = new ServiceDiscoveryClient(clientConfig(emu.endpoint));
+    elb = new ElasticLoadBalancingV2Client(clientConfig(emu.endpoint));
+    res = await createAppResources({ configFile: HELLO_CONFIG, groups: { "hello-reverser": { min: 2 } }, listeners: { hello: { container_port: 18080 } }, rpcPort: 19000, controlPort: 19100 });
+    // Every task talks to AWS through a proxy that can inject throttling errors and counts API calls.
+    proxy = await startThrottleProxy({ target: emu.endpoint });
+    sim = await startFargate({ endpoint: emu.endpoint, cluster: res.clusterArn, workdir: res.workdir, taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }) });
+  });
+
+  after(async () => {
+    await sim?.stop();
+    await proxy?.stop();
+    await res?.delete();
+    await emu?.stop();
+  });
+
+  test("activate starts main, main's call raises the reverser group, and the listener answers through a cross-task call", async () => {
+    // The control plane's first UpdateService calls are throttled: the SDK's retries must absorb them.
+    proxy.throttle("UpdateService", 2);
+    const before = proxy.counts();
+    const started = Date.now();
+    const activate = await runCli(["aws", "activate", res.configFile, "--timeout", "120"]);
+    assert.equal(activate.code, 0, activate.err + activate.out);
+    assert.match(activate.out, new RegExp(`activating ${res.stack}: group tsweaver-main → 1 task\\(s\\)`));
+    assert.match(activate.out, /tasks: 0 pending, 1\/1 running · registered replicas: 1\/1 · targets: hello 1\/1 healthy/);
+    assert.match(activate.out, /listener hello: http:\/\//);
+
+    const url = await helloAt();
+    const reply = await waitFor("hello answers", async () => {
+      const r = await get(`${url}/hello?name=World`);
+      return r.status === 200 ? r : undefined;
+    }, 30_000);
+    const routableMs = Date.now() - started;
+    assert.equal(reply.body, "Hello, dlroW!\n");
+
+    // The cross-task call needed hello-reverser: the control plane raised it and registered its replicas.
+    const svc = await ecs.send(new DescribeServicesCommand({ cluster: res.clusterArn, services: ["hello-reverser"] }));
+    assert.equal(svc.services?.[0]?.desiredCount, 2);
+    await waitFor("2 reverser replicas registered", async () => (await instances("hello-reverser")).length === 2);
+    const regs = await instances("hello-reverser");
+    const running = sim.runningTasks("hello-reverser");
+    assert.deepEqual(regs.map((i) => i.Id).sort(), running.map((t) => t.taskId).sort());
+    for (const i of regs) {
+      const task = running.find((t) => t.taskId === i.Id)!;
+      assert.equal(i.Attributes?.["AWS_INSTANCE_IPV4"], task.ip);
+      assert.equal(i.Attributes?.["AWS_INSTANCE_PORT"], "19000");
+      assert.equal(i.Attributes?.["TSWEAVER_TASK_ARN"], task.taskArn);
+      assert.equal(i.Attributes?.["TSWEAVER_VERSION"], res.stack);
+    }
+    assert.equal(proxy.injected("UpdateService"), 2, "two throttling errors were injected and retried");
+
+    const counts = proxy.counts();
+    const delta = Object.entries(counts)
+      .map(([api, c]) => [api, c.calls - (before[api]?.calls ?? 0)] as const)
+      .filter(([, n]) => n > 0);
+    const writes = delta.filter(([api]) => /Update|Register|Deregister/.test(api));
+    console.log(`activation-to-routable: ${routableMs} ms; AWS calls during activation by all tasks: ${delta.reduce((a, [, n]) => a + n, 0)} (${delta.map(([a, n]) => `${a}=${n}`).join(" ")}); mutating: ${writes.map(([a, n]) => `${a}=${n}`).join(" ")}`);
+  });
+
+  test("status shows groups, tasks, registered replicas and target health", async () => {
+    const status = await runCli(["aws", "status", res.configFile]);
+    assert.equal(status.code, 0, status.err);
+    assert.match(status.out, new RegExp(`STACK ${res.stack}`));
+    assert.match(status.out, /hello-reverser +2 +2 +0 +2 +healthy/);
+    assert.match(status.out, /tsweaver-main +1 +1 +0 +1 +healthy/);
+    assert.match(status.out, /hello +http:\/\/\S+ +1 +1/);
+    const json = JSON.parse((await runCli(["aws", "status", "--json", res.configFile])).out) as { groups: { group: string; registered: number }[] };
+    assert.equal(json.groups.find((g) => g.group === "hello-reverser")?.registered, 2);
+  });
+
+  test("a killed agent: its instance is deregistered, calls move to the other replica, ECS replaces it", async () => {
+    const url = await helloAt();
+    const [victim, survivor] = sim.runningTasks("hello-reverser");
+    sim.kill(victim!.taskArn, "SIGKILL");
+    await waitFor("the dead task's instance is deregistered", async () => {
+      const ids = (await instances("hello-reverser")).map((i) => i.Id);
+      return !ids.includes(victim!.taskId) && ids.includes(survivor!.taskId);
+    }, 30_000);
+    for (let i = 0; i < 10; i++) assert.deepEqual(await get(`${url}/hello?name=abc${i}`), { status: 200, body: `Hello, ${i}cba!\n` });
+    await waitFor("a replacement replica registered", async () => (await instances("hello-reverser")).length === 2 && !taskIdsOf("hello-reverser").includes(victim!.taskId), 30_000);
+  });
+
+  test("a restarted control plane rebuilds its state from AWS and nothing is lost", async () => {
+    const url = await helloAt();
+    const [cp] = sim.runningTasks("tsweaver_controlplane");
+    const beforeRegs = (await instances("hello-reverser")).map((i) => i.Id).sort();
+    sim.kill(cp!.taskArn, "SIGKILL");
+    await waitFor("a new control plane task", () => sim.runningTasks("tsweaver_controlplane").some((t) => t.taskId !== cp!.taskId), 30_000);
+    // The app keeps serving throughout, and registrations are untouched.
+    for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/hello?name=x`)).status, 200);
+    assert.deepEqual((await instances("hello-reverser")).map((i) => i.Id).sort(), beforeRegs);
+    // The new control plane does the job: a replica killed now is deregistered and replaced.
+    const [victim] = sim.runningTasks("hello-reverser");
+    sim.kill(victim!.taskArn, "SIGKILL");
+    await waitFor("replacement registered by the new control plane", async () => {
+      const ids = (await instances("hello-reverser")).map((i) => i.Id);
+      return ids.length === 2 && !ids.includes(victim!.taskId);
+    }, 30_000);
+    assert.equal((await targets()).length, 1, "exactly main's target");
+  });
+
+  test("deactivate leaves no tasks, instances or targets", async () => {
+    const out = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
+    assert.equal(out.code, 0, out.err + out.out);
+    assert.match(out.out, /is inactive: no tasks, replicas or targets/);
+    assert.deepEqual(taskIdsOf("hello-reverser"), []);
+    assert.deepEqual(taskIdsOf("tsweaver-main"), []);
+    assert.deepEqual(await instances("hello-reverser"), []);
+    assert.deepEqual(await instances("tsweaver-main"), []);
+    assert.deepEqual(await targets(), []);
+  });
+
+  test("errors name the fix: an unknown stack", async () => {
+    const out = await runCli(["aws", "status", "--stack", "no-such-stack"]);
+    assert.equal(out.code, 1);
+    assert.match(out.err, /stack no-such-stack not found .*deploy it first/);
+  });
+});
