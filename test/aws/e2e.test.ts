@@ -157,6 +157,37 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.equal((await targets()).length, 1, "exactly main's target");
   });
 
+  test("logs reads the app's structured logs back from CloudWatch Logs, filtered by component", async () => {
+    const logs = await waitFor("main's log line in CloudWatch", async () => {
+      const r = await runCli(["aws", "logs", res.configFile, "--component", "tsweaver/Main", "--since", "1h"]);
+      return r.code === 0 && /hello listener ready/.test(r.out) ? r.out : undefined;
+    }, 20_000, 500);
+    assert.match(logs, /^I \S+ tsweaver\/Main \S+ main\.js:\d+\] hello listener ready address=\S+:18080$/m);
+    assert.doesNotMatch(logs, /control plane serving/, "other components are filtered out");
+    const cp = await runCli(["aws", "logs", res.configFile, "--component", "controlplane", "--since", "1h"]);
+    assert.match(cp.out, /control plane serving/);
+    assert.match(cp.out, /component activated .*component=hello\/Reverser/);
+  });
+
+  test("an AWS error reaches the caller naming the API and the resource", async () => {
+    const { ControlPlane } = await import("../../runtime/deployers/aws/controlplane.js");
+    const cp = new ControlPlane({
+      deployment: res.stack,
+      clusterArn: res.clusterArn,
+      namespaceId: res.namespaceId,
+      controlPlaneServiceId: "srv-none",
+      controlPort: 0,
+      rpcPort: 0,
+      secret: "x",
+      groups: { ghost: { ...res.groups["hello-reverser"]!, service: "ghost-service", components: ["ghost/C"] } },
+      listeners: {},
+      reconcileMs: 60_000,
+    }, undefined, { info() {}, warn() {}, error() {} });
+    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "ghost/C", routed: false }), /ecs:DescribeServices on service ghost-service: not found in cluster/);
+    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "nobody/Knows", routed: false }), /unknown component nobody\/Knows/);
+    await assert.rejects(cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1 }), /listener admin is not configured: add \[aws.listeners.admin\]/);
+  });
+
   test("deactivate leaves no tasks, instances or targets", async () => {
     const out = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
     assert.equal(out.code, 0, out.err + out.out);

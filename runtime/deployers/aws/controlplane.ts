@@ -389,9 +389,19 @@ export class ControlPlane implements ControlApi {
       this.log.warn("cannot read autoscaling floors", { err: (err as Error).message });
       return;
     }
+    const floors = new Map<string, number>();
     for (const t of targets.ScalableTargets ?? []) {
       const group = Object.entries(this.env.groups).find(([, g]) => t.ResourceId === `service/${this.clusterName}/${g.service}`)?.[0];
-      if (group && (t.MinCapacity ?? 0) > 0) await this.raise(group, t.MinCapacity!, false);
+      if (group && (t.MinCapacity ?? 0) > 0) floors.set(group, t.MinCapacity!);
+    }
+    if (floors.size === 0) return;
+    // One DescribeServices for all of them; only groups below their floor are raised.
+    const services = await this.aws_("ecs:DescribeServices", `cluster ${this.clusterName}`, () =>
+      this.aws.ecs.send(new DescribeServicesCommand({ cluster: this.env.clusterArn, services: [...floors.keys()].map((g) => this.env.groups[g]!.service) })),
+    );
+    for (const [group, floor] of floors) {
+      const desired = services.services?.find((x) => x.serviceName === this.env.groups[group]!.service)?.desiredCount ?? 0;
+      if (desired < floor) await this.raise(group, floor, false);
     }
   }
 }
