@@ -13,7 +13,7 @@ import type { Construct } from "constructs";
 import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
-import { listAppComponents } from "./components.js";
+import { listAppComponents } from "../runtime/core/components.js";
 import { WeaverApp } from "./weaver-app.js";
 
 /** Dockerfile used when weaver.toml sets neither `image` nor `dockerfile_dir` (relative to the project root). */

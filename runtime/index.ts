@@ -4,6 +4,7 @@
  *
  * This module is the whole user API. Deployer authors use `tsweaver/deployer`.
  */
+import { LIST_COMPONENTS_ENV } from "./core/components.js";
 import { MAIN_COMPONENT } from "./core/config.js";
 import { component, register, registeredComponents, type Implementation, type Main } from "./core/component.js";
 import { runSingle } from "./deployers/single/single.js";
@@ -19,8 +20,6 @@ export { RemoteCallError, TransportError, DeadlineExceededError, CallCancelledEr
 /** The reference to the app's main component (registered by `run`). */
 export const MainComponent = component<Main>(MAIN_COMPONENT);
 
-/** Environment variable that makes `run` print the registered components as JSON and exit (used by tooling). */
-export const LIST_COMPONENTS_ENV = "TSWEAVER_LIST_COMPONENTS";
 
 /**
  * Runs the app: registers `app` as the main component and starts whatever this process is for, as

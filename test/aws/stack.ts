@@ -68,7 +68,7 @@ import {
   type GroupsEnv,
   type ListenersEnv,
 } from "../../runtime/deployers/aws/config.js";
-import { listAppComponents } from "../../infra/components.js";
+import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
 import { clientConfig, DEFAULT_REGION, sleep, useEmulator } from "./moto.js";
 

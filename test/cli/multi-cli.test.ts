@@ -65,7 +65,7 @@ test("bad config and unknown commands fail with a clear message", () => {
   const bad = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(HELLO_APP)}\n["hello/Revrser"]\nx = 1\n`, dir);
   assert.throws(() => cli(["multi", "deploy", bad], { TSWEAVER_STATE_DIR: dir }), (err: { stderr: string }) => /\["hello\/Revrser"\]: unknown component \(registered components: hello\/Reverser, tsweaver\/Main\)/.test(err.stderr));
   const nobin = writeConfig(`[tsweaver]\nbinary = "nope.js"\n`, tempDir());
-  assert.throws(() => cli(["multi", "deploy", nobin], {}), (err: { stderr: string }) => /cannot load app .*nope\.js/.test(err.stderr));
+  assert.throws(() => cli(["multi", "deploy", nobin], {}), (err: { stderr: string }) => /tsweaver\.binary: .*nope\.js does not exist; build the app first/.test(err.stderr));
   assert.throws(() => cli(["multi", "deploy", path.join(ROOT, "missing.toml")], {}), (err: { stderr: string }) => /cannot read config file .*missing\.toml/.test(err.stderr));
   assert.match(cli(["multi", "--help"], {}), /deploy <config> +deploy the app/);
   assert.match(cli(["multi", "logs", "--help"], {}), /--follow/);

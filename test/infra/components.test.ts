@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { test } from "node:test";
-import { listAppComponents } from "../../infra/components.js";
+import { listAppComponents } from "../../runtime/core/components.js";
 import { ConfigError } from "../../runtime/core/errors.js";
 import { FAKE_APP } from "./helpers.js";
 

@@ -8,7 +8,7 @@ import { existsSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
-import { listAppComponents } from "../../infra/components.js";
+import { listAppComponents } from "../../runtime/core/components.js";
 import { loadConfig } from "../../runtime/core/config.js";
 import { CONTROLPLANE_NAME, ENV, OUTPUTS } from "../../runtime/deployers/aws/config.js";
 import { ROOT } from "../helpers.js";

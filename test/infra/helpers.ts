@@ -6,7 +6,7 @@ import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import type { IConstruct } from "constructs";
 import { loadConfig, type AppConfig } from "../../runtime/core/config.js";
-import { listAppComponents } from "../../infra/components.js";
+import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
 import { ROOT, tempDir, writeConfig } from "../helpers.js";
 

@@ -1,7 +1,7 @@
 import { DiscoverInstancesCommand, DiscoverInstancesRevisionCommand } from "@aws-sdk/client-servicediscovery";
 import { groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
 import { computeAssignment } from "../../core/routing.js";
-import { listComponents } from "../../envelope/components.js";
+import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import type { RoutingInfo } from "../../protos/runtime.js";
 import { AwsClients, callAws } from "./clients.js";
@@ -95,7 +95,7 @@ export class Agent {
   async start(): Promise<void> {
     this.identity = await taskIdentity();
     this.config = loadConfig(this.env.configFile);
-    const all = await listComponents(this.config.binary, this.config.args, this.config.env);
+    const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
     const config: Record<string, string> = {};
     for (const c of this.env.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);

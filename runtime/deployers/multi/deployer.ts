@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { checkComponentNames, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
-import { listComponents } from "../../envelope/components.js";
+import { listAppComponents } from "../../core/components.js";
 import { computeAssignment } from "../../core/routing.js";
 import type { ComponentLoad, LogEntry, RoutingInfo } from "../../protos/runtime.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
@@ -80,7 +80,7 @@ export class MultiDeployer {
 
   /** Validates the app against its config and starts main's group. */
   async deploy(): Promise<void> {
-    const components = await listComponents(this.config.binary, this.config.args, this.config.env);
+    const components = listAppComponents(this.config);
     if (!components.includes(MAIN_COMPONENT)) {
       throw new Error(`app ${this.config.binary} registers no main component; its entry file must call run(App)`);
     }

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import type { AppConfig } from "../runtime/core/config.js";
-import { ConfigError } from "../runtime/core/errors.js";
+import type { AppConfig } from "./config.js";
+import { ConfigError } from "./errors.js";
 
 /** The variable that makes an app's entry file print its components and exit (see `run` in tsweaver). */
 export const LIST_COMPONENTS_ENV = "TSWEAVER_LIST_COMPONENTS";
