@@ -167,3 +167,13 @@ test("thousands of distinct encoder shapes (collisions, compile budget) still en
     assert.deepStrictEqual(rt(arr), arr);
   }
 });
+
+test("short arrays (literal fast path) and longer ones decode with every element present, in order", () => {
+  for (let n = 0; n <= 7; n++) {
+    const a = Array.from({ length: n }, (_, i) => (i % 3 === 0 ? { i } : i % 3 === 1 ? [i, `s${i}`] : undefined));
+    const back = rt(a) as unknown[];
+    assert.deepStrictEqual(back, a);
+    for (let i = 0; i < n; i++) assert.ok(i in back, `element ${i} of ${n} is present`);
+    assert.deepStrictEqual(rt([a, a]), [a, a]);
+  }
+});
