@@ -460,6 +460,8 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   let codecs: Record<string, CodecResult> | undefined;
   const started = Date.now();
+  // Other work on the machine inflates latencies (most of all at c=1): the header says how busy it was.
+  const loadBefore = os.loadavg();
   const step = async (name: RowName, fn: () => Promise<Cell[]>): Promise<void> => {
     if (!opts.rows.has(name)) return;
     log(`${name}...`);
@@ -473,7 +475,11 @@ async function main(): Promise<void> {
     codecs = await codecRow(opts.quick);
   }
   const ts = targets(cells);
-  process.stdout.write(`\ntsweaver benchmarks (${opts.quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s): node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${os.platform()}\n\n`);
+  const load = (l: number[]): string => l.map((x) => x.toFixed(2)).join(" ");
+  process.stdout.write(
+    `\ntsweaver benchmarks (${opts.quick ? "quick" : "full"} run, ${((Date.now() - started) / 1000).toFixed(0)} s): node ${process.version}, ` +
+      `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${os.platform()}; load average ${load(loadBefore)} before, ${load(os.loadavg())} after\n\n`,
+  );
   process.stdout.write(report(cells, codecs, opts.quick, ts) + "\n");
   if (opts.json) process.stdout.write("BENCH_JSON " + JSON.stringify({ cells, codecs, targets: ts }) + "\n");
 }
