@@ -8,7 +8,7 @@
 //   local instance; main measures it against a direct call on a plain instance and prints the results.
 import http from "node:http";
 import { component, register, run, type Context, type Main } from "tsweaver";
-import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, RESULT_MARKER, closedLoop } from "./measure.js";
+import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, RESULT_MARKER, closedLoop, medianOf, perRound } from "./measure.js";
 import { type Payload, type PayloadSize, PAYLOAD_SIZES, checkEcho, payload } from "./payloads.js";
 import { startProfile, stopProfile } from "./profile.js";
 
@@ -69,21 +69,28 @@ class BenchMain implements Main {
     await this.ctx.listener("bench", server);
   }
 
-  /** Colocated stub vs a direct call on a plain instance, same payloads, same loop. */
+  /** Colocated stub vs a direct call on a plain instance, same payloads, same loop, interleaved rounds. */
   private async colocated(svc: BenchService): Promise<void> {
     const bounds = JSON.parse(process.env["BENCH_BOUNDS"] ?? "null") as Bounds;
+    const rounds = Number(process.env["BENCH_ROUNDS"] ?? 1);
     const direct: BenchService = new BenchServiceImpl();
-    const out: ColocatedResult = { colocated: {}, direct: {} };
-    for (const size of PAYLOAD_SIZES) {
-      for (const c of [1, 64]) {
-        // Alternate the two so neither always runs on a colder (or hotter) JIT state.
-        out.direct[`${size}/${c}`] = await measureEcho(direct, size, c, bounds);
-        out.colocated[`${size}/${c}`] = await measureEcho(svc, size, c, bounds);
+    const runs: Record<string, CellResult[]> = {};
+    for (let r = 0; r < rounds; r++) {
+      for (const size of PAYLOAD_SIZES) {
+        for (const c of [1, 64]) {
+          // Alternate the two so neither always runs on a colder (or hotter) JIT state.
+          (runs[`direct/${size}/${c}`] ??= []).push(await measureEcho(direct, size, c, perRound(bounds, rounds)));
+          (runs[`colocated/${size}/${c}`] ??= []).push(await measureEcho(svc, size, c, perRound(bounds, rounds)));
+        }
       }
+    }
+    const out: ColocatedResult = { colocated: {}, direct: {} };
+    for (const [key, rs] of Object.entries(runs)) {
+      const [kind, size, c] = key.split("/");
+      out[kind as "direct" | "colocated"][`${size}/${c}`] = medianOf(rs);
     }
     process.stdout.write(RESULT_MARKER + JSON.stringify(out) + "\n");
   }
 }
 
-if (process.env["TSWEAVER_LIST_COMPONENTS"] === undefined) startProfile();
 await run(BenchMain);

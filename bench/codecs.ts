@@ -1,5 +1,5 @@
 // Codec-only row, run in its own process (fresh JIT, nothing else running):
-// `node dist/bench/codecs.js` with BENCH_CODEC_MS = time budget per measurement (ms).
+// `node dist/bench/codecs.js` with BENCH_CODEC_MS = time budget per measurement (ms), BENCH_ROUNDS = rounds.
 // Prints one RESULT_MARKER line with, per codec and payload size, encoded bytes and ops/s of
 // encode, decode and encode+decode, all on the same values.
 import { performance } from "node:perf_hooks";
@@ -52,39 +52,70 @@ function opsPerSec(fn: () => void, ms: number, maxOps: number): number {
   return ops / ((now - start) / 1000);
 }
 
-export function measureCodecs(ms: number): Record<string, CodecResult> {
-  const out: Record<string, CodecResult> = {};
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/**
+ * Every codec on every payload, `ms` per measurement split over `rounds` interleaved rounds (each round
+ * measures every codec once), medians over the rounds: background load on the machine comes and goes,
+ * and interleaving spreads it over all codecs alike.
+ */
+export function measureCodecs(ms: number, rounds: number): Record<string, CodecResult> {
   const maxOps = 5_000_000;
+  interface Bench {
+    key: string;
+    bytes: number;
+    enc: () => void;
+    dec: () => void;
+    both: () => void;
+    runs: { encodeOps: number[]; decodeOps: number[]; roundTripOps: number[] };
+  }
+  const benches: Bench[] = [];
   for (const size of PAYLOAD_SIZES) {
     const value = payload(size);
     for (const c of CODECS) {
       const bytes = c.encode(value);
       checkEcho(value, c.decode(bytes));
       const copy = Uint8Array.from(bytes);
-      const enc = (): void => {
-        sink += c.encode(value).length;
-      };
-      const dec = (): void => {
-        sink += c.decode(copy) === undefined ? 0 : 1;
-      };
-      const both = (): void => {
-        sink += c.decode(c.encode(value)) === undefined ? 0 : 1;
+      const b: Bench = {
+        key: `${c.name}/${size}`,
+        bytes: bytes.length,
+        enc: () => {
+          sink += c.encode(value).length;
+        },
+        dec: () => {
+          sink += c.decode(copy) === undefined ? 0 : 1;
+        },
+        both: () => {
+          sink += c.decode(c.encode(value)) === undefined ? 0 : 1;
+        },
+        runs: { encodeOps: [], decodeOps: [], roundTripOps: [] },
       };
       // Warm-up: let the JIT settle on all three paths.
-      opsPerSec(both, ms / 3, maxOps);
-      out[`${c.name}/${size}`] = {
-        bytes: bytes.length,
-        encodeOps: opsPerSec(enc, ms, maxOps),
-        decodeOps: opsPerSec(dec, ms, maxOps),
-        roundTripOps: opsPerSec(both, ms, maxOps),
-      };
+      opsPerSec(b.both, ms / 3, maxOps);
+      benches.push(b);
     }
+  }
+  const per = ms / rounds;
+  for (let r = 0; r < rounds; r++) {
+    for (const b of benches) {
+      b.runs.encodeOps.push(opsPerSec(b.enc, per, maxOps));
+      b.runs.decodeOps.push(opsPerSec(b.dec, per, maxOps));
+      b.runs.roundTripOps.push(opsPerSec(b.both, per, maxOps));
+    }
+  }
+  const out: Record<string, CodecResult> = {};
+  for (const b of benches) {
+    out[b.key] = { bytes: b.bytes, encodeOps: median(b.runs.encodeOps), decodeOps: median(b.runs.decodeOps), roundTripOps: median(b.runs.roundTripOps) };
   }
   if (sink === -1) console.log(sink);
   return out;
 }
 
 if (process.env["BENCH_CODEC_MS"] !== undefined) {
-  const r = measureCodecs(Number(process.env["BENCH_CODEC_MS"]));
+  const r = measureCodecs(Number(process.env["BENCH_CODEC_MS"]), Number(process.env["BENCH_ROUNDS"] ?? 1));
   process.stdout.write(RESULT_MARKER + JSON.stringify(r) + "\n");
 }

@@ -88,6 +88,27 @@ function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
+/** The median of each figure over several measurements of one cell (calls and seconds are summed). */
+export function medianOf(rs: readonly CellResult[]): CellResult {
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    const m = s.length >> 1;
+    return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  };
+  return {
+    calls: rs.reduce((n, r) => n + r.calls, 0),
+    seconds: rs.reduce((n, r) => n + r.seconds, 0),
+    opsPerSec: median(rs.map((r) => r.opsPerSec)),
+    p50Us: median(rs.map((r) => r.p50Us)),
+    p99Us: median(rs.map((r) => r.p99Us)),
+  };
+}
+
+/** Bounds for one of `rounds` rounds that together make `b`. */
+export function perRound(b: Bounds, rounds: number): Bounds {
+  return { warmupCalls: b.warmupCalls, warmupMs: b.warmupMs / rounds, maxMs: b.maxMs / rounds, calls: Math.ceil(b.calls / rounds) };
+}
+
 /** Parses the bounds a parent process passed in an environment variable (JSON), else `fallback`. */
 export function boundsFrom(json: string | undefined, fallback: Bounds): Bounds {
   if (!json) return fallback;

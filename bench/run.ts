@@ -9,9 +9,10 @@
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
 //   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
-// then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 3 interleaved rounds (each cell of
+// then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 5 interleaved rounds (each cell of
 // each row once per round) and report the median over the rounds: the machine's background load drifts,
-// and interleaving makes it hit every row alike.
+// and interleaving makes it hit every row alike (the codec row does the same over its codecs; the
+// colocated row alternates direct and colocated cells).
 //
 // Flags: --quick (or BENCH_QUICK=1): a few hundred calls per cell; --json: also print one
 // `BENCH_JSON {...}` line with every number; --rows=raw,tsweaver,...: a subset of rows; --sizes=small,large
@@ -28,12 +29,12 @@ import { encode as twEncode } from "../runtime/codec/codec.js";
 import { loadConfig } from "../runtime/core/config.js";
 import { MultiDeployer } from "../runtime/deployers/multi/deployer.js";
 import type { CodecResult } from "./codecs.js";
-import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, FULL, QUICK, RESULT_MARKER, closedLoop } from "./measure.js";
+import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, FULL, QUICK, RESULT_MARKER, closedLoop, medianOf, perRound } from "./measure.js";
 import { GrpcClient, HttpClient, RawClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
 
 /** Rounds of a full run (a quick run does one). */
-const ROUNDS = 3;
+const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
@@ -259,7 +260,7 @@ address = "127.0.0.1:0"
  */
 async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: string | undefined): Promise<Cell[]> {
   const rows: NetRow[] = [];
-  const perRound: Bounds = { ...b, warmupMs: b.warmupMs / rounds, maxMs: b.maxMs / rounds, calls: Math.ceil(b.calls / rounds) };
+  const roundBounds = perRound(b, rounds);
   try {
     for (const n of names) {
       log(`starting ${n}`);
@@ -275,7 +276,7 @@ async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: 
         for (const c of CONCURRENCY) {
           for (const row of rows) {
             const key = `${row.name}/${size}/${c}`;
-            const r = await row.measure(size, c, perRound);
+            const r = await row.measure(size, c, roundBounds);
             results.set(key, [...(results.get(key) ?? []), r]);
           }
         }
@@ -289,22 +290,6 @@ async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: 
   } finally {
     for (const row of rows.reverse()) await row.close().catch((err: unknown) => log(`closing ${row.name}: ${String(err)}`));
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function medianOf(rs: CellResult[]): CellResult {
-  return {
-    calls: rs.reduce((n, r) => n + r.calls, 0),
-    seconds: rs.reduce((n, r) => n + r.seconds, 0),
-    opsPerSec: median(rs.map((r) => r.opsPerSec)),
-    p50Us: median(rs.map((r) => r.p50Us)),
-    p99Us: median(rs.map((r) => r.p99Us)),
-  };
 }
 
 function tomlInline(env: Record<string, string>): string {
@@ -323,9 +308,9 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   }
 }
 
-async function colocatedRow(b: Bounds): Promise<Cell[]> {
+async function colocatedRow(b: Bounds, rounds: number): Promise<Cell[]> {
   // The app run directly is the single-process deployer: ctx.get() returns the local instance.
-  const { child, line } = startChild("app.js", [], { BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b) });
+  const { child, line } = startChild("app.js", [], { BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b), BENCH_ROUNDS: String(rounds) });
   try {
     const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
     const cells: Cell[] = [];
@@ -342,8 +327,8 @@ async function colocatedRow(b: Bounds): Promise<Cell[]> {
 }
 
 async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
-  const ms = quick ? 30 : 700;
-  const { child, line } = startChild("codecs.js", [], { BENCH_CODEC_MS: String(ms) });
+  const ms = quick ? 30 : 1000;
+  const { child, line } = startChild("codecs.js", [], { BENCH_CODEC_MS: String(ms), BENCH_ROUNDS: String(quick ? 1 : ROUNDS) });
   try {
     return JSON.parse(await line(RESULT_MARKER, 40 * ms + 30_000)) as Record<string, CodecResult>;
   } finally {
@@ -469,7 +454,7 @@ async function main(): Promise<void> {
   };
   const net = (["raw", "tsweaver", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir)));
-  await step("colocated", () => colocatedRow(b));
+  await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS));
   if (opts.rows.has("codec")) {
     log("codec...");
     codecs = await codecRow(opts.quick);
