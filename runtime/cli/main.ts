@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { deployCommand, logsCommand, statusCommand } from "../deployers/multi/commands.js";
+import { deployCommand, logsCommand, metricsCommand, statusCommand } from "../deployers/multi/commands.js";
 
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
@@ -34,6 +34,16 @@ multi
   .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) =>
     logsCommand({ deployment, ...opts } as Parameters<typeof logsCommand>[0]),
   );
+
+multi
+  .command("metrics")
+  .description("print a running deployment's metrics (the newest by default), summed over replicas")
+  .argument("[deployment]", "deployment id (or a prefix of it)")
+  .option("-c, --component <name>", "only metrics about this component (as callee or caller)")
+  .option("-n, --name <text>", "only metrics whose name contains text")
+  .option("-r, --replicas", "one line per replica instead of sums")
+  .option("--json", "print JSON")
+  .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => metricsCommand({ deployment, ...opts }));
 
 // The AWS SDK loads only for aws commands: the multi commands stay quick to start.
 const awsCli = () => import("../deployers/aws/cli.js");

@@ -18,6 +18,8 @@ import { findSlice, shardKey, type KeyAssignment, type RoutingKey } from "../cor
 import type { Assignment, ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
 import { Balancer, ConnectionPool } from "../rpc/client.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
+import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
+import { MethodStats } from "../telemetry/methods.js";
 
 /** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
 export interface WeaveletHost {
@@ -52,8 +54,6 @@ interface Hosted {
   ready: (object & Lifecycle) | undefined;
   /** Calls since the last load report. */
   calls: number;
-  totalCalls: number;
-  reportedCalls: number;
   /** For routed components: the deployer's current assignment and calls per slice since the last report. */
   slices: { version: bigint; starts: BigUint64Array; calls: number[] } | undefined;
 }
@@ -67,7 +67,12 @@ export class Weavelet {
   readonly logger: Logger;
   private readonly hosted = new Map<string, Hosted>();
   private readonly constructionOrder: Hosted[] = [];
-  private readonly stubs = new Map<string, { stub: Promise<object>; balancer: Balancer | undefined }>();
+  /** Remote components this process calls: their balancer, ready once the deployer activated them. */
+  private readonly remotes = new Map<string, { ready: Promise<void>; balancer: Balancer }>();
+  /** Stubs by caller and callee (`caller\0callee`): each stub's metrics carry its caller. */
+  private readonly stubs = new Map<string, Promise<object>>();
+  /** Measure calls (per-method metrics); `TSWEAVER_METRICS=0` hands out bare local instances instead. */
+  private readonly measure = process.env["TSWEAVER_METRICS"] !== "0";
   private readonly pool = new ConnectionPool({ methodTableHash: methodTable().hash });
   private server: RpcServer | undefined;
   private dialAddress = "";
@@ -124,14 +129,15 @@ export class Weavelet {
       }
       return;
     }
-    const entry = this.stubs.get(info.component);
-    if (!entry?.balancer) return;
+    const entry = this.remotes.get(info.component);
+    if (!entry) return;
     entry.balancer.update(info.replicas);
     entry.balancer.setAssignment(assignment);
   }
 
-  get<T extends object>(ref: ComponentRef<T>): Promise<T> {
-    return this.getByName(ref.name) as Promise<T>;
+  /** Component `ref` as seen by component `caller` (whose calls its metrics and spans name). */
+  get<T extends object>(ref: ComponentRef<T>, caller = MAIN_COMPONENT): Promise<T> {
+    return this.getByName(ref.name, caller) as Promise<T>;
   }
 
   /** Per-component load since the last report. */
@@ -154,14 +160,28 @@ export class Weavelet {
     return loads;
   }
 
-  /** Counter deltas since the last call: remote calls served, per component. */
+  /**
+   * Metric changes since the previous call: the user's metrics, the per-method metrics of calls made and
+   * served, and the RPC bytes sent and received.
+   */
   metrics(): MetricUpdate[] {
-    const out: MetricUpdate[] = [];
-    for (const [name, h] of this.hosted) {
-      out.push({ name: "tsweaver_served_calls_total", kind: "COUNTER", labels: { component: name }, value: h.totalCalls - h.reportedCalls, bounds: [], counts: [], help: "Remote calls served" });
-      h.reportedCalls = h.totalCalls;
-    }
-    return out;
+    this.countRpcBytes();
+    return collectMetricDeltas();
+  }
+
+  private readonly reportedBytes = new WeakMap<object, { in: number; out: number }>();
+
+  // Connection and server byte counters are cumulative; add what is new since the last look.
+  private countRpcBytes(): void {
+    const add = (side: "client" | "server", key: object, now: { bytesIn: number; bytesOut: number }) => {
+      const seen = this.reportedBytes.get(key) ?? { in: 0, out: 0 };
+      const labels = { side };
+      counterSeries("tsweaver_rpc_bytes_received_total", "Bytes received on component RPC connections", labels).add(Math.max(0, now.bytesIn - seen.in));
+      counterSeries("tsweaver_rpc_bytes_sent_total", "Bytes sent on component RPC connections", labels).add(Math.max(0, now.bytesOut - seen.out));
+      this.reportedBytes.set(key, { in: now.bytesIn, out: now.bytesOut });
+    };
+    for (const c of this.pool.connections()) add("client", c, c.stats);
+    if (this.server) add("server", this.server, this.server.stats);
   }
 
   /** A CPU profile (`.cpuprofile` JSON) over `durationMs`, or a heap snapshot. */
@@ -215,21 +235,34 @@ export class Weavelet {
     return this.opts.hostable === undefined || this.opts.hostable.includes(name);
   }
 
-  private getByName(name: string): Promise<object> {
+  private getByName(name: string, caller: string): Promise<object> {
     const reg = registration(name);
     if (!reg) {
       return Promise.reject(new ConfigError(`unknown component ${name}: it is not registered in this binary (registered: ${registeredComponents().join(", ")}); import the module that calls register()`));
     }
-    if (this.canHost(name)) return this.getLocal(name);
-    let entry = this.stubs.get(name);
-    if (!entry) {
-      const balancer = new Balancer(name, this.pool);
-      const stub = this.opts.host.activateComponent(name, reg.ref.router !== undefined).then(() => makeStub(reg, balancer));
-      entry = { stub, balancer };
-      this.stubs.set(name, entry);
-      stub.catch(() => this.stubs.delete(name));
+    const local = this.canHost(name);
+    if (local && !this.measure) return this.getLocal(name);
+    const key = `${caller}\u0000${name}`;
+    let stub = this.stubs.get(key);
+    if (!stub) {
+      if (local) {
+        stub = this.getLocal(name).then((inst) => makeLocalStub(reg, inst, caller));
+      } else {
+        let remote = this.remotes.get(name);
+        if (!remote) {
+          const balancer = new Balancer(name, this.pool);
+          const entry = { ready: this.opts.host.activateComponent(name, reg.ref.router !== undefined), balancer };
+          this.remotes.set(name, entry);
+          entry.ready.catch(() => this.remotes.delete(name));
+          remote = entry;
+        }
+        const balancer = remote.balancer;
+        stub = remote.ready.then(() => makeStub(reg, balancer, caller, this.measure));
+      }
+      this.stubs.set(key, stub);
+      stub.catch(() => this.stubs.delete(key));
     }
-    return entry.stub;
+    return stub;
   }
 
   private getLocal(name: string): Promise<object> {
@@ -237,7 +270,7 @@ export class Weavelet {
     if (existing) return existing.instance;
     const reg = registration(name);
     if (!reg) return Promise.reject(new ConfigError(`unknown component ${name}`));
-    const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, totalCalls: 0, reportedCalls: 0, slices: undefined };
+    const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, slices: undefined };
     hosted.instance = this.construct(reg).then((inst) => {
       hosted.ready = inst;
       return inst;
@@ -274,23 +307,35 @@ export class Weavelet {
     if (handler) return handler;
     const weavelet = this;
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
+    const stats = this.measure ? MethodStats.served(component, method) : undefined;
+    const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+    const serve = (inst: object, args: unknown[]): unknown => {
+      if (stats === undefined) return invoke(inst, args);
+      const t0 = performance.now();
+      let r: unknown;
+      try {
+        r = invoke(inst, args);
+      } catch (err) {
+        stats.fail(performance.now() - t0);
+        throw err;
+      }
+      if (isThenable(r)) return stats.track(r, t0);
+      stats.ok(performance.now() - t0);
+      return r;
+    };
     handler = {
       name: key,
       fn(args: unknown[]): unknown {
         let h = weavelet.hosted.get(component);
         if (h?.ready) {
           h.calls++;
-          h.totalCalls++;
           if (keyOf !== undefined && h.slices !== undefined) h.slices.calls[findSlice(h.slices.starts, shardKey(keyOf(...args)))]!++;
-          return (h.ready as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+          return serve(h.ready, args);
         }
         return weavelet.getLocal(component).then((inst) => {
           h = weavelet.hosted.get(component);
-          if (h) {
-            h.calls++;
-            h.totalCalls++;
-          }
-          return (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+          if (h) h.calls++;
+          return serve(inst, args);
         });
       },
     };
@@ -363,8 +408,11 @@ export class Weavelet {
   }
 }
 
-/** A remote stub: one method per implementation method, each a call through the component's balancer. */
-function makeStub(reg: Registration, balancer: Balancer): object {
+/**
+ * A remote stub: one method per implementation method, each a call through the component's balancer,
+ * measured (per-method metrics of `caller`) unless `measure` is off.
+ */
+function makeStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean): object {
   const first = (methodTable(), reg.firstMethodId);
   const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   reg.methods.forEach((method, i) => {
@@ -372,14 +420,49 @@ function makeStub(reg: Registration, balancer: Balancer): object {
     const name = `${reg.ref.name}.${method}`;
     const retryable = !reg.ref.noRetry.has(method);
     const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
-    if (keyOf !== undefined) {
-      stub[method] = (...args: unknown[]) => balancer.call(id, name, args, { retryable, shardKey: shardKey(keyOf(...args)) });
-      return;
-    }
-    const options = { retryable };
-    stub[method] = (...args: unknown[]) => balancer.call(id, name, args, options);
+    const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
+    const fixed = { retryable };
+    const call = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+    stub[method] =
+      stats === undefined
+        ? (...args: unknown[]) => call(args)
+        : (...args: unknown[]) => {
+            const t0 = performance.now();
+            return stats.track(call(args), t0);
+          };
   });
   return Object.freeze(stub);
+}
+
+/**
+ * A local stub: the colocated instance's methods called directly (no encoding, same `this`), measured
+ * for the per-method metrics of `caller`. A method that returns a plain value still returns it as is.
+ */
+function makeLocalStub(reg: Registration, inst: object, caller: string): object {
+  const stub: Record<string, (...args: unknown[]) => unknown> = {};
+  for (const method of reg.methods) {
+    const fn = (inst as Record<string, unknown>)[method];
+    if (typeof fn !== "function") continue;
+    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
+    stub[method] = (...args: unknown[]): unknown => {
+      const t0 = performance.now();
+      let r: unknown;
+      try {
+        r = (fn as (...a: unknown[]) => unknown).apply(inst, args);
+      } catch (err) {
+        stats.fail(performance.now() - t0);
+        throw err;
+      }
+      if (isThenable(r)) return stats.track(r, t0);
+      stats.ok(performance.now() - t0);
+      return r;
+    };
+  }
+  return Object.freeze(stub);
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
 }
 
 function toKeyAssignment(a: Assignment | null | undefined): KeyAssignment | undefined {
@@ -397,7 +480,7 @@ class ComponentContext implements Context {
     this.logger = weavelet.loggerFor(name);
   }
   get<T extends object>(ref: ComponentRef<T>): Promise<T> {
-    return this.weavelet.get(ref);
+    return this.weavelet.get(ref, this.name);
   }
   listener<S extends Server = Server>(name: string, server?: S): Promise<Listener<S>> {
     return this.weavelet.listener(name, server);

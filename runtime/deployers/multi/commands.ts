@@ -3,6 +3,7 @@ import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
+import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import { MultiDeployer } from "./deployer.js";
 import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
 
@@ -142,4 +143,69 @@ function pickDeployment(id: string | undefined): DeploymentDir {
   const match = all.filter((d) => d.deploymentId.startsWith(id));
   if (match.length !== 1) throw new Error(`deployment ${id}: ${match.length === 0 ? "not found" : "ambiguous"} (known: ${all.map((d) => d.deploymentId).join(", ")})`);
   return match[0]!;
+}
+
+/** The admin server of a running deployment (the newest, or the one whose id starts with `id`). */
+function adminOf(id: string | undefined): { dir: DeploymentDir; status: DeploymentStatus; base: string } {
+  const running = listDeployments().filter((d) => {
+    const s = d.readStatus();
+    return s !== undefined && liveState(s) === "running";
+  });
+  const all = id ? running.filter((d) => d.deploymentId.startsWith(id)) : running;
+  if (all.length === 0) {
+    throw new Error(id ? `no running deployment ${id} in ${stateRoot()} (tsweaver multi status --all lists them)` : `no running deployments in ${stateRoot()}; start one with: tsweaver multi deploy weaver.toml`);
+  }
+  if (id && all.length > 1) throw new Error(`deployment ${id} is ambiguous (${all.map((d) => d.deploymentId).join(", ")})`);
+  const dir = all[0]!;
+  const status = dir.readStatus()!;
+  if (!status.admin) throw new Error(`deployment ${status.deploymentId} has no admin server (started by an older tsweaver)`);
+  return { dir, status, base: `http://${status.admin}` };
+}
+
+/** GET from a deployment's admin server; errors name the deployment and the reason. */
+async function adminGet(base: string, path: string, timeoutMs = 30_000): Promise<Response> {
+  let res: Response;
+  try {
+    res = await fetch(base + path, { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (err) {
+    throw new Error(`cannot reach the deployment's admin server at ${base}: ${(err as Error).message}`);
+  }
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${(await res.text()).trim()}`);
+  return res;
+}
+
+/** Options of `tsweaver multi metrics`. */
+export interface MetricsOptions {
+  deployment?: string;
+  component?: string;
+  name?: string;
+  replicas?: boolean;
+  json?: boolean;
+}
+
+/** `tsweaver multi metrics`: the deployment's metrics, summed over replicas (or per replica). */
+export async function metricsCommand(o: MetricsOptions): Promise<void> {
+  const { base } = adminOf(o.deployment);
+  const q = new URLSearchParams();
+  if (o.component) q.set("component", o.component);
+  if (o.name) q.set("name", o.name);
+  if (o.replicas) q.set("replicas", "1");
+  const { series } = (await (await adminGet(base, `/api/metrics?${q}`)).json()) as { series: StoredSeries[] };
+  if (o.json) {
+    process.stdout.write(JSON.stringify(series, null, 2) + "\n");
+    return;
+  }
+  if (series.length === 0) {
+    process.stdout.write(`no metrics${o.component ? ` for component ${o.component}` : ""}${o.name ? ` named *${o.name}*` : ""} yet\n`);
+    return;
+  }
+  const rows = [["NAME", "LABELS", "VALUE"]];
+  for (const s of series) rows.push([s.name, Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(" "), formatValue(s)]);
+  process.stdout.write(table(rows));
+}
+
+function formatValue(s: StoredSeries): string {
+  const n = (v: number | undefined) => (v === undefined ? "-" : Number.isInteger(v) ? String(v) : v.toFixed(3));
+  if (s.kind !== "HISTOGRAM") return n(s.value);
+  return `count=${s.count} mean=${n(s.count ? s.value / s.count : undefined)} p50=${n(quantile(s.bounds, s.counts, 0.5))} p99=${n(quantile(s.bounds, s.counts, 0.99))}`;
 }

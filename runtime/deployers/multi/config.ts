@@ -7,6 +7,8 @@ export interface MultiConfig {
   replicas: number;
   /** Proxy address per listener (`[multi.listeners.NAME] address`); unnamed listeners get localhost:0. */
   listeners: Map<string, string>;
+  /** Address of the admin server (`admin`, default 127.0.0.1:0: any free port). */
+  admin: string;
 }
 
 export function multiConfig(config: AppConfig): MultiConfig {
@@ -14,7 +16,9 @@ export function multiConfig(config: AppConfig): MultiConfig {
   const fail = (key: string, what: string): never => {
     throw new ConfigError(`${config.file}: multi.${key}: ${what}`);
   };
-  checkKeys(section, ["replicas", "listeners"], "multi", config.file);
+  checkKeys(section, ["replicas", "listeners", "admin"], "multi", config.file);
+  const admin = section["admin"] ?? "127.0.0.1:0";
+  if (typeof admin !== "string" || !/^.*:\d+$/.test(admin)) fail("admin", 'must be a "host:port" string');
   const replicas = section["replicas"] ?? 2;
   if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 1 || replicas > 64) fail("replicas", "must be an integer from 1 to 64");
   const listeners = new Map<string, string>();
@@ -27,5 +31,5 @@ export function multiConfig(config: AppConfig): MultiConfig {
     if (typeof address !== "string" || !/^.*:\d+$/.test(address)) fail(`listeners.${name}.address`, 'must be a "host:port" string');
     listeners.set(name, address as string);
   }
-  return { replicas: replicas as number, listeners };
+  return { replicas: replicas as number, listeners, admin: admin as string };
 }

@@ -5,6 +5,8 @@ import { listAppComponents } from "../../core/components.js";
 import { computeAssignment } from "../../core/routing.js";
 import type { ComponentLoad, LogEntry, RoutingInfo } from "../../protos/runtime.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
+import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
+import { AdminServer, type AdminBackend } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
 import { DeploymentDir, stateRoot, type DeploymentStatus } from "./state.js";
@@ -17,7 +19,12 @@ export interface MultiOptions {
   printLogs?: boolean;
   /** Receives progress lines (default: stderr). */
   progress?: (line: string) => void;
+  /** Where the admin server listens (default `[multi] admin` in weaver.toml, else 127.0.0.1:0). */
+  adminAddress?: string;
 }
+
+/** Log entries the deployer keeps in memory for the dashboard. */
+const RECENT_LOGS = 2000;
 
 interface Replica {
   readonly id: string;
@@ -52,8 +59,13 @@ const STABLE_MS = 10_000;
  * started when first needed, restarted with backoff when they crash; exported listeners sit behind a
  * local HTTP proxy.
  */
-export class MultiDeployer {
+export class MultiDeployer implements AdminBackend {
   readonly deploymentId = randomUUID().slice(0, 8);
+  /** Metric totals of every replica (fed by GetMetrics deltas). */
+  readonly metricStore = new MetricStore();
+  private readonly admin = new AdminServer(this);
+  private collecting: Promise<void> | undefined;
+  private logRing: LogEntry[] = [];
   private readonly multi: MultiConfig;
   private groups: GroupState[] = [];
   private readonly byComponent = new Map<string, GroupState>();
@@ -88,9 +100,13 @@ export class MultiDeployer {
     this.groups = groupsOf(this.config, components).map((group) => ({ group, replicas: [], started: false }));
     for (const g of this.groups) for (const c of g.group.components) this.byComponent.set(c, g);
     this.dir.create();
+    await this.admin.listen(this.options.adminAddress ?? this.multi.admin);
     this.progress(`tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`);
     this.writeStatus();
-    this.statusTimer = setInterval(() => void this.pollHealth(), 2_000);
+    this.statusTimer = setInterval(() => {
+      void this.pollHealth();
+      void this.collectMetrics();
+    }, 2_000);
     this.statusTimer.unref();
     await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
   }
@@ -119,6 +135,7 @@ export class MultiDeployer {
         replicas: g.replicas.map((r) => ({ id: r.id, pid: r.envelope?.pid ?? 0, address: r.address, health: r.health, restarts: r.restarts, state: r.state })),
       })),
       listeners: [...this.proxiesNow()].map((p) => ({ name: p.listener, address: p.address, replicas: p.backendCount })),
+      admin: this.admin.address,
     };
   }
 
@@ -127,11 +144,46 @@ export class MultiDeployer {
     return new Map(this.groups.map((g) => [g.group.name, g.replicas.filter((r) => r.envelope?.running).map((r) => r.envelope!.pid)]));
   }
 
+  /** "host:port" of the admin server (dashboard, /metrics, APIs); "" before deploy(). */
+  get adminAddress(): string {
+    return this.admin.address;
+  }
+
+  /**
+   * Fetches metric deltas from every running replica into `metricStore` and records a history point.
+   * Concurrent calls share one collection.
+   */
+  collectMetrics(): Promise<void> {
+    this.collecting ??= (async () => {
+      try {
+        await Promise.all(
+          this.groups.flatMap((g) =>
+            g.replicas.map(async (r) => {
+              if (!r.envelope?.running) return;
+              const updates = await r.envelope.getMetrics().catch(() => []);
+              this.metricStore.add(updates, { [GROUP_LABEL]: g.group.name, [REPLICA_LABEL]: r.id });
+            }),
+          ),
+        );
+        this.metricStore.snapshot();
+      } finally {
+        this.collecting = undefined;
+      }
+    })();
+    return this.collecting;
+  }
+
+  /** The newest log entries (up to 2000), oldest first. */
+  recentLogs(): readonly LogEntry[] {
+    return this.logRing;
+  }
+
   /** Stops every weavelet gracefully and closes the proxies. */
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.statusTimer);
+    this.admin.close();
     this.progress(`tsweaver: stopping deployment ${this.deploymentId}`);
     await Promise.all(this.groups.flatMap((g) => g.replicas.map(async (r) => {
       r.state = "stopped";
@@ -335,6 +387,8 @@ export class MultiDeployer {
   }
 
   private logs(entries: LogEntry[]): void {
+    this.logRing.push(...entries);
+    if (this.logRing.length > RECENT_LOGS) this.logRing = this.logRing.slice(-RECENT_LOGS);
     try {
       this.dir.appendLogs(entries);
     } catch {

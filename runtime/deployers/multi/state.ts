@@ -24,6 +24,8 @@ export interface DeploymentStatus {
     replicas: { id: string; pid: number; address: string; health: string; restarts: number; state: string }[];
   }[];
   listeners: { name: string; address: string; replicas: number }[];
+  /** "host:port" of the deployer's admin server (dashboard, /metrics, the APIs the CLI uses). */
+  admin?: string;
 }
 
 /** Log files rotate at this size; one previous file is kept. */

@@ -1,0 +1,141 @@
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { LogEntry } from "../../protos/runtime.js";
+import { callGraph, charts } from "../../telemetry/graph.js";
+import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
+import { splitHostPort } from "../../weavelet/weavelet.js";
+import type { DeploymentStatus } from "./state.js";
+
+/** What the admin server shows; the multi deployer implements it. */
+export interface AdminBackend {
+  status(): DeploymentStatus;
+  /** Fetches fresh metric deltas from every running replica into `metricStore`. */
+  collectMetrics(): Promise<void>;
+  readonly metricStore: MetricStore;
+  /** The newest log entries kept in memory, oldest first. */
+  recentLogs(): readonly LogEntry[];
+}
+
+/** Query filters of /api/metrics (and `tsweaver multi metrics`). */
+export interface MetricsQuery {
+  /** Only series about this component (label component or caller). */
+  component?: string;
+  /** Only series whose name contains this. */
+  name?: string;
+  /** One series per replica instead of sums over replicas. */
+  replicas?: boolean;
+}
+
+/** Filters /api/metrics applies. */
+export function filterSeries(series: StoredSeries[], q: MetricsQuery): StoredSeries[] {
+  return series
+    .filter((s) => !q.component || s.labels["component"] === q.component || s.labels["caller"] === q.component)
+    .filter((s) => !q.name || s.name.includes(q.name))
+    .sort((a, b) => a.name.localeCompare(b.name) || JSON.stringify(a.labels).localeCompare(JSON.stringify(b.labels)));
+}
+
+const LEVELS = ["debug", "info", "warn", "error"];
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+type Route = (url: URL, req: http.IncomingMessage) => Promise<{ type: string; body: string | Buffer }> | { type: string; body: string | Buffer };
+
+const JSON_TYPE = "application/json; charset=utf-8";
+const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
+
+/**
+ * The multi deployer's local admin server (loopback only): the Prometheus endpoint (/metrics) and the
+ * JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph, /api/charts,
+ * /api/logs). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
+ */
+export class AdminServer {
+  private readonly server: http.Server;
+  private readonly routes = new Map<string, Route>();
+  /** "host:port" once listening. */
+  address = "";
+
+  constructor(private readonly backend: AdminBackend) {
+    this.server = http.createServer((req, res) => void this.serve(req, res));
+    this.route("/metrics", async () => {
+      await this.backend.collectMetrics();
+      return { type: "text/plain; version=0.0.4; charset=utf-8", body: this.backend.metricStore.prometheus() };
+    });
+    this.route("/api/status", () => json(this.backend.status()));
+    this.route("/api/metrics", async (url) => {
+      await this.backend.collectMetrics();
+      const q: MetricsQuery = { component: url.searchParams.get("component") ?? undefined, name: url.searchParams.get("name") ?? undefined, replicas: url.searchParams.get("replicas") === "1" };
+      const store = this.backend.metricStore;
+      return json({ series: filterSeries(q.replicas ? store.all() : store.aggregate(), q) });
+    });
+    this.route("/api/graph", async (url) => {
+      await this.backend.collectMetrics();
+      const windowSec = Number(url.searchParams.get("window") ?? 30);
+      const components = this.backend.status().groups.flatMap((g) => g.components);
+      return json(callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : 30) * 1000, components));
+    });
+    this.route("/api/charts", () => json({ charts: charts(this.backend.metricStore) }));
+    this.route("/api/logs", (url) => {
+      const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);
+      const component = url.searchParams.get("component");
+      const level = url.searchParams.get("level");
+      const grep = url.searchParams.get("grep");
+      if (level && !LEVELS.includes(level)) throw new HttpError(400, `level ${level}: use one of ${LEVELS.join(", ")}`);
+      const min = level ? LEVELS.indexOf(level) : 0;
+      const entries = this.backend
+        .recentLogs()
+        .filter((e) => (!component || e.component === component) && LEVELS.indexOf(e.level) >= min && (!grep || e.msg.includes(grep) || Object.values(e.attrs).some((v) => v.includes(grep))));
+      return json({ entries: entries.slice(-n) });
+    });
+  }
+
+  /** Adds (or replaces) a GET route. */
+  route(path: string, fn: Route): void {
+    this.routes.set(path, fn);
+  }
+
+  /** Listens on `address` (default 127.0.0.1:0); resolves to "host:port". */
+  async listen(address = "127.0.0.1:0"): Promise<string> {
+    const { host, port } = splitHostPort(address);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", (err) => reject(new Error(`admin server: cannot listen on ${address}: ${err.message}`)));
+      this.server.listen(port, host, () => resolve());
+    });
+    const bound = this.server.address() as AddressInfo;
+    this.address = `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+    return this.address;
+  }
+
+  close(): void {
+    this.server.close();
+    this.server.closeAllConnections();
+  }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    try {
+      if (!isLoopbackHost(req.headers.host)) throw new HttpError(403, "the admin server answers only requests addressed to a loopback host");
+      if (req.method !== "GET" && req.method !== "HEAD") throw new HttpError(405, `${req.method} not allowed`);
+      const url = new URL(req.url ?? "/", "http://admin");
+      const route = this.routes.get(url.pathname);
+      if (!route) throw new HttpError(404, `no such page: ${url.pathname}`);
+      const { type, body } = await route(url, req);
+      res.writeHead(200, { "content-type": type, "cache-control": "no-store" }).end(req.method === "HEAD" ? undefined : body);
+    } catch (err) {
+      const status = err instanceof HttpError ? err.status : 500;
+      if (!res.headersSent) res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
+      res.end(`${(err as Error).message}\n`);
+    }
+  }
+}
+
+function isLoopbackHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
+}
