@@ -93,4 +93,6 @@ class BenchMain implements Main {
   }
 }
 
+// `--cpu-prof` runs: profile this weavelet from load until its components shut down.
+if (process.env["TSWEAVER_LIST_COMPONENTS"] === undefined) startProfile();
 await run(BenchMain);
