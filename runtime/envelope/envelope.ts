@@ -183,9 +183,15 @@ export class Envelope {
     await this.channel.request("updateComponents", { components: [...components] });
   }
 
-  async getHealth(): Promise<HealthStatus> {
-    const reply = await this.channel.request("getHealth", {});
-    return (reply.body as ControlBodies["getHealthReply"]).status;
+  /** The weavelet's health; UNHEALTHY if it does not answer within `timeoutMs` (a stuck event loop). */
+  async getHealth(timeoutMs = 5_000): Promise<HealthStatus> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<HealthStatus>((resolve) => (timer = setTimeout(resolve, timeoutMs, "UNHEALTHY")));
+    try {
+      return await Promise.race([this.channel.request("getHealth", {}).then((reply) => (reply.body as ControlBodies["getHealthReply"]).status), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Metric changes since the previous call. */

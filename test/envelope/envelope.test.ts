@@ -107,3 +107,16 @@ test("a missing entry file is reported", async () => {
     /before its handshake:\n[\s\S]*Cannot find module '\/nonexistent\/app.js'/,
   );
 });
+
+test("a weavelet that does not answer is reported UNHEALTHY, and HEALTHY once it answers again", async () => {
+  const rec = recordingHandler();
+  const env = await Envelope.start({
+    binary: path.join(ROOT, "dist/test/fixtures/apps/stuck.js"),
+    weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] },
+    handler: rec.handler,
+  });
+  started.push(env);
+  await waitFor("the app blocks", () => rec.logs.some((e) => e.msg === "blocking"));
+  assert.equal(await env.getHealth(300), "UNHEALTHY");
+  assert.equal(await waitFor("healthy again", async () => (await env.getHealth(300)) === "HEALTHY"), true);
+});

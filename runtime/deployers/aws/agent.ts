@@ -82,6 +82,7 @@ export class Agent {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private locateAttempts = 0;
+  private unhealthy = false;
   private readonly log = jsonLogger("agent");
 
   constructor(
@@ -121,9 +122,11 @@ export class Agent {
       this.log.error("weavelet exited", { code: String(info.code), signal: String(info.signal) });
       void this.stop(1);
     });
+    const health = await this.envelope.getHealth();
+    if (health !== "HEALTHY") throw new Error(`the weavelet reports ${health} after its handshake`);
     await this.client.ready(this.report());
     this.log.info("replica ready", { group: this.env.group, address: this.envelope.dialAddress });
-    this.heartbeatTimer = setInterval(() => void this.client.ready(this.report()).catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })), this.env.heartbeatMs);
+    this.heartbeatTimer = setInterval(() => void this.heartbeat().catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })), this.env.heartbeatMs);
     this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
   }
 
@@ -138,6 +141,23 @@ export class Agent {
       this.client.close();
     }
     process.exit(code);
+  }
+
+  /**
+   * Re-reports readiness (restoring a lost registration), or, while the weavelet is not healthy, takes
+   * the replica out of routing until it is again.
+   */
+  private async heartbeat(): Promise<void> {
+    const health = await this.envelope!.getHealth().catch(() => "UNHEALTHY" as const);
+    if (health === "HEALTHY") {
+      if (this.unhealthy) this.log.info("weavelet healthy again: re-registering", {});
+      this.unhealthy = false;
+      await this.client.ready(this.report());
+    } else if (!this.unhealthy) {
+      this.unhealthy = true;
+      this.log.warn("weavelet unhealthy: deregistering until it recovers", { health });
+      await this.client.stopping(this.report());
+    }
   }
 
   private report(): ReplicaReport {
