@@ -17,7 +17,8 @@
 // Flags: --quick (or BENCH_QUICK=1): a few hundred calls per cell; --json: also print one
 // `BENCH_JSON {...}` line with every number; --rows=raw,tsweaver,...: a subset of rows; --sizes=small,large
 // and --conc=1,64: a subset of cells (colocated and codec rows always run all of theirs);
-// --cpu-prof=DIR: the tsweaver weavelets CPU-profile themselves (see profile.ts) into DIR.
+// --cpu-prof=DIR: the tsweaver weavelets CPU-profile themselves (see profile.ts) into DIR;
+// --weavelet-env=K=V: extra environment for the tsweaver processes (e.g. TSWEAVER_METRICS=0).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -53,10 +54,12 @@ interface Options {
   json: boolean;
   rows: Set<RowName>;
   cpuProfDir: string | undefined;
+  /** Extra environment for the tsweaver weavelets (`--weavelet-env=K=V`, repeatable). */
+  weaveletEnv: Record<string, string>;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: process.env["BENCH_QUICK"] === "1", json: false, rows: new Set(ALL_ROWS), cpuProfDir: undefined };
+  const o: Options = { quick: process.env["BENCH_QUICK"] === "1", json: false, rows: new Set(ALL_ROWS), cpuProfDir: undefined, weaveletEnv: {} };
   for (const a of argv) {
     if (a === "--quick") o.quick = true;
     else if (a === "--json") o.json = true;
@@ -65,9 +68,14 @@ function parseArgs(argv: string[]): Options {
       for (const n of names) if (!(ALL_ROWS as readonly string[]).includes(n)) throw new Error(`unknown row ${n} (rows: ${ALL_ROWS.join(", ")})`);
       o.rows = new Set(names as RowName[]);
     } else if (a.startsWith("--cpu-prof=")) o.cpuProfDir = path.resolve(a.slice(11));
-    else if (a.startsWith("--sizes=")) SIZES = a.slice(8).split(",").map((x) => (PAYLOAD_SIZES as readonly string[]).includes(x) ? (x as PayloadSize) : fail(`unknown size ${x}`));
+    else if (a.startsWith("--weavelet-env=")) {
+      const kv = a.slice(15);
+      const eq = kv.indexOf("=");
+      if (eq <= 0) throw new Error(`--weavelet-env wants KEY=VALUE, got ${kv}`);
+      o.weaveletEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
+    } else if (a.startsWith("--sizes=")) SIZES = a.slice(8).split(",").map((x) => (PAYLOAD_SIZES as readonly string[]).includes(x) ? (x as PayloadSize) : fail(`unknown size ${x}`));
     else if (a.startsWith("--conc=")) CONCURRENCY = a.slice(7).split(",").map((x) => Number(x) >= 1 ? Number(x) : fail(`bad concurrency ${x}`));
-    else throw new Error(`unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR)`);
+    else throw new Error(`unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR, --weavelet-env=K=V)`);
   }
   return o;
 }
@@ -208,9 +216,9 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
 }
 
 /** Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. */
-async function tsweaverRow(cpuProfDir: string | undefined): Promise<NetRow> {
+async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
-  const env: Record<string, string> = {};
+  const env: Record<string, string> = { ...weaveletEnv };
   if (cpuProfDir !== undefined) {
     mkdirSync(cpuProfDir, { recursive: true });
     env["BENCH_CPU_PROF_DIR"] = cpuProfDir;
@@ -258,14 +266,14 @@ address = "127.0.0.1:0"
  * interleaved, so slow drift in the machine's background load hits all rows alike. A cell's figures are
  * the medians over the rounds.
  */
-async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: string | undefined): Promise<Cell[]> {
+async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: string | undefined, weaveletEnv: Record<string, string>): Promise<Cell[]> {
   const rows: NetRow[] = [];
   const roundBounds = perRound(b, rounds);
   try {
     for (const n of names) {
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
-      else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir));
+      else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
     }
@@ -308,9 +316,9 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   }
 }
 
-async function colocatedRow(b: Bounds, rounds: number): Promise<Cell[]> {
+async function colocatedRow(b: Bounds, rounds: number, weaveletEnv: Record<string, string>): Promise<Cell[]> {
   // The app run directly is the single-process deployer: ctx.get() returns the local instance.
-  const { child, line } = startChild("app.js", [], { BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b), BENCH_ROUNDS: String(rounds) });
+  const { child, line } = startChild("app.js", [], { ...weaveletEnv, BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b), BENCH_ROUNDS: String(rounds) });
   try {
     const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
     const cells: Cell[] = [];
@@ -453,8 +461,8 @@ async function main(): Promise<void> {
     cells.push(...(await fn()));
   };
   const net = (["raw", "tsweaver", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
-  if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir)));
-  await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS));
+  if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
+  await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {
     log("codec...");
     codecs = await codecRow(opts.quick);
