@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { deployCommand, logsCommand, metricsCommand, statusCommand } from "../deployers/multi/commands.js";
+import { deployCommand, logsCommand, metricsCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
 
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
@@ -44,6 +44,16 @@ multi
   .option("-r, --replicas", "one line per replica instead of sums")
   .option("--json", "print JSON")
   .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => metricsCommand({ deployment, ...opts }));
+
+multi
+  .command("traces")
+  .description("list a running deployment's recent traces, or show one as a timeline (--trace ID)")
+  .argument("[deployment]", "deployment id (or a prefix of it)")
+  .option("-c, --component <name>", "only traces through this component")
+  .option("-t, --trace <id>", "show this trace's spans (id or a unique prefix)")
+  .option("--limit <n>", "how many traces", "20")
+  .option("--json", "print JSON")
+  .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => tracesCommand({ deployment, ...opts }));
 
 // The AWS SDK loads only for aws commands: the multi commands stay quick to start.
 const awsCli = () => import("../deployers/aws/cli.js");

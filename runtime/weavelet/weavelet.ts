@@ -20,6 +20,8 @@ import { Balancer, ConnectionPool } from "../rpc/client.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
 import { MethodStats } from "../telemetry/methods.js";
+import { type ActiveSpan, Tracing } from "../telemetry/tracing.js";
+import { callStorage } from "../core/call.js";
 
 /** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
 export interface WeaveletHost {
@@ -82,8 +84,14 @@ export class Weavelet {
   private readonly listeners: Server[] = [];
   private stopped = false;
 
+  /** Spans of component calls (`undefined` when tracing is off: TSWEAVER_TRACING=0 or sample 0). */
+  private readonly tracing: Tracing | undefined;
+  private readonly tracingAll: Tracing;
+
   constructor(private readonly opts: WeaveletOptions) {
     this.logger = this.loggerFor("weavelet");
+    this.tracingAll = new Tracing({ app: opts.app, deploymentId: opts.deploymentId, weaveletId: opts.id, group: opts.group, sink: (spans) => opts.host.traceSpans(spans) });
+    this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
   }
 
   /** Starts the RPC server (if this weavelet serves remote calls); returns its dial address. */
@@ -97,6 +105,7 @@ export class Weavelet {
       });
       this.dialAddress = await this.server.listen(this.opts.internalAddress || "127.0.0.1:0");
     }
+    await this.tracingAll.ready();
     return this.dialAddress;
   }
 
@@ -221,6 +230,7 @@ export class Weavelet {
       }
     }
     this.pool.close();
+    await this.tracingAll.shutdown();
     this.flushLogs();
   }
 
@@ -257,7 +267,7 @@ export class Weavelet {
           remote = entry;
         }
         const balancer = remote.balancer;
-        stub = remote.ready.then(() => makeStub(reg, balancer, caller, this.measure));
+        stub = remote.ready.then(() => makeStub(reg, balancer, caller, this.measure, this.tracing));
       }
       this.stubs.set(key, stub);
       stub.catch(() => this.stubs.delete(key));
@@ -309,19 +319,35 @@ export class Weavelet {
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const stats = this.measure ? MethodStats.served(component, method) : undefined;
     const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+    const tracing = this.tracing;
+    // The RPC server runs `fn` inside the call's context: its traceparent is the caller's client span.
     const serve = (inst: object, args: unknown[]): unknown => {
-      if (stats === undefined) return invoke(inst, args);
+      const span = tracing?.startServer(callStorage.getStore(), component, method);
+      if (span === undefined) {
+        if (stats === undefined) return invoke(inst, args);
+        const t0 = performance.now();
+        let r: unknown;
+        try {
+          r = invoke(inst, args);
+        } catch (err) {
+          stats.fail(performance.now() - t0);
+          throw err;
+        }
+        if (isThenable(r)) return stats.track(r, t0);
+        stats.ok(performance.now() - t0);
+        return r;
+      }
       const t0 = performance.now();
       let r: unknown;
       try {
-        r = invoke(inst, args);
+        r = callStorage.run(span.ctx, invoke, inst, args);
       } catch (err) {
-        stats.fail(performance.now() - t0);
+        stats?.fail(performance.now() - t0);
+        span.end(err);
         throw err;
       }
-      if (isThenable(r)) return stats.track(r, t0);
-      stats.ok(performance.now() - t0);
-      return r;
+      const traced = endSpan(r, span);
+      return stats === undefined ? traced : stats.track(traced, t0);
     };
     handler = {
       name: key,
@@ -412,7 +438,7 @@ export class Weavelet {
  * A remote stub: one method per implementation method, each a call through the component's balancer,
  * measured (per-method metrics of `caller`) unless `measure` is off.
  */
-function makeStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean): object {
+function makeStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean, tracing: Tracing | undefined): object {
   const first = (methodTable(), reg.firstMethodId);
   const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   reg.methods.forEach((method, i) => {
@@ -422,7 +448,15 @@ function makeStub(reg: Registration, balancer: Balancer, caller: string, measure
     const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
     const fixed = { retryable };
-    const call = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+    const untraced = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+    // A client span when the call is traced; its traceparent goes out in the request header.
+    const call =
+      tracing === undefined
+        ? untraced
+        : (args: unknown[]): Promise<unknown> => {
+            const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
+            return span === undefined ? untraced(args) : endSpan(callStorage.run(span.ctx, untraced, args), span);
+          };
     stub[method] =
       stats === undefined
         ? (...args: unknown[]) => call(args)
@@ -459,6 +493,18 @@ function makeLocalStub(reg: Registration, inst: object, caller: string): object 
     };
   }
   return Object.freeze(stub);
+}
+
+/** Ends `span` when `r` settles (failed if it rejects) and passes the outcome on. */
+async function endSpan(r: unknown, span: ActiveSpan): Promise<unknown> {
+  try {
+    const v = await r;
+    span.end();
+    return v;
+  } catch (err) {
+    span.end(err);
+    throw err;
+  }
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -9,17 +10,46 @@ import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
 import type { StoredSeries } from "../../runtime/telemetry/metricstore.js";
 import type { CallGraph } from "../../runtime/telemetry/graph.js";
+import type { StoredSpan, TraceSummary } from "../../runtime/telemetry/tracestore.js";
 import { CLI, ECHO_APP, get, getJson, tempDir, waitFor, writeConfig } from "../helpers.js";
 
 const run = promisify(execFile);
 
-describe("multi deployer telemetry: metrics, admin server, CLI", () => {
+/** A stand-in OTLP/HTTP collector: keeps the JSON bodies POSTed to /v1/traces. */
+function otlpCollector(): Promise<{ server: http.Server; url: string; bodies: OtlpBody[] }> {
+  const bodies: OtlpBody[] = [];
+  const server = http.createServer((req, res) => {
+    let body = "";
+    req.setEncoding("utf8").on("data", (c: string) => (body += c));
+    req.on("end", () => {
+      if (req.url === "/v1/traces" && req.method === "POST" && /json/.test(req.headers["content-type"] ?? "")) bodies.push(JSON.parse(body) as OtlpBody);
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, bodies })));
+}
+
+interface OtlpBody {
+  resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number }[] }[] }[];
+}
+
+describe("multi deployer telemetry: metrics, traces, admin server, CLI", () => {
   const dir = tempDir();
   const stateDir = path.join(dir, "state");
-  const config = writeConfig(
-    `[tsweaver]
+  let collector: Awaited<ReturnType<typeof otlpCollector>>;
+  let deployer: MultiDeployer;
+  let base = "";
+  let admin = "";
+  const cli = async (...args: string[]) => (await run(process.execPath, [CLI, ...args], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout;
+
+  before(async () => {
+    collector = await otlpCollector();
+    // Every call traced; spans also exported over OTLP/HTTP to the collector above.
+    const config = writeConfig(
+      `[tsweaver]
 name = "telemetry"
 binary = ${JSON.stringify(ECHO_APP)}
+env = { TSWEAVER_TRACE_SAMPLE = "1", OTEL_EXPORTER_OTLP_ENDPOINT = ${JSON.stringify(collector.url)} }
 
 [multi]
 replicas = 2
@@ -27,14 +57,8 @@ replicas = 2
 [multi.listeners.api]
 address = "127.0.0.1:0"
 `,
-    dir,
-  );
-  let deployer: MultiDeployer;
-  let base = "";
-  let admin = "";
-  const cli = async (...args: string[]) => (await run(process.execPath, [CLI, ...args], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout;
-
-  before(async () => {
+      dir,
+    );
     deployer = new MultiDeployer(loadConfig(config), { stateDir, printLogs: false, progress: () => {} });
     await deployer.deploy();
     base = `http://${await waitFor("listener proxy", async () => (await deployer.listenerAddresses()).get("api"))}`;
@@ -46,6 +70,7 @@ address = "127.0.0.1:0"
 
   after(async () => {
     await deployer.stop();
+    collector.server.close();
   });
 
   test("the admin address is in status.json and the server answers only loopback host names", async () => {
@@ -125,5 +150,69 @@ address = "127.0.0.1:0"
     const json = JSON.parse(await cli("multi", "metrics", "--json", "--name", "served_total")) as StoredSeries[];
     assert.ok(json.every((s) => s.name === "tsweaver_method_served_total"));
     await assert.rejects(cli("multi", "metrics", "nosuchdeployment"), /no running deployment nosuchdeployment/);
+  });
+  test("a traced remote call: client span in main, server span in Echo, one trace, context propagated", async () => {
+    const tp = await getJson<string>(`${base}/traceparent`);
+    const [, traceId, spanId, flags] = /^00-([0-9a-f]{32})-([0-9a-f]{16})-(\d\d)$/.exec(tp) ?? [];
+    assert.ok(traceId, `the callee sees a W3C traceparent (got ${JSON.stringify(tp)})`);
+    assert.equal(flags, "01");
+    const { spans } = await waitFor("both spans of the trace", async () => {
+      const r = await get(`${admin}/api/trace?id=${traceId}`);
+      const t = r.status === 200 ? (JSON.parse(r.body) as { spans: StoredSpan[] }) : undefined;
+      return t && t.spans.length === 2 ? t : undefined;
+    });
+    const [client, server] = spans as [StoredSpan, StoredSpan];
+    assert.deepEqual([client.name, client.kind, client.parentSpanId], ["test/Echo.traceparent", 2, ""]);
+    assert.deepEqual([server.name, server.kind, server.parentSpanId], ["test/Echo.traceparent", 1, client.spanId]);
+    assert.equal(server.spanId, spanId, "the implementation runs in the server span's context");
+    assert.equal(client.attributes["tsweaver.caller"], "tsweaver/Main");
+    assert.match(client.attributes["tsweaver.weavelet"]!, /^tsweaver-main-[01]-/);
+    assert.match(server.attributes["tsweaver.weavelet"]!, /^test-echo-[01]-/);
+    assert.ok(client.startMicros <= server.startMicros && server.endMicros <= client.endMicros, `the server span nests in the client span: ${JSON.stringify([client.startMicros, server.startMicros, server.endMicros, client.endMicros])}`);
+  });
+
+  test("a failed call marks both spans as errors; recent traces list it", async () => {
+    await getJson(`${base}/fail?name=Traced&message=failing`);
+    const { failed, spans } = await waitFor("the failed trace", async () => {
+      const { traces } = await getJson<{ traces: TraceSummary[] }>(`${admin}/api/traces?limit=100&component=test/Echo`);
+      for (const t of traces.filter((x) => x.root === "test/Echo.fail" && x.spans === 2 && x.errors === 2)) {
+        const { spans } = await getJson<{ spans: StoredSpan[] }>(`${admin}/api/trace?id=${t.traceId.slice(0, 12)}`);
+        if (spans.every((x) => x.statusCode === 2 && x.statusMessage === "Traced: failing")) return { failed: t, spans };
+      }
+      return undefined;
+    });
+    assert.deepEqual(failed.components, ["test/Echo"]);
+    assert.deepEqual(spans.map((x) => x.kind), [2, 1]);
+    assert.equal((await get(`${admin}/api/trace?id=ffffffffffffffffffffffffffffffff`)).status, 404);
+  });
+
+  test("spans are kept on disk in traces.jsonl and printed by tsweaver multi traces", async () => {
+    const file = new DeploymentDir(stateDir, deployer.deploymentId).traceFile;
+    await waitFor("traces.jsonl", () => existsSync(file) && readFileSync(file, "utf8").includes('"name":"test/Echo.echo"'));
+    const list = await cli("multi", "traces", "--component", "test/Echo", "--limit", "5");
+    assert.match(list, /^ {2}TRACE +ROOT +START +DURATION +SPANS +ERRORS +COMPONENTS$/m);
+    const id = /^ {2}([0-9a-f]{32}) +test\/Echo\.\w+ /m.exec(list)?.[1];
+    assert.ok(id, list);
+    const one = await cli("multi", "traces", "--trace", id!.slice(0, 10));
+    assert.match(one, new RegExp(`^trace ${id}: 2 spans, [\\d.]+ ms$`, "m"));
+    assert.match(one, /^ {2}\|#+ *\| \+ +0\.000 ms +[\d.]+ ms {2}client test\/Echo\.\w+ @tsweaver-main-/m);
+    assert.match(one, /^ {2}\| *#+ *\| \+ +[\d.]+ ms +[\d.]+ ms {4}server test\/Echo\.\w+ @test-echo-/m);
+  });
+
+  test("spans are exported over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT", async () => {
+    const tp = await getJson<string>(`${base}/traceparent`);
+    const traceId = tp.split("-")[1]!;
+    const found = await waitFor("both spans at the collector", () => {
+      const spans = collector.bodies.flatMap((b) => b.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => ({ ...sp, resource: rs.resource })))));
+      const mine = spans.filter((sp) => sp.traceId === traceId);
+      return mine.length === 2 ? mine : undefined;
+    });
+    const attr = (r: OtlpBody["resourceSpans"][number]["resource"], key: string) => r.attributes.find((a) => a.key === key)?.value.stringValue;
+    const client = found.find((sp) => sp.kind === 3)!; // OTLP SpanKind: 2 server, 3 client
+    const server = found.find((sp) => sp.kind === 2)!;
+    assert.equal(server.parentSpanId, client.spanId);
+    assert.equal(attr(client.resource, "service.name"), "telemetry");
+    assert.equal(attr(server.resource, "tsweaver.group"), "test-echo");
+    assert.equal(attr(client.resource, "tsweaver.group"), "tsweaver-main");
   });
 });

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import type { LogEntry } from "../../protos/runtime.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
+import type { TraceStore } from "../../telemetry/tracestore.js";
 import { splitHostPort } from "../../weavelet/weavelet.js";
 import type { DeploymentStatus } from "./state.js";
 
@@ -12,6 +13,7 @@ export interface AdminBackend {
   /** Fetches fresh metric deltas from every running replica into `metricStore`. */
   collectMetrics(): Promise<void>;
   readonly metricStore: MetricStore;
+  readonly traceStore: TraceStore;
   /** The newest log entries kept in memory, oldest first. */
   recentLogs(): readonly LogEntry[];
 }
@@ -53,7 +55,7 @@ const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
 /**
  * The multi deployer's local admin server (loopback only): the Prometheus endpoint (/metrics) and the
  * JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph, /api/charts,
- * /api/logs). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
+ * /api/logs, /api/traces, /api/trace?id=). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
  */
 export class AdminServer {
   private readonly server: http.Server;
@@ -81,6 +83,16 @@ export class AdminServer {
       return json(callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : 30) * 1000, components));
     });
     this.route("/api/charts", () => json({ charts: charts(this.backend.metricStore) }));
+    this.route("/api/traces", (url) => {
+      const limit = Math.min(Math.max(Number(url.searchParams.get("limit") ?? 50) || 50, 1), 1000);
+      return json({ traces: this.backend.traceStore.recent(limit, url.searchParams.get("component") ?? undefined) });
+    });
+    this.route("/api/trace", (url) => {
+      const id = url.searchParams.get("id") ?? "";
+      const spans = this.backend.traceStore.trace(id);
+      if (!spans) throw new HttpError(404, `trace ${id}: not found (it may have been dropped: the deployer keeps the newest 20,000 spans)`);
+      return json({ traceId: spans[0]!.traceId, spans });
+    });
     this.route("/api/logs", (url) => {
       const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);
       const component = url.searchParams.get("component");

@@ -4,6 +4,7 @@ import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
+import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
 import { MultiDeployer } from "./deployer.js";
 import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
 
@@ -208,4 +209,73 @@ function formatValue(s: StoredSeries): string {
   const n = (v: number | undefined) => (v === undefined ? "-" : Number.isInteger(v) ? String(v) : v.toFixed(3));
   if (s.kind !== "HISTOGRAM") return n(s.value);
   return `count=${s.count} mean=${n(s.count ? s.value / s.count : undefined)} p50=${n(quantile(s.bounds, s.counts, 0.5))} p99=${n(quantile(s.bounds, s.counts, 0.99))}`;
+}
+
+/** Options of `tsweaver multi traces`. */
+export interface TracesOptions {
+  deployment?: string;
+  component?: string;
+  limit?: string;
+  trace?: string;
+  json?: boolean;
+}
+
+const ms = (micros: number) => `${(micros / 1000).toFixed(micros < 10_000 ? 3 : 1)} ms`;
+
+/** `tsweaver multi traces`: recent traces, or one trace's spans as a timeline. */
+export async function tracesCommand(o: TracesOptions): Promise<void> {
+  const { base } = adminOf(o.deployment);
+  if (o.trace) {
+    const { spans } = (await (await adminGet(base, `/api/trace?id=${encodeURIComponent(o.trace)}`)).json()) as { spans: StoredSpan[] };
+    if (o.json) {
+      process.stdout.write(JSON.stringify(spans, null, 2) + "\n");
+      return;
+    }
+    process.stdout.write(timeline(spans));
+    return;
+  }
+  const q = new URLSearchParams({ limit: o.limit ?? "20" });
+  if (o.component) q.set("component", o.component);
+  const { traces } = (await (await adminGet(base, `/api/traces?${q}`)).json()) as { traces: TraceSummary[] };
+  if (o.json) {
+    process.stdout.write(JSON.stringify(traces, null, 2) + "\n");
+    return;
+  }
+  if (traces.length === 0) {
+    process.stdout.write("no traces yet (TSWEAVER_TRACE_SAMPLE sets the fraction of calls traced; default 0.1)\n");
+    return;
+  }
+  const rows = [["TRACE", "ROOT", "START", "DURATION", "SPANS", "ERRORS", "COMPONENTS"]];
+  for (const t of traces) {
+    rows.push([t.traceId, t.root, new Date(t.startMicros / 1000).toISOString().slice(11, 23), ms(t.durationMicros), String(t.spans), String(t.errors), t.components.join(",")]);
+  }
+  process.stdout.write(table(rows));
+}
+
+/** A text timeline of a trace: one line per span, indented under its parent, with a bar. */
+export function timeline(spans: readonly StoredSpan[]): string {
+  if (spans.length === 0) return "";
+  const start = Math.min(...spans.map((s) => s.startMicros));
+  const total = Math.max(1, Math.max(...spans.map((s) => s.endMicros)) - start);
+  const ids = new Set(spans.map((s) => s.spanId));
+  const children = new Map<string, StoredSpan[]>();
+  for (const s of spans) {
+    const p = ids.has(s.parentSpanId) ? s.parentSpanId : "";
+    children.set(p, [...(children.get(p) ?? []), s]);
+  }
+  const WIDTH = 40;
+  const lines = [`trace ${spans[0]!.traceId}: ${spans.length} spans, ${ms(total)}`];
+  const walk = (parent: string, depth: number) => {
+    for (const s of (children.get(parent) ?? []).sort((a, b) => a.startMicros - b.startMicros)) {
+      const from = Math.floor(((s.startMicros - start) / total) * WIDTH);
+      const len = Math.max(1, Math.round(((s.endMicros - s.startMicros) / total) * WIDTH));
+      const bar = " ".repeat(from) + "#".repeat(Math.min(len, WIDTH - from));
+      const kind = s.kind === 2 ? "client" : s.kind === 1 ? "server" : "span";
+      const err = s.statusCode === 2 ? `  ERROR ${s.statusMessage}` : "";
+      lines.push(`  |${bar.padEnd(WIDTH)}| +${ms(s.startMicros - start).padStart(10)} ${ms(s.endMicros - s.startMicros).padStart(10)}  ${"  ".repeat(depth)}${kind} ${s.name} @${s.attributes["tsweaver.weavelet"] ?? "?"}${err}`);
+      walk(s.spanId, depth + 1);
+    }
+  };
+  walk("", 0);
+  return lines.join("\n") + "\n";
 }

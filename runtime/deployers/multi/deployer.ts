@@ -3,9 +3,10 @@ import { checkComponentNames, groupsOf, MAIN_COMPONENT, type AppConfig, type Gro
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import { listAppComponents } from "../../core/components.js";
 import { computeAssignment } from "../../core/routing.js";
-import type { ComponentLoad, LogEntry, RoutingInfo } from "../../protos/runtime.js";
+import type { ComponentLoad, LogEntry, RoutingInfo, Span } from "../../protos/runtime.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
+import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
 import { AdminServer, type AdminBackend } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
@@ -63,6 +64,8 @@ export class MultiDeployer implements AdminBackend {
   readonly deploymentId = randomUUID().slice(0, 8);
   /** Metric totals of every replica (fed by GetMetrics deltas). */
   readonly metricStore = new MetricStore();
+  /** Recent trace spans of every replica (the newest 20,000; also appended to traces.jsonl). */
+  readonly traceStore = new TraceStore();
   private readonly admin = new AdminServer(this);
   private collecting: Promise<void> | undefined;
   private logRing: LogEntry[] = [];
@@ -382,8 +385,18 @@ export class MultiDeployer implements AdminBackend {
         }
       },
       handleLogEntries: ({ entries }) => this.logs(entries),
-      handleTraceSpans: () => {},
+      handleTraceSpans: ({ spans }) => this.spans(spans),
     };
+  }
+
+  private spans(spans: Span[]): void {
+    const stored = spans.map(storedSpan);
+    this.traceStore.add(stored);
+    try {
+      this.dir.appendTraces(stored);
+    } catch {
+      // The state dir vanished; the in-memory store still serves the dashboard.
+    }
   }
 
   private logs(entries: LogEntry[]): void {

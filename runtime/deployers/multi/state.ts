@@ -35,6 +35,7 @@ export const MAX_LOG_BYTES = 10 * 1024 * 1024;
 export class DeploymentDir {
   readonly dir: string;
   private logBytes = 0;
+  private traceBytes = 0;
 
   constructor(root: string, readonly deploymentId: string) {
     this.dir = path.join(root, deploymentId);
@@ -75,6 +76,21 @@ export class DeploymentDir {
     }
     appendFileSync(this.logFile, text);
     this.logBytes += text.length;
+  }
+
+  /** Finished spans, one JSON object a line (rotated like the logs). */
+  get traceFile(): string {
+    return path.join(this.dir, "traces.jsonl");
+  }
+
+  appendTraces(spans: readonly object[]): void {
+    const text = spans.map((e) => JSON.stringify(e)).join("\n") + "\n";
+    if (this.traceBytes + text.length > MAX_LOG_BYTES && existsSync(this.traceFile)) {
+      renameSync(this.traceFile, path.join(this.dir, "traces.1.jsonl"));
+      this.traceBytes = 0;
+    }
+    appendFileSync(this.traceFile, text);
+    this.traceBytes += text.length;
   }
 
   /** Log files oldest first. */
