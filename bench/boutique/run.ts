@@ -109,14 +109,17 @@ async function startSingle(profDir: string | undefined): Promise<Running> {
   return { address: ready, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
-async function startMulti(tmp: string): Promise<Running> {
+async function startMulti(tmp: string, profDir: string | undefined): Promise<Running> {
   const config = path.join(tmp, "weaver.toml");
+  // Each weavelet writes its own CPU profile when it stops.
+  // (Node's default profile names carry the pid, so the weavelets' files do not collide.)
+  const env = profDir ? `node_args = ${JSON.stringify(["--cpu-prof", `--cpu-prof-dir=${profDir}`])}\n` : "";
   writeFileSync(
     config,
     `[tsweaver]
 name = "boutique"
 binary = ${JSON.stringify(path.join(ROOT, "dist/examples/boutique/main.js"))}
-
+${env}
 [multi]
 replicas = 1
 
@@ -167,7 +170,7 @@ export async function runBoutique(bounds: BoutiqueBounds, opts: { systems?: read
   try {
     for (const system of opts.systems ?? SYSTEMS) {
       log(`${system}: starting`);
-      const sys = system === "single" ? await startSingle(opts.cpuProfDir) : system === "multi" ? await startMulti(tmp) : await startGrpc(opts.cpuProfDir);
+      const sys = system === "single" ? await startSingle(opts.cpuProfDir) : system === "multi" ? await startMulti(tmp, opts.cpuProfDir) : await startGrpc(opts.cpuProfDir);
       const load = new LoadGenerator(sys.address);
       try {
         log(`${system}: warm-up on ${sys.address}`);

@@ -18,6 +18,8 @@ export interface AppConfig {
   readonly args: readonly string[];
   /** Extra environment variables for every weavelet. */
   readonly env: Readonly<Record<string, string>>;
+  /** Node.js flags for every weavelet (`[tsweaver] node_args`, e.g. ["--max-old-space-size=512"]). */
+  readonly nodeArgs: readonly string[];
   /** Groups of components that run in one process; components not named run alone. */
   readonly colocate: readonly (readonly string[])[];
   /** Deployer sections (`single`, `multi`, `aws`), raw, validated by their deployer. */
@@ -27,7 +29,7 @@ export interface AppConfig {
 }
 
 const DEPLOYER_SECTIONS = new Set(["single", "multi", "aws"]);
-const APP_KEYS = ["name", "binary", "args", "env", "colocate"];
+const APP_KEYS = ["name", "binary", "args", "env", "colocate", "node_args"];
 
 /** Reads and validates a weaver.toml; every error names the file and the key to fix. */
 export function loadConfig(file: string): AppConfig {
@@ -70,6 +72,9 @@ export function parseConfig(text: string, file: string): AppConfig {
 
   const argsRaw = section["args"] ?? [];
   if (!Array.isArray(argsRaw) || argsRaw.some((a) => typeof a !== "string")) fail("tsweaver.args", "must be an array of strings");
+
+  const nodeArgsRaw = section["node_args"] ?? [];
+  if (!Array.isArray(nodeArgsRaw) || nodeArgsRaw.some((a) => typeof a !== "string" || !a.startsWith("-"))) fail("tsweaver.node_args", 'must be an array of Node.js flags such as "--max-old-space-size=512"');
 
   const env: Record<string, string> = {};
   const envRaw = section["env"] ?? {};
@@ -119,6 +124,7 @@ export function parseConfig(text: string, file: string): AppConfig {
     binary,
     args: argsRaw as string[],
     env,
+    nodeArgs: nodeArgsRaw as string[],
     colocate,
     deployers,
     components,

@@ -32,6 +32,7 @@ const bad: [string, string, RegExp][] = [
   ["unknown section", '[tsweaver]\nbinary = "m.js"\n[mutli]\nreplicas = 2\n', /\[mutli\]: unknown section/],
   ["bad env", '[tsweaver]\nbinary = "m.js"\nenv = ["NOEQUALS"]\n', /tsweaver\.env/],
   ["component in two groups", '[tsweaver]\nbinary = "m.js"\ncolocate = [["a/B"], ["a/B", "a/C"]]\n', /a\/B appears in more than one group/],
+  ["bad node_args", '[tsweaver]\nbinary = "m.js"\nnode_args = ["max-old-space-size=1"]\n', /tsweaver\.node_args: must be an array of Node\.js flags/],
   ["invalid TOML", '[tsweaver\nbinary = "m.js"\n', /invalid TOML/],
   ["bad name", '[tsweaver]\nbinary = "m.js"\nname = "my app"\n', /tsweaver\.name/],
 ];

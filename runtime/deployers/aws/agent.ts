@@ -104,6 +104,7 @@ export class Agent {
       binary: this.config.binary,
       args: this.config.args,
       env: this.config.env,
+      nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
         app: this.env.app,
         deploymentId: this.env.deployment,

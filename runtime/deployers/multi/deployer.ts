@@ -226,6 +226,7 @@ export class MultiDeployer implements AdminBackend {
       binary: this.config.binary,
       args: this.config.args,
       env: this.config.env,
+      nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
         app: this.config.name,
         deploymentId: this.deploymentId,
