@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { deployCommand, logsCommand, metricsCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
+import { deployCommand, logsCommand, metricsCommand, profileCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
 
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
@@ -54,6 +54,18 @@ multi
   .option("--limit <n>", "how many traces", "20")
   .option("--json", "print JSON")
   .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => tracesCommand({ deployment, ...opts }));
+
+multi
+  .command("profile")
+  .description("CPU-profile every replica of a group (default: every group) into .cpuprofile files; prints their directory")
+  .argument("[deployment]", "deployment id (or a prefix of it)")
+  .option("--cpu <duration>", "how long to profile (10s, 500ms, 1m)", "10s")
+  .option("--heap", "take heap snapshots (.heapsnapshot) instead")
+  .option("-g, --group <name>", "only this group (or the group of this component)")
+  .option("-o, --out <dir>", "where to write the files (default: the deployment's profiles/<time>/)")
+  .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => {
+    await profileCommand({ deployment, ...opts });
+  });
 
 // The AWS SDK loads only for aws commands: the multi commands stay quick to start.
 const awsCli = () => import("../deployers/aws/cli.js");

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -214,5 +214,23 @@ address = "127.0.0.1:0"
     assert.equal(attr(client.resource, "service.name"), "telemetry");
     assert.equal(attr(server.resource, "tsweaver.group"), "test-echo");
     assert.equal(attr(client.resource, "tsweaver.group"), "tsweaver-main");
+  });
+  test("tsweaver multi profile: a CPU profile of every replica of a group, as .cpuprofile files", async () => {
+    const out = path.join(dir, "profiles");
+    const profiling = cli("multi", "profile", "--cpu", "300ms", "--group", "test/Echo", "--out", out);
+    // Some load while profiling.
+    for (let i = 0; i < 20; i++) await getJson(`${base}/echo?s=p${i}`);
+    assert.equal((await profiling).trim(), out, "prints the directory");
+    const files = readdirSync(out).sort();
+    const pids = deployer.pids().get("test-echo")!;
+    assert.equal(files.length, 2);
+    for (const pid of pids) assert.ok(files.some((f) => f.endsWith(`-${pid}.cpuprofile`)), `a profile of replica pid ${pid} in ${files.join(", ")}`);
+    for (const f of files) {
+      assert.match(f, /^test-echo-[01]-\d+\.cpuprofile$/);
+      const p = JSON.parse(readFileSync(path.join(out, f), "utf8")) as { nodes: { callFrame: { functionName: string } }[]; startTime: number; endTime: number; samples: number[] };
+      assert.ok(p.nodes.length > 0 && p.samples.length > 0 && p.endTime > p.startTime, "a DevTools .cpuprofile document");
+    }
+    await assert.rejects(cli("multi", "profile", "--cpu", "100ms", "--group", "nosuch"), /no group or component nosuch \(groups: .*test-echo/);
+    await assert.rejects(cli("multi", "profile", "--cpu", "forever"), /duration forever: use e\.g\. 10s/);
   });
 });

@@ -16,7 +16,21 @@ export interface AdminBackend {
   readonly traceStore: TraceStore;
   /** The newest log entries kept in memory, oldest first. */
   recentLogs(): readonly LogEntry[];
+  /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`. */
+  profile(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
 }
+
+/** One replica's profile, as /api/profile returns it. */
+export interface ReplicaProfile {
+  group: string;
+  replica: string;
+  pid: number;
+  /** A .cpuprofile or .heapsnapshot document (JSON text). */
+  profile: string;
+}
+
+/** Longest CPU profile /api/profile takes. */
+export const MAX_PROFILE_MS = 5 * 60_000;
 
 /** Query filters of /api/metrics (and `tsweaver multi metrics`). */
 export interface MetricsQuery {
@@ -55,7 +69,7 @@ const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
 /**
  * The multi deployer's local admin server (loopback only): the Prometheus endpoint (/metrics) and the
  * JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph, /api/charts,
- * /api/logs, /api/traces, /api/trace?id=). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
+ * /api/logs, /api/traces, /api/trace?id=, /api/profile?ms=&group=&kind=cpu|heap). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
  */
 export class AdminServer {
   private readonly server: http.Server;
@@ -92,6 +106,20 @@ export class AdminServer {
       const spans = this.backend.traceStore.trace(id);
       if (!spans) throw new HttpError(404, `trace ${id}: not found (it may have been dropped: the deployer keeps the newest 20,000 spans)`);
       return json({ traceId: spans[0]!.traceId, spans });
+    });
+    this.route("/api/profile", async (url) => {
+      const kind = (url.searchParams.get("kind") ?? "cpu").toUpperCase();
+      if (kind !== "CPU" && kind !== "HEAP") throw new HttpError(400, "kind: use cpu or heap");
+      const ms = Number(url.searchParams.get("ms") ?? 10_000);
+      if (!(ms > 0 && ms <= MAX_PROFILE_MS)) throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
+      const want = url.searchParams.get("group");
+      const groups = this.backend.status().groups;
+      // A group by name, or the group of a component.
+      const chosen = want ? groups.filter((g) => g.name === want || g.components.includes(want)) : groups;
+      if (want && chosen.length === 0) throw new HttpError(404, `no group or component ${want} (groups: ${groups.map((g) => g.name).join(", ")})`);
+      const running = chosen.filter((g) => g.replicas.some((r) => r.state === "running"));
+      if (running.length === 0) throw new HttpError(409, `${want ? `group ${chosen[0]!.name} has` : "there are"} no running replicas to profile`);
+      return json({ kind: kind.toLowerCase(), ms, profiles: await this.backend.profile(kind, ms, running.map((g) => g.name)) });
     });
     this.route("/api/logs", (url) => {
       const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);

@@ -1,10 +1,12 @@
-import { createReadStream, existsSync, statSync, watch } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, statSync, watch, writeFileSync } from "node:fs";
+import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
+import type { ReplicaProfile } from "./admin.js";
 import { MultiDeployer } from "./deployer.js";
 import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
 
@@ -278,4 +280,45 @@ export function timeline(spans: readonly StoredSpan[]): string {
   };
   walk("", 0);
   return lines.join("\n") + "\n";
+}
+
+/** "10s", "500ms", "2m" or a number of seconds → ms. */
+export function parseDuration(d: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(d.trim());
+  if (!m) throw new Error(`duration ${d}: use e.g. 10s, 500ms or 2m`);
+  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? "s") as "s"]);
+}
+
+/** Options of `tsweaver multi profile`. */
+export interface ProfileOptions {
+  deployment?: string;
+  cpu?: string;
+  heap?: boolean;
+  group?: string;
+  out?: string;
+}
+
+/**
+ * `tsweaver multi profile`: a CPU profile (or heap snapshot) of every replica of a group (or of all
+ * groups), written as .cpuprofile/.heapsnapshot files to open in Chrome DevTools; prints the directory.
+ */
+export async function profileCommand(o: ProfileOptions): Promise<string> {
+  const { status, base, dir } = adminOf(o.deployment);
+  const ms = parseDuration(o.cpu ?? "10s");
+  const kind = o.heap ? "heap" : "cpu";
+  const q = new URLSearchParams({ kind, ms: String(ms) });
+  if (o.group) q.set("group", o.group);
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+  const out = path.resolve(o.out ?? path.join(dir.dir, "profiles", stamp));
+  process.stderr.write(kind === "cpu" ? `tsweaver: profiling ${o.group ?? "every group"} of ${status.deploymentId} for ${ms / 1000} s...\n` : `tsweaver: taking heap snapshots of ${o.group ?? "every group"}...\n`);
+  const { profiles } = (await (await adminGet(base, `/api/profile?${q}`, ms + 120_000)).json()) as { profiles: ReplicaProfile[] };
+  mkdirSync(out, { recursive: true });
+  for (const p of profiles) {
+    const file = path.join(out, `${p.replica}-${p.pid}.${kind === "cpu" ? "cpuprofile" : "heapsnapshot"}`);
+    writeFileSync(file, p.profile);
+    process.stderr.write(`  ${path.basename(file)}  (${p.group}, ${(p.profile.length / 1024).toFixed(0)} KiB)\n`);
+  }
+  process.stderr.write(`tsweaver: ${profiles.length} ${kind === "cpu" ? "CPU profiles" : "heap snapshots"}; open them in Chrome DevTools (Performance or Memory tab, Load profile):\n`);
+  process.stdout.write(out + "\n");
+  return out;
 }

@@ -7,7 +7,7 @@ import type { ComponentLoad, LogEntry, RoutingInfo, Span } from "../../protos/ru
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
 import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
-import { AdminServer, type AdminBackend } from "./admin.js";
+import { AdminServer, type AdminBackend, type ReplicaProfile } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
 import { DeploymentDir, stateRoot, type DeploymentStatus } from "./state.js";
@@ -174,6 +174,20 @@ export class MultiDeployer implements AdminBackend {
       }
     })();
     return this.collecting;
+  }
+
+  /** Profiles every running replica of the named groups at once. */
+  async profile(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]> {
+    const replicas = this.groups.filter((g) => groups.includes(g.group.name)).flatMap((g) => g.replicas.filter((r) => r.envelope?.running));
+    return Promise.all(
+      replicas.map(async (r) => {
+        const envelope = r.envelope!;
+        const bytes = await envelope.getProfile(kind, durationMs).catch((err: Error) => {
+          throw new Error(`profiling replica ${r.id} (pid ${envelope.pid}) failed: ${err.message}`);
+        });
+        return { group: r.group.group.name, replica: r.id, pid: envelope.pid, profile: Buffer.from(bytes).toString("utf8") };
+      }),
+    );
   }
 
   /** The newest log entries (up to 2000), oldest first. */
