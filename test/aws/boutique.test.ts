@@ -1,0 +1,63 @@
+/**
+ * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services, raised on demand as
+ * the frontend first calls each component.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { CLI, ROOT, get, waitFor } from "../helpers.js";
+import { startFargate, type FargateSimulator } from "./fargate.js";
+import { clientConfig, useEmulator, type Emulator } from "./moto.js";
+import { createAppResources, type AppResources } from "./stack.js";
+
+function runCli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: process.env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
+    child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
+    child.on("exit", (code) => resolve({ code, out, err }));
+  });
+}
+
+let emu: Emulator;
+let res: AppResources;
+let sim: FargateSimulator;
+
+before(async () => {
+  emu = await useEmulator();
+  res = await createAppResources({ configFile: path.join(ROOT, "examples/boutique/weaver.toml"), listeners: { boutique: { container_port: 18081 } }, rpcPort: 19001, controlPort: 19101 });
+  sim = await startFargate({ endpoint: emu.endpoint, cluster: res.clusterArn, workdir: res.workdir, taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200" }) });
+});
+
+after(async () => {
+  await sim?.stop();
+  await res?.delete();
+  await emu?.stop();
+});
+
+test("the boutique runs on the AWS deployer unchanged: home page and a product through ten ECS services", async () => {
+  const activate = await runCli(["aws", "activate", res.configFile, "--timeout", "120"]);
+  assert.equal(activate.code, 0, activate.err + activate.out);
+  const elb = new ElasticLoadBalancingV2Client(clientConfig(emu.endpoint));
+  const health = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: res.listeners["boutique"]!.targetGroupArn }));
+  const target = health.TargetHealthDescriptions?.[0]?.Target;
+  assert.ok(target, "main is registered as the listener's target");
+  const base = `http://${target.Id}:${target.Port}`;
+  const home = await waitFor("home page", async () => {
+    const r = await get(`${base}/api/home`, 30_000);
+    return r.status === 200 ? (JSON.parse(r.body) as { products: { product: { id: string } }[] }) : undefined;
+  }, 60_000, 250);
+  assert.equal(home.products.length, 9);
+  const product = await get(`${base}/api/product/${home.products[0]!.product.id}`);
+  assert.equal(product.status, 200, product.body);
+  // Every group the pages needed was raised by the control plane on first use.
+  const groups = new Set(sim.runningTasks().map((t) => t.group));
+  for (const g of ["service:tsweaver-main", "service:boutique-productcatalog", "service:boutique-currency"]) assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
+  const deactivate = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
+  assert.equal(deactivate.code, 0, deactivate.err);
+  elb.destroy();
+});
