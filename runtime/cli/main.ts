@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { deployCommand, logsCommand, metricsCommand, profileCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
+import { dashboardCommand, deployCommand, logsCommand, metricsCommand, profileCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
 
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
@@ -65,6 +65,15 @@ multi
   .option("-o, --out <dir>", "where to write the files (default: the deployment's profiles/<time>/)")
   .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => {
     await profileCommand({ deployment, ...opts });
+  });
+
+multi
+  .command("dashboard")
+  .description("print the URL of a running deployment's dashboard: groups, replicas, call graph, metrics, traces, logs")
+  .argument("[deployment]", "deployment id (or a prefix of it)")
+  .option("--open", "also open it in the default browser")
+  .action(async (deployment: string | undefined, opts: { open?: boolean }) => {
+    await dashboardCommand({ deployment, ...opts });
   });
 
 // The AWS SDK loads only for aws commands: the multi commands stay quick to start.

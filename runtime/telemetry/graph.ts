@@ -148,6 +148,8 @@ export function charts(store: MetricStore): Chart[] {
       for (let i = mode === "value" ? 0 : 1; i < points.length; i++) {
         const p = points[i]!;
         const prev = points[i - 1];
+        // The newest point may be milliseconds after the one before: too short for a rate.
+        if (mode !== "value" && prev && p.t - prev.t < 500) continue;
         let v = 0;
         let c = 0;
         for (const k of keys) {
@@ -160,7 +162,10 @@ export function charts(store: MetricStore): Chart[] {
           }
         }
         if (mode === "rate") v = prev && p.t > prev.t ? v / ((p.t - prev.t) / 1000) : 0;
-        if (mode === "mean") v = c > 0 ? v / c : 0;
+        if (mode === "mean") {
+          if (c <= 0) continue; // no observations in the interval: no point (not a zero)
+          v /= c;
+        }
         pts.push([p.t, v]);
       }
       return { label, points: pts };

@@ -116,12 +116,21 @@ export class MetricStore {
     return [...out.values()];
   }
 
-  /** Records the current aggregated totals as a history point. */
-  snapshot(now = Date.now()): void {
+  /**
+   * Records the current aggregated totals as a history point. On-demand collections (a dashboard
+   * refresh, a Prometheus scrape) would crowd the history with points milliseconds apart; see below.
+   */
+  snapshot(now = Date.now(), minIntervalMs = 1000): void {
     const values: HistoryPoint["values"] = new Map();
     for (const s of this.aggregate()) values.set(seriesKey(s.name, s.labels), { value: s.value, count: s.count, counts: s.kind === "HISTOGRAM" ? s.counts : undefined });
-    this.history.push({ t: now, values });
-    if (this.history.length > this.maxHistory) this.history.shift();
+    const h = this.history;
+    // The newest point, while closer than minIntervalMs to its predecessor, is provisional: the next
+    // snapshot moves it forward instead of adding one. So every point but the newest is at
+    // least minIntervalMs after the one before, whatever the rate of snapshots.
+    const n = h.length;
+    if (n >= 2 && h[n - 1]!.t - h[n - 2]!.t < minIntervalMs) h[n - 1] = { t: now, values };
+    else h.push({ t: now, values });
+    if (h.length > this.maxHistory) h.shift();
   }
 
   /** The history, oldest first. */

@@ -27,6 +27,8 @@ export interface TraceSummary {
   traceId: string;
   /** Name of the root span (or of the earliest span if the root is missing). */
   root: string;
+  /** True if the root span (the one without a parent) is in. */
+  complete: boolean;
   startMicros: number;
   durationMicros: number;
   spans: number;
@@ -106,8 +108,9 @@ export class TraceStore {
       const ids = new Set(spans.map((s) => s.spanId));
       const start = Math.min(...spans.map((s) => s.startMicros));
       const end = Math.max(...spans.map((s) => s.endMicros));
-      const root = spans.find((s) => !s.parentSpanId) ?? spans.find((s) => !ids.has(s.parentSpanId)) ?? spans[0]!;
-      out.push({ traceId, root: root.name, startMicros: start, durationMicros: end - start, spans: spans.length, errors: spans.filter((s) => s.statusCode === 2).length, components });
+      const top = spans.find((s) => !s.parentSpanId);
+      const root = top ?? spans.find((s) => !ids.has(s.parentSpanId)) ?? spans[0]!;
+      out.push({ traceId, root: root.name, complete: top !== undefined, startMicros: start, durationMicros: end - start, spans: spans.length, errors: spans.filter((s) => s.statusCode === 2).length, components });
     }
     return out.sort((a, b) => b.startMicros - a.startMicros).slice(0, limit);
   }

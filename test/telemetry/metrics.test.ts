@@ -122,6 +122,19 @@ describe("metric store: totals, aggregation over replicas, Prometheus text, call
     assert.deepEqual(calls!.lines, [{ label: "app/Echo", points: [[11_000, 4]] }]);
   });
 
+  test("history points stay a second apart: the newest one, while too close, moves forward", () => {
+    const s = new MetricStore();
+    s.snapshot(0);
+    s.snapshot(5_000);
+    s.snapshot(5_010);
+    s.snapshot(5_500);
+    s.snapshot(6_200);
+    assert.deepEqual(s.points().map((p) => p.t), [0, 5_000, 6_200]);
+    s.snapshot(6_300);
+    s.snapshot(9_000);
+    assert.deepEqual(s.points().map((p) => p.t), [0, 5_000, 6_200, 9_000]);
+  });
+
   test("MethodStats count calls, errors and latency of settled promises", async () => {
     const st = MethodStats.caller("t/Caller", "t/Callee", "m", false);
     collectMetricDeltas();

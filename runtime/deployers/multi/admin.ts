@@ -1,5 +1,8 @@
+import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { LogEntry } from "../../protos/runtime.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
@@ -10,6 +13,8 @@ import type { DeploymentStatus } from "./state.js";
 /** What the admin server shows; the multi deployer implements it. */
 export interface AdminBackend {
   status(): DeploymentStatus;
+  /** Every deployment in the state directory (this one included), newest first. */
+  deployments(): DeploymentSummary[];
   /** Fetches fresh metric deltas from every running replica into `metricStore`. */
   collectMetrics(): Promise<void>;
   readonly metricStore: MetricStore;
@@ -18,6 +23,16 @@ export interface AdminBackend {
   recentLogs(): readonly LogEntry[];
   /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`. */
   profile(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
+}
+
+/** A deployment as the dashboard lists it. */
+export interface DeploymentSummary {
+  deploymentId: string;
+  app: string;
+  startedAt: string;
+  /** "running", "stopped", or "dead" (its deployer is gone). */
+  live: string;
+  admin: string | undefined;
 }
 
 /** One replica's profile, as /api/profile returns it. */
@@ -67,7 +82,8 @@ const JSON_TYPE = "application/json; charset=utf-8";
 const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
 
 /**
- * The multi deployer's local admin server (loopback only): the Prometheus endpoint (/metrics) and the
+ * The multi deployer's local admin server (loopback only): the dashboard (/), the Prometheus endpoint
+ * (/metrics) and the
  * JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph, /api/charts,
  * /api/logs, /api/traces, /api/trace?id=, /api/profile?ms=&group=&kind=cpu|heap). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
  */
@@ -83,7 +99,12 @@ export class AdminServer {
       await this.backend.collectMetrics();
       return { type: "text/plain; version=0.0.4; charset=utf-8", body: this.backend.metricStore.prometheus() };
     });
+    for (const [file, type] of [["index.html", "text/html; charset=utf-8"], ["app.js", "text/javascript; charset=utf-8"], ["style.css", "text/css; charset=utf-8"]] as const) {
+      this.route(file === "index.html" ? "/" : `/${file}`, () => ({ type, body: dashboardFile(file) }));
+    }
+    this.route("/favicon.ico", () => ({ type: "image/svg+xml", body: FAVICON }));
     this.route("/api/status", () => json(this.backend.status()));
+    this.route("/api/deployments", () => json({ deployments: this.backend.deployments() }));
     this.route("/api/metrics", async (url) => {
       await this.backend.collectMetrics();
       const q: MetricsQuery = { component: url.searchParams.get("component") ?? undefined, name: url.searchParams.get("name") ?? undefined, replicas: url.searchParams.get("replicas") === "1" };
@@ -96,7 +117,10 @@ export class AdminServer {
       const components = this.backend.status().groups.flatMap((g) => g.components);
       return json(callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : 30) * 1000, components));
     });
-    this.route("/api/charts", () => json({ charts: charts(this.backend.metricStore) }));
+    this.route("/api/charts", async () => {
+      await this.backend.collectMetrics();
+      return json({ charts: charts(this.backend.metricStore) });
+    });
     this.route("/api/traces", (url) => {
       const limit = Math.min(Math.max(Number(url.searchParams.get("limit") ?? 50) || 50, 1), 1000);
       return json({ traces: this.backend.traceStore.recent(limit, url.searchParams.get("component") ?? undefined) });
@@ -172,6 +196,22 @@ export class AdminServer {
       res.end(`${(err as Error).message}\n`);
     }
   }
+}
+
+const FAVICON = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#111827"/><path d="M3 5h10M8 5v7" stroke="#93c5fd" stroke-width="2.2"/></svg>`;
+
+let dashboardDir: string | undefined;
+
+/** A file of the dashboard (dashboard/ at the package root, next to protos/), read on each request. */
+function dashboardFile(name: string): Buffer {
+  if (dashboardDir === undefined) {
+    let dir = path.dirname(fileURLToPath(import.meta.url));
+    for (let i = 0; i < 6 && !existsSync(path.join(dir, "dashboard", "index.html")); i++) dir = path.dirname(dir);
+    const found = path.join(dir, "dashboard");
+    if (!existsSync(path.join(found, "index.html"))) throw new HttpError(500, "tsweaver: dashboard/ not found next to the package; the installation is incomplete");
+    dashboardDir = found;
+  }
+  return readFileSync(path.join(dashboardDir, name));
 }
 
 function isLoopbackHost(host: string | undefined): boolean {

@@ -282,6 +282,22 @@ export function timeline(spans: readonly StoredSpan[]): string {
   return lines.join("\n") + "\n";
 }
 
+/** `tsweaver multi dashboard`: prints the URL of a running deployment's dashboard (and opens it with --open). */
+export async function dashboardCommand(o: { deployment?: string; open?: boolean }): Promise<string> {
+  const { base, status } = adminOf(o.deployment);
+  await adminGet(base, "/api/status", 5_000); // it answers: the URL works
+  const url = `${base}/`;
+  process.stdout.write(`${url}\n`);
+  if (o.open) {
+    const opener = process.platform === "darwin" ? "open" : process.platform === "win32" ? "explorer" : "xdg-open";
+    const { spawn } = await import("node:child_process");
+    const child = spawn(opener, [url], { stdio: "ignore", detached: true });
+    child.on("error", () => process.stderr.write(`tsweaver: cannot run ${opener}; open ${url} in a browser (deployment ${status.deploymentId})\n`));
+    child.unref();
+  }
+  return url;
+}
+
 /** "10s", "500ms", "2m" or a number of seconds → ms. */
 export function parseDuration(d: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(d.trim());

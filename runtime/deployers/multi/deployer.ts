@@ -7,10 +7,10 @@ import type { ComponentLoad, LogEntry, RoutingInfo, Span } from "../../protos/ru
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
 import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
-import { AdminServer, type AdminBackend, type ReplicaProfile } from "./admin.js";
+import { AdminServer, type AdminBackend, type DeploymentSummary, type ReplicaProfile } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
-import { DeploymentDir, stateRoot, type DeploymentStatus } from "./state.js";
+import { DeploymentDir, listDeployments, processAlive, stateRoot, type DeploymentStatus } from "./state.js";
 
 /** Options of a multiprocess deployment beyond weaver.toml. */
 export interface MultiOptions {
@@ -104,6 +104,7 @@ export class MultiDeployer implements AdminBackend {
     for (const g of this.groups) for (const c of g.group.components) this.byComponent.set(c, g);
     this.dir.create();
     await this.admin.listen(this.options.adminAddress ?? this.multi.admin);
+    this.metricStore.snapshot(); // the zero point: rates before the first collection count from here
     this.progress(`tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`);
     this.writeStatus();
     this.statusTimer = setInterval(() => {
@@ -174,6 +175,19 @@ export class MultiDeployer implements AdminBackend {
       }
     })();
     return this.collecting;
+  }
+
+  /** Every deployment in this deployment's state root (this one from memory), newest first. */
+  deployments(): DeploymentSummary[] {
+    const root = this.options.stateDir ?? stateRoot();
+    const out: DeploymentSummary[] = [];
+    for (const d of listDeployments(root)) {
+      const s = d.deploymentId === this.deploymentId ? this.status() : d.readStatus();
+      if (!s) continue;
+      const live = s.state === "running" && !processAlive(s.deployerPid) ? "dead" : s.state;
+      out.push({ deploymentId: s.deploymentId, app: s.app, startedAt: s.startedAt, live, admin: s.admin });
+    }
+    return out.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
   }
 
   /** Profiles every running replica of the named groups at once. */

@@ -1,0 +1,64 @@
+// Regenerates the README's dashboard screenshot: deploys examples/five on the multi deployer (every call
+// traced), drives some shop traffic (including failing quotes), and screenshots the dashboard in headless
+// Chromium. Usage: npm run build && node dist/test/dashboard/screenshot.js [docs/dashboard.png]
+import path from "node:path";
+import { chromium } from "playwright-core";
+import { loadConfig } from "../../runtime/core/config.js";
+import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
+import { ROOT, get, tempDir, waitFor, writeConfig } from "../helpers.js";
+
+const out = path.resolve(process.argv[2] ?? path.join(ROOT, "docs", "dashboard.png"));
+const dir = tempDir("tsweaver-screenshot-");
+const config = writeConfig(
+  `[tsweaver]
+name = "five"
+binary = ${JSON.stringify(path.join(ROOT, "dist/examples/five/main.js"))}
+colocate = [["five/Pricing", "five/Currency"]]
+env = { TSWEAVER_TRACE_SAMPLE = "1" }
+
+[multi]
+replicas = 2
+
+[multi.listeners.shop]
+address = "127.0.0.1:0"
+`,
+  dir,
+);
+const deployer = new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
+await deployer.deploy();
+const shop = `http://${await waitFor("shop listener", async () => (await deployer.listenerAddresses()).get("shop"))}`;
+
+let running = true;
+const traffic = (async () => {
+  for (let i = 0; running; i++) {
+    await get(`${shop}/products?currency=EUR`);
+    await get(`${shop}/quote?item=mug:2&item=cap:1&currency=GBP`);
+    if (i % 4 === 0) await get(`${shop}/quote?item=mug:1&currency=XXX`); // BadCurrency: a failing call
+    await new Promise((r) => setTimeout(r, 20));
+  }
+})();
+await new Promise((r) => setTimeout(r, 12_000)); // a few history points for the charts
+
+const browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
+  executablePath: "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1400, height: 900 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+try {
+  const page = await browser.newPage();
+  await page.goto(`http://${deployer.adminAddress}/`);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.locator("#live").uncheck(); // hold the page still
+  // Show the timeline of a failed checkout: a deep trace with an error.
+  const failed = page.locator("[data-testid=trace-row]").filter({ hasText: "error" }).filter({ hasText: "five/Checkout.quote" }).first();
+  await failed.click();
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: out, fullPage: true });
+  process.stdout.write(`${out}\n`);
+} finally {
+  running = false;
+  await traffic;
+  await browser.close();
+  await deployer.stop();
+}
