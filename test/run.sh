@@ -2,6 +2,12 @@
 # The whole test suite: build, then every compiled test file with node's test runner.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The dashboard test drives Debian's chromium (playwright-core, no browser download); install it when
+# missing and we may (root with apt-get, as in CI), else the test fails naming what to install.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test/run.sh: installing Debian's chromium for the dashboard test" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 npm run --silent build
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 # The AWS tests share one moto server (test/aws/moto-server.ts): it fails with "moto is not installed:
