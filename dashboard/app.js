@@ -264,7 +264,7 @@ function renderTraces(traces) {
     ),
   );
   const head = h("thead", {}, h("tr", {}, ["", "root", "duration", "spans", "at"].map((x) => h("th", {}, x))));
-  $("traces").replaceChildren(head, h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "no traces yet (TSWEAVER_TRACE_SAMPLE sets the fraction of calls traced)"))));
+  $("traces").replaceChildren(head, h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)"))));
 }
 
 async function selectTrace(id) {

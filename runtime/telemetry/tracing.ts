@@ -12,13 +12,17 @@ import type { Span } from "../protos/runtime.js";
  * an OTLP/HTTP collector straight from the process — whatever the deployer.
  *
  * Sampling is decided once per trace, at its root (a call made outside any traced call): with
- * probability `TSWEAVER_TRACE_SAMPLE` (default {@link DEFAULT_TRACE_SAMPLE}). A call inside a sampled
- * trace is always traced; inside an unsampled one, never (its traceparent still travels on).
- * `TSWEAVER_TRACING=0` turns tracing off: no spans, no per-call work.
+ * probability `TSWEAVER_TRACE_SAMPLE` (default {@link DEFAULT_TRACE_SAMPLE}: every root call), and at
+ * most `TSWEAVER_TRACE_RATE` new traces per second per process (default {@link DEFAULT_TRACE_RATE};
+ * 0: no limit). So a quiet app is traced completely and a busy one pays for a bounded number of traces
+ * whatever its call rate. A call inside a sampled trace is always traced; inside an unsampled one, never
+ * (its traceparent still travels on). `TSWEAVER_TRACING=0` turns tracing off: no per-call work at all.
  */
 
 /** Fraction of root calls that start a trace, unless `TSWEAVER_TRACE_SAMPLE` says otherwise. */
-export const DEFAULT_TRACE_SAMPLE = 0.1;
+export const DEFAULT_TRACE_SAMPLE = 1;
+/** Most new traces a process starts per second, unless `TSWEAVER_TRACE_RATE` says otherwise. */
+export const DEFAULT_TRACE_RATE = 50;
 /** Spans queued before a batch goes to the deployer regardless of the timer. */
 const BATCH_SPANS = 256;
 /** Longest a finished span waits in the queue (ms). */
@@ -36,10 +40,17 @@ export interface TracingOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** Tracing settings from the environment: enabled, and the root sampling ratio. */
-export function tracingSettings(env: NodeJS.ProcessEnv = process.env): { enabled: boolean; ratio: number } {
+/** Tracing settings from the environment: enabled, the root sampling ratio, the limit of new traces per second (0: none). */
+export function tracingSettings(env: NodeJS.ProcessEnv = process.env): { enabled: boolean; ratio: number; rate: number } {
   const off = env["TSWEAVER_TRACING"];
-  if (off === "0" || off === "false" || off === "off") return { enabled: false, ratio: 0 };
+  if (off === "0" || off === "false" || off === "off") return { enabled: false, ratio: 0, rate: 0 };
+  const rawRate = env["TSWEAVER_TRACE_RATE"];
+  let rate = DEFAULT_TRACE_RATE;
+  if (rawRate !== undefined && rawRate !== "") {
+    const n = Number(rawRate);
+    if (!(n >= 0) || !Number.isFinite(n)) throw new Error(`TSWEAVER_TRACE_RATE=${rawRate}: use the most new traces per second per process (0: no limit)`);
+    rate = n;
+  }
   const raw = env["TSWEAVER_TRACE_SAMPLE"];
   let ratio = DEFAULT_TRACE_SAMPLE;
   if (raw !== undefined && raw !== "") {
@@ -47,7 +58,7 @@ export function tracingSettings(env: NodeJS.ProcessEnv = process.env): { enabled
     if (!(n >= 0 && n <= 1)) throw new Error(`TSWEAVER_TRACE_SAMPLE=${raw}: use a number from 0 (no traces) to 1 (every call)`);
     ratio = n;
   }
-  return { enabled: ratio > 0, ratio };
+  return { enabled: ratio > 0, ratio, rate };
 }
 
 /** True if a W3C traceparent carries the sampled flag. */
@@ -186,6 +197,10 @@ export class Tracing {
   /** False when tracing is off: callers skip every tracing step. */
   readonly enabled: boolean;
   private readonly ratio: number;
+  private readonly rate: number;
+  /** New traces this process may still start before the next refill; refilled once per second, when used up. */
+  private budget: number;
+  private budgetSecond = 0;
   private readonly tracer: Tracer;
   private readonly provider: BasicTracerProvider;
   private readonly processors = new Processors();
@@ -196,9 +211,12 @@ export class Tracing {
 
   constructor(private readonly opts: TracingOptions) {
     const env = opts.env ?? process.env;
-    const { enabled, ratio } = tracingSettings(env);
+    const { enabled, ratio, rate } = tracingSettings(env);
     this.enabled = enabled;
     this.ratio = ratio;
+    this.rate = rate;
+    this.budget = rate > 0 ? rate : Infinity;
+    this.budgetSecond = Math.floor(Date.now() / 1000);
     if (enabled) anchor ??= clockAnchor();
     this.extra = { "tsweaver.weavelet": opts.weaveletId, "tsweaver.group": opts.group, "process.pid": String(process.pid) };
     this.processors.list.push({
@@ -242,7 +260,7 @@ export class Tracing {
     const tp = outer?.traceparent;
     let parent: OtelContext | undefined;
     if (tp === undefined) {
-      if (!(Math.random() < this.ratio)) return undefined;
+      if (!(Math.random() < this.ratio) || !this.takeBudget()) return undefined;
       parent = parentContext(undefined) ?? ROOT_CONTEXT;
     } else {
       parent = parentContext(tp);
@@ -254,6 +272,18 @@ export class Tracing {
       parent,
     );
     return new ActiveSpan(span, outer);
+  }
+
+  // At most `rate` new traces between refills, and at most one refill per wall-clock second.
+  private takeBudget(): boolean {
+    if (this.budget <= 0) {
+      const second = Math.floor(Date.now() / 1000);
+      if (second === this.budgetSecond) return false;
+      this.budgetSecond = second;
+      this.budget = this.rate;
+    }
+    this.budget--;
+    return true;
   }
 
   /** A server span for serving `component.method` in the call `call` (undefined when its caller's trace is not sampled). */

@@ -455,7 +455,8 @@ function makeStub(reg: Registration, balancer: Balancer, caller: string, measure
         ? untraced
         : (args: unknown[]): Promise<unknown> => {
             const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
-            return span === undefined ? untraced(args) : endSpan(callStorage.run(span.ctx, untraced, args), span);
+            // pin, not run: the balancer reads the context when the call starts and carries it from there.
+            return span === undefined ? untraced(args) : endSpan(callStorage.pin(span.ctx, untraced, args), span);
           };
     stub[method] =
       stats === undefined

@@ -30,7 +30,7 @@ describe("dashboard in headless Chromium", () => {
       `[tsweaver]
 name = "dashboard"
 binary = ${JSON.stringify(ECHO_APP)}
-env = { TSWEAVER_TRACE_SAMPLE = "1" }
+env = { TSWEAVER_TRACE_SAMPLE = "1", TSWEAVER_TRACE_RATE = "0" }
 
 [multi]
 replicas = 2

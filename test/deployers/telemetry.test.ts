@@ -49,7 +49,7 @@ describe("multi deployer telemetry: metrics, traces, admin server, CLI", () => {
       `[tsweaver]
 name = "telemetry"
 binary = ${JSON.stringify(ECHO_APP)}
-env = { TSWEAVER_TRACE_SAMPLE = "1", OTEL_EXPORTER_OTLP_ENDPOINT = ${JSON.stringify(collector.url)} }
+env = { TSWEAVER_TRACE_SAMPLE = "1", TSWEAVER_TRACE_RATE = "0", OTEL_EXPORTER_OTLP_ENDPOINT = ${JSON.stringify(collector.url)} }
 
 [multi]
 replicas = 2

@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { timeline } from "../../runtime/deployers/multi/commands.js";
 import type { Span } from "../../runtime/protos/runtime.js";
 import { TraceStore, storedSpan, type StoredSpan } from "../../runtime/telemetry/tracestore.js";
-import { DEFAULT_TRACE_SAMPLE, Tracing, isSampled, tracingSettings } from "../../runtime/telemetry/tracing.js";
+import { DEFAULT_TRACE_RATE, DEFAULT_TRACE_SAMPLE, Tracing, isSampled, tracingSettings } from "../../runtime/telemetry/tracing.js";
 
 const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
 
@@ -15,11 +15,12 @@ function tracing(env: Record<string, string>): { t: Tracing; spans: Span[] } {
 
 describe("tracing: sampling, spans, propagation", () => {
   test("settings: default ratio, TSWEAVER_TRACE_SAMPLE, TSWEAVER_TRACING=0, bad values", () => {
-    assert.deepEqual(tracingSettings({}), { enabled: true, ratio: DEFAULT_TRACE_SAMPLE });
-    assert.deepEqual(tracingSettings({ TSWEAVER_TRACE_SAMPLE: "1" }), { enabled: true, ratio: 1 });
-    assert.deepEqual(tracingSettings({ TSWEAVER_TRACE_SAMPLE: "0" }), { enabled: false, ratio: 0 });
-    assert.deepEqual(tracingSettings({ TSWEAVER_TRACING: "0", TSWEAVER_TRACE_SAMPLE: "1" }), { enabled: false, ratio: 0 });
+    assert.deepEqual(tracingSettings({}), { enabled: true, ratio: DEFAULT_TRACE_SAMPLE, rate: DEFAULT_TRACE_RATE });
+    assert.deepEqual(tracingSettings({ TSWEAVER_TRACE_SAMPLE: "0.5", TSWEAVER_TRACE_RATE: "0" }), { enabled: true, ratio: 0.5, rate: 0 });
+    assert.deepEqual(tracingSettings({ TSWEAVER_TRACE_SAMPLE: "0" }), { enabled: false, ratio: 0, rate: DEFAULT_TRACE_RATE });
+    assert.deepEqual(tracingSettings({ TSWEAVER_TRACING: "0", TSWEAVER_TRACE_SAMPLE: "1" }), { enabled: false, ratio: 0, rate: 0 });
     assert.throws(() => tracingSettings({ TSWEAVER_TRACE_SAMPLE: "2" }), /TSWEAVER_TRACE_SAMPLE=2: use a number from 0/);
+    assert.throws(() => tracingSettings({ TSWEAVER_TRACE_RATE: "-1" }), /TSWEAVER_TRACE_RATE=-1/);
     assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), true);
     assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"), false);
     assert.equal(isSampled("garbage"), false);
@@ -67,6 +68,15 @@ describe("tracing: sampling, spans, propagation", () => {
     const { t: never } = tracing({ TSWEAVER_TRACE_SAMPLE: "0.0000001" });
     assert.equal(never.startClient(undefined, "a/B", "m", "a/A"), undefined, "a root call outside the sample");
     assert.equal(tracing({ TSWEAVER_TRACING: "0" }).t.enabled, false);
+  });
+
+  test("TSWEAVER_TRACE_RATE bounds the new traces per second; calls inside a trace are not counted", () => {
+    const { t } = tracing({ TSWEAVER_TRACE_RATE: "3" });
+    const roots = Array.from({ length: 10 }, () => t.startClient(undefined, "a/B", "m", "a/A"));
+    const started = roots.filter((r) => r !== undefined);
+    // All 10 fit in one or two wall-clock seconds: 3 per refill, at most one refill per second.
+    assert.ok(started.length === 3 || started.length === 6, `started ${started.length}`);
+    for (let i = 0; i < 10; i++) assert.ok(t.startClient(started[0]!.ctx, "a/C", "n", "a/B"), "children of a sampled trace are always traced");
   });
 });
 

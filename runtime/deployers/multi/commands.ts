@@ -244,7 +244,7 @@ export async function tracesCommand(o: TracesOptions): Promise<void> {
     return;
   }
   if (traces.length === 0) {
-    process.stdout.write("no traces yet (TSWEAVER_TRACE_SAMPLE sets the fraction of calls traced; default 0.1)\n");
+    process.stdout.write("no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)\n");
     return;
   }
   const rows = [["TRACE", "ROOT", "START", "DURATION", "SPANS", "ERRORS", "COMPONENTS"]];

@@ -222,6 +222,7 @@ export class MultiDeployer implements AdminBackend {
     })));
     for (const p of this.proxiesNow()) p.close();
     this.writeStatus();
+    await this.dir.close();
   }
 
   private resolvedProxies: ListenerProxy[] = [];

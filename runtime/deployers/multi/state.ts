@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, type WriteStream } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { LogEntry } from "../../protos/runtime.js";
@@ -36,6 +36,8 @@ export class DeploymentDir {
   readonly dir: string;
   private logBytes = 0;
   private traceBytes = 0;
+  private traceStream: WriteStream | undefined;
+  private closed = false;
 
   constructor(root: string, readonly deploymentId: string) {
     this.dir = path.join(root, deploymentId);
@@ -83,14 +85,28 @@ export class DeploymentDir {
     return path.join(this.dir, "traces.jsonl");
   }
 
+  /** Appends spans without blocking (spans can come by the thousand per second when every call is traced). */
   appendTraces(spans: readonly object[]): void {
-    const text = spans.map((e) => JSON.stringify(e)).join("\n") + "\n";
-    if (this.traceBytes + text.length > MAX_LOG_BYTES && existsSync(this.traceFile)) {
+    if (this.closed) return;
+    let text = "";
+    for (const s of spans) text += JSON.stringify(s) + "\n";
+    if (this.traceBytes + text.length > MAX_LOG_BYTES && this.traceStream) {
+      this.traceStream.end(); // the open file follows the rename; its pending writes land in traces.1.jsonl
       renameSync(this.traceFile, path.join(this.dir, "traces.1.jsonl"));
+      this.traceStream = undefined;
       this.traceBytes = 0;
     }
-    appendFileSync(this.traceFile, text);
+    this.traceStream ??= createWriteStream(this.traceFile, { flags: "a" }).on("error", () => {});
+    this.traceStream.write(text);
     this.traceBytes += text.length;
+  }
+
+  /** Flushes and closes the trace file. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const s = this.traceStream;
+    this.traceStream = undefined;
+    if (s) await new Promise<void>((resolve) => s.end(resolve));
   }
 
   /** Log files oldest first. */
