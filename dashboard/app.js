@@ -187,7 +187,7 @@ function renderGraph(graph, status) {
         { class: `edge ${e.remote ? "remote" : "local"} ${bad ? "errors" : ""}`, "data-testid": "graph-edge", "data-caller": e.caller, "data-callee": e.callee, "data-remote": e.remote, "data-calls": e.calls },
         s("title", {}, title),
         s("path", { d, "marker-end": bad ? "url(#arrow-bad)" : "url(#arrow)" }),
-        s("text", { x: lx, y: bad ? ly - 7 : ly, "text-anchor": "middle", "data-testid": "edge-label" }, s("tspan", {}, label), bad ? s("tspan", { x: lx, dy: 13 }, errLabel) : ""),
+        s("text", { x: lx, y: bad ? ly - 13 : ly, "text-anchor": "middle", "data-testid": "edge-label" }, s("tspan", {}, label), bad ? s("tspan", { x: lx, dy: 13 }, errLabel) : ""),
       ),
     );
   }

@@ -63,8 +63,19 @@ export function tracingSettings(env: NodeJS.ProcessEnv = process.env): { enabled
 
 /** True if a W3C traceparent carries the sampled flag. */
 export function isSampled(traceparent: string): boolean {
-  return traceparent.length === 55 && (parseInt(traceparent.slice(53, 55), 16) & 1) === 1;
+  if (traceparent.length !== 55) return false;
+  const c = traceparent.charCodeAt(54); // the low hex digit of the flags holds the sampled bit
+  return ((c <= 57 ? c - 48 : (c | 32) - 87) & 1) === 1;
 }
+
+/**
+ * The context of a root call that was not sampled: W3C-valid ids (the same everywhere: nothing is
+ * recorded under them) with the sampled flag off. It travels with the call so that the callee and
+ * everything it calls stay untraced, instead of starting traces of their own mid-way.
+ */
+export const UNSAMPLED_TRACEPARENT = "00-7473776561766572756e73616d706c65-7473776561766572-00";
+
+const UNSAMPLED_ROOT: CallContext = Object.freeze({ deadline: undefined, signal: undefined, metadata: undefined, traceparent: UNSAMPLED_TRACEPARENT });
 
 /**
  * Span times: the machine's monotonic clock (shared by every process on it, so spans of one trace in
@@ -253,14 +264,16 @@ export class Tracing {
   }
 
   /**
-   * A client span for a call of `component.method` by `caller`, parented to the current call's span;
-   * undefined when the call is not traced (tracing off, unsampled trace, or a root call not sampled).
+   * Starts a call of `component.method` by `caller` from the context `outer`. Returns an ActiveSpan (a
+   * client span, parented to the current call's span, with the context to make the call in); a
+   * CallContext for a root call that is not sampled (make the call in it: it marks the trace unsampled
+   * downstream); or undefined when the current context already decides (a call inside a trace).
    */
-  startClient(outer: CallContext | undefined, component: string, method: string, caller: string): ActiveSpan | undefined {
+  startClient(outer: CallContext | undefined, component: string, method: string, caller: string): ActiveSpan | CallContext | undefined {
     const tp = outer?.traceparent;
     let parent: OtelContext | undefined;
     if (tp === undefined) {
-      if (!(Math.random() < this.ratio) || !this.takeBudget()) return undefined;
+      if (!(Math.random() < this.ratio) || !this.takeBudget()) return outer === undefined ? UNSAMPLED_ROOT : new TracedCall(outer, UNSAMPLED_TRACEPARENT);
       parent = parentContext(undefined) ?? ROOT_CONTEXT;
     } else {
       parent = parentContext(tp);

@@ -20,7 +20,7 @@ import { Balancer, ConnectionPool } from "../rpc/client.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
 import { MethodStats } from "../telemetry/methods.js";
-import { type ActiveSpan, Tracing } from "../telemetry/tracing.js";
+import { ActiveSpan, Tracing } from "../telemetry/tracing.js";
 import { callStorage } from "../core/call.js";
 
 /** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
@@ -455,8 +455,10 @@ function makeStub(reg: Registration, balancer: Balancer, caller: string, measure
         ? untraced
         : (args: unknown[]): Promise<unknown> => {
             const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
+            if (span === undefined) return untraced(args);
             // pin, not run: the balancer reads the context when the call starts and carries it from there.
-            return span === undefined ? untraced(args) : endSpan(callStorage.pin(span.ctx, untraced, args), span);
+            if (!(span instanceof ActiveSpan)) return callStorage.pin(span, untraced, args); // an unsampled root
+            return endSpan(callStorage.pin(span.ctx, untraced, args), span);
           };
     stub[method] =
       stats === undefined

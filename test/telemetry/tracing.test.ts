@@ -3,9 +3,16 @@ import { describe, test } from "node:test";
 import { timeline } from "../../runtime/deployers/multi/commands.js";
 import type { Span } from "../../runtime/protos/runtime.js";
 import { TraceStore, storedSpan, type StoredSpan } from "../../runtime/telemetry/tracestore.js";
-import { DEFAULT_TRACE_RATE, DEFAULT_TRACE_SAMPLE, Tracing, isSampled, tracingSettings } from "../../runtime/telemetry/tracing.js";
+import { ActiveSpan, DEFAULT_TRACE_RATE, DEFAULT_TRACE_SAMPLE, Tracing, UNSAMPLED_TRACEPARENT, isSampled, tracingSettings } from "../../runtime/telemetry/tracing.js";
+import type { CallContext } from "../../runtime/core/call.js";
 
 const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
+
+/** The span startClient started (fails if it did not start one). */
+function started(x: ActiveSpan | CallContext | undefined): ActiveSpan {
+  assert.ok(x instanceof ActiveSpan, `a span was started (got ${JSON.stringify(x)})`);
+  return x;
+}
 
 function tracing(env: Record<string, string>): { t: Tracing; spans: Span[] } {
   const spans: Span[] = [];
@@ -24,16 +31,18 @@ describe("tracing: sampling, spans, propagation", () => {
     assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), true);
     assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"), false);
     assert.equal(isSampled("garbage"), false);
+    assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0B"), true);
+    assert.equal(isSampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0e"), false);
   });
 
   test("a root call starts a trace; calls inside it are children; the spans reach the sink", async () => {
     const { t, spans } = tracing({ TSWEAVER_TRACE_SAMPLE: "1" });
-    const client = t.startClient(undefined, "app/B", "m", "app/A")!;
+    const client = started(t.startClient(undefined, "app/B", "m", "app/A"));
     const [, traceId, clientId] = TP.exec(client.ctx.traceparent!)!;
     const server = t.startServer(client.ctx, "app/B", "m")!;
     const [, serverTrace, serverId] = TP.exec(server.ctx.traceparent!)!;
     assert.equal(serverTrace, traceId);
-    const nested = t.startClient(server.ctx, "app/C", "n", "app/B")!;
+    const nested = started(t.startClient(server.ctx, "app/C", "n", "app/B"));
     nested.end(Object.assign(new Error("no stock"), { name: "OutOfStock" }));
     server.end();
     client.end();
@@ -62,21 +71,30 @@ describe("tracing: sampling, spans, propagation", () => {
     assert.equal(t.startServer(undefined, "a/B", "m"), undefined, "a call without a traceparent gets no server span");
     const signal = new AbortController().signal;
     const outer = { deadline: 123, signal, metadata: { k: "v" }, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" };
-    const span = t.startClient(outer, "a/B", "m", "a/A")!;
+    const span = started(t.startClient(outer, "a/B", "m", "a/A"));
     assert.deepEqual([span.ctx.deadline, span.ctx.signal, span.ctx.metadata], [123, signal, { k: "v" }]);
     assert.match(span.ctx.traceparent!, /^00-0af7651916cd43dd8448eb211c80319c-/);
     const { t: never } = tracing({ TSWEAVER_TRACE_SAMPLE: "0.0000001" });
-    assert.equal(never.startClient(undefined, "a/B", "m", "a/A"), undefined, "a root call outside the sample");
+    // A root call outside the sample: made in a context that marks its trace unsampled downstream.
+    const root = never.startClient(undefined, "a/B", "m", "a/A") as CallContext;
+    assert.equal(root.traceparent, UNSAMPLED_TRACEPARENT);
+    assert.equal(isSampled(UNSAMPLED_TRACEPARENT), false);
+    assert.equal(never.startServer(root, "a/B", "m"), undefined, "its callee records nothing");
+    assert.equal(never.startClient(root, "a/C", "n", "a/B"), undefined, "and calls on in the same context");
+    const withOptions = never.startClient({ ...outer, traceparent: undefined }, "a/B", "m", "a/A") as CallContext;
+    assert.deepEqual([withOptions.traceparent, withOptions.deadline, withOptions.metadata], [UNSAMPLED_TRACEPARENT, 123, { k: "v" }], "the caller's deadline and metadata kept");
+
     assert.equal(tracing({ TSWEAVER_TRACING: "0" }).t.enabled, false);
   });
 
   test("TSWEAVER_TRACE_RATE bounds the new traces per second; calls inside a trace are not counted", () => {
     const { t } = tracing({ TSWEAVER_TRACE_RATE: "3" });
     const roots = Array.from({ length: 10 }, () => t.startClient(undefined, "a/B", "m", "a/A"));
-    const started = roots.filter((r) => r !== undefined);
+    const spans = roots.filter((r): r is ActiveSpan => r instanceof ActiveSpan);
     // All 10 fit in one or two wall-clock seconds: 3 per refill, at most one refill per second.
-    assert.ok(started.length === 3 || started.length === 6, `started ${started.length}`);
-    for (let i = 0; i < 10; i++) assert.ok(t.startClient(started[0]!.ctx, "a/C", "n", "a/B"), "children of a sampled trace are always traced");
+    assert.ok(spans.length === 3 || spans.length === 6, `started ${spans.length}`);
+    assert.ok(roots.every((r) => r instanceof ActiveSpan || r?.traceparent === UNSAMPLED_TRACEPARENT), "the others are marked unsampled");
+    for (let i = 0; i < 10; i++) assert.ok(t.startClient(spans[0]!.ctx, "a/C", "n", "a/B") instanceof ActiveSpan, "children of a sampled trace are always traced");
   });
 });
 
