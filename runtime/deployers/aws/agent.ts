@@ -83,6 +83,7 @@ export class Agent {
   private stopping = false;
   private locateAttempts = 0;
   private unhealthy = false;
+  private unsentSpans = 0;
   private readonly log = jsonLogger("agent");
 
   constructor(
@@ -154,6 +155,11 @@ export class Agent {
       if (this.unhealthy) this.log.info("weavelet healthy again: re-registering", {});
       this.unhealthy = false;
       await this.client.ready(this.report());
+      if (this.unsentSpans > 0) {
+        const count = this.unsentSpans;
+        this.unsentSpans = 0;
+        await this.client.spans({ count });
+      }
     } else if (!this.unhealthy) {
       this.unhealthy = true;
       this.log.warn("weavelet unhealthy: deregistering until it recovers", { health });
@@ -202,8 +208,10 @@ export class Agent {
       // Logs go to this task's stdout as JSON lines (awslogs ships them); relaying them through the control
       // plane would make it a bottleneck and lose lines while it restarts.
       handleLogEntries: ({ entries }) => writeJsonLogs(entries),
-      handleTraceSpans: async ({ spans }) => {
-        await this.client.spans({ count: spans.length }).catch(() => {});
+      // Without an OTLP exporter (OTEL_EXPORTER_OTLP_ENDPOINT in weaver.toml's env), spans are only
+      // counted; the count goes to the control plane with the next heartbeat, not one request per batch.
+      handleTraceSpans: ({ spans }) => {
+        this.unsentSpans += spans.length;
       },
     };
   }

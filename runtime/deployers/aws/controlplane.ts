@@ -75,6 +75,7 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
 export class ControlPlane implements ControlApi {
   private readonly clusterName: string;
   private readonly groupLocks = new Map<string, Promise<unknown>>();
+  private readonly taskLocks = new Map<string, Promise<unknown>>();
   /** Floors this process recorded as autoscaling minimums (so repeated activations skip the call). */
   private readonly floorsRecorded = new Map<string, number>();
   /** Replicas that reported ready (rebuilt from heartbeats after a restart). */
@@ -237,20 +238,39 @@ export class ControlPlane implements ControlApi {
     }
   }
 
-  private async registerReplica(r: ReplicaReport): Promise<void> {
+  /** Runs registration changes of one task one at a time (a heartbeat and a reconcile may coincide). */
+  private perTask<T>(taskId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.taskLocks.get(taskId) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(fn);
+    this.taskLocks.set(taskId, next);
+    void next.finally(() => {
+      if (this.taskLocks.get(taskId) === next) this.taskLocks.delete(taskId);
+    }).catch(() => {});
+    return next;
+  }
+
+  private registerReplica(r: ReplicaReport): Promise<void> {
+    return this.perTask(r.taskId, () => this.registerReplicaNow(r));
+  }
+
+  private async registerReplicaNow(r: ReplicaReport): Promise<void> {
     const g = this.env.groups[r.group]!;
     const attrs = { [ATTR.IPV4]: r.ip, [ATTR.PORT]: String(r.port), [ATTR.TASK_ARN]: r.taskArn, [ATTR.VERSION]: this.env.deployment, [ATTR.WEAVELET]: r.weaveletId, [ATTR.GROUP]: r.group };
     const existing = (await this.instances(r.group)).filter((i) => i.Id === r.taskId);
     const same = existing.length === 1 && Object.entries(attrs).every(([k, v]) => existing[0]!.Attributes?.[k] === v);
     if (same) return;
     // Replace rather than re-register: some Cloud Map implementations keep both copies of a re-used id.
-    if (existing.length > 0) await this.deregisterReplica(r.group, r.taskId);
+    for (let i = 0; i < existing.length; i++) await this.deregisterReplicaNow(r.group, r.taskId);
     await this.aws_("servicediscovery:RegisterInstance", `instance ${r.taskId} of service ${g.discoveryServiceId} (group ${r.group})`, () =>
       this.aws.serviceDiscovery.send(new RegisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: r.taskId, Attributes: attrs })),
     );
   }
 
-  private async deregisterReplica(group: string, taskId: string): Promise<void> {
+  private deregisterReplica(group: string, taskId: string): Promise<void> {
+    return this.perTask(taskId, () => this.deregisterReplicaNow(group, taskId));
+  }
+
+  private async deregisterReplicaNow(group: string, taskId: string): Promise<void> {
     const g = this.env.groups[group]!;
     try {
       await this.aws_("servicediscovery:DeregisterInstance", `instance ${taskId} of service ${g.discoveryServiceId} (group ${group})`, () =>

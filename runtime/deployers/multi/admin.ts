@@ -202,12 +202,14 @@ const FAVICON = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><re
 
 let dashboardDir: string | undefined;
 
-/** A file of the dashboard (dashboard/ at the package root, next to protos/), read on each request. */
+/** A file of the dashboard (runtime/deployers/multi/dashboard/ in the package), read on each request. */
 function dashboardFile(name: string): Buffer {
   if (dashboardDir === undefined) {
     let dir = path.dirname(fileURLToPath(import.meta.url));
-    for (let i = 0; i < 6 && !existsSync(path.join(dir, "dashboard", "index.html")); i++) dir = path.dirname(dir);
-    const found = path.join(dir, "dashboard");
+    // Static files are not compiled: from dist/runtime/deployers/multi, find the package root's copy.
+    const rel = path.join("runtime", "deployers", "multi", "dashboard");
+    for (let i = 0; i < 8 && !existsSync(path.join(dir, rel, "index.html")); i++) dir = path.dirname(dir);
+    const found = path.join(dir, rel);
     if (!existsSync(path.join(found, "index.html"))) throw new HttpError(500, "tsweaver: dashboard/ not found next to the package; the installation is incomplete");
     dashboardDir = found;
   }
