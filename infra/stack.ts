@@ -115,6 +115,7 @@ export class WeaverStack extends Stack {
       rpcPort: aws.rpcPort,
       controlPort: aws.controlPort,
       logRetention: aws.logRetentionDays as logs.RetentionDays,
+      otlpEndpoint: aws.otlpEndpoint,
       controlPlaneCpu: aws.controlPlane.cpu,
       controlPlaneMemoryMiB: aws.controlPlane.memory,
     });

@@ -128,6 +128,12 @@ export interface WeaverAppProps {
   readonly controlPort?: number;
   /** Retention of the log groups. @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
+  /**
+   * OTLP/HTTP endpoint every weavelet exports its trace spans to (set as OTEL_EXPORTER_OTLP_ENDPOINT in
+   * the group tasks), e.g. an ADOT collector reachable from the tasks.
+   * @default none: spans are counted and dropped by the control plane
+   */
+  readonly otlpEndpoint?: string;
   /** Control plane Fargate CPU units. @default 256 */
   readonly controlPlaneCpu?: number;
   /** Control plane Fargate memory (MiB). @default 512 */
@@ -468,7 +474,12 @@ export class WeaverApp extends Construct {
       const container = taskDefinition.addContainer(AGENT_CONTAINER, {
         image: props.image,
         command: [...AGENT_COMMAND],
-        environment: { ...taskEnv, [ENV.GROUP]: g.name, [ENV.COMPONENTS]: g.components.join(",") },
+        environment: {
+          ...taskEnv,
+          [ENV.GROUP]: g.name,
+          [ENV.COMPONENTS]: g.components.join(","),
+          ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
+        },
         secrets,
         logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
         portMappings: [rpcPort, ...listenerProps.map((l) => l.containerPort)].map((containerPort) => ({ containerPort })),

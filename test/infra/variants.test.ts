@@ -73,6 +73,7 @@ config_in_image = "weaver.toml"
 rpc_port = 7000
 control_port = 7100
 log_retention_days = 7
+otlp_endpoint = "http://collector.internal:4318"
 [aws.controlplane]
 cpu = 512
 memory = 1024
@@ -82,6 +83,13 @@ container_port = 8443
 `);
   });
   after(() => s.dispose());
+
+  test("otlp_endpoint reaches every group task as OTEL_EXPORTER_OTLP_ENDPOINT (the weavelets export traces there)", () => {
+    for (const g of s.stack.weaver.groups.values()) {
+      assert.equal(containerEnv(s.json, s.id(g.taskDefinition))["OTEL_EXPORTER_OTLP_ENDPOINT"], "http://collector.internal:4318");
+    }
+    assert.equal(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))["OTEL_EXPORTER_OTLP_ENDPOINT"], undefined);
+  });
 
   test("cdk-nag: clean", () => {
     assert.deepEqual(nagFindings(s.app), []);

@@ -62,6 +62,8 @@ export interface AwsConfig {
   readonly controlPort: number;
   /** Retention of the app's CloudWatch log groups, in days (`log_retention_days`, default 30). */
   readonly logRetentionDays: number;
+  /** OTLP/HTTP endpoint the weavelets export traces to (`otlp_endpoint`, e.g. an ADOT collector), or none. */
+  readonly otlpEndpoint: string | undefined;
   /** Control plane task size (`[aws.controlplane] cpu/memory`, default 256/512). */
   readonly controlPlane: { readonly cpu: number; readonly memory: number };
   /** Every deployment group (not only those with a section), in `groupsOf` order. */
@@ -267,6 +269,7 @@ const AWS_KEYS = [
   "rpc_port",
   "control_port",
   "log_retention_days",
+  "otlp_endpoint",
   "controlplane",
   "groups",
   "listeners",
@@ -346,6 +349,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   if (rpcPort === controlPort) fail("control_port", `must differ from aws.rpc_port (${rpcPort})`);
   const logRetentionDays = r.int("log_retention_days", 1, 3653) ?? 30;
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) fail("log_retention_days", `must be one of ${LOG_RETENTION_DAYS.join(", ")}`);
+  const otlpEndpoint = r.string("otlp_endpoint");
+  if (otlpEndpoint !== undefined && !/^https?:\/\/[^\s/]+/.test(otlpEndpoint)) fail("otlp_endpoint", `must be an http(s) URL such as "http://localhost:4318" (got ${JSON.stringify(otlpEndpoint)})`);
 
   const cpRaw = r.table("controlplane") ?? {};
   checkKeys(cpRaw, CONTROLPLANE_KEYS, "aws.controlplane", file);
@@ -466,6 +471,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     rpcPort,
     controlPort,
     logRetentionDays,
+    otlpEndpoint,
     controlPlane: { cpu: cpCpu, memory: cpMemory },
     groups: awsGroups,
     listeners,

@@ -189,6 +189,7 @@ const bad: [string, string, RegExp][] = [
   ["dockerfile outside context", "[aws]\ndockerfile = \"../Dockerfile\"\n", /aws\.dockerfile: must be a path inside the build context/],
   ["architecture", "[aws]\narchitecture = \"amd64\"\n", /aws\.architecture: must be "x86_64" or "arm64"/],
   ["retention", "[aws]\nlog_retention_days = 10\n", /aws\.log_retention_days: must be one of 1, 3, 5/],
+  ["otlp endpoint", "[aws]\notlp_endpoint = \"collector:4318\"\n", /aws\.otlp_endpoint: must be an http\(s\) URL/],
   ["same rpc and control port", "[aws]\nrpc_port = 9100\n", /aws\.control_port: must differ from aws\.rpc_port \(9100\)/],
   ["container port on rpc port", "[aws.listeners.web]\ncontainer_port = 9000\n", /aws\.listeners\.web\.container_port: 9000 is already used by aws\.rpc_port/],
   [
