@@ -323,20 +323,7 @@ export class Weavelet {
     // The RPC server runs `fn` inside the call's context: its traceparent is the caller's client span.
     const serve = (inst: object, args: unknown[]): unknown => {
       const span = tracing?.startServer(callStorage.getStore(), component, method);
-      if (span === undefined) {
-        if (stats === undefined) return invoke(inst, args);
-        const t0 = performance.now();
-        let r: unknown;
-        try {
-          r = invoke(inst, args);
-        } catch (err) {
-          stats.fail(performance.now() - t0);
-          throw err;
-        }
-        if (isThenable(r)) return stats.track(r, t0);
-        stats.ok(performance.now() - t0);
-        return r;
-      }
+      if (span === undefined) return stats === undefined ? invoke(inst, args) : stats.measure(invoke, inst, args);
       const t0 = performance.now();
       let r: unknown;
       try {
@@ -481,19 +468,8 @@ function makeLocalStub(reg: Registration, inst: object, caller: string): object 
     const fn = (inst as Record<string, unknown>)[method];
     if (typeof fn !== "function") continue;
     const stats = MethodStats.caller(caller, reg.ref.name, method, false);
-    stub[method] = (...args: unknown[]): unknown => {
-      const t0 = performance.now();
-      let r: unknown;
-      try {
-        r = (fn as (...a: unknown[]) => unknown).apply(inst, args);
-      } catch (err) {
-        stats.fail(performance.now() - t0);
-        throw err;
-      }
-      if (isThenable(r)) return stats.track(r, t0);
-      stats.ok(performance.now() - t0);
-      return r;
-    };
+    const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
+    stub[method] = (...args: unknown[]): unknown => stats.measure(apply, inst, args);
   }
   return Object.freeze(stub);
 }
@@ -510,9 +486,6 @@ async function endSpan(r: unknown, span: ActiveSpan): Promise<unknown> {
   }
 }
 
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === "object" && v !== null && typeof (v as { then?: unknown }).then === "function";
-}
 
 function toKeyAssignment(a: Assignment | null | undefined): KeyAssignment | undefined {
   if (!a || a.slices.length === 0) return undefined;
