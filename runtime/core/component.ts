@@ -111,8 +111,6 @@ export interface Registration {
   readonly impl: Implementation<object>;
   /** Method names callable remotely, sorted. */
   readonly methods: readonly string[];
-  /** Method id of methods[0]; ids are consecutive (see `methodTable`). */
-  firstMethodId: number;
 }
 
 const HOOKS = new Set(["constructor", "init", "shutdown"]);
@@ -130,7 +128,17 @@ function methodsOf(impl: Implementation<object>): string[] {
 }
 
 const registrations = new Map<string, Registration>();
-let table: { hash: string; byId: { component: string; method: string }[] } | undefined;
+/** The method table (see `methodTable`). */
+export interface MethodTable {
+  /** Identifies the table; RPC peers compare it at connection time. */
+  readonly hash: string;
+  /** Method id → component and method. */
+  readonly byId: readonly { component: string; method: string }[];
+  /** Component → id of its first method (its methods' ids are consecutive, in sorted order). */
+  readonly firstIds: ReadonlyMap<string, number>;
+}
+
+let table: MethodTable | undefined;
 
 /** Registers the implementation of a component. Call it once per component, at module load. */
 export function register<T extends object>(ref: ComponentRef<T>, impl: Implementation<T>): void {
@@ -138,7 +146,7 @@ export function register<T extends object>(ref: ComponentRef<T>, impl: Implement
   if (existing && existing.impl !== impl) {
     throw new ConfigError(`component ${ref.name} is registered twice (${existing.impl.name} and ${impl.name})`);
   }
-  registrations.set(ref.name, { ref: ref as ComponentRef<object>, impl: impl as Implementation<object>, methods: methodsOf(impl as Implementation<object>), firstMethodId: 0 });
+  registrations.set(ref.name, { ref: ref as ComponentRef<object>, impl: impl as Implementation<object>, methods: methodsOf(impl as Implementation<object>) });
   table = undefined;
 }
 
@@ -156,18 +164,18 @@ export function registeredComponents(): string[] {
  * The method table: every registered component (sorted by name) and its methods (sorted) get
  * consecutive ids. Every process runs the same binary, so they agree; the hash lets RPC peers check it.
  */
-export function methodTable(): { hash: string; byId: readonly { component: string; method: string }[] } {
+export function methodTable(): MethodTable {
   if (table) return table;
   const byId: { component: string; method: string }[] = [];
+  const firstIds = new Map<string, number>();
   for (const name of registeredComponents()) {
-    const reg = registrations.get(name)!;
-    reg.firstMethodId = byId.length;
-    for (const method of reg.methods) byId.push({ component: name, method });
+    firstIds.set(name, byId.length);
+    for (const method of registrations.get(name)!.methods) byId.push({ component: name, method });
   }
   const hash = createHash("sha256")
     .update(byId.map((m) => `${m.component}.${m.method}`).join("\n"))
     .digest("hex")
     .slice(0, 16);
-  table = { hash, byId };
+  table = { hash, byId, firstIds };
   return table;
 }

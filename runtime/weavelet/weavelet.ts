@@ -426,7 +426,7 @@ export class Weavelet {
  * measured (per-method metrics of `caller`) unless `measure` is off.
  */
 function makeStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean, tracing: Tracing | undefined): object {
-  const first = (methodTable(), reg.firstMethodId);
+  const first = methodTable().firstIds.get(reg.ref.name)!;
   const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   reg.methods.forEach((method, i) => {
     const id = first + i;
