@@ -4,6 +4,8 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { loadConfig } from "../runtime/core/config.js";
+import { MultiDeployer } from "../runtime/deployers/multi/deployer.js";
 
 /** The repository root (tests run from dist/test/...). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -99,4 +101,27 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Deploys the app of `configFile` on the multi deployer, quietly, with state under `stateDir`, and
+ * waits for the proxy of `listener`; returns the deployer and the proxy's base URL.
+ */
+export async function deployForTest(configFile: string, stateDir: string, listener: string): Promise<{ deployer: MultiDeployer; base: string }> {
+  const deployer = new MultiDeployer(loadConfig(configFile), { stateDir, printLogs: false, progress: () => {} });
+  await deployer.deploy();
+  const addr = await waitFor(`listener ${listener}'s proxy`, async () => (await deployer.listenerAddresses()).get(listener));
+  return { deployer, base: `http://${addr}` };
+}
+
+/** Runs the tsweaver CLI without blocking this process's event loop (in-process harnesses keep running). */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
+    child.stderr!.setEncoding("utf8").on("data", (c: string) => (err += c));
+    child.on("exit", (code) => resolve({ code, out, err }));
+  });
 }

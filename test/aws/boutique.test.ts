@@ -3,25 +3,13 @@
  * the frontend first calls each component.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { CLI, ROOT, get, waitFor } from "../helpers.js";
+import { ROOT, get, runCli, waitFor } from "../helpers.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
-
-function runCli(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: process.env, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-    child.on("exit", (code) => resolve({ code, out, err }));
-  });
-}
 
 let emu: Emulator;
 let res: AppResources;

@@ -3,13 +3,12 @@
  * plane and agents (as local processes started by the Fargate simulator), and the real `tsweaver aws` CLI.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
 import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
-import { CLI, ROOT, get, waitFor } from "../helpers.js";
+import { ROOT, get, runCli, waitFor } from "../helpers.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
@@ -18,17 +17,6 @@ import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
 const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
 /** Fast loops for the test; production defaults are seconds. */
 const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
-
-function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    let err = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-    child.on("exit", (code) => resolve({ code, out, err }));
-  });
-}
 
 describe("AWS deployer on the emulator: activate → cross-task call → status → faults → deactivate", () => {
   let emu: Emulator;

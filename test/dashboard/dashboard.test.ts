@@ -7,10 +7,9 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { loadConfig } from "../../runtime/core/config.js";
 import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import type { TraceSummary } from "../../runtime/telemetry/tracestore.js";
-import { CLI, ECHO_APP, getJson, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { CLI, ECHO_APP, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 import { countPixels, decodePng } from "./png.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -40,9 +39,8 @@ address = "127.0.0.1:0"
 `,
       dir,
     );
-    deployer = new MultiDeployer(loadConfig(config), { stateDir, printLogs: false, progress: () => {} });
-    await deployer.deploy();
-    const base = `http://${await waitFor("listener proxy", async () => (await deployer.listenerAddresses()).get("api"))}`;
+    let base: string;
+    ({ deployer, base } = await deployForTest(config, stateDir, "api"));
     await waitFor("2 echo replicas", () => deployer.pids().get("test-echo")?.length === 2);
     for (let i = 0; i < 30; i++) await getJson(`${base}/echo?s=call${i}`);
     for (let i = 0; i < 3; i++) await getJson(`${base}/fail?name=Broken&message=no`);

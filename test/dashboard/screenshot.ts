@@ -3,9 +3,7 @@
 // Chromium. Usage: npm run build && node dist/test/dashboard/screenshot.js [docs/dashboard.png]
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { loadConfig } from "../../runtime/core/config.js";
-import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import { ROOT, get, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { ROOT, get, tempDir, writeConfig, deployForTest } from "../helpers.js";
 
 const out = path.resolve(process.argv[2] ?? path.join(ROOT, "docs", "dashboard.png"));
 const dir = tempDir("tsweaver-screenshot-");
@@ -24,9 +22,7 @@ address = "127.0.0.1:0"
 `,
   dir,
 );
-const deployer = new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
-await deployer.deploy();
-const shop = `http://${await waitFor("shop listener", async () => (await deployer.listenerAddresses()).get("shop"))}`;
+const { deployer, base: shop } = await deployForTest(config, path.join(dir, "state"), "shop");
 
 let running = true;
 const traffic = (async () => {

@@ -2,10 +2,9 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { loadConfig } from "../../runtime/core/config.js";
 import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
-import { ECHO_APP, alive, get, getJson, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { ECHO_APP, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 describe("multi deployer: 2 replicas per group, listener proxy, restarts, errors, deadlines", () => {
   const dir = tempDir();
@@ -32,10 +31,7 @@ greeting = "hello from weaver.toml"
   let base = "";
 
   before(async () => {
-    deployer = new MultiDeployer(loadConfig(config), { stateDir, printLogs: false, progress: () => {} });
-    await deployer.deploy();
-    const addr = await waitFor("listener proxy", async () => (await deployer.listenerAddresses()).get("api"));
-    base = `http://${addr}`;
+    ({ deployer, base } = await deployForTest(config, stateDir, "api"));
     // Both main replicas registered behind the proxy and both Echo replicas routable.
     await waitFor("2 main replicas behind the proxy", () => deployer.status().listeners[0]?.replicas === 2);
     await waitFor("2 echo replicas", () => deployer.pids().get("test-echo")?.length === 2);

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { loadConfig } from "../../runtime/core/config.js";
 import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import { ROOT, alive, get, getJson, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { ROOT, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 const APP = path.join(ROOT, "dist/test/fixtures/apps/routed.js");
 const KEYS = Array.from({ length: 24 }, (_, i) => `user-${i}`);
@@ -27,9 +26,7 @@ describe("routed components on multi: key affinity, and slices move when a repli
 
   before(async () => {
     const config = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(APP)}\n[multi]\nreplicas = 3\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n`, dir);
-    deployer = new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
-    await deployer.deploy();
-    base = `http://${await waitFor("proxy", async () => (await deployer.listenerAddresses()).get("api"))}`;
+    ({ deployer, base } = await deployForTest(config, path.join(dir, "state"), "api"));
     await waitFor("3 shard replicas", () => deployer.pids().get("test-shard")?.length === 3);
     await waitFor("3 main replicas behind the proxy", () => deployer.status().listeners[0]?.replicas === 3);
   });

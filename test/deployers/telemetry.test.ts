@@ -5,13 +5,12 @@ import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
-import { loadConfig } from "../../runtime/core/config.js";
 import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
 import type { StoredSeries } from "../../runtime/telemetry/metricstore.js";
 import type { CallGraph } from "../../runtime/telemetry/graph.js";
 import type { StoredSpan, TraceSummary } from "../../runtime/telemetry/tracestore.js";
-import { CLI, ECHO_APP, get, getJson, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { CLI, ECHO_APP, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 const run = promisify(execFile);
 
@@ -59,9 +58,7 @@ address = "127.0.0.1:0"
 `,
       dir,
     );
-    deployer = new MultiDeployer(loadConfig(config), { stateDir, printLogs: false, progress: () => {} });
-    await deployer.deploy();
-    base = `http://${await waitFor("listener proxy", async () => (await deployer.listenerAddresses()).get("api"))}`;
+    ({ deployer, base } = await deployForTest(config, stateDir, "api"));
     admin = `http://${deployer.adminAddress}`;
     await waitFor("2 echo replicas", () => deployer.pids().get("test-echo")?.length === 2);
     for (let i = 0; i < 20; i++) assert.equal(await getJson<string>(`${base}/echo?s=${"x".repeat(i % 3)}`), "x".repeat(i % 3));

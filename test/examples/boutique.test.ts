@@ -3,10 +3,9 @@ import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { loadConfig } from "../../runtime/core/config.js";
 import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
-import { ROOT, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { ROOT, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 interface Reply {
   status: number;
@@ -63,10 +62,7 @@ address = "127.0.0.1:0"
   let base = "";
 
   before(async () => {
-    deployer = new MultiDeployer(loadConfig(config), { stateDir, printLogs: false, progress: () => {} });
-    await deployer.deploy();
-    const addr = await waitFor("listener proxy", async () => (await deployer.listenerAddresses()).get("boutique"));
-    base = `http://${addr}`;
+    ({ deployer, base } = await deployForTest(config, stateDir, "boutique"));
     await waitFor("main behind the proxy", () => deployer.status().listeners[0]?.replicas === 1);
   });
 
