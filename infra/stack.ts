@@ -8,7 +8,7 @@ import * as ecr from "aws-cdk-lib/aws-ecr";
 import { DockerImageAsset, Platform } from "aws-cdk-lib/aws-ecr-assets";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
-import * as logs from "aws-cdk-lib/aws-logs";
+import type * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
@@ -139,7 +139,7 @@ interface AppImage {
 }
 
 /** ECR image URI: account, region, repository, tag or digest. */
-const ECR_URI = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9][a-z0-9._\/-]*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$/;
+const ECR_URI = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9][a-z0-9._/-]*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$/;
 
 function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: string): AppImage {
   const relativeConfig = (root: string, what: string): string => {

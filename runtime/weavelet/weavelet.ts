@@ -229,7 +229,7 @@ export class Weavelet {
         this.logger.error(`shutdown of ${h.reg.ref.name} failed`, err);
       }
     }
-    this.pool.close();
+    void this.pool.close(); // sockets close in the background; tracing and logs flush meanwhile
     await this.tracingAll.shutdown();
     this.flushLogs();
   }
@@ -315,7 +315,6 @@ export class Weavelet {
     const key = `${component}.${method}`;
     let handler = this.handlers.get(key);
     if (handler) return handler;
-    const weavelet = this;
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const stats = this.measure ? MethodStats.served(component, method) : undefined;
     const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
@@ -338,15 +337,15 @@ export class Weavelet {
     };
     handler = {
       name: key,
-      fn(args: unknown[]): unknown {
-        let h = weavelet.hosted.get(component);
+      fn: (args: unknown[]): unknown => {
+        let h = this.hosted.get(component);
         if (h?.ready) {
           h.calls++;
           if (keyOf !== undefined && h.slices !== undefined) h.slices.calls[findSlice(h.slices.starts, shardKey(keyOf(...args)))]!++;
           return serve(h.ready, args);
         }
-        return weavelet.getLocal(component).then((inst) => {
-          h = weavelet.hosted.get(component);
+        return this.getLocal(component).then((inst) => {
+          h = this.hosted.get(component);
           if (h) h.calls++;
           return serve(inst, args);
         });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
+import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
 import { ECHO_APP, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
+import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { ROOT, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 const APP = path.join(ROOT, "dist/test/fixtures/apps/routed.js");

@@ -5,7 +5,7 @@ import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
-import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
+import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
 import type { StoredSeries } from "../../runtime/telemetry/metricstore.js";
 import type { CallGraph } from "../../runtime/telemetry/graph.js";

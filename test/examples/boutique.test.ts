@@ -3,13 +3,13 @@ import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
+import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
 import { ROOT, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
 
 interface Reply {
   status: number;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON answers, checked field by field
+  body: any; // JSON answers, checked field by field
 }
 
 /** A shopper: one session cookie jar, JSON requests. */

@@ -25,7 +25,7 @@ export class SimpleDeployer {
 
   async stop(): Promise<void> {
     const all = await Promise.allSettled(this.weavelets.values());
-    await Promise.all(all.map((r) => (r.status === "fulfilled" ? r.value.stop() : undefined)));
+    await Promise.all(all.flatMap((r) => (r.status === "fulfilled" ? [r.value.stop()] : [])));
   }
 
   private startWeavelet(component: string): Promise<Envelope> {

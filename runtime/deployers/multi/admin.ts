@@ -7,6 +7,7 @@ import type { LogEntry } from "../../protos/runtime.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
 import type { TraceStore } from "../../telemetry/tracestore.js";
+// eslint-disable-next-line import-x/no-restricted-paths -- the one host:port parser lives in the weavelet until rpc/address.ts takes it over
 import { splitHostPort } from "../../weavelet/weavelet.js";
 import type { DeploymentStatus } from "./state.js";
 
