@@ -281,7 +281,7 @@ export interface WireError {
   /** The thrown error's `message`. */
   message: string;
   /** The remote stack trace, if any. */
-  stack?: string;
+  stack?: string | undefined;
   /** Own enumerable properties of the thrown error (e.g. `code`). */
   details: Record<string, unknown>;
 }

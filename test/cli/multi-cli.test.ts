@@ -15,6 +15,7 @@ test("tsweaver multi deploy|status|logs on the hello example, and SIGINT leaves 
   const deploy = new Proc(process.execPath, [CLI, "multi", "deploy", config], env);
   try {
     const [, address] = await deploy.waitForOutput(/listener hello available on http:\/\/(\S+)/);
+    assert.ok(address !== undefined);
     assert.deepEqual(await get(`http://${address}/hello?name=World`), { status: 200, body: "Hello, dlroW!\n" });
 
     const status = await waitFor("status with both groups running", () => {

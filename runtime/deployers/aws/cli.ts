@@ -12,7 +12,7 @@ import { defaultStackName, OUTPUTS, type GroupsOutput, type ListenersOutput } fr
 
 /** Where the CLI finds the deployment: weaver.toml's `[aws] stack`, or `--stack`. */
 export interface StackOptions {
-  config?: string;
+  config?: string | undefined;
   stack?: string;
 }
 

@@ -4,7 +4,7 @@ import {
 } from "@aws-sdk/client-application-auto-scaling";
 import { DescribeServicesCommand, DescribeTasksCommand, ListTasksCommand, UpdateServiceCommand, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand } from "@aws-sdk/client-servicediscovery";
+import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
 import type http from "node:http";
 import { AwsClients, callAws } from "./clients.js";
 import { CONTROLPLANE_NAME, ENV, type GroupsEnv, type ListenersEnv } from "./config.js";
@@ -281,9 +281,9 @@ export class ControlPlane implements ControlApi {
     }
   }
 
-  private async instances(group: string): Promise<{ Id?: string; Attributes?: Record<string, string> }[]> {
+  private async instances(group: string): Promise<InstanceSummary[]> {
     const g = this.env.groups[group]!;
-    const out: { Id?: string; Attributes?: Record<string, string> }[] = [];
+    const out: InstanceSummary[] = [];
     let token: string | undefined;
     do {
       const page = await this.aws_("servicediscovery:ListInstances", `service ${g.discoveryServiceId} (group ${group})`, () =>
@@ -350,7 +350,8 @@ export class ControlPlane implements ControlApi {
       for (const inst of await this.instances(group)) {
         const arn = inst.Attributes?.[ATTR.TASK_ARN];
         if (arn && live.has(arn)) {
-          if (inst.Attributes?.[ATTR.IPV4]) liveIps.add(inst.Attributes[ATTR.IPV4]);
+          const ip = inst.Attributes?.[ATTR.IPV4];
+          if (ip) liveIps.add(ip);
           continue;
         }
         await this.deregisterReplica(group, inst.Id!);

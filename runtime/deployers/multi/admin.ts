@@ -51,9 +51,9 @@ export const MAX_PROFILE_MS = 5 * 60_000;
 /** Query filters of /api/metrics (and `tsweaver multi metrics`). */
 export interface MetricsQuery {
   /** Only series about this component (label component or caller). */
-  component?: string;
+  component?: string | undefined;
   /** Only series whose name contains this. */
-  name?: string;
+  name?: string | undefined;
   /** One series per replica instead of sums over replicas. */
   replicas?: boolean;
 }

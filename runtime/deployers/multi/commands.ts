@@ -70,7 +70,7 @@ function table(rows: string[][]): string {
 
 /** Filters for `tsweaver multi logs`. */
 export interface LogFilter {
-  deployment?: string;
+  deployment?: string | undefined;
   component?: string;
   level?: string;
   weavelet?: string;
@@ -179,7 +179,7 @@ async function adminGet(base: string, path: string, timeoutMs = 30_000): Promise
 
 /** Options of `tsweaver multi metrics`. */
 export interface MetricsOptions {
-  deployment?: string;
+  deployment?: string | undefined;
   component?: string;
   name?: string;
   replicas?: boolean;
@@ -215,7 +215,7 @@ function formatValue(s: StoredSeries): string {
 
 /** Options of `tsweaver multi traces`. */
 export interface TracesOptions {
-  deployment?: string;
+  deployment?: string | undefined;
   component?: string;
   limit?: string;
   trace?: string;
@@ -283,7 +283,7 @@ export function timeline(spans: readonly StoredSpan[]): string {
 }
 
 /** `tsweaver multi dashboard`: prints the URL of a running deployment's dashboard (and opens it with --open). */
-export async function dashboardCommand(o: { deployment?: string; open?: boolean }): Promise<string> {
+export async function dashboardCommand(o: { deployment?: string | undefined; open?: boolean }): Promise<string> {
   const { base, status } = adminOf(o.deployment);
   await adminGet(base, "/api/status", 5_000); // it answers: the URL works
   const url = `${base}/`;
@@ -307,7 +307,7 @@ export function parseDuration(d: string): number {
 
 /** Options of `tsweaver multi profile`. */
 export interface ProfileOptions {
-  deployment?: string;
+  deployment?: string | undefined;
   cpu?: string;
   heap?: boolean;
   group?: string;
