@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: build, then every compiled test file with node's test runner.
+# The whole test suite: lint, typecheck, build, then every compiled test file with node's test runner.
+# (`npm run test:unit` is the fast tier: a subset, run from source.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The dashboard test drives Debian's chromium (playwright-core, no browser download); install it when
@@ -8,6 +9,12 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   echo "test/run.sh: installing Debian's chromium for the dashboard test" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+echo "test/run.sh: lint" >&2
+npm run --silent lint
+echo "test/run.sh: typecheck" >&2
+npm run --silent typecheck
+# Compiled tests of files since moved or deleted must not run.
+rm -rf dist/test
 npm run --silent build
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 # The AWS tests share one moto server (test/aws/moto-server.ts): it fails with "moto is not installed:

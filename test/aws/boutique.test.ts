@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { ROOT, get, runCli, waitFor } from "../helpers.js";
+import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";

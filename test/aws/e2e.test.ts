@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
 import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
-import { ROOT, get, runCli, waitFor } from "../helpers.js";
+import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";

@@ -25,7 +25,7 @@ import { DescribeListenersCommand, DescribeLoadBalancersCommand, DescribeTargetG
 import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ListNamespacesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
 import { CONTROLPLANE_NAME, ENV, OUTPUTS, groupServiceOutputKey, listenerUrlOutputKey, type GroupsOutput, type ListenersOutput } from "../../runtime/deployers/aws/config.js";
-import { alive as exists, ROOT, waitFor } from "../helpers.js";
+import { alive as exists, ROOT, waitFor } from "../support/index.js";
 import { startFargate, type SimTask } from "./fargate.js";
 import { checkMotoInstalled, clientConfig, httpStatus, MOTO_MISSING, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, discoveryServicesOf, type AppResources } from "./stack.js";

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { test } from "node:test";
-import { ROOT } from "../helpers.js";
+import { ROOT } from "../support/index.js";
 
 interface Result {
   calls: number;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { test } from "node:test";
-import { CLI, HELLO_APP, Proc, ROOT, alive, get, tempDir, waitFor, writeConfig } from "../helpers.js";
+import { CLI, HELLO_APP, Proc, ROOT, alive, get, tempDir, waitFor, writeConfig } from "../support/index.js";
 
 function cli(args: string[], env: Record<string, string>): string {
   return execFileSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: "utf8" });

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import { checkComponentNames, groupsOf, loadConfig, parseConfig } from "../../runtime/core/config.js";
 import { ConfigError } from "../../runtime/core/errors.js";
 import { multiConfig } from "../../runtime/deployers/multi/config.js";
-import { writeConfig } from "../helpers.js";
+import { writeConfig } from "../support/index.js";
 
 const F = "/apps/shop/weaver.toml";
 

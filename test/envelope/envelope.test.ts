@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import { Envelope, type EnvelopeHandler, type LogEntry } from "../../runtime/deployer.js";
 import { ControlChannel } from "../../runtime/protos/channel.js";
 import { encodeWeaveletArgs } from "../../runtime/protos/runtime.js";
-import { ECHO_APP, ROOT, alive, get, waitFor } from "../helpers.js";
+import { ECHO_APP, ROOT, alive, get, waitFor } from "../support/index.js";
 
 const baseArgs = { app: "t", deploymentId: "d1", id: "w1", internalAddress: "127.0.0.1:0", config: {} };
 

@@ -5,7 +5,8 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
-import { ROOT, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
+import { ROOT, tempDir, waitFor, writeConfig } from "../support/index.js";
+import { deployForTest } from "../support/multi.js";
 
 interface Reply {
   status: number;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { SimpleDeployer } from "../../examples/deployers/simple/deployer.js";
-import { HELLO_APP, get, waitFor } from "../helpers.js";
+import { HELLO_APP, get, waitFor } from "../support/index.js";
 
 test("the example deployer (written on tsweaver/deployer) runs hello with one weavelet per component", async () => {
   const lines: string[] = [];

@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { after, test } from "node:test";
-import { ROOT, tempDir, writeConfig } from "../helpers.js";
+import { ROOT, tempDir, writeConfig } from "../support/index.js";
 import { cdkContext, FAKE_APP, FIXTURES } from "./helpers.js";
 
 const APP = path.join(ROOT, "dist/infra/bin/app.js");

@@ -11,7 +11,7 @@ import { Match } from "aws-cdk-lib/assertions";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { loadConfig } from "../../runtime/core/config.js";
 import { CONTROLPLANE_NAME, ENV, OUTPUTS } from "../../runtime/deployers/aws/config.js";
-import { ROOT } from "../helpers.js";
+import { ROOT } from "../support/index.js";
 import { cdkAnnotations, containerEnv, FAKE_APP, joinedJson, nagFindings, synth, type Synth } from "./helpers.js";
 
 const FIVE = path.join(ROOT, "examples/five/weaver.toml");

@@ -8,7 +8,7 @@ import type { IConstruct } from "constructs";
 import { loadConfig, type AppConfig } from "../../runtime/core/config.js";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
-import { ROOT, tempDir, writeConfig } from "../helpers.js";
+import { ROOT, tempDir, writeConfig } from "../support/index.js";
 
 /** Fixtures stay in the source tree (tsc does not copy .mjs files). */
 export const FIXTURES = path.join(ROOT, "test/infra/fixtures");

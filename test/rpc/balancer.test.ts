@@ -1,3 +1,4 @@
+import { rmSync } from "node:fs";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -5,7 +6,8 @@ import { withCallOptions } from "../../runtime/core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../../runtime/core/errors.js";
 import { Balancer } from "../../runtime/rpc/balancer.js";
 import { ConnectionPool } from "../../runtime/rpc/client.js";
-import { HASH, deferred, startServer, tempDir, until, type Methods } from "./helpers.js";
+import { HASH, startServer, type Methods } from "../support/rpc.js";
+import { deferred, tempDir, waitFor } from "../support/index.js";
 
 /** Methods that say which server answered; `block` waits until `gate` opens. */
 function named(name: string, gate?: Promise<void>): Methods {
@@ -25,14 +27,14 @@ function pool(): ConnectionPool {
 }
 
 test("round robin across two replicas (one TCP, one unix socket)", async () => {
-  const tmp = tempDir();
+  const tmp = tempDir("tsw-rpc-");
   const a = await startServer(named("A"));
-  const b = await startServer(named("B"), `unix:${join(tmp.dir, "b.sock")}`);
+  const b = await startServer(named("B"), `unix:${join(tmp, "b.sock")}`);
   const p = pool();
   const bal = new Balancer("test/Svc", p);
   try {
     bal.update([a.address, b.address]);
-    await until(() => p.connections().every((c) => c.healthy), "both replicas healthy");
+    await waitFor("both replicas healthy", () => p.connections().every((c) => c.healthy), 5000, 10);
     const counts: Record<string, number> = { A: 0, B: 0 };
     for (let i = 0; i < 20; i++) counts[(await bal.call(WHO, "who", [])) as string]!++;
     assert.deepStrictEqual(counts, { A: 10, B: 10 });
@@ -44,7 +46,7 @@ test("round robin across two replicas (one TCP, one unix socket)", async () => {
     await p.close();
     await a.server.close();
     await b.server.close();
-    tmp.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
   }
 });
 
@@ -86,9 +88,9 @@ test("a replica killed mid-run: retryable calls move to the other replica, non-r
       () => "resolved",
       (e: unknown) => e,
     );
-    await until(() => a.server.stats.calls === 6, "calls to reach A");
+    await waitFor("calls to reach A", () => a.server.stats.calls === 6, 5000, 10);
     bal.update([a.address, b.address]);
-    await until(() => p.get(b.address)?.healthy === true, "B healthy");
+    await waitFor("B healthy", () => p.get(b.address)?.healthy === true, 5000, 10);
     await a.server.close(0); // abrupt: in-flight calls are lost with the connection
     assert.deepStrictEqual(await Promise.all(retryable), ["B", "B", "B", "B", "B"]);
     const err = await fragile;
@@ -132,7 +134,7 @@ test("reconnects after the server restarts on the same port", async () => {
     const again = await startServer(named("A2"), a.address);
     try {
       assert.equal(again.address, a.address);
-      await until(() => p.get(a.address)?.healthy === true, "reconnect", 10_000);
+      await waitFor("reconnect", () => p.get(a.address)?.healthy === true, 10_000, 10);
       assert.equal(await bal.call(WHO, "who", []), "A2");
       assert.ok((p.get(a.address)?.stats.connects ?? 0) >= 2);
     } finally {
@@ -153,7 +155,7 @@ test("removing a replica drains it: its in-flight call completes, new calls go e
   try {
     bal.update([a.address]);
     const inflight = bal.call(BLOCK, "block", []);
-    await until(() => a.server.stats.calls === 1, "call to reach A");
+    await waitFor("call to reach A", () => a.server.stats.calls === 1, 5000, 10);
     const connA = p.get(a.address)!;
     bal.update([b.address]);
     assert.equal(connA.state, "draining");
@@ -162,7 +164,7 @@ test("removing a replica drains it: its in-flight call completes, new calls go e
     assert.equal(a.server.stats.calls, 1, "no new calls reach the removed replica");
     gate.resolve();
     assert.equal(await inflight, "A");
-    await until(() => connA.state === "closed", "drained connection to close");
+    await waitFor("drained connection to close", () => connA.state === "closed", 5000, 10);
     assert.deepStrictEqual(bal.addresses, [b.address]);
   } finally {
     bal.close();

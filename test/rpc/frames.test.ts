@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { test } from "node:test";
 import { Connection } from "../../runtime/rpc/client.js";
 import { FrameReader } from "../../runtime/rpc/frames.js";
-import { HASH, startServer } from "./helpers.js";
+import { HASH, startServer } from "../support/rpc.js";
 
 /** Builds `u32 length | u8 type | body` frames. */
 function frame(type: number, body: Buffer): Buffer {

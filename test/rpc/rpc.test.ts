@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, createServer, type Socket } from "node:net";
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CodecError, Writer, encodeValues } from "../../runtime/codec/codec.js";
 import { callStorage, currentCall, withCallOptions } from "../../runtime/core/call.js";
@@ -10,7 +10,8 @@ import { CallCancelledError, DeadlineExceededError, RemoteCallError, TransportEr
 import { Connection } from "../../runtime/rpc/client.js";
 import { beginFrame, endFrame, FrameType, writeHello } from "../../runtime/rpc/frames.js";
 import { RpcServer } from "../../runtime/rpc/server.js";
-import { HASH, MemoryLogger, aborted, deferred, startServer, tempDir, until, type Methods } from "./helpers.js";
+import { HASH, MemoryLogger, startServer, type Methods } from "../support/rpc.js";
+import { aborted, deferred, tempDir, waitFor } from "../support/index.js";
 
 const basic: Methods = {
   echo: (args) => args[0],
@@ -19,9 +20,9 @@ const basic: Methods = {
 };
 
 test("round trip over TCP and a unix socket", async () => {
-  const tmp = tempDir();
+  const tmp = tempDir("tsw-rpc-");
   try {
-    for (const addr of ["127.0.0.1:0", `unix:${join(tmp.dir, "s.sock")}`]) {
+    for (const addr of ["127.0.0.1:0", `unix:${join(tmp, "s.sock")}`]) {
       const s = await startServer(basic, addr);
       if (addr.startsWith("unix:")) assert.equal(s.address, addr);
       else assert.match(s.address, /^127\.0\.0\.1:\d+$/);
@@ -40,7 +41,7 @@ test("round trip over TCP and a unix socket", async () => {
       }
     }
   } finally {
-    tmp.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
   }
 });
 
@@ -258,7 +259,7 @@ test("one shared signal over many calls: all cancel, no listener leak warnings",
   try {
     const ac = new AbortController();
     const calls = withCallOptions({ signal: ac.signal }, () => Array.from({ length: 50 }, () => c.call(s.ids.hang!, "hang", [])));
-    await until(() => s.server.stats.calls === 50, "calls to arrive");
+    await waitFor("calls to arrive", () => s.server.stats.calls === 50, 5000, 10);
     ac.abort();
     const results = await Promise.allSettled(calls);
     assert.ok(results.every((r) => r.status === "rejected" && r.reason instanceof CallCancelledError));
@@ -391,7 +392,7 @@ test("close() lets in-flight calls finish; close(0) aborts them", async () => {
   const s = await startServer({ wait: async () => (await release.promise, "done") });
   const c = new Connection(s.address, { methodTableHash: HASH });
   const call = c.call(s.ids.wait!, "wait", []);
-  await until(() => s.server.stats.calls === 1, "call to arrive");
+  await waitFor("call to arrive", () => s.server.stats.calls === 1, 5000, 10);
   const closing = s.server.close(5000);
   setTimeout(() => release.resolve(), 50);
   assert.equal(await call, "done");
@@ -406,7 +407,7 @@ test("close() lets in-flight calls finish; close(0) aborts them", async () => {
     () => "resolved",
     (e: unknown) => e,
   );
-  await until(() => s2.server.stats.calls === 1, "call to arrive");
+  await waitFor("call to arrive", () => s2.server.stats.calls === 1, 5000, 10);
   await s2.server.close(0);
   assert.ok((await hung) instanceof TransportError);
   assert.ok((await seen.promise) instanceof TransportError);
@@ -421,7 +422,7 @@ test("a client that goes away aborts its calls' signals on the server", async ()
     () => "resolved",
     (e: unknown) => e,
   );
-  await until(() => s.server.stats.calls === 1, "call to arrive");
+  await waitFor("call to arrive", () => s.server.stats.calls === 1, 5000, 10);
   await c.close();
   assert.ok((await call) instanceof TransportError);
   assert.ok((await seen.promise) instanceof TransportError);
@@ -457,9 +458,9 @@ test("listen errors: bad address, port in use; stale unix socket files are repla
   await assert.rejects(startServer(basic, s.address), /EADDRINUSE/);
   await s.server.close();
 
-  const tmp = tempDir();
+  const tmp = tempDir("tsw-rpc-");
   try {
-    const path = join(tmp.dir, "stale.sock");
+    const path = join(tmp, "stale.sock");
     // A process killed while listening leaves its socket file behind.
     const child = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(path)}, () => process.stdout.write("up"));`]);
     await new Promise<void>((r) => child.stdout.once("data", () => r()));
@@ -472,7 +473,7 @@ test("listen errors: bad address, port in use; stale unix socket files are repla
     await c.close();
     await s2.server.close();
   } finally {
-    tmp.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
   }
 });
 
@@ -528,7 +529,7 @@ test("garbage from the server closes the client connection with a TransportError
   const c = new Connection(srv.address, { methodTableHash: HASH, logger });
   try {
     await assert.rejects(c.call(0, "x", []), TransportError);
-    await until(() => c.state === "backoff", "connection to be dropped");
+    await waitFor("connection to be dropped", () => c.state === "backoff", 5000, 10);
     assert.ok(logger.errors().some((l) => /protocol error/.test(l)), JSON.stringify(logger.lines));
   } finally {
     await c.close();

@@ -11,7 +11,7 @@ import {
   pascalCase,
   type AwsConfig,
 } from "../../../runtime/deployers/aws/config.js";
-import { ROOT } from "../../helpers.js";
+import { ROOT } from "../../support/index.js";
 
 const F = "/apps/shop/weaver.toml";
 const SHOP = ["shop/Cart", "shop/Catalog", "shop/Pricing", "tsweaver/Main"];

@@ -1,9 +1,10 @@
 // Regenerates the README's dashboard screenshot: deploys examples/five on the multi deployer (every call
 // traced), drives some shop traffic (including failing quotes), and screenshots the dashboard in headless
-// Chromium. Usage: npm run build && node dist/test/dashboard/screenshot.js [docs/dashboard.png]
+// Chromium. Usage: npm run build && node dist/test/deployers/multi/dashboard/screenshot.js [docs/dashboard.png]
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, get, tempDir, writeConfig, deployForTest } from "../helpers.js";
+import { ROOT, get, tempDir, writeConfig } from "../../../support/index.js";
+import { deployForTest } from "../../../support/multi.js";
 
 const out = path.resolve(process.argv[2] ?? path.join(ROOT, "docs", "dashboard.png"));
 const dir = tempDir("tsweaver-screenshot-");

@@ -1,19 +1,35 @@
+/**
+ * Helpers every test tier shares: the repository's paths, temp dirs, polling, HTTP and child processes.
+ * Nothing here imports the runtime, so unit tests that use it load no deployer.
+ */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../runtime/core/config.js";
-import { MultiDeployer } from "../runtime/deployers/multi/deployer.js";
 
-/** The repository root (tests run from dist/test/...). */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-/** The compiled test app. */
+/**
+ * The repository root: the nearest folder above this file holding package.json. Found by walking up
+ * because this file runs both compiled (dist/test/support/) and from source (test/support/).
+ */
+export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function findRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, "package.json"))) return dir;
+    if (path.dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
+
+/** The compiled test app (built by `npm run build`). */
 export const ECHO_APP = path.join(ROOT, "dist/test/fixtures/apps/echo.js");
+/** The compiled hello example. */
 export const HELLO_APP = path.join(ROOT, "dist/examples/hello/main.js");
+/** The compiled tsweaver command. */
 export const CLI = path.join(ROOT, "dist/runtime/cli/main.js");
 
+/** A fresh directory under the OS temp dir. */
 export function tempDir(prefix = "tsweaver-test-"): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
@@ -23,6 +39,40 @@ export function writeConfig(text: string, dir = tempDir()): string {
   const file = path.join(dir, "weaver.toml");
   writeFileSync(file, text);
   return file;
+}
+
+/**
+ * Polls `fn` every `everyMs` until it returns a truthy value, and returns that value; at the deadline
+ * throws, naming `what` and the last error `fn` threw.
+ */
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A promise plus its resolve function. */
+export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** Resolves when `signal` aborts, with its reason. */
+export function aborted(signal: AbortSignal): Promise<unknown> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve(signal.reason);
+    else signal.addEventListener("abort", () => resolve(signal.reason), { once: true });
+  });
 }
 
 export interface HttpReply {
@@ -48,22 +98,6 @@ export async function getJson<T>(url: string): Promise<T> {
   const r = await get(url);
   if (r.status !== 200) throw new Error(`GET ${url}: ${r.status} ${r.body}`);
   return JSON.parse(r.body) as T;
-}
-
-/** Polls `fn` until it returns a truthy value (or throws the last error at the deadline). */
-export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 20_000, everyMs = 50): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 /** A child process whose output is collected, with a helper to wait for a line. */
@@ -101,17 +135,6 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * Deploys the app of `configFile` on the multi deployer, quietly, with state under `stateDir`, and
- * waits for the proxy of `listener`; returns the deployer and the proxy's base URL.
- */
-export async function deployForTest(configFile: string, stateDir: string, listener: string): Promise<{ deployer: MultiDeployer; base: string }> {
-  const deployer = new MultiDeployer(loadConfig(configFile), { stateDir, printLogs: false, progress: () => {} });
-  await deployer.deploy();
-  const addr = await waitFor(`listener ${listener}'s proxy`, async () => (await deployer.listenerAddresses()).get(listener));
-  return { deployer, base: `http://${addr}` };
 }
 
 /** Runs the tsweaver CLI without blocking this process's event loop (in-process harnesses keep running). */

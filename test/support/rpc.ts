@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { MethodHandler } from "../../runtime/rpc/server.js";
-import { RpcServer } from "../../runtime/rpc/server.js";
+/** RPC test servers: a method table served on a real socket, and a logger that remembers. */
 import type { RpcLogger } from "../../runtime/rpc/logger.js";
+import { RpcServer, type MethodHandler } from "../../runtime/rpc/server.js";
 
 /** The method-table hash test servers and clients agree on. */
 export const HASH = "test-hash-1";
@@ -54,34 +51,4 @@ export async function startServer(methods: Methods, address = "127.0.0.1:0", opt
   });
   const bound = await server.listen(address);
   return { server, address: bound, ids, logger };
-}
-
-/** A fresh temp dir for unix sockets; remove it with the returned function. */
-export function tempDir(): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), "tsw-rpc-"));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-/** Polls `cond` every 10 ms until it holds; fails after `timeoutMs`. */
-export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** A promise plus its resolve function. */
-export function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-/** Resolves when `signal` aborts, with its reason. */
-export function aborted(signal: AbortSignal): Promise<unknown> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve(signal.reason);
-    else signal.addEventListener("abort", () => resolve(signal.reason), { once: true });
-  });
 }

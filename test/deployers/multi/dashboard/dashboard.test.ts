@@ -7,9 +7,10 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import type { TraceSummary } from "../../runtime/telemetry/tracestore.js";
-import { CLI, ECHO_APP, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
+import { type MultiDeployer } from "../../../../runtime/deployers/multi/deployer.js";
+import type { TraceSummary } from "../../../../runtime/telemetry/tracestore.js";
+import { CLI, ECHO_APP, getJson, tempDir, waitFor, writeConfig } from "../../../support/index.js";
+import { deployForTest } from "../../../support/multi.js";
 import { countPixels, decodePng } from "./png.js";
 
 const CHROMIUM = "/usr/bin/chromium";

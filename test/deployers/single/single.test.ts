@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ECHO_APP, Proc, getJson, writeConfig } from "./helpers.js";
+import { ECHO_APP, Proc, getJson, writeConfig } from "../../support/index.js";
 
 test("single process: `node app.js` runs every component in one process with direct calls", async () => {
   const config = writeConfig(`[tsweaver]\nbinary = "unused.js"\n[single.listeners.api]\naddress = "127.0.0.1:0"\n["test/Echo"]\ngreeting = "single config"\n`);

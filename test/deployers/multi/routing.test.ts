@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import { ROOT, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
+import { type MultiDeployer } from "../../../runtime/deployers/multi/deployer.js";
+import { ROOT, alive, get, getJson, tempDir, waitFor, writeConfig } from "../../support/index.js";
+import { deployForTest } from "../../support/multi.js";
 
 const APP = path.join(ROOT, "dist/test/fixtures/apps/routed.js");
 const KEYS = Array.from({ length: 24 }, (_, i) => `user-${i}`);

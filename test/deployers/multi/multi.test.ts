@@ -2,9 +2,10 @@ import assert from "node:assert/strict";
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
-import { ECHO_APP, alive, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
+import { type MultiDeployer } from "../../../runtime/deployers/multi/deployer.js";
+import { DeploymentDir } from "../../../runtime/deployers/multi/state.js";
+import { ECHO_APP, alive, get, getJson, tempDir, waitFor, writeConfig } from "../../support/index.js";
+import { deployForTest } from "../../support/multi.js";
 
 describe("multi deployer: 2 replicas per group, listener proxy, restarts, errors, deadlines", () => {
   const dir = tempDir();

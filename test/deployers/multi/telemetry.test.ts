@@ -5,12 +5,13 @@ import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
-import { type MultiDeployer } from "../../runtime/deployers/multi/deployer.js";
-import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
-import type { StoredSeries } from "../../runtime/telemetry/metricstore.js";
-import type { CallGraph } from "../../runtime/telemetry/graph.js";
-import type { StoredSpan, TraceSummary } from "../../runtime/telemetry/tracestore.js";
-import { CLI, ECHO_APP, get, getJson, tempDir, waitFor, writeConfig, deployForTest } from "../helpers.js";
+import { type MultiDeployer } from "../../../runtime/deployers/multi/deployer.js";
+import { DeploymentDir } from "../../../runtime/deployers/multi/state.js";
+import type { StoredSeries } from "../../../runtime/telemetry/metricstore.js";
+import type { CallGraph } from "../../../runtime/telemetry/graph.js";
+import type { StoredSpan, TraceSummary } from "../../../runtime/telemetry/tracestore.js";
+import { CLI, ECHO_APP, get, getJson, tempDir, waitFor, writeConfig } from "../../support/index.js";
+import { deployForTest } from "../../support/multi.js";
 
 const run = promisify(execFile);
 
