@@ -6,8 +6,10 @@ import tseslint from "typescript-eslint";
 import { createNodeResolver, importX } from "eslint-plugin-import-x";
 
 // ---------------------------------------------------------------------------------------------------
-// Layers. Each entry: a folder, and the runtime folders it must not import. The table mirrors
-// DESIGN.md, with the edges the code actually has between the three middle layers:
+// Layers, checked by import-x/no-restricted-paths: it resolves each import to a file (.js specifiers to
+// their .ts sources), so every spelling of a forbidden path is caught. ALLOWED below says what each
+// runtime/ folder may import; every other runtime/ folder is forbidden to it. The table mirrors
+// DESIGN.md, with the edges the code actually has between the middle layers:
 //   core       imports nothing else from runtime/
 //   protos     (generated control-protocol types) imports only core
 //   codec      imports only core
