@@ -9,6 +9,8 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 npm run --silent build
+# The generated protocol types must match protos/ (fails naming the file and line; fix: npm run gen).
+npm run --silent gen:check
 mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 # The AWS tests share one moto server (test/aws/moto-server.ts): it fails with "moto is not installed:
 # pip install 'moto[server]'" if moto is missing, starts it on a free loopback port, waits for

@@ -104,10 +104,12 @@ export class ControlChannel {
     else this.closeListeners.push(listener);
   }
 
+  /** True once the channel failed or was closed. */
   get closed(): boolean {
     return this.closedError !== undefined;
   }
 
+  /** Closes the channel: pending requests reject, the stream is destroyed. */
   close(): void {
     this.fail(new Error(`control channel to ${this.peer} closed`));
     this.stream.destroy();

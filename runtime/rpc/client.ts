@@ -17,8 +17,6 @@ import {
 } from "./frames.js";
 import { type RpcLogger, silentLogger } from "./logger.js";
 
-export { Balancer, type BalancerOptions, type RouteOptions } from "./balancer.js";
-
 /** Settings shared by every connection of a pool. */
 export interface ConnectionOptions {
   /** Hash of the caller's method table, sent in HELLO; servers with another table refuse the connection. */
