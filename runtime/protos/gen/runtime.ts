@@ -68,6 +68,7 @@ export interface Slice {
 
 /** A versioned assignment of slices to replicas, computed by the deployer. */
 export interface Assignment {
+  /** Sorted by start; the first starts at 0. */
   slices: Slice[];
   /** Increases with every new assignment for a component. */
   version: string;
@@ -87,6 +88,7 @@ export interface RoutingInfo {
 
 /** Sent by the envelope whenever the replicas of a component the weavelet activated change. */
 export interface UpdateRoutingInfo {
+  /** Set by the deployer: the new routes. */
   routingInfo?: RoutingInfo | null;
 }
 
@@ -107,6 +109,7 @@ export interface GetLoadRequest {}
 
 /** Load of one component in this weavelet since the previous GetLoad. */
 export interface ComponentLoad {
+  /** The component the load is for. */
   component: string;
   /** Set by the weavelet: incoming remote calls per second. */
   callsPerSecond: number;
@@ -135,8 +138,11 @@ export interface GetMetricsRequest {}
 
 /** One metric's change since the previous GetMetrics (deltas, so the envelope only adds them up). */
 export interface MetricUpdate {
+  /** The metric name (Prometheus style). */
   name: string;
+  /** What `value`, `bounds` and `counts` mean. */
   kind: MetricUpdateKind;
+  /** The series' labels. */
   labels: Record<string, string>;
   /** Counter: increment. Gauge: current value. Histogram: sum increment. */
   value: number;
@@ -144,6 +150,7 @@ export interface MetricUpdate {
   bounds: number[];
   /** Histogram: bucket count increments (bounds.length + 1 entries). */
   counts: string[];
+  /** The metric's description. */
   help: string;
 }
 
@@ -237,6 +244,7 @@ export interface LogEntry {
   file: string;
   /** Source line of the log call, when known. */
   line: number;
+  /** The message. */
   msg: string;
   /** Structured attributes (values rendered as strings). */
   attrs: Record<string, string>;
@@ -244,25 +252,37 @@ export interface LogEntry {
 
 /** Log entries the weavelet sends in batches. */
 export interface LogEntryBatch {
+  /** Entries in the order they were logged. */
   entries: LogEntry[];
 }
 
 /** Finished trace spans, as OpenTelemetry ReadableSpan fields. */
 export interface Span {
+  /** The operation ("component.method" for calls). */
   name: string;
+  /** 16 bytes. */
   traceId: Uint8Array;
+  /** 8 bytes. */
   spanId: Uint8Array;
+  /** 8 bytes; empty for a root span. */
   parentSpanId: Uint8Array;
+  /** OpenTelemetry SpanKind (0 internal, 1 server, 2 client, 3 producer, 4 consumer). */
   kind: number;
+  /** Wall clock start. */
   startMicros: string;
+  /** Wall clock end. */
   endMicros: string;
+  /** Span attributes, values rendered as strings. */
   attributes: Record<string, string>;
+  /** OpenTelemetry SpanStatusCode (0 unset, 1 ok, 2 error). */
   statusCode: number;
+  /** Set with an error status: what failed. */
   statusMessage: string;
 }
 
 /** Finished spans the weavelet sends in batches. */
 export interface TraceSpans {
+  /** Finished spans, in the order they ended. */
   spans: Span[];
 }
 
