@@ -15,7 +15,9 @@ import { createNodeResolver, importX } from "eslint-plugin-import-x";
 //   codec      imports only core
 //   telemetry  imports core and protos (log and span messages are protocol types)
 //   rpc        imports core and codec
-//   weavelet   imports core, protos, codec, rpc, telemetry; never envelope, deployers or cli
+//   control    (the control protocol's channel and typed interfaces, shared by both of its ends)
+//              imports core and protos
+//   weavelet   imports core, protos, codec, rpc, telemetry, control; never envelope, deployers or cli
 //   envelope   imports the layers below the weavelet; never weavelet, deployers or cli
 //   deployers  import envelope and everything below the weavelet, never the weavelet, never cli,
 //              never each other. The exception is deployers/single: the in-process deployer has no
@@ -24,7 +26,7 @@ import { createNodeResolver, importX } from "eslint-plugin-import-x";
 //   cli        imports deployers and the layers below them, never the weavelet
 //   index.ts / deployer.ts  the package entries: may import anything; nothing in runtime/ imports them.
 // ---------------------------------------------------------------------------------------------------
-const RUNTIME_LAYERS = ["core", "protos", "codec", "telemetry", "rpc", "weavelet", "envelope", "deployers", "cli"];
+const RUNTIME_LAYERS = ["core", "protos", "codec", "telemetry", "rpc", "control", "weavelet", "envelope", "deployers", "cli"];
 const ENTRIES = ["./runtime/index.ts", "./runtime/deployer.ts"];
 
 /** What each layer may import from runtime/ besides itself. */
@@ -34,10 +36,11 @@ const ALLOWED = {
   codec: ["core"],
   telemetry: ["core", "protos"],
   rpc: ["core", "codec"],
-  weavelet: ["core", "protos", "codec", "rpc", "telemetry"],
-  envelope: ["core", "protos", "codec", "rpc", "telemetry"],
-  deployers: ["core", "protos", "codec", "rpc", "telemetry", "envelope"],
-  cli: ["core", "protos", "codec", "rpc", "telemetry", "envelope", "deployers"],
+  control: ["core", "protos"],
+  weavelet: ["core", "protos", "codec", "rpc", "telemetry", "control"],
+  envelope: ["core", "protos", "codec", "rpc", "telemetry", "control"],
+  deployers: ["core", "protos", "codec", "rpc", "telemetry", "control", "envelope"],
+  cli: ["core", "protos", "codec", "rpc", "telemetry", "control", "envelope", "deployers"],
 };
 
 const DEPLOYERS = ["single", "multi", "aws"];
@@ -118,7 +121,8 @@ function describe(layers) {
 
 export default tseslint.config(
   {
-    ignores: ["dist/**", "node_modules/**", "**/cdk.out/**"],
+    // runtime/protos/gen/ is generated (npm run gen) and checked against a fresh generation instead.
+    ignores: ["dist/**", "node_modules/**", "**/cdk.out/**", "runtime/protos/gen/**"],
   },
   {
     linterOptions: { reportUnusedDisableDirectives: "error" },

@@ -1,11 +1,13 @@
 /**
- * The deployer API: what you need to write your own deployer. Start weavelets with `Envelope.start`,
- * answer their requests with an `EnvelopeHandler`, and tell them where components run with
- * `updateRoutingInfo`. See examples/deployers/simple for a complete deployer in about 100 lines.
+ * The deployer API: what you need to write your own deployer. Construct an `Envelope` per weavelet, then
+ * `serve` it an `EnvelopeHandler` that answers the weavelet's requests, and tell weavelets where
+ * components run with `updateRoutingInfo`. See examples/deployers/simple for a complete deployer in
+ * about 100 lines.
  */
 export { Envelope } from "./envelope/envelope.js";
-export type { EnvelopeHandler, EnvelopeOptions, ExitInfo } from "./envelope/envelope.js";
-export { PROTOCOL_VERSION } from "./protos/runtime.js";
+export type { EnvelopeOptions, ExitInfo } from "./envelope/envelope.js";
+export type { EnvelopeHandler, WeaveletControl } from "./control/control.js";
+export { CONTROL_PROTOCOL_VERSION } from "./protos/runtime.js";
 export type {
   ActivateComponentRequest,
   Assignment,

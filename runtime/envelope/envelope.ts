@@ -1,44 +1,21 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import type { Duplex } from "node:stream";
-import { ControlChannel, type ControlReply } from "../protos/channel.js";
 import {
-  PROTOCOL_VERSION,
+  CONTROL_PROTOCOL_VERSION,
   encodeWeaveletArgs,
-  type ActivateComponentRequest,
-  type BodyKind,
   type ComponentLoad,
-  type ControlBodies,
-  type ExportListenerReply,
-  type ExportListenerRequest,
-  type GetListenerAddressReply,
-  type GetListenerAddressRequest,
   type HealthStatus,
   type InitWeaveletReply,
   type LogEntry,
-  type LogEntryBatch,
   type MetricUpdate,
   type RoutingInfo,
-  type TraceSpans,
   type WeaveletArgs,
 } from "../protos/runtime.js";
+import { ControlChannel, controlStub, serveRequests, type ControlStub } from "../control/channel.js";
+import { ENVELOPE_HANDLER, WEAVELET_CONTROL, type EnvelopeHandler } from "../control/control.js";
 
-/**
- * What a deployer implements to serve its weavelets' requests. One handler may serve many envelopes.
- * Errors thrown reach the weavelet as failed requests (e.g. `ctx.get()` rejects with the message).
- */
-export interface EnvelopeHandler {
-  /** The weavelet needs `component`: start it somewhere (if not yet) and send routing info for it. */
-  activateComponent(request: ActivateComponentRequest): Promise<void>;
-  /** Where the weavelet should listen for the named listener. */
-  getListenerAddress(request: GetListenerAddressRequest): Promise<GetListenerAddressReply>;
-  /** The weavelet listens at `request.address`; expose it (proxy, load balancer) and say where. */
-  exportListener(request: ExportListenerRequest): Promise<ExportListenerReply>;
-  /** A batch of log entries (the weavelet's structured logs and its stdout/stderr lines). */
-  handleLogEntries(batch: LogEntryBatch): Promise<void> | void;
-  /** Finished trace spans. */
-  handleTraceSpans(spans: TraceSpans): Promise<void> | void;
-}
+export type { EnvelopeHandler } from "../control/control.js";
 
 /** How to start a weavelet. */
 export interface EnvelopeOptions {
@@ -52,8 +29,6 @@ export interface EnvelopeOptions {
   nodeArgs?: readonly string[];
   /** What the weavelet is told at start; the protocol version is filled in by the envelope. */
   weaveletArgs: Omit<WeaveletArgs, "protocolVersion">;
-  /** Receives the weavelet's requests. */
-  handler: EnvelopeHandler;
   /** How long the handshake may take (ms, default 30 s). */
   startTimeoutMs?: number;
 }
@@ -67,49 +42,63 @@ export interface ExitInfo {
 }
 
 /**
- * The deployer's handle on one weavelet: starts the app's entry file as a child process, performs the
- * versioned handshake over a control pipe, forwards the weavelet's requests to an EnvelopeHandler, and
- * turns the child's stdout/stderr lines into log entries.
+ * The deployer's handle on one weavelet, like Service Weaver's envelope: construct it, then `serve` a
+ * handler. `serve` starts the app's entry file as a child process, performs the versioned handshake over
+ * a control pipe, and from then on forwards the weavelet's requests to the handler (from the very first
+ * one, even if it arrives during the handshake) and turns the child's stdout/stderr lines into log
+ * entries. Because the envelope exists before its weavelet does, a handler can close over the envelope
+ * it serves: `const e = new Envelope(opts); await e.serve(handlerFor(e));`.
  */
 export class Envelope {
-  /** The weavelet's process id. */
-  readonly pid: number;
-  /** The weavelet's RPC address ("host:port" or "unix:/path"). */
-  readonly dialAddress: string;
-  /** Every component registered in the app binary. */
-  readonly components: readonly string[];
-  /** Resolves when the process has exited. */
+  /** Resolves when the process has exited (never, if `serve` was not called or failed to spawn it). */
   readonly exited: Promise<ExitInfo>;
 
+  private child: ChildProcess | undefined;
+  private channel: ControlChannel | undefined;
+  private weavelet: ControlStub<typeof WEAVELET_CONTROL> | undefined;
+  private reply: InitWeaveletReply | undefined;
+  private serving = false;
   private stopRequested = false;
+  private resolveExited: (info: ExitInfo) => void = () => {};
 
-  private constructor(
-    private readonly child: ChildProcess,
-    private readonly channel: ControlChannel,
-    reply: InitWeaveletReply,
-    exited: Promise<ExitInfo>,
-    private readonly markStopRequested: () => void,
-  ) {
-    this.pid = reply.pid;
-    this.dialAddress = reply.dialAddress;
-    this.components = reply.components;
-    this.exited = exited;
+  constructor(private readonly opts: EnvelopeOptions) {
+    this.exited = new Promise<ExitInfo>((resolve) => (this.resolveExited = resolve));
   }
 
-  /** Starts a weavelet and completes the handshake. Rejects with the reason if the process cannot start. */
-  static async start(opts: EnvelopeOptions): Promise<Envelope> {
-    const args: WeaveletArgs = { ...opts.weaveletArgs, protocolVersion: PROTOCOL_VERSION };
+  /** The weavelet's process id (0 until `serve` resolves). */
+  get pid(): number {
+    return this.reply?.pid ?? 0;
+  }
+
+  /** The weavelet's RPC address, "host:port" or "unix:/path" ("" until `serve` resolves). */
+  get dialAddress(): string {
+    return this.reply?.dialAddress ?? "";
+  }
+
+  /** Every component registered in the app binary (empty until `serve` resolves). */
+  get components(): readonly string[] {
+    return this.reply?.components ?? [];
+  }
+
+  /**
+   * Starts the weavelet and serves its requests with `handler` until it exits. Resolves once the
+   * handshake completed; rejects with the reason if the process cannot start, dies first, or speaks
+   * another protocol version. Call it once.
+   */
+  async serve(handler: EnvelopeHandler): Promise<void> {
+    if (this.serving) throw new Error("Envelope.serve: already called; construct an Envelope per weavelet");
+    this.serving = true;
+    const opts = this.opts;
+    const args: WeaveletArgs = { ...opts.weaveletArgs, protocolVersion: CONTROL_PROTOCOL_VERSION };
     const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.binary, ...(opts.args ?? [])], {
       stdio: ["ignore", "pipe", "pipe", "pipe"],
       env: { ...process.env, ...opts.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs(args) },
       // Own process group: Ctrl-C reaches only the deployer, which stops weavelets in order.
       detached: true,
     });
-    let requested = false;
+    this.child = child;
     const recentStderr: string[] = [];
-    const exited = new Promise<ExitInfo>((resolve) => {
-      child.once("exit", (code, signal) => resolve({ code, signal, requested }));
-    });
+    child.once("exit", (code, signal) => this.resolveExited({ code, signal, requested: this.stopRequested }));
     const spawnError = new Promise<never>((_, reject) => child.once("error", (err) => reject(new Error(`cannot start ${opts.binary}: ${err.message}`))));
     spawnError.catch(() => {});
 
@@ -132,14 +121,18 @@ export class Envelope {
           recentStderr.push(line);
           if (recentStderr.length > 20) recentStderr.shift();
         }
-        void Promise.resolve(opts.handler.handleLogEntries({ entries: [toEntry(name, name === "stderr" ? "error" : "info", line)] })).catch(() => {});
+        void Promise.resolve(handler.handleLogEntries({ entries: [toEntry(name, name === "stderr" ? "error" : "info", line)] })).catch(() => {});
       });
     };
     pump(child.stdout!, "stdout");
     pump(child.stderr!, "stderr");
 
-    const channel = new ControlChannel(child.stdio[3] as Duplex, (kind, body) => serveWeavelet(opts.handler, kind, body), `weavelet ${args.id} (pid ${child.pid})`);
-    const earlyExit = exited.then((info): never => {
+    const channel = new ControlChannel(child.stdio[3] as Duplex, serveRequests(ENVELOPE_HANDLER, handler, "envelope"), `weavelet ${args.id} (pid ${child.pid})`);
+    this.channel = channel;
+    // Usable at once: a handler may answer a request that raced the handshake reply (frames stay ordered).
+    const weavelet = controlStub(channel, WEAVELET_CONTROL);
+    this.weavelet = weavelet;
+    const earlyExit = this.exited.then((info): never => {
       const tail = recentStderr.length ? `:\n${recentStderr.join("\n")}` : "";
       throw new Error(`weavelet ${opts.binary} exited (code ${info.code}, signal ${info.signal}) before its handshake${tail}`);
     });
@@ -151,18 +144,17 @@ export class Envelope {
     });
     try {
       // A child that dies early closes the pipe before its exit is seen; prefer the exit's explanation.
-      const handshake = channel.request("initWeavelet", { protocolVersion: PROTOCOL_VERSION }).catch(async (err: Error) => {
+      const handshake = weavelet.initWeavelet({ protocolVersion: CONTROL_PROTOCOL_VERSION, sections: [] }).catch(async (err: Error) => {
         if (!channel.closed) throw err; // the weavelet answered with an error: that is the reason
-        const gone = await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000, undefined))]);
+        const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(r, 2_000, undefined))]);
         if (gone) await earlyExit;
         throw err;
       });
-      const msg = await Promise.race([handshake, earlyExit, spawnError, timeout]);
-      const reply = msg.body as InitWeaveletReply;
-      if (reply.protocolVersion !== PROTOCOL_VERSION) {
-        throw new Error(`protocol version mismatch: envelope speaks version ${PROTOCOL_VERSION}, weavelet speaks version ${reply.protocolVersion}; rebuild the app with this tsweaver version`);
+      const reply = await Promise.race([handshake, earlyExit, spawnError, timeout]);
+      if (reply.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
+        throw new Error(`protocol version mismatch: envelope speaks version ${CONTROL_PROTOCOL_VERSION}, weavelet speaks version ${reply.protocolVersion}; rebuild the app with this tsweaver version`);
       }
-      return new Envelope(child, channel, reply, exited, () => (requested = true));
+      this.reply = reply;
     } catch (err) {
       channel.close();
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
@@ -173,14 +165,20 @@ export class Envelope {
     }
   }
 
+  /** The weavelet's control interface; throws before `serve` was called. */
+  private control(): ControlStub<typeof WEAVELET_CONTROL> {
+    if (!this.weavelet) throw new Error(`weavelet ${this.opts.weaveletArgs.id} is not started: call envelope.serve(handler) first`);
+    return this.weavelet;
+  }
+
   /** Tells the weavelet where a component's replicas are. */
   async updateRoutingInfo(info: RoutingInfo): Promise<void> {
-    await this.channel.request("updateRoutingInfo", { routingInfo: info });
+    await this.control().updateRoutingInfo({ routingInfo: info });
   }
 
   /** Tells the weavelet which components to host (it starts them). */
   async updateComponents(components: readonly string[]): Promise<void> {
-    await this.channel.request("updateComponents", { components: [...components] });
+    await this.control().updateComponents({ components: [...components] });
   }
 
   /** The weavelet's health; UNHEALTHY if it does not answer within `timeoutMs` (a stuck event loop). */
@@ -188,7 +186,7 @@ export class Envelope {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<HealthStatus>((resolve) => (timer = setTimeout(resolve, timeoutMs, "UNHEALTHY")));
     try {
-      return await Promise.race([this.channel.request("getHealth", {}).then((reply) => (reply.body as ControlBodies["getHealthReply"]).status), late]);
+      return await Promise.race([this.control().getHealth({}).then((reply) => reply.status), late]);
     } finally {
       clearTimeout(timer);
     }
@@ -196,67 +194,45 @@ export class Envelope {
 
   /** Metric changes since the previous call. */
   async getMetrics(): Promise<MetricUpdate[]> {
-    const reply = await this.channel.request("getMetrics", {});
-    return (reply.body as ControlBodies["getMetricsReply"]).updates;
+    return (await this.control().getMetrics({})).updates;
   }
 
   /** Per-component load since the previous call. */
   async getLoad(): Promise<ComponentLoad[]> {
-    const reply = await this.channel.request("getLoad", {});
-    return (reply.body as ControlBodies["loadReport"]).loads;
+    return (await this.control().getLoad({})).loads;
   }
 
   /** A CPU profile over `durationMs` (a .cpuprofile JSON document) or a heap snapshot. */
   async getProfile(kind: "CPU" | "HEAP", durationMs = 0): Promise<Uint8Array> {
-    const reply = await this.channel.request("getProfile", { kind, durationMs });
-    return (reply.body as ControlBodies["getProfileReply"]).profile;
+    return (await this.control().getProfile({ kind, durationMs })).profile;
   }
 
   /** True until the process exits. */
   get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
   /**
    * Stops the weavelet: it runs its components' shutdown() and exits; after `graceMs` it is killed.
    */
   async stop(graceMs = 5_000): Promise<ExitInfo> {
+    const child = this.child;
+    if (!child) return { code: null, signal: null, requested: true }; // never started
     if (!this.stopRequested) {
       this.stopRequested = true;
-      this.markStopRequested();
       if (this.running) {
-        this.channel.request("stop", { graceMs }).catch(() => {});
-        const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
+        this.channel?.request("stop", { graceMs }).catch(() => {});
+        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
         void this.exited.finally(() => clearTimeout(timer));
       }
     }
     const info = await this.exited;
-    this.channel.close();
+    this.channel?.close();
     return info;
   }
 
   /** Kills the process at once (SIGKILL), as a crash would. */
   kill(): void {
-    this.child.kill("SIGKILL");
-  }
-}
-
-async function serveWeavelet(handler: EnvelopeHandler, kind: BodyKind, body: ControlBodies[BodyKind]): Promise<ControlReply> {
-  switch (kind) {
-    case "activateComponent":
-      await handler.activateComponent(body as ActivateComponentRequest);
-      return ["activateComponentReply", {}];
-    case "getListenerAddress":
-      return ["getListenerAddressReply", await handler.getListenerAddress(body as GetListenerAddressRequest)];
-    case "exportListener":
-      return ["exportListenerReply", await handler.exportListener(body as ExportListenerRequest)];
-    case "logBatch":
-      await handler.handleLogEntries(body as LogEntryBatch);
-      return ["empty", {}];
-    case "traceSpans":
-      await handler.handleTraceSpans(body as TraceSpans);
-      return ["empty", {}];
-    default:
-      throw new Error(`envelope cannot handle control request ${kind}`);
+    this.child?.kill("SIGKILL");
   }
 }

@@ -23,3 +23,13 @@ export function formatAddress(a: RpcAddress): string {
   if (a.kind === "unix") return `unix:${a.path}`;
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
+
+/**
+ * Parses a TCP address to listen on or dial, "host:port" or "[v6]:port"; an empty host (":8080") means
+ * every interface. Throws naming the address for anything else (including unix sockets).
+ */
+export function parseHostPort(address: string): { host: string; port: number } {
+  const a = parseAddress(address.startsWith(":") ? `0.0.0.0${address}` : address);
+  if (a.kind !== "tcp") throw new Error(`bad address "${address}": expected "host:port", not a unix socket`);
+  return { host: a.host, port: a.port };
+}

@@ -8,7 +8,7 @@ import {
   DEFAULT_MAX_FRAME_SIZE,
   FrameError,
   FrameType,
-  PROTOCOL_VERSION,
+  RPC_PROTOCOL_VERSION,
   Status,
   asWireError,
   writeCancel,
@@ -16,8 +16,6 @@ import {
   writeRequest,
 } from "./frames.js";
 import { type RpcLogger, silentLogger } from "./logger.js";
-
-export { Balancer, type BalancerOptions, type RouteOptions } from "./balancer.js";
 
 /** Settings shared by every connection of a pool. */
 export interface ConnectionOptions {
@@ -292,7 +290,7 @@ export class Connection implements ChannelSink {
   private onHelloOk(r: Reader): void {
     const version = r.u32();
     if (this.handshaken) throw new FrameError("unexpected HELLO_OK");
-    if (version !== PROTOCOL_VERSION) throw new FrameError(`server speaks protocol version ${version}, we speak ${PROTOCOL_VERSION}`);
+    if (version !== RPC_PROTOCOL_VERSION) throw new FrameError(`server speaks protocol version ${version}, we speak ${RPC_PROTOCOL_VERSION}`);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.handshaken = true;

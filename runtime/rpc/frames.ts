@@ -31,7 +31,7 @@
 import { CodecError, Writer, encodeValue, encodeValues } from "../codec/codec.js";
 
 /** Version of this frame format; peers with different versions refuse each other at HELLO. */
-export const PROTOCOL_VERSION = 1;
+export const RPC_PROTOCOL_VERSION = 1;
 
 /** Default maximum frame size (16 MiB), applied to frames sent and received. */
 export const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024;
@@ -185,7 +185,7 @@ export function endFrame(w: Writer, start: number, maxFrameSize: number): void {
 /** Appends a HELLO frame. */
 export function writeHello(w: Writer, methodTableHash: string): void {
   const start = beginFrame(w, FrameType.HELLO);
-  w.u32(PROTOCOL_VERSION);
+  w.u32(RPC_PROTOCOL_VERSION);
   encodeValue(w, methodTableHash, "methodTableHash");
   endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
 }
@@ -193,7 +193,7 @@ export function writeHello(w: Writer, methodTableHash: string): void {
 /** Appends a HELLO_OK frame. */
 export function writeHelloOk(w: Writer): void {
   const start = beginFrame(w, FrameType.HELLO_OK);
-  w.u32(PROTOCOL_VERSION);
+  w.u32(RPC_PROTOCOL_VERSION);
   endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
 }
 

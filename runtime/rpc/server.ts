@@ -10,7 +10,7 @@ import {
   FrameError,
   FrameTooLargeError,
   FrameType,
-  PROTOCOL_VERSION,
+  RPC_PROTOCOL_VERSION,
   RequestFlag,
   Status,
   encodableWireError,
@@ -379,8 +379,8 @@ class ServerConn implements ChannelSink {
     this.handshakeTimer = undefined;
     const expected = this.server.opts.methodTableHash;
     let refusal: string | undefined;
-    if (version !== PROTOCOL_VERSION) {
-      refusal = `RPC protocol version mismatch: client speaks version ${version}, server speaks version ${PROTOCOL_VERSION}`;
+    if (version !== RPC_PROTOCOL_VERSION) {
+      refusal = `RPC protocol version mismatch: client speaks version ${version}, server speaks version ${RPC_PROTOCOL_VERSION}`;
     } else if (hash !== expected) {
       refusal =
         `method table hash mismatch: client has ${JSON.stringify(hash)}, server has ${JSON.stringify(expected)} ` +

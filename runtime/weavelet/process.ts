@@ -1,13 +1,9 @@
 import { Socket } from "node:net";
-import { ControlChannel, type ControlReply } from "../protos/channel.js";
-import {
-  PROTOCOL_VERSION,
-  type BodyKind,
-  type ControlBodies,
-  type GetListenerAddressReply,
-  type ExportListenerReply,
-  decodeWeaveletArgs,
-} from "../protos/runtime.js";
+// The control protocol both ends speak (not the envelope itself): the weavelet serves WeaveletControl and
+// calls its EnvelopeHandler through a stub.
+import { ControlChannel, controlStub, serveRequests } from "../control/channel.js";
+import { ENVELOPE_HANDLER, WEAVELET_CONTROL, type WeaveletControl } from "../control/control.js";
+import { CONTROL_PROTOCOL_VERSION, decodeWeaveletArgs } from "../protos/runtime.js";
 import { registeredComponents, methodTable } from "../core/component.js";
 import { Weavelet, type WeaveletHost } from "./weavelet.js";
 
@@ -30,63 +26,61 @@ export async function runWeaveletProcess(): Promise<void> {
   let initialized: () => void;
   const init = new Promise<void>((r) => (initialized = r));
 
-  const handle = async (kind: BodyKind, body: ControlBodies[BodyKind]): Promise<ControlReply> => {
-    switch (kind) {
-      case "initWeavelet": {
-        const req = body as ControlBodies["initWeavelet"];
-        if (req.protocolVersion !== PROTOCOL_VERSION) {
-          // Exit after replying: a weavelet of another protocol version must not run.
-          setTimeout(() => process.exit(1), 50);
-          throw new Error(`protocol version mismatch: envelope speaks version ${req.protocolVersion}, weavelet speaks version ${PROTOCOL_VERSION}; run the app with the tsweaver version it was built with`);
-        }
-        const dialAddress = await weavelet!.start();
-        initialized();
-        return ["initWeaveletReply", { protocolVersion: PROTOCOL_VERSION, dialAddress, components: registeredComponents(), pid: process.pid, methodTableHash: methodTable().hash }];
+  const control: WeaveletControl = {
+    async initWeavelet(req) {
+      if (req.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
+        // Exit after replying: a weavelet of another protocol version must not run.
+        setTimeout(() => process.exit(1), 50);
+        throw new Error(`protocol version mismatch: envelope speaks version ${req.protocolVersion}, weavelet speaks version ${CONTROL_PROTOCOL_VERSION}; run the app with the tsweaver version it was built with`);
       }
-      case "updateComponents":
-        weavelet!.updateComponents((body as ControlBodies["updateComponents"]).components);
-        return ["empty", {}];
-      case "updateRoutingInfo":
-        weavelet!.updateRoutingInfo((body as ControlBodies["updateRoutingInfo"]).routingInfo);
-        return ["empty", {}];
-      case "getHealth":
-        return ["getHealthReply", { status: "HEALTHY" }];
-      case "getLoad":
-        return ["loadReport", { loads: weavelet!.load() }];
-      case "getMetrics":
-        return ["getMetricsReply", { updates: weavelet!.metrics() }];
-      case "getProfile": {
-        const req = body as ControlBodies["getProfile"];
-        return ["getProfileReply", { profile: await weavelet!.profile(req.kind, req.durationMs) }];
-      }
-      case "stop":
-        setImmediate(() => void stop(0));
-        return ["empty", {}];
-      default:
-        throw new Error(`weavelet cannot handle control request ${kind}`);
-    }
+      const dialAddress = await weavelet!.start();
+      initialized();
+      return { protocolVersion: CONTROL_PROTOCOL_VERSION, dialAddress, components: registeredComponents(), pid: process.pid, methodTableHash: methodTable().hash };
+    },
+    async updateComponents({ components }) {
+      weavelet!.updateComponents(components);
+    },
+    async updateRoutingInfo({ routingInfo }) {
+      if (!routingInfo) throw new Error("updateRoutingInfo without routingInfo");
+      weavelet!.updateRoutingInfo(routingInfo);
+    },
+    async getHealth() {
+      return { status: "HEALTHY" };
+    },
+    async getLoad() {
+      return { loads: weavelet!.load() };
+    },
+    async getMetrics() {
+      return { updates: weavelet!.metrics() };
+    },
+    async getProfile({ kind, durationMs }) {
+      return { profile: await weavelet!.profile(kind, durationMs) };
+    },
+    async stop() {
+      setImmediate(() => void stop(0));
+    },
   };
 
-  const channel = new ControlChannel(pipe, handle, "envelope");
+  const channel = new ControlChannel(pipe, serveRequests(WEAVELET_CONTROL, control, "weavelet"), "envelope");
+  const envelope = controlStub(channel, ENVELOPE_HANDLER);
   const host: WeaveletHost = {
     async activateComponent(component, routed) {
-      await channel.request("activateComponent", { component, routed });
+      await envelope.activateComponent({ component, routed });
     },
     async getListenerAddress(name) {
-      const reply = await channel.request("getListenerAddress", { name });
-      return (reply.body as GetListenerAddressReply).address;
+      return (await envelope.getListenerAddress({ name })).address;
     },
     async exportListener(listener, address) {
-      const reply = await channel.request("exportListener", { listener, address });
-      const body = reply.body as ExportListenerReply;
-      if (body.error) throw new Error(`listener ${listener}: ${body.error}`);
-      return body.proxyAddress;
+      const reply = await envelope.exportListener({ listener, address });
+      if (reply.error) throw new Error(`listener ${listener}: ${reply.error}`);
+      return reply.proxyAddress;
     },
+    // Not awaited: a lost batch only matters if the channel is gone, and then the process is stopping.
     logBatch(entries) {
-      channel.notify("logBatch", { entries });
+      envelope.handleLogEntries({ entries }).catch(() => {});
     },
     traceSpans(spans) {
-      channel.notify("traceSpans", { spans });
+      envelope.handleTraceSpans({ spans }).catch(() => {});
     },
   };
 

@@ -1,8 +1,6 @@
-import { createServer, type Server } from "node:net";
-import { Session } from "node:inspector";
+import type { Server } from "node:net";
 import {
   type ComponentRef,
-  type Context,
   type Implementation,
   type Lifecycle,
   type Listener,
@@ -12,16 +10,20 @@ import {
   registeredComponents,
 } from "../core/component.js";
 import { ConfigError } from "../core/errors.js";
-import { type LogAttrs, type Logger, type LogRecord, newLogger } from "../core/logger.js";
-import { MAIN_COMPONENT, isTable } from "../core/config.js";
+import type { Logger } from "../core/logger.js";
+import { MAIN_COMPONENT } from "../core/config.js";
 import { findSlice, shardKey, type KeyAssignment, type RoutingKey } from "../core/routing.js";
 import type { Assignment, ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
-import { Balancer, ConnectionPool } from "../rpc/client.js";
+import { Balancer } from "../rpc/balancer.js";
+import { ConnectionPool } from "../rpc/client.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
-import { MethodStats } from "../telemetry/methods.js";
-import { ActiveSpan, Tracing } from "../telemetry/tracing.js";
-import { callStorage } from "../core/call.js";
+import { Tracing } from "../telemetry/tracing.js";
+import { ComponentContext } from "./context.js";
+import { openListener } from "./listeners.js";
+import { LogBatcher, rpcLogger } from "./logs.js";
+import { takeProfile } from "./profile.js";
+import { localStub, remoteStub, servedCall } from "./stubs.js";
 
 /** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
 export interface WeaveletHost {
@@ -78,8 +80,7 @@ export class Weavelet {
   private readonly pool = new ConnectionPool({ methodTableHash: methodTable().hash });
   private server: RpcServer | undefined;
   private dialAddress = "";
-  private logQueue: LogEntry[] = [];
-  private flushScheduled = false;
+  private readonly logs: LogBatcher;
   private lastLoadAt = Date.now();
   private readonly listeners: Server[] = [];
   private stopped = false;
@@ -89,6 +90,7 @@ export class Weavelet {
   private readonly tracingAll: Tracing;
 
   constructor(private readonly opts: WeaveletOptions) {
+    this.logs = new LogBatcher(opts, (entries) => opts.host.logBatch(entries));
     this.logger = this.loggerFor("weavelet");
     this.tracingAll = new Tracing({ app: opts.app, deploymentId: opts.deploymentId, weaveletId: opts.id, group: opts.group, sink: (spans) => opts.host.traceSpans(spans) });
     this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
@@ -101,7 +103,7 @@ export class Weavelet {
       this.server = new RpcServer({
         methodTableHash: table.hash,
         lookup: (id) => this.methodHandler(id),
-        logger: this.rpcLogger(),
+        logger: rpcLogger(this.loggerFor("rpc")),
       });
       this.dialAddress = await this.server.listen(this.opts.internalAddress || "127.0.0.1:0");
     }
@@ -194,26 +196,8 @@ export class Weavelet {
   }
 
   /** A CPU profile (`.cpuprofile` JSON) over `durationMs`, or a heap snapshot. */
-  async profile(kind: "CPU" | "HEAP", durationMs: number): Promise<Uint8Array> {
-    const session = new Session();
-    session.connect();
-    const post = <R>(method: string, params?: object): Promise<R> =>
-      new Promise((resolve, reject) => session.post(method, params ?? {}, (err, res) => (err ? reject(err) : resolve(res as R))));
-    try {
-      if (kind === "HEAP") {
-        const chunks: string[] = [];
-        session.on("HeapProfiler.addHeapSnapshotChunk", (m) => chunks.push((m.params as { chunk: string }).chunk));
-        await post("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
-        return Buffer.from(chunks.join(""));
-      }
-      await post("Profiler.enable");
-      await post("Profiler.start");
-      await new Promise((r) => setTimeout(r, Math.max(1, durationMs)));
-      const { profile } = await post<{ profile: object }>("Profiler.stop");
-      return Buffer.from(JSON.stringify(profile));
-    } finally {
-      session.disconnect();
-    }
+  profile(kind: "CPU" | "HEAP", durationMs: number): Promise<Uint8Array> {
+    return takeProfile(kind, durationMs);
   }
 
   /** Graceful stop: listeners close, components shut down in reverse order, connections close. */
@@ -236,7 +220,12 @@ export class Weavelet {
 
   /** A logger whose records go to the host in batches. */
   loggerFor(component: string): Logger {
-    return newLogger(component, (r) => this.enqueueLog(r));
+    return this.logs.loggerFor(component);
+  }
+
+  /** Sends queued log entries to the host now. */
+  flushLogs(): void {
+    this.logs.flush();
   }
 
   // ---- components ----
@@ -256,7 +245,7 @@ export class Weavelet {
     let stub = this.stubs.get(key);
     if (!stub) {
       if (local) {
-        stub = this.getLocal(name).then((inst) => makeLocalStub(reg, inst, caller));
+        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller));
       } else {
         let remote = this.remotes.get(name);
         if (!remote) {
@@ -267,7 +256,7 @@ export class Weavelet {
           remote = entry;
         }
         const balancer = remote.balancer;
-        stub = remote.ready.then(() => makeStub(reg, balancer, caller, this.measure, this.tracing));
+        stub = remote.ready.then(() => remoteStub(reg, balancer, caller, this.measure, this.tracing));
       }
       this.stubs.set(key, stub);
       stub.catch(() => this.stubs.delete(key));
@@ -316,25 +305,7 @@ export class Weavelet {
     let handler = this.handlers.get(key);
     if (handler) return handler;
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
-    const stats = this.measure ? MethodStats.served(component, method) : undefined;
-    const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
-    const tracing = this.tracing;
-    // The RPC server runs `fn` inside the call's context: its traceparent is the caller's client span.
-    const serve = (inst: object, args: unknown[]): unknown => {
-      const span = tracing?.startServer(callStorage.getStore(), component, method);
-      if (span === undefined) return stats === undefined ? invoke(inst, args) : stats.measure(invoke, inst, args);
-      const t0 = performance.now();
-      let r: unknown;
-      try {
-        r = callStorage.run(span.ctx, invoke, inst, args);
-      } catch (err) {
-        stats?.fail(performance.now() - t0);
-        span.end(err);
-        throw err;
-      }
-      const traced = endSpan(r, span);
-      return stats === undefined ? traced : stats.track(traced, t0);
-    };
+    const serve = servedCall(component, method, this.measure, this.tracing);
     handler = {
       name: key,
       fn: (args: unknown[]): unknown => {
@@ -357,181 +328,14 @@ export class Weavelet {
 
   // ---- listeners ----
 
+  /** Opens the named listener where the deployer says, and exports it (closed at shutdown). */
   async listener<S extends Server>(name: string, server?: S): Promise<Listener<S>> {
-    if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`listener name ${JSON.stringify(name)}: use letters, digits, '-' and '_'`);
-    const srv = (server ?? createServer()) as S;
-    const want = await this.opts.host.getListenerAddress(name);
-    const { host, port } = splitHostPort(want);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(new Error(`listener ${name}: cannot listen on ${want}: ${err.message}`));
-      srv.once("error", onError);
-      srv.listen(port, host, () => {
-        srv.off("error", onError);
-        resolve();
-      });
-    });
-    this.listeners.push(srv);
-    const bound = srv.address();
-    const address = typeof bound === "object" && bound ? `${formatHost(bound.address)}:${bound.port}` : want;
-    const publicAddress = (await this.opts.host.exportListener(name, address)) || address;
-    return { name, server: srv, address, publicAddress };
-  }
-
-  // ---- logs ----
-
-  private enqueueLog(r: LogRecord): void {
-    this.logQueue.push({
-      app: this.opts.app,
-      version: this.opts.deploymentId,
-      component: r.component,
-      node: this.opts.id,
-      timeMicros: String(r.timeMicros),
-      level: r.level,
-      file: r.file,
-      line: r.line,
-      msg: r.msg,
-      attrs: r.attrs,
-    });
-    if (this.logQueue.length >= 256) this.flushLogs();
-    else if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushLogs());
-    }
-  }
-
-  /** Sends queued log entries to the host now. */
-  flushLogs(): void {
-    this.flushScheduled = false;
-    if (this.logQueue.length === 0) return;
-    const batch = this.logQueue;
-    this.logQueue = [];
-    this.opts.host.logBatch(batch);
-  }
-
-  private rpcLogger() {
-    const l = this.loggerFor("rpc");
-    return {
-      error: (msg: string, attrs?: LogAttrs) => l.error(msg, undefined, attrs),
-      warn: (msg: string, attrs?: LogAttrs) => l.warn(msg, attrs),
-      // Connection chatter is debug-level for users: their own logs matter more.
-      info: (msg: string, attrs?: LogAttrs) => l.debug(msg, attrs),
-      debug: (msg: string, attrs?: LogAttrs) => l.debug(msg, attrs),
-    };
+    return openListener(name, server, this.opts.host, (srv) => this.listeners.push(srv));
   }
 }
 
-/**
- * A remote stub: one method per implementation method, each a call through the component's balancer,
- * measured (per-method metrics of `caller`) unless `measure` is off.
- */
-function makeStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean, tracing: Tracing | undefined): object {
-  const first = methodTable().firstIds.get(reg.ref.name)!;
-  const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
-  reg.methods.forEach((method, i) => {
-    const id = first + i;
-    const name = `${reg.ref.name}.${method}`;
-    const retryable = !reg.ref.noRetry.has(method);
-    const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
-    const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
-    const fixed = { retryable };
-    const untraced = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
-    // A client span when the call is traced; its traceparent goes out in the request header.
-    const call =
-      tracing === undefined
-        ? untraced
-        : (args: unknown[]): Promise<unknown> => {
-            const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
-            if (span === undefined) return untraced(args);
-            // pin, not run: the balancer reads the context when the call starts and carries it from there.
-            if (!(span instanceof ActiveSpan)) return callStorage.pin(span, untraced, args); // an unsampled root
-            return endSpan(callStorage.pin(span.ctx, untraced, args), span);
-          };
-    stub[method] =
-      stats === undefined
-        ? (...args: unknown[]) => call(args)
-        : (...args: unknown[]) => {
-            const t0 = performance.now();
-            return stats.track(call(args), t0);
-          };
-  });
-  return Object.freeze(stub);
-}
-
-/**
- * A local stub: the colocated instance's methods called directly (no encoding, same `this`), measured
- * for the per-method metrics of `caller`. A method that returns a plain value still returns it as is.
- */
-function makeLocalStub(reg: Registration, inst: object, caller: string): object {
-  const stub: Record<string, (...args: unknown[]) => unknown> = {};
-  for (const method of reg.methods) {
-    const fn = (inst as Record<string, unknown>)[method];
-    if (typeof fn !== "function") continue;
-    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
-    const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
-    stub[method] = (...args: unknown[]): unknown => stats.measure(apply, inst, args);
-  }
-  return Object.freeze(stub);
-}
-
-/** Ends `span` when `r` settles (failed if it rejects) and passes the outcome on. */
-async function endSpan(r: unknown, span: ActiveSpan): Promise<unknown> {
-  try {
-    const v = await r;
-    span.end();
-    return v;
-  } catch (err) {
-    span.end(err);
-    throw err;
-  }
-}
-
-
+/** The routing layer's view of an assignment from the deployer (none without slices). */
 function toKeyAssignment(a: Assignment | null | undefined): KeyAssignment | undefined {
   if (!a || a.slices.length === 0) return undefined;
   return { version: BigInt(a.version), slices: a.slices.map((x) => ({ start: BigInt(x.start), replica: x.replicas[0] ?? "" })) };
-}
-
-class ComponentContext implements Context {
-  readonly logger: Logger;
-  constructor(
-    private readonly weavelet: Weavelet,
-    readonly name: string,
-    private readonly section: Record<string, unknown>,
-  ) {
-    this.logger = weavelet.loggerFor(name);
-  }
-  get<T extends object>(ref: ComponentRef<T>): Promise<T> {
-    return this.weavelet.get(ref, this.name);
-  }
-  listener<S extends Server = Server>(name: string, server?: S): Promise<Listener<S>> {
-    return this.weavelet.listener(name, server);
-  }
-  config<C extends Record<string, unknown>>(defaults: C): C {
-    const out: Record<string, unknown> = { ...defaults };
-    for (const [key, value] of Object.entries(this.section)) {
-      if (!(key in defaults)) {
-        throw new ConfigError(`config ["${this.name}"].${key}: unknown key (known keys: ${Object.keys(defaults).join(", ") || "none"})`);
-      }
-      const want = defaults[key];
-      const same = Array.isArray(want) ? Array.isArray(value) : isTable(want) ? isTable(value) : typeof want === typeof value;
-      if (!same) {
-        throw new ConfigError(`config ["${this.name}"].${key}: expected ${Array.isArray(want) ? "an array" : typeof want}, got ${JSON.stringify(value)}`);
-      }
-      out[key] = value;
-    }
-    return out as C;
-  }
-}
-
-export function splitHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(":");
-  if (i < 0) throw new ConfigError(`address ${JSON.stringify(address)} must be "host:port"`);
-  const host = address.slice(0, i).replace(/^\[|\]$/g, "");
-  const port = Number(address.slice(i + 1));
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(`address ${JSON.stringify(address)}: bad port`);
-  return { host: host || "0.0.0.0", port };
-}
-
-function formatHost(h: string): string {
-  return h.includes(":") ? `[${h}]` : h;
 }

@@ -8,8 +8,6 @@ export class SimpleDeployer {
   readonly deploymentId = randomUUID();
   /** component → its weavelet (a promise while it starts). */
   private readonly weavelets = new Map<string, Promise<Envelope>>();
-  /** component → the envelopes that asked for it (they get its routing info). */
-  private readonly callers = new Map<string, Set<Envelope>>();
   /** listener name → exported address, printed once. */
   readonly listeners = new Map<string, string>();
 
@@ -31,9 +29,7 @@ export class SimpleDeployer {
   private startWeavelet(component: string): Promise<Envelope> {
     let started = this.weavelets.get(component);
     if (started) return started;
-    // The handler needs to know which envelope is asking, which exists only once start() resolves.
-    let self: Promise<Envelope> | undefined;
-    started = Envelope.start({
+    const envelope = new Envelope({
       binary: this.binary,
       weaveletArgs: {
         app: path.basename(this.binary),
@@ -45,20 +41,17 @@ export class SimpleDeployer {
         components: [component],
         config: {},
       },
-      handler: this.handler(() => self!),
     });
-    self = started;
+    // The envelope exists before its weavelet runs, so its handler knows whom it answers.
+    started = envelope.serve(this.handler(envelope)).then(() => envelope);
     this.weavelets.set(component, started);
     return started;
   }
 
-  private handler(self: () => Promise<Envelope>): EnvelopeHandler {
+  private handler(caller: Envelope): EnvelopeHandler {
     return {
       activateComponent: async ({ component }) => {
-        const [target, caller] = await Promise.all([this.startWeavelet(component), self()]);
-        const callers = this.callers.get(component) ?? new Set();
-        callers.add(caller);
-        this.callers.set(component, callers);
+        const target = await this.startWeavelet(component);
         await caller.updateRoutingInfo({ component, local: false, replicas: [target.dialAddress] });
       },
       getListenerAddress: async () => ({ address: "localhost:0" }),

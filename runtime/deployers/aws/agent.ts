@@ -101,7 +101,7 @@ export class Agent {
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
     const config: Record<string, string> = {};
     for (const c of this.env.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
-    this.envelope = await Envelope.start({
+    const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
       env: this.config.env,
@@ -116,8 +116,9 @@ export class Agent {
         components: this.env.components,
         config,
       },
-      handler: this.handler(),
     });
+    this.envelope = envelope;
+    await envelope.serve(this.handler());
     void this.envelope.exited.then((info) => {
       if (this.stopping) return;
       // The weavelet died: this task is done; ECS replaces it. Deregister now rather than at reconcile.

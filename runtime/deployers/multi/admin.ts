@@ -7,8 +7,7 @@ import type { LogEntry } from "../../protos/runtime.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
 import type { TraceStore } from "../../telemetry/tracestore.js";
-// eslint-disable-next-line import-x/no-restricted-paths -- the one host:port parser lives in the weavelet until rpc/address.ts takes it over
-import { splitHostPort } from "../../weavelet/weavelet.js";
+import { parseHostPort } from "../../rpc/address.js";
 import type { DeploymentStatus } from "./state.js";
 
 /** What the admin server shows; the multi deployer implements it. */
@@ -167,7 +166,7 @@ export class AdminServer {
 
   /** Listens on `address` (default 127.0.0.1:0); resolves to "host:port". */
   async listen(address = "127.0.0.1:0"): Promise<string> {
-    const { host, port } = splitHostPort(address);
+    const { host, port } = parseHostPort(address);
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", (err) => reject(new Error(`admin server: cannot listen on ${address}: ${err.message}`)));
       this.server.listen(port, host, () => resolve());

@@ -251,7 +251,7 @@ export class MultiDeployer implements AdminBackend {
     const config: Record<string, string> = {};
     for (const c of g.group.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
     r.state = r.restarts > 0 ? "restarting" : "starting";
-    const envelope = await Envelope.start({
+    const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
       env: this.config.env,
@@ -266,8 +266,8 @@ export class MultiDeployer implements AdminBackend {
         components: [...g.group.components],
         config,
       },
-      handler: this.handlerFor(r),
     });
+    await envelope.serve(this.handlerFor(r, envelope));
     if (this.stopping) {
       await envelope.stop();
       return;
@@ -278,8 +278,6 @@ export class MultiDeployer implements AdminBackend {
     r.state = "running";
     r.health = "HEALTHY";
     await envelope.updateComponents(g.group.components).catch(() => {});
-    // Activations that arrived during the handshake found no envelope to answer; answer them now.
-    for (const component of r.activated) envelope.updateRoutingInfo(this.routingInfo(component)).catch(() => {});
     this.publishRoutes(g);
     this.writeStatus();
     void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal, Date.now() - startedAt));
@@ -381,7 +379,8 @@ export class MultiDeployer implements AdminBackend {
     return out;
   }
 
-  private handlerFor(r: Replica): EnvelopeHandler {
+  /** Serves the requests of replica `r`'s weavelet, run by `envelope`. */
+  private handlerFor(r: Replica, envelope: Envelope): EnvelopeHandler {
     return {
       activateComponent: async ({ component, routed }) => {
         const target = this.byComponent.get(component);
@@ -390,6 +389,8 @@ export class MultiDeployer implements AdminBackend {
         r.activated.add(component);
         await this.startGroup(target);
         this.publishRoutes(target);
+        // The caller may still be in its handshake (not yet r.envelope, so publishRoutes skipped it).
+        if (r.envelope !== envelope) await envelope.updateRoutingInfo(this.routingInfo(component));
       },
       getListenerAddress: async () => ({ address: "127.0.0.1:0" }),
       exportListener: async ({ listener, address }) => {

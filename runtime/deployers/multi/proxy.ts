@@ -1,7 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-// eslint-disable-next-line import-x/no-restricted-paths -- the one host:port parser lives in the weavelet until rpc/address.ts takes it over
-import { splitHostPort } from "../../weavelet/weavelet.js";
+import { parseHostPort } from "../../rpc/address.js";
 
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
 
@@ -21,7 +20,7 @@ export class ListenerProxy {
   }
 
   async listen(address: string): Promise<string> {
-    const { host, port } = splitHostPort(address);
+    const { host, port } = parseHostPort(address);
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", (err) => reject(new Error(`cannot start the proxy for listener ${this.listener} on ${address}: ${err.message}${(err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (address in use: stop the other deployment or change [multi.listeners." + this.listener + "] address)" : ""}`)));
       this.server.listen(port, host, () => resolve());
@@ -55,7 +54,7 @@ export class ListenerProxy {
       return;
     }
     const backend = this.backends[this.next++ % this.backends.length]!;
-    const { host, port } = splitHostPort(backend);
+    const { host, port } = parseHostPort(backend);
     const upstream = http.request(
       { host, port, method: req.method, path: req.url, headers: { ...req.headers, "x-forwarded-for": req.socket.remoteAddress ?? "" }, agent: this.agent },
       (up) => {

@@ -1,5 +1,7 @@
+// The control channel both ends of the control protocol speak (protos/runtime.proto): framing, request
+// ids, and typed dispatch of requests to an interface (EnvelopeHandler, WeaveletControl in control.ts).
 import type { Duplex } from "node:stream";
-import { type BodyKind, type ControlBodies, type ControlMessage, decodeControl, encodeControl } from "./runtime.js";
+import { type BodyKind, type ControlBodies, type ControlMessage, decodeControl, encodeControl } from "../protos/runtime.js";
 
 /** Largest control frame accepted; profiles are the biggest messages. */
 const MAX_CONTROL_FRAME = 256 * 1024 * 1024;
@@ -8,7 +10,60 @@ const MAX_CONTROL_FRAME = 256 * 1024 * 1024;
 export type ControlReply = { [K in BodyKind]: [K, ControlBodies[K]] }[BodyKind];
 
 /** Serves requests arriving on a control channel. Throwing sends an error reply. */
-export type ControlRequestHandler = (kind: BodyKind, body: ControlBodies[BodyKind]) => Promise<ControlReply> | ControlReply;
+export type ControlRequestHandler = (request: ControlMessage) => Promise<ControlReply> | ControlReply;
+
+/**
+ * The requests one side of the protocol serves: request body kind → [method name, reply body kind].
+ * One table per interface; the same table builds its server (`serveRequests`) and its stub (`controlStub`).
+ */
+export type Routes = { readonly [K in BodyKind]?: readonly [method: string, reply: BodyKind] };
+
+/** A reply body as methods return it: nothing for messages without fields. */
+type ReplyValue<K extends BodyKind> = keyof ControlBodies[K] extends never ? void : ControlBodies[K];
+type MethodOf<R extends Routes, K extends keyof R> = R[K] extends readonly [infer M extends string, BodyKind] ? M : never;
+type ReplyOf<R extends Routes, K extends keyof R> = R[K] extends readonly [string, infer P extends BodyKind] ? ReplyValue<P> : never;
+
+/** What serves the requests of a routes table: one method per request. */
+export type ControlService<R extends Routes> = {
+  [K in keyof R & BodyKind as MethodOf<R, K>]: (request: ControlBodies[K]) => Promise<ReplyOf<R, K>> | ReplyOf<R, K>;
+};
+
+/** The caller's view of a routes table: each method sends its request and resolves with the reply. */
+export type ControlStub<R extends Routes> = {
+  [K in keyof R & BodyKind as MethodOf<R, K>]: (request: ControlBodies[K]) => Promise<ReplyOf<R, K>>;
+};
+
+/**
+ * A request handler that calls the `service` method `routes` names for each request kind, and answers
+ * with the reply kind the table names. Requests not in the table fail, naming `who` could not serve them.
+ */
+export function serveRequests<R extends Routes>(routes: R, service: ControlService<R>, who: string): ControlRequestHandler {
+  const table: Routes = routes;
+  // The mapped types above tie each method to its request and reply kinds; here they are looked up by name.
+  const methods = service as unknown as Record<string, (body: unknown) => unknown>;
+  return async (request) => {
+    const route = request.kind && Object.hasOwn(table, request.kind) ? table[request.kind] : undefined;
+    if (!route || request.kind === undefined) throw new Error(`${who} cannot handle control request ${request.kind ?? "(none)"}`);
+    const [method, replyKind] = route;
+    const reply = await methods[method]!.call(service, request.body);
+    return [replyKind, reply ?? {}] as ControlReply;
+  };
+}
+
+/** An object with one method per request of `routes`, each sending it on `channel`. */
+export function controlStub<R extends Routes>(channel: ControlChannel, routes: R): ControlStub<R> {
+  const stub: Record<string, (body: ControlBodies[BodyKind]) => Promise<unknown>> = {};
+  for (const [kind, route] of Object.entries(routes as Routes)) {
+    const [method, replyKind] = route!;
+    stub[method] = async (body) => {
+      const reply = await channel.request(kind as BodyKind, body);
+      if (reply.kind !== replyKind) throw new Error(`control request ${kind}: expected a ${replyKind} reply, got ${reply.kind ?? "an empty one"}`);
+      // Methods replying with an empty message are typed void; their callers ignore the empty body.
+      return reply.body;
+    };
+  }
+  return stub as unknown as ControlStub<R>;
+}
 
 /**
  * A bidirectional request/reply channel over one byte stream (the envelope↔weavelet pipe): frames are a
@@ -43,21 +98,18 @@ export class ControlChannel {
     });
   }
 
-  /** Sends a request whose reply is not awaited (logs, spans): failures only matter if the channel is gone. */
-  notify<K extends BodyKind>(kind: K, body: ControlBodies[K]): void {
-    this.request(kind, body).catch(() => {});
-  }
-
   /** Called once when the channel fails or closes. */
   onClose(listener: (err: Error) => void): void {
     if (this.closedError) listener(this.closedError);
     else this.closeListeners.push(listener);
   }
 
+  /** True once the channel failed or was closed. */
   get closed(): boolean {
     return this.closedError !== undefined;
   }
 
+  /** Closes the channel: pending requests reject, the stream is destroyed. */
   close(): void {
     this.fail(new Error(`control channel to ${this.peer} closed`));
     this.stream.destroy();
@@ -113,7 +165,7 @@ export class ControlChannel {
       return;
     }
     Promise.resolve()
-      .then(() => this.handler(msg.kind!, msg.body!))
+      .then(() => this.handler(msg))
       .then(
         ([kind, body]) => {
           if (!this.closedError) this.write(encodeControl(msg.id, true, "", kind, body));

@@ -1,0 +1,35 @@
+import { createServer, type Server } from "node:net";
+import type { Listener } from "../core/component.js";
+import { ConfigError } from "../core/errors.js";
+import { formatAddress, parseHostPort } from "../rpc/address.js";
+import type { WeaveletHost } from "./weavelet.js";
+
+/**
+ * Opens the named listener: asks the deployer where to listen, listens there with `server` (a plain
+ * node:net server by default), and asks the deployer to export it. `listening` gets the server as soon
+ * as it listens, so it is closed at shutdown even if exporting fails.
+ */
+export async function openListener<S extends Server>(
+  name: string,
+  server: S | undefined,
+  host: Pick<WeaveletHost, "getListenerAddress" | "exportListener">,
+  listening: (server: S) => void,
+): Promise<Listener<S>> {
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) throw new ConfigError(`listener name ${JSON.stringify(name)}: use letters, digits, '-' and '_'`);
+  const srv = (server ?? createServer()) as S;
+  const want = await host.getListenerAddress(name);
+  const { host: hostname, port } = parseHostPort(want);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new Error(`listener ${name}: cannot listen on ${want}: ${err.message}`));
+    srv.once("error", onError);
+    srv.listen(port, hostname, () => {
+      srv.off("error", onError);
+      resolve();
+    });
+  });
+  listening(srv);
+  const bound = srv.address();
+  const address = typeof bound === "object" && bound ? formatAddress({ kind: "tcp", host: bound.address, port: bound.port }) : want;
+  const publicAddress = (await host.exportListener(name, address)) || address;
+  return { name, server: srv, address, publicAddress };
+}

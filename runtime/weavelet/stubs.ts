@@ -1,0 +1,100 @@
+// The two kinds of stub a component gets for another: a remote stub (calls through the RPC balancer) and
+// a local stub (direct calls on the colocated instance); and how a served remote call runs. All three
+// are measured and traced alike.
+import { methodTable, type Registration } from "../core/component.js";
+import { callStorage } from "../core/call.js";
+import { shardKey, type RoutingKey } from "../core/routing.js";
+import type { Balancer } from "../rpc/balancer.js";
+import { MethodStats } from "../telemetry/methods.js";
+import { ActiveSpan, type Tracing } from "../telemetry/tracing.js";
+
+/**
+ * A remote stub: one method per implementation method, each a call through the component's balancer,
+ * measured (per-method metrics of `caller`) unless `measure` is off.
+ */
+export function remoteStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean, tracing: Tracing | undefined): object {
+  const first = methodTable().firstIds.get(reg.ref.name)!;
+  const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
+  reg.methods.forEach((method, i) => {
+    const id = first + i;
+    const name = `${reg.ref.name}.${method}`;
+    const retryable = !reg.ref.noRetry.has(method);
+    const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
+    const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
+    const fixed = { retryable };
+    const untraced = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+    // A client span when the call is traced; its traceparent goes out in the request header.
+    const call =
+      tracing === undefined
+        ? untraced
+        : (args: unknown[]): Promise<unknown> => {
+            const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
+            if (span === undefined) return untraced(args);
+            // pin, not run: the balancer reads the context when the call starts and carries it from there.
+            if (!(span instanceof ActiveSpan)) return callStorage.pin(span, untraced, args); // an unsampled root
+            return endSpan(callStorage.pin(span.ctx, untraced, args), span);
+          };
+    stub[method] =
+      stats === undefined
+        ? (...args: unknown[]) => call(args)
+        : (...args: unknown[]) => {
+            const t0 = performance.now();
+            return stats.track(call(args), t0);
+          };
+  });
+  return Object.freeze(stub);
+}
+
+/**
+ * A local stub: the colocated instance's methods called directly (no encoding, same `this`), measured
+ * for the per-method metrics of `caller`. A method that returns a plain value still returns it as is.
+ */
+export function localStub(reg: Registration, inst: object, caller: string): object {
+  const stub: Record<string, (...args: unknown[]) => unknown> = {};
+  for (const method of reg.methods) {
+    const fn = (inst as Record<string, unknown>)[method];
+    if (typeof fn !== "function") continue;
+    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
+    const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
+    stub[method] = (...args: unknown[]): unknown => stats.measure(apply, inst, args);
+  }
+  return Object.freeze(stub);
+}
+
+/**
+ * How a served call of `component.method` runs on the hosting instance: measured (per-method metrics)
+ * unless `measure` is off, and inside a server span whose parent is the caller's client span. The RPC
+ * server runs it inside the call's context, which carries the caller's traceparent.
+ */
+export function servedCall(component: string, method: string, measure: boolean, tracing: Tracing | undefined): (inst: object, args: unknown[]) => unknown {
+  const stats = measure ? MethodStats.served(component, method) : undefined;
+  const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+  return (inst, args) => {
+    const span = tracing?.startServer(callStorage.getStore(), component, method);
+    if (span === undefined) return stats === undefined ? invoke(inst, args) : stats.measure(invoke, inst, args);
+    const t0 = performance.now();
+    let r: unknown;
+    try {
+      r = callStorage.run(span.ctx, invoke, inst, args);
+    } catch (err) {
+      stats?.fail(performance.now() - t0);
+      span.end(err);
+      throw err;
+    }
+    const traced = endSpan(r, span);
+    return stats === undefined ? traced : stats.track(traced, t0);
+  };
+}
+
+/** Ends `span` when `r` settles (failed if it rejects) and passes the outcome on. */
+async function endSpan(r: unknown, span: ActiveSpan): Promise<unknown> {
+  try {
+    const v = await r;
+    span.end();
+    return v;
+  } catch (err) {
+    span.end(err);
+    throw err;
+  }
+}
+
