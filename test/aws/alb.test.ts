@@ -253,12 +253,12 @@ describe("ALB simulator", () => {
     const tg = await targetGroup(2, 30);
     const l = await listener({ Type: "forward", TargetGroupArn: tg.arn });
     await allHealthy(tg.arn, 2);
-    const slow = request(`${l.url}/slow?ms=1500`);
+    const slow = request(`${l.url}/slow?ms=2500`);
     const victim = await alb.waitFor("the slow request to reach a target", () => tg.backends.find((b) => b.inFlight === 1));
     const other = tg.backends.find((b) => b !== victim)!;
     await elb.send(new DeregisterTargetsCommand({ TargetGroupArn: tg.arn, Targets: [{ Id: victim.ip, Port: victim.port }] }));
     await alb.refresh();
-    assert.equal(alb.health(tg.arn).find((t) => t.id === victim.ip)?.state, "draining");
+    assert.deepEqual(alb.health(tg.arn).find((t) => t.id === victim.ip), { id: victim.ip, port: victim.port, state: "draining", inFlight: 1 });
 
     const seen = await load(l.url, 20);
     assert.deepEqual([...seen], [[other.name, 20]]);
@@ -266,6 +266,20 @@ describe("ALB simulator", () => {
     assert.equal(done.status, 200);
     assert.equal((JSON.parse(done.body) as { name: string }).name, victim.name);
     assert.equal(alb.groupStats(tg.arn).failures, 0);
+  });
+
+  test("a request still in flight when the deregistration delay ends is cut (502, counted as a failure)", async () => {
+    const tg = await targetGroup(1, 1);
+    const l = await listener({ Type: "forward", TargetGroupArn: tg.arn });
+    const [only] = tg.backends as [Backend];
+    const slow = request(`${l.url}/slow?ms=8000`);
+    await alb.waitFor("the slow request to reach the target", () => only.inFlight === 1);
+    await elb.send(new DeregisterTargetsCommand({ TargetGroupArn: tg.arn, Targets: [{ Id: only.ip, Port: only.port }] }));
+    await alb.refresh();
+    assert.equal((await request(l.url)).status, 503, "no target left for new requests");
+    assert.equal((await slow).status, 502);
+    assert.equal(alb.groupStats(tg.arn).failures, 1);
+    assert.deepEqual(alb.health(tg.arn), []);
   });
 
   test("rules by priority: path-pattern, host-header, fixed-response, redirect; 503 without targets, 502 when the target is gone", async () => {

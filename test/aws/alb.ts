@@ -545,8 +545,10 @@ export class AlbSimulator {
     const proxied = http.request({ host: t.id, port: t.port, method: req.method, path: req.url, headers, agent: false });
     t.active.add(proxied);
     let failed = false;
+    let clientGone = false;
     const fail = (status: number, why: string): void => {
-      if (failed) return;
+      // A client that hung up is not a target failure.
+      if (failed || clientGone) return;
       failed = true;
       gc.failures++;
       tc.failures++;
@@ -573,7 +575,9 @@ export class AlbSimulator {
     proxied.on("close", () => t.active.delete(proxied));
     res.on("close", () => {
       // The client went away: so does the request to the target.
-      if (!res.writableFinished) proxied.destroy();
+      if (res.writableFinished) return;
+      clientGone = !failed;
+      proxied.destroy();
     });
     req.pipe(proxied);
   }
