@@ -30,7 +30,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   ApplicationAutoScalingClient,
   DeregisterScalableTargetCommand,
@@ -70,10 +69,8 @@ import {
 } from "../../runtime/deployers/aws/config.js";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
+import { ROOT } from "../helpers.js";
 import { clientConfig, DEFAULT_REGION, sleep, useEmulator } from "./moto.js";
-
-/** The repository root (this file runs as dist/test/aws/stack.js). */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
 /** The image a stack built here names (never pulled: the Fargate simulator runs the local build). */
 export const EMULATED_IMAGE = "tsweaver-emulated:latest";
