@@ -39,7 +39,15 @@ import {
   type ServiceNamespace,
   type ScalableDimension,
 } from "@aws-sdk/client-application-auto-scaling";
-import { CloudFormationClient, CreateStackCommand, DeleteStackCommand, DescribeStacksCommand, ListStackResourcesCommand, type StackResourceSummary } from "@aws-sdk/client-cloudformation";
+import {
+  CloudFormationClient,
+  CreateStackCommand,
+  DeleteStackCommand,
+  DescribeStacksCommand,
+  ListStackResourcesCommand,
+  UpdateStackCommand,
+  type StackResourceSummary,
+} from "@aws-sdk/client-cloudformation";
 import { AuthorizeSecurityGroupEgressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { DescribeTaskDefinitionCommand, ECSClient, ListTasksCommand, StopTaskCommand, UpdateServiceCommand, ListServicesCommand } from "@aws-sdk/client-ecs";
 import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
@@ -59,14 +67,8 @@ import {
 import { App } from "aws-cdk-lib";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import { loadConfig, type AppConfig } from "../../runtime/core/config.js";
-import {
-  CONTROLPLANE_NAME,
-  ENV,
-  OUTPUTS,
-  type AwsConfig,
-  type GroupsEnv,
-  type ListenersEnv,
-} from "../../runtime/deployers/aws/config.js";
+import type { AwsConfig } from "../../runtime/deployers/aws/config.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/contract.js";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
 import { ROOT } from "../helpers.js";
@@ -122,6 +124,8 @@ export interface AppResources {
   readonly region: string;
   readonly stack: string;
   readonly app: string;
+  /** The version the stack deploys (its `Version` output). */
+  readonly version: string;
   /** The effective weaver.toml (a temp copy with the stack name and overrides); pass it to `tsweaver aws ...`. */
   readonly configFile: string;
   /** The "image's working directory" for the Fargate simulator: TSWEAVER_CONFIG is relative to it. */
@@ -156,8 +160,10 @@ export interface AppResources {
   readonly template: CfnTemplate;
   /** Every scalable target registered for the stack (`service/<cluster>/<group>`). */
   readonly scalableTargets: readonly string[];
-  /** Milliseconds spent per phase (config, synth, preCreate, createStack, postCreate, describe). */
+  /** Milliseconds spent per phase (config, synth, preCreate, createStack or updateStack, postCreate, describe). */
   readonly timings: Readonly<Record<string, number>>;
+  /** Values of the resources created through their APIs (logical id → Ref and attributes), reused by updates. */
+  readonly literal: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /** {@link deleteAppResources} for these resources. */
   delete(): Promise<string[]>;
 }
@@ -204,7 +210,13 @@ export function appComponents(config: AppConfig): readonly string[] {
  * Writes the effective weaver.toml of a test deployment into a fresh temp dir: the original with
  * `[tsweaver] binary` made absolute and the `[aws]` section adjusted (see the file comment).
  */
-export function writeEffectiveConfig(configFile: string, stack: string, opts: Omit<AppResourcesOptions, "configFile" | "stack" | "endpoint" | "components"> = {}): string {
+export function writeEffectiveConfig(
+  configFile: string,
+  stack: string,
+  opts: Omit<AppResourcesOptions, "configFile" | "stack" | "endpoint" | "components"> = {},
+  /** Where to write it: a directory and file name (then `config_in_image` is that name). Default: a fresh temp dir, `weaver.toml`. */
+  target?: { readonly dir: string; readonly name: string },
+): string {
   const abs = path.resolve(configFile);
   const original = loadConfig(abs); // validates, and gives the absolute binary path
   const doc = parseToml(readFileSync(abs, "utf8")) as Record<string, any>;
@@ -213,7 +225,7 @@ export function writeEffectiveConfig(configFile: string, stack: string, opts: Om
   for (const k of DROPPED_AWS_KEYS) delete aws[k];
   aws["stack"] = stack;
   aws["image"] = EMULATED_IMAGE;
-  aws["config_in_image"] = "weaver.toml";
+  aws["config_in_image"] = target?.name ?? "weaver.toml";
   if (opts.rpcPort !== undefined) aws["rpc_port"] = opts.rpcPort;
   if (opts.controlPort !== undefined) aws["control_port"] = opts.controlPort;
   for (const [key, extra] of [
@@ -227,8 +239,8 @@ export function writeEffectiveConfig(configFile: string, stack: string, opts: Om
   }
   Object.assign(aws, opts.aws ?? {});
   doc["aws"] = aws;
-  const dir = mkdtempSync(path.join(os.tmpdir(), `tsweaver-aws-${stack}-`));
-  const file = path.join(dir, "weaver.toml");
+  const dir = target?.dir ?? mkdtempSync(path.join(os.tmpdir(), `tsweaver-aws-${stack}-`));
+  const file = path.join(dir, target?.name ?? "weaver.toml");
   writeFileSync(file, `# Effective config of test deployment ${stack}, from ${abs}\n${stringifyToml(doc)}\n`);
   return file;
 }
@@ -253,7 +265,24 @@ export function synthesize(config: AppConfig, components: readonly string[]): { 
  * Creates everything the app's stack creates, in the emulator, with the stack's names, task environment
  * and outputs. Stack names are unique by default, so tests running in parallel do not meet.
  */
-export async function createAppResources(opts: AppResourcesOptions): Promise<AppResources> {
+export function createAppResources(opts: AppResourcesOptions): Promise<AppResources> {
+  return applyAppResources(opts, undefined);
+}
+
+/**
+ * What a later `cdk deploy` of the same stack does: synthesizes the app's stack from `opts` (a new
+ * config: a new version) and UpdateStack's the emulator's stack with the new template. Resources that
+ * stay in the template are kept (those created through their APIs keep their ids), new ones are
+ * created; the new effective config is written next to the previous one (`weaver-<n>.toml`, its
+ * `config_in_image`), so tasks of the previous version keep reading theirs.
+ */
+export function updateAppResources(previous: AppResources, opts: Omit<AppResourcesOptions, "stack" | "endpoint">): Promise<AppResources> {
+  return applyAppResources({ ...opts, stack: previous.stack, endpoint: previous.endpoint }, previous);
+}
+
+let effectiveConfigs = 0;
+
+async function applyAppResources(opts: AppResourcesOptions, previous: AppResources | undefined): Promise<AppResources> {
   let lapStart = Date.now();
   const timings: Record<string, number> = {};
   const lap = (phase: string): void => {
@@ -265,7 +294,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   const region = process.env["AWS_REGION"] || DEFAULT_REGION;
   const original = loadConfig(path.resolve(opts.configFile));
   const stack = opts.stack ?? uniqueStackName(original.name);
-  const configFile = writeEffectiveConfig(opts.configFile, stack, opts);
+  const configFile = writeEffectiveConfig(opts.configFile, stack, opts, previous ? { dir: previous.workdir, name: `weaver-${++effectiveConfigs}.toml` } : undefined);
   const config = loadConfig(configFile);
   const components = opts.components ?? appComponents(config);
   lap("config");
@@ -286,8 +315,16 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   const created: Record<string, CreatedResource> = {};
   const literal: Record<string, Record<string, string>> = {}; // logical id → { Ref, <attribute>... }
   const tags = (props: Record<string, unknown>) => (props["Tags"] as { Key: string; Value: string }[] | undefined) ?? [];
-  let secretValue = "";
-  const byType = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+  let secretValue = previous?.secret ?? "";
+  // An update keeps what the previous template already had (as CloudFormation keeps unchanged resources).
+  const kept = (id: string): boolean => {
+    const before = previous?.literal[id];
+    if (before === undefined) return false;
+    literal[id] = { ...before };
+    created[id] = previous!.resources[id]!;
+    return true;
+  };
+  const byType = (type: string) => Object.entries(template.Resources).filter(([id, r]) => r.Type === type && !kept(id));
   for (const [id, r] of byType("AWS::SecretsManager::Secret")) {
     const props = r.Properties ?? {};
     const gen = (props["GenerateSecretString"] ?? {}) as { PasswordLength?: number; ExcludePunctuation?: boolean };
@@ -341,15 +378,11 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
       if (c["Memory"] === undefined && c["MemoryReservation"] === undefined && Number.isFinite(taskMemory)) c["Memory"] = taskMemory;
     }
   }
-  await cfn.send(
-    new CreateStackCommand({
-      StackName: stack,
-      TemplateBody: JSON.stringify(body),
-      Capabilities: ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-    }),
-  );
-  const described = await waitForStack(cfn, stack);
-  lap("createStack");
+  const stackRequest = { StackName: stack, TemplateBody: JSON.stringify(body), Capabilities: ["CAPABILITY_IAM" as const, "CAPABILITY_NAMED_IAM" as const, "CAPABILITY_AUTO_EXPAND" as const] };
+  if (previous) await cfn.send(new UpdateStackCommand(stackRequest));
+  else await cfn.send(new CreateStackCommand(stackRequest));
+  const described = await waitForStack(cfn, stack, previous ? "UPDATE_COMPLETE" : "CREATE_COMPLETE");
+  lap(previous ? "updateStack" : "createStack");
   const outputs: Record<string, string> = {};
   for (const o of described.Outputs ?? []) outputs[o.OutputKey!] = o.OutputValue ?? "";
 
@@ -365,9 +398,15 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   // ---- Resources created after the stack --------------------------------------------------------------
   const accountId = /^arn:[^:]+:ecs:[^:]*:(\d+):/.exec(outputs[OUTPUTS.CLUSTER_ARN] ?? "")?.[1] ?? "123456789012";
   const resolve = resolver(created, literal, { region, accountId });
-  const scalableTargets: string[] = [];
+  const scalableTargets: string[] = [...(previous?.scalableTargets ?? [])];
+  // An update leaves what it already created alone.
+  const keptPost = (id: string): boolean => {
+    const before = previous?.resources[id];
+    if (before !== undefined) created[id] = before;
+    return before !== undefined;
+  };
   const targetKeys: Record<string, { ServiceNamespace: ServiceNamespace; ResourceId: string; ScalableDimension: ScalableDimension }> = {};
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const key = {
       ServiceNamespace: resolve(p["ServiceNamespace"]) as ServiceNamespace,
@@ -381,7 +420,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     scalableTargets.push(key.ResourceId);
     created[id] = { type: r.Type, physicalId: `${key.ResourceId}|${key.ScalableDimension}|${key.ServiceNamespace}` };
   }
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const targetRef = (p["ScalingTargetId"] as { Ref?: string } | undefined)?.Ref;
     const key = targetRef !== undefined ? targetKeys[targetRef] : undefined;
@@ -396,7 +435,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     );
     created[id] = { type: r.Type, physicalId: `${id}|${key.ResourceId}` };
   }
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::EC2::SecurityGroupEgress")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::EC2::SecurityGroupEgress" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const perm: Record<string, unknown> = { IpProtocol: resolve(p["IpProtocol"]), FromPort: Number(p["FromPort"]), ToPort: Number(p["ToPort"]) };
     const description = p["Description"] === undefined ? undefined : resolve(p["Description"]);
@@ -440,7 +479,8 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     app: config.name,
     configFile,
     workdir: path.dirname(configFile),
-    configInImage: "weaver.toml",
+    configInImage: path.basename(configFile),
+    version: outputs[OUTPUTS.VERSION] ?? "",
     config,
     aws: synth.aws,
     components,
@@ -460,6 +500,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     resources: created,
     template: body,
     scalableTargets,
+    literal,
     timings,
     delete: () => deleteAppResources(res),
   };
@@ -565,12 +606,12 @@ async function operationTarget(sd: ServiceDiscoveryClient, operationId: string, 
   throw new Error(`Cloud Map operation ${operationId} did not finish`);
 }
 
-async function waitForStack(cfn: CloudFormationClient, stack: string) {
+async function waitForStack(cfn: CloudFormationClient, stack: string, done: "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
   const deadline = Date.now() + 120_000;
   for (;;) {
     const s = (await cfn.send(new DescribeStacksCommand({ StackName: stack }))).Stacks?.[0];
     const status = s?.StackStatus ?? "";
-    if (status === "CREATE_COMPLETE") return s!;
+    if (status === done) return s!;
     if (!status.endsWith("_IN_PROGRESS") || Date.now() > deadline) {
       throw new Error(`stack ${stack}: ${status || "not found"}${s?.StackStatusReason ? `: ${s.StackStatusReason}` : ""}`);
     }
