@@ -13,6 +13,9 @@
  *     taken out of the template and created through their APIs *after* the stack.
  * Other adjustments, each because of the emulator:
  *   - the CDK bootstrap version parameter and its rule are removed (no bootstrap stack in the emulator);
+ *   - on an update (updateAppResources), task definitions get new logical ids (moto's update path for a
+ *     changed task definition loses its container settings; its create path does not), and services
+ *     are pointed at the new revision's ARN (moto sets only the family);
  *   - every container gets a container-level `Memory` equal to the task's (a Fargate container without
  *     one may use the whole task's memory, so this changes nothing on AWS; moto's RunTask fails without);
  *   - moto's CloudFormation keeps only family, containers, volumes and memory of a task definition
@@ -304,7 +307,17 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   const clients = clientsFor(endpoint, region);
   const { cfn, sd, sm } = clients;
 
-  const template = synth.template;
+  let template = synth.template;
+  if (previous) {
+    // moto 5.2.1 updates a changed task definition without mapping its PascalCase properties (its
+    // create path does), leaving a revision without a command. A new logical id makes it a create,
+    // which on AWS is what a changed task definition is anyway: a new revision.
+    let text = JSON.stringify(template);
+    for (const [id, r] of Object.entries(template.Resources)) {
+      if (r.Type === "AWS::ECS::TaskDefinition") text = text.split(`"${id}"`).join(`"${id}U${effectiveConfigs}"`);
+    }
+    template = JSON.parse(text) as CfnTemplate;
+  }
   // The CDK bootstrap check: there is no bootstrap stack (nor its SSM parameter) in the emulator.
   for (const [name, p] of Object.entries(template.Parameters ?? {})) {
     if (p.Type.startsWith("AWS::SSM::Parameter::Value") && String(p.Default ?? "").startsWith("/cdk-bootstrap/")) delete template.Parameters![name];
@@ -394,6 +407,17 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
     next = page.NextToken;
   } while (next);
   for (const s of summaries) created[s.LogicalResourceId!] = { type: s.ResourceType!, physicalId: s.PhysicalResourceId ?? "" };
+  if (previous) {
+    // CloudFormation replaces a changed task definition (a new revision) and then updates every service
+    // that refers to it; moto 5.2.1 updates only resources whose own template text changed, and the
+    // service's `Ref` did not. Do what CloudFormation does: point the service at the new revision.
+    for (const [id, r] of Object.entries(body.Resources).filter(([, r]) => r.Type === "AWS::ECS::Service")) {
+      const ref = (r.Properties?.["TaskDefinition"] as { Ref?: string } | undefined)?.Ref;
+      const now = ref === undefined ? undefined : created[ref]?.physicalId;
+      if (now === undefined || now === previous.resources[ref!]?.physicalId) continue;
+      await clients.ecs.send(new UpdateServiceCommand({ cluster: stack, service: created[id]!.physicalId, taskDefinition: now }));
+    }
+  }
 
   // ---- Resources created after the stack --------------------------------------------------------------
   const accountId = /^arn:[^:]+:ecs:[^:]*:(\d+):/.exec(outputs[OUTPUTS.CLUSTER_ARN] ?? "")?.[1] ?? "123456789012";

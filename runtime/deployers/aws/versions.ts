@@ -14,6 +14,7 @@ import {
   CreateServiceCommand,
   DeleteServiceCommand,
   DescribeServicesCommand,
+  DescribeTasksCommand,
   ListServicesCommand,
   ListTasksCommand,
   TagResourceCommand,
@@ -229,7 +230,11 @@ export class Versions {
   /** Tasks of a service that are not stopped. */
   async liveTaskCount(service: string): Promise<number> {
     const page = await this.call("ecs:ListTasks", `service ${service}`, () => this.aws.ecs.send(new ListTasksCommand({ cluster: this.cluster, serviceName: service, desiredStatus: "RUNNING" })));
-    return page.taskArns?.length ?? 0;
+    const arns = page.taskArns ?? [];
+    if (arns.length === 0) return 0;
+    const tasks = await this.call("ecs:DescribeTasks", `tasks of service ${service}`, () => this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: arns.slice(0, 100) })));
+    // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
+    return (tasks.tasks ?? []).filter((t) => t.group === `service:${service}` && t.lastStatus !== "STOPPED").length;
   }
 
   async deleteService(service: string): Promise<void> {
