@@ -84,10 +84,11 @@ function layerZones() {
   return zones;
 }
 
-// infra/ (the CDK app) and the AWS runtime agree through one contract file, and infra/ imports nothing
-// else from runtime/. The final rule is exactly runtime/deployers/aws/contract.ts; until infra/ has moved
-// onto it, the config parser and component lister it reads today are allowed beside it.
-const INFRA_MAY_IMPORT = [
+// infra/ and the AWS runtime agree through one contract file (runtime/deployers/aws/contract.ts). The
+// construct users deploy (infra/weaver-app.ts) imports nothing else from runtime/; the CDK app around it
+// (infra/stack.ts, infra/bin/) also reads the app's weaver.toml and lists its components at synth time,
+// so it may import the config loader and the component lister too.
+const INFRA_APP_MAY_IMPORT = [
   "./deployers/aws/contract.ts",
   "./deployers/aws/config.ts",
   "./core/components.ts",
@@ -98,10 +99,16 @@ const INFRA_MAY_IMPORT = [
 function infraZones() {
   return [
     {
+      target: "./infra/weaver-app.ts",
+      from: "./runtime",
+      except: ["./deployers/aws/contract.ts"],
+      message: `layer rule (DESIGN.md "Layers"): the WeaverApp construct imports from runtime/ only the AWS contract (runtime/deployers/aws/contract.ts).`,
+    },
+    {
       target: "./infra",
       from: "./runtime",
-      except: INFRA_MAY_IMPORT,
-      message: `layer rule (DESIGN.md "Layers"): infra/ imports from runtime/ only the AWS contract (runtime/deployers/aws/contract.ts).`,
+      except: INFRA_APP_MAY_IMPORT,
+      message: `layer rule (DESIGN.md "Layers"): infra/ imports from runtime/ only the AWS contract and, in the CDK app, the config loader and component lister.`,
     },
     {
       target: "./runtime",

@@ -2,6 +2,7 @@
  * The stack `cdk deploy` provisions for one app: weaver.toml (`[tsweaver]` and `[aws]`) plus the app's
  * own component list → a `WeaverApp`.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { Stack, Tags, type StackProps } from "aws-cdk-lib";
 import * as ecr from "aws-cdk-lib/aws-ecr";
@@ -13,6 +14,7 @@ import type { Construct } from "constructs";
 import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
+import { versionId } from "../runtime/deployers/aws/contract.js";
 import { listAppComponents } from "../runtime/core/components.js";
 import { WeaverApp } from "./weaver-app.js";
 
@@ -60,6 +62,8 @@ export class WeaverStack extends Stack {
   readonly weaver: WeaverApp;
   /** The image built from a Dockerfile at deploy time, unless weaver.toml names an image. */
   readonly imageAsset: DockerImageAsset | undefined;
+  /** The version this stack deploys: a hash of the image, the effective config and the app binary. */
+  readonly version: string;
 
   constructor(scope: Construct, props: WeaverStackProps) {
     const { config, components, projectRoot, ...stackProps } = props;
@@ -80,10 +84,13 @@ export class WeaverStack extends Stack {
     const image = appImage(this, config, aws, projectRoot);
     this.imageAsset = image.asset;
     const vpc = aws.vpcId === undefined ? undefined : ec2.Vpc.fromLookup(this, "ImportedVpc", { vpcId: aws.vpcId });
+    this.version = appVersion(config, aws, image);
 
     this.weaver = new WeaverApp(this, "App", {
       appName: config.name,
       deploymentId: aws.stack,
+      version: this.version,
+      rollout: aws.rollout,
       groups: aws.groups.map((g) => ({
         name: g.name,
         components: g.components,
@@ -99,6 +106,7 @@ export class WeaverStack extends Stack {
         containerPort: l.containerPort,
         public: l.public,
         healthCheckPath: l.healthCheckPath,
+        deregistrationDelaySeconds: l.deregistrationDelaySeconds,
         certificateArn: l.certificateArn,
         redirectPort: l.redirectPort ?? 0,
       })),
@@ -130,6 +138,26 @@ export function createWeaverStack(scope: Construct, configFile: string, projectR
   const config = loadConfig(configFile);
   const components = listAppComponents(config);
   return new WeaverStack(scope, { config, components, projectRoot });
+}
+
+/**
+ * The version id of what the tasks run: the image (the asset's content hash, which covers the build
+ * context, or the URI of a prebuilt image), the effective config (weaver.toml as parsed, with `[aws]`,
+ * so a changed replica floor or listener is a new version too) and the app binary's bytes (a prebuilt
+ * image under a moving tag still changes version when the app does).
+ */
+function appVersion(config: AppConfig, aws: AwsConfig, image: AppImage): string {
+  let binary = "";
+  try {
+    binary = readFileSync(config.binary, "utf8");
+  } catch {
+    // The binary is inside the image only (a prebuilt image): the image URI stands for it.
+  }
+  return versionId({
+    image: image.asset?.assetHash ?? aws.image ?? "",
+    config: JSON.stringify({ config, aws, configInImage: image.configInImage }),
+    binary,
+  });
 }
 
 interface AppImage {

@@ -1,12 +1,14 @@
 /**
  * `WeaverApp`: everything one tsweaver app needs on ECS Fargate, as one L3 construct.
  *
- * One Fargate service per deployment group (desired count 0 until the control plane activates it), a
- * control-plane service with exactly one task, an HTTP Cloud Map namespace with one service per group
- * (plus one the control plane registers itself in), an ALB with one listener and IP target group per
- * exported tsweaver listener, security groups, least-privilege IAM roles, a log group and the
- * per-deployment secret that authenticates agents to the control plane. Names, environment variables
- * and outputs follow the contract in runtime/deployers/aws/config.ts (documented in docs/aws.md).
+ * The stack holds what every version shares and this version's task definitions: one Fargate task
+ * definition per deployment group (of this version), a control-plane service, an HTTP Cloud Map
+ * namespace with one service per group (plus one the control plane registers itself in), an ALB with
+ * one listener per exported tsweaver listener, security groups, least-privilege IAM roles, a log group
+ * and the per-deployment secret that authenticates agents to the control plane. Each version's ECS
+ * services and target groups are created, rolled out and retired by the control plane (docs/aws.md,
+ * "Versions and rollouts"), so a `cdk deploy` never updates a running version in place. Names,
+ * environment variables and outputs follow runtime/deployers/aws/contract.ts.
  */
 import { Aws, CfnOutput, Duration, Stack, Token, Validations } from "aws-cdk-lib";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
@@ -20,34 +22,34 @@ import * as servicediscovery from "aws-cdk-lib/aws-servicediscovery";
 import { Construct } from "constructs";
 import {
   AGENT_COMMAND,
+  AGENT_CONTAINER,
   CONTROLPLANE_COMMAND,
+  CONTROLPLANE_CONTAINER,
   CONTROLPLANE_NAME,
   ENV,
-  groupServiceOutputKey,
   listenerUrlOutputKey,
+  MAIN_COMPONENT,
   OUTPUTS,
   pascalCase,
+  targetGroupName,
   type GroupsEnv,
   type GroupsOutput,
   type ListenersEnv,
   type ListenersOutput,
-} from "../runtime/deployers/aws/config.js";
-import { MAIN_COMPONENT } from "../runtime/core/config.js";
+  type RolloutEnv,
+} from "../runtime/deployers/aws/contract.js";
 
-/** Name of the container in every group task (its command is `tsweaver aws agent`). */
-export const AGENT_CONTAINER = "agent";
-/** Name of the container in the control plane task (its command is `tsweaver aws controlplane`). */
-export const CONTROLPLANE_CONTAINER = "controlplane";
+export { AGENT_CONTAINER, CONTROLPLANE_CONTAINER };
 
 /** One deployment group: components that run together in one task. */
 export interface WeaverGroupProps {
-  /** AWS-safe group name (`hello-reverser`, from `groupsOf`): ECS service and Cloud Map service name. */
+  /** AWS-safe group name (`hello-reverser`, from `groupsOf`): prefix of its ECS services, its Cloud Map service name. */
   readonly name: string;
   /** The components the group hosts (at least one). */
   readonly components: readonly string[];
   /**
-   * Replica floor applied on activation (desired count, then autoscaling minimum). The stack itself
-   * starts the service at 0 and registers the scalable target with minimum 0.
+   * Replica floor applied on activation (desired count, then autoscaling minimum), and what a new
+   * version's group is raised to when it replaces a running one.
    * @default 1
    */
   readonly minReplicas?: number;
@@ -65,7 +67,7 @@ export interface WeaverGroupProps {
 export interface WeaverListenerProps {
   /** The name the app passes to `ctx.listener(name)`. */
   readonly name: string;
-  /** Port the weavelet listens on inside its task; the target group forwards there. */
+  /** Port the weavelet listens on inside its task; each version's target group forwards there. */
   readonly containerPort: number;
   /** ALB listener port. @default 443 with a certificate, else 80 */
   readonly port?: number;
@@ -74,8 +76,10 @@ export interface WeaverListenerProps {
    * @default true
    */
   readonly public?: boolean;
-  /** Path of the target group health check. @default "/" */
+  /** Path of the target groups' health check. @default "/" */
   readonly healthCheckPath?: string;
+  /** Seconds a deregistered target keeps finishing its in-flight requests. @default 30 */
+  readonly deregistrationDelaySeconds?: number;
   /** ACM certificate ARN: the listener speaks HTTPS with it. @default none (plain HTTP) */
   readonly certificateArn?: string;
   /** With a certificate: port of an extra HTTP listener that redirects to HTTPS. @default 80; 0 for none */
@@ -91,6 +95,10 @@ export interface WeaverAppProps {
    * @default the stack name
    */
   readonly deploymentId?: string;
+  /** The version these task definitions run (`versionId` of runtime/deployers/aws/contract.ts). */
+  readonly version: string;
+  /** How traffic moves to this version from the one running. */
+  readonly rollout: RolloutEnv;
   /** Every deployment group of the app; exactly one must host `tsweaver/Main`. */
   readonly groups: readonly WeaverGroupProps[];
   /** Listeners to export through an Application Load Balancer. @default none: no load balancer is created */
@@ -140,17 +148,17 @@ export interface WeaverAppProps {
   readonly controlPlaneMemoryMiB?: number;
 }
 
-/** The resources of one group. */
+/** The resources of one group in this version. */
 export interface WeaverGroup {
   readonly name: string;
   readonly components: readonly string[];
   readonly minReplicas: number;
   readonly maxReplicas: number;
+  readonly cpuTargetPercent: number;
+  /** This version's task definition (family `<deployment>-<group>`; every version is a revision of it). */
   readonly taskDefinition: ecs.FargateTaskDefinition;
   readonly container: ecs.ContainerDefinition;
-  readonly service: ecs.FargateService;
-  readonly scaling: ecs.ScalableTaskCount;
-  /** The Cloud Map service the control plane registers the group's ready replicas in. */
+  /** The Cloud Map service the control plane registers the group's ready replicas (of every version) in. */
   readonly discoveryService: servicediscovery.Service;
 }
 
@@ -159,8 +167,10 @@ export interface WeaverListener {
   readonly name: string;
   readonly port: number;
   readonly containerPort: number;
+  readonly healthCheckPath: string;
+  readonly deregistrationDelaySeconds: number;
+  /** Answers 503 until the control plane's weighted-forward rule sends traffic to a version. */
   readonly listener: elbv2.ApplicationListener;
-  readonly targetGroup: elbv2.ApplicationTargetGroup;
   /** The HTTP→HTTPS redirect listener, if any. */
   readonly redirectListener: elbv2.ApplicationListener | undefined;
   /** `http(s)://<alb dns name>[:port]`. */
@@ -169,10 +179,11 @@ export interface WeaverListener {
 
 /**
  * A tsweaver app on ECS Fargate. One per stack: it names the stack outputs the `tsweaver aws` CLI reads
- * (`OUTPUTS` in runtime/deployers/aws/config.ts).
+ * (`OUTPUTS` in runtime/deployers/aws/contract.ts).
  */
 export class WeaverApp extends Construct {
   readonly deploymentId: string;
+  readonly version: string;
   readonly vpc: ec2.IVpc;
   /** The VPC flow log, when the construct created the VPC with flow logs. */
   readonly flowLog: ec2.FlowLog | undefined;
@@ -208,69 +219,31 @@ export class WeaverApp extends Construct {
   /** Listeners by name. */
   readonly listeners: ReadonlyMap<string, WeaverListener>;
 
+  private readonly rpcPort: number;
+  private readonly controlPort: number;
+  private readonly retention: logs.RetentionDays;
+  /** The VPC's CIDR as a literal where we know it (rules stay readable and checkable), else the import's. */
+  private readonly vpcCidr: string;
+
   constructor(scope: Construct, id: string, props: WeaverAppProps) {
     super(scope, id);
-    const stack = Stack.of(this);
-    this.deploymentId = props.deploymentId ?? stack.stackName;
-    const rpcPort = props.rpcPort ?? 9000;
-    const controlPort = props.controlPort ?? 9100;
-    const retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
-    const cpuArchitecture = props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64;
-    validateProps(this, props, rpcPort, controlPort);
+    this.deploymentId = props.deploymentId ?? Stack.of(this).stackName;
+    this.version = props.version;
+    this.rpcPort = props.rpcPort ?? 9000;
+    this.controlPort = props.controlPort ?? 9100;
+    this.retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
+    validateProps(this, props, this.rpcPort, this.controlPort);
 
-    // ---- Network ------------------------------------------------------------------------------
-    const natGateways = props.natGateways ?? 1;
-    // The VPC's CIDR as a literal where we know it (rules stay readable and checkable), else the import's.
-    let vpcCidr: string;
-    if (props.vpc) {
-      this.vpc = props.vpc;
-      this.flowLog = undefined;
-      vpcCidr = props.vpc.vpcCidrBlock;
-    } else {
-      vpcCidr = props.vpcCidr ?? "10.0.0.0/16";
-      const subnets: ec2.SubnetConfiguration[] = [{ name: "public", subnetType: ec2.SubnetType.PUBLIC, cidrMask: 22 }];
-      if (natGateways > 0) subnets.push({ name: "private", subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 });
-      const vpc = new ec2.Vpc(this, "Vpc", {
-        ipAddresses: ec2.IpAddresses.cidr(vpcCidr),
-        maxAzs: 2,
-        natGateways,
-        subnetConfiguration: subnets,
-        // No resource of this stack uses the default security group; restricting it would add a
-        // Lambda-backed custom resource to every deployment.
-        restrictDefaultSecurityGroup: false,
-      });
-      this.vpc = vpc;
-      if (props.flowLogs ?? true) {
-        const flowLogGroup = new logs.LogGroup(this, "FlowLogs", { retention });
-        this.flowLog = vpc.addFlowLog("FlowLog", {
-          destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogGroup),
-          trafficType: ec2.FlowLogTrafficType.REJECT,
-        });
-      } else {
-        this.flowLog = undefined;
-        Validations.of(vpc).acknowledge({
-          id: "AwsSolutions-VPC7",
-          reason: "Flow logs were turned off in weaver.toml ([aws] flow_logs = false).",
-        });
-      }
-    }
+    const network = this.createNetwork(props);
+    this.vpc = network.vpc;
+    this.flowLog = network.flowLog;
+    this.vpcCidr = network.cidr;
     const hasPrivate = this.vpc.privateSubnets.length > 0;
     this.taskSubnets = { subnetType: hasPrivate ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC };
     // Without private subnets (no NAT) tasks need a public IP to reach ECR, CloudWatch and Cloud Map.
     this.assignPublicIp = !hasPrivate;
 
-    this.cluster = new ecs.Cluster(this, "Cluster", {
-      vpc: this.vpc,
-      clusterName: this.deploymentId,
-      containerInsightsV2: props.containerInsights ?? true ? ecs.ContainerInsights.ENABLED : ecs.ContainerInsights.DISABLED,
-    });
-    if (!(props.containerInsights ?? true)) {
-      Validations.of(this.cluster).acknowledge({
-        id: "AwsSolutions-ECS4",
-        reason: "Container Insights were turned off in weaver.toml ([aws] container_insights = false).",
-      });
-    }
-
+    this.cluster = this.createCluster(props);
     // Cloud Map: an HTTP (API-only) namespace. Agents discover replicas with DiscoverInstances and
     // DiscoverInstancesRevision, never by DNS, so a private DNS namespace would only add a Route 53
     // hosted zone, DNS TTL staleness and route53 permissions for the control plane.
@@ -278,45 +251,14 @@ export class WeaverApp extends Construct {
       name: this.deploymentId,
       description: `tsweaver deployment ${this.deploymentId}: one service per component group`,
     });
+    this.logGroup = new logs.LogGroup(this, "Logs", { retention: this.retention });
+    this.secret = this.createSecret();
 
-    this.logGroup = new logs.LogGroup(this, "Logs", { retention });
+    const roles = this.createRoles();
+    this.executionRole = roles.execution;
+    this.weaveletRole = roles.weavelet;
+    this.controlPlaneRole = roles.controlPlane;
 
-    this.secret = new secretsmanager.Secret(this, "DeploymentSecret", {
-      description: `tsweaver ${this.deploymentId}: authenticates task agents to the control plane`,
-      generateSecretString: { passwordLength: 48, excludePunctuation: true },
-    });
-    Validations.of(this.secret).acknowledge({
-      id: "AwsSolutions-SMG4",
-      reason:
-        "ECS injects the secret when a task starts, so automatic rotation under running tasks would lock their " +
-        "agents out of the control plane. It is scoped to one deployment; to change it, put a new value and " +
-        "restart the deployment's tasks together.",
-    });
-
-    // ---- IAM ----------------------------------------------------------------------------------
-    this.executionRole = new iam.Role(this, "ExecutionRole", {
-      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
-      description: `tsweaver ${this.deploymentId}: ECS task execution (image pull, logs, deployment secret)`,
-    });
-    Validations.of(this.executionRole).acknowledge({
-      id: "AwsSolutions-IAM5[Resource::*]",
-      reason: "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
-    });
-    // Task roles trust ECS tasks of this account only (confused-deputy protection).
-    const taskPrincipal = new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
-      StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID },
-      ArnLike: { "aws:SourceArn": `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
-    });
-    this.weaveletRole = new iam.Role(this, "WeaveletRole", {
-      assumedBy: taskPrincipal,
-      description: `tsweaver ${this.deploymentId}: group tasks (discover replicas in the namespace)`,
-    });
-    this.controlPlaneRole = new iam.Role(this, "ControlPlaneRole", {
-      assumedBy: taskPrincipal,
-      description: `tsweaver ${this.deploymentId}: control plane (scale groups, register replicas and targets)`,
-    });
-
-    // ---- Security groups ----------------------------------------------------------------------
     // Egress stays open: apps call their own dependencies, and tasks reach AWS APIs through NAT.
     this.weaveletSecurityGroup = new ec2.SecurityGroup(this, "WeaveletSecurityGroup", {
       vpc: this.vpc,
@@ -330,135 +272,255 @@ export class WeaverApp extends Construct {
     });
     const wsg = this.weaveletSecurityGroup;
     const csg = this.controlPlaneSecurityGroup;
-    wsg.addIngressRule(wsg, ec2.Port.tcp(rpcPort), "component RPC between weavelets");
-    wsg.addIngressRule(csg, ec2.Port.tcp(rpcPort), "control plane to weavelet RPC port");
-    csg.addIngressRule(wsg, ec2.Port.tcp(controlPort), "task agents to the control plane");
+    wsg.addIngressRule(wsg, ec2.Port.tcp(this.rpcPort), "component RPC between weavelets");
+    wsg.addIngressRule(csg, ec2.Port.tcp(this.rpcPort), "control plane to weavelet RPC port");
+    csg.addIngressRule(wsg, ec2.Port.tcp(this.controlPort), "task agents to the control plane");
 
-    // ---- Load balancer (created before the tasks: their port mappings include listener ports) ----
-    const listenerProps = [...(props.listeners ?? [])];
-    const listeners = new Map<string, WeaverListener>();
-    this.listeners = listeners;
-    if (listenerProps.length === 0) {
-      this.loadBalancer = undefined;
-      this.loadBalancerSecurityGroup = undefined;
-      this.accessLogBucket = undefined;
+    // The load balancer comes before the tasks: their port mappings include listener ports.
+    const lb = this.createLoadBalancer(props);
+    this.loadBalancer = lb?.loadBalancer;
+    this.loadBalancerSecurityGroup = lb?.securityGroup;
+    this.accessLogBucket = lb?.accessLogBucket;
+    this.listeners = lb?.listeners ?? new Map();
+
+    this.groups = this.createGroups(props);
+    this.mainGroup = [...this.groups.values()].find((g) => g.components.includes(MAIN_COMPONENT))!;
+
+    const cp = this.createControlPlane(props);
+    this.controlPlaneDiscoveryService = cp.discoveryService;
+    this.controlPlaneTaskDefinition = cp.taskDefinition;
+    this.controlPlaneService = cp.service;
+
+    this.grantWeavelet();
+    this.grantControlPlane();
+    this.addOutputs(props.appName);
+  }
+
+  /** A new VPC (2 AZs, public subnets, private ones with NAT, reject flow logs), or the one given. */
+  private createNetwork(props: WeaverAppProps): { vpc: ec2.IVpc; flowLog: ec2.FlowLog | undefined; cidr: string } {
+    if (props.vpc) return { vpc: props.vpc, flowLog: undefined, cidr: props.vpc.vpcCidrBlock };
+    const natGateways = props.natGateways ?? 1;
+    const cidr = props.vpcCidr ?? "10.0.0.0/16";
+    const subnets: ec2.SubnetConfiguration[] = [{ name: "public", subnetType: ec2.SubnetType.PUBLIC, cidrMask: 22 }];
+    if (natGateways > 0) subnets.push({ name: "private", subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 });
+    const vpc = new ec2.Vpc(this, "Vpc", {
+      ipAddresses: ec2.IpAddresses.cidr(cidr),
+      maxAzs: 2,
+      natGateways,
+      subnetConfiguration: subnets,
+      // No resource of this stack uses the default security group; restricting it would add a
+      // Lambda-backed custom resource to every deployment.
+      restrictDefaultSecurityGroup: false,
+    });
+    if (!(props.flowLogs ?? true)) {
+      Validations.of(vpc).acknowledge({
+        id: "AwsSolutions-VPC7",
+        reason: "Flow logs were turned off in weaver.toml ([aws] flow_logs = false).",
+      });
+      return { vpc, flowLog: undefined, cidr };
+    }
+    const flowLogGroup = new logs.LogGroup(this, "FlowLogs", { retention: this.retention });
+    const flowLog = vpc.addFlowLog("FlowLog", {
+      destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogGroup),
+      trafficType: ec2.FlowLogTrafficType.REJECT,
+    });
+    return { vpc, flowLog, cidr };
+  }
+
+  private createCluster(props: WeaverAppProps): ecs.Cluster {
+    const insights = props.containerInsights ?? true;
+    const cluster = new ecs.Cluster(this, "Cluster", {
+      vpc: this.vpc,
+      clusterName: this.deploymentId,
+      containerInsightsV2: insights ? ecs.ContainerInsights.ENABLED : ecs.ContainerInsights.DISABLED,
+    });
+    if (!insights) {
+      Validations.of(cluster).acknowledge({
+        id: "AwsSolutions-ECS4",
+        reason: "Container Insights were turned off in weaver.toml ([aws] container_insights = false).",
+      });
+    }
+    return cluster;
+  }
+
+  private createSecret(): secretsmanager.Secret {
+    const secret = new secretsmanager.Secret(this, "DeploymentSecret", {
+      description: `tsweaver ${this.deploymentId}: authenticates task agents to the control plane`,
+      generateSecretString: { passwordLength: 48, excludePunctuation: true },
+    });
+    Validations.of(secret).acknowledge({
+      id: "AwsSolutions-SMG4",
+      reason:
+        "ECS injects the secret when a task starts, so automatic rotation under running tasks would lock their " +
+        "agents out of the control plane. It is scoped to one deployment; to change it, put a new value and " +
+        "restart the deployment's tasks together.",
+    });
+    return secret;
+  }
+
+  /** The shared execution role and the two task roles (their policies come in grant*). */
+  private createRoles(): { execution: iam.Role; weavelet: iam.Role; controlPlane: iam.Role } {
+    const execution = new iam.Role(this, "ExecutionRole", {
+      assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+      description: `tsweaver ${this.deploymentId}: ECS task execution (image pull, logs, deployment secret)`,
+    });
+    Validations.of(execution).acknowledge({
+      id: "AwsSolutions-IAM5[Resource::*]",
+      reason: "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
+    });
+    // Task roles trust ECS tasks of this account only (confused-deputy protection).
+    const taskPrincipal = new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
+      StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID },
+      ArnLike: { "aws:SourceArn": `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
+    });
+    const weavelet = new iam.Role(this, "WeaveletRole", {
+      assumedBy: taskPrincipal,
+      description: `tsweaver ${this.deploymentId}: group tasks (discover replicas in the namespace)`,
+    });
+    const controlPlane = new iam.Role(this, "ControlPlaneRole", {
+      assumedBy: taskPrincipal,
+      description: `tsweaver ${this.deploymentId}: control plane (versions' services, target groups, replicas, traffic)`,
+    });
+    return { execution, weavelet, controlPlane };
+  }
+
+  /**
+   * The ALB and one listener per tsweaver listener. A listener answers 503 by itself; the control plane
+   * owns a rule on it that forwards to the versions' target groups with weights, so a later `cdk deploy`
+   * (which only knows the listener) never resets where traffic goes.
+   */
+  private createLoadBalancer(props: WeaverAppProps):
+    | { loadBalancer: elbv2.ApplicationLoadBalancer; securityGroup: ec2.SecurityGroup; accessLogBucket: s3.Bucket | undefined; listeners: Map<string, WeaverListener> }
+    | undefined {
+    const listenerProps = props.listeners ?? [];
+    if (listenerProps.length === 0) return undefined;
+    const stack = Stack.of(this);
+    const internal = props.internalLoadBalancer ?? false;
+    const hasPrivate = this.vpc.privateSubnets.length > 0;
+    const albSg = new ec2.SecurityGroup(this, "LoadBalancerSecurityGroup", {
+      vpc: this.vpc,
+      description: `tsweaver ${this.deploymentId} load balancer: listener ports in, container listener ports out`,
+      allowAllOutbound: false,
+    });
+    const lb = new elbv2.ApplicationLoadBalancer(this, "LoadBalancer", {
+      vpc: this.vpc,
+      internetFacing: !internal,
+      securityGroup: albSg,
+      vpcSubnets: { subnetType: internal && hasPrivate ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC },
+      dropInvalidHeaderFields: true,
+    });
+
+    const regionKnown = !Token.isUnresolved(stack.region);
+    if (props.accessLogs === true && !regionKnown) {
+      throw new Error("WeaverApp: accessLogs needs a stack with a concrete region (set [aws] region in weaver.toml)");
+    }
+    let accessLogBucket: s3.Bucket | undefined;
+    if (props.accessLogs ?? regionKnown) {
+      accessLogBucket = new s3.Bucket(this, "AccessLogs", {
+        encryption: s3.BucketEncryption.S3_MANAGED, // the only encryption ALB log delivery supports
+        enforceSSL: true,
+        blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+        objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        lifecycleRules: [{ expiration: Duration.days(this.retention) }],
+      });
+      Validations.of(accessLogBucket).acknowledge({
+        id: "AwsSolutions-S1",
+        reason: "This bucket only receives ALB access logs; logging access to the log bucket would need yet another bucket.",
+      });
+      lb.logAccessLogs(accessLogBucket, "alb");
     } else {
-      const internal = props.internalLoadBalancer ?? false;
-      const albSg = new ec2.SecurityGroup(this, "LoadBalancerSecurityGroup", {
-        vpc: this.vpc,
-        description: `tsweaver ${this.deploymentId} load balancer: listener ports in, container listener ports out`,
-        allowAllOutbound: false,
+      Validations.of(lb).acknowledge({
+        id: "AwsSolutions-ELB2",
+        reason: regionKnown
+          ? "Access logs were turned off in weaver.toml ([aws] access_logs = false)."
+          : "The stack is region-agnostic, and the access-log bucket policy must name the region's ELB " +
+            "log-delivery account; set [aws] region in weaver.toml to turn access logs on.",
       });
-      this.loadBalancerSecurityGroup = albSg;
-      const lb = new elbv2.ApplicationLoadBalancer(this, "LoadBalancer", {
-        vpc: this.vpc,
-        internetFacing: !internal,
-        securityGroup: albSg,
-        vpcSubnets: { subnetType: internal && hasPrivate ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC },
-        dropInvalidHeaderFields: true,
-      });
-      this.loadBalancer = lb;
-
-      const regionKnown = !Token.isUnresolved(stack.region);
-      if (props.accessLogs === true && !regionKnown) {
-        throw new Error("WeaverApp: accessLogs needs a stack with a concrete region (set [aws] region in weaver.toml)");
-      }
-      if (props.accessLogs ?? regionKnown) {
-        const bucket = new s3.Bucket(this, "AccessLogs", {
-          encryption: s3.BucketEncryption.S3_MANAGED, // the only encryption ALB log delivery supports
-          enforceSSL: true,
-          blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-          objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-          lifecycleRules: [{ expiration: Duration.days(retention) }],
-        });
-        Validations.of(bucket).acknowledge({
-          id: "AwsSolutions-S1",
-          reason: "This bucket only receives ALB access logs; logging access to the log bucket would need yet another bucket.",
-        });
-        lb.logAccessLogs(bucket, "alb");
-        this.accessLogBucket = bucket;
-      } else {
-        this.accessLogBucket = undefined;
-        Validations.of(lb).acknowledge({
-          id: "AwsSolutions-ELB2",
-          reason: regionKnown
-            ? "Access logs were turned off in weaver.toml ([aws] access_logs = false)."
-            : "The stack is region-agnostic, and the access-log bucket policy must name the region's ELB " +
-              "log-delivery account; set [aws] region in weaver.toml to turn access logs on.",
-        });
-      }
-
-      let anyOpen = false;
-      for (const l of listenerProps) {
-        const p = pascalCase(l.name);
-        const https = l.certificateArn !== undefined;
-        const port = l.port ?? (https ? 443 : 80);
-        const open = (l.public ?? true) && !internal;
-        anyOpen ||= open;
-        const peer = open ? ec2.Peer.anyIpv4() : ec2.Peer.ipv4(vpcCidr);
-        const targetGroup = new elbv2.ApplicationTargetGroup(this, `Target${p}`, {
-          vpc: this.vpc,
-          targetType: elbv2.TargetType.IP,
-          protocol: elbv2.ApplicationProtocol.HTTP,
-          port: l.containerPort,
-          deregistrationDelay: Duration.seconds(30),
-          healthCheck: {
-            path: l.healthCheckPath ?? "/",
-            healthyHttpCodes: "200-399",
-            interval: Duration.seconds(15),
-            healthyThresholdCount: 2,
-            unhealthyThresholdCount: 3,
-          },
-        });
-        const listener = lb.addListener(`Listener${p}`, {
-          port,
-          protocol: https ? elbv2.ApplicationProtocol.HTTPS : elbv2.ApplicationProtocol.HTTP,
-          certificates: https ? [elbv2.ListenerCertificate.fromArn(l.certificateArn!)] : undefined,
-          sslPolicy: https ? elbv2.SslPolicy.RECOMMENDED_TLS : undefined,
-          open: false,
-          defaultTargetGroups: [targetGroup],
-        });
-        albSg.addIngressRule(peer, ec2.Port.tcp(port), `listener ${l.name}`);
-        // ALB → tasks on the container port only (adds the ALB's egress rule too).
-        wsg.connections.allowFrom(albSg, ec2.Port.tcp(l.containerPort), `ALB to listener ${l.name}`);
-
-        let redirectListener: elbv2.ApplicationListener | undefined;
-        const redirectPort = https ? (l.redirectPort ?? 80) : 0;
-        if (redirectPort > 0) {
-          redirectListener = lb.addListener(`Redirect${p}`, {
-            port: redirectPort,
-            protocol: elbv2.ApplicationProtocol.HTTP,
-            open: false,
-            defaultAction: elbv2.ListenerAction.redirect({ protocol: "HTTPS", port: String(port), permanent: true }),
-          });
-          albSg.addIngressRule(peer, ec2.Port.tcp(redirectPort), `listener ${l.name}: HTTP to HTTPS redirect`);
-        }
-        const scheme = https ? "https" : "http";
-        const standard = (https && port === 443) || (!https && port === 80);
-        const url = `${scheme}://${lb.loadBalancerDnsName}${standard ? "" : `:${port}`}`;
-        listeners.set(l.name, { name: l.name, port, containerPort: l.containerPort, listener, targetGroup, redirectListener, url });
-      }
-      if (anyOpen) {
-        Validations.of(albSg).acknowledge({
-          id: "AwsSolutions-EC23",
-          reason: "Public listeners of an internet-facing ALB ([aws.listeners.NAME] public = true) accept traffic from anywhere by design.",
-        });
-      }
     }
 
-    // ---- Groups -------------------------------------------------------------------------------
-    const taskEnv = {
+    const listeners = new Map<string, WeaverListener>();
+    let anyOpen = false;
+    for (const l of listenerProps) {
+      const p = pascalCase(l.name);
+      const https = l.certificateArn !== undefined;
+      const port = l.port ?? (https ? 443 : 80);
+      const open = (l.public ?? true) && !internal;
+      anyOpen ||= open;
+      const peer = open ? ec2.Peer.anyIpv4() : ec2.Peer.ipv4(this.vpcCidr);
+      const listener = lb.addListener(`Listener${p}`, {
+        port,
+        protocol: https ? elbv2.ApplicationProtocol.HTTPS : elbv2.ApplicationProtocol.HTTP,
+        certificates: https ? [elbv2.ListenerCertificate.fromArn(l.certificateArn!)] : undefined,
+        sslPolicy: https ? elbv2.SslPolicy.RECOMMENDED_TLS : undefined,
+        open: false,
+        defaultAction: elbv2.ListenerAction.fixedResponse(503, {
+          contentType: "text/plain",
+          messageBody: "no version of this app is serving yet (tsweaver aws activate)",
+        }),
+      });
+      albSg.addIngressRule(peer, ec2.Port.tcp(port), `listener ${l.name}`);
+      // ALB → tasks on the container port only (adds the ALB's egress rule too).
+      this.weaveletSecurityGroup.connections.allowFrom(albSg, ec2.Port.tcp(l.containerPort), `ALB to listener ${l.name}`);
+
+      let redirectListener: elbv2.ApplicationListener | undefined;
+      const redirectPort = https ? (l.redirectPort ?? 80) : 0;
+      if (redirectPort > 0) {
+        redirectListener = lb.addListener(`Redirect${p}`, {
+          port: redirectPort,
+          protocol: elbv2.ApplicationProtocol.HTTP,
+          open: false,
+          defaultAction: elbv2.ListenerAction.redirect({ protocol: "HTTPS", port: String(port), permanent: true }),
+        });
+        albSg.addIngressRule(peer, ec2.Port.tcp(redirectPort), `listener ${l.name}: HTTP to HTTPS redirect`);
+      }
+      const scheme = https ? "https" : "http";
+      const standard = (https && port === 443) || (!https && port === 80);
+      const url = `${scheme}://${lb.loadBalancerDnsName}${standard ? "" : `:${port}`}`;
+      listeners.set(l.name, {
+        name: l.name,
+        port,
+        containerPort: l.containerPort,
+        healthCheckPath: l.healthCheckPath ?? "/",
+        deregistrationDelaySeconds: l.deregistrationDelaySeconds ?? 30,
+        listener,
+        redirectListener,
+        url,
+      });
+    }
+    if (anyOpen) {
+      Validations.of(albSg).acknowledge({
+        id: "AwsSolutions-EC23",
+        reason: "Public listeners of an internet-facing ALB ([aws.listeners.NAME] public = true) accept traffic from anywhere by design.",
+      });
+    }
+    return { loadBalancer: lb, securityGroup: albSg, accessLogBucket, listeners };
+  }
+
+  /** The environment every task gets. */
+  private taskEnv(props: WeaverAppProps): Record<string, string> {
+    return {
       [ENV.APP]: props.appName,
       [ENV.DEPLOYMENT]: this.deploymentId,
+      [ENV.VERSION]: this.version,
       [ENV.CONFIG]: props.configPathInImage,
       [ENV.NAMESPACE]: this.deploymentId,
       [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
-      [ENV.CONTROL_PORT]: String(controlPort),
-      [ENV.RPC_PORT]: String(rpcPort),
+      [ENV.CONTROL_PORT]: String(this.controlPort),
+      [ENV.RPC_PORT]: String(this.rpcPort),
     };
-    const secrets = { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) };
-    const runtimePlatform = { cpuArchitecture, operatingSystemFamily: ecs.OperatingSystemFamily.LINUX };
+  }
+
+  private runtimePlatform(props: WeaverAppProps): ecs.RuntimePlatform {
+    return { cpuArchitecture: props.cpuArchitecture ?? ecs.CpuArchitecture.X86_64, operatingSystemFamily: ecs.OperatingSystemFamily.LINUX };
+  }
+
+  /**
+   * Per group: this version's task definition and the group's Cloud Map service. No ECS service: the
+   * control plane creates one per version (`<group>-<version>`) when it rolls the version out.
+   */
+  private createGroups(props: WeaverAppProps): Map<string, WeaverGroup> {
     const groups = new Map<string, WeaverGroup>();
+    const containerPorts = [this.rpcPort, ...[...this.listeners.values()].map((l) => l.containerPort)];
     for (const g of props.groups) {
       const scope = new Construct(this, `Group${pascalCase(g.name)}`);
       const minReplicas = g.minReplicas ?? 1;
@@ -469,129 +531,122 @@ export class WeaverApp extends Construct {
         memoryLimitMiB: g.memoryMiB ?? 512,
         executionRole: this.executionRole,
         taskRole: this.weaveletRole,
-        runtimePlatform,
+        runtimePlatform: this.runtimePlatform(props),
       });
       const container = taskDefinition.addContainer(AGENT_CONTAINER, {
         image: props.image,
         command: [...AGENT_COMMAND],
         environment: {
-          ...taskEnv,
+          ...this.taskEnv(props),
           [ENV.GROUP]: g.name,
           [ENV.COMPONENTS]: g.components.join(","),
           ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
         },
-        secrets,
+        secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
         logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
-        portMappings: [rpcPort, ...listenerProps.map((l) => l.containerPort)].map((containerPort) => ({ containerPort })),
+        portMappings: containerPorts.map((containerPort) => ({ containerPort })),
         essential: true,
       });
       ackEnvironment(taskDefinition);
-      const service = new ecs.FargateService(scope, "Service", {
-        cluster: this.cluster,
-        taskDefinition,
-        serviceName: g.name,
-        // The control plane raises it on activation; the template value stays 0.
-        desiredCount: 0,
-        minHealthyPercent: 100,
-        maxHealthyPercent: 200,
-        circuitBreaker: { enable: true, rollback: true },
-        securityGroups: [wsg],
-        vpcSubnets: this.taskSubnets,
-        assignPublicIp: this.assignPublicIp,
-        enableECSManagedTags: true,
-        propagateTags: ecs.PropagatedTagSource.SERVICE,
-      });
-      // Minimum 0 so that registering the target does not start tasks; activation raises the minimum
-      // to the group's floor (RegisterScalableTarget) along with the desired count.
-      const scaling = service.autoScaleTaskCount({ minCapacity: 0, maxCapacity: maxReplicas });
-      scaling.scaleOnCpuUtilization("Cpu", {
-        targetUtilizationPercent: g.cpuTargetPercent ?? 70,
-        scaleInCooldown: Duration.seconds(120),
-        scaleOutCooldown: Duration.seconds(60),
-      });
       const discoveryService = this.namespace.createService(`Discovery${pascalCase(g.name)}`, {
         name: g.name,
-        description: `ready replicas of ${g.components.join(", ")}`,
+        description: `ready replicas of ${g.components.join(", ")} (every version; attribute TSWEAVER_VERSION tells them apart)`,
       });
-      groups.set(g.name, { name: g.name, components: [...g.components], minReplicas, maxReplicas, taskDefinition, container, service, scaling, discoveryService });
+      groups.set(g.name, {
+        name: g.name,
+        components: [...g.components],
+        minReplicas,
+        maxReplicas,
+        cpuTargetPercent: g.cpuTargetPercent ?? 70,
+        taskDefinition,
+        container,
+        discoveryService,
+      });
     }
-    this.groups = groups;
-    this.mainGroup = [...groups.values()].find((g) => g.components.includes(MAIN_COMPONENT))!;
+    return groups;
+  }
 
-    // ---- Control plane ------------------------------------------------------------------------
-    this.controlPlaneDiscoveryService = this.namespace.createService("DiscoveryControlPlane", {
+  /**
+   * The control plane: one task normally, two briefly while a deploy replaces it (minimum healthy 100%:
+   * the old one serves agents until the new one runs; only the newest running one acts, see
+   * docs/aws.md). A long stop timeout lets it remove the versions' services and target groups when
+   * the stack is deleted.
+   */
+  private createControlPlane(props: WeaverAppProps): { discoveryService: servicediscovery.Service; taskDefinition: ecs.FargateTaskDefinition; service: ecs.FargateService } {
+    const stack = Stack.of(this);
+    const discoveryService = this.namespace.createService("DiscoveryControlPlane", {
       name: CONTROLPLANE_NAME,
       description: "the control plane task (it registers itself)",
     });
     const groupsEnv: GroupsEnv = {};
-    for (const g of groups.values()) {
+    for (const g of this.groups.values()) {
       groupsEnv[g.name] = {
-        service: g.service.serviceName,
-        serviceArn: g.service.serviceArn,
         taskDefinition: g.taskDefinition.taskDefinitionArn,
         discoveryServiceId: g.discoveryService.serviceId,
         components: g.components,
         min: g.minReplicas,
         max: g.maxReplicas,
+        cpuTarget: g.cpuTargetPercent,
       };
     }
     const listenersEnv: ListenersEnv = {};
-    for (const l of listeners.values()) {
+    for (const l of this.listeners.values()) {
       listenersEnv[l.name] = {
         url: l.url,
         port: l.port,
         containerPort: l.containerPort,
-        targetGroupArn: l.targetGroup.targetGroupArn,
         listenerArn: l.listener.listenerArn,
+        healthCheckPath: l.healthCheckPath,
+        deregistrationDelaySeconds: l.deregistrationDelaySeconds,
       };
     }
-    this.controlPlaneTaskDefinition = new ecs.FargateTaskDefinition(this, "ControlPlaneTaskDefinition", {
+    const taskDefinition = new ecs.FargateTaskDefinition(this, "ControlPlaneTaskDefinition", {
       family: `${this.deploymentId}-controlplane`,
       cpu: props.controlPlaneCpu ?? 256,
       memoryLimitMiB: props.controlPlaneMemoryMiB ?? 512,
       executionRole: this.executionRole,
       taskRole: this.controlPlaneRole,
-      runtimePlatform,
+      runtimePlatform: this.runtimePlatform(props),
     });
-    this.controlPlaneTaskDefinition.addContainer(CONTROLPLANE_CONTAINER, {
+    taskDefinition.addContainer(CONTROLPLANE_CONTAINER, {
       image: props.image,
       command: [...CONTROLPLANE_COMMAND],
       environment: {
-        ...taskEnv,
+        ...this.taskEnv(props),
         [ENV.CLUSTER]: this.cluster.clusterArn,
         [ENV.NAMESPACE_ID]: this.namespace.namespaceId,
-        [ENV.CONTROLPLANE_SERVICE_ID]: this.controlPlaneDiscoveryService.serviceId,
+        [ENV.CONTROLPLANE_SERVICE_ID]: discoveryService.serviceId,
         [ENV.GROUPS]: stack.toJsonString(groupsEnv),
         [ENV.LISTENERS]: stack.toJsonString(listenersEnv),
+        [ENV.ROLLOUT]: JSON.stringify(props.rollout),
+        [ENV.VPC_ID]: this.vpc.vpcId,
         [ENV.SUBNETS]: this.vpc.selectSubnets(this.taskSubnets).subnetIds.join(","),
-        [ENV.SECURITY_GROUP]: wsg.securityGroupId,
+        [ENV.SECURITY_GROUP]: this.weaveletSecurityGroup.securityGroupId,
         [ENV.ASSIGN_PUBLIC_IP]: this.assignPublicIp ? "ENABLED" : "DISABLED",
       },
-      secrets,
+      secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "controlplane" }),
-      portMappings: [{ containerPort: controlPort }],
+      portMappings: [{ containerPort: this.controlPort }],
+      stopTimeout: Duration.seconds(120),
       essential: true,
     });
-    ackEnvironment(this.controlPlaneTaskDefinition);
-    this.controlPlaneService = new ecs.FargateService(this, "ControlPlaneService", {
+    ackEnvironment(taskDefinition);
+    const service = new ecs.FargateService(this, "ControlPlaneService", {
       cluster: this.cluster,
-      taskDefinition: this.controlPlaneTaskDefinition,
+      taskDefinition,
       serviceName: CONTROLPLANE_NAME,
-      // Exactly one task, also during deployments: stop the old one before starting the new one.
       desiredCount: 1,
-      minHealthyPercent: 0,
-      maxHealthyPercent: 100,
+      // Never zero control planes: the new task starts before the old one stops.
+      minHealthyPercent: 100,
+      maxHealthyPercent: 200,
       circuitBreaker: { enable: true, rollback: true },
-      securityGroups: [csg],
+      securityGroups: [this.controlPlaneSecurityGroup],
       vpcSubnets: this.taskSubnets,
       assignPublicIp: this.assignPublicIp,
       enableECSManagedTags: true,
       propagateTags: ecs.PropagatedTagSource.SERVICE,
     });
-
-    this.grantWeavelet();
-    this.grantControlPlane();
-    this.addOutputs(props.appName);
+    return { discoveryService, taskDefinition, service };
   }
 
   /** Group tasks may only discover instances of this namespace. */
@@ -632,18 +687,16 @@ export class WeaverApp extends Construct {
       role.addToPrincipalPolicy(new iam.PolicyStatement(s));
     };
 
-    // ECS: this cluster's group services, tasks and task definitions only.
-    add({ sid: "GroupServices", actions: ["ecs:DescribeServices", "ecs:UpdateService"], resources: groups.map((g) => g.service.serviceArn) });
+    // ECS: the versions' services of this cluster (their names are generated per version).
+    const services = stack.formatArn({ service: "ecs", resource: "service", resourceName: `${this.cluster.clusterName}/*` });
     add({
-      sid: "RunGroupTasks",
-      actions: ["ecs:RunTask"],
-      resources: groups.map((g) => g.taskDefinition.taskDefinitionArn),
+      sid: "VersionServices",
+      actions: ["ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService", "ecs:DescribeServices", "ecs:TagResource", "ecs:UntagResource", "ecs:ListTagsForResource"],
+      resources: [services],
       conditions: inCluster,
     });
     const taskArns = stack.formatArn({ service: "ecs", resource: "task", resourceName: `${this.cluster.clusterName}/*` });
     add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks", "ecs:StopTask"], resources: [taskArns], conditions: inCluster });
-    // Tags a RunTask puts on the task it starts (e.g. the group), and only then.
-    add({ sid: "TagStartedTasks", actions: ["ecs:TagResource"], resources: [taskArns], conditions: { StringEquals: { "ecs:CreateAction": "RunTask" } } });
     // ListTasks/ListServices are authorized on "*" (their resource is the container instance or none);
     // the ecs:cluster condition limits them to this cluster.
     add({ sid: "ListInCluster", actions: ["ecs:ListTasks", "ecs:ListServices"], resources: ["*"], conditions: inCluster });
@@ -654,13 +707,29 @@ export class WeaverApp extends Construct {
       resources: [this.weaveletRole.roleArn, this.executionRole.roleArn],
       conditions: { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } },
     });
-    // Application Auto Scaling: the replica floor. Scalable-target ARNs carry a generated id that the
-    // template cannot know, so the resource is every scalable target of this account and region; AWS
-    // additionally requires ecs:UpdateService on the target service itself, which is granted for this
-    // app's group services only (GroupServices).
+    // Application Auto Scaling: each version service's floor, bounds and CPU policy. Scalable-target
+    // ARNs carry a generated id that the template cannot know, so the resource is every scalable
+    // target of this account and region; AWS additionally requires ecs:UpdateService on the target
+    // service itself, granted for this cluster's services only (VersionServices).
     const scalableTargets = stack.formatArn({ service: "application-autoscaling", resource: "scalable-target", resourceName: "*" });
-    add({ sid: "GroupScalingFloor", actions: ["application-autoscaling:RegisterScalableTarget"], resources: [scalableTargets] });
+    add({
+      sid: "VersionScaling",
+      actions: [
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:PutScalingPolicy",
+        "application-autoscaling:DeleteScalingPolicy",
+      ],
+      resources: [scalableTargets],
+    });
     add({ sid: "DescribeScaling", actions: ["application-autoscaling:DescribeScalableTargets"], resources: ["*"], conditions: inRegion });
+    // The first RegisterScalableTarget of an account creates ECS's autoscaling service-linked role.
+    add({
+      sid: "ScalingServiceLinkedRole",
+      actions: ["iam:CreateServiceLinkedRole"],
+      resources: [stack.formatArn({ service: "iam", region: "", resource: "role", resourceName: "aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService" })],
+      conditions: { StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" } },
+    });
 
     // Cloud Map: instances of this namespace's services only.
     add({
@@ -678,25 +747,42 @@ export class WeaverApp extends Construct {
     add({ sid: "RegistrationStatus", actions: ["servicediscovery:GetOperation"], resources: ["*"], conditions: inRegion });
     for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
 
-    // ELBv2: this ALB's target groups, listeners and rules only.
+    // CloudFormation: its own stack's status (a control plane stopped by a stack deletion removes the
+    // versions' resources, which the template does not hold).
+    add({ sid: "OwnStack", actions: ["cloudformation:DescribeStacks"], resources: [stack.stackId] });
+
+    // ELBv2: the versions' target groups (named tw-<hash of deployment and listener>-<version>), this
+    // ALB's listeners and rules.
     const lb = this.loadBalancer;
-    let listenerRules: string | undefined;
+    const acknowledge = (resource: string, reason: string): void => {
+      Validations.of(role).acknowledge({ id: `AwsSolutions-IAM5[Resource::${nagResource(stack, resource)}]`, reason });
+    };
     if (lb) {
       const ls = [...this.listeners.values()];
+      const targetGroups = ls.map((l) =>
+        stack.formatArn({ service: "elasticloadbalancing", resource: "targetgroup", resourceName: `${targetGroupName(this.deploymentId, l.name, "")}*` }),
+      );
       add({
-        sid: "ListenerTargets",
-        actions: ["elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets"],
-        resources: ls.map((l) => l.targetGroup.targetGroupArn),
+        sid: "VersionTargetGroups",
+        actions: [
+          "elasticloadbalancing:CreateTargetGroup",
+          "elasticloadbalancing:DeleteTargetGroup",
+          "elasticloadbalancing:ModifyTargetGroupAttributes",
+          "elasticloadbalancing:RegisterTargets",
+          "elasticloadbalancing:DeregisterTargets",
+          "elasticloadbalancing:AddTags",
+        ],
+        resources: targetGroups,
       });
       add({
         sid: "CreateListenerRules",
-        actions: ["elasticloadbalancing:CreateRule"],
+        actions: ["elasticloadbalancing:CreateRule", "elasticloadbalancing:AddTags"],
         resources: ls.map((l) => l.listener.listenerArn),
       });
-      listenerRules = stack.formatArn({ service: "elasticloadbalancing", resource: "listener-rule", resourceName: `${lb.loadBalancerFullName}/*` });
+      const listenerRules = stack.formatArn({ service: "elasticloadbalancing", resource: "listener-rule", resourceName: `${lb.loadBalancerFullName}/*` });
       add({
         sid: "ChangeListenerRules",
-        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:SetRulePriorities"],
+        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:SetRulePriorities", "elasticloadbalancing:AddTags"],
         resources: [listenerRules],
       });
       // ELBv2 Describe* actions support no resource-level permissions: "*" in this region, read-only.
@@ -705,31 +791,30 @@ export class WeaverApp extends Construct {
         actions: [
           "elasticloadbalancing:DescribeTargetHealth",
           "elasticloadbalancing:DescribeTargetGroups",
+          "elasticloadbalancing:DescribeTargetGroupAttributes",
           "elasticloadbalancing:DescribeListeners",
           "elasticloadbalancing:DescribeRules",
+          "elasticloadbalancing:DescribeTags",
           "elasticloadbalancing:DescribeLoadBalancers",
         ],
         resources: ["*"],
         conditions: inRegion,
       });
+      for (const tg of targetGroups) acknowledge(tg, "Each version's target group is created by the control plane; the name prefix limits these rights to this deployment's listener.");
+      acknowledge(listenerRules, "Listener-rule ids are generated when rules are created; the pattern limits rule changes to this load balancer's listeners.");
     }
 
-    const acknowledge = (resource: string, reason: string): void => {
-      Validations.of(role).acknowledge({ id: `AwsSolutions-IAM5[Resource::${nagResource(stack, resource)}]`, reason });
-    };
     acknowledge(
       "*",
       "Only for actions AWS authorizes on \"*\" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, " +
         "ELBv2 Describe*, DiscoverInstances); every such statement is condition-scoped to this cluster, this namespace or this region.",
     );
+    acknowledge(services, "Each version's services are created by the control plane with generated names; the ARN pattern and the ecs:cluster condition limit these rights to this cluster.");
     acknowledge(taskArns, "Task ids are generated at run time; the ARN pattern and the ecs:cluster condition limit DescribeTasks/StopTask to this cluster's tasks.");
     acknowledge(
       scalableTargets,
-      "Scalable-target ids are generated by Application Auto Scaling; AWS also requires ecs:UpdateService on the target service, granted for this app's services only.",
+      "Scalable-target ids are generated by Application Auto Scaling; AWS also requires ecs:UpdateService on the target service, granted for this cluster's services only.",
     );
-    if (listenerRules !== undefined) {
-      acknowledge(listenerRules, "Listener-rule ids are generated when rules are created; the pattern limits rule changes to this load balancer's listeners.");
-    }
   }
 
   private addOutputs(appName: string): void {
@@ -739,6 +824,7 @@ export class WeaverApp extends Construct {
     };
     out(OUTPUTS.APP, appName, "tsweaver app name");
     out(OUTPUTS.DEPLOYMENT, this.deploymentId, "Deployment id (stack name)");
+    out(OUTPUTS.VERSION, this.version, "Version this deploy rolls out (hash of image, app config and binary)");
     out(OUTPUTS.CLUSTER_NAME, this.cluster.clusterName, "ECS cluster");
     out(OUTPUTS.CLUSTER_ARN, this.cluster.clusterArn, "ECS cluster ARN");
     out(OUTPUTS.CONTROLPLANE_SERVICE, this.controlPlaneService.serviceName, "ECS service of the control plane");
@@ -746,17 +832,14 @@ export class WeaverApp extends Construct {
     out(OUTPUTS.NAMESPACE_ID, this.namespace.namespaceId, "Cloud Map namespace id");
     out(OUTPUTS.MAIN_GROUP, this.mainGroup.name, "Group hosting tsweaver/Main (raised by tsweaver aws activate)");
     const groupsOut: GroupsOutput = {};
-    for (const g of this.groups.values()) {
-      groupsOut[g.name] = { service: g.service.serviceName, discoveryServiceId: g.discoveryService.serviceId, min: g.minReplicas, max: g.maxReplicas };
-      out(groupServiceOutputKey(g.name), g.service.serviceName, `ECS service of group ${g.name} (${g.components.join(", ")})`);
-    }
-    out(OUTPUTS.GROUPS, stack.toJsonString(groupsOut), "Groups: ECS service, Cloud Map service id, replica floor and maximum (JSON)");
+    for (const g of this.groups.values()) groupsOut[g.name] = { discoveryServiceId: g.discoveryService.serviceId, min: g.minReplicas, max: g.maxReplicas };
+    out(OUTPUTS.GROUPS, stack.toJsonString(groupsOut), "Groups: Cloud Map service id, replica floor and maximum (JSON)");
     const listenersOut: ListenersOutput = {};
     for (const l of this.listeners.values()) {
-      listenersOut[l.name] = { url: l.url, targetGroupArn: l.targetGroup.targetGroupArn };
+      listenersOut[l.name] = { url: l.url, listenerArn: l.listener.listenerArn };
       out(listenerUrlOutputKey(l.name), l.url, `URL of listener ${l.name}`);
     }
-    out(OUTPUTS.LISTENERS, stack.toJsonString(listenersOut), "Listeners: URL and target group (JSON)");
+    out(OUTPUTS.LISTENERS, stack.toJsonString(listenersOut), "Listeners: URL and ALB listener (JSON)");
     out(OUTPUTS.LOG_GROUP, this.logGroup.logGroupName, "CloudWatch log group of every task (stream prefix: group name or controlplane)");
     out(OUTPUTS.SECRET_ARN, this.secret.secretArn, "Secrets Manager secret that authenticates agents to the control plane");
     if (this.loadBalancer) {

@@ -91,7 +91,7 @@ stackArgs(aws.command("activate").description("start the app: raise main's group
   .option("--replicas <n>", "tasks for main's group (default: its [aws.groups] min)", int)
   .option("--timeout <seconds>", "give up after this long", int, 600)
   .action(async (config: string | undefined, opts: { stack?: string; replicas?: number; timeout: number }) => (await awsCli()).activateCommand({ config, ...opts }));
-stackArgs(aws.command("status").description("groups (desired/running tasks, registered replicas), listener URLs and target health"))
+stackArgs(aws.command("status").description("every live version: rollout phase, traffic split, groups (desired/running tasks, registered replicas), listener target health"))
   .option("--json", "print JSON")
   .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) => (await awsCli()).awsStatusCommand({ config, ...opts }));
 stackArgs(aws.command("logs").description("the app's logs from CloudWatch Logs"))
@@ -102,6 +102,16 @@ stackArgs(aws.command("logs").description("the app's logs from CloudWatch Logs")
 stackArgs(aws.command("deactivate").description("stop the app: every group to 0 tasks, replicas and targets deregistered"))
   .option("--timeout <seconds>", "give up after this long", int, 300)
   .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).deactivateCommand({ config, ...opts }));
+const rollout = aws.command("rollout").description("the rollout of the deployed version: status, promote (skip the remaining steps), rollback (all traffic back to the previous version)");
+stackArgs(rollout.command("status").description("the deployed version's rollout phase and traffic share"))
+  .option("--json", "print JSON")
+  .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) => (await awsCli()).rolloutStatusCommand({ config, ...opts }));
+stackArgs(rollout.command("promote").description("skip the remaining steps: the deployed version takes all traffic, the previous one is retired"))
+  .option("--timeout <seconds>", "give up waiting for the control plane after this long", int, 300)
+  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).rolloutRequestCommand("promote", { config, ...opts }));
+stackArgs(rollout.command("rollback").description("move all traffic back to the previous version and retire the deployed one"))
+  .option("--timeout <seconds>", "give up waiting for the control plane after this long", int, 300)
+  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).rolloutRequestCommand("rollback", { config, ...opts }));
 aws.command("agent").description("(task entrypoint) run one group's weavelet in an ECS task").action(async () => (await import("../deployers/aws/agent.js")).agentCommand());
 aws.command("controlplane").description("(task entrypoint) run the control plane in its ECS task").action(async () => (await import("../deployers/aws/controlplane.js")).controlPlaneCommand());
 

@@ -21,6 +21,11 @@ import { type RpcLogger, silentLogger } from "./logger.js";
 export interface ConnectionOptions {
   /** Hash of the caller's method table, sent in HELLO; servers with another table refuse the connection. */
   methodTableHash: string;
+  /**
+   * The caller's deployment version, sent in HELLO; a server of another version refuses the connection,
+   * so two versions of an app never call each other. Default "": unversioned.
+   */
+  deploymentId?: string;
   /** Where connection trouble is reported (default: nowhere). */
   logger?: RpcLogger;
   /** Largest frame sent or accepted (default 16 MiB). */
@@ -87,6 +92,7 @@ export class Connection implements ChannelSink {
     // Field by field: a spread would let an explicit `undefined` override a default.
     this.opts = {
       methodTableHash: opts.methodTableHash,
+      deploymentId: opts.deploymentId ?? "",
       logger: opts.logger ?? silentLogger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
@@ -130,8 +136,8 @@ export class Connection implements ChannelSink {
     // Requests queue in the channel's writer but are held until HELLO_OK.
     const channel = new Channel(socket, this, this.opts.maxFrameSize, this.stats, true);
     this.channel = channel;
-    const hello = new Writer(64 + this.opts.methodTableHash.length * 3);
-    writeHello(hello, this.opts.methodTableHash);
+    const hello = new Writer(64 + (this.opts.methodTableHash.length + this.opts.deploymentId.length) * 3);
+    writeHello(hello, this.opts.methodTableHash, this.opts.deploymentId);
     socket.write(hello.toBuffer()); // node queues it until connected
     this.connectTimer = setTimeout(onConnectTimeout, this.opts.connectTimeoutMs, this, channel);
     this.connectTimer.unref();

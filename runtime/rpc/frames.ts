@@ -7,6 +7,7 @@
  * frame      = u32 length | u8 type | body          length counts type + body (so >= 1), <= max frame size
  *
  * HELLO      (1, client → server, first frame)      u32 protocolVersion | codec string methodTableHash
+ *                                                   | [codec string deploymentId]  (absent or "": unversioned)
  * HELLO_OK   (2, server → client)                   u32 protocolVersion
  * HELLO_ERR  (3, server → client, then close)       codec string message (names both sides' values)
  * REQUEST    (4, client → server)                   u32 requestId | u32 methodId | u32 remainingMs (0 = no deadline)
@@ -183,10 +184,11 @@ export function endFrame(w: Writer, start: number, maxFrameSize: number): void {
 }
 
 /** Appends a HELLO frame. */
-export function writeHello(w: Writer, methodTableHash: string): void {
+export function writeHello(w: Writer, methodTableHash: string, deploymentId = ""): void {
   const start = beginFrame(w, FrameType.HELLO);
   w.u32(RPC_PROTOCOL_VERSION);
   encodeValue(w, methodTableHash, "methodTableHash");
+  if (deploymentId !== "") encodeValue(w, deploymentId, "deploymentId");
   endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
 }
 

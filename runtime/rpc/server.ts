@@ -36,6 +36,11 @@ export interface RpcServerOptions {
   lookup: (methodId: number) => MethodHandler | undefined;
   /** Hash of the method table; clients with a different one are refused at HELLO. */
   methodTableHash: string;
+  /**
+   * This server's deployment version: a client of another version is refused at HELLO (versions never
+   * mix). Default "": unversioned, accepts every client.
+   */
+  deploymentId?: string;
   /** Where protocol errors and lifecycle events go. */
   logger: RpcLogger;
   /** Largest frame accepted or sent (default 16 MiB). */
@@ -95,6 +100,7 @@ export class RpcServer {
     this.opts = {
       lookup: opts.lookup,
       methodTableHash: opts.methodTableHash,
+      deploymentId: opts.deploymentId ?? "",
       logger: opts.logger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
@@ -374,13 +380,18 @@ class ServerConn implements ChannelSink {
   private onHello(r: Reader): void {
     const version = r.u32();
     const hash = r.value();
-    if (typeof hash !== "string" || !r.done) throw new FrameError("malformed HELLO");
+    const deploymentId = r.done ? "" : r.value();
+    if (typeof hash !== "string" || typeof deploymentId !== "string" || !r.done) throw new FrameError("malformed HELLO");
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
     const expected = this.server.opts.methodTableHash;
     let refusal: string | undefined;
     if (version !== RPC_PROTOCOL_VERSION) {
       refusal = `RPC protocol version mismatch: client speaks version ${version}, server speaks version ${RPC_PROTOCOL_VERSION}`;
+    } else if (deploymentId !== this.server.opts.deploymentId && deploymentId !== "" && this.server.opts.deploymentId !== "") {
+      refusal =
+        `deployment version mismatch: client is version ${JSON.stringify(deploymentId)}, server is version ` +
+        `${JSON.stringify(this.server.opts.deploymentId)} (two versions of an app never call each other)`;
     } else if (hash !== expected) {
       refusal =
         `method table hash mismatch: client has ${JSON.stringify(hash)}, server has ${JSON.stringify(expected)} ` +

@@ -77,7 +77,7 @@ export class Weavelet {
   private readonly stubs = new Map<string, Promise<object>>();
   /** Measure calls (per-method metrics); `TSWEAVER_METRICS=0` hands out bare local instances instead. */
   private readonly measure = process.env["TSWEAVER_METRICS"] !== "0";
-  private readonly pool = new ConnectionPool({ methodTableHash: methodTable().hash });
+  private readonly pool: ConnectionPool;
   private server: RpcServer | undefined;
   private dialAddress = "";
   private readonly logs: LogBatcher;
@@ -92,6 +92,8 @@ export class Weavelet {
   constructor(private readonly opts: WeaveletOptions) {
     this.logs = new LogBatcher(opts, (entries) => opts.host.logBatch(entries));
     this.logger = this.loggerFor("weavelet");
+    // The deployment id names the version: peers of another version refuse each other at HELLO.
+    this.pool = new ConnectionPool({ methodTableHash: methodTable().hash, deploymentId: opts.deploymentId });
     this.tracingAll = new Tracing({ app: opts.app, deploymentId: opts.deploymentId, weaveletId: opts.id, group: opts.group, sink: (spans) => opts.host.traceSpans(spans) });
     this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
   }
@@ -102,6 +104,7 @@ export class Weavelet {
     if (this.opts.internalAddress !== undefined) {
       this.server = new RpcServer({
         methodTableHash: table.hash,
+        deploymentId: this.opts.deploymentId,
         lookup: (id) => this.methodHandler(id),
         logger: rpcLogger(this.loggerFor("rpc")),
       });

@@ -1,11 +1,12 @@
 /**
- * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services, raised on demand as
+ * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services (of one version), raised on demand as
  * the frontend first calls each component.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { DescribeTargetGroupsCommand, DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
@@ -31,7 +32,8 @@ test("the boutique runs on the AWS deployer unchanged: home page and a product t
   const activate = await runCli(["aws", "activate", res.configFile, "--timeout", "120"]);
   assert.equal(activate.code, 0, activate.err + activate.out);
   const elb = new ElasticLoadBalancingV2Client(clientConfig(emu.endpoint));
-  const health = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: res.listeners["boutique"]!.targetGroupArn }));
+  const tg = await elb.send(new DescribeTargetGroupsCommand({ Names: [targetGroupName(res.stack, "boutique", res.version)] }));
+  const health = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: tg.TargetGroups![0]!.TargetGroupArn! }));
   const target = health.TargetHealthDescriptions?.[0]?.Target;
   assert.ok(target, "main is registered as the listener's target");
   const base = `http://${target.Id}:${target.Port}`;
@@ -44,7 +46,7 @@ test("the boutique runs on the AWS deployer unchanged: home page and a product t
   assert.equal(product.status, 200, product.body);
   // Every group the pages needed was raised by the control plane on first use.
   const groups = new Set(sim.runningTasks().map((t) => t.group));
-  for (const g of ["service:tsweaver-main", "service:boutique-productcatalog", "service:boutique-currency"]) assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
+  for (const g of ["tsweaver-main", "boutique-productcatalog", "boutique-currency"].map((g) => `service:${versionedServiceName(g, res.version)}`)) assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
   const deactivate = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
   assert.equal(deactivate.code, 0, deactivate.err);
   elb.destroy();

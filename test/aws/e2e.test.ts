@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
-import { DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { DescribeTargetGroupsCommand, DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
+import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
@@ -31,16 +32,20 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const out = await sd.send(new ListInstancesCommand({ ServiceId: res.groups[group]!.discoveryServiceId }));
     return out.Instances ?? [];
   };
+  /** The targets of the deployed version's target group of the hello listener (the control plane creates it). */
   const targets = async () => {
-    const out = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: res.listeners["hello"]!.targetGroupArn }));
+    const tg = await elb.send(new DescribeTargetGroupsCommand({ Names: [targetGroupName(res.stack, "hello", res.version)] }));
+    const out = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: tg.TargetGroups![0]!.TargetGroupArn! }));
     return (out.TargetHealthDescriptions ?? []).map((t) => t.Target!);
   };
+  /** The ECS service of a group in the deployed version. */
+  const svc = (group: string) => versionedServiceName(group, res.version);
   const helloAt = async () => {
     const [t] = await targets();
     assert.ok(t, "a target is registered");
     return `http://${t.Id}:${t.Port}`;
   };
-  const taskIdsOf = (group: string) => sim.runningTasks(group).map((t) => t.taskId).sort();
+  const taskIdsOf = (group: string) => sim.runningTasks(svc(group)).map((t) => t.taskId).sort();
 
   before(async () => {
     emu = await useEmulator();
@@ -67,7 +72,7 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const started = Date.now();
     const activate = await runCli(["aws", "activate", res.configFile, "--timeout", "120"]);
     assert.equal(activate.code, 0, activate.err + activate.out);
-    assert.match(activate.out, new RegExp(`activating ${res.stack}: group tsweaver-main → 1 task\\(s\\)`));
+    assert.match(activate.out, new RegExp(`activating ${res.stack} version ${res.version}: group tsweaver-main → 1 task\\(s\\)`));
     assert.match(activate.out, /tasks: 0 pending, 1\/1 running · registered replicas: 1\/1 · targets: hello 1\/1 healthy/);
     assert.match(activate.out, /listener hello: http:\/\//);
 
@@ -80,18 +85,18 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.equal(reply.body, "Hello, dlroW!\n");
 
     // The cross-task call needed hello-reverser: the control plane raised it and registered its replicas.
-    const svc = await ecs.send(new DescribeServicesCommand({ cluster: res.clusterArn, services: ["hello-reverser"] }));
-    assert.equal(svc.services?.[0]?.desiredCount, 2);
+    const reverser = await ecs.send(new DescribeServicesCommand({ cluster: res.clusterArn, services: [svc("hello-reverser")] }));
+    assert.equal(reverser.services?.[0]?.desiredCount, 2);
     await waitFor("2 reverser replicas registered", async () => (await instances("hello-reverser")).length === 2);
     const regs = await instances("hello-reverser");
-    const running = sim.runningTasks("hello-reverser");
+    const running = sim.runningTasks(svc("hello-reverser"));
     assert.deepEqual(regs.map((i) => i.Id).sort(), running.map((t) => t.taskId).sort());
     for (const i of regs) {
       const task = running.find((t) => t.taskId === i.Id)!;
       assert.equal(i.Attributes?.["AWS_INSTANCE_IPV4"], task.ip);
       assert.equal(i.Attributes?.["AWS_INSTANCE_PORT"], "19000");
       assert.equal(i.Attributes?.["TSWEAVER_TASK_ARN"], task.taskArn);
-      assert.equal(i.Attributes?.["TSWEAVER_VERSION"], res.stack);
+      assert.equal(i.Attributes?.["TSWEAVER_VERSION"], res.version);
     }
     assert.equal(proxy.injected("UpdateService"), 2, "two throttling errors were injected and retried");
 
@@ -106,17 +111,18 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
   test("status shows groups, tasks, registered replicas and target health", async () => {
     const status = await runCli(["aws", "status", res.configFile]);
     assert.equal(status.code, 0, status.err);
-    assert.match(status.out, new RegExp(`STACK ${res.stack}`));
-    assert.match(status.out, /hello-reverser +2 +2 +0 +2 +healthy/);
-    assert.match(status.out, /tsweaver-main +1 +1 +0 +1 +healthy/);
+    assert.match(status.out, new RegExp(`STACK ${res.stack} .*deployed version ${res.version}`));
+    assert.match(status.out, new RegExp(`${res.version} \\(deployed\\) +live +hello 100%`));
+    assert.match(status.out, new RegExp(`${res.version} +hello-reverser +2 +2 +0 +2 +healthy`));
+    assert.match(status.out, new RegExp(`${res.version} +tsweaver-main +1 +1 +0 +1 +healthy`));
     assert.match(status.out, /hello +http:\/\/\S+ +1 +1/);
-    const json = JSON.parse((await runCli(["aws", "status", "--json", res.configFile])).out) as { groups: { group: string; registered: number }[] };
-    assert.equal(json.groups.find((g) => g.group === "hello-reverser")?.registered, 2);
+    const json = JSON.parse((await runCli(["aws", "status", "--json", res.configFile])).out) as { versions: { version: string; groups: { group: string; registered: number }[] }[] };
+    assert.equal(json.versions.find((v) => v.version === res.version)?.groups.find((g) => g.group === "hello-reverser")?.registered, 2);
   });
 
   test("a killed agent: its instance is deregistered, calls move to the other replica, ECS replaces it", async () => {
     const url = await helloAt();
-    const [victim, survivor] = sim.runningTasks("hello-reverser");
+    const [victim, survivor] = sim.runningTasks(svc("hello-reverser"));
     sim.kill(victim!.taskArn, "SIGKILL");
     await waitFor("the dead task's instance is deregistered", async () => {
       const ids = (await instances("hello-reverser")).map((i) => i.Id);
@@ -136,7 +142,7 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/hello?name=x`)).status, 200);
     assert.deepEqual((await instances("hello-reverser")).map((i) => i.Id).sort(), beforeRegs);
     // The new control plane does the job: a replica killed now is deregistered and replaced.
-    const [victim] = sim.runningTasks("hello-reverser");
+    const [victim] = sim.runningTasks(svc("hello-reverser"));
     sim.kill(victim!.taskArn, "SIGKILL");
     await waitFor("replacement registered by the new control plane", async () => {
       const ids = (await instances("hello-reverser")).map((i) => i.Id);
@@ -161,19 +167,26 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const { ControlPlane } = await import("../../runtime/deployers/aws/controlplane.js");
     const cp = new ControlPlane({
       deployment: res.stack,
+      version: res.version,
       clusterArn: res.clusterArn,
       namespaceId: res.namespaceId,
       controlPlaneServiceId: "srv-none",
       controlPort: 0,
       rpcPort: 0,
       secret: "x",
-      groups: { ghost: { ...res.groups["hello-reverser"]!, service: "ghost-service", components: ["ghost/C"] } },
+      groups: { ghost: { ...res.groups["hello-reverser"]!, components: ["ghost/C"] } },
       listeners: {},
+      rollout: res.aws.rollout,
+      vpcId: "",
+      subnets: [],
+      securityGroup: "",
+      assignPublicIp: "DISABLED",
       reconcileMs: 60_000,
     }, undefined, { info() {}, warn() {}, error() {} });
-    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "ghost/C", routed: false }), /ecs:DescribeServices on service ghost-service: not found in cluster/);
-    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "nobody/Knows", routed: false }), /unknown component nobody\/Knows/);
-    await assert.rejects(cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1 }), /listener admin is not configured: add \[aws.listeners.admin\]/);
+    // A version that has no services here (not the control plane's own, so it does not create them).
+    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "ghost/C", routed: false, version: "v0000000000" }), /ecs:DescribeServices on service ghost-v0000000000: not found in cluster .*version v0000000000 is not running here/);
+    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "nobody/Knows", routed: false, version: res.version }), /unknown component nobody\/Knows/);
+    await assert.rejects(cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1, version: res.version }), /listener admin is not configured: add \[aws.listeners.admin\]/);
   });
 
   test("deactivate leaves no tasks, instances or targets", async () => {

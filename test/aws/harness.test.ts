@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { ApplicationAutoScalingClient, DescribeScalableTargetsCommand } from "@aws-sdk/client-application-auto-scaling";
 import { CloudWatchLogsClient, CreateLogGroupCommand, DescribeLogGroupsCommand, GetLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
 import {
   CreateClusterCommand,
@@ -21,10 +20,10 @@ import {
   StopTaskCommand,
   UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
-import { DescribeListenersCommand, DescribeLoadBalancersCommand, DescribeTargetGroupsCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { DescribeListenersCommand, DescribeLoadBalancersCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ListNamespacesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
-import { CONTROLPLANE_NAME, ENV, OUTPUTS, groupServiceOutputKey, listenerUrlOutputKey, type GroupsOutput, type ListenersOutput } from "../../runtime/deployers/aws/config.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS, listenerUrlOutputKey, versionedServiceName, type GroupsOutput, type ListenersOutput } from "../../runtime/deployers/aws/contract.js";
 import { alive as exists, ROOT, waitFor } from "../support/index.js";
 import { startFargate, type SimTask } from "./fargate.js";
 import { checkMotoInstalled, clientConfig, httpStatus, MOTO_MISSING, useEmulator, type Emulator } from "./moto.js";
@@ -91,7 +90,7 @@ describe("createAppResources on examples/hello", () => {
 
   test("the stack's outputs are exactly the contract's keys, with real values", () => {
     const groups = ["hello-reverser", "tsweaver-main"];
-    const expected = new Set<string>([...Object.values(OUTPUTS), ...groups.map(groupServiceOutputKey), listenerUrlOutputKey("hello")]);
+    const expected = new Set<string>([...Object.values(OUTPUTS), listenerUrlOutputKey("hello")]);
     assert.deepEqual(new Set(Object.keys(res.outputs)), expected);
     const o = res.outputs;
     assert.equal(o[OUTPUTS.APP], "hello");
@@ -102,28 +101,24 @@ describe("createAppResources on examples/hello", () => {
     assert.equal(o[OUTPUTS.NAMESPACE_NAME], res.stack);
     assert.match(o[OUTPUTS.NAMESPACE_ID]!, /^ns-/);
     assert.equal(o[OUTPUTS.MAIN_GROUP], "tsweaver-main");
-    assert.equal(o["ServiceHelloReverser"], "hello-reverser");
+    assert.match(o[OUTPUTS.VERSION]!, /^v[0-9a-f]{10}$/);
     assert.match(o[OUTPUTS.SECRET_ARN]!, /^arn:aws:secretsmanager:/);
     const g = JSON.parse(o[OUTPUTS.GROUPS]!) as GroupsOutput;
     assert.deepEqual(Object.keys(g).sort(), groups);
-    assert.equal(g["hello-reverser"]!.service, "hello-reverser");
     assert.match(g["hello-reverser"]!.discoveryServiceId, /^srv-/);
     const l = JSON.parse(o[OUTPUTS.LISTENERS]!) as ListenersOutput;
     assert.equal(l["hello"]!.url, o["UrlHello"]);
     assert.equal(l["hello"]!.url, `http://${o[OUTPUTS.LOAD_BALANCER_DNS]}`);
-    assert.match(l["hello"]!.targetGroupArn, /^arn:aws:elasticloadbalancing:.*:targetgroup\//);
+    assert.match(l["hello"]!.listenerArn, /^arn:aws:elasticloadbalancing:.*:listener\//);
   });
 
-  test("ECS: cluster, services and task definitions under the contract's names", async () => {
+  test("ECS: cluster, the control plane's service and every task definition under the contract's names", async () => {
     const ecs = new ECSClient(clientConfig(emu.endpoint));
-    const d = await ecs.send(new DescribeServicesCommand({ cluster: res.stack, services: ["hello-reverser", "tsweaver-main", CONTROLPLANE_NAME] }));
+    const d = await ecs.send(new DescribeServicesCommand({ cluster: res.stack, services: [CONTROLPLANE_NAME] }));
     const byName = new Map(d.services!.map((s) => [s.serviceName!, s]));
-    assert.equal(byName.get("hello-reverser")!.desiredCount, 0);
-    assert.equal(byName.get("tsweaver-main")!.desiredCount, 0);
     assert.equal(byName.get(CONTROLPLANE_NAME)!.desiredCount, 1);
-    assert.equal(byName.get("hello-reverser")!.taskDefinition, res.groups["hello-reverser"]!.taskDefinition);
-    assert.equal(byName.get("hello-reverser")!.serviceArn, res.groups["hello-reverser"]!.serviceArn);
     assert.equal(byName.get(CONTROLPLANE_NAME)!.taskDefinition, res.controlPlane.arn);
+    assert.equal(res.groups["hello-reverser"]!.taskDefinition, res.agents["hello-reverser"]!.arn);
     ecs.destroy();
 
     const agent = res.agents["hello-reverser"]!;
@@ -133,6 +128,7 @@ describe("createAppResources on examples/hello", () => {
     assert.deepEqual(agent.env, {
       [ENV.APP]: "hello",
       [ENV.DEPLOYMENT]: res.stack,
+      [ENV.VERSION]: res.version,
       [ENV.CONFIG]: "weaver.toml",
       [ENV.NAMESPACE]: res.stack,
       [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
@@ -173,9 +169,7 @@ describe("createAppResources on examples/hello", () => {
     sd.destroy();
 
     const elb = new ElasticLoadBalancingV2Client(cfg);
-    const tg = (await elb.send(new DescribeTargetGroupsCommand({ TargetGroupArns: [res.listeners["hello"]!.targetGroupArn] }))).TargetGroups![0]!;
-    assert.equal(tg.Port, 8080);
-    assert.equal(tg.HealthCheckPath, "/healthz");
+    assert.equal(res.listeners["hello"]!.healthCheckPath, "/healthz");
     const lb = (await elb.send(new DescribeLoadBalancersCommand({ LoadBalancerArns: [res.outputs[OUTPUTS.LOAD_BALANCER_ARN]!] }))).LoadBalancers![0]!;
     assert.equal(lb.DNSName, res.outputs[OUTPUTS.LOAD_BALANCER_DNS]);
     const listeners = await elb.send(new DescribeListenersCommand({ LoadBalancerArn: lb.LoadBalancerArn }));
@@ -192,16 +186,8 @@ describe("createAppResources on examples/hello", () => {
     assert.equal(lg.logGroups?.[0]?.logGroupName, res.logGroup);
     logs.destroy();
 
-    const aas = new ApplicationAutoScalingClient(cfg);
-    const targets = await aas.send(new DescribeScalableTargetsCommand({ ServiceNamespace: "ecs", ResourceIds: res.scalableTargets as string[] }));
-    assert.deepEqual(
-      targets.ScalableTargets!.map((t) => [t.ResourceId, t.MinCapacity, t.MaxCapacity]).sort(),
-      [
-        [`service/${res.stack}/hello-reverser`, 0, 4],
-        [`service/${res.stack}/tsweaver-main`, 0, 4],
-      ],
-    );
-    aas.destroy();
+    // Scalable targets belong to the versions' services, which the control plane creates: none yet.
+    assert.deepEqual(res.scalableTargets, []);
   });
 
   test("the Fargate simulator gives the stack's tasks their task definition's environment", async () => {
@@ -210,7 +196,7 @@ describe("createAppResources on examples/hello", () => {
     const ecs = new ECSClient(clientConfig(emu.endpoint));
     try {
       const cp = await sim.waitFor("the control plane task", (ts) => ts.map(report).find((r) => r?.argv.join(" ") === "aws controlplane"));
-      for (const k of [ENV.APP, ENV.DEPLOYMENT, ENV.CONFIG, ENV.NAMESPACE, ENV.CONTROLPLANE_SERVICE, ENV.CONTROL_PORT, ENV.RPC_PORT, ENV.CLUSTER, ENV.NAMESPACE_ID, ENV.CONTROLPLANE_SERVICE_ID, ENV.GROUPS, ENV.LISTENERS, ENV.SUBNETS, ENV.SECURITY_GROUP, ENV.ASSIGN_PUBLIC_IP]) {
+      for (const k of [ENV.APP, ENV.DEPLOYMENT, ENV.VERSION, ENV.ROLLOUT, ENV.VPC_ID, ENV.CONFIG, ENV.NAMESPACE, ENV.CONTROLPLANE_SERVICE, ENV.CONTROL_PORT, ENV.RPC_PORT, ENV.CLUSTER, ENV.NAMESPACE_ID, ENV.CONTROLPLANE_SERVICE_ID, ENV.GROUPS, ENV.LISTENERS, ENV.SUBNETS, ENV.SECURITY_GROUP, ENV.ASSIGN_PUBLIC_IP]) {
         assert.equal(cp.env[k], res.controlPlane.env[k], k);
       }
       assert.equal(cp.env[ENV.SECRET], res.secret);
@@ -218,7 +204,9 @@ describe("createAppResources on examples/hello", () => {
       assert.equal(cp.cwd, res.workdir);
       assert.equal(cp.configExists, true);
 
-      await ecs.send(new UpdateServiceCommand({ cluster: res.stack, service: "hello-reverser", desiredCount: 1 }));
+      // A version's group service, as the control plane creates it.
+      const service = versionedServiceName("hello-reverser", res.version);
+      await ecs.send(new CreateServiceCommand({ cluster: res.stack, serviceName: service, taskDefinition: res.groups["hello-reverser"]!.taskDefinition, desiredCount: 1, launchType: "FARGATE" }));
       const agent = await sim.waitFor("an agent task", (ts) => ts.map(report).find((r) => r?.env[ENV.GROUP] === "hello-reverser"));
       assert.deepEqual(agent.argv, ["aws", "agent"]);
       assert.equal(agent.env[ENV.SECRET], res.secret);
@@ -226,8 +214,8 @@ describe("createAppResources on examples/hello", () => {
       // Both bound the same port (TSWEAVER_RPC_PORT), each on its own task address.
       assert.equal(agent.port, cp.port);
       assert.notEqual(agent.ip, cp.ip);
-      await ecs.send(new UpdateServiceCommand({ cluster: res.stack, service: "hello-reverser", desiredCount: 0 }));
-      await sim.waitFor("the agent task to stop", (ts) => ts.filter((t) => t.service === "hello-reverser").every((t) => t.state === "exited"));
+      await ecs.send(new UpdateServiceCommand({ cluster: res.stack, service, desiredCount: 0 }));
+      await sim.waitFor("the agent task to stop", (ts) => ts.filter((t) => t.service === service).every((t) => t.state === "exited"));
     } finally {
       await sim.stop();
       ecs.destroy();

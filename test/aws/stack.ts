@@ -13,6 +13,9 @@
  *     taken out of the template and created through their APIs *after* the stack.
  * Other adjustments, each because of the emulator:
  *   - the CDK bootstrap version parameter and its rule are removed (no bootstrap stack in the emulator);
+ *   - on an update (updateAppResources), task definitions get new logical ids (moto's update path for a
+ *     changed task definition loses its container settings; its create path does not), and services
+ *     are pointed at the new revision's ARN (moto sets only the family);
  *   - every container gets a container-level `Memory` equal to the task's (a Fargate container without
  *     one may use the whole task's memory, so this changes nothing on AWS; moto's RunTask fails without);
  *   - moto's CloudFormation keeps only family, containers, volumes and memory of a task definition
@@ -30,7 +33,6 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import {
   ApplicationAutoScalingClient,
   DeregisterScalableTargetCommand,
@@ -40,7 +42,15 @@ import {
   type ServiceNamespace,
   type ScalableDimension,
 } from "@aws-sdk/client-application-auto-scaling";
-import { CloudFormationClient, CreateStackCommand, DeleteStackCommand, DescribeStacksCommand, ListStackResourcesCommand, type StackResourceSummary } from "@aws-sdk/client-cloudformation";
+import {
+  CloudFormationClient,
+  CreateStackCommand,
+  DeleteStackCommand,
+  DescribeStacksCommand,
+  ListStackResourcesCommand,
+  UpdateStackCommand,
+  type StackResourceSummary,
+} from "@aws-sdk/client-cloudformation";
 import { AuthorizeSecurityGroupEgressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { DescribeTaskDefinitionCommand, ECSClient, ListTasksCommand, StopTaskCommand, UpdateServiceCommand, ListServicesCommand } from "@aws-sdk/client-ecs";
 import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
@@ -60,20 +70,12 @@ import {
 import { App } from "aws-cdk-lib";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
 import { loadConfig, type AppConfig } from "../../runtime/core/config.js";
-import {
-  CONTROLPLANE_NAME,
-  ENV,
-  OUTPUTS,
-  type AwsConfig,
-  type GroupsEnv,
-  type ListenersEnv,
-} from "../../runtime/deployers/aws/config.js";
+import type { AwsConfig } from "../../runtime/deployers/aws/config.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/contract.js";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
+import { ROOT } from "../support/index.js";
 import { clientConfig, DEFAULT_REGION, sleep, useEmulator } from "./moto.js";
-
-/** The repository root (this file runs as dist/test/aws/stack.js). */
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
 /** The image a stack built here names (never pulled: the Fargate simulator runs the local build). */
 export const EMULATED_IMAGE = "tsweaver-emulated:latest";
@@ -125,6 +127,8 @@ export interface AppResources {
   readonly region: string;
   readonly stack: string;
   readonly app: string;
+  /** The version the stack deploys (its `Version` output). */
+  readonly version: string;
   /** The effective weaver.toml (a temp copy with the stack name and overrides); pass it to `tsweaver aws ...`. */
   readonly configFile: string;
   /** The "image's working directory" for the Fargate simulator: TSWEAVER_CONFIG is relative to it. */
@@ -159,8 +163,10 @@ export interface AppResources {
   readonly template: CfnTemplate;
   /** Every scalable target registered for the stack (`service/<cluster>/<group>`). */
   readonly scalableTargets: readonly string[];
-  /** Milliseconds spent per phase (config, synth, preCreate, createStack, postCreate, describe). */
+  /** Milliseconds spent per phase (config, synth, preCreate, createStack or updateStack, postCreate, describe). */
   readonly timings: Readonly<Record<string, number>>;
+  /** Values of the resources created through their APIs (logical id → Ref and attributes), reused by updates. */
+  readonly literal: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /** {@link deleteAppResources} for these resources. */
   delete(): Promise<string[]>;
 }
@@ -207,7 +213,13 @@ export function appComponents(config: AppConfig): readonly string[] {
  * Writes the effective weaver.toml of a test deployment into a fresh temp dir: the original with
  * `[tsweaver] binary` made absolute and the `[aws]` section adjusted (see the file comment).
  */
-export function writeEffectiveConfig(configFile: string, stack: string, opts: Omit<AppResourcesOptions, "configFile" | "stack" | "endpoint" | "components"> = {}): string {
+export function writeEffectiveConfig(
+  configFile: string,
+  stack: string,
+  opts: Omit<AppResourcesOptions, "configFile" | "stack" | "endpoint" | "components"> = {},
+  /** Where to write it: a directory and file name (then `config_in_image` is that name). Default: a fresh temp dir, `weaver.toml`. */
+  target?: { readonly dir: string; readonly name: string },
+): string {
   const abs = path.resolve(configFile);
   const original = loadConfig(abs); // validates, and gives the absolute binary path
   const doc = parseToml(readFileSync(abs, "utf8")) as Record<string, any>;
@@ -216,7 +228,7 @@ export function writeEffectiveConfig(configFile: string, stack: string, opts: Om
   for (const k of DROPPED_AWS_KEYS) delete aws[k];
   aws["stack"] = stack;
   aws["image"] = EMULATED_IMAGE;
-  aws["config_in_image"] = "weaver.toml";
+  aws["config_in_image"] = target?.name ?? "weaver.toml";
   if (opts.rpcPort !== undefined) aws["rpc_port"] = opts.rpcPort;
   if (opts.controlPort !== undefined) aws["control_port"] = opts.controlPort;
   for (const [key, extra] of [
@@ -230,8 +242,8 @@ export function writeEffectiveConfig(configFile: string, stack: string, opts: Om
   }
   Object.assign(aws, opts.aws ?? {});
   doc["aws"] = aws;
-  const dir = mkdtempSync(path.join(os.tmpdir(), `tsweaver-aws-${stack}-`));
-  const file = path.join(dir, "weaver.toml");
+  const dir = target?.dir ?? mkdtempSync(path.join(os.tmpdir(), `tsweaver-aws-${stack}-`));
+  const file = path.join(dir, target?.name ?? "weaver.toml");
   writeFileSync(file, `# Effective config of test deployment ${stack}, from ${abs}\n${stringifyToml(doc)}\n`);
   return file;
 }
@@ -256,7 +268,24 @@ export function synthesize(config: AppConfig, components: readonly string[]): { 
  * Creates everything the app's stack creates, in the emulator, with the stack's names, task environment
  * and outputs. Stack names are unique by default, so tests running in parallel do not meet.
  */
-export async function createAppResources(opts: AppResourcesOptions): Promise<AppResources> {
+export function createAppResources(opts: AppResourcesOptions): Promise<AppResources> {
+  return applyAppResources(opts, undefined);
+}
+
+/**
+ * What a later `cdk deploy` of the same stack does: synthesizes the app's stack from `opts` (a new
+ * config: a new version) and UpdateStack's the emulator's stack with the new template. Resources that
+ * stay in the template are kept (those created through their APIs keep their ids), new ones are
+ * created; the new effective config is written next to the previous one (`weaver-<n>.toml`, its
+ * `config_in_image`), so tasks of the previous version keep reading theirs.
+ */
+export function updateAppResources(previous: AppResources, opts: Omit<AppResourcesOptions, "stack" | "endpoint">): Promise<AppResources> {
+  return applyAppResources({ ...opts, stack: previous.stack, endpoint: previous.endpoint }, previous);
+}
+
+let effectiveConfigs = 0;
+
+async function applyAppResources(opts: AppResourcesOptions, previous: AppResources | undefined): Promise<AppResources> {
   let lapStart = Date.now();
   const timings: Record<string, number> = {};
   const lap = (phase: string): void => {
@@ -268,7 +297,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   const region = process.env["AWS_REGION"] || DEFAULT_REGION;
   const original = loadConfig(path.resolve(opts.configFile));
   const stack = opts.stack ?? uniqueStackName(original.name);
-  const configFile = writeEffectiveConfig(opts.configFile, stack, opts);
+  const configFile = writeEffectiveConfig(opts.configFile, stack, opts, previous ? { dir: previous.workdir, name: `weaver-${++effectiveConfigs}.toml` } : undefined);
   const config = loadConfig(configFile);
   const components = opts.components ?? appComponents(config);
   lap("config");
@@ -278,7 +307,17 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   const clients = clientsFor(endpoint, region);
   const { cfn, sd, sm } = clients;
 
-  const template = synth.template;
+  let template = synth.template;
+  if (previous) {
+    // moto 5.2.1 updates a changed task definition without mapping its PascalCase properties (its
+    // create path does), leaving a revision without a command. A new logical id makes it a create,
+    // which on AWS is what a changed task definition is anyway: a new revision.
+    let text = JSON.stringify(template);
+    for (const [id, r] of Object.entries(template.Resources)) {
+      if (r.Type === "AWS::ECS::TaskDefinition") text = text.split(`"${id}"`).join(`"${id}U${effectiveConfigs}"`);
+    }
+    template = JSON.parse(text) as CfnTemplate;
+  }
   // The CDK bootstrap check: there is no bootstrap stack (nor its SSM parameter) in the emulator.
   for (const [name, p] of Object.entries(template.Parameters ?? {})) {
     if (p.Type.startsWith("AWS::SSM::Parameter::Value") && String(p.Default ?? "").startsWith("/cdk-bootstrap/")) delete template.Parameters![name];
@@ -289,8 +328,16 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
   const created: Record<string, CreatedResource> = {};
   const literal: Record<string, Record<string, string>> = {}; // logical id → { Ref, <attribute>... }
   const tags = (props: Record<string, unknown>) => (props["Tags"] as { Key: string; Value: string }[] | undefined) ?? [];
-  let secretValue = "";
-  const byType = (type: string) => Object.entries(template.Resources).filter(([, r]) => r.Type === type);
+  let secretValue = previous?.secret ?? "";
+  // An update keeps what the previous template already had (as CloudFormation keeps unchanged resources).
+  const kept = (id: string): boolean => {
+    const before = previous?.literal[id];
+    if (before === undefined) return false;
+    literal[id] = { ...before };
+    created[id] = previous!.resources[id]!;
+    return true;
+  };
+  const byType = (type: string) => Object.entries(template.Resources).filter(([id, r]) => r.Type === type && !kept(id));
   for (const [id, r] of byType("AWS::SecretsManager::Secret")) {
     const props = r.Properties ?? {};
     const gen = (props["GenerateSecretString"] ?? {}) as { PasswordLength?: number; ExcludePunctuation?: boolean };
@@ -344,15 +391,11 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
       if (c["Memory"] === undefined && c["MemoryReservation"] === undefined && Number.isFinite(taskMemory)) c["Memory"] = taskMemory;
     }
   }
-  await cfn.send(
-    new CreateStackCommand({
-      StackName: stack,
-      TemplateBody: JSON.stringify(body),
-      Capabilities: ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-    }),
-  );
-  const described = await waitForStack(cfn, stack);
-  lap("createStack");
+  const stackRequest = { StackName: stack, TemplateBody: JSON.stringify(body), Capabilities: ["CAPABILITY_IAM" as const, "CAPABILITY_NAMED_IAM" as const, "CAPABILITY_AUTO_EXPAND" as const] };
+  if (previous) await cfn.send(new UpdateStackCommand(stackRequest));
+  else await cfn.send(new CreateStackCommand(stackRequest));
+  const described = await waitForStack(cfn, stack, previous ? "UPDATE_COMPLETE" : "CREATE_COMPLETE");
+  lap(previous ? "updateStack" : "createStack");
   const outputs: Record<string, string> = {};
   for (const o of described.Outputs ?? []) outputs[o.OutputKey!] = o.OutputValue ?? "";
 
@@ -364,13 +407,30 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     next = page.NextToken;
   } while (next);
   for (const s of summaries) created[s.LogicalResourceId!] = { type: s.ResourceType!, physicalId: s.PhysicalResourceId ?? "" };
+  if (previous) {
+    // CloudFormation replaces a changed task definition (a new revision) and then updates every service
+    // that refers to it; moto 5.2.1 updates only resources whose own template text changed, and the
+    // service's `Ref` did not. Do what CloudFormation does: point the service at the new revision.
+    for (const [id, r] of Object.entries(body.Resources).filter(([, r]) => r.Type === "AWS::ECS::Service")) {
+      const ref = (r.Properties?.["TaskDefinition"] as { Ref?: string } | undefined)?.Ref;
+      const now = ref === undefined ? undefined : created[ref]?.physicalId;
+      if (now === undefined || now === previous.resources[ref!]?.physicalId) continue;
+      await clients.ecs.send(new UpdateServiceCommand({ cluster: stack, service: created[id]!.physicalId, taskDefinition: now }));
+    }
+  }
 
   // ---- Resources created after the stack --------------------------------------------------------------
   const accountId = /^arn:[^:]+:ecs:[^:]*:(\d+):/.exec(outputs[OUTPUTS.CLUSTER_ARN] ?? "")?.[1] ?? "123456789012";
   const resolve = resolver(created, literal, { region, accountId });
-  const scalableTargets: string[] = [];
+  const scalableTargets: string[] = [...(previous?.scalableTargets ?? [])];
+  // An update leaves what it already created alone.
+  const keptPost = (id: string): boolean => {
+    const before = previous?.resources[id];
+    if (before !== undefined) created[id] = before;
+    return before !== undefined;
+  };
   const targetKeys: Record<string, { ServiceNamespace: ServiceNamespace; ResourceId: string; ScalableDimension: ScalableDimension }> = {};
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const key = {
       ServiceNamespace: resolve(p["ServiceNamespace"]) as ServiceNamespace,
@@ -384,7 +444,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     scalableTargets.push(key.ResourceId);
     created[id] = { type: r.Type, physicalId: `${key.ResourceId}|${key.ScalableDimension}|${key.ServiceNamespace}` };
   }
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const targetRef = (p["ScalingTargetId"] as { Ref?: string } | undefined)?.Ref;
     const key = targetRef !== undefined ? targetKeys[targetRef] : undefined;
@@ -399,7 +459,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     );
     created[id] = { type: r.Type, physicalId: `${id}|${key.ResourceId}` };
   }
-  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::EC2::SecurityGroupEgress")) {
+  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::EC2::SecurityGroupEgress" && !keptPost(id))) {
     const p = r.Properties ?? {};
     const perm: Record<string, unknown> = { IpProtocol: resolve(p["IpProtocol"]), FromPort: Number(p["FromPort"]), ToPort: Number(p["ToPort"]) };
     const description = p["Description"] === undefined ? undefined : resolve(p["Description"]);
@@ -443,7 +503,8 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     app: config.name,
     configFile,
     workdir: path.dirname(configFile),
-    configInImage: "weaver.toml",
+    configInImage: path.basename(configFile),
+    version: outputs[OUTPUTS.VERSION] ?? "",
     config,
     aws: synth.aws,
     components,
@@ -463,6 +524,7 @@ export async function createAppResources(opts: AppResourcesOptions): Promise<App
     resources: created,
     template: body,
     scalableTargets,
+    literal,
     timings,
     delete: () => deleteAppResources(res),
   };
@@ -568,12 +630,12 @@ async function operationTarget(sd: ServiceDiscoveryClient, operationId: string, 
   throw new Error(`Cloud Map operation ${operationId} did not finish`);
 }
 
-async function waitForStack(cfn: CloudFormationClient, stack: string) {
+async function waitForStack(cfn: CloudFormationClient, stack: string, done: "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
   const deadline = Date.now() + 120_000;
   for (;;) {
     const s = (await cfn.send(new DescribeStacksCommand({ StackName: stack }))).Stacks?.[0];
     const status = s?.StackStatus ?? "";
-    if (status === "CREATE_COMPLETE") return s!;
+    if (status === done) return s!;
     if (!status.endsWith("_IN_PROGRESS") || Date.now() > deadline) {
       throw new Error(`stack ${stack}: ${status || "not found"}${s?.StackStatusReason ? `: ${s.StackStatusReason}` : ""}`);
     }

@@ -37,7 +37,10 @@ test("the CDK app synthesizes the stack named in weaver.toml, with the AWS Solut
   const r = runApp("test/infra/fixtures/hello/weaver.toml");
   assert.equal(r.status, 0, r.stderr);
   const template = JSON.parse(readFileSync(path.join(r.outdir, "tsweaver-hello.template.json"), "utf8"));
-  assert.equal(Object.values(template.Resources).filter((x: any) => x.Type === "AWS::ECS::Service").length, 3);
+  // The control plane's service only (it creates each version's group services), and a task definition per group.
+  assert.equal(Object.values(template.Resources).filter((x: any) => x.Type === "AWS::ECS::Service").length, 1);
+  assert.equal(Object.values(template.Resources).filter((x: any) => x.Type === "AWS::ECS::TaskDefinition").length, 3);
+  assert.match(template.Outputs.Version.Value, /^v[0-9a-f]{10}$/);
   const report = JSON.parse(readFileSync(path.join(r.outdir, "validation-report.json"), "utf8"));
   assert.deepEqual(report.pluginReports, [], "no plugin reported a violation");
 });

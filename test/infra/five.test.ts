@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { loadConfig } from "../../runtime/core/config.js";
-import { CONTROLPLANE_NAME, ENV, OUTPUTS } from "../../runtime/deployers/aws/config.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS } from "../../runtime/deployers/aws/contract.js";
 import { ROOT } from "../support/index.js";
 import { cdkAnnotations, containerEnv, FAKE_APP, joinedJson, nagFindings, synth, type Synth } from "./helpers.js";
 
@@ -29,13 +29,13 @@ describe("five stack", () => {
     assert.deepEqual(cdkAnnotations(s.stack), []);
   });
 
-  test("five groups: five services at 0 plus the control plane, five Cloud Map services plus the control plane's", () => {
+  test("five groups: five task definitions plus the control plane's, five Cloud Map services plus the control plane's", () => {
     assert.deepEqual([...s.stack.weaver.groups.keys()], GROUPS);
     const services = Object.values(s.template.findResources("AWS::ECS::Service")).map((r) => [r["Properties"].ServiceName, r["Properties"].DesiredCount]);
-    assert.deepEqual(services.sort(), [...GROUPS.map((g) => [g, 0]), [CONTROLPLANE_NAME, 1]].sort());
+    assert.deepEqual(services, [[CONTROLPLANE_NAME, 1]], "group services are the control plane's, per version");
     s.template.resourceCountIs("AWS::ECS::TaskDefinition", 6);
     s.template.resourceCountIs("AWS::ServiceDiscovery::Service", 6);
-    s.template.resourceCountIs("AWS::ApplicationAutoScaling::ScalableTarget", 5);
+    s.template.resourceCountIs("AWS::ApplicationAutoScaling::ScalableTarget", 0);
   });
 
   test("the colocated group hosts both components; sizes and bounds come from weaver.toml", () => {
@@ -58,7 +58,6 @@ describe("five stack", () => {
       ],
     );
     assert.equal(s.json.Outputs[OUTPUTS.MAIN_GROUP]!.Value, "tsweaver-main");
-    for (const g of GROUPS) assert.ok(s.json.Outputs[`Service${g.split("-").map((p) => p[0]!.toUpperCase() + p.slice(1)).join("")}`], g);
   });
 
   test("a pinned region turns on ALB access logs to an SSL-only bucket that expires them", () => {
@@ -87,7 +86,8 @@ describe("five stack", () => {
 
   test("the shop listener: port 80, health check /healthz, container port 8080 on every group task", () => {
     s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::Listener", { Port: 80, Protocol: "HTTP" });
-    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::TargetGroup", { Port: 8080, HealthCheckPath: "/healthz", TargetType: "ip" });
+    const listeners = joinedJson(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.LISTENERS]) as Record<string, { containerPort: number; healthCheckPath: string }>;
+    assert.deepEqual([listeners["shop"]!.containerPort, listeners["shop"]!.healthCheckPath], [8080, "/healthz"]);
     assert.match(JSON.stringify(s.json.Outputs["UrlShop"]!.Value), /"http:\/\/",\{"Fn::GetAtt":\["\w+","DNSName"\]\}/);
   });
 

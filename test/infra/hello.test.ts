@@ -8,7 +8,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { AGENT_CONTAINER, CONTROLPLANE_CONTAINER } from "../../infra/weaver-app.js";
-import { CONTROLPLANE_NAME, ENV, OUTPUTS, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/config.js";
+import { CONTROLPLANE_NAME, ENV, OUTPUTS, targetGroupName, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/contract.js";
 import {
   actionsOf,
   cdkAnnotations,
@@ -39,6 +39,8 @@ const STAR_ACTIONS: Record<string, string | null> = {
   "elasticloadbalancing:DescribeTargetGroups": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeListeners": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeRules": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeTags": "StringEquals:aws:RequestedRegion",
+  "elasticloadbalancing:DescribeTargetGroupAttributes": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeLoadBalancers": "StringEquals:aws:RequestedRegion",
 };
 
@@ -53,12 +55,9 @@ describe("hello stack", () => {
     weaveletRole: string;
     controlPlaneRole: string;
     executionRole: string;
-    reverserService: string;
-    mainService: string;
     reverserTask: string;
     mainTask: string;
     controlPlaneTask: string;
-    targetGroup: string;
     listener: string;
     lb: string;
   };
@@ -78,12 +77,9 @@ describe("hello stack", () => {
       weaveletRole: s.id(w.weaveletRole),
       controlPlaneRole: s.id(w.controlPlaneRole),
       executionRole: s.id(w.executionRole),
-      reverserService: s.id(reverser.service),
-      mainService: s.id(main.service),
       reverserTask: s.id(reverser.taskDefinition),
       mainTask: s.id(main.taskDefinition),
       controlPlaneTask: s.id(w.controlPlaneTaskDefinition),
-      targetGroup: s.id(hello.targetGroup),
       listener: s.id(hello.listener),
       lb: s.id(w.loadBalancer!),
     };
@@ -127,40 +123,24 @@ describe("hello stack", () => {
     }
   });
 
-  test("one Fargate service per group, at desired count 0, with circuit breaker and rollback, in private subnets", () => {
-    s.template.resourceCountIs("AWS::ECS::Service", 3);
-    for (const [id, name, task] of [
-      [ids.reverserService, "hello-reverser", ids.reverserTask],
-      [ids.mainService, "tsweaver-main", ids.mainTask],
-    ] as const) {
-      const p = s.json.Resources[id]!.Properties!;
-      assert.equal(p["ServiceName"], name);
-      assert.equal(p["DesiredCount"], 0);
-      assert.equal(p["LaunchType"], "FARGATE");
-      assert.deepEqual(p["TaskDefinition"], { Ref: task });
-      assert.deepEqual(p["DeploymentConfiguration"], {
-        DeploymentCircuitBreaker: { Enable: true, Rollback: true },
-        MaximumPercent: 200,
-        MinimumHealthyPercent: 100,
-      });
-      const net = p["NetworkConfiguration"].AwsvpcConfiguration;
-      assert.equal(net.AssignPublicIp, "DISABLED");
-      assert.deepEqual(net.SecurityGroups, [{ "Fn::GetAtt": [ids.weaveletSg, "GroupId"] }]);
-      assert.equal(net.Subnets.length, 2);
-      for (const subnet of net.Subnets) assert.match(subnet.Ref, /privateSubnet/);
-    }
+  test("no group service and no scalable target in the template: the control plane creates them per version", () => {
+    // Only the control plane's service: a cdk deploy never updates (or resets) a running version's services.
+    s.template.resourceCountIs("AWS::ECS::Service", 1);
+    s.template.resourceCountIs("AWS::ApplicationAutoScaling::ScalableTarget", 0);
+    s.template.resourceCountIs("AWS::ElasticLoadBalancingV2::TargetGroup", 0);
+    assert.match(s.stack.version, /^v[0-9a-f]{10}$/);
   });
 
-  test("the control plane: exactly one task, never two (max 100%), its own role and security group", () => {
+  test("the control plane: one task, replaced with minimum healthy 100% (never zero), its own role and security group", () => {
     const svc = s.template.findResources("AWS::ECS::Service", { Properties: { ServiceName: CONTROLPLANE_NAME } });
     const p = Object.values(svc)[0]!["Properties"];
     assert.equal(p.DesiredCount, 1);
-    assert.deepEqual(p.DeploymentConfiguration, { DeploymentCircuitBreaker: { Enable: true, Rollback: true }, MaximumPercent: 100, MinimumHealthyPercent: 0 });
+    assert.deepEqual(p.DeploymentConfiguration, { DeploymentCircuitBreaker: { Enable: true, Rollback: true }, MaximumPercent: 200, MinimumHealthyPercent: 100 });
     assert.deepEqual(p.NetworkConfiguration.AwsvpcConfiguration.SecurityGroups, [{ "Fn::GetAtt": [ids.controlPlaneSg, "GroupId"] }]);
     s.template.hasResourceProperties("AWS::ECS::TaskDefinition", {
       Family: "tsweaver-hello-controlplane",
       TaskRoleArn: { "Fn::GetAtt": [ids.controlPlaneRole, "Arn"] },
-      ContainerDefinitions: [Match.objectLike({ Name: CONTROLPLANE_CONTAINER, Command: ["aws", "controlplane"], PortMappings: [{ ContainerPort: 9100, Protocol: "tcp" }] })],
+      ContainerDefinitions: [Match.objectLike({ Name: CONTROLPLANE_CONTAINER, Command: ["aws", "controlplane"], PortMappings: [{ ContainerPort: 9100, Protocol: "tcp" }], StopTimeout: 120 })],
     });
   });
 
@@ -189,6 +169,7 @@ describe("hello stack", () => {
       assert.deepEqual(containerEnv(s.json, id), {
         [ENV.APP]: "hello",
         [ENV.DEPLOYMENT]: "tsweaver-hello",
+        [ENV.VERSION]: s.stack.version,
         [ENV.CONFIG]: "examples/hello/weaver.toml",
         [ENV.NAMESPACE]: "tsweaver-hello",
         [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
@@ -210,39 +191,23 @@ describe("hello stack", () => {
     const groups = joinedJson(env[ENV.GROUPS]) as GroupsEnv;
     assert.deepEqual(Object.keys(groups), ["hello-reverser", "tsweaver-main"]);
     assert.deepEqual(groups["hello-reverser"], {
-      service: `<${ids.reverserService}.Name>`,
-      serviceArn: `<${ids.reverserService}>`,
       taskDefinition: `<${ids.reverserTask}>`,
       discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`,
       components: ["hello/Reverser"],
       min: 2,
       max: 8,
+      cpuTarget: 70,
     });
     const listeners = joinedJson(env[ENV.LISTENERS]) as ListenersEnv;
     assert.deepEqual(listeners, {
-      hello: { url: `http://<${ids.lb}.DNSName>`, port: 80, containerPort: 8080, targetGroupArn: `<${ids.targetGroup}>`, listenerArn: `<${ids.listener}>` },
+      hello: { url: `http://<${ids.lb}.DNSName>`, port: 80, containerPort: 8080, listenerArn: `<${ids.listener}>`, healthCheckPath: "/healthz", deregistrationDelaySeconds: 30 },
     });
+    assert.deepEqual(JSON.parse(env[ENV.ROLLOUT] as string), { steps: [10, 50, 100], stepSeconds: 60, maxErrorRate: 0.05, healthTimeoutSeconds: 600 });
+    assert.deepEqual(env[ENV.VPC_ID], { Ref: s.id(s.stack.weaver.vpc) });
+    assert.equal(env[ENV.VERSION], s.stack.version);
   });
 
-  test("autoscaling: target starts at minimum 0 (no task before activation), maximum from weaver.toml, CPU target tracking", () => {
-    s.template.resourceCountIs("AWS::ApplicationAutoScaling::ScalableTarget", 2);
-    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalableTarget", {
-      MinCapacity: 0,
-      MaxCapacity: 8,
-      ScalableDimension: "ecs:service:DesiredCount",
-      ResourceId: Match.objectLike({ "Fn::Join": Match.arrayWith([Match.arrayWith([{ "Fn::GetAtt": [ids.reverserService, "Name"] }])]) }),
-    });
-    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalableTarget", { MinCapacity: 0, MaxCapacity: 4 });
-    s.template.hasResourceProperties("AWS::ApplicationAutoScaling::ScalingPolicy", {
-      PolicyType: "TargetTrackingScaling",
-      TargetTrackingScalingPolicyConfiguration: Match.objectLike({
-        TargetValue: 70,
-        PredefinedMetricSpecification: { PredefinedMetricType: "ECSServiceAverageCPUUtilization" },
-      }),
-    });
-  });
-
-  test("ALB: internet-facing, one HTTP listener forwarding to an IP target group with the configured health check", () => {
+  test("ALB: internet-facing, one HTTP listener answering 503 until the control plane's rule forwards to a version", () => {
     s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::LoadBalancer", {
       Scheme: "internet-facing",
       LoadBalancerAttributes: Match.arrayWith([{ Key: "routing.http.drop_invalid_header_fields.enabled", Value: "true" }]),
@@ -251,14 +216,7 @@ describe("hello stack", () => {
     s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::Listener", {
       Port: 80,
       Protocol: "HTTP",
-      DefaultActions: [{ Type: "forward", TargetGroupArn: { Ref: ids.targetGroup } }],
-    });
-    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::TargetGroup", {
-      TargetType: "ip",
-      Port: 8080,
-      Protocol: "HTTP",
-      HealthCheckPath: "/healthz",
-      TargetGroupAttributes: Match.arrayWith([{ Key: "deregistration_delay.timeout_seconds", Value: "30" }]),
+      DefaultActions: [Match.objectLike({ Type: "fixed-response", FixedResponseConfig: Match.objectLike({ StatusCode: "503" }) })],
     });
     // Region-agnostic: no access-log bucket (the nag finding is acknowledged with the reason).
     s.template.resourceCountIs("AWS::S3::Bucket", 0);
@@ -324,27 +282,36 @@ describe("hello stack", () => {
       return st;
     };
     const cluster = { ArnEquals: { "ecs:cluster": { "Fn::GetAtt": [ids.cluster, "Arn"] } } };
-    assert.deepEqual(bySid("GroupServices").Resource, [{ Ref: ids.reverserService }, { Ref: ids.mainService }]);
-    assert.deepEqual(actionsOf(bySid("GroupServices")).sort(), ["ecs:DescribeServices", "ecs:UpdateService"]);
-    assert.deepEqual(bySid("RunGroupTasks").Resource, [{ Ref: ids.reverserTask }, { Ref: ids.mainTask }]);
-    assert.deepEqual(bySid("RunGroupTasks").Condition, cluster);
+    assert.match(JSON.stringify(bySid("VersionServices").Resource), new RegExp(`:service/",\\{"Ref":"${ids.cluster}"\\},"/\\*"`));
+    assert.deepEqual(bySid("VersionServices").Condition, cluster);
+    assert.deepEqual(actionsOf(bySid("VersionServices")).sort(), [
+      "ecs:CreateService",
+      "ecs:DeleteService",
+      "ecs:DescribeServices",
+      "ecs:ListTagsForResource",
+      "ecs:TagResource",
+      "ecs:UntagResource",
+      "ecs:UpdateService",
+    ]);
     assert.deepEqual(bySid("ClusterTasks").Condition, cluster);
     assert.match(JSON.stringify(bySid("ClusterTasks").Resource), new RegExp(`:task/",\\{"Ref":"${ids.cluster}"\\},"/\\*"`));
     assert.deepEqual(bySid("ListInCluster").Condition, cluster);
-    assert.deepEqual(bySid("TagStartedTasks").Condition, { StringEquals: { "ecs:CreateAction": "RunTask" } });
-    assert.deepEqual(bySid("TagStartedTasks").Resource, bySid("ClusterTasks").Resource);
     assert.deepEqual(bySid("PassTaskRoles").Condition, { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } });
     assert.deepEqual(new Set(resourcesOf(bySid("PassTaskRoles"))), new Set([{ "Fn::GetAtt": [ids.executionRole, "Arn"] }, { "Fn::GetAtt": [ids.weaveletRole, "Arn"] }]));
     const discovery = [...s.stack.weaver.groups.values()].map((g) => g.discoveryService).concat(s.stack.weaver.controlPlaneDiscoveryService);
     assert.deepEqual(new Set(resourcesOf(bySid("RegisterReplicas"))), new Set(discovery.map((d) => ({ "Fn::GetAtt": [s.id(d), "Arn"] }))));
-    assert.deepEqual(bySid("ListenerTargets").Resource, { Ref: ids.targetGroup });
-    assert.deepEqual(actionsOf(bySid("ListenerTargets")).sort(), ["elasticloadbalancing:DeregisterTargets", "elasticloadbalancing:RegisterTargets"]);
+    // Target groups only under this deployment's and listener's name prefix.
+    const prefix = targetGroupName("tsweaver-hello", "hello", "");
+    assert.match(JSON.stringify(bySid("VersionTargetGroups").Resource), new RegExp(`:targetgroup/${prefix}\\*"`));
+    assert.ok(actionsOf(bySid("VersionTargetGroups")).includes("elasticloadbalancing:CreateTargetGroup"));
     assert.deepEqual(bySid("CreateListenerRules").Resource, { Ref: ids.listener });
     assert.match(JSON.stringify(bySid("ChangeListenerRules").Resource), new RegExp(`listener-rule/",\\{"Fn::GetAtt":\\["${ids.lb}","LoadBalancerFullName"\\]\\},"/\\*"`));
-    assert.match(JSON.stringify(bySid("GroupScalingFloor").Resource), /:scalable-target\/\*"/);
-    // Nothing else: no S3, no IAM beyond PassRole, no CloudFormation.
+    assert.match(JSON.stringify(bySid("VersionScaling").Resource), /:scalable-target\/\*"/);
+    assert.deepEqual(bySid("ScalingServiceLinkedRole").Condition, { StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" } });
+    assert.deepEqual(bySid("OwnStack").Resource, { Ref: "AWS::StackId" });
+    // Nothing else: no S3, no IAM beyond PassRole and the scaling service-linked role.
     const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
-    assert.deepEqual(services, new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing"]));
+    assert.deepEqual(services, new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation"]));
   });
 
   test("IAM: task roles trust ECS tasks of this account only", () => {
@@ -369,7 +336,7 @@ describe("hello stack", () => {
     s.template.hasResourceProperties("AWS::SecretsManager::Secret", { GenerateSecretString: { ExcludePunctuation: true, PasswordLength: 48 } });
   });
 
-  test("outputs: the names tsweaver aws reads, with per-group and per-listener entries", () => {
+  test("outputs: the names tsweaver aws reads, with per-listener entries", () => {
     const o = s.json.Outputs;
     assert.deepEqual(Object.keys(o).sort(), [
       OUTPUTS.APP,
@@ -386,8 +353,7 @@ describe("hello stack", () => {
       OUTPUTS.MAIN_GROUP,
       OUTPUTS.NAMESPACE_ID,
       OUTPUTS.NAMESPACE_NAME,
-      "ServiceHelloReverser",
-      "ServiceTsweaverMain",
+      OUTPUTS.VERSION,
       "UrlHello",
     ].sort());
     assert.equal(o[OUTPUTS.APP]!.Value, "hello");
@@ -395,12 +361,12 @@ describe("hello stack", () => {
     assert.equal(o[OUTPUTS.MAIN_GROUP]!.Value, "tsweaver-main");
     assert.equal(o[OUTPUTS.NAMESPACE_NAME]!.Value, "tsweaver-hello");
     assert.deepEqual(o[OUTPUTS.CLUSTER_NAME]!.Value, { Ref: ids.cluster });
-    assert.deepEqual(o["ServiceHelloReverser"]!.Value, { "Fn::GetAtt": [ids.reverserService, "Name"] });
+    assert.equal(o[OUTPUTS.VERSION]!.Value, s.stack.version);
     assert.deepEqual(joinedJson(o[OUTPUTS.GROUPS]!.Value), {
-      "hello-reverser": { service: `<${ids.reverserService}.Name>`, discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`, min: 2, max: 8 },
-      "tsweaver-main": { service: `<${ids.mainService}.Name>`, discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("tsweaver-main")!.discoveryService)}.Id>`, min: 1, max: 4 },
+      "hello-reverser": { discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`, min: 2, max: 8 },
+      "tsweaver-main": { discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("tsweaver-main")!.discoveryService)}.Id>`, min: 1, max: 4 },
     });
-    assert.deepEqual(joinedJson(o[OUTPUTS.LISTENERS]!.Value), { hello: { url: `http://<${ids.lb}.DNSName>`, targetGroupArn: `<${ids.targetGroup}>` } });
+    assert.deepEqual(joinedJson(o[OUTPUTS.LISTENERS]!.Value), { hello: { url: `http://<${ids.lb}.DNSName>`, listenerArn: `<${ids.listener}>` } });
   });
 
   test("the image is a Dockerfile asset, staged (not built) at synth", () => {

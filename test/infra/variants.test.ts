@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
-import { ENV, OUTPUTS } from "../../runtime/deployers/aws/config.js";
+import { ENV, OUTPUTS } from "../../runtime/deployers/aws/contract.js";
 import { actionsOf, cdkAnnotations, containerEnv, nagFindings, securityGroupRules, statements, synthText, type Synth } from "./helpers.js";
 
 describe("no NAT, no listeners, Container Insights and flow logs off, an image from a public registry", () => {

@@ -72,5 +72,8 @@ test("AWS SDK clients only in the AWS deployer; aws-cdk-lib only in infra/", asy
 test("infra/ imports from runtime/ only the AWS contract", async () => {
   await assertForbidden("infra/selftest.ts", "../runtime/rpc/frames.js", "import-x/no-restricted-paths");
   await assertAllowed("infra/selftest.ts", "../runtime/deployers/aws/config.js");
+  // The construct itself: the contract and nothing else.
+  await assertAllowed("infra/weaver-app.ts", "../runtime/deployers/aws/contract.js");
+  await assertForbidden("infra/weaver-app.ts", "../runtime/deployers/aws/config.js", "import-x/no-restricted-paths");
   await assertForbidden("runtime/core/selftest.ts", "../../infra/stack.js", "import-x/no-restricted-paths");
 });

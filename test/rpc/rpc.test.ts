@@ -387,6 +387,32 @@ test("a method-table hash mismatch fails calls with an error naming both hashes"
   }
 });
 
+test("a server refuses a client of another deployment version; same versions and unversioned peers connect", async () => {
+  const v1 = await startServer(basic, "127.0.0.1:0", { deploymentId: "v-one" });
+  const v2 = await startServer(basic, "127.0.0.1:0", { deploymentId: "v-two" });
+  const client = (address: string, deploymentId?: string) => new Connection(address, { methodTableHash: HASH, deploymentId });
+  const same = client(v1.address, "v-one");
+  const other = client(v2.address, "v-one");
+  const unversioned = client(v2.address);
+  try {
+    assert.equal(await same.call(v1.ids.add!, "add", [1, 2]), 3);
+    await assert.rejects(other.call(v2.ids.add!, "add", [1, 2]), (e: unknown) => {
+      assert.ok(e instanceof TransportError, String(e));
+      assert.match(e.message, /deployment version mismatch: client is version "v-one", server is version "v-two"/);
+      return true;
+    });
+    assert.ok(!other.healthy);
+    const refusal = v2.logger.lines.find((l) => l.level === "warn" && /refusing/.test(l.msg));
+    assert.match(String(refusal?.attrs?.["reason"]), /two versions of an app never call each other/);
+    assert.equal(v2.server.stats.calls, 0);
+    assert.equal(await unversioned.call(v2.ids.add!, "add", [2, 2]), 4);
+  } finally {
+    for (const c of [same, other, unversioned]) await c.close();
+    await v1.server.close();
+    await v2.server.close();
+  }
+});
+
 test("close() lets in-flight calls finish; close(0) aborts them", async () => {
   const release = deferred();
   const s = await startServer({ wait: async () => (await release.promise, "done") });

@@ -5,8 +5,8 @@ import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import type { RoutingInfo } from "../../protos/runtime.js";
 import { AwsClients, callAws } from "./clients.js";
-import { ENV } from "./config.js";
-import { ATTR } from "./controlplane.js";
+import { ATTR, ENV } from "./contract.js";
+import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { ControlApiClient, type ReplicaReport } from "./protocol.js";
@@ -15,6 +15,8 @@ import { ControlApiClient, type ReplicaReport } from "./protocol.js";
 export interface AgentEnv {
   app: string;
   deployment: string;
+  /** The version this task runs: it only discovers, and only talks to, replicas of the same version. */
+  version: string;
   configFile: string;
   namespace: string;
   controlPlaneService: string;
@@ -38,6 +40,7 @@ export function agentEnvFromProcess(): AgentEnv {
   return {
     app: required(ENV.APP),
     deployment: required(ENV.DEPLOYMENT),
+    version: required(ENV.VERSION),
     configFile: required(ENV.CONFIG),
     namespace: required(ENV.NAMESPACE),
     controlPlaneService: required(ENV.CONTROLPLANE_SERVICE),
@@ -84,6 +87,8 @@ export class Agent {
   private locateAttempts = 0;
   private unhealthy = false;
   private unsentSpans = 0;
+  /** Method call totals at the previous report (reports carry the difference). */
+  private reportedCalls = { calls: 0, errors: 0 };
   private readonly log = jsonLogger("agent");
 
   constructor(
@@ -108,7 +113,8 @@ export class Agent {
       nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
         app: this.env.app,
-        deploymentId: this.env.deployment,
+        // The version is the weavelet's deployment id: its RPC handshake refuses peers of other versions.
+        deploymentId: this.env.version,
         id: this.identity.taskId,
         runMain: this.env.components.includes(MAIN_COMPONENT),
         internalAddress: `${this.identity.ip}:${this.env.rpcPort}`,
@@ -155,7 +161,7 @@ export class Agent {
     if (health === "HEALTHY") {
       if (this.unhealthy) this.log.info("weavelet healthy again: re-registering", {});
       this.unhealthy = false;
-      await this.client.ready(this.report());
+      await this.client.ready({ ...this.report(), ...(await this.callsSinceLastReport()) });
       if (this.unsentSpans > 0) {
         const count = this.unsentSpans;
         this.unsentSpans = 0;
@@ -168,6 +174,16 @@ export class Agent {
     }
   }
 
+  /** Component method calls (and failures) this weavelet made since the previous report. */
+  private async callsSinceLastReport(): Promise<{ calls: number; errors: number }> {
+    const metrics = await this.envelope!.getMetrics().catch(() => []);
+    const sum = (name: string) => metrics.filter((m) => m.name === name).reduce((a, m) => a + m.value, 0);
+    const now = { calls: sum(METHOD_CALLS), errors: sum(METHOD_ERRORS) };
+    const delta = { calls: Math.max(0, now.calls - this.reportedCalls.calls), errors: Math.max(0, now.errors - this.reportedCalls.errors) };
+    this.reportedCalls = now;
+    return delta;
+  }
+
   private report(): ReplicaReport {
     return {
       taskArn: this.identity!.taskArn,
@@ -176,6 +192,7 @@ export class Agent {
       ip: this.identity!.ip,
       port: this.env.rpcPort,
       weaveletId: this.identity!.taskId,
+      version: this.env.version,
       listeners: { ...this.listeners },
     };
   }
@@ -185,7 +202,7 @@ export class Agent {
       activateComponent: async ({ component, routed }) => {
         const group = this.groupOf.get(component);
         if (!group) throw new Error(`unknown component ${component}: not registered in ${this.config!.binary}`);
-        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed });
+        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed, version: this.env.version, targetGroup: group });
         if (!this.watches.has(component)) {
           const w: Watch = { component, group, routed, revision: undefined, replicas: [], polls: 0, version: 0n };
           this.watches.set(component, w);
@@ -200,7 +217,7 @@ export class Agent {
         const port = Number(address.slice(address.lastIndexOf(":") + 1));
         this.listeners[listener] = port;
         try {
-          const { url } = await this.client.exportListener({ taskArn: this.identity!.taskArn, listener, ip: this.identity!.ip, port });
+          const { url } = await this.client.exportListener({ taskArn: this.identity!.taskArn, listener, ip: this.identity!.ip, port, version: this.env.version });
           return { proxyAddress: url.replace(/^https?:\/\//, ""), error: "" };
         } catch (err) {
           return { proxyAddress: "", error: (err as Error).message };
@@ -244,7 +261,10 @@ export class Agent {
     const revision = Number(rev.InstancesRevision ?? 0);
     if (revision === w.revision && w.polls % FULL_REFRESH_EVERY !== 0) return;
     const out = await callAws("servicediscovery:DiscoverInstances", where, () =>
-      this.aws.serviceDiscovery.send(new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: w.group, HealthStatus: "ALL", MaxResults: 1000 })),
+      // Only this version's replicas: versions never call each other (the RPC handshake enforces it too).
+      this.aws.serviceDiscovery.send(
+        new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: w.group, HealthStatus: "ALL", MaxResults: 1000, QueryParameters: { [ATTR.VERSION]: this.env.version } }),
+      ),
     );
     w.revision = revision;
     const replicas = [...new Set((out.Instances ?? []).map((i) => `${i.Attributes?.[ATTR.IPV4]}:${i.Attributes?.[ATTR.PORT]}`).filter((a) => !a.startsWith("undefined")))].sort();

@@ -1,14 +1,14 @@
-import { RegisterScalableTargetCommand } from "@aws-sdk/client-application-auto-scaling";
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
 import { FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
-import { DescribeServicesCommand, DescribeTasksCommand, ListTasksCommand, UpdateServiceCommand, type Task } from "@aws-sdk/client-ecs";
+import { DescribeTasksCommand, ListTasksCommand, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { DeregisterInstanceCommand, ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { AwsClients, callAws } from "./clients.js";
-import { defaultStackName, OUTPUTS, type GroupsOutput, type ListenersOutput } from "./config.js";
+import { ATTR, defaultStackName, OUTPUTS, TAGS, versionedServiceName, type GroupsOutput, type ListenersOutput } from "./contract.js";
+import { Versions, type LiveVersion } from "./versions.js";
 
 /** Where the CLI finds the deployment: weaver.toml's `[aws] stack`, or `--stack`. */
 export interface StackOptions {
@@ -20,11 +20,17 @@ export interface StackOptions {
 export interface Deployment {
   stack: string;
   cluster: string;
+  /** The version the stack deployed last (the one rolling out, or live). */
+  version: string;
   mainGroup: string;
   groups: GroupsOutput;
   listeners: ListenersOutput;
   logGroup: string;
 }
+
+type Out = (line: string) => void;
+const stdout: Out = (l) => process.stdout.write(l + "\n");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function stackName(opts: StackOptions): string {
   if (opts.stack) return opts.stack;
@@ -49,6 +55,7 @@ export async function readDeployment(aws: AwsClients, opts: StackOptions): Promi
   return {
     stack,
     cluster: need(OUTPUTS.CLUSTER_NAME),
+    version: need(OUTPUTS.VERSION),
     mainGroup: need(OUTPUTS.MAIN_GROUP),
     groups: JSON.parse(need(OUTPUTS.GROUPS)) as GroupsOutput,
     listeners: JSON.parse(outputs.get(OUTPUTS.LISTENERS) ?? "{}") as ListenersOutput,
@@ -56,8 +63,12 @@ export async function readDeployment(aws: AwsClients, opts: StackOptions): Promi
   };
 }
 
-/** Current tasks of a group's service (not stopped), and stopped ones with their reasons. */
-async function groupTasks(aws: AwsClients, d: Deployment, service: string): Promise<{ live: Task[]; stopped: Task[] }> {
+function versionsOf(aws: AwsClients, d: Deployment): Versions {
+  return new Versions(aws, d.cluster, d.stack);
+}
+
+/** Current tasks of a service (not stopped), and stopped ones with their reasons. */
+async function serviceTasks(aws: AwsClients, d: Deployment, service: string): Promise<{ live: Task[]; stopped: Task[] }> {
   const arns: string[] = [];
   for (const desiredStatus of ["RUNNING", "STOPPED"] as const) {
     const page = await callAws("ecs:ListTasks", `service ${service}`, () => aws.ecs.send(new ListTasksCommand({ cluster: d.cluster, serviceName: service, desiredStatus })));
@@ -72,50 +83,58 @@ async function groupTasks(aws: AwsClients, d: Deployment, service: string): Prom
   return { live: mine.filter((t) => t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED"), stopped: mine.filter((t) => t.lastStatus === "STOPPED" || t.desiredStatus === "STOPPED") };
 }
 
-async function instanceCount(aws: AwsClients, serviceId: string): Promise<number> {
+/** Registered replicas of a group, by version. */
+async function instancesByVersion(aws: AwsClients, serviceId: string): Promise<Map<string, string[]>> {
   const out = await callAws("servicediscovery:ListInstances", `service ${serviceId}`, () => aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId })));
-  return new Set((out.Instances ?? []).map((i) => i.Id)).size;
+  const by = new Map<string, string[]>();
+  for (const i of out.Instances ?? []) {
+    const v = i.Attributes?.[ATTR.VERSION] ?? "";
+    by.set(v, [...(by.get(v) ?? []), i.Id!]);
+  }
+  return by;
 }
 
-async function targetStates(aws: AwsClients, targetGroupArn: string): Promise<string[]> {
-  const out = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${targetGroupArn}`, () => aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: targetGroupArn })));
-  return (out.TargetHealthDescriptions ?? []).map((t) => t.TargetHealth?.State ?? "unknown");
-}
-
-/** Raises a group's service to `floor` tasks and records the floor for autoscaling and the control plane. */
-async function setFloor(aws: AwsClients, d: Deployment, group: string, floor: number): Promise<void> {
-  const g = d.groups[group]!;
-  await callAws("application-autoscaling:RegisterScalableTarget", `service/${d.cluster}/${g.service}`, () =>
-    aws.scaling.send(new RegisterScalableTargetCommand({ ServiceNamespace: "ecs", ResourceId: `service/${d.cluster}/${g.service}`, ScalableDimension: "ecs:service:DesiredCount", MinCapacity: floor, MaxCapacity: Math.max(floor, g.max) })),
-  ).catch((err: Error) => process.stderr.write(`warning: ${err.message}\n`));
-  await callAws("ecs:UpdateService", `service ${g.service}`, () => aws.ecs.send(new UpdateServiceCommand({ cluster: d.cluster, service: g.service, desiredCount: floor })));
-}
-
-/** `tsweaver aws activate`: raise main's group and wait until it is running, registered and healthy. */
-export async function activateCommand(opts: StackOptions & { replicas?: number; timeout?: number }, out: (line: string) => void = (l) => process.stdout.write(l + "\n")): Promise<void> {
+/** `tsweaver aws activate`: raise main's group (of the deployed version) and wait until it serves. */
+export async function activateCommand(opts: StackOptions & { replicas?: number; timeout?: number }, out: Out = stdout): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
+  const versions = versionsOf(aws, d);
   const main = d.groups[d.mainGroup];
   if (!main) throw new Error(`stack ${d.stack}: main group ${d.mainGroup} is missing from the Groups output`);
   const floor = opts.replicas ?? main.min;
   if (!Number.isInteger(floor) || floor < 1) throw new Error(`--replicas must be a positive integer (got ${opts.replicas})`);
-  const described = await callAws("ecs:DescribeServices", `service ${main.service}`, () => aws.ecs.send(new DescribeServicesCommand({ cluster: d.cluster, services: [main.service] })));
-  if (!described.services?.[0]) throw new Error(`ECS service ${main.service} not found in cluster ${d.cluster}`);
-  out(`activating ${d.stack}: group ${d.mainGroup} → ${floor} task(s)`);
-  await setFloor(aws, d, d.mainGroup, Math.max(floor, described.services[0].desiredCount ?? 0));
+  const service = versionedServiceName(d.mainGroup, d.version);
   const started = Date.now();
   const deadline = started + (opts.timeout ?? 600) * 1000;
-  const knownStopped = new Set((await groupTasks(aws, d, main.service)).stopped.map((t) => t.taskArn));
+  const timedOut = (what: string) => new Error(`timed out after ${opts.timeout ?? 600} s: ${what}`);
+  // The control plane creates each version's services when it starts; wait for it.
+  let svc = (await versions.list()).get(d.version)?.services.get(d.mainGroup);
+  if (!svc) out(`waiting for the control plane to create ${service} (version ${d.version})`);
+  while (!svc) {
+    if (Date.now() > deadline) throw timedOut(`service ${service} does not exist: is the control plane running? (tsweaver aws logs --component controlplane)`);
+    await sleep(1_000);
+    svc = (await versions.list()).get(d.version)?.services.get(d.mainGroup);
+  }
+  const want = Math.max(floor, svc.desired);
+  out(`activating ${d.stack} version ${d.version}: group ${d.mainGroup} → ${want} task(s)`);
+  await versions.registerScaling(service, want, Math.max(want, main.max), 70).catch((err: Error) => process.stderr.write(`warning: ${err.message}\n`));
+  await versions.setDesired(service, want);
+  const knownStopped = new Set((await serviceTasks(aws, d, service)).stopped.map((t) => t.taskArn));
   let last = "";
   for (;;) {
-    const { live, stopped } = await groupTasks(aws, d, main.service);
+    const { live, stopped } = await serviceTasks(aws, d, service);
     const newlyStopped = stopped.filter((t) => !knownStopped.has(t.taskArn));
     const running = live.filter((t) => t.lastStatus === "RUNNING").length;
     const pending = live.length - running;
-    const registered = await instanceCount(aws, main.discoveryServiceId);
-    const health = await Promise.all(Object.entries(d.listeners).map(async ([name, l]) => [name, await targetStates(aws, l.targetGroupArn)] as const));
+    const registered = (await instancesByVersion(aws, main.discoveryServiceId)).get(d.version)?.length ?? 0;
+    const health = await Promise.all(
+      Object.keys(d.listeners).map(async (name) => {
+        const tg = await versions.findTargetGroup(name, d.version);
+        return [name, tg ? await versions.targetStates(tg) : []] as const;
+      }),
+    );
     const healthy = health.map(([name, states]) => `${name} ${states.filter((s) => s === "healthy").length}/${states.length} healthy`).join(", ");
-    const line = `  tasks: ${pending} pending, ${running}/${floor} running · registered replicas: ${registered}/${floor}${healthy ? ` · targets: ${healthy}` : ""}`;
+    const line = `  tasks: ${pending} pending, ${running}/${want} running · registered replicas: ${registered}/${want}${healthy ? ` · targets: ${healthy}` : ""}`;
     if (line !== last) out(line);
     last = line;
     if (newlyStopped.length >= 3 || (newlyStopped.length > 0 && running === 0 && Date.now() - started > 30_000)) {
@@ -123,52 +142,88 @@ export async function activateCommand(opts: StackOptions & { replicas?: number; 
       throw new Error(`group ${d.mainGroup} is failing to start; stopped tasks:\n${reasons.join("\n")}\nsee: tsweaver aws logs --component stderr`);
     }
     const listenersReady = health.every(([, states]) => states.some((s) => s === "healthy"));
-    if (running >= floor && registered >= floor && listenersReady) break;
+    if (running >= want && registered >= want && listenersReady) break;
     if (Date.now() > deadline) {
       const unhealthy = health.filter(([, s]) => !s.some((x) => x === "healthy")).map(([n]) => n);
-      throw new Error(`timed out after ${opts.timeout ?? 600} s: ${line.trim()}${unhealthy.length ? `; no healthy target for ${unhealthy.join(", ")} (check health_check_path)` : ""}`);
+      throw timedOut(`${line.trim()}${unhealthy.length ? `; no healthy target for ${unhealthy.join(", ")} (check health_check_path)` : ""}`);
     }
-    await new Promise((r) => setTimeout(r, 1_000));
+    await sleep(1_000);
   }
   out(`${d.stack} is active (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   for (const [name, l] of Object.entries(d.listeners)) out(`listener ${name}: ${l.url}`);
 }
 
-/** `tsweaver aws status`: groups, tasks, registered replicas, listeners and target health. */
-export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, out: (line: string) => void = (l) => process.stdout.write(l + "\n")): Promise<void> {
+/** Every live version: its rollout phase, groups and share of each listener's traffic. */
+export interface VersionStatus {
+  version: string;
+  deployed: boolean;
+  phase: string;
+  since: string;
+  reason: string;
+  groups: { group: string; desired: number; running: number; pending: number; registered: number; health: string }[];
+  /** Listener → percent of its traffic. */
+  traffic: Record<string, number>;
+}
+
+async function versionStatuses(aws: AwsClients, d: Deployment): Promise<{ versions: VersionStatus[]; listeners: { listener: string; url: string; targets: number; healthy: number }[] }> {
+  const store = versionsOf(aws, d);
+  const live = await store.list();
+  const registered = new Map<string, Map<string, string[]>>();
+  for (const [group, g] of Object.entries(d.groups)) registered.set(group, await instancesByVersion(aws, g.discoveryServiceId));
+  const traffic = new Map<string, Record<string, number>>();
+  const listeners: { listener: string; url: string; targets: number; healthy: number }[] = [];
+  for (const [name, l] of Object.entries(d.listeners)) {
+    const rule = await store.rule(l.listenerArn);
+    const total = [...(rule?.weights.values() ?? [])].reduce((a, b) => a + b, 0);
+    let targets = 0;
+    let healthy = 0;
+    for (const [arn, w] of rule?.weights ?? []) {
+      const v = Versions.versionOfTargetGroup(arn);
+      if (v) traffic.set(v, { ...(traffic.get(v) ?? {}), [name]: total === 0 ? 0 : Math.round((100 * w) / total) });
+      const states = await store.targetStates(arn);
+      if (w > 0) {
+        targets += states.length;
+        healthy += states.filter((s) => s === "healthy").length;
+      }
+    }
+    listeners.push({ listener: name, url: l.url, targets, healthy });
+  }
+  const statuses: VersionStatus[] = [];
+  for (const v of live.values()) {
+    const groups = [...v.services.values()].map((s) => {
+      const reg = registered.get(s.group)?.get(v.version)?.length ?? 0;
+      return { group: s.group, desired: s.desired, running: s.running, pending: s.pending, registered: reg, health: "" };
+    });
+    for (const g of groups) g.health = g.desired === 0 ? "inactive" : g.registered >= g.desired && g.running >= g.desired ? "healthy" : g.running === 0 ? "starting" : "degraded";
+    statuses.push({
+      version: v.version,
+      deployed: v.version === d.version,
+      phase: v.rollout.phase ?? "new",
+      since: v.rollout.since ? new Date(v.rollout.since).toISOString() : "",
+      reason: v.rollout.reason ?? "",
+      groups: groups.sort((a, b) => a.group.localeCompare(b.group)),
+      traffic: traffic.get(v.version) ?? {},
+    });
+  }
+  // The deployed version last: it is the newest.
+  statuses.sort((a, b) => Number(a.deployed) - Number(b.deployed) || a.version.localeCompare(b.version));
+  return { versions: statuses, listeners };
+}
+
+/** `tsweaver aws status`: every live version, its groups and rollout phase, and the traffic split. */
+export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, out: Out = stdout): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
-  const services = await callAws("ecs:DescribeServices", `cluster ${d.cluster}`, () =>
-    aws.ecs.send(new DescribeServicesCommand({ cluster: d.cluster, services: Object.values(d.groups).map((g) => g.service) })),
-  );
-  const groups = await Promise.all(
-    Object.entries(d.groups).map(async ([name, g]) => {
-      const s = services.services?.find((x) => x.serviceName === g.service);
-      const { live } = await groupTasks(aws, d, g.service);
-      return {
-        group: name,
-        desired: s?.desiredCount ?? 0,
-        running: live.filter((t) => t.lastStatus === "RUNNING").length,
-        pending: live.filter((t) => t.lastStatus !== "RUNNING").length,
-        registered: await instanceCount(aws, g.discoveryServiceId),
-        health: "",
-      };
-    }),
-  );
-  for (const g of groups) g.health = g.desired === 0 ? "inactive" : g.registered >= g.desired && g.running >= g.desired ? "healthy" : g.running === 0 ? "starting" : "degraded";
-  const listeners = await Promise.all(
-    Object.entries(d.listeners).map(async ([name, l]) => {
-      const states = await targetStates(aws, l.targetGroupArn);
-      return { listener: name, url: l.url, targets: states.length, healthy: states.filter((s) => s === "healthy").length };
-    }),
-  );
+  const { versions, listeners } = await versionStatuses(aws, d);
   if (opts.json) {
-    out(JSON.stringify({ stack: d.stack, groups, listeners }, null, 2));
+    out(JSON.stringify({ stack: d.stack, deployedVersion: d.version, versions, listeners }, null, 2));
     return;
   }
-  out(`STACK ${d.stack}  cluster ${d.cluster}`);
-  const rows = [["GROUP", "DESIRED", "RUNNING", "PENDING", "REGISTERED", "HEALTH"], ...groups.map((g) => [g.group, String(g.desired), String(g.running), String(g.pending), String(g.registered), g.health])];
-  out(table(rows));
+  out(`STACK ${d.stack}  cluster ${d.cluster}  deployed version ${d.version}`);
+  if (versions.length === 0) out("  no version has services yet (the control plane creates them when it starts)");
+  const trafficOf = (v: VersionStatus) => Object.entries(v.traffic).map(([l, p]) => `${l} ${p}%`).join(", ") || "-";
+  out(table([["VERSION", "PHASE", "TRAFFIC", "SINCE", "REASON"], ...versions.map((v) => [v.version + (v.deployed ? " (deployed)" : ""), v.phase, trafficOf(v), v.since, v.reason])]));
+  out(table([["VERSION", "GROUP", "DESIRED", "RUNNING", "PENDING", "REGISTERED", "HEALTH"], ...versions.flatMap((v) => v.groups.map((g) => [v.version, g.group, String(g.desired), String(g.running), String(g.pending), String(g.registered), g.health]))]));
   if (listeners.length) out(table([["LISTENER", "URL", "TARGETS", "HEALTHY"], ...listeners.map((l) => [l.listener, l.url, String(l.targets), String(l.healthy)])]));
 }
 
@@ -177,18 +232,91 @@ function table(rows: string[][]): string {
   return rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
 }
 
-/** `tsweaver aws deactivate`: every group to 0 tasks, every replica and target deregistered. */
-export async function deactivateCommand(opts: StackOptions & { timeout?: number }, out: (line: string) => void = (l) => process.stdout.write(l + "\n")): Promise<void> {
+/** `tsweaver aws rollout status`: where the rollout of the deployed version stands. */
+export async function rolloutStatusCommand(opts: StackOptions & { json?: boolean }, out: Out = stdout): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
-  for (const group of Object.keys(d.groups)) await setFloor(aws, d, group, 0);
-  out(`deactivating ${d.stack}: every group set to 0 tasks`);
+  const { versions } = await versionStatuses(aws, d);
+  const mine = versions.find((v) => v.deployed);
+  if (opts.json) {
+    out(JSON.stringify({ stack: d.stack, version: d.version, rollout: mine ?? null, others: versions.filter((v) => !v.deployed) }, null, 2));
+    return;
+  }
+  if (!mine) {
+    out(`${d.stack}: version ${d.version} has no services yet (the control plane creates them when it starts)`);
+    return;
+  }
+  out(describeRollout(mine, versions.filter((v) => !v.deployed)));
+}
+
+function describeRollout(v: VersionStatus, others: VersionStatus[]): string {
+  const traffic = Object.entries(v.traffic).map(([l, p]) => `${l} ${p}%`).join(", ") || "no listener traffic";
+  const from = others.filter((o) => Object.values(o.traffic).some((p) => p > 0) || o.groups.some((g) => g.desired > 0)).map((o) => o.version);
+  return `version ${v.version}: ${v.phase}${v.reason ? ` (${v.reason})` : ""} · ${traffic}${from.length ? ` · previous: ${from.join(", ")}` : ""}`;
+}
+
+/**
+ * `tsweaver aws rollout promote|rollback`: the request goes on the deployed version's main service
+ * (a tag); the control plane acts on it at its next reconcile, and this waits, with progress, until
+ * it has: promote → the version takes all traffic; rollback → the previous version does.
+ */
+export async function rolloutRequestCommand(request: "promote" | "rollback", opts: StackOptions & { timeout?: number }, out: Out = stdout): Promise<void> {
+  const aws = new AwsClients();
+  const d = await readDeployment(aws, opts);
+  const store = versionsOf(aws, d);
+  const mine = (await store.list()).get(d.version);
+  const phase = mine?.rollout.phase;
+  if (!mine?.main) throw new Error(`version ${d.version} of ${d.stack} has no services yet: nothing to ${request}`);
+  if (phase === "rolled-back") throw new Error(`version ${d.version} is already rolled back (${mine.rollout.reason ?? ""}); deploy a new version to try again`);
+  if (phase === "live" || phase === "draining") {
+    if (request === "promote") {
+      out(`version ${d.version} already takes all traffic (${phase})`);
+      return;
+    }
+    throw new Error(`version ${d.version} already took all traffic and its predecessor is retired (${phase}): roll back by deploying the previous version (cdk deploy)`);
+  }
+  await store.tag(mine.main.arn, { [TAGS.ROLLOUT_REQUEST]: request });
+  out(`${request} requested for version ${d.version} (was ${phase ?? "new"}); waiting for the control plane`);
+  const deadline = Date.now() + (opts.timeout ?? 300) * 1000;
+  let last = "";
+  for (;;) {
+    const { versions } = await versionStatuses(aws, d);
+    const v = versions.find((x) => x.deployed);
+    if (v) {
+      const line = "  " + describeRollout(v, versions.filter((x) => !x.deployed));
+      if (line !== last) out(line);
+      last = line;
+      const done = request === "promote" ? v.phase === "draining" || v.phase === "live" : v.phase === "rolled-back";
+      if (done) {
+        out(request === "promote" ? `version ${d.version} takes all traffic` : `rolled back: the previous version takes all traffic; ${d.version} is retired`);
+        return;
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeout ?? 300} s waiting for the control plane to ${request} (is it running? tsweaver aws logs --component controlplane)`);
+    await sleep(1_000);
+  }
+}
+
+/** `tsweaver aws deactivate`: every version's groups to 0 tasks, every replica and target deregistered. */
+export async function deactivateCommand(opts: StackOptions & { timeout?: number }, out: Out = stdout): Promise<void> {
+  const aws = new AwsClients();
+  const d = await readDeployment(aws, opts);
+  const store = versionsOf(aws, d);
+  const live: LiveVersion[] = [...(await store.list()).values()];
+  for (const v of live) {
+    for (const s of v.services.values()) {
+      await store.deregisterScaling(s.name).catch((err: Error) => process.stderr.write(`warning: ${err.message}\n`));
+      await store.setDesired(s.name, 0);
+    }
+  }
+  out(`deactivating ${d.stack}: every group of ${live.length} version(s) set to 0 tasks`);
   const deadline = Date.now() + (opts.timeout ?? 300) * 1000;
   for (;;) {
-    const live = (await Promise.all(Object.values(d.groups).map(async (g) => (await groupTasks(aws, d, g.service)).live.length))).reduce((a, b) => a + b, 0);
-    if (live === 0) break;
-    if (Date.now() > deadline) throw new Error(`timed out: ${live} task(s) still running`);
-    await new Promise((r) => setTimeout(r, 1_000));
+    let running = 0;
+    for (const v of live) for (const s of v.services.values()) running += (await serviceTasks(aws, d, s.name)).live.length;
+    if (running === 0) break;
+    if (Date.now() > deadline) throw new Error(`timed out: ${running} task(s) still running`);
+    await sleep(1_000);
   }
   // Tasks deregister themselves when they stop; remove whatever a crash left behind.
   for (const [group, g] of Object.entries(d.groups)) {
@@ -197,16 +325,20 @@ export async function deactivateCommand(opts: StackOptions & { timeout?: number 
       await callAws("servicediscovery:DeregisterInstance", `instance ${id} (group ${group})`, () => aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: id }))).catch(() => {});
     }
   }
-  for (const l of Object.values(d.listeners)) {
-    const health = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${l.targetGroupArn}`, () => aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: l.targetGroupArn })));
-    const targets = (health.TargetHealthDescriptions ?? []).map((t) => t.Target!).filter(Boolean);
-    if (targets.length) await callAws("elasticloadbalancing:DeregisterTargets", `target group ${l.targetGroupArn}`, () => aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: l.targetGroupArn, Targets: targets })));
+  for (const name of Object.keys(d.listeners)) {
+    for (const v of live) {
+      const arn = await store.findTargetGroup(name, v.version);
+      if (!arn) continue;
+      const health = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () => aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })));
+      const targets = (health.TargetHealthDescriptions ?? []).map((t) => t.Target!).filter(Boolean);
+      if (targets.length) await callAws("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () => aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: targets })));
+    }
   }
   out(`${d.stack} is inactive: no tasks, replicas or targets`);
 }
 
 /** `tsweaver aws logs`: the app's CloudWatch logs, filtered, optionally followed. */
-export async function awsLogsCommand(opts: StackOptions & { follow?: boolean; component?: string; since?: string }, out: (line: string) => void = (l) => process.stdout.write(l + "\n")): Promise<void> {
+export async function awsLogsCommand(opts: StackOptions & { follow?: boolean; component?: string; since?: string }, out: Out = stdout): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
   let startTime = Math.floor(parseSince(opts.since ?? "10m") / 1000);

@@ -1,7 +1,6 @@
 /**
- * The `[aws]` section of weaver.toml, and the names the CDK stack (infra/) and the AWS control plane,
- * task agent and CLI agree on: ECS/Cloud Map names, container commands, environment variables and stack
- * outputs. Everything here is plain data; no AWS SDK and no aws-cdk-lib.
+ * The `[aws]` section of weaver.toml: parsed, validated and with every default filled in. (The names the
+ * stack, the control plane, the agent and the CLI agree on are in contract.ts.)
  *
  * ```toml
  * [aws]
@@ -13,12 +12,16 @@
  * [aws.listeners.hello]
  * port = 80
  * health_check_path = "/healthz"
+ * [aws.rollout]                 # how traffic moves to a new version
+ * steps = [10, 50, 100]
+ * step_seconds = 60
  * ```
  * See docs/aws.md for every key.
  */
 import path from "node:path";
 import { checkKeys, isTable, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { ConfigError } from "../../core/errors.js";
+import { defaultStackName, listenerUrlOutputKey, pascalCase, type RolloutEnv } from "./contract.js";
 
 /** The validated `[aws]` section, with every default filled in. */
 export interface AwsConfig {
@@ -70,6 +73,8 @@ export interface AwsConfig {
   readonly groups: readonly AwsGroupConfig[];
   /** The ALB listeners (`[aws.listeners.NAME]`), sorted by name. */
   readonly listeners: readonly AwsListenerConfig[];
+  /** How traffic moves from one version to the next (`[aws.rollout]`). */
+  readonly rollout: RolloutEnv;
 }
 
 /** One deployment group on AWS: an ECS service of identical tasks. */
@@ -101,150 +106,12 @@ export interface AwsListenerConfig {
   readonly public: boolean;
   /** Path the ALB health check requests (default "/"). */
   readonly healthCheckPath: string;
+  /** Seconds a retired version's targets keep finishing in-flight requests (default 30). */
+  readonly deregistrationDelaySeconds: number;
   /** ACM certificate: the listener speaks HTTPS. */
   readonly certificateArn: string | undefined;
   /** With a certificate: an HTTP listener on this port redirects to HTTPS (default 80; `redirect_http = false` disables). */
   readonly redirectPort: number | undefined;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Names shared by the stack, the control plane, the task agent and the CLI.
-// ---------------------------------------------------------------------------------------------------
-
-/**
- * ECS service name and Cloud Map service name of the control plane. The underscore keeps it apart from
- * every group name (group names are `[a-z0-9-]`).
- */
-export const CONTROLPLANE_NAME = "tsweaver_controlplane";
-
-/** Container command (after the image's `tsweaver` entrypoint) of every group task. */
-export const AGENT_COMMAND: readonly string[] = ["aws", "agent"];
-/** Container command (after the image's `tsweaver` entrypoint) of the control plane task. */
-export const CONTROLPLANE_COMMAND: readonly string[] = ["aws", "controlplane"];
-
-/** Environment variables the stack sets on the tasks: the contract between infra/ and the control plane. */
-export const ENV = {
-  /** App name (`[tsweaver] name`). Agent and control plane. */
-  APP: "TSWEAVER_APP",
-  /** Deployment id: the stack name. Agent and control plane. */
-  DEPLOYMENT: "TSWEAVER_DEPLOYMENT",
-  /** Path of weaver.toml inside the image (relative to the working directory). Agent and control plane. */
-  CONFIG: "TSWEAVER_CONFIG",
-  /** Cloud Map HTTP namespace name (DiscoverInstances' NamespaceName). Agent and control plane. */
-  NAMESPACE: "TSWEAVER_NAMESPACE",
-  /** Cloud Map service the control plane registers itself in (`tsweaver_controlplane`). Agent and control plane. */
-  CONTROLPLANE_SERVICE: "TSWEAVER_CONTROLPLANE_SERVICE",
-  /** Control plane port (decimal). Agent and control plane. */
-  CONTROL_PORT: "TSWEAVER_CONTROL_PORT",
-  /** Weavelet RPC port (decimal). Agent and control plane. */
-  RPC_PORT: "TSWEAVER_RPC_PORT",
-  /** The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control plane. */
-  SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
-  /** The group this task hosts. Agent only. */
-  GROUP: "TSWEAVER_GROUP",
-  /** Comma-separated components of that group. Agent only. */
-  COMPONENTS: "TSWEAVER_COMPONENTS",
-  /** ECS cluster ARN. Control plane only. */
-  CLUSTER: "TSWEAVER_CLUSTER",
-  /** Cloud Map namespace id (`ns-...`). Control plane only. */
-  NAMESPACE_ID: "TSWEAVER_NAMESPACE_ID",
-  /** Cloud Map service id (`srv-...`) of `tsweaver_controlplane`, for its own RegisterInstance. Control plane only. */
-  CONTROLPLANE_SERVICE_ID: "TSWEAVER_CONTROLPLANE_SERVICE_ID",
-  /** JSON {@link GroupsEnv}: every group's ECS and Cloud Map handles. Control plane only. */
-  GROUPS: "TSWEAVER_GROUPS",
-  /** JSON {@link ListenersEnv}: every ALB listener. Control plane only ("{}" without listeners). */
-  LISTENERS: "TSWEAVER_LISTENERS",
-  /** Comma-separated subnet ids group tasks run in (for RunTask). Control plane only. */
-  SUBNETS: "TSWEAVER_SUBNETS",
-  /** Security group id of group tasks (for RunTask). Control plane only. */
-  SECURITY_GROUP: "TSWEAVER_WEAVELET_SECURITY_GROUP",
-  /** "ENABLED" or "DISABLED": whether group tasks get a public IP (for RunTask). Control plane only. */
-  ASSIGN_PUBLIC_IP: "TSWEAVER_ASSIGN_PUBLIC_IP",
-} as const;
-
-/** Value of {@link ENV.GROUPS}, keyed by group name. */
-export type GroupsEnv = Record<
-  string,
-  {
-    /** ECS service name (= group name). */
-    readonly service: string;
-    readonly serviceArn: string;
-    /** Task definition ARN (with revision) of the group's tasks. */
-    readonly taskDefinition: string;
-    /** Cloud Map service id (`srv-...`) replicas are registered in. */
-    readonly discoveryServiceId: string;
-    readonly components: readonly string[];
-    readonly min: number;
-    readonly max: number;
-  }
->;
-
-/** Value of {@link ENV.LISTENERS}, keyed by listener name. */
-export type ListenersEnv = Record<
-  string,
-  {
-    /** URL users reach the listener at (ALB DNS name). */
-    readonly url: string;
-    /** ALB port. */
-    readonly port: number;
-    /** Port the weavelet listens on; `getListenerAddress` answers `0.0.0.0:<containerPort>`. */
-    readonly containerPort: number;
-    /** IP target group to register replicas in (`exportListener`). */
-    readonly targetGroupArn: string;
-    readonly listenerArn: string;
-  }
->;
-
-/** CloudFormation output keys of the stack (what `tsweaver aws` reads with DescribeStacks). */
-export const OUTPUTS = {
-  APP: "AppName",
-  DEPLOYMENT: "DeploymentId",
-  CLUSTER_NAME: "ClusterName",
-  CLUSTER_ARN: "ClusterArn",
-  CONTROLPLANE_SERVICE: "ControlPlaneServiceName",
-  NAMESPACE_NAME: "NamespaceName",
-  NAMESPACE_ID: "NamespaceId",
-  /** Name of the group hosting `tsweaver/Main` (the one `activate` raises). */
-  MAIN_GROUP: "MainGroup",
-  /** JSON {@link GroupsOutput}. */
-  GROUPS: "Groups",
-  /** JSON {@link ListenersOutput} ("{}" without listeners). */
-  LISTENERS: "Listeners",
-  LOG_GROUP: "LogGroupName",
-  SECRET_ARN: "DeploymentSecretArn",
-  /** Only when listeners are configured. */
-  LOAD_BALANCER_DNS: "LoadBalancerDnsName",
-  /** Only when listeners are configured. */
-  LOAD_BALANCER_ARN: "LoadBalancerArn",
-} as const;
-
-/** Value of the {@link OUTPUTS.GROUPS} output (kept small: CloudFormation outputs hold 4096 characters). */
-export type GroupsOutput = Record<string, { readonly service: string; readonly discoveryServiceId: string; readonly min: number; readonly max: number }>;
-/** Value of the {@link OUTPUTS.LISTENERS} output. */
-export type ListenersOutput = Record<string, { readonly url: string; readonly targetGroupArn: string }>;
-
-/** Output key of a group's ECS service name: `hello-reverser` → `ServiceHelloReverser`. */
-export function groupServiceOutputKey(group: string): string {
-  return `Service${pascalCase(group)}`;
-}
-
-/** Output key of a listener's URL: `hello` → `UrlHello`. */
-export function listenerUrlOutputKey(listener: string): string {
-  return `Url${pascalCase(listener)}`;
-}
-
-/** `hello-reverser` → `HelloReverser` (CloudFormation logical ids and output keys are alphanumeric). */
-export function pascalCase(name: string): string {
-  return name
-    .split(/[^A-Za-z0-9]+/)
-    .filter((p) => p !== "")
-    .map((p) => p[0]!.toUpperCase() + p.slice(1))
-    .join("");
-}
-
-/** The default stack name (and deployment id) of an app: `tsweaver-<app>` (`_` becomes `-`). */
-export function defaultStackName(app: string): string {
-  return `tsweaver-${app.replace(/_/g, "-")}`;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -273,10 +140,12 @@ const AWS_KEYS = [
   "controlplane",
   "groups",
   "listeners",
+  "rollout",
 ];
 const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target"];
-const LISTENER_KEYS = ["port", "container_port", "public", "health_check_path", "certificate_arn", "redirect_http"];
+const LISTENER_KEYS = ["port", "container_port", "public", "health_check_path", "deregistration_delay_seconds", "certificate_arn", "redirect_http"];
 const CONTROLPLANE_KEYS = ["cpu", "memory"];
+const ROLLOUT_KEYS = ["steps", "step_seconds", "max_error_rate", "health_timeout_seconds"];
 
 /** Retention periods CloudWatch Logs accepts. */
 export const LOG_RETENTION_DAYS: readonly number[] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
@@ -419,6 +288,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
       containerPort,
       public: lr.bool("public") ?? true,
       healthCheckPath,
+      deregistrationDelaySeconds: lr.int("deregistration_delay_seconds", 0, 3600) ?? 30,
       certificateArn,
       redirectPort: certificateArn !== undefined && redirect !== false ? 80 : undefined,
     };
@@ -450,8 +320,11 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   }
 
   const keys = new Map<string, string>();
-  for (const g of awsGroups) uniqueKey(keys, groupServiceOutputKey(g.name), `group ${g.name}`, file);
-  for (const l of listeners) uniqueKey(keys, listenerUrlOutputKey(l.name), `listener ${l.name}`, file);
+  // Group constructs are named Group<PascalCase>: two groups must not share one.
+  for (const g of awsGroups) uniqueKey(keys, `Group${pascalCase(g.name)}`, `group ${g.name}`, file, "the CloudFormation logical id");
+  for (const l of listeners) uniqueKey(keys, listenerUrlOutputKey(l.name), `listener ${l.name}`, file, "the stack output");
+
+  const rollout = parseRollout(r.table("rollout") ?? {}, file, fail);
 
   return {
     stack,
@@ -475,6 +348,30 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     controlPlane: { cpu: cpCpu, memory: cpMemory },
     groups: awsGroups,
     listeners,
+    rollout,
+  };
+}
+
+/** `[aws.rollout]`: steps ascending from 1 to 100 ending at 100, seconds per step, error-rate threshold. */
+function parseRollout(raw: Record<string, unknown>, file: string, fail: (key: string, what: string) => never): RolloutEnv {
+  checkKeys(raw, ROLLOUT_KEYS, "aws.rollout", file);
+  const r = reader(raw, "rollout.", fail);
+  const stepsRaw = raw["steps"] ?? [10, 50, 100];
+  const valid =
+    Array.isArray(stepsRaw) &&
+    stepsRaw.length > 0 &&
+    stepsRaw.every((v, i) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 100 && (i === 0 || v > (stepsRaw[i - 1] as number))) &&
+    stepsRaw[stepsRaw.length - 1] === 100;
+  if (!valid) fail("rollout.steps", `must be percentages from 1 to 100, ascending, the last one 100, e.g. [10, 50, 100] (got ${JSON.stringify(stepsRaw)})`);
+  const maxErrorRate = raw["max_error_rate"] ?? 0.05;
+  if (typeof maxErrorRate !== "number" || !(maxErrorRate >= 0 && maxErrorRate <= 1)) {
+    fail("rollout.max_error_rate", `must be a number from 0 to 1, e.g. 0.05 for 5% (got ${JSON.stringify(maxErrorRate)})`);
+  }
+  return {
+    steps: stepsRaw as number[],
+    stepSeconds: r.int("step_seconds", 0, 86_400) ?? 60,
+    maxErrorRate: maxErrorRate as number,
+    healthTimeoutSeconds: r.int("health_timeout_seconds", 10, 86_400) ?? 600,
   };
 }
 
@@ -519,9 +416,9 @@ function checkFargateSize(cpu: number, memory: number, prefix: string, fail: (ke
   }
 }
 
-function uniqueKey(keys: Map<string, string>, key: string, what: string, file: string): void {
+function uniqueKey(keys: Map<string, string>, key: string, what: string, file: string, kind: string): void {
   const other = keys.get(key);
-  if (other !== undefined) throw new ConfigError(`${file}: ${what} and ${other} both map to the stack output ${key}; rename one`);
+  if (other !== undefined) throw new ConfigError(`${file}: ${what} and ${other} both map to ${kind} ${key}; rename one`);
   keys.set(key, what);
 }
 

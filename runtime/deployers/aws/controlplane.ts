@@ -1,30 +1,20 @@
-import {
-  DescribeScalableTargetsCommand,
-  RegisterScalableTargetCommand,
-} from "@aws-sdk/client-application-auto-scaling";
-import { DescribeServicesCommand, DescribeTasksCommand, ListTasksCommand, UpdateServiceCommand, type Task } from "@aws-sdk/client-ecs";
+import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
+import { DescribeTasksCommand, ListTasksCommand, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
 import type http from "node:http";
 import { AwsClients, callAws } from "./clients.js";
-import { CONTROLPLANE_NAME, ENV, type GroupsEnv, type ListenersEnv } from "./config.js";
+import { ATTR, CONTROLPLANE_NAME, ENV, MAIN_COMPONENT, TAGS, versionedServiceName, type GroupsEnv, type ListenersEnv, type RolloutEnv } from "./contract.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
-
-/** Cloud Map attributes the control plane sets on every replica instance. */
-export const ATTR = {
-  IPV4: "AWS_INSTANCE_IPV4",
-  PORT: "AWS_INSTANCE_PORT",
-  TASK_ARN: "TSWEAVER_TASK_ARN",
-  VERSION: "TSWEAVER_VERSION",
-  WEAVELET: "TSWEAVER_WEAVELET",
-  GROUP: "TSWEAVER_GROUP",
-} as const;
+import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
 export interface ControlPlaneEnv {
   deployment: string;
+  /** The version this control plane was deployed with: the one it rolls out. */
+  version: string;
   clusterArn: string;
   namespaceId: string;
   controlPlaneServiceId: string;
@@ -33,7 +23,12 @@ export interface ControlPlaneEnv {
   secret: string;
   groups: GroupsEnv;
   listeners: ListenersEnv;
-  /** How often state is reconciled with AWS (ms). */
+  rollout: RolloutEnv;
+  vpcId: string;
+  subnets: string[];
+  securityGroup: string;
+  assignPublicIp: "ENABLED" | "DISABLED";
+  /** How often state is reconciled with AWS and the rollout advanced (ms). */
   reconcileMs: number;
 }
 
@@ -54,6 +49,7 @@ function json<T>(name: string): T {
 export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
   return {
     deployment: required(ENV.DEPLOYMENT),
+    version: required(ENV.VERSION),
     clusterArn: required(ENV.CLUSTER),
     namespaceId: required(ENV.NAMESPACE_ID),
     controlPlaneServiceId: required(ENV.CONTROLPLANE_SERVICE_ID),
@@ -62,28 +58,50 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
     secret: required(ENV.SECRET),
     groups: json<GroupsEnv>(ENV.GROUPS),
     listeners: json<ListenersEnv>(ENV.LISTENERS),
+    rollout: json<RolloutEnv>(ENV.ROLLOUT),
+    vpcId: process.env[ENV.VPC_ID] ?? "",
+    subnets: (process.env[ENV.SUBNETS] ?? "").split(",").filter(Boolean),
+    securityGroup: process.env[ENV.SECURITY_GROUP] ?? "",
+    assignPublicIp: process.env[ENV.ASSIGN_PUBLIC_IP] === "ENABLED" ? "ENABLED" : "DISABLED",
     reconcileMs: Number(process.env["TSWEAVER_RECONCILE_MS"] ?? 5_000),
   };
 }
 
+/** Method-call counts one version's agents reported, with when (for error rates over a step). */
+interface CallSample {
+  at: number;
+  calls: number;
+  errors: number;
+}
+
 /**
- * The AWS deployer's EnvelopeHandler side: agents relay their weavelets' requests here. It raises ECS
- * services on activation, registers ready replicas in Cloud Map and listeners in ALB target groups, and
- * keeps no state AWS does not also hold: on start, and then periodically, it rebuilds its view from ECS,
- * Cloud Map, ELBv2 and Application Auto Scaling and repairs what differs.
+ * The AWS deployer's EnvelopeHandler side and its rollout driver. Agents of every running version relay
+ * their weavelets' requests here: it raises their version's ECS services on activation, registers ready
+ * replicas in Cloud Map (with their version) and listeners in their version's target group. It also
+ * rolls its own version out: creates its services and target groups, raises them to the floors of the
+ * version serving now, shifts the listeners' weights step by step while the new version is healthy
+ * and its error rate low, rolls back otherwise, and retires the old version once drained.
+ *
+ * It keeps no state AWS does not also hold (rollout phases are tags, traffic is the listener rules'
+ * weights), so a replaced control plane resumes where the old one stopped. When two control plane
+ * tasks run at once (during a deploy), only the newest running one reconciles and drives rollouts.
  */
 export class ControlPlane implements ControlApi {
   private readonly clusterName: string;
+  private readonly versions: Versions;
   private readonly groupLocks = new Map<string, Promise<unknown>>();
   private readonly taskLocks = new Map<string, Promise<unknown>>();
-  /** Floors this process recorded as autoscaling minimums (so repeated activations skip the call). */
-  private readonly floorsRecorded = new Map<string, number>();
   /** Replicas that reported ready (rebuilt from heartbeats after a restart). */
   private readonly replicas = new Map<string, ReplicaReport>();
+  /** Target group ARN per `listener/version` (they never change once created). */
+  private readonly targetGroups = new Map<string, string>();
+  /** Method calls reported by each version's agents, newest last (error rates during a rollout). */
+  private readonly samples = new Map<string, CallSample[]>();
   private server: http.Server | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> | undefined;
   private identity: TaskIdentity | undefined;
+  private leading = false;
   droppedSpans = 0;
   /** Counters of AWS calls by API (reported in logs; used to count calls per activation). */
   readonly awsCalls = new Map<string, number>();
@@ -94,6 +112,7 @@ export class ControlPlane implements ControlApi {
     private readonly log: JsonLogger = jsonLogger("controlplane"),
   ) {
     this.clusterName = env.clusterArn.split("/").pop()!;
+    this.versions = new Versions(aws, env.clusterArn, env.deployment, (api, resource, fn) => this.aws_(api, resource, fn));
   }
 
   /** Starts serving agents on the task's address and registers the control plane in Cloud Map. */
@@ -108,17 +127,20 @@ export class ControlPlane implements ControlApi {
         new RegisterInstanceCommand({
           ServiceId: this.env.controlPlaneServiceId,
           InstanceId: this.identity!.taskId,
-          Attributes: { [ATTR.IPV4]: this.identity!.ip, [ATTR.PORT]: String(this.env.controlPort), [ATTR.TASK_ARN]: this.identity!.taskArn },
+          Attributes: { [ATTR.IPV4]: this.identity!.ip, [ATTR.PORT]: String(this.env.controlPort), [ATTR.TASK_ARN]: this.identity!.taskArn, [ATTR.VERSION]: this.env.version },
         }),
       ),
     );
-    this.log.info("control plane serving", { address: `${this.identity.ip}:${this.env.controlPort}`, deployment: this.env.deployment });
+    this.log.info("control plane serving", { address: `${this.identity.ip}:${this.env.controlPort}`, deployment: this.env.deployment, version: this.env.version });
     await this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message }));
     this.timer = setInterval(() => void this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message })), this.env.reconcileMs);
   }
 
+  /** Stops serving. When the stack itself is being deleted, first removes every version's resources. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    await this.reconciling?.catch(() => {});
+    if (await this.stackDeleting()) await this.retireEverything().catch((err: Error) => this.log.error("cannot remove the versions' resources", { err: err.message }));
     this.server?.close();
     this.server?.closeAllConnections();
     if (this.identity) {
@@ -130,21 +152,22 @@ export class ControlPlane implements ControlApi {
 
   // ---- the API agents call ----
 
-  async activate(req: { taskArn: string; group: string; component: string; routed: boolean }): Promise<Record<string, never>> {
-    const group = this.groupOf(req.component);
-    await this.raise(group, this.env.groups[group]!.min);
-    this.log.info("component activated", { component: req.component, group, by: req.group });
+  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; targetGroup?: string }): Promise<Record<string, never>> {
+    const version = req.version;
+    const group = req.targetGroup ?? this.groupOf(req.component);
+    await this.raise(group, version);
+    this.log.info("component activated", { component: req.component, group, version, by: req.group });
     return {};
   }
 
   async ready(report: ReplicaReport): Promise<Record<string, never>> {
-    const g = this.env.groups[report.group];
-    if (!g) throw new Error(`unknown group ${report.group} (known: ${Object.keys(this.env.groups).join(", ")})`);
+    this.discoveryServiceOf(report.group);
     const first = !this.replicas.has(report.taskArn);
     this.replicas.set(report.taskArn, report);
+    this.recordCalls(report);
     await this.registerReplica(report);
-    for (const [listener, port] of Object.entries(report.listeners)) await this.registerTarget(listener, report.ip, port);
-    if (first) this.log.info("replica ready", { group: report.group, task: report.taskId, address: `${report.ip}:${report.port}` });
+    for (const [listener, port] of Object.entries(report.listeners)) await this.registerTarget(listener, this.versionOf(report), report.ip, port);
+    if (first) this.log.info("replica ready", { group: report.group, version: this.versionOf(report), task: report.taskId, address: `${report.ip}:${report.port}` });
     return {};
   }
 
@@ -152,9 +175,9 @@ export class ControlPlane implements ControlApi {
     return { port: this.listener(req.listener).containerPort };
   }
 
-  async exportListener(req: { taskArn: string; listener: string; ip: string; port: number }): Promise<{ url: string }> {
+  async exportListener(req: { taskArn: string; listener: string; ip: string; port: number; version: string }): Promise<{ url: string }> {
     const l = this.listener(req.listener);
-    await this.registerTarget(req.listener, req.ip, req.port);
+    await this.registerTarget(req.listener, req.version, req.ip, req.port);
     const known = this.replicas.get(req.taskArn);
     if (known) known.listeners[req.listener] = req.port;
     return { url: l.url };
@@ -163,7 +186,7 @@ export class ControlPlane implements ControlApi {
   async stopping(report: ReplicaReport): Promise<Record<string, never>> {
     this.replicas.delete(report.taskArn);
     await this.deregisterReplica(report.group, report.taskId);
-    for (const [listener, port] of Object.entries(report.listeners)) await this.deregisterTarget(listener, report.ip, port);
+    for (const [listener, port] of Object.entries(report.listeners)) await this.deregisterTarget(listener, this.versionOf(report), report.ip, port);
     this.log.info("replica stopping: deregistered", { group: report.group, task: report.taskId });
     return {};
   }
@@ -173,7 +196,7 @@ export class ControlPlane implements ControlApi {
     return {};
   }
 
-  // ---- AWS operations ----
+  // ---- helpers ----
 
   /** Counts and runs an AWS call with an error naming the API and resource. */
   private aws_<T>(api: string, resource: string, fn: () => Promise<T>): Promise<T> {
@@ -181,9 +204,19 @@ export class ControlPlane implements ControlApi {
     return callAws(api, resource, fn);
   }
 
+  private versionOf(report: ReplicaReport): string {
+    return report.version;
+  }
+
   private groupOf(component: string): string {
     for (const [name, g] of Object.entries(this.env.groups)) if (g.components.includes(component)) return name;
     throw new Error(`unknown component ${component}: no group of this deployment hosts it (was the stack deployed from this version of the app?)`);
+  }
+
+  private discoveryServiceOf(group: string): string {
+    const g = this.env.groups[group];
+    if (!g) throw new Error(`unknown group ${group} (known: ${Object.keys(this.env.groups).join(", ")})`);
+    return g.discoveryServiceId;
   }
 
   private listener(name: string): ListenersEnv[string] {
@@ -192,51 +225,85 @@ export class ControlPlane implements ControlApi {
     return l;
   }
 
+  private get mainGroup(): string {
+    return Object.entries(this.env.groups).find(([, g]) => g.components.includes(MAIN_COMPONENT))![0];
+  }
+
+  private recordCalls(report: ReplicaReport): void {
+    if (!report.calls) return;
+    const version = this.versionOf(report);
+    const list = this.samples.get(version) ?? [];
+    list.push({ at: Date.now(), calls: report.calls, errors: report.errors ?? 0 });
+    // An hour of samples is more than any step looks back at.
+    while (list.length > 0 && list[0]!.at < Date.now() - 3_600_000) list.shift();
+    this.samples.set(version, list);
+  }
+
+  /** Errors / calls of a version's component methods reported since `since` (undefined: no calls). */
+  errorRate(version: string, since: number): { rate: number; calls: number } | undefined {
+    let calls = 0;
+    let errors = 0;
+    for (const s of this.samples.get(version) ?? []) {
+      if (s.at < since) continue;
+      calls += s.calls;
+      errors += s.errors;
+    }
+    return calls === 0 ? undefined : { rate: errors / calls, calls };
+  }
+
+  // ---- a version's groups ----
+
   /**
-   * Raises a group's ECS service to at least `floor` tasks and records the floor as the autoscaling
-   * minimum. Serialized per group; a no-op when already there, so concurrent activations are safe.
+   * Raises a version's group to at least its floor (creating this version's service if needed) and
+   * records the floor as its autoscaling minimum. Serialized per service; a no-op when already there.
    */
-  raise(group: string, floor: number, recordFloor = true): Promise<void> {
-    const previous = this.groupLocks.get(group) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(() => this.raiseNow(group, floor, recordFloor));
-    this.groupLocks.set(group, next);
+  raise(group: string, version: string, floor?: number): Promise<void> {
+    const service = versionedServiceName(group, version);
+    const previous = this.groupLocks.get(service) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(() => this.raiseNow(group, version, floor));
+    this.groupLocks.set(service, next);
     return next;
   }
 
-  private async raiseNow(group: string, floor: number, recordFloor: boolean): Promise<void> {
-    const g = this.env.groups[group]!;
-    const described = await this.aws_("ecs:DescribeServices", `service ${g.service}`, () =>
-      this.aws.ecs.send(new DescribeServicesCommand({ cluster: this.env.clusterArn, services: [g.service] })),
-    );
-    const service = described.services?.[0];
-    if (!service) throw new Error(`ecs:DescribeServices on service ${g.service}: not found in cluster ${this.clusterName} (${described.failures?.[0]?.reason ?? "no reason given"})`);
-    const raised = (service.desiredCount ?? 0) < floor;
-    if (raised) {
-      await this.aws_("ecs:UpdateService", `service ${g.service}`, () =>
-        this.aws.ecs.send(new UpdateServiceCommand({ cluster: this.env.clusterArn, service: g.service, desiredCount: floor })),
-      );
-      this.log.info("group raised", { group, desired: floor });
+  private async raiseNow(group: string, version: string, floorWanted: number | undefined): Promise<void> {
+    const name = versionedServiceName(group, version);
+    let v = (await this.versions.list()).get(version);
+    if (!v?.services.has(group) && version === this.env.version) {
+      await this.createOwnService(group);
+      v = (await this.versions.list()).get(version);
     }
-    // A floor read back from autoscaling is already recorded; an activation records (or confirms) it once.
-    if (!recordFloor || (!raised && this.floorsRecorded.get(group) === floor)) return;
-    this.floorsRecorded.set(group, floor);
+    const svc = v?.services.get(group);
+    if (!v || !svc) throw new Error(`ecs:DescribeServices on service ${name}: not found in cluster ${this.clusterName} (version ${version} is not running here)`);
+    if (v.rollout.phase === "rolled-back") throw new Error(`version ${version} was rolled back (${v.rollout.reason ?? "no reason recorded"}); it is not raised again`);
+    const min = Number(svc.tags[TAGS.MIN] ?? 1);
+    const max = Number(svc.tags[TAGS.MAX] ?? Math.max(min, 4));
+    const floor = Math.max(min, floorWanted ?? 0);
+    if (svc.desired >= floor) return;
+    await this.versions.setDesired(name, floor);
+    this.log.info("group raised", { group, version, desired: floor });
     try {
-      await this.aws_("application-autoscaling:RegisterScalableTarget", `service/${this.clusterName}/${g.service}`, () =>
-        this.aws.scaling.send(
-          new RegisterScalableTargetCommand({
-            ServiceNamespace: "ecs",
-            ResourceId: `service/${this.clusterName}/${g.service}`,
-            ScalableDimension: "ecs:service:DesiredCount",
-            MinCapacity: floor,
-            MaxCapacity: Math.max(floor, g.max),
-          }),
-        ),
-      );
+      await this.versions.registerScaling(name, floor, Math.max(floor, max), this.env.groups[group]?.cpuTarget ?? 70);
     } catch (err) {
-      // The desired count is what runs tasks; the floor only survives redeploys. Report, don't fail.
-      this.log.warn("cannot record the group's autoscaling floor", { group, err: (err as Error).message });
+      // The desired count is what runs tasks; the scaling floor only keeps it. Report, don't fail.
+      this.log.warn("cannot record the group's autoscaling floor", { group, version, err: (err as Error).message });
     }
   }
+
+  private async createOwnService(group: string): Promise<void> {
+    const g = this.env.groups[group]!;
+    await this.versions.createService({
+      group,
+      version: this.env.version,
+      taskDefinition: g.taskDefinition,
+      min: g.min,
+      max: g.max,
+      main: g.components.includes(MAIN_COMPONENT),
+      network: { subnets: this.env.subnets, securityGroup: this.env.securityGroup, assignPublicIp: this.env.assignPublicIp },
+    });
+    this.log.info("version service created", { group, version: this.env.version, service: versionedServiceName(group, this.env.version) });
+  }
+
+  // ---- registrations ----
 
   /** Runs registration changes of one task one at a time (a heartbeat and a reconcile may coincide). */
   private perTask<T>(taskId: string, fn: () => Promise<T>): Promise<T> {
@@ -254,15 +321,15 @@ export class ControlPlane implements ControlApi {
   }
 
   private async registerReplicaNow(r: ReplicaReport): Promise<void> {
-    const g = this.env.groups[r.group]!;
-    const attrs = { [ATTR.IPV4]: r.ip, [ATTR.PORT]: String(r.port), [ATTR.TASK_ARN]: r.taskArn, [ATTR.VERSION]: this.env.deployment, [ATTR.WEAVELET]: r.weaveletId, [ATTR.GROUP]: r.group };
+    const serviceId = this.discoveryServiceOf(r.group);
+    const attrs = { [ATTR.IPV4]: r.ip, [ATTR.PORT]: String(r.port), [ATTR.TASK_ARN]: r.taskArn, [ATTR.VERSION]: this.versionOf(r), [ATTR.WEAVELET]: r.weaveletId, [ATTR.GROUP]: r.group };
     const existing = (await this.instances(r.group)).filter((i) => i.Id === r.taskId);
     const same = existing.length === 1 && Object.entries(attrs).every(([k, v]) => existing[0]!.Attributes?.[k] === v);
     if (same) return;
     // Replace rather than re-register: some Cloud Map implementations keep both copies of a re-used id.
     for (let i = 0; i < existing.length; i++) await this.deregisterReplicaNow(r.group, r.taskId);
-    await this.aws_("servicediscovery:RegisterInstance", `instance ${r.taskId} of service ${g.discoveryServiceId} (group ${r.group})`, () =>
-      this.aws.serviceDiscovery.send(new RegisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: r.taskId, Attributes: attrs })),
+    await this.aws_("servicediscovery:RegisterInstance", `instance ${r.taskId} of service ${serviceId} (group ${r.group})`, () =>
+      this.aws.serviceDiscovery.send(new RegisterInstanceCommand({ ServiceId: serviceId, InstanceId: r.taskId, Attributes: attrs })),
     );
   }
 
@@ -271,10 +338,10 @@ export class ControlPlane implements ControlApi {
   }
 
   private async deregisterReplicaNow(group: string, taskId: string): Promise<void> {
-    const g = this.env.groups[group]!;
+    const serviceId = this.discoveryServiceOf(group);
     try {
-      await this.aws_("servicediscovery:DeregisterInstance", `instance ${taskId} of service ${g.discoveryServiceId} (group ${group})`, () =>
-        this.aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: taskId })),
+      await this.aws_("servicediscovery:DeregisterInstance", `instance ${taskId} of service ${serviceId} (group ${group})`, () =>
+        this.aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: serviceId, InstanceId: taskId })),
       );
     } catch (err) {
       if (!/InstanceNotFound/.test((err as Error).message)) throw err;
@@ -282,12 +349,12 @@ export class ControlPlane implements ControlApi {
   }
 
   private async instances(group: string): Promise<InstanceSummary[]> {
-    const g = this.env.groups[group]!;
+    const serviceId = this.discoveryServiceOf(group);
     const out: InstanceSummary[] = [];
     let token: string | undefined;
     do {
-      const page = await this.aws_("servicediscovery:ListInstances", `service ${g.discoveryServiceId} (group ${group})`, () =>
-        this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId, NextToken: token })),
+      const page = await this.aws_("servicediscovery:ListInstances", `service ${serviceId} (group ${group})`, () =>
+        this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId, NextToken: token })),
       );
       out.push(...(page.Instances ?? []));
       token = page.NextToken;
@@ -295,48 +362,83 @@ export class ControlPlane implements ControlApi {
     return out;
   }
 
-  private async registerTarget(listener: string, ip: string, port: number): Promise<void> {
-    const l = this.listener(listener);
-    await this.aws_("elasticloadbalancing:RegisterTargets", `target group ${l.targetGroupArn}`, () =>
-      this.aws.elb.send(new RegisterTargetsCommand({ TargetGroupArn: l.targetGroupArn, Targets: [{ Id: ip, Port: port }] })),
+  /** A version's target group of a listener, created on first use. */
+  private async targetGroup(listener: string, version: string): Promise<string> {
+    const key = `${listener}/${version}`;
+    let arn = this.targetGroups.get(key);
+    if (arn === undefined) {
+      const l = this.listener(listener);
+      arn = await this.versions.ensureTargetGroup(version, {
+        listener,
+        containerPort: l.containerPort,
+        healthCheckPath: l.healthCheckPath,
+        deregistrationDelaySeconds: l.deregistrationDelaySeconds,
+        vpcId: this.env.vpcId,
+      });
+      this.targetGroups.set(key, arn);
+    }
+    return arn;
+  }
+
+  private async registerTarget(listener: string, version: string, ip: string, port: number): Promise<void> {
+    const arn = await this.targetGroup(listener, version);
+    await this.aws_("elasticloadbalancing:RegisterTargets", `target group ${arn}`, () =>
+      this.aws.elb.send(new RegisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: port }] })),
     );
   }
 
-  private async deregisterTarget(listener: string, ip: string, port: number): Promise<void> {
-    const l = this.env.listeners[listener];
-    if (!l) return;
-    await this.aws_("elasticloadbalancing:DeregisterTargets", `target group ${l.targetGroupArn}`, () =>
-      this.aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: l.targetGroupArn, Targets: [{ Id: ip, Port: port }] })),
+  private async deregisterTarget(listener: string, version: string, ip: string, port: number): Promise<void> {
+    if (!this.env.listeners[listener]) return;
+    const arn = this.targetGroups.get(`${listener}/${version}`) ?? (await this.versions.findTargetGroup(listener, version));
+    if (!arn) return;
+    await this.aws_("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
+      this.aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: port }] })),
     );
   }
 
-  /** The service's tasks that are not stopped (ECS service tasks carry group "service:<name>"). */
-  private async runningTasks(service: string): Promise<Task[]> {
-    const g = { service };
+  // ---- reconcile ----
+
+  /** The cluster's tasks that are not stopped. */
+  private async liveTasks(serviceName?: string): Promise<Task[]> {
     const arns: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.aws_("ecs:ListTasks", `service ${g.service}`, () =>
-        this.aws.ecs.send(new ListTasksCommand({ cluster: this.env.clusterArn, serviceName: g.service, desiredStatus: "RUNNING", nextToken: token })),
+      const page = await this.aws_("ecs:ListTasks", `cluster ${this.clusterName}`, () =>
+        this.aws.ecs.send(new ListTasksCommand({ cluster: this.env.clusterArn, serviceName, desiredStatus: "RUNNING", nextToken: token })),
       );
       arns.push(...(page.taskArns ?? []));
       token = page.nextToken;
     } while (token);
     const tasks: Task[] = [];
     for (let i = 0; i < arns.length; i += 100) {
-      const page = await this.aws_("ecs:DescribeTasks", `tasks of service ${g.service}`, () =>
+      const page = await this.aws_("ecs:DescribeTasks", `tasks of cluster ${this.clusterName}`, () =>
         this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.env.clusterArn, tasks: arns.slice(i, i + 100) })),
       );
       tasks.push(...(page.tasks ?? []));
     }
     // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
-    return tasks.filter((t) => t.group === `service:${g.service}` && t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED");
+    return tasks.filter((t) => (serviceName === undefined || t.group === `service:${serviceName}`) && t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED");
   }
 
   /**
-   * Makes AWS agree with the running tasks: instances and targets of tasks that are gone are removed,
-   * replicas that reported ready but lost their registration get it back, and groups whose autoscaling
-   * floor is above zero are raised to it (after a redeploy reset them to 0).
+   * Only the newest running control plane task acts (during a deploy two run for a while). Derived
+   * from ECS each time: no lease, no state of its own.
+   */
+  private async isLeader(): Promise<boolean> {
+    const mine = this.identity?.taskArn;
+    const running = (await this.liveTasks(CONTROLPLANE_NAME)).filter((t) => t.lastStatus === "RUNNING" || t.taskArn === mine);
+    const started = (t: Task) => (t.startedAt ?? t.createdAt ?? new Date(0)).getTime();
+    running.sort((a, b) => started(b) - started(a) || (a.taskArn! < b.taskArn! ? 1 : -1));
+    const leader = running.length === 0 ? mine : running[0]!.taskArn;
+    const leading = leader === mine;
+    if (leading !== this.leading) this.log.info(leading ? "this control plane leads" : "a newer control plane leads: standing by", { leader: leader ?? "" });
+    this.leading = leading;
+    return leading;
+  }
+
+  /**
+   * Makes AWS agree with the running tasks (stale instances and targets removed, lost registrations
+   * restored, autoscaling floors kept) and advances the rollout of this version.
    */
   reconcile(): Promise<void> {
     this.reconciling ??= this.reconcileNow().finally(() => (this.reconciling = undefined));
@@ -344,9 +446,11 @@ export class ControlPlane implements ControlApi {
   }
 
   private async reconcileNow(): Promise<void> {
+    if (!(await this.isLeader())) return;
+    const tasks = await this.liveTasks();
+    const live = new Set(tasks.map((t) => t.taskArn!));
     const liveIps = new Set<string>();
     for (const group of Object.keys(this.env.groups)) {
-      const live = new Set((await this.runningTasks(this.env.groups[group]!.service)).map((t) => t.taskArn!));
       for (const inst of await this.instances(group)) {
         const arn = inst.Attributes?.[ATTR.TASK_ARN];
         if (arn && live.has(arn)) {
@@ -357,34 +461,40 @@ export class ControlPlane implements ControlApi {
         await this.deregisterReplica(group, inst.Id!);
         this.log.info("deregistered the instance of a stopped task", { group, task: inst.Id ?? "", taskArn: arn ?? "" });
       }
-      for (const [arn, report] of this.replicas) {
-        if (report.group !== group) continue;
-        if (!live.has(arn)) {
-          this.replicas.delete(arn);
-          continue;
-        }
-        liveIps.add(report.ip);
-        await this.registerReplica(report);
-      }
     }
+    for (const [arn, report] of this.replicas) {
+      if (!live.has(arn)) {
+        this.replicas.delete(arn);
+        continue;
+      }
+      liveIps.add(report.ip);
+      if (this.env.groups[report.group]) await this.registerReplica(report);
+    }
+    const versions = await this.versions.list();
     for (const [name, l] of Object.entries(this.env.listeners)) {
-      const health = await this.aws_("elasticloadbalancing:DescribeTargetHealth", `target group ${l.targetGroupArn}`, () =>
-        this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: l.targetGroupArn })),
-      );
-      for (const t of health.TargetHealthDescriptions ?? []) {
-        const ip = t.Target?.Id;
-        if (!ip || liveIps.has(ip) || t.TargetHealth?.State === "draining") continue;
-        await this.deregisterTarget(name, ip, t.Target!.Port ?? l.containerPort);
-        this.log.info("deregistered the target of a stopped task", { listener: name, target: `${ip}:${t.Target!.Port}` });
+      for (const version of versions.keys()) {
+        const arn = await this.versions.findTargetGroup(name, version);
+        if (!arn) continue;
+        const health = await this.aws_("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
+          this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
+        );
+        for (const t of health.TargetHealthDescriptions ?? []) {
+          const ip = t.Target?.Id;
+          if (!ip || liveIps.has(ip) || t.TargetHealth?.State === "draining") continue;
+          await this.aws_("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
+            this.aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: t.Target!.Port ?? l.containerPort }] })),
+          );
+          this.log.info("deregistered the target of a stopped task", { listener: name, version, target: `${ip}:${t.Target!.Port}` });
+        }
       }
     }
-    await this.removeStaleControlPlanes();
-    await this.restoreFloors();
+    await this.removeStaleControlPlanes(tasks);
+    await this.rollout(versions);
   }
 
   /** Control plane instances of tasks that are gone (a crashed predecessor) would send agents nowhere. */
-  private async removeStaleControlPlanes(): Promise<void> {
-    const live = new Set((await this.runningTasks(CONTROLPLANE_NAME)).map((t) => t.taskArn!));
+  private async removeStaleControlPlanes(tasks: Task[]): Promise<void> {
+    const live = new Set(tasks.filter((t) => t.group === `service:${CONTROLPLANE_NAME}`).map((t) => t.taskArn!));
     if (this.identity) live.add(this.identity.taskArn);
     const list = await this.aws_("servicediscovery:ListInstances", `service ${this.env.controlPlaneServiceId}`, () =>
       this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: this.env.controlPlaneServiceId })),
@@ -399,30 +509,241 @@ export class ControlPlane implements ControlApi {
     }
   }
 
-  private async restoreFloors(): Promise<void> {
-    const ids = Object.values(this.env.groups).map((g) => `service/${this.clusterName}/${g.service}`);
-    let targets;
-    try {
-      targets = await this.aws_("application-autoscaling:DescribeScalableTargets", `cluster ${this.clusterName}`, () =>
-        this.aws.scaling.send(new DescribeScalableTargetsCommand({ ServiceNamespace: "ecs", ResourceIds: ids, ScalableDimension: "ecs:service:DesiredCount" })),
-      );
-    } catch (err) {
-      this.log.warn("cannot read autoscaling floors", { err: (err as Error).message });
+  // ---- the rollout state machine (docs/aws.md, "Versions and rollouts") ----
+
+  /** Total listener weight each version has now (versions without listeners: 0). */
+  private async weightsByVersion(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const l of Object.values(this.env.listeners)) {
+      const rule = await this.versions.rule(l.listenerArn);
+      for (const [arn, w] of rule?.weights ?? []) {
+        const v = Versions.versionOfTargetGroup(arn);
+        if (v) out.set(v, (out.get(v) ?? 0) + w);
+      }
+    }
+    return out;
+  }
+
+  /** Sets every listener's traffic: `share` percent to `to`, the rest to `from` (when there is one). */
+  private async shift(to: string, from: string | undefined, share: number): Promise<void> {
+    for (const name of Object.keys(this.env.listeners)) {
+      const weights: Weight[] = [];
+      if (share > 0 || from === undefined) weights.push({ targetGroupArn: await this.targetGroup(name, to), weight: from === undefined ? 100 : share });
+      if (from !== undefined && share < 100) weights.push({ targetGroupArn: await this.targetGroup(name, from), weight: 100 - share });
+      await this.versions.setWeights(this.listener(name).listenerArn, weights);
+    }
+  }
+
+  /** Why a version is not (yet) fit to take traffic, or undefined when it is. */
+  private async unhealthy(v: LiveVersion, previous: LiveVersion): Promise<string | undefined> {
+    const floors = this.floors(previous);
+    for (const [group, floor] of floors) {
+      const ready = (await this.instances(group)).filter((i) => i.Attributes?.[ATTR.VERSION] === v.version).length;
+      if (ready < floor) return `group ${group}: ${ready}/${floor} replicas ready`;
+    }
+    for (const name of Object.keys(this.env.listeners)) {
+      const arn = await this.targetGroup(name, v.version);
+      const states = await this.versions.targetStates(arn);
+      if (!states.includes("healthy")) return `listener ${name}: no healthy target (${states.join(", ") || "none registered"})`;
+    }
+    return undefined;
+  }
+
+  /** What each of the new version's groups must run: at least its floor, and what the old version runs. */
+  private floors(previous: LiveVersion): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [group, g] of Object.entries(this.env.groups)) {
+      const old = previous.services.get(group);
+      if (old && old.desired > 0) out.set(group, Math.max(g.min, old.desired));
+    }
+    const main = this.mainGroup;
+    out.set(main, Math.max(out.get(main) ?? 0, this.env.groups[main]!.min));
+    return out;
+  }
+
+  private async rollout(versions: Map<string, LiveVersion>): Promise<void> {
+    const own = this.env.version;
+    // This version's services exist from the start (at 0 tasks), like a stack-provisioned service would.
+    for (const group of Object.keys(this.env.groups)) {
+      if (!versions.get(own)?.services.has(group)) await this.createOwnService(group);
+    }
+    if (!versions.get(own)?.services.has(this.mainGroup) || Object.keys(this.env.groups).some((g) => !versions.get(own)?.services.has(g))) {
+      versions = await this.versions.list();
+    }
+    const mine = versions.get(own)!;
+    const main = mine.main ?? mine.services.get(this.mainGroup)!;
+    const weights = await this.weightsByVersion();
+    const serving = (v: LiveVersion) => (weights.get(v.version) ?? 0) > 0 || [...v.services.values()].some((s) => s.desired > 0);
+    const others = [...versions.values()].filter((v) => v.version !== own && v.rollout.phase !== "rolled-back");
+    // The version traffic comes from: the one with the most weight (or, without listeners, running tasks).
+    const previous = others.filter(serving).sort((a, b) => (weights.get(b.version) ?? 0) - (weights.get(a.version) ?? 0))[0];
+    const retire = [...versions.values()].filter((v) => v.version !== own && v !== previous);
+    for (const v of retire) await this.retireStep(v);
+
+    const phase = mine.rollout.phase;
+    const since = mine.rollout.since;
+    const elapsed = Date.now() - since;
+    const drainMs = 1000 * Math.max(0, ...Object.values(this.env.listeners).map((l) => l.deregistrationDelaySeconds));
+
+    if (phase === "rolled-back") {
+      // Traffic stays with the old version; this one is retired once its in-flight requests finished.
+      if (previous) await this.shift(previous.version, undefined, 100);
+      if (elapsed >= drainMs) await this.scaleToZero(mine);
       return;
     }
-    const floors = new Map<string, number>();
-    for (const t of targets.ScalableTargets ?? []) {
-      const group = Object.entries(this.env.groups).find(([, g]) => t.ResourceId === `service/${this.clusterName}/${g.service}`)?.[0];
-      if (group && (t.MinCapacity ?? 0) > 0) floors.set(group, t.MinCapacity!);
+    if (!previous) {
+      // Nothing to move traffic from (first deploy, an inactive app, or the rollout is done).
+      await this.shift(own, undefined, 100);
+      if (phase !== "live") {
+        await this.versions.setPhase(main, "live");
+        this.log.info("version live", { version: own });
+      }
+      await this.restoreFloors(mine);
+      return;
     }
-    if (floors.size === 0) return;
-    // One DescribeServices for all of them; only groups below their floor are raised.
-    const services = await this.aws_("ecs:DescribeServices", `cluster ${this.clusterName}`, () =>
-      this.aws.ecs.send(new DescribeServicesCommand({ cluster: this.env.clusterArn, services: [...floors.keys()].map((g) => this.env.groups[g]!.service) })),
-    );
-    for (const [group, floor] of floors) {
-      const desired = services.services?.find((x) => x.serviceName === this.env.groups[group]!.service)?.desiredCount ?? 0;
-      if (desired < floor) await this.raise(group, floor, false);
+    if (phase === "live" || phase === "draining") {
+      await this.shift(own, previous.version, 100);
+      if (phase === "live" || elapsed >= drainMs) {
+        // The old version's in-flight requests had the deregistration delay to finish.
+        await this.retireStep(previous);
+        if (phase === "draining") {
+          await this.versions.setPhase(main, "live");
+          this.log.info("rollout complete: version live, previous version retiring", { version: own, previous: previous.version });
+        }
+      }
+      return;
+    }
+    if (mine.rollout.request === "rollback") return this.rollBack(main, previous, "rollback requested (tsweaver aws rollout rollback)");
+
+    if (phase === undefined || phase === "raising") {
+      if (phase === undefined) {
+        await this.versions.setPhase(main, "raising");
+        this.log.info("rollout started: raising the new version", { version: own, previous: previous.version });
+      }
+      for (const [group, floor] of this.floors(previous)) await this.raise(group, own, floor);
+      const why = await this.unhealthy(mine, previous);
+      if (why === undefined) {
+        await this.enterStep(main, previous, 0);
+      } else if (phase === "raising" && elapsed > this.env.rollout.healthTimeoutSeconds * 1000) {
+        await this.rollBack(main, previous, `not healthy within ${this.env.rollout.healthTimeoutSeconds} s: ${why}`);
+      }
+      return;
+    }
+    const step = Number(/^step-(\d+)$/.exec(phase)?.[1] ?? NaN);
+    if (Number.isNaN(step)) {
+      this.log.warn("unknown rollout phase: starting over", { version: own, phase });
+      await this.versions.setPhase(main, "raising");
+      return;
+    }
+    const why = await this.unhealthy(mine, previous);
+    if (why !== undefined) return this.rollBack(main, previous, `unhealthy at ${this.env.rollout.steps[step]}%: ${why}`);
+    const errors = this.errorRate(own, since);
+    if (errors && errors.rate > this.env.rollout.maxErrorRate) {
+      return this.rollBack(main, previous, `error rate ${(errors.rate * 100).toFixed(1)}% of ${errors.calls} calls at ${this.env.rollout.steps[step]}% (limit ${(this.env.rollout.maxErrorRate * 100).toFixed(1)}%)`);
+    }
+    // Re-applied every time: a restarted control plane, or a weight changed by hand, is brought back in line.
+    await this.shift(own, previous.version, this.env.rollout.steps[step] ?? 100);
+    if (mine.rollout.request === "promote") return this.enterStep(main, previous, this.env.rollout.steps.length - 1, "promoted");
+    if (elapsed >= this.env.rollout.stepSeconds * 1000) await this.enterStep(main, previous, step + 1);
+  }
+
+  private async enterStep(main: VersionService, previous: LiveVersion, step: number, why?: string): Promise<void> {
+    const steps = this.env.rollout.steps;
+    if (step >= steps.length || steps[step] === 100) {
+      await this.shift(this.env.version, previous.version, 100);
+      await this.versions.setPhase(main, "draining", why);
+      this.log.info("rollout at 100%: draining the previous version", { version: this.env.version, previous: previous.version, ...(why ? { why } : {}) });
+      return;
+    }
+    await this.shift(this.env.version, previous.version, steps[step]!);
+    await this.versions.setPhase(main, `step-${step}`);
+    this.log.info("rollout step", { version: this.env.version, percent: String(steps[step]), step: String(step) });
+  }
+
+  private async rollBack(main: VersionService, previous: LiveVersion, reason: string): Promise<void> {
+    await this.shift(previous.version, undefined, 100);
+    await this.versions.setPhase(main, "rolled-back", reason);
+    this.log.warn("rollout rolled back: all traffic on the previous version", { version: this.env.version, previous: previous.version, reason });
+  }
+
+  /** Every service of a version to 0 tasks and out of autoscaling. */
+  private async scaleToZero(v: LiveVersion): Promise<void> {
+    for (const s of v.services.values()) {
+      if (s.desired === 0) continue;
+      await this.versions.deregisterScaling(s.name);
+      await this.versions.setDesired(s.name, 0);
+      this.log.info("group scaled to 0", { group: s.group, version: v.version });
+    }
+  }
+
+  /**
+   * One step of retiring a version that no longer takes traffic: scale it to 0, then (its tasks gone)
+   * delete its services and target groups. Repeated each reconcile until nothing is left.
+   */
+  private async retireStep(v: LiveVersion): Promise<void> {
+    await this.scaleToZero(v);
+    let remaining = 0;
+    for (const s of v.services.values()) {
+      if ((await this.versions.liveTaskCount(s.name)) > 0) {
+        remaining++;
+        continue;
+      }
+      await this.versions.deleteService(s.name);
+      this.log.info("version service deleted", { group: s.group, version: v.version, service: s.name });
+    }
+    if (remaining > 0) return;
+    for (const name of Object.keys(this.env.listeners)) {
+      const arn = await this.versions.findTargetGroup(name, v.version);
+      if (!arn) continue;
+      const rule = await this.versions.rule(this.listener(name).listenerArn);
+      if (rule?.weights.has(arn)) continue; // still referenced: the rule moves first
+      await this.versions.deleteTargetGroup(arn).catch((err: Error) => this.log.warn("cannot delete a retired target group yet", { arn, err: err.message }));
+      this.targetGroups.delete(`${name}/${v.version}`);
+      this.log.info("version target group deleted", { listener: name, version: v.version });
+    }
+  }
+
+  /** Groups of the live version whose autoscaling floor is above their desired count are raised back to it. */
+  private async restoreFloors(v: LiveVersion): Promise<void> {
+    for (const s of v.services.values()) {
+      const min = Number(s.tags[TAGS.MIN] ?? 1);
+      // Only groups that were activated (desired > 0 once) are kept at their floor; others wait for a call.
+      if (s.desired > 0 && s.desired < min) await this.raise(s.group, v.version, min);
+    }
+  }
+
+  // ---- stack deletion ----
+
+  private async stackDeleting(): Promise<boolean> {
+    try {
+      const out = await this.aws.cloudFormation.send(new DescribeStacksCommand({ StackName: this.env.deployment }));
+      return out.Stacks?.[0]?.StackStatus === "DELETE_IN_PROGRESS";
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * `cdk destroy`: CloudFormation stops the control plane before the cluster, listeners and namespace
+   * (they are its dependencies), so it removes what the template does not hold: every version's
+   * services, target groups and listener rules' targets, and its Cloud Map instances.
+   */
+  private async retireEverything(): Promise<void> {
+    this.log.info("stack deletion: removing every version's services and target groups", {});
+    const versions = await this.versions.list();
+    for (const v of versions.values()) {
+      await this.scaleToZero(v);
+      for (const s of v.services.values()) await this.versions.deleteService(s.name).catch(() => {});
+    }
+    for (const [name, l] of Object.entries(this.env.listeners)) {
+      await this.versions.deleteRule(l.listenerArn).catch(() => {});
+      for (const v of versions.keys()) {
+        const arn = await this.versions.findTargetGroup(name, v).catch(() => undefined);
+        if (arn) await this.versions.deleteTargetGroup(arn).catch(() => {});
+      }
+    }
+    for (const group of Object.keys(this.env.groups)) {
+      for (const inst of await this.instances(group).catch(() => [])) await this.deregisterReplica(group, inst.Id!).catch(() => {});
     }
   }
 }

@@ -7,14 +7,17 @@ import type { AddressInfo } from "node:net";
  * deployment secret (`authorization: Bearer <secret>`); anything else gets 401 and is logged.
  */
 export interface ControlApi {
-  /** The weavelet in `taskArn` needs `component`: raise its group. */
-  activate(req: { taskArn: string; group: string; component: string; routed: boolean }): Promise<Record<string, never>>;
+  /**
+   * The weavelet in `taskArn` (of `version`) needs `component`, hosted by `targetGroup`: raise that
+   * group's service of the same version.
+   */
+  activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; targetGroup?: string }): Promise<Record<string, never>>;
   /** A task's weavelet is ready (handshake done, healthy): register it as a replica. Re-sent as a heartbeat. */
   ready(req: ReplicaReport): Promise<Record<string, never>>;
   /** Where a listener must listen inside the task (its container port). */
   listenerPort(req: { listener: string }): Promise<{ port: number }>;
   /** The task listens for `listener` at ip:port: put it behind the load balancer. */
-  exportListener(req: { taskArn: string; listener: string; ip: string; port: number }): Promise<{ url: string }>;
+  exportListener(req: { taskArn: string; listener: string; ip: string; port: number; version: string }): Promise<{ url: string }>;
   /** The task is stopping: deregister it everywhere now rather than at the next reconcile. */
   stopping(req: ReplicaReport): Promise<Record<string, never>>;
   /** Finished spans (dropped with a counter unless an exporter is configured). */
@@ -29,8 +32,13 @@ export interface ReplicaReport {
   ip: string;
   port: number;
   weaveletId: string;
+  /** The version the task runs: its registrations carry it, and its listener targets go to its target group. */
+  version: string;
   /** Listener name → port it listens on in the task (re-exported after a control plane restart). */
   listeners: Record<string, number>;
+  /** Component method calls the weavelet made since the previous report, and how many failed (rollout error rates). */
+  calls?: number;
+  errors?: number;
 }
 
 type Method = keyof ControlApi;
@@ -114,8 +122,11 @@ export class ControlApiClient implements ControlApi {
   constructor(
     private readonly secret: string,
     private readonly locate: () => Promise<string>,
-    /** How long a call keeps retrying while the control plane is unreachable. */
-    private readonly retryForMs = 120_000,
+    /**
+     * How long a call keeps retrying while the control plane is unreachable. Default: forever (with
+     * backoff): a control plane being replaced is a pause, never a reason for a task to give up.
+     */
+    private readonly retryForMs = Number.POSITIVE_INFINITY,
   ) {}
 
   activate(req: Parameters<ControlApi["activate"]>[0]) {
@@ -155,7 +166,7 @@ export class ControlApiClient implements ControlApi {
         this.base = undefined;
         if (Date.now() + delay > deadline) throw new Error(`control plane unreachable for ${retryForMs} ms (${method}): ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 2_000);
+        delay = Math.min(delay * 2, 5_000);
       }
     }
   }

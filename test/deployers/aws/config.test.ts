@@ -3,14 +3,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { groupsOf, loadConfig, parseConfig } from "../../../runtime/core/config.js";
 import { ConfigError } from "../../../runtime/core/errors.js";
-import {
-  defaultStackName,
-  groupServiceOutputKey,
-  listenerUrlOutputKey,
-  parseAwsConfig,
-  pascalCase,
-  type AwsConfig,
-} from "../../../runtime/deployers/aws/config.js";
+import { parseAwsConfig, type AwsConfig } from "../../../runtime/deployers/aws/config.js";
+import { defaultStackName, listenerUrlOutputKey, parseServiceName, pascalCase, targetGroupName, versionedServiceName, versionId } from "../../../runtime/deployers/aws/contract.js";
 import { ROOT } from "../../support/index.js";
 
 const F = "/apps/shop/weaver.toml";
@@ -83,6 +77,7 @@ port = 443
 container_port = 8000
 public = false
 health_check_path = "/healthz"
+deregistration_delay_seconds = 5
 certificate_arn = "arn:aws:acm:eu-west-1:123456789012:certificate/abc"
 [aws.listeners.admin]
 port = 8080
@@ -106,13 +101,14 @@ port = 8080
   const main = c.groups.find((g) => g.name === "tsweaver-main")!;
   assert.deepEqual([main.min, main.max], [6, 6], "max defaults to at least min");
   assert.deepEqual(c.listeners, [
-    { name: "admin", port: 8080, containerPort: 8080, public: true, healthCheckPath: "/", certificateArn: undefined, redirectPort: undefined },
+    { name: "admin", port: 8080, containerPort: 8080, public: true, healthCheckPath: "/", deregistrationDelaySeconds: 30, certificateArn: undefined, redirectPort: undefined },
     {
       name: "web",
       port: 443,
       containerPort: 8000,
       public: false,
       healthCheckPath: "/healthz",
+      deregistrationDelaySeconds: 5,
       certificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc",
       redirectPort: 80,
     },
@@ -152,10 +148,38 @@ test("the default stack name is tsweaver-<app>, with '_' made '-'", () => {
   assert.equal(aws("", '[tsweaver]\nname = "my_shop"\nbinary = "m.js"\n').stack, "tsweaver-my-shop");
 });
 
-test("output keys are PascalCase group and listener names", () => {
+test("output keys are PascalCase listener names", () => {
   assert.equal(pascalCase("hello-reverser"), "HelloReverser");
-  assert.equal(groupServiceOutputKey("tsweaver-main"), "ServiceTsweaverMain");
   assert.equal(listenerUrlOutputKey("public_api"), "UrlPublicApi");
+});
+
+test("[aws.rollout]: defaults, and every key read", () => {
+  assert.deepEqual(aws("").rollout, { steps: [10, 50, 100], stepSeconds: 60, maxErrorRate: 0.05, healthTimeoutSeconds: 600 });
+  assert.deepEqual(aws("[aws.rollout]\nsteps = [25, 100]\nstep_seconds = 5\nmax_error_rate = 0\nhealth_timeout_seconds = 30\n").rollout, {
+    steps: [25, 100],
+    stepSeconds: 5,
+    maxErrorRate: 0,
+    healthTimeoutSeconds: 30,
+  });
+  assert.deepEqual(aws("[aws.rollout]\nsteps = [100]\n").rollout.steps, [100]);
+});
+
+test("version ids: what the tasks run decides them; service and target group names carry them", () => {
+  const v = versionId({ image: "asset-1", config: "{}", binary: "main" });
+  assert.match(v, /^v[0-9a-f]{10}$/);
+  assert.equal(versionId({ image: "asset-1", config: "{}", binary: "main" }), v);
+  for (const other of [{ image: "asset-2", config: "{}", binary: "main" }, { image: "asset-1", config: "{ }", binary: "main" }, { image: "asset-1", config: "{}", binary: "main2" }, { image: "asset-1{}", config: "", binary: "main" }]) {
+    assert.notEqual(versionId(other), v, JSON.stringify(other));
+  }
+  assert.equal(versionedServiceName("hello-reverser", v), `hello-reverser-${v}`);
+  assert.deepEqual(parseServiceName(`hello-reverser-${v}`), { group: "hello-reverser", version: v });
+  assert.deepEqual(parseServiceName(`a-v0123456789-${v}`), { group: "a-v0123456789", version: v });
+  assert.equal(parseServiceName("tsweaver_controlplane"), undefined);
+  assert.equal(parseServiceName("hello-reverser"), undefined);
+  const tg = targetGroupName("tsweaver-hello-with-a-long-stack-name", "hello", v);
+  assert.ok(tg.length <= 32, tg);
+  assert.match(tg, new RegExp(`^tw-[0-9a-f]{8}-${v}$`));
+  assert.notEqual(targetGroupName("other-stack", "hello", v), tg);
 });
 
 const bad: [string, string, RegExp][] = [
@@ -206,6 +230,15 @@ const bad: [string, string, RegExp][] = [
   ["bad certificate", "[aws.listeners.a]\ncertificate_arn = \"my-cert\"\n", /aws\.listeners\.a\.certificate_arn: must be an ACM/],
   ["bad health path", "[aws.listeners.a]\nhealth_check_path = \"healthz\"\n", /aws\.listeners\.a\.health_check_path: must start with "\/"/],
   ["bad listener name", "[aws.listeners.\"my listener\"]\n", /aws\.listeners\.my listener: listener names must start with a letter/],
+  ["deregistration delay", "[aws.listeners.a]\nderegistration_delay_seconds = -1\n", /aws\.listeners\.a\.deregistration_delay_seconds: must be an integer from 0 to 3600 \(got -1\)/],
+  ["unknown rollout key", "[aws.rollout]\nstep = 5\n", /aws\.rollout\.step: unknown key \(known keys: steps, step_seconds, max_error_rate, health_timeout_seconds\)/],
+  ["steps not ending at 100", "[aws.rollout]\nsteps = [10, 50]\n", /aws\.rollout\.steps: must be percentages from 1 to 100, ascending, the last one 100, e\.g\. \[10, 50, 100\] \(got \[10,50\]\)/],
+  ["steps not ascending", "[aws.rollout]\nsteps = [50, 10, 100]\n", /aws\.rollout\.steps: must be percentages .*\(got \[50,10,100\]\)/],
+  ["steps empty", "[aws.rollout]\nsteps = []\n", /aws\.rollout\.steps: must be percentages/],
+  ["steps not numbers", "[aws.rollout]\nsteps = \"10,100\"\n", /aws\.rollout\.steps: must be percentages .*\(got "10,100"\)/],
+  ["step seconds", "[aws.rollout]\nstep_seconds = 1.5\n", /aws\.rollout\.step_seconds: must be an integer from 0 to 86400 \(got 1\.5\)/],
+  ["error rate above 1", "[aws.rollout]\nmax_error_rate = 5\n", /aws\.rollout\.max_error_rate: must be a number from 0 to 1, e\.g\. 0\.05 for 5% \(got 5\)/],
+  ["health timeout", "[aws.rollout]\nhealth_timeout_seconds = 1\n", /aws\.rollout\.health_timeout_seconds: must be an integer from 10 to 86400 \(got 1\)/],
 ];
 
 for (const [what, text, message] of bad) {
@@ -222,10 +255,10 @@ for (const [what, text, message] of bad) {
   });
 }
 
-test("groups and listeners that would share a stack output key are refused", () => {
+test("groups that would share a logical id are refused", () => {
   const config = parseConfig('[tsweaver]\nbinary = "m.js"\n', F);
-  // x/1 → group x-1 and x1 → group x1: both would be output ServiceX1.
-  assert.throws(() => parseAwsConfig(config, groupsOf(config, ["x/1", "x1", "tsweaver/Main"])), /group x1 and group x-1 both map to the stack output ServiceX1/);
+  // x/1 → group x-1 and x1 → group x1: both would be construct GroupX1.
+  assert.throws(() => parseAwsConfig(config, groupsOf(config, ["x/1", "x1", "tsweaver/Main"])), /group x1 and group x-1 both map to the CloudFormation logical id GroupX1/);
 });
 
 test("an app without tsweaver/Main is refused", () => {

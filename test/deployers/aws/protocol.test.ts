@@ -44,14 +44,14 @@ test("the control API serves authenticated agents and rejects everyone else", as
   const { server, port } = await serveControlApi("127.0.0.1", 0, "s3cret", api, (why) => rejected.push(why));
   try {
     const client = new ControlApiClient("s3cret", async () => `http://127.0.0.1:${port}`, 2_000);
-    await client.activate({ taskArn: "t", group: "g", component: "app/C", routed: false });
+    await client.activate({ taskArn: "t", group: "g", component: "app/C", routed: false, version: "v0123456789" });
     assert.deepEqual(calls, ["activate app/C"]);
     assert.deepEqual(await client.listenerPort({ listener: "hello" }), { port: 8080 });
     await assert.rejects(client.listenerPort({ listener: "nope" }), /control plane: listener nope is not configured/);
     client.close();
 
     const wrong = new ControlApiClient("guess", async () => `http://127.0.0.1:${port}`, 2_000);
-    await assert.rejects(wrong.activate({ taskArn: "t", group: "g", component: "app/C", routed: false }), /unauthenticated/);
+    await assert.rejects(wrong.activate({ taskArn: "t", group: "g", component: "app/C", routed: false, version: "v0123456789" }), /unauthenticated/);
     wrong.close();
     assert.equal((await post(port, "/v1/activate", {}, "{}")).status, 401);
     assert.equal(rejected.length, 2);
@@ -70,7 +70,7 @@ test("an unreachable control plane is retried, re-located, then reported", async
     locates++;
     return "http://127.0.0.1:1";
   }, 600);
-  await assert.rejects(client.ready({ taskArn: "", taskId: "", group: "", ip: "", port: 0, weaveletId: "", listeners: {} }), /control plane unreachable for 600 ms \(ready\)/);
+  await assert.rejects(client.ready({ taskArn: "", taskId: "", group: "", ip: "", port: 0, weaveletId: "", version: "v0123456789", listeners: {} }), /control plane unreachable for 600 ms \(ready\)/);
   assert.ok(locates >= 2, "the address is looked up again after a failure");
   client.close();
 });
