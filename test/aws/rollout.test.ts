@@ -20,7 +20,7 @@ import { Versions, type LiveVersion } from "../../runtime/deployers/aws/versions
 import { ROOT, get, runCli, waitFor } from "../helpers.js";
 import { startAlbSimulator, type AlbSimulator } from "./alb.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
-import { useEmulator, type Emulator } from "./moto.js";
+import { sleep, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, updateAppResources, type AppResources } from "./stack.js";
 
 const FIXTURE = path.join(ROOT, "test/aws/fixtures/versioned/weaver.toml");
@@ -217,5 +217,25 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
     assert.deepEqual(load.failed(), []);
     assertSingleVersionChains(load);
     for (const v of before) assert.deepEqual(runningTasksOf(v), [], `${v} has no task left`);
+    stable = v5;
+  });
+
+  test("a v6 whose calls fail is rolled back on its error rate at the first step; v5 serves throughout", async () => {
+    const v5 = stable;
+    const load = new Load(url);
+    const v6 = await deploy(versionConfig("v6", { back: { fail: true }, rollout: { step_seconds: 60 } }));
+    await waitFor("v6 rolled back", async () => (await phaseOf(v6)) === "rolled-back", 60_000, 200);
+    assert.deepEqual(Object.fromEntries(await traffic()), { [v5]: 100 });
+    const rolledBackAt = Date.now();
+    await sleep(1_000);
+    await load.stop();
+    assert.match((await runCli(["aws", "rollout", "status", res.configFile])).out, new RegExp(`version ${v6}: rolled-back \\(error rate 100\\.0% of \\d+ calls at 10% \\(limit 5\\.0%\\)\\)`));
+    // Only requests the ALB sent to v6 failed (its 10%); v5 answered every one of its own.
+    const failed = load.failed();
+    assert.ok(failed.length > 0, "v6 got its share of the traffic");
+    for (const f of failed) assert.match(f.body, /Back v6 fails on purpose/);
+    assert.deepEqual(load.replies.filter((r) => r.at > rolledBackAt + 500 && r.status !== 200), [], "after the rollback every request succeeds");
+    assertSingleVersionChains(load);
+    assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v5"]));
   });
 });

@@ -152,9 +152,9 @@ export class ControlPlane implements ControlApi {
 
   // ---- the API agents call ----
 
-  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; targetGroup?: string }): Promise<Record<string, never>> {
+  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; componentGroup?: string }): Promise<Record<string, never>> {
     const version = req.version;
-    const group = req.targetGroup ?? this.groupOf(req.component);
+    const group = req.componentGroup ?? this.groupOf(req.component);
     await this.raise(group, version);
     this.log.info("component activated", { component: req.component, group, version, by: req.group });
     return {};
