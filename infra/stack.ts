@@ -11,11 +11,10 @@ import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import type * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
+import { checkComponentNames, groupsOf, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
 import { versionId } from "../runtime/deployers/aws/contract.js";
-import { listAppComponents } from "../runtime/core/components.js";
 import { WeaverApp } from "./weaver-app.js";
 
 /** Dockerfile used when weaver.toml sets neither `image` nor `dockerfile_dir` (relative to the project root). */
@@ -128,16 +127,6 @@ export class WeaverStack extends Stack {
       controlPlaneMemoryMiB: aws.controlPlane.memory,
     });
   }
-}
-
-/**
- * Loads `configFile`, asks the app for its components, and adds its stack to `scope`.
- * Every problem is a ConfigError naming the file and key.
- */
-export function createWeaverStack(scope: Construct, configFile: string, projectRoot: string): WeaverStack {
-  const config = loadConfig(configFile);
-  const components = listAppComponents(config);
-  return new WeaverStack(scope, { config, components, projectRoot });
 }
 
 /**

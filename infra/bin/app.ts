@@ -6,8 +6,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { App, Validations } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
+import { loadConfig } from "../../runtime/core/config.js";
+import { listAppComponents } from "../../runtime/core/components.js";
 import { ConfigError } from "../../runtime/core/errors.js";
-import { createWeaverStack } from "../stack.js";
+import { WeaverStack } from "../stack.js";
 
 /** Where the config comes from when `-c config=...` is not given. */
 export const DEFAULT_CONFIG = "examples/hello/weaver.toml";
@@ -17,7 +19,9 @@ const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const app = new App();
 const configFile = path.resolve(projectRoot, String(app.node.tryGetContext("config") ?? DEFAULT_CONFIG));
 try {
-  createWeaverStack(app, configFile, projectRoot);
+  // The app lists its own components (its entry file run with TSWEAVER_LIST_COMPONENTS=1).
+  const config = loadConfig(configFile);
+  new WeaverStack(app, { config, components: listAppComponents(config), projectRoot });
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   process.stderr.write(`tsweaver: ${err.message}\n`);

@@ -20,7 +20,7 @@ import { Versions, type LiveVersion } from "../../runtime/deployers/aws/versions
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startAlbSimulator, type AlbSimulator } from "./alb.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
-import { useEmulator, type Emulator } from "./moto.js";
+import { sleep, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, updateAppResources, type AppResources } from "./stack.js";
 
 const FIXTURE = path.join(ROOT, "test/aws/fixtures/versioned/weaver.toml");
@@ -94,6 +94,8 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
   let alb: AlbSimulator;
   let versions: Versions;
   let url: string;
+  /** The version serving after the first rollout (the later ones roll back to it). */
+  let stable: string;
 
   const live = () => versions.list();
   const phaseOf = async (version: string): Promise<RolloutPhase | undefined> => (await live()).get(version)?.rollout.phase;
@@ -150,6 +152,7 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
     }, 90_000, 100);
     await waitFor("v1's services removed", async () => !(await live()).has(v1) && runningTasksOf(v1).length === 0, 60_000, 200);
     assert.equal(await phaseOf(v2), "live");
+    stable = v2;
     await load.stop();
 
     assert.deepEqual(load.failed(), [], "no request failed during the rollout");
@@ -164,7 +167,7 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
   });
 
   test("a v3 that never becomes healthy is rolled back automatically; v2 serves throughout", async () => {
-    const v2 = res.version;
+    const v2 = stable;
     const load = new Load(url);
     const v3 = await deploy(versionConfig("v3", { main: { broken: true } }));
     await waitFor("v3 rolled back", async () => (await phaseOf(v3)) === "rolled-back", 60_000, 200);
@@ -175,11 +178,11 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
     assertSingleVersionChains(load);
     assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v2"]));
     const rollout = await runCli(["aws", "rollout", "status", res.configFile]);
-    assert.match(rollout.out, new RegExp(`version ${v3}: rolled-back \\(not healthy within 10 s: listener web: no healthy target`));
+    assert.match(rollout.out, new RegExp(`version ${v3}: rolled-back \\(not healthy within 10 s: group tsweaver-main: 0/1 replicas ready\\) · no listener traffic · previous: ${v2}`));
   });
 
   test("tsweaver aws rollout rollback on a healthy v4 moves all traffic back to v2 and retires v4", async () => {
-    const v2 = (await live()).get(res.version) ? res.version : [...(await traffic()).keys()][0]!;
+    const v2 = stable;
     const load = new Load(url);
     const v4 = await deploy(versionConfig("v4", { rollout: { step_seconds: 600 } }));
     await waitFor("v4 takes its first step", async () => (await phaseOf(v4)) === "step-0", 60_000, 200);
@@ -214,5 +217,25 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, failures rol
     assert.deepEqual(load.failed(), []);
     assertSingleVersionChains(load);
     for (const v of before) assert.deepEqual(runningTasksOf(v), [], `${v} has no task left`);
+    stable = v5;
+  });
+
+  test("a v6 whose calls fail is rolled back on its error rate at the first step; v5 serves throughout", async () => {
+    const v5 = stable;
+    const load = new Load(url);
+    const v6 = await deploy(versionConfig("v6", { back: { fail: true }, rollout: { step_seconds: 60 } }));
+    await waitFor("v6 rolled back", async () => (await phaseOf(v6)) === "rolled-back", 60_000, 200);
+    assert.deepEqual(Object.fromEntries(await traffic()), { [v5]: 100 });
+    const rolledBackAt = Date.now();
+    await sleep(1_000);
+    await load.stop();
+    assert.match((await runCli(["aws", "rollout", "status", res.configFile])).out, new RegExp(`version ${v6}: rolled-back \\(error rate 100\\.0% of \\d+ calls at 10% \\(limit 5\\.0%\\)\\)`));
+    // Only requests the ALB sent to v6 failed (its 10%); v5 answered every one of its own.
+    const failed = load.failed();
+    assert.ok(failed.length > 0, "v6 got its share of the traffic");
+    for (const f of failed) assert.match(f.body, /Back v6 fails on purpose/);
+    assert.deepEqual(load.replies.filter((r) => r.at > rolledBackAt + 500 && r.status !== 200), [], "after the rollback every request succeeds");
+    assertSingleVersionChains(load);
+    assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v5"]));
   });
 });

@@ -202,7 +202,7 @@ export class Agent {
       activateComponent: async ({ component, routed }) => {
         const group = this.groupOf.get(component);
         if (!group) throw new Error(`unknown component ${component}: not registered in ${this.config!.binary}`);
-        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed, version: this.env.version, targetGroup: group });
+        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed, version: this.env.version, componentGroup: group });
         if (!this.watches.has(component)) {
           const w: Watch = { component, group, routed, revision: undefined, replicas: [], polls: 0, version: 0n };
           this.watches.set(component, w);

@@ -193,9 +193,10 @@ export const TAGS = {
 /**
  * Where a rollout to a version stands: `raising` (starting its groups, waiting for health), `step-N`
  * (N-th traffic step), `draining` (100%, the old version finishing its in-flight requests), `live`
- * (the old version retired), `rolled-back` (traffic is back on the old version; this one is retired).
+ * (the old version retired), `rolled-back` (traffic is back on the old version; this one is retired),
+ * `retiring` (superseded while it still had traffic: taken out of the listener rules, draining).
  */
-export type RolloutPhase = "raising" | `step-${number}` | "draining" | "live" | "rolled-back";
+export type RolloutPhase = "raising" | `step-${number}` | "draining" | "live" | "rolled-back" | "retiring";
 
 /** Priority of the listener rule the control plane owns (forwards everything, weighted by version). */
 export const RULE_PRIORITY = 1;

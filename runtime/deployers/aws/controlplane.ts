@@ -152,9 +152,9 @@ export class ControlPlane implements ControlApi {
 
   // ---- the API agents call ----
 
-  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; targetGroup?: string }): Promise<Record<string, never>> {
+  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; componentGroup?: string }): Promise<Record<string, never>> {
     const version = req.version;
-    const group = req.targetGroup ?? this.groupOf(req.component);
+    const group = req.componentGroup ?? this.groupOf(req.component);
     await this.raise(group, version);
     this.log.info("component activated", { component: req.component, group, version, by: req.group });
     return {};
@@ -534,6 +534,17 @@ export class ControlPlane implements ControlApi {
     }
   }
 
+  /** Removes a version's target groups from every listener rule; `fallback` takes the traffic if nothing is left. */
+  private async dropFromRules(version: string, fallback: string): Promise<void> {
+    for (const name of Object.keys(this.env.listeners)) {
+      const l = this.listener(name);
+      const rule = await this.versions.rule(l.listenerArn);
+      const kept: Weight[] = [...(rule?.weights ?? [])].filter(([arn]) => Versions.versionOfTargetGroup(arn) !== version).map(([targetGroupArn, weight]) => ({ targetGroupArn, weight }));
+      if (kept.every((w) => w.weight === 0)) kept.splice(0, kept.length, { targetGroupArn: await this.targetGroup(name, fallback), weight: 100 });
+      await this.versions.setWeights(l.listenerArn, kept);
+    }
+  }
+
   /** Why a version is not (yet) fit to take traffic, or undefined when it is. */
   private async unhealthy(v: LiveVersion, previous: LiveVersion): Promise<string | undefined> {
     const floors = this.floors(previous);
@@ -578,12 +589,22 @@ export class ControlPlane implements ControlApi {
     // The version traffic comes from: the one with the most weight (or, without listeners, running tasks).
     const previous = others.filter(serving).sort((a, b) => (weights.get(b.version) ?? 0) - (weights.get(a.version) ?? 0))[0];
     const retire = [...versions.values()].filter((v) => v.version !== own && v !== previous);
-    for (const v of retire) await this.retireStep(v);
+    const drainMs = 1000 * Math.max(0, ...Object.values(this.env.listeners).map((l) => l.deregistrationDelaySeconds));
+    for (const v of retire) {
+      // A superseded version that still has traffic leaves the rules first, then drains, then goes.
+      if ((weights.get(v.version) ?? 0) > 0) {
+        await this.dropFromRules(v.version, previous?.version ?? own);
+        if (v.main) await this.versions.setPhase(v.main, "retiring");
+        this.log.info("superseded version taken out of traffic: draining", { version: v.version });
+        continue;
+      }
+      if (v.rollout.phase === "retiring" && Date.now() - v.rollout.since < drainMs) continue;
+      await this.retireStep(v);
+    }
 
     const phase = mine.rollout.phase;
     const since = mine.rollout.since;
     const elapsed = Date.now() - since;
-    const drainMs = 1000 * Math.max(0, ...Object.values(this.env.listeners).map((l) => l.deregistrationDelaySeconds));
 
     if (phase === "rolled-back") {
       // Traffic stays with the old version; this one is retired once its in-flight requests finished.

@@ -8,10 +8,10 @@ import type { AddressInfo } from "node:net";
  */
 export interface ControlApi {
   /**
-   * The weavelet in `taskArn` (of `version`) needs `component`, hosted by `targetGroup`: raise that
+   * The weavelet in `taskArn` (of `version`) needs `component`, hosted by `componentGroup`: raise that
    * group's service of the same version.
    */
-  activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; targetGroup?: string }): Promise<Record<string, never>>;
+  activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; componentGroup?: string }): Promise<Record<string, never>>;
   /** A task's weavelet is ready (handshake done, healthy): register it as a replica. Re-sent as a heartbeat. */
   ready(req: ReplicaReport): Promise<Record<string, never>>;
   /** Where a listener must listen inside the task (its container port). */

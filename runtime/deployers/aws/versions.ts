@@ -112,7 +112,7 @@ export class Versions {
     return this.cluster.split("/").pop()!;
   }
 
-  /** Every version with an ACTIVE service in the cluster, oldest first is not guaranteed: keyed by version. */
+  /** Every version with an ACTIVE service in the cluster, keyed by version id. */
   async list(): Promise<Map<string, LiveVersion>> {
     const arns: string[] = [];
     let token: string | undefined;
