@@ -9,6 +9,8 @@ import { deployForTest } from "../support/multi.js";
 
 /** Each scenario and the outcome every deployer must produce. */
 const EXPECTED: Record<string, unknown> = {
+  // First: the other scenarios may construct Lazy (error-deadline calls it).
+  lazy: { context: false, deadline: false, signal: false, metadata: false },
   plain: { reply: "slept 10", deadline: false, abortedWith: null },
   deadline: {
     caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
@@ -22,7 +24,22 @@ const EXPECTED: Record<string, unknown> = {
   },
   expired: { error: "DeadlineExceededError" },
   "cancelled-before": { error: "CallCancelledError" },
-  lazy: { context: false, deadline: false, signal: false, metadata: false },
+  "error-registered": { name: "InsufficientFunds", message: "needs 5 more", instanceOf: ["Error", "InsufficientFunds"], own: { name: "InsufficientFunds", needed: 5 }, stack: true },
+  "error-plain": { name: "NotFound", message: "no such account", instanceOf: ["Error"], own: { name: "NotFound", code: "E_NOT_FOUND", info: { id: 7 } }, stack: true },
+  "error-config": {
+    name: "ConfigError",
+    message: 'weaver.toml: [conf/Callee] step: must be a number, found "two"',
+    instanceOf: ["Error", "ConfigError"],
+    own: { name: "ConfigError" },
+    stack: true,
+  },
+  "error-deadline": {
+    name: "DeadlineExceededError",
+    message: "conf/Lazy.initSaw: deadline exceeded before the call was sent",
+    instanceOf: ["Error", "DeadlineExceededError"],
+    own: { name: "DeadlineExceededError", retryable: false },
+    stack: true,
+  },
 };
 
 const APP_CONFIG = `[tsweaver]
