@@ -15,7 +15,8 @@ export type { ComponentOptions, ComponentRef, Context, Implementation, Lifecycle
 export type { Logger, LogAttrs, LogLevel } from "./core/logger.js";
 export { currentCall, withCallOptions } from "./core/call.js";
 export type { CallContext, CallOptions } from "./core/call.js";
-export { RemoteCallError, TransportError, DeadlineExceededError, CallCancelledError, ConfigError, isRetryable } from "./core/errors.js";
+export { RemoteCallError, TransportError, DeadlineExceededError, CallCancelledError, ConfigError, isRetryable, registerError } from "./core/errors.js";
+export type { ErrorClass } from "./core/errors.js";
 export { counter, gauge, histogram, LATENCY_MS_BOUNDS } from "./telemetry/metrics.js";
 export type { BoundCounter, BoundGauge, BoundHistogram, Counter, Gauge, Histogram, HistogramOptions, Labels } from "./telemetry/metrics.js";
 

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import { CallCancelledError, DeadlineExceededError } from "./errors.js";
 
 /**
  * What travels with a component call besides its arguments: the deadline, the cancellation signal, the
@@ -49,6 +50,21 @@ class CallStorage extends AsyncLocalStorage<CallContext> {
       this.pinned = outer;
     }
   }
+
+  /**
+   * Calls `fn()` with no context current, in its synchronous part and its continuations: work started on
+   * behalf of no particular call (a component's construction) must not be cut by the deadline or signal of
+   * the call that happened to trigger it, nor be traced as part of it.
+   */
+  outside<R>(fn: () => R): R {
+    const outer = this.pinned;
+    this.pinned = undefined;
+    try {
+      return this.exit(fn);
+    } finally {
+      this.pinned = outer;
+    }
+  }
 }
 
 export const callStorage = new CallStorage();
@@ -72,4 +88,102 @@ export function withCallOptions<T>(options: CallOptions, fn: () => T): T {
   const signal = options.signal && outer?.signal ? AbortSignal.any([options.signal, outer.signal]) : (options.signal ?? outer?.signal);
   const metadata = options.metadata ? { ...outer?.metadata, ...options.metadata } : outer?.metadata;
   return callStorage.run({ deadline, signal, traceparent: outer?.traceparent, metadata }, fn);
+}
+
+// setTimeout's longest delay; a later deadline needs no timer within any realistic call.
+const MAX_TIMER_MS = 0x7fffffff;
+
+/**
+ * Calls `fn(self, args)`, the method `method` ("app/Component.method") of an instance in this process,
+ * with the meaning a remote call has: when the caller's context carries a deadline or a signal, the
+ * caller gets DeadlineExceededError at the deadline and CallCancelledError when its signal aborts
+ * (without waiting for the callee), and the callee runs in its own context whose signal aborts with
+ * that same error. Without either it is a direct call, so a colocated call costs one context lookup.
+ */
+export function callInProcess(method: string, fn: (self: object, args: unknown[]) => unknown, self: object, args: unknown[]): unknown {
+  const outer = callStorage.getStore();
+  if (outer === undefined || (outer.deadline === undefined && outer.signal === undefined)) return fn(self, args);
+  if (outer.signal?.aborted) return Promise.reject(new CallCancelledError(`${method}: cancelled before it was sent`));
+  if (outer.deadline !== undefined && outer.deadline - Date.now() <= 0) {
+    return Promise.reject(new DeadlineExceededError(`${method}: deadline exceeded before the call was sent`));
+  }
+  return new InProcessCall(method, outer).run(fn, self, args);
+}
+
+/** The callee's side of an in-process call with a deadline or a signal: its CallContext. */
+class InProcessCall implements CallContext {
+  readonly deadline: number | undefined;
+  readonly traceparent: string | undefined;
+  readonly metadata: Readonly<Record<string, string>> | undefined;
+  private readonly controller = new AbortController();
+  private readonly callerSignal: AbortSignal | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private reject: ((err: Error) => void) | undefined;
+  private readonly onAbort = (): void => this.fail(new CallCancelledError(`${this.method}: cancelled by the caller`));
+
+  constructor(
+    private readonly method: string,
+    outer: CallContext,
+  ) {
+    this.deadline = outer.deadline;
+    this.traceparent = outer.traceparent;
+    this.metadata = outer.metadata;
+    this.callerSignal = outer.signal;
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  run(fn: (self: object, args: unknown[]) => unknown, self: object, args: unknown[]): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.reject = reject;
+      if (this.deadline !== undefined) {
+        const ms = this.deadline - Date.now();
+        if (ms <= MAX_TIMER_MS) this.timer = setTimeout(expireInProcessCall, ms, this);
+      }
+      this.callerSignal?.addEventListener("abort", this.onAbort, { once: true });
+      let r: unknown;
+      try {
+        r = callStorage.run(this, fn, self, args);
+      } catch (err) {
+        this.done();
+        reject(err);
+        return;
+      }
+      Promise.resolve(r).then(
+        (v) => {
+          this.done();
+          resolve(v);
+        },
+        (err: unknown) => {
+          this.done();
+          reject(err);
+        },
+      );
+    });
+  }
+
+  expire(): void {
+    this.fail(new DeadlineExceededError(`${this.method}: deadline exceeded`));
+  }
+
+  /** The deadline passed or the caller cancelled: the caller gets `err` now, the callee's signal aborts. */
+  fail(err: Error): void {
+    const reject = this.reject;
+    if (reject === undefined) return;
+    this.done();
+    this.controller.abort(err);
+    reject(err);
+  }
+
+  private done(): void {
+    this.reject = undefined;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.callerSignal?.removeEventListener("abort", this.onAbort);
+  }
+}
+
+function expireInProcessCall(call: InProcessCall): void {
+  call.expire();
 }

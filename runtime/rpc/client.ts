@@ -1,7 +1,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { CodecError, Reader, Writer } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
-import { CallCancelledError, DeadlineExceededError, RemoteCallError, TransportError } from "../core/errors.js";
+import { CallCancelledError, DeadlineExceededError, TransportError, remoteError } from "../core/errors.js";
 import { parseAddress, type RpcAddress } from "./address.js";
 import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
 import {
@@ -145,7 +145,7 @@ export class Connection implements ChannelSink {
 
   /**
    * Sends one call. `ctx` (default: the caller's current CallContext) supplies the deadline, the abort
-   * signal, the traceparent and metadata. Rejects with RemoteCallError (the callee threw),
+   * signal, the traceparent and metadata. Rejects with the callee's error (`remoteError`: its registered class, else RemoteCallError),
    * DeadlineExceededError, CallCancelledError, TransportError (not sent, or the connection dropped), a
    * CodecError (arguments can't be encoded) or a plain Error (the server could not run the method).
    */
@@ -272,13 +272,17 @@ export class Connection implements ChannelSink {
     this.reconnectTimer.unref();
   }
 
-  /** @internal A call's deadline passed or its signal aborted: drop it and tell the server. */
+  /**
+   * @internal A call's deadline passed or its signal aborted: drop it, and on cancellation tell the
+   * server. A passed deadline needs no message: the server holds the same deadline and aborts the call
+   * itself, with DeadlineExceededError; a CANCEL racing its timer would make the callee see a cancellation.
+   */
   abandon(p: PendingCall, err: Error): void {
     if (this.pending.get(p.id) !== p) return;
     this.pending.delete(p.id);
     p.cleanup();
     const ch = this.channel;
-    if (ch !== undefined && !ch.isClosed) {
+    if (err instanceof CallCancelledError && ch !== undefined && !ch.isClosed) {
       writeCancel(ch.writer, p.id);
       ch.scheduleFlush();
     }
@@ -331,7 +335,7 @@ export class Connection implements ChannelSink {
       p.resolve(value);
     } else if (status === Status.APP_ERROR) {
       const e = asWireError(value);
-      p.reject(new RemoteCallError(e.name, e.message, p.method, e.stack, e.details));
+      p.reject(remoteError(e, p.method));
     } else if (status === Status.SYSTEM_ERROR) {
       p.reject(new Error(`${p.method} failed on ${this.address}: ${typeof value === "string" ? value : "server error"}`));
     } else {

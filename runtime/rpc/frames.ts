@@ -30,6 +30,7 @@
  */
 
 import { CodecError, Writer, encodeValue, encodeValues } from "../codec/codec.js";
+import { registeredErrorName } from "../core/errors.js";
 
 /** Version of this frame format; peers with different versions refuse each other at HELLO. */
 export const RPC_PROTOCOL_VERSION = 1;
@@ -278,6 +279,8 @@ function putU32(buf: Buffer, p: number, v: number): number {
 
 /** The error object carried by an APP_ERROR response. */
 export interface WireError {
+  /** The registered name of the thrown error's class (`registerError`); absent when unregistered. */
+  type?: string | undefined;
   /** The thrown error's `name`. */
   name: string;
   /** The thrown error's `message`. */
@@ -294,11 +297,12 @@ export function asWireError(v: unknown): WireError {
   const o = v as Record<string, unknown>;
   if (typeof o.name !== "string" || typeof o.message !== "string") throw new FrameError("APP_ERROR body lacks name/message");
   if (o.stack !== undefined && typeof o.stack !== "string") throw new FrameError("APP_ERROR stack is not a string");
+  if (o.type !== undefined && typeof o.type !== "string") throw new FrameError("APP_ERROR type is not a string");
   const details = o.details;
   if (details !== undefined && (typeof details !== "object" || details === null || Array.isArray(details))) {
     throw new FrameError("APP_ERROR details is not an object");
   }
-  return { name: o.name, message: o.message, stack: o.stack, details: (details ?? {}) as Record<string, unknown> };
+  return { type: o.type, name: o.name, message: o.message, stack: o.stack, details: (details ?? {}) as Record<string, unknown> };
 }
 
 /** Turns anything a handler threw into the APP_ERROR body (see {@link WireError}). */
@@ -319,7 +323,8 @@ export function toWireError(err: unknown): WireError {
     details[k] = o[k];
   }
   const remoteStack = isRemote && typeof o.remoteStack === "string" ? o.remoteStack : stack;
-  return { name, message, stack: remoteStack, details };
+  const type = registeredErrorName(err);
+  return type === undefined ? { name, message, stack: remoteStack, details } : { type, name, message, stack: remoteStack, details };
 }
 
 /** Drops details that cannot be encoded, so an odd error property never hides the error itself. */

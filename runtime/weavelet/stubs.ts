@@ -2,7 +2,7 @@
 // a local stub (direct calls on the colocated instance); and how a served remote call runs. All three
 // are measured and traced alike.
 import { methodTable, type Registration } from "../core/component.js";
-import { callStorage } from "../core/call.js";
+import { callInProcess, callStorage } from "../core/call.js";
 import { shardKey, type RoutingKey } from "../core/routing.js";
 import type { Balancer } from "../rpc/balancer.js";
 import { MethodStats } from "../telemetry/methods.js";
@@ -46,17 +46,25 @@ export function remoteStub(reg: Registration, balancer: Balancer, caller: string
 }
 
 /**
- * A local stub: the colocated instance's methods called directly (no encoding, same `this`), measured
- * for the per-method metrics of `caller`. A method that returns a plain value still returns it as is.
+ * A local stub: the colocated instance's methods called directly (no encoding, same `this`) with a remote
+ * call's deadline and cancellation (`callInProcess`), measured for the per-method metrics of `caller`
+ * unless `measure` is off. A method that returns a plain value still returns it as is when the call
+ * carries no deadline or signal.
  */
-export function localStub(reg: Registration, inst: object, caller: string): object {
+export function localStub(reg: Registration, inst: object, caller: string, measure: boolean): object {
   const stub: Record<string, (...args: unknown[]) => unknown> = {};
   for (const method of reg.methods) {
     const fn = (inst as Record<string, unknown>)[method];
     if (typeof fn !== "function") continue;
-    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
+    const name = `${reg.ref.name}.${method}`;
     const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
-    stub[method] = (...args: unknown[]): unknown => stats.measure(apply, inst, args);
+    const call = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args);
+    if (!measure) {
+      stub[method] = (...args: unknown[]): unknown => callInProcess(name, apply, inst, args);
+      continue;
+    }
+    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
+    stub[method] = (...args: unknown[]): unknown => stats.measure(call, inst, args);
   }
   return Object.freeze(stub);
 }

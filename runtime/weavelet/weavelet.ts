@@ -9,6 +9,7 @@ import {
   registration,
   registeredComponents,
 } from "../core/component.js";
+import { callStorage } from "../core/call.js";
 import { ConfigError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { MAIN_COMPONENT } from "../core/config.js";
@@ -75,7 +76,7 @@ export class Weavelet {
   private readonly remotes = new Map<string, { ready: Promise<void>; balancer: Balancer }>();
   /** Stubs by caller and callee (`caller\0callee`): each stub's metrics carry its caller. */
   private readonly stubs = new Map<string, Promise<object>>();
-  /** Measure calls (per-method metrics); `TSWEAVER_METRICS=0` hands out bare local instances instead. */
+  /** Measure calls (per-method metrics); `TSWEAVER_METRICS=0` turns it off. */
   private readonly measure = process.env["TSWEAVER_METRICS"] !== "0";
   private readonly pool: ConnectionPool;
   private server: RpcServer | undefined;
@@ -243,12 +244,11 @@ export class Weavelet {
       return Promise.reject(new ConfigError(`unknown component ${name}: it is not registered in this binary (registered: ${registeredComponents().join(", ")}); import the module that calls register()`));
     }
     const local = this.canHost(name);
-    if (local && !this.measure) return this.getLocal(name);
     const key = `${caller}\u0000${name}`;
     let stub = this.stubs.get(key);
     if (!stub) {
       if (local) {
-        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller));
+        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure));
       } else {
         let remote = this.remotes.get(name);
         if (!remote) {
@@ -273,7 +273,8 @@ export class Weavelet {
     const reg = registration(name);
     if (!reg) return Promise.reject(new ConfigError(`unknown component ${name}`));
     const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, slices: undefined };
-    hosted.instance = this.construct(reg).then((inst) => {
+    // Outside the triggering call's context: its deadline, signal and trace are not the construction's.
+    hosted.instance = callStorage.outside(() => this.construct(reg)).then((inst) => {
       hosted.ready = inst;
       return inst;
     });

@@ -6,7 +6,7 @@ import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CodecError, Writer, encodeValues } from "../../runtime/codec/codec.js";
 import { callStorage, currentCall, withCallOptions } from "../../runtime/core/call.js";
-import { CallCancelledError, DeadlineExceededError, RemoteCallError, TransportError } from "../../runtime/core/errors.js";
+import { CallCancelledError, ConfigError, DeadlineExceededError, RemoteCallError, TransportError, registerError } from "../../runtime/core/errors.js";
 import { Connection } from "../../runtime/rpc/client.js";
 import { beginFrame, endFrame, FrameType, writeHello } from "../../runtime/rpc/frames.js";
 import { RpcServer } from "../../runtime/rpc/server.js";
@@ -81,6 +81,51 @@ test("large payloads span many socket reads in both directions", async () => {
   }
 });
 
+class InsufficientFunds extends Error {
+  override readonly name = "InsufficientFunds";
+  constructor(readonly needed: number) {
+    super(`needs ${needed} more`);
+  }
+}
+class Overdrawn extends InsufficientFunds {}
+registerError(InsufficientFunds);
+
+test("a registered error class is rebuilt as that class on the caller, with the remote error as cause", async () => {
+  const s = await startServer({
+    funds: function spend() {
+      throw new InsufficientFunds(5);
+    },
+    sub: () => {
+      throw new Overdrawn(7);
+    },
+    config: () => {
+      throw new ConfigError("weaver.toml: [app/X] step: must be a number");
+    },
+  });
+  const c = new Connection(s.address, { methodTableHash: HASH });
+  try {
+    await assert.rejects(c.call(s.ids.funds!, "test/Svc.funds", []), (e: unknown) => {
+      assert.ok(e instanceof InsufficientFunds);
+      assert.equal(e.name, "InsufficientFunds");
+      assert.equal(e.message, "needs 5 more");
+      assert.equal(e.needed, 5);
+      assert.deepStrictEqual({ ...e }, { ...new InsufficientFunds(5) }, "the same own enumerable properties as the local error");
+      assert.ok(e.cause instanceof RemoteCallError, "the cause tells that it crossed a process boundary");
+      assert.equal(e.cause.method, "test/Svc.funds");
+      assert.match(e.cause.remoteStack ?? "", /spend/);
+      return true;
+    });
+    // An unregistered subclass arrives as its nearest registered class (its own name kept).
+    await assert.rejects(c.call(s.ids.sub!, "test/Svc.sub", []), (e: unknown) => e instanceof InsufficientFunds && e.name === "InsufficientFunds" && e.needed === 7);
+    // The runtime's own errors are registered.
+    await assert.rejects(c.call(s.ids.config!, "test/Svc.config", []), (e: unknown) => e instanceof ConfigError && /step: must be a number/.test(e.message));
+    assert.throws(() => registerError(class InsufficientFunds extends Error {}), /two error classes are registered as "InsufficientFunds"/);
+  } finally {
+    await c.close();
+    await s.server.close();
+  }
+});
+
 test("application errors arrive as RemoteCallError with name, message, stack and details", async () => {
   const s = await startServer({
     fail: () => {
@@ -107,6 +152,7 @@ test("application errors arrive as RemoteCallError with name, message, stack and
       assert.equal(e.message, "no such user");
       assert.equal(e.method, "test/Svc.fail");
       assert.deepStrictEqual(e.details, { code: 404, info: { id: "u1" } });
+      assert.deepStrictEqual({ ...e }, { name: "NotFound", code: 404, info: { id: "u1" } }, "own enumerable properties: the remote error's, as locally");
       assert.match(e.remoteStack ?? "", /no such user/);
       return true;
     });

@@ -24,6 +24,8 @@ function findRoot(from: string): string {
 
 /** The compiled test app (built by `npm run build`). */
 export const ECHO_APP = path.join(ROOT, "dist/test/fixtures/apps/echo.js");
+/** The compiled conformance app (test/conformance runs it on every deployer). */
+export const CONFORMANCE_APP = path.join(ROOT, "dist/test/fixtures/apps/conformance.js");
 /** The compiled hello example. */
 export const HELLO_APP = path.join(ROOT, "dist/examples/hello/main.js");
 /** The compiled tsweaver command. */

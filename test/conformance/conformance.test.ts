@@ -1,0 +1,96 @@
+// One meaning everywhere: the same scenarios against the single-process deployer, the multi deployer
+// with every component in its own process, and the multi deployer with all of them colocated; each
+// scenario's observable outcome (what the caller gets, what the callee saw) must be the same.
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CONFORMANCE_APP, Proc, getJson, tempDir, writeConfig } from "../support/index.js";
+import { deployForTest } from "../support/multi.js";
+
+/** Each scenario and the outcome every deployer must produce. */
+const EXPECTED: Record<string, unknown> = {
+  // First: the other scenarios may construct Lazy (error-deadline calls it).
+  lazy: { context: false, deadline: false, signal: false, metadata: false },
+  plain: { reply: "slept 10", deadline: false, abortedWith: null },
+  deadline: {
+    caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
+    gaveUpEarly: true,
+    callee: { deadline: true, signal: true, abortedWith: "DeadlineExceededError", finished: false },
+  },
+  cancel: {
+    caller: { error: "CallCancelledError", message: "conf/Callee.sleep: cancelled by the caller" },
+    gaveUpEarly: true,
+    callee: { deadline: false, signal: true, abortedWith: "CallCancelledError", finished: false },
+  },
+  expired: { error: "DeadlineExceededError" },
+  "cancelled-before": { error: "CallCancelledError" },
+  "error-registered": { name: "InsufficientFunds", message: "needs 5 more", instanceOf: ["Error", "InsufficientFunds"], own: { name: "InsufficientFunds", needed: 5 }, stack: true },
+  "error-plain": { name: "NotFound", message: "no such account", instanceOf: ["Error"], own: { name: "NotFound", code: "E_NOT_FOUND", info: { id: 7 } }, stack: true },
+  "error-config": {
+    name: "ConfigError",
+    message: 'weaver.toml: [conf/Callee] step: must be a number, found "two"',
+    instanceOf: ["Error", "ConfigError"],
+    own: { name: "ConfigError" },
+    stack: true,
+  },
+  "error-deadline": {
+    name: "DeadlineExceededError",
+    message: "conf/Lazy.initSaw: deadline exceeded before the call was sent",
+    instanceOf: ["Error", "DeadlineExceededError"],
+    own: { name: "DeadlineExceededError", retryable: false },
+    stack: true,
+  },
+};
+
+const APP_CONFIG = `[tsweaver]
+name = "conformance"
+binary = ${JSON.stringify(CONFORMANCE_APP)}
+`;
+
+/** How to run the app on one deployer; returns the listener's base URL and how to stop it. */
+interface Deployment {
+  start(): Promise<{ base: string; stop: () => Promise<void> }>;
+}
+
+const DEPLOYMENTS: Record<string, Deployment> = {
+  single: {
+    async start() {
+      const config = writeConfig(`${APP_CONFIG}[single.listeners.api]\naddress = "127.0.0.1:0"\n`);
+      const app = new Proc(process.execPath, [CONFORMANCE_APP], { TSWEAVER_CONFIG: config });
+      const [, address] = await app.waitForOutput(/listener api available on http:\/\/(\S+)/);
+      return {
+        base: `http://${address}`,
+        stop: async () => {
+          app.kill("SIGTERM");
+          assert.equal((await app.exited).code, 0, app.out + app.err);
+        },
+      };
+    },
+  },
+  "multi, one process per component": { start: () => multi("") },
+  "multi, all colocated": { start: () => multi(`colocate = [["tsweaver/Main", "conf/Callee", "conf/Lazy"]]\n`) },
+};
+
+async function multi(colocate: string): Promise<{ base: string; stop: () => Promise<void> }> {
+  const dir = tempDir();
+  const config = writeConfig(`${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n`, dir);
+  const { deployer, base } = await deployForTest(config, path.join(dir, "state"), "api");
+  return { base, stop: () => deployer.stop() };
+}
+
+for (const [where, deployment] of Object.entries(DEPLOYMENTS)) {
+  describe(`conformance: ${where}`, () => {
+    let base = "";
+    let stop: () => Promise<void> = async () => {};
+    before(async () => {
+      ({ base, stop } = await deployment.start());
+    });
+    after(() => stop());
+
+    for (const [scenario, expected] of Object.entries(EXPECTED)) {
+      test(scenario, async () => {
+        assert.deepEqual(await getJson(`${base}/run?s=${scenario}`), expected);
+      });
+    }
+  });
+}
