@@ -625,11 +625,11 @@ export class ControlPlane implements ControlApi {
       await this.shift(own, previous.version, 100);
       if (phase === "live" || elapsed >= drainMs) {
         // The old version's in-flight requests had the deregistration delay to finish.
-        await this.retireStep(previous);
         if (phase === "draining") {
           await this.versions.setPhase(main, "live");
           this.log.info("rollout complete: version live, previous version retiring", { version: own, previous: previous.version });
         }
+        await this.retireStep(previous);
       }
       return;
     }
