@@ -23,7 +23,7 @@ describe("AWS rollbacks: automatic on health and errors, and on request", () => 
 
   test("a v2 that never becomes healthy is rolled back automatically; v1 serves throughout", async () => {
     const load = new Load(d.url);
-    const v2 = await d.deploy(versionConfig("v2", { main: { broken: true } }));
+    const v2 = await d.deploy(versionConfig("v2", { main: { broken: true }, rollout: { health_timeout_seconds: 10 } }));
     await waitFor("v2 rolled back", async () => (await d.phaseOf(v2)) === "rolled-back", 60_000, 200);
     await waitFor("v2 scaled to 0", async () => [...((await d.live()).get(v2)?.services.values() ?? [])].every((s) => s.desired === 0) && d.runningTasksOf(v2).length === 0, 30_000, 200);
     await load.stop();

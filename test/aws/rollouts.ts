@@ -37,7 +37,7 @@ export function versionConfig(label: string, opts: { rollout?: Record<string, un
   doc["tsweaver/Main"] = { label, ...opts.main };
   doc["versioned/Middle"] = { label };
   doc["versioned/Back"] = { label, ...opts.back };
-  doc["aws"] = { ...doc["aws"], rollout: { steps: [10, 50, 100], step_seconds: 2, health_timeout_seconds: 10, ...opts.rollout } };
+  doc["aws"] = { ...doc["aws"], rollout: { steps: [10, 50, 100], step_seconds: 2, health_timeout_seconds: 30, ...opts.rollout } };
   const file = path.join(tmp, `${label}.toml`);
   writeFileSync(file, stringifyToml(doc));
   return file;
