@@ -4,7 +4,7 @@ import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsC
 import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
 import type http from "node:http";
 import { AwsClients, callAws } from "./clients.js";
-import { ATTR, CONTROLPLANE_NAME, ENV, MAIN_COMPONENT, TAGS, versionedServiceName, type GroupsEnv, type ListenersEnv, type RolloutEnv } from "./contract.js";
+import { ATTR, CONTROLPLANE_NAME, ENV, MAIN_COMPONENT, OUTPUTS, TAGS, versionedServiceName, type GroupsEnv, type ListenersEnv, type RolloutEnv } from "./contract.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
@@ -67,6 +67,9 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
   };
 }
 
+/** How long a version may stay unhealthy during a step before it is rolled back. */
+const UNHEALTHY_GRACE_MS = 10_000;
+
 /** Method-call counts one version's agents reported, with when (for error rates over a step). */
 interface CallSample {
   at: number;
@@ -101,7 +104,9 @@ export class ControlPlane implements ControlApi {
   private timer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> | undefined;
   private identity: TaskIdentity | undefined;
-  private leading = false;
+  private leading: boolean | undefined;
+  /** Since when the version being rolled out has been unhealthy during a step. */
+  private unhealthySince: number | undefined;
   droppedSpans = 0;
   /** Counters of AWS calls by API (reported in logs; used to count calls per activation). */
   readonly awsCalls = new Map<string, number>();
@@ -425,6 +430,14 @@ export class ControlPlane implements ControlApi {
    * from ECS each time: no lease, no state of its own.
    */
   private async isLeader(): Promise<boolean> {
+    // A control plane of a version the stack no longer deploys (its replacement is starting) must not
+    // act: it would take the newer version for one to retire.
+    const deployed = await this.deployedVersion();
+    if (deployed !== undefined && deployed !== this.env.version) {
+      if (this.leading || this.leading === undefined) this.log.info("the stack deploys another version: standing by", { deployed, version: this.env.version });
+      this.leading = false;
+      return false;
+    }
     const mine = this.identity?.taskArn;
     const running = (await this.liveTasks(CONTROLPLANE_NAME)).filter((t) => t.lastStatus === "RUNNING" || t.taskArn === mine);
     const started = (t: Task) => (t.startedAt ?? t.createdAt ?? new Date(0)).getTime();
@@ -626,11 +639,11 @@ export class ControlPlane implements ControlApi {
       await this.shift(own, previous.version, 100);
       if (phase === "live" || elapsed >= drainMs) {
         // The old version's in-flight requests had the deregistration delay to finish.
-        await this.retireStep(previous);
         if (phase === "draining") {
           await this.versions.setPhase(main, "live");
           this.log.info("rollout complete: version live, previous version retiring", { version: own, previous: previous.version });
         }
+        await this.retireStep(previous);
       }
       return;
     }
@@ -657,7 +670,16 @@ export class ControlPlane implements ControlApi {
       return;
     }
     const why = await this.unhealthy(mine, previous);
-    if (why !== undefined) return this.rollBack(main, previous, `unhealthy at ${this.env.rollout.steps[step]}%: ${why}`);
+    if (why === undefined) {
+      this.unhealthySince = undefined;
+    } else {
+      // A replica restarting or missing one heartbeat is not a failed version: only unhealthiness that
+      // lasts rolls back. (Kept in memory: a restarted control plane only waits longer.)
+      this.unhealthySince ??= Date.now();
+      if (Date.now() - this.unhealthySince >= UNHEALTHY_GRACE_MS) return this.rollBack(main, previous, `unhealthy at ${this.env.rollout.steps[step]}%: ${why}`);
+      this.log.warn("new version unhealthy during a step", { version: own, why });
+      return;
+    }
     const errors = this.errorRate(own, since);
     if (errors && errors.rate > this.env.rollout.maxErrorRate) {
       return this.rollBack(main, previous, `error rate ${(errors.rate * 100).toFixed(1)}% of ${errors.calls} calls at ${this.env.rollout.steps[step]}% (limit ${(this.env.rollout.maxErrorRate * 100).toFixed(1)}%)`);
@@ -730,6 +752,18 @@ export class ControlPlane implements ControlApi {
       const min = Number(s.tags[TAGS.MIN] ?? 1);
       // Only groups that were activated (desired > 0 once) are kept at their floor; others wait for a call.
       if (s.desired > 0 && s.desired < min) await this.raise(s.group, v.version, min);
+    }
+  }
+
+  /** The stack's `Version` output: the version the last deploy rolls out (undefined if unreadable). */
+  private async deployedVersion(): Promise<string | undefined> {
+    try {
+      const out = await this.aws_("cloudformation:DescribeStacks", `stack ${this.env.deployment}`, () =>
+        this.aws.cloudFormation.send(new DescribeStacksCommand({ StackName: this.env.deployment })),
+      );
+      return out.Stacks?.[0]?.Outputs?.find((o) => o.OutputKey === OUTPUTS.VERSION)?.OutputValue;
+    } catch {
+      return undefined;
     }
   }
 
