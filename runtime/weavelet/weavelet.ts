@@ -49,6 +49,8 @@ export interface WeaveletOptions {
   internalAddress: string | undefined;
   /** Per-component config sections. */
   config: Readonly<Record<string, Record<string, unknown>>>;
+  /** Check that local calls' arguments and results could cross a process (see {@link checkValuesSetting}). */
+  checkValues: boolean;
   host: WeaveletHost;
 }
 
@@ -245,7 +247,7 @@ export class Weavelet {
     let stub = this.stubs.get(key);
     if (!stub) {
       if (local) {
-        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure));
+        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure, this.opts.checkValues));
       } else {
         let remote = this.remotes.get(name);
         if (!remote) {
@@ -333,6 +335,19 @@ export class Weavelet {
   async listener<S extends Server>(name: string, server?: S): Promise<Listener<S>> {
     return openListener(name, server, this.opts.host, (srv) => this.listeners.push(srv));
   }
+}
+
+/** The variable that turns the value check of local calls on (`1`) or off (`0`). */
+export const CHECK_VALUES_ENV = "TSWEAVER_CHECK_VALUES";
+
+/**
+ * Whether local calls check their values: `TSWEAVER_CHECK_VALUES=1`/`0`, else `byDefault` (on for
+ * single-process runs outside production, off in deployed processes, where it would cost an encoding
+ * per call and the remote calls check anyway).
+ */
+export function checkValuesSetting(byDefault: boolean): boolean {
+  const v = process.env[CHECK_VALUES_ENV];
+  return v === undefined || v === "" ? byDefault : v !== "0";
 }
 
 /** The routing layer's view of an assignment from the deployer (none without slices). */

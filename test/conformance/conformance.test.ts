@@ -7,10 +7,25 @@ import { after, before, describe, test } from "node:test";
 import { CONFORMANCE_APP, Proc, getJson, tempDir, writeConfig } from "../support/index.js";
 import { deployForTest } from "../support/multi.js";
 
+const PLAIN_ONLY = "(only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })";
+
 /** Each scenario and the outcome every deployer must produce. */
 const EXPECTED: Record<string, unknown> = {
   // First: the other scenarios may construct Lazy (error-deadline calls it).
   lazy: { context: false, deadline: false, signal: false, metadata: false },
+  "values-supported": Object.fromEntries(
+    ["undefined", "null", "boolean", "number", "negative zero", "NaN", "Infinity", "bigint", "string", "array", "plain object", "null-prototype object", "Map", "Set", "Date", "Uint8Array", "Buffer", "Float64Array", "ArrayBuffer"].map(
+      (k) => [k, "same"],
+    ),
+  ),
+  "values-class-argument": {
+    name: "CodecError",
+    message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at args[0].list[0]`,
+    path: "args[0].list[0]",
+    codecError: true,
+  },
+  "values-function-argument": { name: "CodecError", message: "cannot encode a function at args[0][1]", path: "args[0][1]", codecError: true },
+  "values-class-result": { name: "CodecError", message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at result`, path: "result", codecError: true },
   plain: { reply: "slept 10", deadline: false, abortedWith: null },
   deadline: {
     caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
@@ -45,6 +60,8 @@ const EXPECTED: Record<string, unknown> = {
 const APP_CONFIG = `[tsweaver]
 name = "conformance"
 binary = ${JSON.stringify(CONFORMANCE_APP)}
+# Deployed processes skip the value check of local calls by default; the suite turns it on everywhere.
+env = { TSWEAVER_CHECK_VALUES = "1" }
 `;
 
 /** How to run the app on one deployer; returns the listener's base URL and how to stop it. */
