@@ -45,7 +45,7 @@ export async function runWeaveletProcess(): Promise<void> {
       weavelet!.updateRoutingInfo(routingInfo);
     },
     async getHealth() {
-      return { status: "HEALTHY" };
+      return { status: weavelet!.health() };
     },
     async getLoad() {
       return { loads: weavelet!.load() };

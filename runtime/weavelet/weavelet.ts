@@ -266,6 +266,14 @@ export class Weavelet {
     return stub;
   }
 
+  /** Hosted components whose latest construction failed (a later call retries it). */
+  private readonly failedConstructions = new Set<string>();
+
+  /** UNHEALTHY while a component this weavelet hosts failed to construct (e.g. a config error). */
+  health(): "HEALTHY" | "UNHEALTHY" {
+    return this.failedConstructions.size === 0 ? "HEALTHY" : "UNHEALTHY";
+  }
+
   private getLocal(name: string): Promise<object> {
     const existing = this.hosted.get(name);
     if (existing) return existing.instance;
@@ -275,11 +283,13 @@ export class Weavelet {
     // Outside the triggering call's context: its deadline, signal and trace are not the construction's.
     hosted.instance = callStorage.outside(() => this.construct(reg)).then((inst) => {
       hosted.ready = inst;
+      this.failedConstructions.delete(name);
       return inst;
     });
     this.hosted.set(name, hosted);
     this.constructionOrder.push(hosted);
     hosted.instance.catch((err) => {
+      this.failedConstructions.add(name);
       this.logger.error(`component ${name} failed to start`, err);
       this.hosted.delete(name);
       this.constructionOrder.splice(this.constructionOrder.indexOf(hosted), 1);
