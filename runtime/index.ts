@@ -17,6 +17,7 @@ export { currentCall, withCallOptions } from "./core/call.js";
 export type { CallContext, CallOptions } from "./core/call.js";
 export { RemoteCallError, TransportError, DeadlineExceededError, CallCancelledError, ConfigError, isRetryable, registerError } from "./core/errors.js";
 export type { ErrorClass } from "./core/errors.js";
+export { CodecError } from "./codec/codec.js";
 export { counter, gauge, histogram, LATENCY_MS_BOUNDS } from "./telemetry/metrics.js";
 export type { BoundCounter, BoundGauge, BoundHistogram, Counter, Gauge, Histogram, HistogramOptions, Labels } from "./telemetry/metrics.js";
 

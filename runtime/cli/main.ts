@@ -2,6 +2,13 @@
 import { Command, Option } from "commander";
 import { dashboardCommand, deployCommand, logsCommand, metricsCommand, profileCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
 
+// A reader that went away (`tsweaver multi status --all | head`) ends the output, not the command with
+// an EPIPE stack trace.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(0);
+  throw err;
+});
+
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
   .showHelpAfterError();

@@ -22,9 +22,10 @@
  * 0xe0–0xff  negative fixint -32..-1          0xd8–0xdf reserved
  * ```
  *
- * Object keys are always strings (any string tag). Class instances are encoded as plain objects of
- * their own enumerable properties; errors are not special (rpc transmits them separately). Functions,
- * symbols, promises and cycles are rejected with a {@link CodecError} naming the path to the value.
+ * Object keys are always strings (any string tag). Plain objects are encoded as their own enumerable
+ * properties; errors are not special (rpc transmits them separately). Class instances (other than the
+ * built-ins above), functions, symbols, promises and cycles are rejected with a {@link CodecError}
+ * naming the path to the value.
  * The decoder never trusts lengths: every read is bounds-checked, element counts are capped by the bytes
  * left, and nesting is capped at {@link MAX_DEPTH}, so garbage input yields a CodecError, never a hang.
  */
@@ -555,8 +556,10 @@ function encObject(w: Writer, o: object, depth: number): void {
   } else if (o instanceof WeakMap || o instanceof WeakSet) {
     throw new PathError(`a ${o.constructor.name}`);
   } else {
-    // Class instances travel as their own enumerable data, like JSON.stringify does.
-    encPlain(w, o as Record<string, unknown>, d);
+    // A class instance would arrive without its prototype and methods: refused rather than silently
+    // changed, so that a value means the same on both sides of a call.
+    const cls = (o as { constructor?: { name?: unknown } }).constructor?.name;
+    throw new PathError(`an instance of class ${typeof cls === "string" && cls !== "" ? cls : "(anonymous)"} (only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })`);
   }
 }
 

@@ -30,7 +30,10 @@
  */
 
 import { CodecError, Writer, encodeValue, encodeValues } from "../codec/codec.js";
-import { registeredErrorName } from "../core/errors.js";
+import { registerError, registeredErrorName } from "../core/errors.js";
+
+// A value that cannot cross a call fails it with a CodecError on either side, rebuilt as one remotely.
+registerError(CodecError);
 
 /** Version of this frame format; peers with different versions refuse each other at HELLO. */
 export const RPC_PROTOCOL_VERSION = 1;

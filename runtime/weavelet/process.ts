@@ -5,7 +5,7 @@ import { ControlChannel, controlStub, serveRequests } from "../control/channel.j
 import { ENVELOPE_HANDLER, WEAVELET_CONTROL, type WeaveletControl } from "../control/control.js";
 import { CONTROL_PROTOCOL_VERSION, decodeWeaveletArgs } from "../protos/runtime.js";
 import { registeredComponents, methodTable } from "../core/component.js";
-import { Weavelet, type WeaveletHost } from "./weavelet.js";
+import { Weavelet, checkValuesSetting, type WeaveletHost } from "./weavelet.js";
 
 /** Environment variable through which an envelope passes WeaveletArgs (base64 protobuf). */
 export const WEAVELET_ARGS_ENV = "TSWEAVER_WEAVELET_ARGS";
@@ -45,7 +45,7 @@ export async function runWeaveletProcess(): Promise<void> {
       weavelet!.updateRoutingInfo(routingInfo);
     },
     async getHealth() {
-      return { status: "HEALTHY" };
+      return { status: weavelet!.health() };
     },
     async getLoad() {
       return { loads: weavelet!.load() };
@@ -93,6 +93,7 @@ export async function runWeaveletProcess(): Promise<void> {
     runMain: args.runMain,
     internalAddress: args.internalAddress || "127.0.0.1:0",
     config,
+    checkValues: checkValuesSetting(false),
     host,
   });
 

@@ -1,6 +1,7 @@
 // The two kinds of stub a component gets for another: a remote stub (calls through the RPC balancer) and
 // a local stub (direct calls on the colocated instance); and how a served remote call runs. All three
 // are measured and traced alike.
+import { Writer, encodeValue, encodeValues } from "../codec/codec.js";
 import { methodTable, type Registration } from "../core/component.js";
 import { callInProcess, callStorage } from "../core/call.js";
 import { shardKey, type RoutingKey } from "../core/routing.js";
@@ -48,25 +49,49 @@ export function remoteStub(reg: Registration, balancer: Balancer, caller: string
 /**
  * A local stub: the colocated instance's methods called directly (no encoding, same `this`) with a remote
  * call's deadline and cancellation (`callInProcess`), measured for the per-method metrics of `caller`
- * unless `measure` is off. A method that returns a plain value still returns it as is when the call
- * carries no deadline or signal.
+ * unless `measure` is off. With `checkValues`, arguments and results must be encodable, as for a remote
+ * call (the same CodecError naming the path); the values passed on are still the caller's own.
  */
-export function localStub(reg: Registration, inst: object, caller: string, measure: boolean): object {
+export function localStub(reg: Registration, inst: object, caller: string, measure: boolean, checkValues: boolean): object {
   const stub: Record<string, (...args: unknown[]) => unknown> = {};
   for (const method of reg.methods) {
     const fn = (inst as Record<string, unknown>)[method];
     if (typeof fn !== "function") continue;
     const name = `${reg.ref.name}.${method}`;
     const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
-    const call = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args);
+    const direct = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args);
+    const call = checkValues ? checked(direct) : direct;
     if (!measure) {
-      stub[method] = (...args: unknown[]): unknown => callInProcess(name, apply, inst, args);
+      stub[method] = (...args: unknown[]): unknown => call(inst, args);
       continue;
     }
     const stats = MethodStats.caller(caller, reg.ref.name, method, false);
     stub[method] = (...args: unknown[]): unknown => stats.measure(call, inst, args);
   }
   return Object.freeze(stub);
+}
+
+// One scratch buffer for every check: encoding is synchronous, so checks never overlap.
+const scratch = new Writer();
+
+/** `call` with its arguments and result encoded (and dropped) first, failing as a remote call would. */
+function checked(call: (self: object, args: unknown[]) => unknown): (self: object, args: unknown[]) => unknown {
+  const checkResult = (v: unknown): unknown => {
+    scratch.reset();
+    encodeValue(scratch, v, "result");
+    return v;
+  };
+  return (self, args) => {
+    let r: unknown;
+    try {
+      scratch.reset();
+      encodeValues(args, scratch, "args");
+      r = call(self, args);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    return Promise.resolve(r).then(checkResult);
+  };
 }
 
 /**

@@ -49,6 +49,8 @@ export interface WeaveletOptions {
   internalAddress: string | undefined;
   /** Per-component config sections. */
   config: Readonly<Record<string, Record<string, unknown>>>;
+  /** Check that local calls' arguments and results could cross a process (see {@link checkValuesSetting}). */
+  checkValues: boolean;
   host: WeaveletHost;
 }
 
@@ -248,7 +250,7 @@ export class Weavelet {
     let stub = this.stubs.get(key);
     if (!stub) {
       if (local) {
-        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure));
+        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure, this.opts.checkValues));
       } else {
         let remote = this.remotes.get(name);
         if (!remote) {
@@ -267,6 +269,14 @@ export class Weavelet {
     return stub;
   }
 
+  /** Hosted components whose latest construction failed (a later call retries it). */
+  private readonly failedConstructions = new Set<string>();
+
+  /** UNHEALTHY while a component this weavelet hosts failed to construct (e.g. a config error). */
+  health(): "HEALTHY" | "UNHEALTHY" {
+    return this.failedConstructions.size === 0 ? "HEALTHY" : "UNHEALTHY";
+  }
+
   private getLocal(name: string): Promise<object> {
     const existing = this.hosted.get(name);
     if (existing) return existing.instance;
@@ -276,11 +286,13 @@ export class Weavelet {
     // Outside the triggering call's context: its deadline, signal and trace are not the construction's.
     hosted.instance = callStorage.outside(() => this.construct(reg)).then((inst) => {
       hosted.ready = inst;
+      this.failedConstructions.delete(name);
       return inst;
     });
     this.hosted.set(name, hosted);
     this.constructionOrder.push(hosted);
     hosted.instance.catch((err) => {
+      this.failedConstructions.add(name);
       this.logger.error(`component ${name} failed to start`, err);
       this.hosted.delete(name);
       this.constructionOrder.splice(this.constructionOrder.indexOf(hosted), 1);
@@ -336,6 +348,19 @@ export class Weavelet {
   async listener<S extends Server>(name: string, server?: S): Promise<Listener<S>> {
     return openListener(name, server, this.opts.host, (srv) => this.listeners.push(srv));
   }
+}
+
+/** The variable that turns the value check of local calls on (`1`) or off (`0`). */
+export const CHECK_VALUES_ENV = "TSWEAVER_CHECK_VALUES";
+
+/**
+ * Whether local calls check their values: `TSWEAVER_CHECK_VALUES=1`/`0`, else `byDefault` (on for
+ * single-process runs outside production, off in deployed processes, where it would cost an encoding
+ * per call and the remote calls check anyway).
+ */
+export function checkValuesSetting(byDefault: boolean): boolean {
+  const v = process.env[CHECK_VALUES_ENV];
+  return v === undefined || v === "" ? byDefault : v !== "0";
 }
 
 /** The routing layer's view of an assignment from the deployer (none without slices). */

@@ -120,7 +120,7 @@ test("arrays: holes become undefined, large arrays", () => {
   same(Array.from({ length: 16 }, (_, i) => i));
 });
 
-test("objects: nested, many keys, undefined values kept, class instances as plain data", () => {
+test("objects: nested, many keys, undefined values kept; class instances refused naming the path", () => {
   same({ a: 1, b: { c: [1, 2, { d: "e" }], f: null, g: undefined }, "weird key!": true, "": 0 });
   const many: Record<string, number> = {};
   for (let i = 0; i < 100; i++) many[`key${i}`] = i;
@@ -131,16 +131,18 @@ test("objects: nested, many keys, undefined values kept, class instances as plai
       return Math.hypot(this.x, this.y);
     }
   }
-  const p = rt(new Point(3, 4)) as Record<string, unknown>;
-  assert.deepStrictEqual(p, { x: 3, y: 4 });
-  assert.equal(Object.getPrototypeOf(p), Object.prototype);
+  assert.equal(new Point(3, 4).norm(), 5);
+  assert.throws(
+    () => encodeValues([1, { at: new Point(3, 4) }], new Writer()),
+    (err: unknown) => err instanceof CodecError && err.path === "args[1].at" && /an instance of class Point \(only plain data crosses a call/.test(err.message),
+  );
+  assert.throws(() => encodeValues([new (class {})()], new Writer()), /an instance of class \(anonymous\)/);
   // Null-prototype objects decode as plain objects.
   const np = Object.create(null) as Record<string, number>;
   np.a = 1;
   assert.deepStrictEqual(rt(np), { a: 1 });
-  // Errors are not special: only their own enumerable props travel.
-  const err = Object.assign(new Error("boom"), { code: "E1" });
-  assert.deepStrictEqual(rt(err), { code: "E1" });
+  // Errors are not values either: they cross a call when thrown (rpc carries them separately).
+  assert.throws(() => rt(Object.assign(new Error("boom"), { code: "E1" })), /an instance of class Error/);
 });
 
 test("repeated keys decode to the same values (key cache) and collisions are harmless", () => {

@@ -4,13 +4,29 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CONFORMANCE_APP, Proc, getJson, tempDir, writeConfig } from "../support/index.js";
+import { CONFORMANCE_APP, Proc, getJson, tempDir, waitFor, writeConfig } from "../support/index.js";
 import { deployForTest } from "../support/multi.js";
+
+const PLAIN_ONLY = "(only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })";
 
 /** Each scenario and the outcome every deployer must produce. */
 const EXPECTED: Record<string, unknown> = {
   // First: the other scenarios may construct Lazy (error-deadline calls it).
   lazy: { context: false, deadline: false, signal: false, metadata: false },
+  "config-error": { name: "ConfigError", configError: true, message: 'config ["conf/Configured"].step: expected number, got "two"' },
+  "values-supported": Object.fromEntries(
+    ["undefined", "null", "boolean", "number", "negative zero", "NaN", "Infinity", "bigint", "string", "array", "plain object", "null-prototype object", "Map", "Set", "Date", "Uint8Array", "Buffer", "Float64Array", "ArrayBuffer"].map(
+      (k) => [k, "same"],
+    ),
+  ),
+  "values-class-argument": {
+    name: "CodecError",
+    message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at args[0].list[0]`,
+    path: "args[0].list[0]",
+    codecError: true,
+  },
+  "values-function-argument": { name: "CodecError", message: "cannot encode a function at args[0][1]", path: "args[0][1]", codecError: true },
+  "values-class-result": { name: "CodecError", message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at result`, path: "result", codecError: true },
   plain: { reply: "slept 10", deadline: false, abortedWith: null },
   deadline: {
     caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
@@ -45,17 +61,28 @@ const EXPECTED: Record<string, unknown> = {
 const APP_CONFIG = `[tsweaver]
 name = "conformance"
 binary = ${JSON.stringify(CONFORMANCE_APP)}
+# Deployed processes skip the value check of local calls by default; the suite turns it on everywhere.
+env = { TSWEAVER_CHECK_VALUES = "1" }
 `;
+
+/** Last in every weaver.toml: a component section whose value has the wrong type. */
+const COMPONENT_CONFIG = `\n["conf/Configured"]\nstep = "two"\n`;
 
 /** How to run the app on one deployer; returns the listener's base URL and how to stop it. */
 interface Deployment {
-  start(): Promise<{ base: string; stop: () => Promise<void> }>;
+  start(): Promise<Started>;
+}
+interface Started {
+  base: string;
+  stop: () => Promise<void>;
+  /** The health the deployer reports for the replica hosting conf/Configured (multi only). */
+  health?: () => string | undefined;
 }
 
 const DEPLOYMENTS: Record<string, Deployment> = {
   single: {
     async start() {
-      const config = writeConfig(`${APP_CONFIG}[single.listeners.api]\naddress = "127.0.0.1:0"\n`);
+      const config = writeConfig(`${APP_CONFIG}[single.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`);
       const app = new Proc(process.execPath, [CONFORMANCE_APP], { TSWEAVER_CONFIG: config });
       const [, address] = await app.waitForOutput(/listener api available on http:\/\/(\S+)/);
       return {
@@ -71,25 +98,32 @@ const DEPLOYMENTS: Record<string, Deployment> = {
   "multi, all colocated": { start: () => multi(`colocate = [["tsweaver/Main", "conf/Callee", "conf/Lazy"]]\n`) },
 };
 
-async function multi(colocate: string): Promise<{ base: string; stop: () => Promise<void> }> {
+async function multi(colocate: string): Promise<Started> {
   const dir = tempDir();
-  const config = writeConfig(`${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n`, dir);
+  const config = writeConfig(`${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`, dir);
   const { deployer, base } = await deployForTest(config, path.join(dir, "state"), "api");
-  return { base, stop: () => deployer.stop() };
+  // The replica hosting conf/Configured, whose construction fails: reported UNHEALTHY, not HEALTHY.
+  const health = () => deployer.status().groups.find((g) => g.components.includes("conf/Configured"))?.replicas[0]?.health;
+  return { base, stop: () => deployer.stop(), health };
 }
 
 for (const [where, deployment] of Object.entries(DEPLOYMENTS)) {
   describe(`conformance: ${where}`, () => {
-    let base = "";
-    let stop: () => Promise<void> = async () => {};
+    let started: Started | undefined;
     before(async () => {
-      ({ base, stop } = await deployment.start());
+      started = await deployment.start();
     });
-    after(() => stop());
+    after(() => started?.stop());
 
     for (const [scenario, expected] of Object.entries(EXPECTED)) {
       test(scenario, async () => {
-        assert.deepEqual(await getJson(`${base}/run?s=${scenario}`), expected);
+        assert.deepEqual(await getJson(`${started!.base}/run?s=${scenario}`), expected);
+      });
+    }
+    if (where !== "single") {
+      test("a replica whose component failed to construct is reported UNHEALTHY", async () => {
+        // Health is polled every 2 s; the config-error scenario above made the construction fail.
+        await waitFor("conf/Configured's replica UNHEALTHY", () => started!.health?.() === "UNHEALTHY");
       });
     }
   });

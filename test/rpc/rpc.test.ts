@@ -126,7 +126,7 @@ test("a registered error class is rebuilt as that class on the caller, with the 
   }
 });
 
-test("application errors arrive as RemoteCallError with name, message, stack and details", async () => {
+test("application errors arrive as RemoteCallError with name, message, stack and details (a CodecError as itself)", async () => {
   const s = await startServer({
     fail: () => {
       throw Object.assign(new Error("no such user"), { name: "NotFound", code: 404, info: { id: "u1" } });
@@ -171,8 +171,10 @@ test("application errors arrive as RemoteCallError with name, message, stack and
       return true;
     });
     await assert.rejects(c.call(s.ids.returnUnencodable!, "returnUnencodable", []), (e: unknown) => {
-      assert.ok(e instanceof RemoteCallError);
+      // CodecError is registered: the caller gets one, as it would from a local call in checking mode.
+      assert.ok(e instanceof CodecError && e.cause instanceof RemoteCallError);
       assert.equal(e.name, "CodecError");
+      assert.equal(e.path, "result.f");
       assert.match(e.message, /result\.f/);
       return true;
     });

@@ -28,6 +28,12 @@ export async function deployCommand(configFile: string): Promise<void> {
     await deployer.stop();
     throw err;
   }
+  // Runs until a signal stops it (exit 0) or the deployment fails on its own (exit 1 with the cause).
+  const err = await deployer.failed;
+  if (stopping) return;
+  stopping = true;
+  await deployer.stop();
+  throw err;
 }
 
 function liveState(status: DeploymentStatus): string {

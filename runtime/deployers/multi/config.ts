@@ -9,6 +9,12 @@ export interface MultiConfig {
   listeners: Map<string, string>;
   /** Address of the admin server (`admin`, default 127.0.0.1:0: any free port). */
   admin: string;
+  /**
+   * A group whose replicas crash this many times (`crash_loop_restarts`, default 5) within
+   * `crashLoopWindowMs` (`crash_loop_window_s`, default 60) fails the deployment instead of restarting on.
+   */
+  crashLoopRestarts: number;
+  crashLoopWindowMs: number;
 }
 
 export function multiConfig(config: AppConfig): MultiConfig {
@@ -16,7 +22,11 @@ export function multiConfig(config: AppConfig): MultiConfig {
   const fail = (key: string, what: string): never => {
     throw new ConfigError(`${config.file}: multi.${key}: ${what}`);
   };
-  checkKeys(section, ["replicas", "listeners", "admin"], "multi", config.file);
+  checkKeys(section, ["replicas", "listeners", "admin", "crash_loop_restarts", "crash_loop_window_s"], "multi", config.file);
+  const restarts = section["crash_loop_restarts"] ?? 5;
+  if (typeof restarts !== "number" || !Number.isInteger(restarts) || restarts < 1) fail("crash_loop_restarts", `must be a positive integer, found ${JSON.stringify(restarts)}`);
+  const windowS = section["crash_loop_window_s"] ?? 60;
+  if (typeof windowS !== "number" || !(windowS > 0)) fail("crash_loop_window_s", `must be a positive number of seconds, found ${JSON.stringify(windowS)}`);
   const admin = section["admin"] ?? "127.0.0.1:0";
   if (typeof admin !== "string" || !/^.*:\d+$/.test(admin)) fail("admin", 'must be a "host:port" string');
   const replicas = section["replicas"] ?? 2;
@@ -31,5 +41,5 @@ export function multiConfig(config: AppConfig): MultiConfig {
     if (typeof address !== "string" || !/^.*:\d+$/.test(address)) fail(`listeners.${name}.address`, 'must be a "host:port" string');
     listeners.set(name, address as string);
   }
-  return { replicas: replicas as number, listeners, admin: admin as string };
+  return { replicas: replicas as number, listeners, admin: admin as string, crashLoopRestarts: restarts as number, crashLoopWindowMs: (windowS as number) * 1000 };
 }

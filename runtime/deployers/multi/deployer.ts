@@ -48,6 +48,8 @@ interface GroupState {
   readonly group: Group;
   readonly replicas: Replica[];
   started: boolean;
+  /** When its replicas crashed, within the crash-loop window. */
+  crashes: number[];
 }
 
 const RESTART_BACKOFF_MIN_MS = 100;
@@ -78,6 +80,12 @@ export class MultiDeployer implements AdminBackend {
   private statusTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
   private readonly color = process.stdout.isTTY === true;
+  private failWith: ((err: Error) => void) | undefined;
+  /**
+   * Settles with the reason when the deployment fails on its own (a group crash-looping); `deploy`
+   * callers that run until stopped wait on it, stop the deployment and report the error.
+   */
+  readonly failed: Promise<Error> = new Promise((resolve) => (this.failWith = resolve));
   /** Routed components (they asked for an assignment) and their assignment versions. */
   private readonly routed = new Map<string, { version: bigint; replicas: string }>();
 
@@ -100,7 +108,7 @@ export class MultiDeployer implements AdminBackend {
       throw new Error(`app ${this.config.binary} registers no main component; its entry file must call run(App)`);
     }
     checkComponentNames(this.config, components);
-    this.groups = groupsOf(this.config, components).map((group) => ({ group, replicas: [], started: false }));
+    this.groups = groupsOf(this.config, components).map((group) => ({ group, replicas: [], started: false, crashes: [] }));
     for (const g of this.groups) for (const c of g.group.components) this.byComponent.set(c, g);
     this.dir.create();
     await this.admin.listen(this.options.adminAddress ?? this.multi.admin);
@@ -296,6 +304,19 @@ export class MultiDeployer implements AdminBackend {
       this.writeStatus();
       return;
     }
+    if (this.crashLooping(r.group)) {
+      const window = this.multi.crashLoopWindowMs / 1000;
+      const err = new Error(
+        `group ${r.group.group.name} crash-loops: its replicas exited ${r.group.crashes.length} times within ${window} s ` +
+          `(the last, ${r.id}: code ${code}, signal ${signal}); see its log lines above (tsweaver multi logs). ` +
+          `The limit is [multi] crash_loop_restarts = ${this.multi.crashLoopRestarts} within crash_loop_window_s = ${window}.`,
+      );
+      this.progress(`tsweaver: ${err.message}`);
+      r.state = "stopped";
+      this.writeStatus();
+      this.failWith?.(err);
+      return;
+    }
     if (ranMs > STABLE_MS) r.crashStreak = 0;
     const delay = this.backoff(r);
     r.state = "restarting";
@@ -310,6 +331,14 @@ export class MultiDeployer implements AdminBackend {
     }, delay);
   }
 
+  /** Counts a crash of one of `g`'s replicas; true once they crashed too often within the window. */
+  private crashLooping(g: GroupState): boolean {
+    const now = Date.now();
+    g.crashes.push(now);
+    while (g.crashes.length > 0 && g.crashes[0]! <= now - this.multi.crashLoopWindowMs) g.crashes.shift();
+    return g.crashes.length >= this.multi.crashLoopRestarts;
+  }
+
   /** Counts a restart and returns how long to wait before it. */
   private backoff(r: Replica): number {
     const delay = Math.min(RESTART_BACKOFF_MIN_MS * 2 ** r.crashStreak, RESTART_BACKOFF_MAX_MS);
@@ -320,7 +349,15 @@ export class MultiDeployer implements AdminBackend {
 
   // A restart that failed before its handshake counts as another crash.
   private onExitFailedStart(r: Replica): void {
-    if (r.envelope) return;
+    if (r.envelope || this.stopping) return;
+    if (this.crashLooping(r.group)) {
+      const err = new Error(`group ${r.group.group.name} crash-loops: its replicas failed to start or exited ${r.group.crashes.length} times within ${this.multi.crashLoopWindowMs / 1000} s; see its log lines above (tsweaver multi logs)`);
+      this.progress(`tsweaver: ${err.message}`);
+      r.state = "stopped";
+      this.writeStatus();
+      this.failWith?.(err);
+      return;
+    }
     const delay = this.backoff(r);
     this.writeStatus();
     setTimeout(() => {

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { checkKeys, isTable, loadConfig, type AppConfig } from "../../core/config.js";
 import { ConfigError } from "../../core/errors.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
-import { Weavelet } from "../../weavelet/weavelet.js";
+import { Weavelet, checkValuesSetting } from "../../weavelet/weavelet.js";
 
 /** Environment variable naming the weaver.toml a single-process run reads (optional). */
 export const CONFIG_ENV = "TSWEAVER_CONFIG";
@@ -42,6 +42,7 @@ export async function runSingle(): Promise<void> {
     runMain: true,
     internalAddress: undefined,
     config: config?.components ?? {},
+    checkValues: checkValuesSetting(process.env["NODE_ENV"] !== "production"),
     host: {
       async activateComponent() {},
       async getListenerAddress(name) {
