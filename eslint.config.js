@@ -119,8 +119,11 @@ function infraZones() {
 }
 
 /** Packages that belong to one folder only: AWS SDK clients to the AWS deployer, the CDK to infra/. */
-const AWS_SDK = { group: ["@aws-sdk/*"], message: "AWS SDK clients belong under runtime/deployers/aws (DESIGN.md \"Layers\")." };
-const CDK = { group: ["aws-cdk-lib", "aws-cdk-lib/*", "constructs", "cdk-nag"], message: "aws-cdk-lib and constructs belong under infra/ (DESIGN.md \"Layers\")." };
+const AWS_SDK = { group: ["@aws-sdk/*"], message: 'AWS SDK clients belong under runtime/deployers/aws (DESIGN.md "Layers").' };
+const CDK = {
+  group: ["aws-cdk-lib", "aws-cdk-lib/*", "constructs", "cdk-nag"],
+  message: 'aws-cdk-lib and constructs belong under infra/ (DESIGN.md "Layers").',
+};
 
 function describe(layers) {
   return layers.length === 0 ? "nothing" : layers.join(", ");

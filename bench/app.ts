@@ -8,7 +8,16 @@
 //   local instance; main measures it against a direct call on a plain instance and prints the results.
 import http from "node:http";
 import { component, register, run, type Context, type Main } from "tsweaver";
-import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, RESULT_MARKER, closedLoop, medianOf, perRound } from "./measure.js";
+import {
+  type Bounds,
+  type CellRequest,
+  type CellResult,
+  type ColocatedResult,
+  RESULT_MARKER,
+  closedLoop,
+  medianOf,
+  perRound,
+} from "./measure.js";
 import { type Payload, type PayloadSize, PAYLOAD_SIZES, checkEcho, payload } from "./payloads.js";
 import { startProfile, stopProfile } from "./profile.js";
 

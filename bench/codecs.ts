@@ -109,7 +109,12 @@ export function measureCodecs(ms: number, rounds: number): Record<string, CodecR
   }
   const out: Record<string, CodecResult> = {};
   for (const b of benches) {
-    out[b.key] = { bytes: b.bytes, encodeOps: median(b.runs.encodeOps), decodeOps: median(b.runs.decodeOps), roundTripOps: median(b.runs.roundTripOps) };
+    out[b.key] = {
+      bytes: b.bytes,
+      encodeOps: median(b.runs.encodeOps),
+      decodeOps: median(b.runs.decodeOps),
+      roundTripOps: median(b.runs.roundTripOps),
+    };
   }
   if (sink === -1) console.log(sink);
   return out;

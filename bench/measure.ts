@@ -39,7 +39,13 @@ interface PhaseResult {
   ms: number;
 }
 
-async function phase(call: () => Promise<unknown>, concurrency: number, maxCalls: number, maxMs: number, lat: Float64Array | undefined): Promise<PhaseResult> {
+async function phase(
+  call: () => Promise<unknown>,
+  concurrency: number,
+  maxCalls: number,
+  maxMs: number,
+  lat: Float64Array | undefined,
+): Promise<PhaseResult> {
   let issued = 0;
   let failure: unknown;
   const start = performance.now();

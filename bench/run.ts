@@ -30,7 +30,18 @@ import { encode as twEncode } from "../runtime/codec/codec.js";
 import { loadConfig } from "../runtime/core/config.js";
 import { MultiDeployer } from "../runtime/deployers/multi/deployer.js";
 import type { CodecResult } from "./codecs.js";
-import { type Bounds, type CellRequest, type CellResult, type ColocatedResult, FULL, QUICK, RESULT_MARKER, closedLoop, medianOf, perRound } from "./measure.js";
+import {
+  type Bounds,
+  type CellRequest,
+  type CellResult,
+  type ColocatedResult,
+  FULL,
+  QUICK,
+  RESULT_MARKER,
+  closedLoop,
+  medianOf,
+  perRound,
+} from "./measure.js";
 import { GrpcClient, HttpClient, RawClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
 
@@ -59,13 +70,20 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: process.env["BENCH_QUICK"] === "1", json: false, rows: new Set(ALL_ROWS), cpuProfDir: undefined, weaveletEnv: {} };
+  const o: Options = {
+    quick: process.env["BENCH_QUICK"] === "1",
+    json: false,
+    rows: new Set(ALL_ROWS),
+    cpuProfDir: undefined,
+    weaveletEnv: {},
+  };
   for (const a of argv) {
     if (a === "--quick") o.quick = true;
     else if (a === "--json") o.json = true;
     else if (a.startsWith("--rows=")) {
       const names = a.slice(7).split(",");
-      for (const n of names) if (!(ALL_ROWS as readonly string[]).includes(n)) throw new Error(`unknown row ${n} (rows: ${ALL_ROWS.join(", ")})`);
+      for (const n of names)
+        if (!(ALL_ROWS as readonly string[]).includes(n)) throw new Error(`unknown row ${n} (rows: ${ALL_ROWS.join(", ")})`);
       o.rows = new Set(names as RowName[]);
     } else if (a.startsWith("--cpu-prof=")) o.cpuProfDir = path.resolve(a.slice(11));
     else if (a.startsWith("--weavelet-env=")) {
@@ -73,9 +91,20 @@ function parseArgs(argv: string[]): Options {
       const eq = kv.indexOf("=");
       if (eq <= 0) throw new Error(`--weavelet-env wants KEY=VALUE, got ${kv}`);
       o.weaveletEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
-    } else if (a.startsWith("--sizes=")) SIZES = a.slice(8).split(",").map((x) => (PAYLOAD_SIZES as readonly string[]).includes(x) ? (x as PayloadSize) : fail(`unknown size ${x}`));
-    else if (a.startsWith("--conc=")) CONCURRENCY = a.slice(7).split(",").map((x) => Number(x) >= 1 ? Number(x) : fail(`bad concurrency ${x}`));
-    else throw new Error(`unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR, --weavelet-env=K=V)`);
+    } else if (a.startsWith("--sizes="))
+      SIZES = a
+        .slice(8)
+        .split(",")
+        .map((x) => ((PAYLOAD_SIZES as readonly string[]).includes(x) ? (x as PayloadSize) : fail(`unknown size ${x}`)));
+    else if (a.startsWith("--conc="))
+      CONCURRENCY = a
+        .slice(7)
+        .split(",")
+        .map((x) => (Number(x) >= 1 ? Number(x) : fail(`bad concurrency ${x}`)));
+    else
+      throw new Error(
+        `unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR, --weavelet-env=K=V)`,
+      );
   }
   return o;
 }
@@ -92,7 +121,11 @@ function log(msg: string): void {
 // Child processes
 
 /** Runs a compiled bench script; resolves to the line after `marker` (or the first line for READY). */
-function startChild(script: string, args: string[], env: Record<string, string>): { child: ChildProcess; line: (marker: string, timeoutMs: number) => Promise<string> } {
+function startChild(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+): { child: ChildProcess; line: (marker: string, timeoutMs: number) => Promise<string> } {
   const child = spawn(process.execPath, [path.join(HERE, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "inherit"],
@@ -203,12 +236,18 @@ async function httpRow(): Promise<NetRow> {
 function postJson(address: string, pathname: string, body: unknown, timeoutMs: number): Promise<unknown> {
   const data = JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = http.request(`http://${address}${pathname}`, { method: "POST", agent: false, timeout: timeoutMs, headers: { "content-type": "application/json" } }, (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => (text += c));
-      res.on("end", () => (res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`POST ${pathname}: ${res.statusCode} ${text}`))));
-    });
+    const req = http.request(
+      `http://${address}${pathname}`,
+      { method: "POST", agent: false, timeout: timeoutMs, headers: { "content-type": "application/json" } },
+      (res) => {
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => (text += c));
+        res.on("end", () =>
+          res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`POST ${pathname}: ${res.statusCode} ${text}`)),
+        );
+      },
+    );
     req.on("timeout", () => req.destroy(new Error(`POST ${pathname} timed out after ${timeoutMs} ms`)));
     req.on("error", reject);
     req.end(data);
@@ -266,7 +305,13 @@ address = "127.0.0.1:0"
  * interleaved, so slow drift in the machine's background load hits all rows alike. A cell's figures are
  * the medians over the rounds.
  */
-async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: string | undefined, weaveletEnv: Record<string, string>): Promise<Cell[]> {
+async function netRows(
+  names: RowName[],
+  rounds: number,
+  b: Bounds,
+  cpuProfDir: string | undefined,
+  weaveletEnv: Record<string, string>,
+): Promise<Cell[]> {
   const rows: NetRow[] = [];
   const roundBounds = perRound(b, rounds);
   try {
@@ -292,7 +337,9 @@ async function netRows(names: RowName[], rounds: number, b: Bounds, cpuProfDir: 
     }
     const cells: Cell[] = [];
     for (const row of rows) {
-      for (const size of SIZES) for (const c of CONCURRENCY) cells.push({ row: row.name, size, concurrency: c, result: medianOf(results.get(`${row.name}/${size}/${c}`)!) });
+      for (const size of SIZES)
+        for (const c of CONCURRENCY)
+          cells.push({ row: row.name, size, concurrency: c, result: medianOf(results.get(`${row.name}/${size}/${c}`)!) });
     }
     return cells;
   } finally {
@@ -318,7 +365,12 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
 
 async function colocatedRow(b: Bounds, rounds: number, weaveletEnv: Record<string, string>): Promise<Cell[]> {
   // The app run directly is the single-process deployer: ctx.get() returns the local instance.
-  const { child, line } = startChild("app.js", [], { ...weaveletEnv, BENCH_MODE: "colocated", BENCH_BOUNDS: JSON.stringify(b), BENCH_ROUNDS: String(rounds) });
+  const { child, line } = startChild("app.js", [], {
+    ...weaveletEnv,
+    BENCH_MODE: "colocated",
+    BENCH_BOUNDS: JSON.stringify(b),
+    BENCH_ROUNDS: String(rounds),
+  });
   try {
     const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
     const cells: Cell[] = [];
@@ -374,7 +426,8 @@ function fmtOps(n: number): string {
 
 function table(headers: string[], rows: string[][], alignLeft: number): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => "| " + cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
+  const line = (cells: string[]): string =>
+    "| " + cells.map((c, i) => (i < alignLeft ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
   const sep = "|" + widths.map((w, i) => (i < alignLeft ? ":" + "-".repeat(w + 1) : "-".repeat(w + 1) + ":")).join("|") + "|";
   return [line(headers), sep, ...rows.map(line)].join("\n");
 }
@@ -403,7 +456,13 @@ function targets(cells: Cell[]): Target[] {
         const other = find(cells, peer, size, c);
         if (!tw || !other) continue;
         const r = tw.opsPerSec / other.opsPerSec;
-        out.push({ target: `throughput vs ${peer === "grpc" ? "grpc-js" : "node:http JSON"}`, cell: `${size} c=${c}`, ratio: r, goal: `>= ${goal}x`, pass: r >= goal });
+        out.push({
+          target: `throughput vs ${peer === "grpc" ? "grpc-js" : "node:http JSON"}`,
+          cell: `${size} c=${c}`,
+          ratio: r,
+          goal: `>= ${goal}x`,
+          pass: r >= goal,
+        });
       }
     }
   }
@@ -424,14 +483,30 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
   const rows: string[][] = [];
   for (const cell of cells) {
     const r = cell.result;
-    rows.push([ROW_TITLES[cell.row] ?? cell.row, cell.size, String(cell.concurrency), fmtUs(r.p50Us), fmtUs(r.p99Us), fmtOps(r.opsPerSec), String(r.calls)]);
+    rows.push([
+      ROW_TITLES[cell.row] ?? cell.row,
+      cell.size,
+      String(cell.concurrency),
+      fmtUs(r.p50Us),
+      fmtUs(r.p99Us),
+      fmtOps(r.opsPerSec),
+      String(r.calls),
+    ]);
   }
   if (codecs !== undefined) {
     for (const size of SIZES) {
       for (const [key, c] of Object.entries(codecs)) {
         const [name, sz] = key.split("/");
         if (sz !== size) continue;
-        rows.push([`6 codec ${name} (${c.bytes} B)`, size, "-", `enc ${fmtOps(c.encodeOps)}/s`, `dec ${fmtOps(c.decodeOps)}/s`, fmtOps(c.roundTripOps), "-"]);
+        rows.push([
+          `6 codec ${name} (${c.bytes} B)`,
+          size,
+          "-",
+          `enc ${fmtOps(c.encodeOps)}/s`,
+          `dec ${fmtOps(c.decodeOps)}/s`,
+          fmtOps(c.roundTripOps),
+          "-",
+        ]);
       }
     }
   }

@@ -156,7 +156,8 @@ interface AppImage {
 }
 
 /** ECR image URI: account, region, repository, tag or digest. */
-const ECR_URI = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9][a-z0-9._/-]*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$/;
+const ECR_URI =
+  /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9][a-z0-9._/-]*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$/;
 
 function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: string): AppImage {
   const relativeConfig = (root: string, what: string): string => {
@@ -183,7 +184,11 @@ function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: 
     } else {
       image = ecs.ContainerImage.fromRegistry(aws.image);
     }
-    return { image, configInImage: aws.configInImage ?? relativeConfig(projectRoot, "the project root (the default image layout)"), asset: undefined };
+    return {
+      image,
+      configInImage: aws.configInImage ?? relativeConfig(projectRoot, "the project root (the default image layout)"),
+      asset: undefined,
+    };
   }
 
   const directory = aws.dockerfileDir ?? projectRoot;
@@ -203,5 +208,9 @@ function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: 
     const key = aws.dockerfile !== undefined ? "aws.dockerfile" : "aws.dockerfile_dir";
     throw new ConfigError(`${config.file}: ${key}: ${(err as Error).message}`);
   }
-  return { image: ecs.ContainerImage.fromDockerImageAsset(asset), configInImage: aws.configInImage ?? relativeConfig(directory, "the image's build context"), asset };
+  return {
+    image: ecs.ContainerImage.fromDockerImageAsset(asset),
+    configInImage: aws.configInImage ?? relativeConfig(directory, "the image's build context"),
+    asset,
+  };
 }

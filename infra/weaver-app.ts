@@ -366,7 +366,8 @@ export class WeaverApp extends Construct {
     });
     Validations.of(execution).acknowledge({
       id: "AwsSolutions-IAM5[Resource::*]",
-      reason: "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
+      reason:
+        "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
     });
     // Task roles trust ECS tasks of this account only (confused-deputy protection).
     const taskPrincipal = new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
@@ -390,7 +391,12 @@ export class WeaverApp extends Construct {
    * (which only knows the listener) never resets where traffic goes.
    */
   private createLoadBalancer(props: WeaverAppProps):
-    | { loadBalancer: elbv2.ApplicationLoadBalancer; securityGroup: ec2.SecurityGroup; accessLogBucket: s3.Bucket | undefined; listeners: Map<string, WeaverListener> }
+    | {
+        loadBalancer: elbv2.ApplicationLoadBalancer;
+        securityGroup: ec2.SecurityGroup;
+        accessLogBucket: s3.Bucket | undefined;
+        listeners: Map<string, WeaverListener>;
+      }
     | undefined {
     const listenerProps = props.listeners ?? [];
     if (listenerProps.length === 0) return undefined;
@@ -572,7 +578,11 @@ export class WeaverApp extends Construct {
    * docs/aws.md). A long stop timeout lets it remove the versions' services and target groups when
    * the stack is deleted.
    */
-  private createControlPlane(props: WeaverAppProps): { discoveryService: servicediscovery.Service; taskDefinition: ecs.FargateTaskDefinition; service: ecs.FargateService } {
+  private createControlPlane(props: WeaverAppProps): {
+    discoveryService: servicediscovery.Service;
+    taskDefinition: ecs.FargateTaskDefinition;
+    service: ecs.FargateService;
+  } {
     const stack = Stack.of(this);
     const discoveryService = this.namespace.createService("DiscoveryControlPlane", {
       name: CONTROLPLANE_NAME,
@@ -691,7 +701,15 @@ export class WeaverApp extends Construct {
     const services = stack.formatArn({ service: "ecs", resource: "service", resourceName: `${this.cluster.clusterName}/*` });
     add({
       sid: "VersionServices",
-      actions: ["ecs:CreateService", "ecs:UpdateService", "ecs:DeleteService", "ecs:DescribeServices", "ecs:TagResource", "ecs:UntagResource", "ecs:ListTagsForResource"],
+      actions: [
+        "ecs:CreateService",
+        "ecs:UpdateService",
+        "ecs:DeleteService",
+        "ecs:DescribeServices",
+        "ecs:TagResource",
+        "ecs:UntagResource",
+        "ecs:ListTagsForResource",
+      ],
       resources: [services],
       conditions: inCluster,
     });
@@ -727,7 +745,14 @@ export class WeaverApp extends Construct {
     add({
       sid: "ScalingServiceLinkedRole",
       actions: ["iam:CreateServiceLinkedRole"],
-      resources: [stack.formatArn({ service: "iam", region: "", resource: "role", resourceName: "aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService" })],
+      resources: [
+        stack.formatArn({
+          service: "iam",
+          region: "",
+          resource: "role",
+          resourceName: "aws-service-role/ecs.application-autoscaling.amazonaws.com/AWSServiceRoleForApplicationAutoScaling_ECSService",
+        }),
+      ],
       conditions: { StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" } },
     });
 
@@ -760,7 +785,11 @@ export class WeaverApp extends Construct {
     if (lb) {
       const ls = [...this.listeners.values()];
       const targetGroups = ls.map((l) =>
-        stack.formatArn({ service: "elasticloadbalancing", resource: "targetgroup", resourceName: `${targetGroupName(this.deploymentId, l.name, "")}*` }),
+        stack.formatArn({
+          service: "elasticloadbalancing",
+          resource: "targetgroup",
+          resourceName: `${targetGroupName(this.deploymentId, l.name, "")}*`,
+        }),
       );
       add({
         sid: "VersionTargetGroups",
@@ -779,10 +808,19 @@ export class WeaverApp extends Construct {
         actions: ["elasticloadbalancing:CreateRule", "elasticloadbalancing:AddTags"],
         resources: ls.map((l) => l.listener.listenerArn),
       });
-      const listenerRules = stack.formatArn({ service: "elasticloadbalancing", resource: "listener-rule", resourceName: `${lb.loadBalancerFullName}/*` });
+      const listenerRules = stack.formatArn({
+        service: "elasticloadbalancing",
+        resource: "listener-rule",
+        resourceName: `${lb.loadBalancerFullName}/*`,
+      });
       add({
         sid: "ChangeListenerRules",
-        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:SetRulePriorities", "elasticloadbalancing:AddTags"],
+        actions: [
+          "elasticloadbalancing:ModifyRule",
+          "elasticloadbalancing:DeleteRule",
+          "elasticloadbalancing:SetRulePriorities",
+          "elasticloadbalancing:AddTags",
+        ],
         resources: [listenerRules],
       });
       // ELBv2 Describe* actions support no resource-level permissions: "*" in this region, read-only.
@@ -800,17 +838,30 @@ export class WeaverApp extends Construct {
         resources: ["*"],
         conditions: inRegion,
       });
-      for (const tg of targetGroups) acknowledge(tg, "Each version's target group is created by the control plane; the name prefix limits these rights to this deployment's listener.");
-      acknowledge(listenerRules, "Listener-rule ids are generated when rules are created; the pattern limits rule changes to this load balancer's listeners.");
+      for (const tg of targetGroups)
+        acknowledge(
+          tg,
+          "Each version's target group is created by the control plane; the name prefix limits these rights to this deployment's listener.",
+        );
+      acknowledge(
+        listenerRules,
+        "Listener-rule ids are generated when rules are created; the pattern limits rule changes to this load balancer's listeners.",
+      );
     }
 
     acknowledge(
       "*",
-      "Only for actions AWS authorizes on \"*\" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, " +
+      'Only for actions AWS authorizes on "*" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, ' +
         "ELBv2 Describe*, DiscoverInstances); every such statement is condition-scoped to this cluster, this namespace or this region.",
     );
-    acknowledge(services, "Each version's services are created by the control plane with generated names; the ARN pattern and the ecs:cluster condition limit these rights to this cluster.");
-    acknowledge(taskArns, "Task ids are generated at run time; the ARN pattern and the ecs:cluster condition limit DescribeTasks/StopTask to this cluster's tasks.");
+    acknowledge(
+      services,
+      "Each version's services are created by the control plane with generated names; the ARN pattern and the ecs:cluster condition limit these rights to this cluster.",
+    );
+    acknowledge(
+      taskArns,
+      "Task ids are generated at run time; the ARN pattern and the ecs:cluster condition limit DescribeTasks/StopTask to this cluster's tasks.",
+    );
     acknowledge(
       scalableTargets,
       "Scalable-target ids are generated by Application Auto Scaling; AWS also requires ecs:UpdateService on the target service, granted for this cluster's services only.",
@@ -832,7 +883,8 @@ export class WeaverApp extends Construct {
     out(OUTPUTS.NAMESPACE_ID, this.namespace.namespaceId, "Cloud Map namespace id");
     out(OUTPUTS.MAIN_GROUP, this.mainGroup.name, "Group hosting tsweaver/Main (raised by tsweaver aws activate)");
     const groupsOut: GroupsOutput = {};
-    for (const g of this.groups.values()) groupsOut[g.name] = { discoveryServiceId: g.discoveryService.serviceId, min: g.minReplicas, max: g.maxReplicas };
+    for (const g of this.groups.values())
+      groupsOut[g.name] = { discoveryServiceId: g.discoveryService.serviceId, min: g.minReplicas, max: g.maxReplicas };
     out(OUTPUTS.GROUPS, stack.toJsonString(groupsOut), "Groups: Cloud Map service id, replica floor and maximum (JSON)");
     const listenersOut: ListenersOutput = {};
     for (const l of this.listeners.values()) {
@@ -850,7 +902,7 @@ export class WeaverApp extends Construct {
 }
 
 const DISCOVER_STAR_REASON =
-  "DiscoverInstances/DiscoverInstancesRevision on \"*\" carry the servicediscovery:NamespaceName condition " +
+  'DiscoverInstances/DiscoverInstancesRevision on "*" carry the servicediscovery:NamespaceName condition ' +
   "(this namespace only); the same actions are also granted on the namespace ARN for resource-level authorization.";
 
 /**

@@ -15,7 +15,15 @@ export type { ComponentOptions, ComponentRef, Context, Implementation, Lifecycle
 export type { Logger, LogAttrs, LogLevel } from "./core/logger.js";
 export { currentCall, withCallOptions } from "./core/call.js";
 export type { CallContext, CallOptions } from "./core/call.js";
-export { RemoteCallError, TransportError, DeadlineExceededError, CallCancelledError, ConfigError, isRetryable, registerError } from "./core/errors.js";
+export {
+  RemoteCallError,
+  TransportError,
+  DeadlineExceededError,
+  CallCancelledError,
+  ConfigError,
+  isRetryable,
+  registerError,
+} from "./core/errors.js";
 export type { ErrorClass } from "./core/errors.js";
 export { CodecError } from "./codec/codec.js";
 export { counter, gauge, histogram, LATENCY_MS_BOUNDS } from "./telemetry/metrics.js";
@@ -23,7 +31,6 @@ export type { BoundCounter, BoundGauge, BoundHistogram, Counter, Gauge, Histogra
 
 /** The reference to the app's main component (registered by `run`). */
 export const MainComponent = component<Main>(MAIN_COMPONENT);
-
 
 /**
  * Runs the app: registers `app` as the main component and starts whatever this process is for, as

@@ -9,6 +9,8 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   echo "test/run.sh: installing Debian's chromium for the dashboard test" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+echo "test/run.sh: format check" >&2
+npm run --silent format:check
 echo "test/run.sh: lint" >&2
 npm run --silent lint
 echo "test/run.sh: typecheck" >&2

@@ -119,10 +119,14 @@ export function generate(protoFile: string, relName: string): string {
   for (const obj of collect(pkg, [])) {
     parts.push(obj instanceof protobuf.Enum ? emitEnum(obj, pkg) : emitMessage(obj as protobuf.Type, pkg, relName));
   }
-  parts.push(`/** Fully qualified name of the package the messages above belong to. */\nexport const PACKAGE = ${JSON.stringify(parsed.package)};\n`);
+  parts.push(
+    `/** Fully qualified name of the package the messages above belong to. */\nexport const PACKAGE = ${JSON.stringify(parsed.package)};\n`,
+  );
   // Through a variable: the JSON carries fields (protoName, keyType) protobufjs reads but INamespace omits.
   parts.push(`const descriptorJson = ${JSON.stringify(root.toJSON(), null, 2)};\n`);
-  parts.push(`/** The protobufjs descriptor of ${relName} (load with protobuf.Root.fromJSON). */\nexport const descriptor: INamespace = descriptorJson;\n`);
+  parts.push(
+    `/** The protobufjs descriptor of ${relName} (load with protobuf.Root.fromJSON). */\nexport const descriptor: INamespace = descriptorJson;\n`,
+  );
   return parts.join("\n");
 }
 
@@ -130,7 +134,9 @@ export function generate(protoFile: string, relName: string): string {
 function generateAll(root: string, outDir: string): string[] {
   mkdirSync(outDir, { recursive: true });
   const written: string[] = [];
-  for (const name of readdirSync(path.join(root, "protos")).filter((n) => n.endsWith(".proto")).sort()) {
+  for (const name of readdirSync(path.join(root, "protos"))
+    .filter((n) => n.endsWith(".proto"))
+    .sort()) {
     const out = name.replace(/\.proto$/, ".ts");
     writeFileSync(path.join(outDir, out), generate(path.join(root, "protos", name), `protos/${name}`));
     written.push(out);
@@ -158,7 +164,9 @@ function check(root: string): string[] {
       const b = want.split("\n");
       let line = 0;
       while (line < a.length && line < b.length && a[line] === b[line]) line++;
-      problems.push(`runtime/protos/gen/${name} differs from a fresh generation at line ${line + 1}:\n  committed: ${a[line] ?? "(end of file)"}\n  generated: ${b[line] ?? "(end of file)"}`);
+      problems.push(
+        `runtime/protos/gen/${name} differs from a fresh generation at line ${line + 1}:\n  committed: ${a[line] ?? "(end of file)"}\n  generated: ${b[line] ?? "(end of file)"}`,
+      );
     }
     const extra = existsSync(committed) ? readdirSync(committed).filter((n) => !names.includes(n)) : [];
     for (const name of extra) problems.push(`runtime/protos/gen/${name} has no .proto in protos/ (delete it)`);
@@ -182,7 +190,9 @@ function main(argv: string[]): number {
   if (argv.includes("--check")) {
     const problems = check(root);
     if (problems.length) {
-      console.error(`gen-protos: the generated protocol code is out of date:\n${problems.join("\n")}\nRun \`npm run gen\` and commit runtime/protos/gen/.`);
+      console.error(
+        `gen-protos: the generated protocol code is out of date:\n${problems.join("\n")}\nRun \`npm run gen\` and commit runtime/protos/gen/.`,
+      );
       return 1;
     }
     console.log("gen-protos: runtime/protos/gen is up to date with protos/");

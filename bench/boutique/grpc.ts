@@ -7,7 +7,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import type {
-  AdService, CartService, CheckoutService, CurrencyService, EmailService, PaymentService, ProductCatalogService, RecommendationService,
+  AdService,
+  CartService,
+  CheckoutService,
+  CurrencyService,
+  EmailService,
+  PaymentService,
+  ProductCatalogService,
+  RecommendationService,
   ShippingService,
 } from "../../examples/boutique/types.js";
 
@@ -66,7 +73,11 @@ function toStatus(err: unknown): Partial<grpc.StatusObject> {
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_NAME_KEY, e.name);
   const client = (e as { status?: number }).status;
-  return { code: client === 404 ? grpc.status.NOT_FOUND : client !== undefined ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN, details: e.message, metadata };
+  return {
+    code: client === 404 ? grpc.status.NOT_FOUND : client !== undefined ? grpc.status.INVALID_ARGUMENT : grpc.status.UNKNOWN,
+    details: e.message,
+    metadata,
+  };
 }
 
 function fromStatus(err: grpc.ServiceError): Error {
@@ -86,7 +97,10 @@ export function serve(name: string, handlers: Record<string, Handler>): Promise<
     const h = handlers[method];
     if (!h) throw new Error(`${name}.${method}: no handler`);
     impl[method] = (call: grpc.ServerUnaryCall<unknown, object>, cb: grpc.sendUnaryData<object>) => {
-      h(call.request).then((r) => cb(null, r), (err: unknown) => cb(toStatus(err)));
+      h(call.request).then(
+        (r) => cb(null, r),
+        (err: unknown) => cb(toStatus(err)),
+      );
     };
   }
   server.addService(definition(name), impl);
@@ -96,9 +110,13 @@ export function serve(name: string, handlers: Record<string, Handler>): Promise<
 }
 
 /** A promise-returning unary caller for one service at `address`. */
-export function caller(name: string, address: string): (method: string, req: object) => Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- replies are loose protobufjs objects the load generator reads by field
+export function caller(name: string, address: string): (method: string, req: object) => Promise<any> {
   const Ctor = grpc.makeGenericClientConstructor(definition(name), name);
-  const client = new Ctor(address, grpc.credentials.createInsecure()) as unknown as Record<string, (req: object, cb: (err: grpc.ServiceError | null, res?: object) => void) => void>;
+  const client = new Ctor(address, grpc.credentials.createInsecure()) as unknown as Record<
+    string,
+    (req: object, cb: (err: grpc.ServiceError | null, res?: object) => void) => void
+  >;
   return (method, req) =>
     new Promise((resolve, reject) => client[method]!.call(client, req, (err, res) => (err ? reject(fromStatus(err)) : resolve(res))));
 }
@@ -123,8 +141,15 @@ export function clients(addresses: Partial<Record<ServiceKey, string>>): Clients
     if (!addr) return () => Promise.reject(new Error(`no address for ${k}`));
     return caller(SERVICES[k], addr);
   };
-  const catalog = c("catalog"), currency = c("currency"), cart = c("cart"), rec = c("recommendation"), shipping = c("shipping");
-  const payment = c("payment"), email = c("email"), checkout = c("checkout"), ad = c("ad");
+  const catalog = c("catalog"),
+    currency = c("currency"),
+    cart = c("cart"),
+    rec = c("recommendation"),
+    shipping = c("shipping");
+  const payment = c("payment"),
+    email = c("email"),
+    checkout = c("checkout"),
+    ad = c("ad");
   return {
     catalog: {
       listProducts: async () => (await catalog("ListProducts", {})).products,
@@ -140,7 +165,9 @@ export function clients(addresses: Partial<Record<ServiceKey, string>>): Clients
       getCart: (userId) => cart("GetCart", { userId }),
       emptyCart: async (userId) => void (await cart("EmptyCart", { userId })),
     },
-    recommendation: { listRecommendations: async (userId, productIds) => (await rec("ListRecommendations", { userId, productIds })).productIds },
+    recommendation: {
+      listRecommendations: async (userId, productIds) => (await rec("ListRecommendations", { userId, productIds })).productIds,
+    },
     shipping: {
       getQuote: async (address, items) => (await shipping("GetQuote", { address, items })).costUsd,
       shipOrder: async (address, items) => (await shipping("ShipOrder", { address, items })).trackingId,

@@ -19,7 +19,14 @@ export interface LoadResult {
 }
 
 type Task = "home" | "currency" | "product" | "add" | "cart" | "checkout";
-const WEIGHTS: [Task, number][] = [["home", 1], ["currency", 2], ["product", 10], ["add", 2], ["cart", 3], ["checkout", 1]];
+const WEIGHTS: [Task, number][] = [
+  ["home", 1],
+  ["currency", 2],
+  ["product", 10],
+  ["add", 2],
+  ["cart", 3],
+  ["checkout", 1],
+];
 const DECK: Task[] = WEIGHTS.flatMap(([t, w]) => Array<Task>(w).fill(t));
 
 interface User {
@@ -69,7 +76,8 @@ export class LoadGenerator {
   private req(user: User, method: string, path: string, body?: unknown): Promise<void> {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { cookie: user.cookie };
-    if (data !== undefined) Object.assign(headers, { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) });
+    if (data !== undefined)
+      Object.assign(headers, { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) });
     return new Promise((resolve, reject) => {
       const r = http.request({ host: this.host, port: this.port, method, path, headers, agent: this.agent, timeout: 10_000 }, (res) => {
         res.on("data", () => {});
@@ -98,13 +106,15 @@ export class LoadGenerator {
         issued++;
         inFlight++;
         pending.push(
-          this.one().then(
-            () => void lat.push(performance.now() - scheduled),
-            (err: Error) => {
-              errors++;
-              firstError ??= err.message;
-            },
-          ).finally(() => void inFlight--),
+          this.one()
+            .then(
+              () => void lat.push(performance.now() - scheduled),
+              (err: Error) => {
+                errors++;
+                firstError ??= err.message;
+              },
+            )
+            .finally(() => void inFlight--),
         );
       }
       await new Promise((r) => setTimeout(r, 1));

@@ -17,7 +17,11 @@ for (const a of args) {
   else if (a === "--json") json = true;
   else if (a.startsWith("--rate=")) bounds.rate = Number(a.slice(7));
   else if (a.startsWith("--requests=")) bounds.requests = Number(a.slice(11));
-  else if (a.startsWith("--systems=")) systems = a.slice(10).split(",").map((s) => ((SYSTEMS as readonly string[]).includes(s) ? (s as SystemName) : fail(`unknown system ${s}`)));
+  else if (a.startsWith("--systems="))
+    systems = a
+      .slice(10)
+      .split(",")
+      .map((s) => ((SYSTEMS as readonly string[]).includes(s) ? (s as SystemName) : fail(`unknown system ${s}`)));
   else if (a.startsWith("--cpu-prof=")) cpuProfDir = path.resolve(a.slice(11));
   else fail(`unknown argument ${a} (use --quick, --rate=N, --requests=N, --systems=..., --json, --cpu-prof=DIR)`);
 }
@@ -29,7 +33,16 @@ function fail(msg: string): never {
 }
 
 const cpus = os.cpus();
-process.stdout.write(`machine: ${cpus.length} × ${cpus[0]?.model ?? "?"}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, load avg ${os.loadavg().map((x) => x.toFixed(2)).join(" ")}\n`);
-const results = await runBoutique(bounds, { systems, ...(cpuProfDir ? { cpuProfDir } : {}), log: (s) => process.stderr.write(`bench:boutique: ${s}\n`) });
+process.stdout.write(
+  `machine: ${cpus.length} × ${cpus[0]?.model ?? "?"}, ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, Node ${process.version}, load avg ${os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")}\n`,
+);
+const results = await runBoutique(bounds, {
+  systems,
+  ...(cpuProfDir ? { cpuProfDir } : {}),
+  log: (s) => process.stderr.write(`bench:boutique: ${s}\n`),
+});
 process.stdout.write(formatTable(results, bounds) + "\n");
 if (json) process.stdout.write(`BENCH_JSON ${JSON.stringify({ bounds, results })}\n`);

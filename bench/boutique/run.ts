@@ -33,8 +33,24 @@ export interface BoutiqueBounds {
   maxMs: number;
 }
 
-export const FULL_BOUNDS: BoutiqueBounds = { warmupRequests: 3000, warmupMs: 4000, rate: 100, requests: 2000, maxConcurrency: 32, maxRequests: 50_000, maxMs: 8000 };
-export const QUICK_BOUNDS: BoutiqueBounds = { warmupRequests: 200, warmupMs: 1500, rate: 50, requests: 100, maxConcurrency: 16, maxRequests: 2000, maxMs: 1500 };
+export const FULL_BOUNDS: BoutiqueBounds = {
+  warmupRequests: 3000,
+  warmupMs: 4000,
+  rate: 100,
+  requests: 2000,
+  maxConcurrency: 32,
+  maxRequests: 50_000,
+  maxMs: 8000,
+};
+export const QUICK_BOUNDS: BoutiqueBounds = {
+  warmupRequests: 200,
+  warmupMs: 1500,
+  rate: 50,
+  requests: 100,
+  maxConcurrency: 16,
+  maxRequests: 2000,
+  maxMs: 1500,
+};
 
 export const SYSTEMS = ["single", "multi", "grpc"] as const;
 export type SystemName = (typeof SYSTEMS)[number];
@@ -146,7 +162,11 @@ async function startGrpc(profDir: string | undefined): Promise<Running> {
   const children: ChildProcess[] = [];
   const addrs: Record<string, string> = {};
   const start = async (key: string): Promise<void> => {
-    const { child, ready } = await startChild([...profArgs(profDir, `grpc-${key}`), "dist/bench/boutique/service.js", key], { BOUTIQUE_ADDRS: JSON.stringify(addrs) }, `grpc ${key}`);
+    const { child, ready } = await startChild(
+      [...profArgs(profDir, `grpc-${key}`), "dist/bench/boutique/service.js", key],
+      { BOUTIQUE_ADDRS: JSON.stringify(addrs) },
+      `grpc ${key}`,
+    );
     children.push(child);
     addrs[key] = `127.0.0.1:${ready.trim()}`;
   };
@@ -158,11 +178,18 @@ async function startGrpc(profDir: string | undefined): Promise<Running> {
     await Promise.all(children.map(stopChild));
     throw err;
   }
-  return { address: addrs["frontend"]!, pids: () => children.map((c) => c.pid!), stop: () => Promise.all(children.map(stopChild)).then(() => {}) };
+  return {
+    address: addrs["frontend"]!,
+    pids: () => children.map((c) => c.pid!),
+    stop: () => Promise.all(children.map(stopChild)).then(() => {}),
+  };
 }
 
 /** Runs the comparison; `log` gets progress lines. */
-export async function runBoutique(bounds: BoutiqueBounds, opts: { systems?: readonly SystemName[]; cpuProfDir?: string; log?: (s: string) => void } = {}): Promise<SystemResult[]> {
+export async function runBoutique(
+  bounds: BoutiqueBounds,
+  opts: { systems?: readonly SystemName[]; cpuProfDir?: string; log?: (s: string) => void } = {},
+): Promise<SystemResult[]> {
   const log = opts.log ?? (() => {});
   const out: SystemResult[] = [];
   const tmp = mkdtempSync(path.join(os.tmpdir(), "tsweaver-boutique-bench-"));
@@ -170,7 +197,12 @@ export async function runBoutique(bounds: BoutiqueBounds, opts: { systems?: read
   try {
     for (const system of opts.systems ?? SYSTEMS) {
       log(`${system}: starting`);
-      const sys = system === "single" ? await startSingle(opts.cpuProfDir) : system === "multi" ? await startMulti(tmp, opts.cpuProfDir) : await startGrpc(opts.cpuProfDir);
+      const sys =
+        system === "single"
+          ? await startSingle(opts.cpuProfDir)
+          : system === "multi"
+            ? await startMulti(tmp, opts.cpuProfDir)
+            : await startGrpc(opts.cpuProfDir);
       const load = new LoadGenerator(sys.address);
       try {
         log(`${system}: warm-up on ${sys.address}`);
@@ -223,7 +255,9 @@ export function formatTable(results: SystemResult[], bounds: BoutiqueBounds): st
     if (multi) {
       const x = grpc.cpuPer1000 / multi.cpuPer1000;
       lines.push(`  multi CPU/request ≥ 3× fewer than grpc-js: ${f(x)}× ${x >= 3 ? "PASS" : "MISS"}`);
-      lines.push(`  multi p50 lower than grpc-js: ${f(multi.fixed.p50Ms)} vs ${f(grpc.fixed.p50Ms)} ms ${multi.fixed.p50Ms < grpc.fixed.p50Ms ? "PASS" : "MISS"}`);
+      lines.push(
+        `  multi p50 lower than grpc-js: ${f(multi.fixed.p50Ms)} vs ${f(grpc.fixed.p50Ms)} ms ${multi.fixed.p50Ms < grpc.fixed.p50Ms ? "PASS" : "MISS"}`,
+      );
     }
     if (single) {
       const x = grpc.cpuPer1000 / single.cpuPer1000;

@@ -5,8 +5,25 @@ import { component, register, type ComponentRef, type Context } from "tsweaver";
 import { PRODUCTS } from "./data.js";
 import * as logic from "./logic.js";
 import type {
-  Ad, AdService, Address, Cart, CartItem, CartService, CheckoutDeps, CheckoutService, CreditCardInfo, CurrencyService, EmailService,
-  Money, OrderResult, PaymentService, PlaceOrderRequest, Product, ProductCatalogService, RecommendationService, ShippingService,
+  Ad,
+  AdService,
+  Address,
+  Cart,
+  CartItem,
+  CartService,
+  CheckoutDeps,
+  CheckoutService,
+  CreditCardInfo,
+  CurrencyService,
+  EmailService,
+  Money,
+  OrderResult,
+  PaymentService,
+  PlaceOrderRequest,
+  Product,
+  ProductCatalogService,
+  RecommendationService,
+  ShippingService,
 } from "./types.js";
 
 export const ProductCatalog = component<ProductCatalogService>("boutique/ProductCatalog");
@@ -99,7 +116,14 @@ class CheckoutImpl implements CheckoutService {
   private deps: Promise<CheckoutDeps> | undefined;
   constructor(private readonly ctx: Context) {}
   async placeOrder(req: PlaceOrderRequest): Promise<OrderResult> {
-    this.deps ??= getAll(this.ctx, { catalog: ProductCatalog, currency: Currency, cart: CartComponent, shipping: Shipping, payment: Payment, email: Email });
+    this.deps ??= getAll(this.ctx, {
+      catalog: ProductCatalog,
+      currency: Currency,
+      cart: CartComponent,
+      shipping: Shipping,
+      payment: Payment,
+      email: Email,
+    });
     return logic.placeOrder(await this.deps, req, this.ctx.logger);
   }
 }

@@ -21,8 +21,19 @@ export const CLIENT_ERRORS: Readonly<Record<string, number>> = {
 /** The address, email and card the original's load generator checks out with. */
 export const DEFAULT_ORDER = {
   email: "someone@example.com",
-  address: { streetAddress: "1600 Amphitheatre Parkway", city: "Mountain View", state: "CA", country: "United States", zipCode: 94043 } satisfies Address,
-  creditCard: { creditCardNumber: "4432-8015-6152-0454", creditCardCvv: 672, creditCardExpirationYear: 2039, creditCardExpirationMonth: 1 } satisfies CreditCardInfo,
+  address: {
+    streetAddress: "1600 Amphitheatre Parkway",
+    city: "Mountain View",
+    state: "CA",
+    country: "United States",
+    zipCode: 94043,
+  } satisfies Address,
+  creditCard: {
+    creditCardNumber: "4432-8015-6152-0454",
+    creditCardCvv: 672,
+    creditCardExpirationYear: 2039,
+    creditCardExpirationMonth: 1,
+  } satisfies CreditCardInfo,
 };
 
 const SESSION_COOKIE = "shop_session-id";
@@ -30,7 +41,11 @@ const CURRENCY_COOKIE = "shop_currency";
 const MAX_BODY = 64 * 1024;
 
 class HttpError extends Error {
-  constructor(readonly status: number, name: string, message: string) {
+  constructor(
+    readonly status: number,
+    name: string,
+    message: string,
+  ) {
     super(message);
     this.name = name;
   }
@@ -49,7 +64,8 @@ interface PricedProduct {
 
 /** Returns the frontend's request handler. */
 export function createFrontend(s: FrontendServices, log: Log): http.RequestListener {
-  const currencies = async (): Promise<string[]> => (await s.currency.getSupportedCurrencies()).filter((c) => FRONTEND_CURRENCIES.includes(c));
+  const currencies = async (): Promise<string[]> =>
+    (await s.currency.getSupportedCurrencies()).filter((c) => FRONTEND_CURRENCIES.includes(c));
   const cartSize = async (userId: string): Promise<number> => (await s.cart.getCart(userId)).items.reduce((n, it) => n + it.quantity, 0);
   const recommendations = async (userId: string, ids: string[]): Promise<Product[]> => {
     const recs = (await s.recommendation.listRecommendations(userId, ids)).slice(0, 4);
@@ -63,13 +79,19 @@ export function createFrontend(s: FrontendServices, log: Log): http.RequestListe
   const views = {
     async home(ss: Session) {
       const [cs, products, size, a] = await Promise.all([currencies(), s.catalog.listProducts(), cartSize(ss.userId), ad([])]);
-      const priced: PricedProduct[] = await Promise.all(products.map(async (p) => ({ product: p, price: await s.currency.convert(p.priceUsd, ss.currency) })));
+      const priced: PricedProduct[] = await Promise.all(
+        products.map(async (p) => ({ product: p, price: await s.currency.convert(p.priceUsd, ss.currency) })),
+      );
       return { currency: ss.currency, currencies: cs, cartSize: size, products: priced, ad: a };
     },
     async product(ss: Session, id: string) {
       const product = await s.catalog.getProduct(id);
       const [cs, size, price, recs, a] = await Promise.all([
-        currencies(), cartSize(ss.userId), s.currency.convert(product.priceUsd, ss.currency), recommendations(ss.userId, [id]), ad(product.categories),
+        currencies(),
+        cartSize(ss.userId),
+        s.currency.convert(product.priceUsd, ss.currency),
+        recommendations(ss.userId, [id]),
+        ad(product.categories),
       ]);
       return { currency: ss.currency, currencies: cs, cartSize: size, product, price, recommendations: recs, ad: a };
     },
@@ -79,20 +101,31 @@ export function createFrontend(s: FrontendServices, log: Log): http.RequestListe
       const [recs, shippingCost, items] = await Promise.all([
         recommendations(ss.userId, ids),
         s.shipping.getQuote(DEFAULT_ORDER.address, cart.items).then((q) => s.currency.convert(q, ss.currency)),
-        Promise.all(cart.items.map(async (it) => {
-          const product = await s.catalog.getProduct(it.productId);
-          const price = multiplyMoney(await s.currency.convert(product.priceUsd, ss.currency), it.quantity);
-          return { product, quantity: it.quantity, price };
-        })),
+        Promise.all(
+          cart.items.map(async (it) => {
+            const product = await s.catalog.getProduct(it.productId);
+            const price = multiplyMoney(await s.currency.convert(product.priceUsd, ss.currency), it.quantity);
+            return { product, quantity: it.quantity, price };
+          }),
+        ),
       ]);
       let total = shippingCost;
       for (const it of items) total = sumMoney(total, it.price);
-      return { currency: ss.currency, currencies: cs, cartSize: items.reduce((n, it) => n + it.quantity, 0), items, shippingCost, total, recommendations: recs };
+      return {
+        currency: ss.currency,
+        currencies: cs,
+        cartSize: items.reduce((n, it) => n + it.quantity, 0),
+        items,
+        shippingCost,
+        total,
+        recommendations: recs,
+      };
     },
     async addToCart(ss: Session, body: Record<string, unknown>) {
       const productId = String(body["productId"] ?? body["product_id"] ?? "");
       const quantity = Number(body["quantity"] ?? 1);
-      if (!Number.isInteger(quantity) || quantity < 1 || quantity > 10) throw new HttpError(400, "InvalidArgument", `invalid quantity ${String(body["quantity"])}`);
+      if (!Number.isInteger(quantity) || quantity < 1 || quantity > 10)
+        throw new HttpError(400, "InvalidArgument", `invalid quantity ${String(body["quantity"])}`);
       await s.catalog.getProduct(productId); // 404 for an unknown product, like the original
       await s.cart.addItem(ss.userId, { productId, quantity });
       return { cartSize: await cartSize(ss.userId) };
@@ -132,7 +165,8 @@ export function createFrontend(s: FrontendServices, log: Log): http.RequestListe
     if (path.startsWith("/api/")) {
       const api = path.slice(4);
       if (method === "GET" && api === "/home") return sendJson(res, 200, await views.home(ss));
-      if (method === "GET" && api.startsWith("/product/")) return sendJson(res, 200, await views.product(ss, decodeURIComponent(api.slice(9))));
+      if (method === "GET" && api.startsWith("/product/"))
+        return sendJson(res, 200, await views.product(ss, decodeURIComponent(api.slice(9))));
       if (method === "GET" && api === "/cart") return sendJson(res, 200, await views.cart(ss));
       if (method === "POST" && api === "/cart") return sendJson(res, 200, await views.addToCart(ss, await readBody(req)));
       if (method === "POST" && api === "/cart/empty") {
@@ -144,7 +178,8 @@ export function createFrontend(s: FrontendServices, log: Log): http.RequestListe
       throw new HttpError(404, "NotFound", `no API ${method} ${path}`);
     }
     if (method === "GET" && path === "/") return sendHtml(res, homePage(await views.home(ss)));
-    if (method === "GET" && path.startsWith("/product/")) return sendHtml(res, productPage(await views.product(ss, decodeURIComponent(path.slice(9)))));
+    if (method === "GET" && path.startsWith("/product/"))
+      return sendHtml(res, productPage(await views.product(ss, decodeURIComponent(path.slice(9)))));
     if (method === "GET" && path === "/cart") return sendHtml(res, cartPage(await views.cart(ss)));
     if (method === "POST" && path === "/cart") {
       await views.addToCart(ss, await readBody(req));
@@ -260,23 +295,57 @@ function homePage(v: { currency: string; currencies: string[]; cartSize: number;
   return layout("Home", v.currency, v.currencies, v.cartSize, `<h1>Hot products</h1>${productList(v.products)}${adHtml(v.ad)}`);
 }
 
-function productPage(v: { currency: string; currencies: string[]; cartSize: number; product: Product; price: Money; recommendations: Product[]; ad: Ad | undefined }): string {
+function productPage(v: {
+  currency: string;
+  currencies: string[];
+  cartSize: number;
+  product: Product;
+  price: Money;
+  recommendations: Product[];
+  ad: Ad | undefined;
+}): string {
   const p = v.product;
-  return layout(p.name, v.currency, v.currencies, v.cartSize, `<h1>${esc(p.name)}</h1><p>${money(v.price)}</p><p>${esc(p.description)}</p>
+  return layout(
+    p.name,
+    v.currency,
+    v.currencies,
+    v.cartSize,
+    `<h1>${esc(p.name)}</h1><p>${money(v.price)}</p><p>${esc(p.description)}</p>
 <form method="post" action="/cart"><input type="hidden" name="product_id" value="${esc(p.id)}"><select name="quantity">${[1, 2, 3, 4, 5, 10].map((q) => `<option>${q}</option>`).join("")}</select><button>Add to cart</button></form>
-<h2>You may also like</h2>${productList(v.recommendations)}${adHtml(v.ad)}`);
+<h2>You may also like</h2>${productList(v.recommendations)}${adHtml(v.ad)}`,
+  );
 }
 
-function cartPage(v: { currency: string; currencies: string[]; cartSize: number; items: { product: Product; quantity: number; price: Money }[]; shippingCost: Money; total: Money; recommendations: Product[] }): string {
+function cartPage(v: {
+  currency: string;
+  currencies: string[];
+  cartSize: number;
+  items: { product: Product; quantity: number; price: Money }[];
+  shippingCost: Money;
+  total: Money;
+  recommendations: Product[];
+}): string {
   const rows = v.items.map((it) => `<tr><td>${esc(it.product.name)}</td><td>${it.quantity}</td><td>${money(it.price)}</td></tr>`).join("");
   const c = DEFAULT_ORDER.creditCard;
-  return layout("Cart", v.currency, v.currencies, v.cartSize, `<h1>Cart</h1><table>${rows}<tr><td>Shipping</td><td></td><td>${money(v.shippingCost)}</td></tr><tr><th>Total</th><td></td><th>${money(v.total)}</th></tr></table>
+  return layout(
+    "Cart",
+    v.currency,
+    v.currencies,
+    v.cartSize,
+    `<h1>Cart</h1><table>${rows}<tr><td>Shipping</td><td></td><td>${money(v.shippingCost)}</td></tr><tr><th>Total</th><td></td><th>${money(v.total)}</th></tr></table>
 <form method="post" action="/cart/empty"><button>Empty cart</button></form>
 <form method="post" action="/cart/checkout"><input name="email" value="${esc(DEFAULT_ORDER.email)}"><input name="credit_card_number" value="${esc(c.creditCardNumber)}"><input name="credit_card_expiration_month" value="${c.creditCardExpirationMonth}"><input name="credit_card_expiration_year" value="${c.creditCardExpirationYear}"><input name="credit_card_cvv" value="${c.creditCardCvv}"><button>Place order</button></form>
-<h2>You may also like</h2>${productList(v.recommendations)}`);
+<h2>You may also like</h2>${productList(v.recommendations)}`,
+  );
 }
 
 function orderPage(v: { currency: string; order: OrderResult; total: Money; recommendations: Product[] }): string {
-  return layout("Order", v.currency, [v.currency], 0, `<h1>Your order is complete!</h1><p>Confirmation #${esc(v.order.orderId)}</p><p>Tracking #${esc(v.order.shippingTrackingId)}</p><p>Total paid: ${money(v.total)}</p>
-<h2>You may also like</h2>${productList(v.recommendations)}`);
+  return layout(
+    "Order",
+    v.currency,
+    [v.currency],
+    0,
+    `<h1>Your order is complete!</h1><p>Confirmation #${esc(v.order.orderId)}</p><p>Tracking #${esc(v.order.shippingTrackingId)}</p><p>Total paid: ${money(v.total)}</p>
+<h2>You may also like</h2>${productList(v.recommendations)}`,
+  );
 }

@@ -3,8 +3,19 @@
 import { randomInt, randomUUID } from "node:crypto";
 import { ADS_BY_CATEGORY, EUR_RATES, PRODUCTS } from "./data.js";
 import {
-  type Ad, type Address, BoutiqueError, type Cart, type CartItem, type CheckoutDeps, type CreditCardInfo, type Log, type Money,
-  type OrderItem, type OrderResult, type PlaceOrderRequest, type Product,
+  type Ad,
+  type Address,
+  BoutiqueError,
+  type Cart,
+  type CartItem,
+  type CheckoutDeps,
+  type CreditCardInfo,
+  type Log,
+  type Money,
+  type OrderItem,
+  type OrderResult,
+  type PlaceOrderRequest,
+  type Product,
 } from "./types.js";
 
 const NANOS_PER_UNIT = 1_000_000_000;
@@ -14,7 +25,8 @@ const NANOS_PER_UNIT = 1_000_000_000;
 
 /** l + r; both must have the same currency. */
 export function sumMoney(l: Money, r: Money): Money {
-  if (l.currencyCode !== r.currencyCode) throw new BoutiqueError("MismatchingCurrency", `cannot add ${l.currencyCode} and ${r.currencyCode}`);
+  if (l.currencyCode !== r.currencyCode)
+    throw new BoutiqueError("MismatchingCurrency", `cannot add ${l.currencyCode} and ${r.currencyCode}`);
   let units = l.units + r.units;
   let nanos = l.nanos + r.nanos;
   if ((units === 0 && nanos === 0) || (units > 0 && nanos >= 0) || (units < 0 && nanos <= 0)) {
@@ -180,7 +192,12 @@ export function charge(amount: Money, card: CreditCardInfo, log: Log, now = new 
 // Email (emailservice: logs instead of sending)
 
 export function sendConfirmation(email: string, order: OrderResult, log: Log): void {
-  log.info("order confirmation email sent", { email, orderId: order.orderId, trackingId: order.shippingTrackingId, items: order.items.length });
+  log.info("order confirmation email sent", {
+    email,
+    orderId: order.orderId,
+    trackingId: order.shippingTrackingId,
+    items: order.items.length,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ class Frontend implements Main {
 
   async main(): Promise<void> {
     const services = await getAll<FrontendServices>(this.ctx, {
-      catalog: ProductCatalog, currency: Currency, cart: CartComponent, recommendation: Recommendation, shipping: Shipping, checkout: Checkout, ad: AdComponent,
+      catalog: ProductCatalog,
+      currency: Currency,
+      cart: CartComponent,
+      recommendation: Recommendation,
+      shipping: Shipping,
+      checkout: Checkout,
+      ad: AdComponent,
     });
     const server = http.createServer({ keepAliveTimeout: 65_000 }, createFrontend(services, this.ctx.logger));
     const lis = await this.ctx.listener("boutique", server);

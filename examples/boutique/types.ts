@@ -142,7 +142,11 @@ export interface Log {
 
 /** An error a caller caused (bad card, unknown product, ...): the frontend answers it with 4xx. */
 export class BoutiqueError extends Error {
-  constructor(name: string, message: string, readonly status = 400) {
+  constructor(
+    name: string,
+    message: string,
+    readonly status = 400,
+  ) {
     super(message);
     this.name = name;
   }

@@ -118,7 +118,10 @@ class App implements Main {
         } else if (url.pathname === "/products") {
           const products = await catalog.list();
           const prices = await Promise.all(products.map((p) => pricing.price(p.id, currency)));
-          json(200, products.map((p, i) => ({ id: p.id, name: p.name, price: prices[i], currency })));
+          json(
+            200,
+            products.map((p, i) => ({ id: p.id, name: p.name, price: prices[i], currency })),
+          );
         } else if (url.pathname === "/quote") {
           const items = url.searchParams.getAll("item").map((s) => {
             const [id = "", qty = "1"] = s.split(":");

@@ -1,6 +1,14 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
-import { dashboardCommand, deployCommand, logsCommand, metricsCommand, profileCommand, statusCommand, tracesCommand } from "../deployers/multi/commands.js";
+import {
+  dashboardCommand,
+  deployCommand,
+  logsCommand,
+  metricsCommand,
+  profileCommand,
+  statusCommand,
+  tracesCommand,
+} from "../deployers/multi/commands.js";
 
 // A reader that went away (`tsweaver multi status --all | head`) ends the output, not the command with
 // an EPIPE stack trace.
@@ -87,7 +95,9 @@ multi
 const awsCli = () => import("../deployers/aws/cli.js");
 const aws = program.command("aws").description("the AWS deployer (ECS Fargate); deploy the stack first: npx cdk deploy, see docs/aws.md");
 const stackArgs = (c: Command) =>
-  c.argument("[config]", "the app's weaver.toml (for the stack name)").option("--stack <name>", "CloudFormation stack name (default: [aws] stack, or tsweaver-<app>)");
+  c
+    .argument("[config]", "the app's weaver.toml (for the stack name)")
+    .option("--stack <name>", "CloudFormation stack name (default: [aws] stack, or tsweaver-<app>)");
 const int = (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new Error(`expected a non-negative integer, got ${v}`);
@@ -97,30 +107,62 @@ const int = (v: string) => {
 stackArgs(aws.command("activate").description("start the app: raise main's group and wait until it serves behind the load balancer"))
   .option("--replicas <n>", "tasks for main's group (default: its [aws.groups] min)", int)
   .option("--timeout <seconds>", "give up after this long", int, 600)
-  .action(async (config: string | undefined, opts: { stack?: string; replicas?: number; timeout: number }) => (await awsCli()).activateCommand({ config, ...opts }));
-stackArgs(aws.command("status").description("every live version: rollout phase, traffic split, groups (desired/running tasks, registered replicas), listener target health"))
+  .action(async (config: string | undefined, opts: { stack?: string; replicas?: number; timeout: number }) =>
+    (await awsCli()).activateCommand({ config, ...opts }),
+  );
+stackArgs(
+  aws
+    .command("status")
+    .description(
+      "every live version: rollout phase, traffic split, groups (desired/running tasks, registered replicas), listener target health",
+    ),
+)
   .option("--json", "print JSON")
-  .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) => (await awsCli()).awsStatusCommand({ config, ...opts }));
+  .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) =>
+    (await awsCli()).awsStatusCommand({ config, ...opts }),
+  );
 stackArgs(aws.command("logs").description("the app's logs from CloudWatch Logs"))
   .option("-f, --follow", "keep printing new entries")
   .option("-c, --component <name>", "only this component (or stdout/stderr, agent, controlplane)")
   .option("-s, --since <when>", "entries newer than this (10m, 2h, 1d, or an ISO time)", "10m")
-  .action(async (config: string | undefined, opts: { stack?: string; follow?: boolean; component?: string; since: string }) => (await awsCli()).awsLogsCommand({ config, ...opts }));
+  .action(async (config: string | undefined, opts: { stack?: string; follow?: boolean; component?: string; since: string }) =>
+    (await awsCli()).awsLogsCommand({ config, ...opts }),
+  );
 stackArgs(aws.command("deactivate").description("stop the app: every group to 0 tasks, replicas and targets deregistered"))
   .option("--timeout <seconds>", "give up after this long", int, 300)
-  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).deactivateCommand({ config, ...opts }));
-const rollout = aws.command("rollout").description("the rollout of the deployed version: status, promote (skip the remaining steps), rollback (all traffic back to the previous version)");
+  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) =>
+    (await awsCli()).deactivateCommand({ config, ...opts }),
+  );
+const rollout = aws
+  .command("rollout")
+  .description(
+    "the rollout of the deployed version: status, promote (skip the remaining steps), rollback (all traffic back to the previous version)",
+  );
 stackArgs(rollout.command("status").description("the deployed version's rollout phase and traffic share"))
   .option("--json", "print JSON")
-  .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) => (await awsCli()).rolloutStatusCommand({ config, ...opts }));
-stackArgs(rollout.command("promote").description("skip the remaining steps: the deployed version takes all traffic, the previous one is retired"))
+  .action(async (config: string | undefined, opts: { stack?: string; json?: boolean }) =>
+    (await awsCli()).rolloutStatusCommand({ config, ...opts }),
+  );
+stackArgs(
+  rollout.command("promote").description("skip the remaining steps: the deployed version takes all traffic, the previous one is retired"),
+)
   .option("--timeout <seconds>", "give up waiting for the control plane after this long", int, 300)
-  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).rolloutRequestCommand("promote", { config, ...opts }));
+  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) =>
+    (await awsCli()).rolloutRequestCommand("promote", { config, ...opts }),
+  );
 stackArgs(rollout.command("rollback").description("move all traffic back to the previous version and retire the deployed one"))
   .option("--timeout <seconds>", "give up waiting for the control plane after this long", int, 300)
-  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) => (await awsCli()).rolloutRequestCommand("rollback", { config, ...opts }));
-aws.command("agent").description("(task entrypoint) run one group's weavelet in an ECS task").action(async () => (await import("../deployers/aws/agent.js")).agentCommand());
-aws.command("controlplane").description("(task entrypoint) run the control plane in its ECS task").action(async () => (await import("../deployers/aws/controlplane.js")).controlPlaneCommand());
+  .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) =>
+    (await awsCli()).rolloutRequestCommand("rollback", { config, ...opts }),
+  );
+aws
+  .command("agent")
+  .description("(task entrypoint) run one group's weavelet in an ECS task")
+  .action(async () => (await import("../deployers/aws/agent.js")).agentCommand());
+aws
+  .command("controlplane")
+  .description("(task entrypoint) run the control plane in its ECS task")
+  .action(async () => (await import("../deployers/aws/controlplane.js")).controlPlaneCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`tsweaver: ${err.message}\n`);

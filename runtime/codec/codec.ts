@@ -559,7 +559,9 @@ function encObject(w: Writer, o: object, depth: number): void {
     // A class instance would arrive without its prototype and methods: refused rather than silently
     // changed, so that a value means the same on both sides of a call.
     const cls = (o as { constructor?: { name?: unknown } }).constructor?.name;
-    throw new PathError(`an instance of class ${typeof cls === "string" && cls !== "" ? cls : "(anonymous)"} (only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })`);
+    throw new PathError(
+      `an instance of class ${typeof cls === "string" && cls !== "" ? cls : "(anonymous)"} (only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })`,
+    );
   }
 }
 
@@ -941,44 +943,107 @@ function asciiStr(b: Uint8Array, p: number, n: number): string {
     case 8:
       return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!);
     case 9:
-      return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!,
-      );
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!);
     case 10:
-      return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!,
-      );
+      return fromCharCode(b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!, b[p + 8]!, b[p + 9]!);
     case 11:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
       );
     case 12:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
+        b[p + 11]!,
       );
     case 13:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
+        b[p + 11]!,
+        b[p + 12]!,
       );
     case 14:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
+        b[p + 11]!,
+        b[p + 12]!,
+        b[p + 13]!,
       );
     case 15:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
+        b[p + 11]!,
+        b[p + 12]!,
+        b[p + 13]!,
+        b[p + 14]!,
       );
     case 16:
       return fromCharCode(
-        b[p]!, b[p + 1]!, b[p + 2]!, b[p + 3]!, b[p + 4]!, b[p + 5]!, b[p + 6]!, b[p + 7]!,
-        b[p + 8]!, b[p + 9]!, b[p + 10]!, b[p + 11]!, b[p + 12]!, b[p + 13]!, b[p + 14]!, b[p + 15]!,
+        b[p]!,
+        b[p + 1]!,
+        b[p + 2]!,
+        b[p + 3]!,
+        b[p + 4]!,
+        b[p + 5]!,
+        b[p + 6]!,
+        b[p + 7]!,
+        b[p + 8]!,
+        b[p + 9]!,
+        b[p + 10]!,
+        b[p + 11]!,
+        b[p + 12]!,
+        b[p + 13]!,
+        b[p + 14]!,
+        b[p + 15]!,
       );
     default:
       throw new Error("asciiStr: length over 16");
@@ -1236,7 +1301,8 @@ function readTyped(): unknown {
   if (kind === KIND_DATAVIEW) return new DataView(ab);
   const ctor = TYPED_KINDS[kind];
   if (ctor === undefined) throw new CodecError(`unknown typed array kind ${kind}`);
-  if (n % ctor.BYTES_PER_ELEMENT !== 0) throw new CodecError(`${ctor.name} byte length ${n} is not a multiple of ${ctor.BYTES_PER_ELEMENT}`);
+  if (n % ctor.BYTES_PER_ELEMENT !== 0)
+    throw new CodecError(`${ctor.name} byte length ${n} is not a multiple of ${ctor.BYTES_PER_ELEMENT}`);
   return new ctor(ab);
 }
 

@@ -57,7 +57,8 @@ export function controlStub<R extends Routes>(channel: ControlChannel, routes: R
     const [method, replyKind] = route!;
     stub[method] = async (body) => {
       const reply = await channel.request(kind as BodyKind, body);
-      if (reply.kind !== replyKind) throw new Error(`control request ${kind}: expected a ${replyKind} reply, got ${reply.kind ?? "an empty one"}`);
+      if (reply.kind !== replyKind)
+        throw new Error(`control request ${kind}: expected a ${replyKind} reply, got ${reply.kind ?? "an empty one"}`);
       // Methods replying with an empty message are typed void; their callers ignore the empty body.
       return reply.body;
     };

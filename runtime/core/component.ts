@@ -118,7 +118,11 @@ const HOOKS = new Set(["constructor", "init", "shutdown"]);
 /** The public methods of an implementation class (own and inherited, not hooks, not `_private`). */
 function methodsOf(impl: Implementation<object>): string[] {
   const names = new Set<string>();
-  for (let proto = impl.prototype as object | null; proto && proto !== Object.prototype; proto = Object.getPrototypeOf(proto) as object | null) {
+  for (
+    let proto = impl.prototype as object | null;
+    proto && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto) as object | null
+  ) {
     for (const key of Object.getOwnPropertyNames(proto)) {
       const desc = Object.getOwnPropertyDescriptor(proto, key);
       if (!HOOKS.has(key) && !key.startsWith("_") && typeof desc?.value === "function") names.add(key);
@@ -146,7 +150,11 @@ export function register<T extends object>(ref: ComponentRef<T>, impl: Implement
   if (existing && existing.impl !== impl) {
     throw new ConfigError(`component ${ref.name} is registered twice (${existing.impl.name} and ${impl.name})`);
   }
-  registrations.set(ref.name, { ref: ref as ComponentRef<object>, impl: impl as Implementation<object>, methods: methodsOf(impl as Implementation<object>) });
+  registrations.set(ref.name, {
+    ref: ref as ComponentRef<object>,
+    impl: impl as Implementation<object>,
+    methods: methodsOf(impl as Implementation<object>),
+  });
   table = undefined;
 }
 

@@ -27,9 +27,17 @@ export function listAppComponents(config: Pick<AppConfig, "file" | "binary" | "a
     });
   } catch (err) {
     const e = err as { status?: number | null; signal?: string | null; stderr?: string | Buffer; message: string };
-    const stderr = String(e.stderr ?? "").trim().split("\n").slice(-8).join("\n");
-    const how = e.signal ? `was killed by ${e.signal}${e.signal === "SIGTERM" ? ` (timeout ${timeoutMs} ms?)` : ""}` : `exited with status ${e.status ?? "?"}`;
-    throw new ConfigError(`${where}: listing the components of ${config.binary} (${LIST_COMPONENTS_ENV}=1 node ${config.binary}) ${how}${stderr ? `:\n${stderr}` : ""}`);
+    const stderr = String(e.stderr ?? "")
+      .trim()
+      .split("\n")
+      .slice(-8)
+      .join("\n");
+    const how = e.signal
+      ? `was killed by ${e.signal}${e.signal === "SIGTERM" ? ` (timeout ${timeoutMs} ms?)` : ""}`
+      : `exited with status ${e.status ?? "?"}`;
+    throw new ConfigError(
+      `${where}: listing the components of ${config.binary} (${LIST_COMPONENTS_ENV}=1 node ${config.binary}) ${how}${stderr ? `:\n${stderr}` : ""}`,
+    );
   }
   const line = stdout
     .split("\n")

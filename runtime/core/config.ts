@@ -56,7 +56,7 @@ export function parseConfig(text: string, file: string): AppConfig {
     throw new ConfigError(`${file}: ${key}: ${what}`);
   };
   const app = doc["tsweaver"];
-  if (app === undefined) fail("[tsweaver]", "missing section; add [tsweaver] with binary = \"path/to/main.js\"");
+  if (app === undefined) fail("[tsweaver]", 'missing section; add [tsweaver] with binary = "path/to/main.js"');
   if (!isTable(app)) fail("tsweaver", "must be a table");
   const section = app as Record<string, unknown>;
   checkKeys(section, APP_KEYS, "tsweaver", file);
@@ -74,7 +74,8 @@ export function parseConfig(text: string, file: string): AppConfig {
   if (!Array.isArray(argsRaw) || argsRaw.some((a) => typeof a !== "string")) fail("tsweaver.args", "must be an array of strings");
 
   const nodeArgsRaw = section["node_args"] ?? [];
-  if (!Array.isArray(nodeArgsRaw) || nodeArgsRaw.some((a) => typeof a !== "string" || !a.startsWith("-"))) fail("tsweaver.node_args", 'must be an array of Node.js flags such as "--max-old-space-size=512"');
+  if (!Array.isArray(nodeArgsRaw) || nodeArgsRaw.some((a) => typeof a !== "string" || !a.startsWith("-")))
+    fail("tsweaver.node_args", 'must be an array of Node.js flags such as "--max-old-space-size=512"');
 
   const env: Record<string, string> = {};
   const envRaw = section["env"] ?? {};
@@ -90,7 +91,7 @@ export function parseConfig(text: string, file: string): AppConfig {
       env[k] = v as string;
     }
   } else {
-    fail("tsweaver.env", "must be a table of strings or an array of \"KEY=value\"");
+    fail("tsweaver.env", 'must be a table of strings or an array of "KEY=value"');
   }
 
   const colocateRaw = section["colocate"] ?? [];
@@ -115,7 +116,11 @@ export function parseConfig(text: string, file: string): AppConfig {
     if (!isTable(value)) fail(key, "must be a table (section)");
     if (DEPLOYER_SECTIONS.has(key)) deployers[key] = value as Record<string, unknown>;
     else if (key.includes("/")) components[key] = value as Record<string, unknown>;
-    else fail(`[${key}]`, `unknown section; expected [tsweaver], [single], [multi], [aws] or a component name such as ["${nameRaw}/Component"]`);
+    else
+      fail(
+        `[${key}]`,
+        `unknown section; expected [tsweaver], [single], [multi], [aws] or a component name such as ["${nameRaw}/Component"]`,
+      );
   }
 
   return {
@@ -177,7 +182,10 @@ export function groupsOf(config: Pick<AppConfig, "colocate">, componentNames: re
 
 /** `hello/Reverser` → `hello-reverser`. */
 export function groupName(component: string): string {
-  return component.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "");
+  return component
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
 }
 
 /** Throws a ConfigError for keys of `table` that are not in `known`. */

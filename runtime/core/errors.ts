@@ -55,14 +55,19 @@ const errorNames = new Map<object, string>();
  */
 export function registerError(cls: ErrorClass, name: string = cls.name): void {
   const known = errorClasses.get(name);
-  if (known !== undefined && known !== cls) throw new ConfigError(`registerError: two error classes are registered as "${name}"; pass a distinct name to one of them`);
+  if (known !== undefined && known !== cls)
+    throw new ConfigError(`registerError: two error classes are registered as "${name}"; pass a distinct name to one of them`);
   errorClasses.set(name, cls);
   errorNames.set(cls.prototype as object, name);
 }
 
 /** The registered name of `err`'s most derived registered class, if any. */
 export function registeredErrorName(err: object): string | undefined {
-  for (let p = Object.getPrototypeOf(err) as object | null; p !== null && p !== Error.prototype; p = Object.getPrototypeOf(p) as object | null) {
+  for (
+    let p = Object.getPrototypeOf(err) as object | null;
+    p !== null && p !== Error.prototype;
+    p = Object.getPrototypeOf(p) as object | null
+  ) {
     const name = errorNames.get(p);
     if (name !== undefined) return name;
   }

@@ -99,7 +99,9 @@ export class Envelope {
     this.child = child;
     const recentStderr: string[] = [];
     child.once("exit", (code, signal) => this.resolveExited({ code, signal, requested: this.stopRequested }));
-    const spawnError = new Promise<never>((_, reject) => child.once("error", (err) => reject(new Error(`cannot start ${opts.binary}: ${err.message}`))));
+    const spawnError = new Promise<never>((_, reject) =>
+      child.once("error", (err) => reject(new Error(`cannot start ${opts.binary}: ${err.message}`))),
+    );
     spawnError.catch(() => {});
 
     const toEntry = (component: string, level: string, msg: string): LogEntry => ({
@@ -121,13 +123,19 @@ export class Envelope {
           recentStderr.push(line);
           if (recentStderr.length > 20) recentStderr.shift();
         }
-        void Promise.resolve(handler.handleLogEntries({ entries: [toEntry(name, name === "stderr" ? "error" : "info", line)] })).catch(() => {});
+        void Promise.resolve(handler.handleLogEntries({ entries: [toEntry(name, name === "stderr" ? "error" : "info", line)] })).catch(
+          () => {},
+        );
       });
     };
     pump(child.stdout!, "stdout");
     pump(child.stderr!, "stderr");
 
-    const channel = new ControlChannel(child.stdio[3] as Duplex, serveRequests(ENVELOPE_HANDLER, handler, "envelope"), `weavelet ${args.id} (pid ${child.pid})`);
+    const channel = new ControlChannel(
+      child.stdio[3] as Duplex,
+      serveRequests(ENVELOPE_HANDLER, handler, "envelope"),
+      `weavelet ${args.id} (pid ${child.pid})`,
+    );
     this.channel = channel;
     // Usable at once: a handler may answer a request that raced the handshake reply (frames stay ordered).
     const weavelet = controlStub(channel, WEAVELET_CONTROL);
@@ -140,7 +148,10 @@ export class Envelope {
     const timeoutMs = opts.startTimeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`weavelet ${opts.binary} did not complete its handshake within ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(
+        () => reject(new Error(`weavelet ${opts.binary} did not complete its handshake within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
     });
     try {
       // A child that dies early closes the pipe before its exit is seen; prefer the exit's explanation.
@@ -152,7 +163,9 @@ export class Envelope {
       });
       const reply = await Promise.race([handshake, earlyExit, spawnError, timeout]);
       if (reply.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
-        throw new Error(`protocol version mismatch: envelope speaks version ${CONTROL_PROTOCOL_VERSION}, weavelet speaks version ${reply.protocolVersion}; rebuild the app with this tsweaver version`);
+        throw new Error(
+          `protocol version mismatch: envelope speaks version ${CONTROL_PROTOCOL_VERSION}, weavelet speaks version ${reply.protocolVersion}; rebuild the app with this tsweaver version`,
+        );
       }
       this.reply = reply;
     } catch (err) {
@@ -186,7 +199,12 @@ export class Envelope {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<HealthStatus>((resolve) => (timer = setTimeout(resolve, timeoutMs, "UNHEALTHY")));
     try {
-      return await Promise.race([this.control().getHealth({}).then((reply) => reply.status), late]);
+      return await Promise.race([
+        this.control()
+          .getHealth({})
+          .then((reply) => reply.status),
+        late,
+      ]);
     } finally {
       clearTimeout(timer);
     }

@@ -26,11 +26,19 @@ export type ControlBodies = { [K in BodyKind]: NonNullable<ControlFrame[K]> };
 
 /** One decoded control frame, its body narrowed by its kind. */
 export type ControlMessage = {
-  [K in BodyKind | "none"]: { id: number; reply: boolean; error: string } & (K extends BodyKind ? { kind: K; body: ControlBodies[K] } : { kind: undefined; body: undefined });
+  [K in BodyKind | "none"]: { id: number; reply: boolean; error: string } & (K extends BodyKind
+    ? { kind: K; body: ControlBodies[K] }
+    : { kind: undefined; body: undefined });
 }[BodyKind | "none"];
 
 /** Encodes a control frame: a request (`reply` false) or the reply to request `id`. */
-export function encodeControl<K extends BodyKind>(id: number, reply: boolean, error: string, kind: K | undefined, body: ControlBodies[K] | undefined): Uint8Array {
+export function encodeControl<K extends BodyKind>(
+  id: number,
+  reply: boolean,
+  error: string,
+  kind: K | undefined,
+  body: ControlBodies[K] | undefined,
+): Uint8Array {
   const obj: Record<string, unknown> = { id, reply, error };
   if (kind !== undefined) obj[kind] = body ?? {};
   // fromObject, not verify(): verify rejects the decimal strings we use for 64-bit integers.

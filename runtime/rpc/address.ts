@@ -1,5 +1,6 @@
 /** A parsed RPC address: `"host:port"` (TCP) or `"unix:/path/to.sock"` (Unix domain socket). */
-export type RpcAddress = { readonly kind: "tcp"; readonly host: string; readonly port: number } | { readonly kind: "unix"; readonly path: string };
+export type RpcAddress =
+  { readonly kind: "tcp"; readonly host: string; readonly port: number } | { readonly kind: "unix"; readonly path: string };
 
 /** Parses `"host:port"`, `"[v6]:port"` or `"unix:/path"`; throws a clear Error for anything else. */
 export function parseAddress(address: string): RpcAddress {

@@ -149,7 +149,12 @@ export class Connection implements ChannelSink {
    * DeadlineExceededError, CallCancelledError, TransportError (not sent, or the connection dropped), a
    * CodecError (arguments can't be encoded) or a plain Error (the server could not run the method).
    */
-  call(methodId: number, methodName: string, args: readonly unknown[], ctx: CallContext | undefined = callStorage.getStore()): Promise<unknown> {
+  call(
+    methodId: number,
+    methodName: string,
+    args: readonly unknown[],
+    ctx: CallContext | undefined = callStorage.getStore(),
+  ): Promise<unknown> {
     const signal = ctx?.signal;
     if (signal?.aborted) return Promise.reject(new CallCancelledError(`${methodName}: cancelled before it was sent`));
     const deadline = ctx?.deadline;
@@ -228,7 +233,8 @@ export class Connection implements ChannelSink {
         const text = typeof msg === "string" ? msg : "malformed HELLO_ERR";
         const err = new TransportError(`${this.address} refused the connection: ${text}`);
         // Logged once per distinct reason: reconnect attempts would otherwise repeat it every backoff.
-        if (this.lastError?.message !== err.message) this.opts.logger.error("rpc: server refused connection", { address: this.address, reason: text });
+        if (this.lastError?.message !== err.message)
+          this.opts.logger.error("rpc: server refused connection", { address: this.address, reason: text });
         this.channel?.destroy(err);
         return;
       }
@@ -300,7 +306,8 @@ export class Connection implements ChannelSink {
   private onHelloOk(r: Reader): void {
     const version = r.u32();
     if (this.handshaken) throw new FrameError("unexpected HELLO_OK");
-    if (version !== RPC_PROTOCOL_VERSION) throw new FrameError(`server speaks protocol version ${version}, we speak ${RPC_PROTOCOL_VERSION}`);
+    if (version !== RPC_PROTOCOL_VERSION)
+      throw new FrameError(`server speaks protocol version ${version}, we speak ${RPC_PROTOCOL_VERSION}`);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.handshaken = true;

@@ -45,7 +45,10 @@ function window(points: readonly HistoryPoint[], windowMs: number): { from: Hist
 export function callGraph(store: MetricStore, windowMs = 30_000, components: readonly string[] = []): CallGraph {
   const { from, to } = window(store.points(), windowMs);
   const secs = from && to ? (to.t - from.t) / 1000 : 0;
-  const edges = new Map<string, Edge & { dCalls: number; dErrors: number; dSum: number; dCount: number; dCounts: number[]; bounds: number[] }>();
+  const edges = new Map<
+    string,
+    Edge & { dCalls: number; dErrors: number; dSum: number; dCount: number; dCounts: number[]; bounds: number[] }
+  >();
   const nodes = new Set(components);
   const current = store.aggregate();
   const edgeOf = (s: StoredSeries) => {
@@ -55,7 +58,23 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
     const key = `${caller}\u0000${callee}\u0000${remote}`;
     let e = edges.get(key);
     if (!e) {
-      e = { caller, callee, remote, calls: 0, errors: 0, callsPerSec: 0, errorRate: 0, meanMs: undefined, p99Ms: undefined, dCalls: 0, dErrors: 0, dSum: 0, dCount: 0, dCounts: [], bounds: [] };
+      e = {
+        caller,
+        callee,
+        remote,
+        calls: 0,
+        errors: 0,
+        callsPerSec: 0,
+        errorRate: 0,
+        meanMs: undefined,
+        p99Ms: undefined,
+        dCalls: 0,
+        dErrors: 0,
+        dSum: 0,
+        dCount: 0,
+        dCounts: [],
+        bounds: [],
+      };
       edges.set(key, e);
       nodes.add(caller);
       nodes.add(callee);
@@ -143,45 +162,62 @@ export function charts(store: MetricStore): Chart[] {
     return acc;
   };
   const lines = (acc: Acc): Chart["lines"] =>
-    [...acc.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([label, { keys, mode }]) => {
-      const pts: [number, number][] = [];
-      for (let i = mode === "value" ? 0 : 1; i < points.length; i++) {
-        const p = points[i]!;
-        const prev = points[i - 1];
-        // The newest point may be milliseconds after the one before: too short for a rate.
-        if (mode !== "value" && prev && p.t - prev.t < 500) continue;
-        let v = 0;
-        let c = 0;
-        for (const k of keys) {
-          const now = p.values.get(k);
-          const before = prev?.values.get(k);
-          if (mode === "value") v += now?.value ?? 0;
-          else {
-            v += (now?.value ?? 0) - (before?.value ?? 0);
-            c += (now?.count ?? 0) - (before?.count ?? 0);
+    [...acc.entries()]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([label, { keys, mode }]) => {
+        const pts: [number, number][] = [];
+        for (let i = mode === "value" ? 0 : 1; i < points.length; i++) {
+          const p = points[i]!;
+          const prev = points[i - 1];
+          // The newest point may be milliseconds after the one before: too short for a rate.
+          if (mode !== "value" && prev && p.t - prev.t < 500) continue;
+          let v = 0;
+          let c = 0;
+          for (const k of keys) {
+            const now = p.values.get(k);
+            const before = prev?.values.get(k);
+            if (mode === "value") v += now?.value ?? 0;
+            else {
+              v += (now?.value ?? 0) - (before?.value ?? 0);
+              c += (now?.count ?? 0) - (before?.count ?? 0);
+            }
           }
+          if (mode === "rate") v = prev && p.t > prev.t ? v / ((p.t - prev.t) / 1000) : 0;
+          if (mode === "mean") {
+            if (c <= 0) continue; // no observations in the interval: no point (not a zero)
+            v /= c;
+          }
+          pts.push([p.t, v]);
         }
-        if (mode === "rate") v = prev && p.t > prev.t ? v / ((p.t - prev.t) / 1000) : 0;
-        if (mode === "mean") {
-          if (c <= 0) continue; // no observations in the interval: no point (not a zero)
-          v /= c;
-        }
-        pts.push([p.t, v]);
-      }
-      return { label, points: pts };
-    });
+        return { label, points: pts };
+      });
   const byCallee = (s: StoredSeries) => s.labels["component"] ?? "";
   const out: Chart[] = [
     { title: "calls per second, by component called", unit: "/s", lines: lines(grouped((s) => s.name === METHOD_CALLS, byCallee, "rate")) },
-    { title: "errors per second, by component called", unit: "/s", lines: lines(grouped((s) => s.name === METHOD_ERRORS, byCallee, "rate")) },
-    { title: "mean call latency, by component called", unit: "ms", lines: lines(grouped((s) => s.name === METHOD_LATENCY, byCallee, "mean")) },
+    {
+      title: "errors per second, by component called",
+      unit: "/s",
+      lines: lines(grouped((s) => s.name === METHOD_ERRORS, byCallee, "rate")),
+    },
+    {
+      title: "mean call latency, by component called",
+      unit: "ms",
+      lines: lines(grouped((s) => s.name === METHOD_LATENCY, byCallee, "mean")),
+    },
   ];
   const user = [...new Set(series.filter((s) => !s.name.startsWith("tsweaver_")).map((s) => s.name))].sort();
   for (const name of user) {
     const kind = series.find((s) => s.name === name)!.kind;
     const mode = kind === "COUNTER" ? "rate" : kind === "GAUGE" ? "value" : "mean";
-    const label = (s: StoredSeries) => Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(",") || name;
-    out.push({ title: `${name}${mode === "rate" ? " per second" : mode === "mean" ? " (mean)" : ""}`, unit: mode === "rate" ? "/s" : "", lines: lines(grouped((s) => s.name === name, label, mode)) });
+    const label = (s: StoredSeries) =>
+      Object.entries(s.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(",") || name;
+    out.push({
+      title: `${name}${mode === "rate" ? " per second" : mode === "mean" ? " (mean)" : ""}`,
+      unit: mode === "rate" ? "/s" : "",
+      lines: lines(grouped((s) => s.name === name, label, mode)),
+    });
   }
   return out;
 }

@@ -62,7 +62,9 @@ export interface HistogramOptions {
 }
 
 /** Default histogram bounds, suited to latencies in milliseconds. */
-export const LATENCY_MS_BOUNDS: readonly number[] = Object.freeze([0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]);
+export const LATENCY_MS_BOUNDS: readonly number[] = Object.freeze([
+  0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+]);
 
 const NAME_RE = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL_RE = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
@@ -272,7 +274,15 @@ export function collectMetricDeltas(): MetricUpdate[] {
       } else {
         const d = s.delta();
         if (!d) continue;
-        out.push({ name: m.name, kind: "HISTOGRAM", labels: s.labels, value: d.sum, bounds: [...s.bounds], counts: d.counts.map(String), help: m.help });
+        out.push({
+          name: m.name,
+          kind: "HISTOGRAM",
+          labels: s.labels,
+          value: d.sum,
+          bounds: [...s.bounds],
+          counts: d.counts.map(String),
+          help: m.help,
+        });
       }
     }
   }

@@ -75,7 +75,16 @@ export class MetricStore {
       const key = seriesKey(u.name, labels);
       let s = this.series.get(key);
       if (s === undefined || s.kind !== u.kind) {
-        s = { name: u.name, kind: u.kind, help: u.help, labels, value: 0, count: 0, bounds: [...u.bounds], counts: new Array<number>(u.bounds.length + 1).fill(0) };
+        s = {
+          name: u.name,
+          kind: u.kind,
+          help: u.help,
+          labels,
+          value: 0,
+          count: 0,
+          bounds: [...u.bounds],
+          counts: new Array<number>(u.bounds.length + 1).fill(0),
+        };
         this.series.set(key, s);
       }
       if (u.kind === "GAUGE") s.value = u.value;
@@ -122,7 +131,8 @@ export class MetricStore {
    */
   snapshot(now = Date.now(), minIntervalMs = 1000): void {
     const values: HistoryPoint["values"] = new Map();
-    for (const s of this.aggregate()) values.set(seriesKey(s.name, s.labels), { value: s.value, count: s.count, counts: s.kind === "HISTOGRAM" ? s.counts : undefined });
+    for (const s of this.aggregate())
+      values.set(seriesKey(s.name, s.labels), { value: s.value, count: s.count, counts: s.kind === "HISTOGRAM" ? s.counts : undefined });
     const h = this.history;
     // The newest point, while closer than minIntervalMs to its predecessor, is provisional: the next
     // snapshot moves it forward instead of adding one. So every point but the newest is at

@@ -110,7 +110,16 @@ export class TraceStore {
       const end = Math.max(...spans.map((s) => s.endMicros));
       const top = spans.find((s) => !s.parentSpanId);
       const root = top ?? spans.find((s) => !ids.has(s.parentSpanId)) ?? spans[0]!;
-      out.push({ traceId, root: root.name, complete: top !== undefined, startMicros: start, durationMicros: end - start, spans: spans.length, errors: spans.filter((s) => s.statusCode === 2).length, components });
+      out.push({
+        traceId,
+        root: root.name,
+        complete: top !== undefined,
+        startMicros: start,
+        durationMicros: end - start,
+        spans: spans.length,
+        errors: spans.filter((s) => s.statusCode === 2).length,
+        components,
+      });
     }
     return out.sort((a, b) => b.startMicros - a.startMicros).slice(0, limit);
   }

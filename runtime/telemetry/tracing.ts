@@ -1,6 +1,22 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, context as otelContext, trace, type Context as OtelContext, type Span as OtelSpan, type Tracer } from "@opentelemetry/api";
+import {
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  context as otelContext,
+  trace,
+  type Context as OtelContext,
+  type Span as OtelSpan,
+  type Tracer,
+} from "@opentelemetry/api";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { AlwaysOnSampler, BasicTracerProvider, BatchSpanProcessor, type ReadableSpan, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import {
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  type ReadableSpan,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
 import type { CallContext } from "../core/call.js";
 import type { Span } from "../protos/runtime.js";
 
@@ -48,7 +64,8 @@ export function tracingSettings(env: NodeJS.ProcessEnv = process.env): { enabled
   let rate = DEFAULT_TRACE_RATE;
   if (rawRate !== undefined && rawRate !== "") {
     const n = Number(rawRate);
-    if (!(n >= 0) || !Number.isFinite(n)) throw new Error(`TSWEAVER_TRACE_RATE=${rawRate}: use the most new traces per second per process (0: no limit)`);
+    if (!(n >= 0) || !Number.isFinite(n))
+      throw new Error(`TSWEAVER_TRACE_RATE=${rawRate}: use the most new traces per second per process (0: no limit)`);
     rate = n;
   }
   const raw = env["TSWEAVER_TRACE_SAMPLE"];
@@ -75,7 +92,12 @@ export function isSampled(traceparent: string): boolean {
  */
 export const UNSAMPLED_TRACEPARENT = "00-7473776561766572756e73616d706c65-7473776561766572-00";
 
-const UNSAMPLED_ROOT: CallContext = Object.freeze({ deadline: undefined, signal: undefined, metadata: undefined, traceparent: UNSAMPLED_TRACEPARENT });
+const UNSAMPLED_ROOT: CallContext = Object.freeze({
+  deadline: undefined,
+  signal: undefined,
+  metadata: undefined,
+  traceparent: UNSAMPLED_TRACEPARENT,
+});
 
 /**
  * Span times: the machine's monotonic clock (shared by every process on it, so spans of one trace in
@@ -273,7 +295,8 @@ export class Tracing {
     const tp = outer?.traceparent;
     let parent: OtelContext | undefined;
     if (tp === undefined) {
-      if (!(Math.random() < this.ratio) || !this.takeBudget()) return outer === undefined ? UNSAMPLED_ROOT : new TracedCall(outer, UNSAMPLED_TRACEPARENT);
+      if (!(Math.random() < this.ratio) || !this.takeBudget())
+        return outer === undefined ? UNSAMPLED_ROOT : new TracedCall(outer, UNSAMPLED_TRACEPARENT);
       parent = parentContext(undefined) ?? ROOT_CONTEXT;
     } else {
       parent = parentContext(tp);
@@ -281,7 +304,11 @@ export class Tracing {
     }
     const span = this.tracer.startSpan(
       `${component}.${method}`,
-      { kind: SpanKind.CLIENT, startTime: hrNow(), attributes: { "rpc.system": "tsweaver", "rpc.service": component, "rpc.method": method, "tsweaver.caller": caller } },
+      {
+        kind: SpanKind.CLIENT,
+        startTime: hrNow(),
+        attributes: { "rpc.system": "tsweaver", "rpc.service": component, "rpc.method": method, "tsweaver.caller": caller },
+      },
       parent,
     );
     return new ActiveSpan(span, outer);
@@ -305,7 +332,15 @@ export class Tracing {
     if (tp === undefined) return undefined;
     const parent = parentContext(tp);
     if (parent === undefined) return undefined;
-    const span = this.tracer.startSpan(`${component}.${method}`, { kind: SpanKind.SERVER, startTime: hrNow(), attributes: { "rpc.system": "tsweaver", "rpc.service": component, "rpc.method": method } }, parent);
+    const span = this.tracer.startSpan(
+      `${component}.${method}`,
+      {
+        kind: SpanKind.SERVER,
+        startTime: hrNow(),
+        attributes: { "rpc.system": "tsweaver", "rpc.service": component, "rpc.method": method },
+      },
+      parent,
+    );
     return new ActiveSpan(span, call);
   }
 

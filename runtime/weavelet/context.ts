@@ -39,7 +39,9 @@ export class ComponentContext implements Context {
       const want = defaults[key];
       const same = Array.isArray(want) ? Array.isArray(value) : isTable(want) ? isTable(value) : typeof want === typeof value;
       if (!same) {
-        throw new ConfigError(`config ["${this.name}"].${key}: expected ${Array.isArray(want) ? "an array" : typeof want}, got ${JSON.stringify(value)}`);
+        throw new ConfigError(
+          `config ["${this.name}"].${key}: expected ${Array.isArray(want) ? "an array" : typeof want}, got ${JSON.stringify(value)}`,
+        );
       }
       out[key] = value;
     }

@@ -31,11 +31,19 @@ export async function runWeaveletProcess(): Promise<void> {
       if (req.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
         // Exit after replying: a weavelet of another protocol version must not run.
         setTimeout(() => process.exit(1), 50);
-        throw new Error(`protocol version mismatch: envelope speaks version ${req.protocolVersion}, weavelet speaks version ${CONTROL_PROTOCOL_VERSION}; run the app with the tsweaver version it was built with`);
+        throw new Error(
+          `protocol version mismatch: envelope speaks version ${req.protocolVersion}, weavelet speaks version ${CONTROL_PROTOCOL_VERSION}; run the app with the tsweaver version it was built with`,
+        );
       }
       const dialAddress = await weavelet!.start();
       initialized();
-      return { protocolVersion: CONTROL_PROTOCOL_VERSION, dialAddress, components: registeredComponents(), pid: process.pid, methodTableHash: methodTable().hash };
+      return {
+        protocolVersion: CONTROL_PROTOCOL_VERSION,
+        dialAddress,
+        components: registeredComponents(),
+        pid: process.pid,
+        methodTableHash: methodTable().hash,
+      };
     },
     async updateComponents({ components }) {
       weavelet!.updateComponents(components);

@@ -23,7 +23,8 @@ export function remoteStub(reg: Registration, balancer: Balancer, caller: string
     const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
     const fixed = { retryable };
-    const untraced = (args: unknown[]): Promise<unknown> => balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+    const untraced = (args: unknown[]): Promise<unknown> =>
+      balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
     // A client span when the call is traced; its traceparent goes out in the request header.
     const call =
       tracing === undefined
@@ -99,9 +100,15 @@ function checked(call: (self: object, args: unknown[]) => unknown): (self: objec
  * unless `measure` is off, and inside a server span whose parent is the caller's client span. The RPC
  * server runs it inside the call's context, which carries the caller's traceparent.
  */
-export function servedCall(component: string, method: string, measure: boolean, tracing: Tracing | undefined): (inst: object, args: unknown[]) => unknown {
+export function servedCall(
+  component: string,
+  method: string,
+  measure: boolean,
+  tracing: Tracing | undefined,
+): (inst: object, args: unknown[]) => unknown {
   const stats = measure ? MethodStats.served(component, method) : undefined;
-  const invoke = (inst: object, args: unknown[]): unknown => (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+  const invoke = (inst: object, args: unknown[]): unknown =>
+    (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
   return (inst, args) => {
     const span = tracing?.startServer(callStorage.getStore(), component, method);
     if (span === undefined) return stats === undefined ? invoke(inst, args) : stats.measure(invoke, inst, args);
@@ -130,4 +137,3 @@ async function endSpan(r: unknown, span: ActiveSpan): Promise<unknown> {
     throw err;
   }
 }
-

@@ -97,7 +97,13 @@ export class Weavelet {
     this.logger = this.loggerFor("weavelet");
     // The deployment id names the version: peers of another version refuse each other at HELLO.
     this.pool = new ConnectionPool({ methodTableHash: methodTable().hash, deploymentId: opts.deploymentId });
-    this.tracingAll = new Tracing({ app: opts.app, deploymentId: opts.deploymentId, weaveletId: opts.id, group: opts.group, sink: (spans) => opts.host.traceSpans(spans) });
+    this.tracingAll = new Tracing({
+      app: opts.app,
+      deploymentId: opts.deploymentId,
+      weaveletId: opts.id,
+      group: opts.group,
+      sink: (spans) => opts.host.traceSpans(spans),
+    });
     this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
   }
 
@@ -142,7 +148,11 @@ export class Weavelet {
       void this.getLocal(info.component).catch(() => {});
       const h = this.hosted.get(info.component);
       if (h && assignment && assignment.slices.length > 0) {
-        h.slices = { version: assignment.version, starts: BigUint64Array.from(assignment.slices.map((x) => x.start)), calls: assignment.slices.map(() => 0) };
+        h.slices = {
+          version: assignment.version,
+          starts: BigUint64Array.from(assignment.slices.map((x) => x.start)),
+          calls: assignment.slices.map(() => 0),
+        };
       }
       return;
     }
@@ -193,8 +203,12 @@ export class Weavelet {
     const add = (side: "client" | "server", key: object, now: { bytesIn: number; bytesOut: number }) => {
       const seen = this.reportedBytes.get(key) ?? { in: 0, out: 0 };
       const labels = { side };
-      counterSeries("tsweaver_rpc_bytes_received_total", "Bytes received on component RPC connections", labels).add(Math.max(0, now.bytesIn - seen.in));
-      counterSeries("tsweaver_rpc_bytes_sent_total", "Bytes sent on component RPC connections", labels).add(Math.max(0, now.bytesOut - seen.out));
+      counterSeries("tsweaver_rpc_bytes_received_total", "Bytes received on component RPC connections", labels).add(
+        Math.max(0, now.bytesIn - seen.in),
+      );
+      counterSeries("tsweaver_rpc_bytes_sent_total", "Bytes sent on component RPC connections", labels).add(
+        Math.max(0, now.bytesOut - seen.out),
+      );
       this.reportedBytes.set(key, { in: now.bytesIn, out: now.bytesOut });
     };
     for (const c of this.pool.connections()) add("client", c, c.stats);
@@ -243,7 +257,11 @@ export class Weavelet {
   private getByName(name: string, caller: string): Promise<object> {
     const reg = registration(name);
     if (!reg) {
-      return Promise.reject(new ConfigError(`unknown component ${name}: it is not registered in this binary (registered: ${registeredComponents().join(", ")}); import the module that calls register()`));
+      return Promise.reject(
+        new ConfigError(
+          `unknown component ${name}: it is not registered in this binary (registered: ${registeredComponents().join(", ")}); import the module that calls register()`,
+        ),
+      );
     }
     const local = this.canHost(name);
     const key = `${caller}\u0000${name}`;
@@ -284,11 +302,13 @@ export class Weavelet {
     if (!reg) return Promise.reject(new ConfigError(`unknown component ${name}`));
     const hosted: Hosted = { reg, instance: undefined as unknown as Promise<object>, ready: undefined, calls: 0, slices: undefined };
     // Outside the triggering call's context: its deadline, signal and trace are not the construction's.
-    hosted.instance = callStorage.outside(() => this.construct(reg)).then((inst) => {
-      hosted.ready = inst;
-      this.failedConstructions.delete(name);
-      return inst;
-    });
+    hosted.instance = callStorage
+      .outside(() => this.construct(reg))
+      .then((inst) => {
+        hosted.ready = inst;
+        this.failedConstructions.delete(name);
+        return inst;
+      });
     this.hosted.set(name, hosted);
     this.constructionOrder.push(hosted);
     hosted.instance.catch((err) => {

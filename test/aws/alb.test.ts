@@ -55,7 +55,9 @@ async function startBackend(name: string): Promise<Backend> {
     b.inFlight++;
     const reply = (): void => {
       b.inFlight--;
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ name, path: url.pathname, host: req.headers.host, xff: req.headers["x-forwarded-for"] }));
+      res
+        .writeHead(200, { "content-type": "application/json" })
+        .end(JSON.stringify({ name, path: url.pathname, host: req.headers.host, xff: req.headers["x-forwarded-for"] }));
     };
     const ms = Number(url.searchParams.get("ms") ?? 0);
     if (url.pathname === "/slow" && ms > 0) setTimeout(reply, ms);
@@ -122,13 +124,25 @@ before(async () => {
   const vpc = await ec2.send(new CreateVpcCommand({ CidrBlock: "10.20.0.0/16" }));
   vpcId = vpc.Vpc!.VpcId!;
   const subnets = await Promise.all(
-    ["a", "b"].map((az, i) => ec2.send(new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: `10.20.${i}.0/24`, AvailabilityZone: `${emu.region}${az}` }))),
+    ["a", "b"].map((az, i) =>
+      ec2.send(new CreateSubnetCommand({ VpcId: vpcId, CidrBlock: `10.20.${i}.0/24`, AvailabilityZone: `${emu.region}${az}` })),
+    ),
   );
   const lb = await elb.send(
-    new CreateLoadBalancerCommand({ Name: `alb-sim-${randomBytes(3).toString("hex")}`, Type: "application", Subnets: subnets.map((s) => s.Subnet!.SubnetId!) }),
+    new CreateLoadBalancerCommand({
+      Name: `alb-sim-${randomBytes(3).toString("hex")}`,
+      Type: "application",
+      Subnets: subnets.map((s) => s.Subnet!.SubnetId!),
+    }),
   );
   lbArn = lb.LoadBalancers![0]!.LoadBalancerArn!;
-  alb = await startAlbSimulator({ endpoint: emu.endpoint, loadBalancerArn: lbArn, refreshMs: 100, healthCheckIntervalMs: 100, healthCheckTimeoutMs: 1000 });
+  alb = await startAlbSimulator({
+    endpoint: emu.endpoint,
+    loadBalancerArn: lbArn,
+    refreshMs: 100,
+    healthCheckIntervalMs: 100,
+    healthCheckTimeoutMs: 1000,
+  });
 });
 
 after(async () => {
@@ -157,18 +171,24 @@ async function targetGroup(n: number, deregistrationDelaySeconds = 30): Promise<
   );
   const arn = tg.TargetGroups![0]!.TargetGroupArn!;
   await elb.send(
-    new ModifyTargetGroupAttributesCommand({ TargetGroupArn: arn, Attributes: [{ Key: "deregistration_delay.timeout_seconds", Value: String(deregistrationDelaySeconds) }] }),
+    new ModifyTargetGroupAttributesCommand({
+      TargetGroupArn: arn,
+      Attributes: [{ Key: "deregistration_delay.timeout_seconds", Value: String(deregistrationDelaySeconds) }],
+    }),
   );
   const own = await Promise.all(Array.from({ length: n }, (_, i) => startBackend(`${arn.slice(-8)}-${i}`)));
   backends.push(...own);
-  if (own.length > 0) await elb.send(new RegisterTargetsCommand({ TargetGroupArn: arn, Targets: own.map((b) => ({ Id: b.ip, Port: b.port })) }));
+  if (own.length > 0)
+    await elb.send(new RegisterTargetsCommand({ TargetGroupArn: arn, Targets: own.map((b) => ({ Id: b.ip, Port: b.port })) }));
   return { arn, backends: own };
 }
 
 /** A new listener with this default action; resolves once the simulator serves it. */
 async function listener(defaultAction: Action): Promise<{ arn: string; port: number; url: string }> {
   const port = nextListenerPort++;
-  const l = await elb.send(new CreateListenerCommand({ LoadBalancerArn: lbArn, Protocol: "HTTP", Port: port, DefaultActions: [defaultAction] }));
+  const l = await elb.send(
+    new CreateListenerCommand({ LoadBalancerArn: lbArn, Protocol: "HTTP", Port: port, DefaultActions: [defaultAction] }),
+  );
   await alb.refresh();
   return { arn: l.Listeners![0]!.ListenerArn!, port, url: alb.urlOf(port) };
 }
@@ -191,8 +211,14 @@ describe("ALB simulator", () => {
     const stats = alb.groupStats(tg.arn);
     assert.equal(stats.requests, 20);
     assert.equal(stats.failures, 0);
-    assert.equal(Object.values(stats.targets).reduce((s, t) => s + t.requests, 0), 20);
-    assert.equal(tg.backends.reduce((s, b) => s + b.served, 0), 20);
+    assert.equal(
+      Object.values(stats.targets).reduce((s, t) => s + t.requests, 0),
+      20,
+    );
+    assert.equal(
+      tg.backends.reduce((s, b) => s + b.served, 0),
+      20,
+    );
     const one = JSON.parse((await get(`${l.url}/x`)).body) as { path: string; xff: string };
     assert.equal(one.path, "/x");
     assert.equal(one.xff, "127.0.0.1");
@@ -202,9 +228,20 @@ describe("ALB simulator", () => {
   test("a weighted forward moves traffic 100/0 → 50/50 → 0/100", async () => {
     const blue = await targetGroup(1);
     const green = await targetGroup(1);
-    const l = await listener({ Type: "fixed-response", FixedResponseConfig: { StatusCode: "404", ContentType: "text/plain", MessageBody: "no rule" } });
+    const l = await listener({
+      Type: "fixed-response",
+      FixedResponseConfig: { StatusCode: "404", ContentType: "text/plain", MessageBody: "no rule" },
+    });
     const rule = await elb.send(
-      new CreateRuleCommand({ ListenerArn: l.arn, Priority: 10, Conditions: [{ Field: "path-pattern", Values: ["/*"] }], Actions: weighted([[blue.arn, 100], [green.arn, 0]]) }),
+      new CreateRuleCommand({
+        ListenerArn: l.arn,
+        Priority: 10,
+        Conditions: [{ Field: "path-pattern", Values: ["/*"] }],
+        Actions: weighted([
+          [blue.arn, 100],
+          [green.arn, 0],
+        ]),
+      }),
     );
     const ruleArn = rule.Rules![0]!.RuleArn!;
     await alb.refresh();
@@ -213,12 +250,28 @@ describe("ALB simulator", () => {
     let seen = await load(l.url, 40);
     assert.deepEqual([...seen], [[b, 40]]);
 
-    await elb.send(new ModifyRuleCommand({ RuleArn: ruleArn, Actions: weighted([[blue.arn, 50], [green.arn, 50]]) }));
+    await elb.send(
+      new ModifyRuleCommand({
+        RuleArn: ruleArn,
+        Actions: weighted([
+          [blue.arn, 50],
+          [green.arn, 50],
+        ]),
+      }),
+    );
     await alb.refresh();
     seen = await load(l.url, 200);
     assert.ok((seen.get(b) ?? 0) >= 60 && (seen.get(g) ?? 0) >= 60, `50/50 split gave ${JSON.stringify([...seen])}`);
 
-    await elb.send(new ModifyRuleCommand({ RuleArn: ruleArn, Actions: weighted([[blue.arn, 0], [green.arn, 100]]) }));
+    await elb.send(
+      new ModifyRuleCommand({
+        RuleArn: ruleArn,
+        Actions: weighted([
+          [blue.arn, 0],
+          [green.arn, 100],
+        ]),
+      }),
+    );
     await alb.refresh();
     seen = await load(l.url, 40);
     assert.deepEqual([...seen], [[g, 40]]);
@@ -258,7 +311,10 @@ describe("ALB simulator", () => {
     const other = tg.backends.find((b) => b !== victim)!;
     await elb.send(new DeregisterTargetsCommand({ TargetGroupArn: tg.arn, Targets: [{ Id: victim.ip, Port: victim.port }] }));
     await alb.refresh();
-    assert.deepEqual(alb.health(tg.arn).find((t) => t.id === victim.ip), { id: victim.ip, port: victim.port, state: "draining", inFlight: 1 });
+    assert.deepEqual(
+      alb.health(tg.arn).find((t) => t.id === victim.ip),
+      { id: victim.ip, port: victim.port, state: "draining", inFlight: 1 },
+    );
 
     const seen = await load(l.url, 20);
     assert.deepEqual([...seen], [[other.name, 20]]);
@@ -287,11 +343,22 @@ describe("ALB simulator", () => {
     const empty = await targetGroup(0);
     const dead = await targetGroup(1);
     await dead.backends[0]!.close();
-    const l = await listener({ Type: "fixed-response", FixedResponseConfig: { StatusCode: "404", ContentType: "text/plain", MessageBody: "nothing here" } });
+    const l = await listener({
+      Type: "fixed-response",
+      FixedResponseConfig: { StatusCode: "404", ContentType: "text/plain", MessageBody: "nothing here" },
+    });
     const rules: [number, RuleCondition[], Action][] = [
-      [5, [{ Field: "host-header", Values: ["admin.*.example.com"] }], { Type: "fixed-response", FixedResponseConfig: { StatusCode: "403", ContentType: "text/plain", MessageBody: "admin closed" } }],
+      [
+        5,
+        [{ Field: "host-header", Values: ["admin.*.example.com"] }],
+        { Type: "fixed-response", FixedResponseConfig: { StatusCode: "403", ContentType: "text/plain", MessageBody: "admin closed" } },
+      ],
       [10, [{ Field: "path-pattern", Values: ["/api/*"] }], { Type: "forward", TargetGroupArn: api.arn }],
-      [20, [{ Field: "path-pattern", Values: ["/old/*"] }], { Type: "redirect", RedirectConfig: { Path: "/new/#{path}", StatusCode: "HTTP_301" } }],
+      [
+        20,
+        [{ Field: "path-pattern", Values: ["/old/*"] }],
+        { Type: "redirect", RedirectConfig: { Path: "/new/#{path}", StatusCode: "HTTP_301" } },
+      ],
       [30, [{ Field: "path-pattern", Values: ["/empty*"] }], { Type: "forward", TargetGroupArn: empty.arn }],
       [40, [{ Field: "path-pattern", Values: ["/dead"] }], { Type: "forward", TargetGroupArn: dead.arn }],
     ];

@@ -168,7 +168,10 @@ export class AlbSimulator {
     this.opts = opts;
     this.endpoint = opts.endpoint;
     this.loadBalancerArn = opts.loadBalancerArn;
-    this.elb = new ElasticLoadBalancingV2Client({ ...clientConfig(opts.endpoint, opts.region ?? process.env["AWS_REGION"] ?? DEFAULT_REGION), maxAttempts: 5 });
+    this.elb = new ElasticLoadBalancingV2Client({
+      ...clientConfig(opts.endpoint, opts.region ?? process.env["AWS_REGION"] ?? DEFAULT_REGION),
+      maxAttempts: 5,
+    });
   }
 
   /** Reads the load balancer once, opens its listeners and starts refreshing. Throws if the first read fails. */
@@ -206,7 +209,9 @@ export class AlbSimulator {
   urlOf(listenerPort: number): string {
     const l = this.listeners.get(listenerPort);
     if (l === undefined) {
-      throw new Error(`ALB simulator: the load balancer has no listener on port ${listenerPort} (listeners: ${[...this.listeners.keys()].join(", ") || "none"})`);
+      throw new Error(
+        `ALB simulator: the load balancer has no listener on port ${listenerPort} (listeners: ${[...this.listeners.keys()].join(", ") || "none"})`,
+      );
     }
     return `http://127.0.0.1:${l.localPort}`;
   }
@@ -220,7 +225,9 @@ export class AlbSimulator {
   health(targetGroupArn: string): SimTargetHealth[] {
     const g = this.groups.get(targetGroupArn);
     if (g === undefined) return [];
-    return [...g.targets.values()].filter((t) => t.state !== "unused").map((t) => ({ id: t.id, port: t.port, state: t.state, inFlight: t.active.size }));
+    return [...g.targets.values()]
+      .filter((t) => t.state !== "unused")
+      .map((t) => ({ id: t.id, port: t.port, state: t.state, inFlight: t.active.size }));
   }
 
   /** Request counts since start (or the last {@link resetStats}). */
@@ -269,8 +276,12 @@ export class AlbSimulator {
       const v = fn();
       if (v) return v as NonNullable<T>;
       if (Date.now() > deadline) {
-        const groups = [...this.groups.values()].map((g) => `${g.name}: ${[...g.targets.values()].map((t) => `${t.key} ${t.state}`).join(", ") || "no targets"}`);
-        throw new Error(`ALB simulator: timed out after ${timeoutMs} ms waiting for ${what}; ${groups.join("; ")}${this.lastError ? `; last refresh error: ${this.lastError.message}` : ""}`);
+        const groups = [...this.groups.values()].map(
+          (g) => `${g.name}: ${[...g.targets.values()].map((t) => `${t.key} ${t.state}`).join(", ") || "no targets"}`,
+        );
+        throw new Error(
+          `ALB simulator: timed out after ${timeoutMs} ms waiting for ${what}; ${groups.join("; ")}${this.lastError ? `; last refresh error: ${this.lastError.message}` : ""}`,
+        );
       }
       await sleep(25);
     }
@@ -305,7 +316,8 @@ export class AlbSimulator {
     }
 
     const groupArns = new Set<string>();
-    for (const rules of rulesOf.values()) for (const r of rules) for (const a of r.Actions ?? []) for (const arn of forwardTargets(a).map((t) => t.arn)) groupArns.add(arn);
+    for (const rules of rulesOf.values())
+      for (const r of rules) for (const a of r.Actions ?? []) for (const arn of forwardTargets(a).map((t) => t.arn)) groupArns.add(arn);
     const described = new Map<string, TargetGroup>();
     const arns = [...groupArns];
     for (let i = 0; i < arns.length; i += 20) {
@@ -331,7 +343,8 @@ export class AlbSimulator {
     );
     if (!this.running) return;
 
-    for (const tg of described.values()) this.applyGroup(tg, registered.get(tg.TargetGroupArn!) ?? [], delays.get(tg.TargetGroupArn!) ?? 300_000);
+    for (const tg of described.values())
+      this.applyGroup(tg, registered.get(tg.TargetGroupArn!) ?? [], delays.get(tg.TargetGroupArn!) ?? 300_000);
     for (const [arn, g] of this.groups) {
       if (described.has(arn)) continue;
       // No action names the group any more: nothing routes to it, so its targets drain.
@@ -354,7 +367,16 @@ export class AlbSimulator {
     };
     let g = this.groups.get(arn);
     if (g === undefined) {
-      g = { arn, name: tg.TargetGroupName ?? arn, port: tg.Port ?? 80, health, deregistrationDelayMs, targets: new Map(), rr: 0, checkTimer: undefined };
+      g = {
+        arn,
+        name: tg.TargetGroupName ?? arn,
+        port: tg.Port ?? 80,
+        health,
+        deregistrationDelayMs,
+        targets: new Map(),
+        rr: 0,
+        checkTimer: undefined,
+      };
       this.groups.set(arn, g);
       this.scheduleChecks(g, 0);
     }
@@ -372,7 +394,17 @@ export class AlbSimulator {
       keys.add(key);
       const t = g.targets.get(key);
       if (t === undefined) {
-        g.targets.set(key, { key, id: r.id, port: r.port, state: g.health.enabled ? "initial" : "healthy", okStreak: 0, failStreak: 0, active: new Set(), drainTimer: undefined, checking: false });
+        g.targets.set(key, {
+          key,
+          id: r.id,
+          port: r.port,
+          state: g.health.enabled ? "initial" : "healthy",
+          okStreak: 0,
+          failStreak: 0,
+          active: new Set(),
+          drainTimer: undefined,
+          checking: false,
+        });
       } else if (t.state === "draining" || t.state === "unused") {
         // Registered again: it starts over, as on ALB.
         if (t.drainTimer) clearTimeout(t.drainTimer);
@@ -450,7 +482,8 @@ export class AlbSimulator {
     if (!this.running) return;
     g.checkTimer = setTimeout(() => {
       if (!this.running || !this.groups.has(g.arn)) return;
-      if (g.health.enabled) for (const t of g.targets.values()) if (t.state !== "draining" && t.state !== "unused" && !t.checking) void this.check(g, t);
+      if (g.health.enabled)
+        for (const t of g.targets.values()) if (t.state !== "draining" && t.state !== "unused" && !t.checking) void this.check(g, t);
       this.scheduleChecks(g, g.health.intervalMs);
     }, delayMs);
     g.checkTimer.unref();
@@ -613,7 +646,10 @@ function albError(res: http.ServerResponse, status: number, text: string): void 
 
 /** ALB's wildcard match: `*` any run of characters, `?` one character. */
 function wildcard(pattern: string, value: string, ignoreCase: boolean): boolean {
-  const re = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  const re = pattern
+    .replace(/[.+^${}()|[\]\\]/g, "\\$&")
+    .replace(/\*/g, ".*")
+    .replace(/\?/g, ".");
   return new RegExp(`^${re}$`, ignoreCase ? "is" : "s").test(value);
 }
 

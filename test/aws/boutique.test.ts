@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { DescribeTargetGroupsCommand, DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import {
+  DescribeTargetGroupsCommand,
+  DescribeTargetHealthCommand,
+  ElasticLoadBalancingV2Client,
+} from "@aws-sdk/client-elastic-load-balancing-v2";
 import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
@@ -18,8 +22,18 @@ let sim: FargateSimulator;
 
 before(async () => {
   emu = await useEmulator();
-  res = await createAppResources({ configFile: path.join(ROOT, "examples/boutique/weaver.toml"), listeners: { boutique: { container_port: 18081 } }, rpcPort: 19001, controlPort: 19101 });
-  sim = await startFargate({ endpoint: emu.endpoint, cluster: res.clusterArn, workdir: res.workdir, taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200" }) });
+  res = await createAppResources({
+    configFile: path.join(ROOT, "examples/boutique/weaver.toml"),
+    listeners: { boutique: { container_port: 18081 } },
+    rpcPort: 19001,
+    controlPort: 19101,
+  });
+  sim = await startFargate({
+    endpoint: emu.endpoint,
+    cluster: res.clusterArn,
+    workdir: res.workdir,
+    taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200" }),
+  });
 });
 
 after(async () => {
@@ -37,16 +51,24 @@ test("the boutique runs on the AWS deployer unchanged: home page and a product t
   const target = health.TargetHealthDescriptions?.[0]?.Target;
   assert.ok(target, "main is registered as the listener's target");
   const base = `http://${target.Id}:${target.Port}`;
-  const home = await waitFor("home page", async () => {
-    const r = await get(`${base}/api/home`, 30_000);
-    return r.status === 200 ? (JSON.parse(r.body) as { products: { product: { id: string } }[] }) : undefined;
-  }, 60_000, 250);
+  const home = await waitFor(
+    "home page",
+    async () => {
+      const r = await get(`${base}/api/home`, 30_000);
+      return r.status === 200 ? (JSON.parse(r.body) as { products: { product: { id: string } }[] }) : undefined;
+    },
+    60_000,
+    250,
+  );
   assert.equal(home.products.length, 9);
   const product = await get(`${base}/api/product/${home.products[0]!.product.id}`);
   assert.equal(product.status, 200, product.body);
   // Every group the pages needed was raised by the control plane on first use.
   const groups = new Set(sim.runningTasks().map((t) => t.group));
-  for (const g of ["tsweaver-main", "boutique-productcatalog", "boutique-currency"].map((g) => `service:${versionedServiceName(g, res.version)}`)) assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
+  for (const g of ["tsweaver-main", "boutique-productcatalog", "boutique-currency"].map(
+    (g) => `service:${versionedServiceName(g, res.version)}`,
+  ))
+    assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
   const deactivate = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
   assert.equal(deactivate.code, 0, deactivate.err);
   elb.destroy();

@@ -6,7 +6,11 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
-import { DescribeTargetGroupsCommand, DescribeTargetHealthCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import {
+  DescribeTargetGroupsCommand,
+  DescribeTargetHealthCommand,
+  ElasticLoadBalancingV2Client,
+} from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
 import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
@@ -45,17 +49,32 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.ok(t, "a target is registered");
     return `http://${t.Id}:${t.Port}`;
   };
-  const taskIdsOf = (group: string) => sim.runningTasks(svc(group)).map((t) => t.taskId).sort();
+  const taskIdsOf = (group: string) =>
+    sim
+      .runningTasks(svc(group))
+      .map((t) => t.taskId)
+      .sort();
 
   before(async () => {
     emu = await useEmulator();
     ecs = new ECSClient(clientConfig(emu.endpoint));
     sd = new ServiceDiscoveryClient(clientConfig(emu.endpoint));
     elb = new ElasticLoadBalancingV2Client(clientConfig(emu.endpoint));
-    res = await createAppResources({ configFile: HELLO_CONFIG, groups: { "hello-reverser": { min: 2 } }, listeners: { hello: { container_port: 18080 } }, rpcPort: 19000, controlPort: 19100 });
+    res = await createAppResources({
+      configFile: HELLO_CONFIG,
+      groups: { "hello-reverser": { min: 2 } },
+      listeners: { hello: { container_port: 18080 } },
+      rpcPort: 19000,
+      controlPort: 19100,
+    });
     // Every task talks to AWS through a proxy that can inject throttling errors and counts API calls.
     proxy = await startThrottleProxy({ target: emu.endpoint });
-    sim = await startFargate({ endpoint: emu.endpoint, cluster: res.clusterArn, workdir: res.workdir, taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }) });
+    sim = await startFargate({
+      endpoint: emu.endpoint,
+      cluster: res.clusterArn,
+      workdir: res.workdir,
+      taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }),
+    });
   });
 
   after(async () => {
@@ -77,10 +96,14 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.match(activate.out, /listener hello: http:\/\//);
 
     const url = await helloAt();
-    const reply = await waitFor("hello answers", async () => {
-      const r = await get(`${url}/hello?name=World`);
-      return r.status === 200 ? r : undefined;
-    }, 30_000);
+    const reply = await waitFor(
+      "hello answers",
+      async () => {
+        const r = await get(`${url}/hello?name=World`);
+        return r.status === 200 ? r : undefined;
+      },
+      30_000,
+    );
     const routableMs = Date.now() - started;
     assert.equal(reply.body, "Hello, dlroW!\n");
 
@@ -105,7 +128,9 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
       .map(([api, c]) => [api, c.calls - (before[api]?.calls ?? 0)] as const)
       .filter(([, n]) => n > 0);
     const writes = delta.filter(([api]) => /Update|Register|Deregister/.test(api));
-    console.log(`activation-to-routable: ${routableMs} ms; AWS calls during activation by all tasks: ${delta.reduce((a, [, n]) => a + n, 0)} (${delta.map(([a, n]) => `${a}=${n}`).join(" ")}); mutating: ${writes.map(([a, n]) => `${a}=${n}`).join(" ")}`);
+    console.log(
+      `activation-to-routable: ${routableMs} ms; AWS calls during activation by all tasks: ${delta.reduce((a, [, n]) => a + n, 0)} (${delta.map(([a, n]) => `${a}=${n}`).join(" ")}); mutating: ${writes.map(([a, n]) => `${a}=${n}`).join(" ")}`,
+    );
   });
 
   test("status shows groups, tasks, registered replicas and target health", async () => {
@@ -116,7 +141,9 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.match(status.out, new RegExp(`${res.version} +hello-reverser +2 +2 +0 +2 +healthy`));
     assert.match(status.out, new RegExp(`${res.version} +tsweaver-main +1 +1 +0 +1 +healthy`));
     assert.match(status.out, /hello +http:\/\/\S+ +1 +1/);
-    const json = JSON.parse((await runCli(["aws", "status", "--json", res.configFile])).out) as { versions: { version: string; groups: { group: string; registered: number }[] }[] };
+    const json = JSON.parse((await runCli(["aws", "status", "--json", res.configFile])).out) as {
+      versions: { version: string; groups: { group: string; registered: number }[] }[];
+    };
     assert.equal(json.versions.find((v) => v.version === res.version)?.groups.find((g) => g.group === "hello-reverser")?.registered, 2);
   });
 
@@ -124,12 +151,20 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const url = await helloAt();
     const [victim, survivor] = sim.runningTasks(svc("hello-reverser"));
     sim.kill(victim!.taskArn, "SIGKILL");
-    await waitFor("the dead task's instance is deregistered", async () => {
-      const ids = (await instances("hello-reverser")).map((i) => i.Id);
-      return !ids.includes(victim!.taskId) && ids.includes(survivor!.taskId);
-    }, 30_000);
+    await waitFor(
+      "the dead task's instance is deregistered",
+      async () => {
+        const ids = (await instances("hello-reverser")).map((i) => i.Id);
+        return !ids.includes(victim!.taskId) && ids.includes(survivor!.taskId);
+      },
+      30_000,
+    );
     for (let i = 0; i < 10; i++) assert.deepEqual(await get(`${url}/hello?name=abc${i}`), { status: 200, body: `Hello, ${i}cba!\n` });
-    await waitFor("a replacement replica registered", async () => (await instances("hello-reverser")).length === 2 && !taskIdsOf("hello-reverser").includes(victim!.taskId), 30_000);
+    await waitFor(
+      "a replacement replica registered",
+      async () => (await instances("hello-reverser")).length === 2 && !taskIdsOf("hello-reverser").includes(victim!.taskId),
+      30_000,
+    );
   });
 
   test("a restarted control plane rebuilds its state from AWS and nothing is lost", async () => {
@@ -144,18 +179,27 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     // The new control plane does the job: a replica killed now is deregistered and replaced.
     const [victim] = sim.runningTasks(svc("hello-reverser"));
     sim.kill(victim!.taskArn, "SIGKILL");
-    await waitFor("replacement registered by the new control plane", async () => {
-      const ids = (await instances("hello-reverser")).map((i) => i.Id);
-      return ids.length === 2 && !ids.includes(victim!.taskId);
-    }, 30_000);
+    await waitFor(
+      "replacement registered by the new control plane",
+      async () => {
+        const ids = (await instances("hello-reverser")).map((i) => i.Id);
+        return ids.length === 2 && !ids.includes(victim!.taskId);
+      },
+      30_000,
+    );
     assert.equal((await targets()).length, 1, "exactly main's target");
   });
 
   test("logs reads the app's structured logs back from CloudWatch Logs, filtered by component", async () => {
-    const logs = await waitFor("main's log line in CloudWatch", async () => {
-      const r = await runCli(["aws", "logs", res.configFile, "--component", "tsweaver/Main", "--since", "1h"]);
-      return r.code === 0 && /hello listener ready/.test(r.out) ? r.out : undefined;
-    }, 20_000, 500);
+    const logs = await waitFor(
+      "main's log line in CloudWatch",
+      async () => {
+        const r = await runCli(["aws", "logs", res.configFile, "--component", "tsweaver/Main", "--since", "1h"]);
+        return r.code === 0 && /hello listener ready/.test(r.out) ? r.out : undefined;
+      },
+      20_000,
+      500,
+    );
     assert.match(logs, /^I \S+ tsweaver\/Main \S+ main\.js:\d+\] hello listener ready address=\S+:18080$/m);
     assert.doesNotMatch(logs, /control plane serving/, "other components are filtered out");
     const cp = await runCli(["aws", "logs", res.configFile, "--component", "controlplane", "--since", "1h"]);
@@ -165,28 +209,41 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
 
   test("an AWS error reaches the caller naming the API and the resource", async () => {
     const { ControlPlane } = await import("../../runtime/deployers/aws/controlplane.js");
-    const cp = new ControlPlane({
-      deployment: res.stack,
-      version: res.version,
-      clusterArn: res.clusterArn,
-      namespaceId: res.namespaceId,
-      controlPlaneServiceId: "srv-none",
-      controlPort: 0,
-      rpcPort: 0,
-      secret: "x",
-      groups: { ghost: { ...res.groups["hello-reverser"]!, components: ["ghost/C"] } },
-      listeners: {},
-      rollout: res.aws.rollout,
-      vpcId: "",
-      subnets: [],
-      securityGroup: "",
-      assignPublicIp: "DISABLED",
-      reconcileMs: 60_000,
-    }, undefined, { info() {}, warn() {}, error() {} });
+    const cp = new ControlPlane(
+      {
+        deployment: res.stack,
+        version: res.version,
+        clusterArn: res.clusterArn,
+        namespaceId: res.namespaceId,
+        controlPlaneServiceId: "srv-none",
+        controlPort: 0,
+        rpcPort: 0,
+        secret: "x",
+        groups: { ghost: { ...res.groups["hello-reverser"]!, components: ["ghost/C"] } },
+        listeners: {},
+        rollout: res.aws.rollout,
+        vpcId: "",
+        subnets: [],
+        securityGroup: "",
+        assignPublicIp: "DISABLED",
+        reconcileMs: 60_000,
+      },
+      undefined,
+      { info() {}, warn() {}, error() {} },
+    );
     // A version that has no services here (not the control plane's own, so it does not create them).
-    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "ghost/C", routed: false, version: "v0000000000" }), /ecs:DescribeServices on service ghost-v0000000000: not found in cluster .*version v0000000000 is not running here/);
-    await assert.rejects(cp.activate({ taskArn: "t", group: "g", component: "nobody/Knows", routed: false, version: res.version }), /unknown component nobody\/Knows/);
-    await assert.rejects(cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1, version: res.version }), /listener admin is not configured: add \[aws.listeners.admin\]/);
+    await assert.rejects(
+      cp.activate({ taskArn: "t", group: "g", component: "ghost/C", routed: false, version: "v0000000000" }),
+      /ecs:DescribeServices on service ghost-v0000000000: not found in cluster .*version v0000000000 is not running here/,
+    );
+    await assert.rejects(
+      cp.activate({ taskArn: "t", group: "g", component: "nobody/Knows", routed: false, version: res.version }),
+      /unknown component nobody\/Knows/,
+    );
+    await assert.rejects(
+      cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1, version: res.version }),
+      /listener admin is not configured: add \[aws.listeners.admin\]/,
+    );
   });
 
   test("deactivate leaves no tasks, instances or targets", async () => {

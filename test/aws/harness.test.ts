@@ -7,7 +7,12 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { CloudWatchLogsClient, CreateLogGroupCommand, DescribeLogGroupsCommand, GetLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
+import {
+  CloudWatchLogsClient,
+  CreateLogGroupCommand,
+  DescribeLogGroupsCommand,
+  GetLogEventsCommand,
+} from "@aws-sdk/client-cloudwatch-logs";
 import {
   CreateClusterCommand,
   CreateServiceCommand,
@@ -20,10 +25,22 @@ import {
   StopTaskCommand,
   UpdateServiceCommand,
 } from "@aws-sdk/client-ecs";
-import { DescribeListenersCommand, DescribeLoadBalancersCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import {
+  DescribeListenersCommand,
+  DescribeLoadBalancersCommand,
+  ElasticLoadBalancingV2Client,
+} from "@aws-sdk/client-elastic-load-balancing-v2";
 import { CreateSecretCommand, GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ListNamespacesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
-import { CONTROLPLANE_NAME, ENV, OUTPUTS, listenerUrlOutputKey, versionedServiceName, type GroupsOutput, type ListenersOutput } from "../../runtime/deployers/aws/contract.js";
+import {
+  CONTROLPLANE_NAME,
+  ENV,
+  OUTPUTS,
+  listenerUrlOutputKey,
+  versionedServiceName,
+  type GroupsOutput,
+  type ListenersOutput,
+} from "../../runtime/deployers/aws/contract.js";
 import { alive as exists, ROOT, waitFor } from "../support/index.js";
 import { startFargate, type SimTask } from "./fargate.js";
 import { checkMotoInstalled, clientConfig, httpStatus, MOTO_MISSING, useEmulator, type Emulator } from "./moto.js";
@@ -76,7 +93,10 @@ test("the emulator is up, with throwaway credentials", async () => {
   const ecs = new ECSClient(clientConfig(emu.endpoint));
   await ecs.send(new ListClustersCommand({}));
   ecs.destroy();
-  assert.throws(() => checkMotoInstalled("/nonexistent/python3"), (err: Error) => err.message.startsWith(MOTO_MISSING));
+  assert.throws(
+    () => checkMotoInstalled("/nonexistent/python3"),
+    (err: Error) => err.message.startsWith(MOTO_MISSING),
+  );
 });
 
 describe("createAppResources on examples/hello", () => {
@@ -170,7 +190,8 @@ describe("createAppResources on examples/hello", () => {
 
     const elb = new ElasticLoadBalancingV2Client(cfg);
     assert.equal(res.listeners["hello"]!.healthCheckPath, "/healthz");
-    const lb = (await elb.send(new DescribeLoadBalancersCommand({ LoadBalancerArns: [res.outputs[OUTPUTS.LOAD_BALANCER_ARN]!] }))).LoadBalancers![0]!;
+    const lb = (await elb.send(new DescribeLoadBalancersCommand({ LoadBalancerArns: [res.outputs[OUTPUTS.LOAD_BALANCER_ARN]!] })))
+      .LoadBalancers![0]!;
     assert.equal(lb.DNSName, res.outputs[OUTPUTS.LOAD_BALANCER_DNS]);
     const listeners = await elb.send(new DescribeListenersCommand({ LoadBalancerArn: lb.LoadBalancerArn }));
     assert.equal(listeners.Listeners!.find((l) => l.ListenerArn === res.listeners["hello"]!.listenerArn)?.Port, 80);
@@ -192,11 +213,36 @@ describe("createAppResources on examples/hello", () => {
 
   test("the Fargate simulator gives the stack's tasks their task definition's environment", async () => {
     // The sleeper stands in for the image's entrypoint: it reports what `tsweaver aws ...` would get.
-    const sim = await startFargate({ endpoint: emu.endpoint, cluster: res.clusterName, workdir: res.workdir, entrypoint: [process.execPath, SLEEPER], pollMs: 100 });
+    const sim = await startFargate({
+      endpoint: emu.endpoint,
+      cluster: res.clusterName,
+      workdir: res.workdir,
+      entrypoint: [process.execPath, SLEEPER],
+      pollMs: 100,
+    });
     const ecs = new ECSClient(clientConfig(emu.endpoint));
     try {
       const cp = await sim.waitFor("the control plane task", (ts) => ts.map(report).find((r) => r?.argv.join(" ") === "aws controlplane"));
-      for (const k of [ENV.APP, ENV.DEPLOYMENT, ENV.VERSION, ENV.ROLLOUT, ENV.VPC_ID, ENV.CONFIG, ENV.NAMESPACE, ENV.CONTROLPLANE_SERVICE, ENV.CONTROL_PORT, ENV.RPC_PORT, ENV.CLUSTER, ENV.NAMESPACE_ID, ENV.CONTROLPLANE_SERVICE_ID, ENV.GROUPS, ENV.LISTENERS, ENV.SUBNETS, ENV.SECURITY_GROUP, ENV.ASSIGN_PUBLIC_IP]) {
+      for (const k of [
+        ENV.APP,
+        ENV.DEPLOYMENT,
+        ENV.VERSION,
+        ENV.ROLLOUT,
+        ENV.VPC_ID,
+        ENV.CONFIG,
+        ENV.NAMESPACE,
+        ENV.CONTROLPLANE_SERVICE,
+        ENV.CONTROL_PORT,
+        ENV.RPC_PORT,
+        ENV.CLUSTER,
+        ENV.NAMESPACE_ID,
+        ENV.CONTROLPLANE_SERVICE_ID,
+        ENV.GROUPS,
+        ENV.LISTENERS,
+        ENV.SUBNETS,
+        ENV.SECURITY_GROUP,
+        ENV.ASSIGN_PUBLIC_IP,
+      ]) {
         assert.equal(cp.env[k], res.controlPlane.env[k], k);
       }
       assert.equal(cp.env[ENV.SECRET], res.secret);
@@ -206,7 +252,15 @@ describe("createAppResources on examples/hello", () => {
 
       // A version's group service, as the control plane creates it.
       const service = versionedServiceName("hello-reverser", res.version);
-      await ecs.send(new CreateServiceCommand({ cluster: res.stack, serviceName: service, taskDefinition: res.groups["hello-reverser"]!.taskDefinition, desiredCount: 1, launchType: "FARGATE" }));
+      await ecs.send(
+        new CreateServiceCommand({
+          cluster: res.stack,
+          serviceName: service,
+          taskDefinition: res.groups["hello-reverser"]!.taskDefinition,
+          desiredCount: 1,
+          launchType: "FARGATE",
+        }),
+      );
       const agent = await sim.waitFor("an agent task", (ts) => ts.map(report).find((r) => r?.env[ENV.GROUP] === "hello-reverser"));
       assert.deepEqual(agent.argv, ["aws", "agent"]);
       assert.equal(agent.env[ENV.SECRET], res.secret);
@@ -260,12 +314,23 @@ describe("FargateSimulator on a service of sleepers", () => {
               { name: "SLEEPER_CHILD", value: "1" },
             ],
             secrets: [{ name: "THE_SECRET", valueFrom: secretArn }],
-            logConfiguration: { logDriver: "awslogs", options: { "awslogs-group": logGroup, "awslogs-region": emu.region, "awslogs-stream-prefix": "sleeper" } },
+            logConfiguration: {
+              logDriver: "awslogs",
+              options: { "awslogs-group": logGroup, "awslogs-region": emu.region, "awslogs-stream-prefix": "sleeper" },
+            },
           },
         ],
       }),
     );
-    await ecs.send(new CreateServiceCommand({ cluster, serviceName: "sleeper", taskDefinition: td.taskDefinition!.taskDefinitionArn, desiredCount: 0, launchType: "FARGATE" }));
+    await ecs.send(
+      new CreateServiceCommand({
+        cluster,
+        serviceName: "sleeper",
+        taskDefinition: td.taskDefinition!.taskDefinitionArn,
+        desiredCount: 0,
+        launchType: "FARGATE",
+      }),
+    );
   });
   after(() => ecs?.destroy());
 
@@ -319,7 +384,9 @@ describe("FargateSimulator on a service of sleepers", () => {
       assert.equal(stopped.exitCode, 0);
       assert.ok(stopped.stdout.includes("SLEEPER got SIGTERM"));
       assert.equal(stopped.stoppedReason, "stopped by the test");
-      const replacement = await sim.waitFor("a replacement", (ts) => ts.find((t) => t.state === "running" && t.taskArn !== second.taskArn && report(t)));
+      const replacement = await sim.waitFor("a replacement", (ts) =>
+        ts.find((t) => t.state === "running" && t.taskArn !== second.taskArn && report(t)),
+      );
       assert.ok(![first.ip, second.ip].includes(replacement.ip), "addresses are never reused");
       await waitFor("the grandchild of the stopped task to be gone", () => !alive(report(first)!.grandchild!), 5000);
 

@@ -118,7 +118,9 @@ async function launch(python: string, host: string, port: number, timeoutMs: num
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exited) {
-      throw new Error(`moto server exited (code ${exited.code}, signal ${exited.signal}) before answering on ${endpoint}:\n${output.slice(-2000)}`);
+      throw new Error(
+        `moto server exited (code ${exited.code}, signal ${exited.signal}) before answering on ${endpoint}:\n${output.slice(-2000)}`,
+      );
     }
     if ((await httpStatus(`${endpoint}/moto-api/`)) === 200) break;
     if (Date.now() > deadline) {

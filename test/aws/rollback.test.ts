@@ -25,14 +25,25 @@ describe("AWS rollbacks: automatic on health and errors, and on request", () => 
     const load = new Load(d.url);
     const v2 = await d.deploy(versionConfig("v2", { main: { broken: true }, rollout: { health_timeout_seconds: 10 } }));
     await waitFor("v2 rolled back", async () => (await d.phaseOf(v2)) === "rolled-back", 60_000, 200);
-    await waitFor("v2 scaled to 0", async () => [...((await d.live()).get(v2)?.services.values() ?? [])].every((s) => s.desired === 0) && d.runningTasksOf(v2).length === 0, 30_000, 200);
+    await waitFor(
+      "v2 scaled to 0",
+      async () =>
+        [...((await d.live()).get(v2)?.services.values() ?? [])].every((s) => s.desired === 0) && d.runningTasksOf(v2).length === 0,
+      30_000,
+      200,
+    );
     await load.stop();
     assert.deepEqual(Object.fromEntries(await d.traffic()), { [stable]: 100 });
     assert.deepEqual(load.failed(), []);
     assertSingleVersionChains(load);
     assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v1"]));
     const rollout = await d.cli("aws", "rollout", "status");
-    assert.match(rollout.out, new RegExp(`version ${v2}: rolled-back \\(not healthy within 10 s: group tsweaver-main: 0/1 replicas ready\\) · no listener traffic · previous: ${stable}`));
+    assert.match(
+      rollout.out,
+      new RegExp(
+        `version ${v2}: rolled-back \\(not healthy within 10 s: group tsweaver-main: 0/1 replicas ready\\) · no listener traffic · previous: ${stable}`,
+      ),
+    );
   });
 
   test("tsweaver aws rollout rollback on a healthy v3 moves all traffic back to v1 and retires v3", async () => {
@@ -63,12 +74,19 @@ describe("AWS rollbacks: automatic on health and errors, and on request", () => 
     const rolledBackAt = Date.now();
     await sleep(1_000);
     await load.stop();
-    assert.match((await d.cli("aws", "rollout", "status")).out, new RegExp(`version ${v4}: rolled-back \\(error rate 100\\.0% of \\d+ calls at 10% \\(limit 5\\.0%\\)\\)`));
+    assert.match(
+      (await d.cli("aws", "rollout", "status")).out,
+      new RegExp(`version ${v4}: rolled-back \\(error rate 100\\.0% of \\d+ calls at 10% \\(limit 5\\.0%\\)\\)`),
+    );
     // Only requests the ALB sent to v4 failed (its 10%); v1 answered every one of its own.
     const failed = load.failed();
     assert.ok(failed.length > 0, "v4 got its share of the traffic");
     for (const f of failed) assert.match(f.body, /Back v4 fails on purpose/);
-    assert.deepEqual(load.replies.filter((r) => r.at > rolledBackAt + 500 && r.status !== 200), [], "after the rollback every request succeeds");
+    assert.deepEqual(
+      load.replies.filter((r) => r.at > rolledBackAt + 500 && r.status !== 200),
+      [],
+      "after the rollback every request succeeds",
+    );
     assertSingleVersionChains(load);
     assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v1"]));
   });

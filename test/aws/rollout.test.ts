@@ -25,11 +25,16 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, the control 
     const v2 = await d.deploy(versionConfig("v2"));
     assert.notEqual(v2, v1, "a changed config is a new version");
     const seen = new Set<string>();
-    const at100 = await waitFor("v2 at 100% of the traffic", async () => {
-      const t = await d.traffic();
-      for (const [v, w] of t) if (w > 0 && w < 100) seen.add(`${v}:${w}`);
-      return t.get(v2) === 100 && !t.has(v1) ? Date.now() : undefined;
-    }, 90_000, 100);
+    const at100 = await waitFor(
+      "v2 at 100% of the traffic",
+      async () => {
+        const t = await d.traffic();
+        for (const [v, w] of t) if (w > 0 && w < 100) seen.add(`${v}:${w}`);
+        return t.get(v2) === 100 && !t.has(v1) ? Date.now() : undefined;
+      },
+      90_000,
+      100,
+    );
     await waitFor("v1's services removed", async () => !(await d.live()).has(v1) && d.runningTasksOf(v1).length === 0, 60_000, 200);
     assert.equal(await d.phaseOf(v2), "live");
     await load.stop();
@@ -38,11 +43,16 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, the control 
     assertSingleVersionChains(load);
     const labels = new Set(load.chains().map((c) => c[0]));
     assert.ok(labels.has("v1") && labels.has("v2"), `both versions served during the rollout (${[...labels].join(", ")})`);
-    assert.ok([...seen].some((s) => s.startsWith(`${v2}:10`)), `traffic moved in steps: ${[...seen].join(" ")}`);
+    assert.ok(
+      [...seen].some((s) => s.startsWith(`${v2}:10`)),
+      `traffic moved in steps: ${[...seen].join(" ")}`,
+    );
     const status = await d.cli("aws", "status");
     assert.match(status.out, new RegExp(`${v2} \\(deployed\\) +live +web 100%`));
     assert.doesNotMatch(status.out, new RegExp(v1));
-    console.log(`rollout v1→v2: UpdateStack to 100% on v2 in ${at100 - started} ms; requests ${load.replies.length}, failed ${load.failed().length}`);
+    console.log(
+      `rollout v1→v2: UpdateStack to 100% on v2 in ${at100 - started} ms; requests ${load.replies.length}, failed ${load.failed().length}`,
+    );
   });
 
   test("the control plane killed in the middle of a rollout: its replacement completes it", async () => {
@@ -53,7 +63,11 @@ describe("AWS rollouts: versions never mix, traffic moves in steps, the control 
     const [cp] = d.sim.runningTasks("tsweaver_controlplane");
     assert.ok(cp);
     d.sim.kill(cp.taskArn, "SIGKILL");
-    await waitFor("a new control plane task", () => d.sim.runningTasks("tsweaver_controlplane").some((t) => t.taskId !== cp.taskId), 30_000);
+    await waitFor(
+      "a new control plane task",
+      () => d.sim.runningTasks("tsweaver_controlplane").some((t) => t.taskId !== cp.taskId),
+      30_000,
+    );
     await waitFor("v3 at 100% and live", async () => (await d.traffic()).get(v3) === 100 && (await d.phaseOf(v3)) === "live", 90_000, 200);
     await waitFor("the previous version removed", async () => [...(await d.live()).keys()].join() === v3, 60_000, 200);
     await load.stop();

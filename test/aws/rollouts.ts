@@ -31,7 +31,10 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), "tsweaver-rollout-"));
  * The fixture app as version `label`: every component's label set, the binary made absolute,
  * `[aws.rollout]` and component settings merged in.
  */
-export function versionConfig(label: string, opts: { rollout?: Record<string, unknown>; main?: Record<string, unknown>; back?: Record<string, unknown> } = {}): string {
+export function versionConfig(
+  label: string,
+  opts: { rollout?: Record<string, unknown>; main?: Record<string, unknown>; back?: Record<string, unknown> } = {},
+): string {
   const doc = parseToml(readFileSync(FIXTURE, "utf8")) as Record<string, any>;
   doc["tsweaver"]["binary"] = path.resolve(path.dirname(FIXTURE), doc["tsweaver"]["binary"] as string);
   doc["tsweaver/Main"] = { label, ...opts.main };
@@ -85,7 +88,6 @@ export class Load {
   }
 }
 
-
 /** The versioned app on the emulator, activated at v1 and answering through the ALB simulator. */
 export class RolloutDeployment {
   res!: AppResources;
@@ -100,7 +102,12 @@ export class RolloutDeployment {
     d.emu = await useEmulator();
     d.res = await createAppResources({ configFile: versionConfig("v1"), listeners: LISTENERS, rpcPort: 19010, controlPort: 19110 });
     d.sim = await startFargate({ endpoint: d.emu.endpoint, cluster: d.res.clusterArn, workdir: d.res.workdir, taskEnv: () => FAST });
-    d.alb = await startAlbSimulator({ endpoint: d.emu.endpoint, loadBalancerArn: d.res.outputs[OUTPUTS.LOAD_BALANCER_ARN]!, healthCheckIntervalMs: 250, refreshMs: 200 });
+    d.alb = await startAlbSimulator({
+      endpoint: d.emu.endpoint,
+      loadBalancerArn: d.res.outputs[OUTPUTS.LOAD_BALANCER_ARN]!,
+      healthCheckIntervalMs: 250,
+      refreshMs: 200,
+    });
     d.versions = new Versions(new AwsClients(), d.res.clusterArn, d.res.stack);
     const activate = await runCli(["aws", "activate", d.res.configFile, "--timeout", "120"]);
     assert.equal(activate.code, 0, activate.err + activate.out);

@@ -52,7 +52,14 @@ import {
   type StackResourceSummary,
 } from "@aws-sdk/client-cloudformation";
 import { AuthorizeSecurityGroupEgressCommand, EC2Client } from "@aws-sdk/client-ec2";
-import { DescribeTaskDefinitionCommand, ECSClient, ListTasksCommand, StopTaskCommand, UpdateServiceCommand, ListServicesCommand } from "@aws-sdk/client-ecs";
+import {
+  DescribeTaskDefinitionCommand,
+  ECSClient,
+  ListTasksCommand,
+  StopTaskCommand,
+  UpdateServiceCommand,
+  ListServicesCommand,
+} from "@aws-sdk/client-ecs";
 import { CreateSecretCommand, DeleteSecretCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import {
   CreateHttpNamespaceCommand,
@@ -186,7 +193,11 @@ export interface CfnTemplate {
 }
 
 /** Resource types taken out of the template and created through their APIs after the stack. */
-const POST_CREATED = ["AWS::ApplicationAutoScaling::ScalableTarget", "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::EC2::SecurityGroupEgress"];
+const POST_CREATED = [
+  "AWS::ApplicationAutoScaling::ScalableTarget",
+  "AWS::ApplicationAutoScaling::ScalingPolicy",
+  "AWS::EC2::SecurityGroupEgress",
+];
 /** `[aws]` keys that only make sense on a real account, or for building an image. */
 const DROPPED_AWS_KEYS = ["vpc_id", "account", "region", "image", "dockerfile_dir", "dockerfile", "config_in_image", "access_logs"];
 
@@ -297,7 +308,12 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   const region = process.env["AWS_REGION"] || DEFAULT_REGION;
   const original = loadConfig(path.resolve(opts.configFile));
   const stack = opts.stack ?? uniqueStackName(original.name);
-  const configFile = writeEffectiveConfig(opts.configFile, stack, opts, previous ? { dir: previous.workdir, name: `weaver-${++effectiveConfigs}.toml` } : undefined);
+  const configFile = writeEffectiveConfig(
+    opts.configFile,
+    stack,
+    opts,
+    previous ? { dir: previous.workdir, name: `weaver-${++effectiveConfigs}.toml` } : undefined,
+  );
   const config = loadConfig(configFile);
   const components = opts.components ?? appComponents(config);
   lap("config");
@@ -320,7 +336,8 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   }
   // The CDK bootstrap check: there is no bootstrap stack (nor its SSM parameter) in the emulator.
   for (const [name, p] of Object.entries(template.Parameters ?? {})) {
-    if (p.Type.startsWith("AWS::SSM::Parameter::Value") && String(p.Default ?? "").startsWith("/cdk-bootstrap/")) delete template.Parameters![name];
+    if (p.Type.startsWith("AWS::SSM::Parameter::Value") && String(p.Default ?? "").startsWith("/cdk-bootstrap/"))
+      delete template.Parameters![name];
   }
   delete template.Rules;
 
@@ -341,7 +358,10 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   for (const [id, r] of byType("AWS::SecretsManager::Secret")) {
     const props = r.Properties ?? {};
     const gen = (props["GenerateSecretString"] ?? {}) as { PasswordLength?: number; ExcludePunctuation?: boolean };
-    const value = typeof props["SecretString"] === "string" ? (props["SecretString"] as string) : generatePassword(gen.PasswordLength ?? 32, gen.ExcludePunctuation ?? false);
+    const value =
+      typeof props["SecretString"] === "string"
+        ? (props["SecretString"] as string)
+        : generatePassword(gen.PasswordLength ?? 32, gen.ExcludePunctuation ?? false);
     const out = await sm.send(
       new CreateSecretCommand({
         Name: typeof props["Name"] === "string" ? (props["Name"] as string) : `${id}-${randomBytes(6).toString("hex")}`,
@@ -356,7 +376,13 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   }
   for (const [id, r] of byType("AWS::ServiceDiscovery::HttpNamespace")) {
     const props = r.Properties ?? {};
-    const op = await sd.send(new CreateHttpNamespaceCommand({ Name: props["Name"] as string, Description: props["Description"] as string | undefined, Tags: tags(props) }));
+    const op = await sd.send(
+      new CreateHttpNamespaceCommand({
+        Name: props["Name"] as string,
+        Description: props["Description"] as string | undefined,
+        Tags: tags(props),
+      }),
+    );
     const nsId = await operationTarget(sd, op.OperationId!, "NAMESPACE");
     const ns = await sd.send(new GetNamespaceCommand({ Id: nsId }));
     literal[id] = { Ref: nsId, Id: nsId, Arn: ns.Namespace!.Arn!, Name: ns.Namespace!.Name! };
@@ -391,7 +417,11 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
       if (c["Memory"] === undefined && c["MemoryReservation"] === undefined && Number.isFinite(taskMemory)) c["Memory"] = taskMemory;
     }
   }
-  const stackRequest = { StackName: stack, TemplateBody: JSON.stringify(body), Capabilities: ["CAPABILITY_IAM" as const, "CAPABILITY_NAMED_IAM" as const, "CAPABILITY_AUTO_EXPAND" as const] };
+  const stackRequest = {
+    StackName: stack,
+    TemplateBody: JSON.stringify(body),
+    Capabilities: ["CAPABILITY_IAM" as const, "CAPABILITY_NAMED_IAM" as const, "CAPABILITY_AUTO_EXPAND" as const],
+  };
   if (previous) await cfn.send(new UpdateStackCommand(stackRequest));
   else await cfn.send(new CreateStackCommand(stackRequest));
   const described = await waitForStack(cfn, stack, previous ? "UPDATE_COMPLETE" : "CREATE_COMPLETE");
@@ -430,7 +460,9 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
     return before !== undefined;
   };
   const targetKeys: Record<string, { ServiceNamespace: ServiceNamespace; ResourceId: string; ScalableDimension: ScalableDimension }> = {};
-  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget" && !keptPost(id))) {
+  for (const [id, r] of Object.entries(post).filter(
+    ([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalableTarget" && !keptPost(id),
+  )) {
     const p = r.Properties ?? {};
     const key = {
       ServiceNamespace: resolve(p["ServiceNamespace"]) as ServiceNamespace,
@@ -438,13 +470,20 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
       ScalableDimension: resolve(p["ScalableDimension"]) as ScalableDimension,
     };
     await clients.scaling.send(
-      new RegisterScalableTargetCommand({ ...key, MinCapacity: Number(p["MinCapacity"]), MaxCapacity: Number(p["MaxCapacity"]), RoleARN: p["RoleARN"] === undefined ? undefined : resolve(p["RoleARN"]) }),
+      new RegisterScalableTargetCommand({
+        ...key,
+        MinCapacity: Number(p["MinCapacity"]),
+        MaxCapacity: Number(p["MaxCapacity"]),
+        RoleARN: p["RoleARN"] === undefined ? undefined : resolve(p["RoleARN"]),
+      }),
     );
     targetKeys[id] = key;
     scalableTargets.push(key.ResourceId);
     created[id] = { type: r.Type, physicalId: `${key.ResourceId}|${key.ScalableDimension}|${key.ServiceNamespace}` };
   }
-  for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy" && !keptPost(id))) {
+  for (const [id, r] of Object.entries(post).filter(
+    ([id, r]) => r.Type === "AWS::ApplicationAutoScaling::ScalingPolicy" && !keptPost(id),
+  )) {
     const p = r.Properties ?? {};
     const targetRef = (p["ScalingTargetId"] as { Ref?: string } | undefined)?.Ref;
     const key = targetRef !== undefined ? targetKeys[targetRef] : undefined;
@@ -461,9 +500,14 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   }
   for (const [id, r] of Object.entries(post).filter(([id, r]) => r.Type === "AWS::EC2::SecurityGroupEgress" && !keptPost(id))) {
     const p = r.Properties ?? {};
-    const perm: Record<string, unknown> = { IpProtocol: resolve(p["IpProtocol"]), FromPort: Number(p["FromPort"]), ToPort: Number(p["ToPort"]) };
+    const perm: Record<string, unknown> = {
+      IpProtocol: resolve(p["IpProtocol"]),
+      FromPort: Number(p["FromPort"]),
+      ToPort: Number(p["ToPort"]),
+    };
     const description = p["Description"] === undefined ? undefined : resolve(p["Description"]);
-    if (p["DestinationSecurityGroupId"] !== undefined) perm["UserIdGroupPairs"] = [{ GroupId: resolve(p["DestinationSecurityGroupId"]), Description: description }];
+    if (p["DestinationSecurityGroupId"] !== undefined)
+      perm["UserIdGroupPairs"] = [{ GroupId: resolve(p["DestinationSecurityGroupId"]), Description: description }];
     else perm["IpRanges"] = [{ CidrIp: resolve(p["CidrIp"] ?? "0.0.0.0/0"), Description: description }];
     await clients.ec2.send(new AuthorizeSecurityGroupEgressCommand({ GroupId: resolve(p["GroupId"]), IpPermissions: [perm as never] }));
     created[id] = { type: r.Type, physicalId: id };
@@ -519,7 +563,11 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
     secret: secretValue,
     groups: JSON.parse(cpTd.env[ENV.GROUPS] ?? "{}") as GroupsEnv,
     listeners: JSON.parse(cpTd.env[ENV.LISTENERS] ?? "{}") as ListenersEnv,
-    controlPlane: { ...cpTd, service: outputs[OUTPUTS.CONTROLPLANE_SERVICE] ?? CONTROLPLANE_NAME, discoveryServiceId: cpTd.env[ENV.CONTROLPLANE_SERVICE_ID] ?? "" },
+    controlPlane: {
+      ...cpTd,
+      service: outputs[OUTPUTS.CONTROLPLANE_SERVICE] ?? CONTROLPLANE_NAME,
+      discoveryServiceId: cpTd.env[ENV.CONTROLPLANE_SERVICE_ID] ?? "",
+    },
     agents,
     resources: created,
     template: body,
@@ -560,7 +608,13 @@ export async function deleteAppResources(res: AppResources): Promise<string[]> {
     await attempt(`deregistering scalable target ${target}`, async () => {
       const found = await c.scaling.send(new DescribeScalableTargetsCommand({ ServiceNamespace: "ecs", ResourceIds: [target] }));
       for (const t of found.ScalableTargets ?? []) {
-        await c.scaling.send(new DeregisterScalableTargetCommand({ ServiceNamespace: t.ServiceNamespace!, ResourceId: t.ResourceId!, ScalableDimension: t.ScalableDimension! }));
+        await c.scaling.send(
+          new DeregisterScalableTargetCommand({
+            ServiceNamespace: t.ServiceNamespace!,
+            ResourceId: t.ResourceId!,
+            ScalableDimension: t.ScalableDimension!,
+          }),
+        );
       }
     });
   }
@@ -582,7 +636,9 @@ export async function deleteAppResources(res: AppResources): Promise<string[]> {
     await c.sd.send(new DeleteNamespaceCommand({ Id: res.namespaceId }));
   });
   for (const [, r] of Object.entries(res.resources).filter(([, r]) => r.type === "AWS::SecretsManager::Secret")) {
-    await attempt(`deleting secret ${r.physicalId}`, () => c.sm.send(new DeleteSecretCommand({ SecretId: r.physicalId, ForceDeleteWithoutRecovery: true })));
+    await attempt(`deleting secret ${r.physicalId}`, () =>
+      c.sm.send(new DeleteSecretCommand({ SecretId: r.physicalId, ForceDeleteWithoutRecovery: true })),
+    );
   }
   rmSync(res.workdir, { recursive: true, force: true });
   for (const client of Object.values(c)) client.destroy();
@@ -605,11 +661,16 @@ function clientsFor(endpoint: string, region: string) {
  * The Cloud Map services of a namespace. moto 5.2.1's ListServices ignores its Filters (it lists the
  * services of every namespace), so each one's namespace is checked with GetService.
  */
-export async function discoveryServicesOf(sd: ServiceDiscoveryClient, namespaceId: string): Promise<{ Id: string; Name: string; Arn: string }[]> {
+export async function discoveryServicesOf(
+  sd: ServiceDiscoveryClient,
+  namespaceId: string,
+): Promise<{ Id: string; Name: string; Arn: string }[]> {
   const out: { Id: string; Name: string; Arn: string }[] = [];
   let next: string | undefined;
   do {
-    const page = await sd.send(new ListDiscoveryServicesCommand({ Filters: [{ Name: "NAMESPACE_ID", Values: [namespaceId], Condition: "EQ" }], NextToken: next }));
+    const page = await sd.send(
+      new ListDiscoveryServicesCommand({ Filters: [{ Name: "NAMESPACE_ID", Values: [namespaceId], Condition: "EQ" }], NextToken: next }),
+    );
     for (const s of page.Services ?? []) {
       const full = (await sd.send(new GetDiscoveryServiceCommand({ Id: s.Id! }))).Service;
       if (full?.NamespaceId === namespaceId) out.push({ Id: full.Id!, Name: full.Name!, Arn: full.Arn! });
@@ -672,7 +733,11 @@ function substitute(node: unknown, literal: Record<string, Record<string, string
 }
 
 /** Resolves the intrinsics the post-created resources use, against the created stack. */
-function resolver(created: Record<string, CreatedResource>, literal: Record<string, Record<string, string>>, env: { region: string; accountId: string }) {
+function resolver(
+  created: Record<string, CreatedResource>,
+  literal: Record<string, Record<string, string>>,
+  env: { region: string; accountId: string },
+) {
   const pseudo: Record<string, string> = {
     "AWS::Partition": "aws",
     "AWS::Region": env.region,
@@ -710,7 +775,8 @@ function resolver(created: Record<string, CreatedResource>, literal: Record<stri
 }
 
 function generatePassword(length: number, excludePunctuation: boolean): string {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + (excludePunctuation ? "" : "!#$%&()*+,-.:;<=>?[]^_{|}~");
+  const alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + (excludePunctuation ? "" : "!#$%&()*+,-.:;<=>?[]^_{|}~");
   const bytes = randomBytes(length);
   let s = "";
   for (let i = 0; i < length; i++) s += alphabet[bytes[i]! % alphabet.length];

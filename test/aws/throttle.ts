@@ -56,7 +56,10 @@ export interface ThrottleProxy {
 /** Starts the proxy on a free port of 127.0.0.1, forwarding to `target` (the emulator). */
 export async function startThrottleProxy(opts: { target: string; rules?: readonly ThrottleRule[]; host?: string }): Promise<ThrottleProxy> {
   const target = new URL(opts.target);
-  const rules: { action: string; service?: string; code?: string; left: number }[] = (opts.rules ?? []).map((r) => ({ ...r, left: r.count }));
+  const rules: { action: string; service?: string; code?: string; left: number }[] = (opts.rules ?? []).map((r) => ({
+    ...r,
+    left: r.count,
+  }));
   let calls: ApiCall[] = [];
 
   const server = http.createServer((req, res) => {
@@ -73,7 +76,14 @@ export async function startThrottleProxy(opts: { target: string; rules?: readonl
         return;
       }
       const upstream = http.request(
-        { protocol: target.protocol, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        {
+          protocol: target.protocol,
+          hostname: target.hostname,
+          port: target.port,
+          method: req.method,
+          path: req.url,
+          headers: req.headers,
+        },
         (up) => {
           res.writeHead(up.statusCode ?? 502, up.headers);
           up.pipe(res);
@@ -91,7 +101,8 @@ export async function startThrottleProxy(opts: { target: string; rules?: readonl
     server.listen(0, opts.host ?? "127.0.0.1", () => resolve());
   });
   const port = (server.address() as { port: number }).port;
-  const matches = (c: ApiCall, action?: string): boolean => action === undefined || c.action === action || `${c.service}:${c.action}` === action;
+  const matches = (c: ApiCall, action?: string): boolean =>
+    action === undefined || c.action === action || `${c.service}:${c.action}` === action;
 
   return {
     endpoint: `http://${opts.host ?? "127.0.0.1"}:${port}`,
@@ -157,11 +168,18 @@ function reply(res: http.ServerResponse, protocol: Protocol, service: string, co
   if (protocol === "ec2") {
     const c = code ?? "RequestLimitExceeded";
     res.writeHead(503, { "content-type": "text/xml;charset=UTF-8" });
-    res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${c}</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>${requestId}</RequestID></Response>`);
+    res.end(
+      `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${c}</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>${requestId}</RequestID></Response>`,
+    );
     return;
   }
   const c = code ?? "Throttling";
-  const ns = service === "elasticloadbalancing" ? "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/" : service === "cloudformation" ? "http://cloudformation.amazonaws.com/doc/2010-05-15/" : "";
+  const ns =
+    service === "elasticloadbalancing"
+      ? "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/"
+      : service === "cloudformation"
+        ? "http://cloudformation.amazonaws.com/doc/2010-05-15/"
+        : "";
   res.writeHead(400, { "content-type": "text/xml", "x-amzn-requestid": requestId });
   res.end(
     `<ErrorResponse${ns ? ` xmlns="${ns}"` : ""}>\n  <Error>\n    <Type>Sender</Type>\n    <Code>${c}</Code>\n    <Message>Rate exceeded</Message>\n  </Error>\n  <RequestId>${requestId}</RequestId>\n</ErrorResponse>\n`,

@@ -8,7 +8,10 @@ const TINY: BoutiqueBounds = { warmupRequests: 30, warmupMs: 1500, rate: 40, req
 
 test("bench:boutique smoke: single, multi and grpc-js all serve the flow and report", async () => {
   const results = await runBoutique(TINY);
-  assert.deepEqual(results.map((r) => r.system), ["single", "multi", "grpc"]);
+  assert.deepEqual(
+    results.map((r) => r.system),
+    ["single", "multi", "grpc"],
+  );
   for (const r of results) {
     assert.equal(r.fixed.errors, 0, `${r.system}: ${r.fixed.firstError}`);
     assert.equal(r.max.errors, 0, `${r.system}: ${r.max.firstError}`);

@@ -11,7 +11,9 @@ function cli(args: string[], env: Record<string, string>): string {
 test("tsweaver multi deploy|status|logs on the hello example, and SIGINT leaves no process behind", async () => {
   const state = tempDir();
   const env = { TSWEAVER_STATE_DIR: state };
-  const config = writeConfig(`[tsweaver]\nname = "hello"\nbinary = ${JSON.stringify(HELLO_APP)}\n[multi.listeners.hello]\naddress = "127.0.0.1:0"\n`);
+  const config = writeConfig(
+    `[tsweaver]\nname = "hello"\nbinary = ${JSON.stringify(HELLO_APP)}\n[multi.listeners.hello]\naddress = "127.0.0.1:0"\n`,
+  );
   const deploy = new Proc(process.execPath, [CLI, "multi", "deploy", config], env);
   try {
     const [, address] = await deploy.waitForOutput(/listener hello available on http:\/\/(\S+)/);
@@ -52,7 +54,9 @@ test("a killed deployer leaves no orphan weavelets (they exit when their control
   const deploy = new Proc(process.execPath, [CLI, "multi", "deploy", config], { TSWEAVER_STATE_DIR: state });
   const [, address] = await deploy.waitForOutput(/listener hello available on http:\/\/(\S+)/);
   await get(`http://${address}/hello`);
-  const json = JSON.parse(cli(["multi", "status", "--json"], { TSWEAVER_STATE_DIR: state })) as { groups: { replicas: { pid: number }[] }[] }[];
+  const json = JSON.parse(cli(["multi", "status", "--json"], { TSWEAVER_STATE_DIR: state })) as {
+    groups: { replicas: { pid: number }[] }[];
+  }[];
   const pids = json[0]!.groups.flatMap((g) => g.replicas.map((r) => r.pid)).filter((p) => p > 0);
   assert.ok(pids.length >= 2);
   deploy.kill("SIGKILL");
@@ -64,10 +68,20 @@ test("a killed deployer leaves no orphan weavelets (they exit when their control
 test("bad config and unknown commands fail with a clear message", () => {
   const dir = tempDir();
   const bad = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(HELLO_APP)}\n["hello/Revrser"]\nx = 1\n`, dir);
-  assert.throws(() => cli(["multi", "deploy", bad], { TSWEAVER_STATE_DIR: dir }), (err: { stderr: string }) => /\["hello\/Revrser"\]: unknown component \(registered components: hello\/Reverser, tsweaver\/Main\)/.test(err.stderr));
+  assert.throws(
+    () => cli(["multi", "deploy", bad], { TSWEAVER_STATE_DIR: dir }),
+    (err: { stderr: string }) =>
+      /\["hello\/Revrser"\]: unknown component \(registered components: hello\/Reverser, tsweaver\/Main\)/.test(err.stderr),
+  );
   const nobin = writeConfig(`[tsweaver]\nbinary = "nope.js"\n`, tempDir());
-  assert.throws(() => cli(["multi", "deploy", nobin], {}), (err: { stderr: string }) => /tsweaver\.binary: .*nope\.js does not exist; build the app first/.test(err.stderr));
-  assert.throws(() => cli(["multi", "deploy", path.join(ROOT, "missing.toml")], {}), (err: { stderr: string }) => /cannot read config file .*missing\.toml/.test(err.stderr));
+  assert.throws(
+    () => cli(["multi", "deploy", nobin], {}),
+    (err: { stderr: string }) => /tsweaver\.binary: .*nope\.js does not exist; build the app first/.test(err.stderr),
+  );
+  assert.throws(
+    () => cli(["multi", "deploy", path.join(ROOT, "missing.toml")], {}),
+    (err: { stderr: string }) => /cannot read config file .*missing\.toml/.test(err.stderr),
+  );
   assert.match(cli(["multi", "--help"], {}), /deploy <config> +deploy the app/);
   assert.match(cli(["multi", "logs", "--help"], {}), /--follow/);
 });

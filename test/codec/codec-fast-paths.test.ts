@@ -29,7 +29,13 @@ test("strings of every short length, ASCII or not, at every position", () => {
 });
 
 test("objects decoded through compiled shapes equal the originals, keep key order and are independent", () => {
-  const rows = Array.from({ length: 50 }, (_, i) => ({ id: i, name: `n${i}`, price: i + 0.25, tags: [`t${i}`], extra: i % 3 ? null : undefined }));
+  const rows = Array.from({ length: 50 }, (_, i) => ({
+    id: i,
+    name: `n${i}`,
+    price: i + 0.25,
+    tags: [`t${i}`],
+    extra: i % 3 ? null : undefined,
+  }));
   const back = rt(rows) as typeof rows;
   assert.deepStrictEqual(back, rows);
   for (const r of back) {
@@ -51,7 +57,24 @@ test("objects decoded through compiled shapes equal the originals, keep key orde
 });
 
 test("keys that are awkward in JS source are plain data in compiled shapes", () => {
-  const keys = ['"}; throw new Error("injected"); ({"', "\u2028", "\u2029", 'a"b', "\\", "`${x}`", "constructor", "toString", "hasOwnProperty", "__defineGetter__", "", " ", "0x10", "-1", "1.5", "😀"]; // (a lone surrogate becomes U+FFFD by design)
+  const keys = [
+    '"}; throw new Error("injected"); ({"',
+    "\u2028",
+    "\u2029",
+    'a"b',
+    "\\",
+    "`${x}`",
+    "constructor",
+    "toString",
+    "hasOwnProperty",
+    "__defineGetter__",
+    "",
+    " ",
+    "0x10",
+    "-1",
+    "1.5",
+    "😀",
+  ]; // (a lone surrogate becomes U+FFFD by design)
   const o = Object.fromEntries(keys.map((k, i) => [k, i]));
   const bytes = encode(o);
   for (let i = 0; i < 10; i++) {
@@ -70,12 +93,15 @@ test("__proto__ keys stay inert however often the shape repeats", () => {
   for (let i = 0; i < 15; i++) {
     w.u8(0xb2);
     for (const [k, v] of [
-      ["__proto__", () => {
-        w.u8(0xb1);
-        w.u8(0x80 | 8);
-        for (const b of Buffer.from("polluted")) w.u8(b);
-        w.u8(0xc3);
-      }],
+      [
+        "__proto__",
+        () => {
+          w.u8(0xb1);
+          w.u8(0x80 | 8);
+          for (const b of Buffer.from("polluted")) w.u8(b);
+          w.u8(0xc3);
+        },
+      ],
       ["a", () => w.u8(1)],
     ] as const) {
       w.u8(0x80 | k.length);
@@ -127,7 +153,7 @@ test("encoder shapes: same bytes as the generic path, for every kind of record",
     proxy,
     { 2: "two", 1: "one", b: true, a: false },
     { ["k".repeat(600)]: 1, short: 2 }, // keys too long to compile: generic path
-    { '"}; throw 1; //': 1, "\u2028": 2, "é": 3, "😀": 4 },
+    { '"}; throw 1; //': 1, "\u2028": 2, é: 3, "😀": 4 },
   ];
   for (const v of samples) {
     const first = encode(v);
@@ -138,8 +164,19 @@ test("encoder shapes: same bytes as the generic path, for every kind of record",
   assert.deepStrictEqual(rt(withGetter), { a: 1, g: "got" });
   assert.deepStrictEqual(rt(proxy), { p: 1, q: "proxied" });
   // Same keys, different values; a key set in another order.
-  const mixed = [{ x: 1, y: 2 }, { x: 5, y: 6 }, { y: 7, x: 8 }, { x: 9, y: 10 }];
-  for (let i = 0; i < 6; i++) assert.deepStrictEqual(rt(mixed), [{ x: 1, y: 2 }, { x: 5, y: 6 }, { y: 7, x: 8 }, { x: 9, y: 10 }]);
+  const mixed = [
+    { x: 1, y: 2 },
+    { x: 5, y: 6 },
+    { y: 7, x: 8 },
+    { x: 9, y: 10 },
+  ];
+  for (let i = 0; i < 6; i++)
+    assert.deepStrictEqual(rt(mixed), [
+      { x: 1, y: 2 },
+      { x: 5, y: 6 },
+      { y: 7, x: 8 },
+      { x: 9, y: 10 },
+    ]);
 });
 
 test("encoder shapes: errors name the right path once a shape is compiled", () => {

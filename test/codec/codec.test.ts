@@ -1,6 +1,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CodecError, MAX_DEPTH, Reader, Writer, decode, decodeValues, encode, encodeValue, encodeValues } from "../../runtime/codec/codec.js";
+import {
+  CodecError,
+  MAX_DEPTH,
+  Reader,
+  Writer,
+  decode,
+  decodeValues,
+  encode,
+  encodeValue,
+  encodeValues,
+} from "../../runtime/codec/codec.js";
 
 function rt<T>(v: T): unknown {
   return decode(encode(v));
@@ -16,9 +26,46 @@ test("primitives round-trip", () => {
 
 test("numbers: every integer width and edge floats", () => {
   const nums = [
-    0, 1, 31, 32, 127, 128, 255, 256, -1, -31, -32, -33, -127, -128, -129, 32767, 32768, -32768, -32769, 65535, 65536,
-    2 ** 31 - 1, 2 ** 31, -(2 ** 31), -(2 ** 31) - 1, 2 ** 32 - 1, 2 ** 32, 2 ** 53, -(2 ** 53), Number.MAX_SAFE_INTEGER,
-    Number.MIN_SAFE_INTEGER, 1.5, -1.5, 0.1, 1e300, 5e-324, Number.MAX_VALUE, Number.MIN_VALUE, Infinity, -Infinity,
+    0,
+    1,
+    31,
+    32,
+    127,
+    128,
+    255,
+    256,
+    -1,
+    -31,
+    -32,
+    -33,
+    -127,
+    -128,
+    -129,
+    32767,
+    32768,
+    -32768,
+    -32769,
+    65535,
+    65536,
+    2 ** 31 - 1,
+    2 ** 31,
+    -(2 ** 31),
+    -(2 ** 31) - 1,
+    2 ** 32 - 1,
+    2 ** 32,
+    2 ** 53,
+    -(2 ** 53),
+    Number.MAX_SAFE_INTEGER,
+    Number.MIN_SAFE_INTEGER,
+    1.5,
+    -1.5,
+    0.1,
+    1e300,
+    5e-324,
+    Number.MAX_VALUE,
+    Number.MIN_VALUE,
+    Infinity,
+    -Infinity,
   ];
   for (const n of nums) {
     const back = rt(n);
@@ -103,7 +150,13 @@ test("typed arrays, DataView, ArrayBuffer", () => {
 test("Date, Map, Set", () => {
   same(new Date(1700000000123));
   assert.ok(Number.isNaN((rt(new Date(NaN)) as Date).getTime()));
-  same(new Map<unknown, unknown>([["a", 1], [2, { x: [1, 2] }], [null, new Set([1, "two"])]]));
+  same(
+    new Map<unknown, unknown>([
+      ["a", 1],
+      [2, { x: [1, 2] }],
+      [null, new Set([1, "two"])],
+    ]),
+  );
   same(new Set([1, "a", 3n, null]));
   same(new Map());
   same(new Set());
@@ -126,7 +179,10 @@ test("objects: nested, many keys, undefined values kept; class instances refused
   for (let i = 0; i < 100; i++) many[`key${i}`] = i;
   same(many);
   class Point {
-    constructor(public x: number, public y: number) {}
+    constructor(
+      public x: number,
+      public y: number,
+    ) {}
     norm(): number {
       return Math.hypot(this.x, this.y);
     }
@@ -134,7 +190,10 @@ test("objects: nested, many keys, undefined values kept; class instances refused
   assert.equal(new Point(3, 4).norm(), 5);
   assert.throws(
     () => encodeValues([1, { at: new Point(3, 4) }], new Writer()),
-    (err: unknown) => err instanceof CodecError && err.path === "args[1].at" && /an instance of class Point \(only plain data crosses a call/.test(err.message),
+    (err: unknown) =>
+      err instanceof CodecError &&
+      err.path === "args[1].at" &&
+      /an instance of class Point \(only plain data crosses a call/.test(err.message),
   );
   assert.throws(() => encodeValues([new (class {})()], new Writer()), /an instance of class \(anonymous\)/);
   // Null-prototype objects decode as plain objects.
@@ -215,20 +274,35 @@ test("functions and symbols are rejected with the path to them", () => {
     () => encode({ "odd key": new Map([["k", () => 0]]) }),
     (e: unknown) => e instanceof CodecError && e.path === 'value["odd key"].get("k")',
   );
-  assert.throws(() => encode(new Set([Symbol.iterator])), (e: unknown) => e instanceof CodecError && e.path === "value.<element 0>");
-  assert.throws(() => encode({ p: Promise.resolve(1) }), (e: unknown) => e instanceof CodecError && /Promise/.test(e.message));
+  assert.throws(
+    () => encode(new Set([Symbol.iterator])),
+    (e: unknown) => e instanceof CodecError && e.path === "value.<element 0>",
+  );
+  assert.throws(
+    () => encode({ p: Promise.resolve(1) }),
+    (e: unknown) => e instanceof CodecError && /Promise/.test(e.message),
+  );
 });
 
 test("cycles and excessive depth are rejected", () => {
   const a: Record<string, unknown> = { x: 1 };
   a.self = a;
-  assert.throws(() => encode(a), (e: unknown) => e instanceof CodecError && /cyclic/.test(e.message));
+  assert.throws(
+    () => encode(a),
+    (e: unknown) => e instanceof CodecError && /cyclic/.test(e.message),
+  );
   const arr: unknown[] = [];
   arr.push([arr]);
-  assert.throws(() => encode(arr), (e: unknown) => e instanceof CodecError && /cyclic/.test(e.message));
+  assert.throws(
+    () => encode(arr),
+    (e: unknown) => e instanceof CodecError && /cyclic/.test(e.message),
+  );
   let deep: unknown = 1;
   for (let i = 0; i < MAX_DEPTH + 5; i++) deep = [deep];
-  assert.throws(() => encode(deep), (e: unknown) => e instanceof CodecError && /deeper/.test(e.message));
+  assert.throws(
+    () => encode(deep),
+    (e: unknown) => e instanceof CodecError && /deeper/.test(e.message),
+  );
   let ok: unknown = 1;
   for (let i = 0; i < MAX_DEPTH - 1; i++) ok = { v: ok };
   same(ok);
@@ -315,7 +389,9 @@ test("randomized round trip of generated values", () => {
       case 1:
         return rand() * 1e6 - 5e5;
       case 2:
-        return String.fromCodePoint(...Array.from({ length: Math.floor(rand() * 40) }, () => Math.floor(rand() * 0x2ffff)).filter((c) => c < 0xd800 || c > 0xdfff));
+        return String.fromCodePoint(
+          ...Array.from({ length: Math.floor(rand() * 40) }, () => Math.floor(rand() * 0x2ffff)).filter((c) => c < 0xd800 || c > 0xdfff),
+        );
       case 3:
         return rand() < 0.5;
       case 4:

@@ -7,7 +7,8 @@ import { after, before, describe, test } from "node:test";
 import { CONFORMANCE_APP, Proc, getJson, tempDir, waitFor, writeConfig } from "../support/index.js";
 import { deployForTest } from "../support/multi.js";
 
-const PLAIN_ONLY = "(only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })";
+const PLAIN_ONLY =
+  "(only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })";
 
 /** Each scenario and the outcome every deployer must produce. */
 const EXPECTED: Record<string, unknown> = {
@@ -15,9 +16,27 @@ const EXPECTED: Record<string, unknown> = {
   lazy: { context: false, deadline: false, signal: false, metadata: false },
   "config-error": { name: "ConfigError", configError: true, message: 'config ["conf/Configured"].step: expected number, got "two"' },
   "values-supported": Object.fromEntries(
-    ["undefined", "null", "boolean", "number", "negative zero", "NaN", "Infinity", "bigint", "string", "array", "plain object", "null-prototype object", "Map", "Set", "Date", "Uint8Array", "Buffer", "Float64Array", "ArrayBuffer"].map(
-      (k) => [k, "same"],
-    ),
+    [
+      "undefined",
+      "null",
+      "boolean",
+      "number",
+      "negative zero",
+      "NaN",
+      "Infinity",
+      "bigint",
+      "string",
+      "array",
+      "plain object",
+      "null-prototype object",
+      "Map",
+      "Set",
+      "Date",
+      "Uint8Array",
+      "Buffer",
+      "Float64Array",
+      "ArrayBuffer",
+    ].map((k) => [k, "same"]),
   ),
   "values-class-argument": {
     name: "CodecError",
@@ -25,8 +44,18 @@ const EXPECTED: Record<string, unknown> = {
     path: "args[0].list[0]",
     codecError: true,
   },
-  "values-function-argument": { name: "CodecError", message: "cannot encode a function at args[0][1]", path: "args[0][1]", codecError: true },
-  "values-class-result": { name: "CodecError", message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at result`, path: "result", codecError: true },
+  "values-function-argument": {
+    name: "CodecError",
+    message: "cannot encode a function at args[0][1]",
+    path: "args[0][1]",
+    codecError: true,
+  },
+  "values-class-result": {
+    name: "CodecError",
+    message: `cannot encode an instance of class Thing ${PLAIN_ONLY} at result`,
+    path: "result",
+    codecError: true,
+  },
   plain: { reply: "slept 10", deadline: false, abortedWith: null },
   deadline: {
     caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
@@ -40,8 +69,20 @@ const EXPECTED: Record<string, unknown> = {
   },
   expired: { error: "DeadlineExceededError" },
   "cancelled-before": { error: "CallCancelledError" },
-  "error-registered": { name: "InsufficientFunds", message: "needs 5 more", instanceOf: ["Error", "InsufficientFunds"], own: { name: "InsufficientFunds", needed: 5 }, stack: true },
-  "error-plain": { name: "NotFound", message: "no such account", instanceOf: ["Error"], own: { name: "NotFound", code: "E_NOT_FOUND", info: { id: 7 } }, stack: true },
+  "error-registered": {
+    name: "InsufficientFunds",
+    message: "needs 5 more",
+    instanceOf: ["Error", "InsufficientFunds"],
+    own: { name: "InsufficientFunds", needed: 5 },
+    stack: true,
+  },
+  "error-plain": {
+    name: "NotFound",
+    message: "no such account",
+    instanceOf: ["Error"],
+    own: { name: "NotFound", code: "E_NOT_FOUND", info: { id: 7 } },
+    stack: true,
+  },
   "error-config": {
     name: "ConfigError",
     message: 'weaver.toml: [conf/Callee] step: must be a number, found "two"',
@@ -100,7 +141,10 @@ const DEPLOYMENTS: Record<string, Deployment> = {
 
 async function multi(colocate: string): Promise<Started> {
   const dir = tempDir();
-  const config = writeConfig(`${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`, dir);
+  const config = writeConfig(
+    `${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`,
+    dir,
+  );
   const { deployer, base } = await deployForTest(config, path.join(dir, "state"), "api");
   // The replica hosting conf/Configured, whose construction fails: reported UNHEALTHY, not HEALTHY.
   const health = () => deployer.status().groups.find((g) => g.components.includes("conf/Configured"))?.replicas[0]?.health;

@@ -6,19 +6,32 @@ import { CallCancelledError, DeadlineExceededError } from "../../runtime/core/er
 test("callStorage.pin: the context is current during the synchronous part only, and nests", async () => {
   const ctx = (tp: string): CallContext => ({ deadline: undefined, signal: undefined, metadata: undefined, traceparent: tp });
   let later: Promise<string | undefined> | undefined;
-  const seen = callStorage.pin(ctx("a"), (x: number) => {
-    later = Promise.resolve().then(() => currentCall()?.traceparent);
-    const inner = callStorage.pin(ctx("b"), () => currentCall()?.traceparent);
-    return [x, currentCall()?.traceparent, inner];
-  }, 7);
+  const seen = callStorage.pin(
+    ctx("a"),
+    (x: number) => {
+      later = Promise.resolve().then(() => currentCall()?.traceparent);
+      const inner = callStorage.pin(ctx("b"), () => currentCall()?.traceparent);
+      return [x, currentCall()?.traceparent, inner];
+    },
+    7,
+  );
   assert.deepEqual(seen, [7, "a", "b"]);
   assert.equal(currentCall(), undefined, "unpinned afterwards");
   assert.equal(await later, undefined, "continuations do not see a pinned context");
-  assert.throws(() => callStorage.pin(ctx("c"), () => { throw new Error("boom"); }), /boom/);
+  assert.throws(
+    () =>
+      callStorage.pin(ctx("c"), () => {
+        throw new Error("boom");
+      }),
+    /boom/,
+  );
   assert.equal(currentCall(), undefined, "unpinned after a throw");
   // run() still works as before, and a pin inside it wins for its synchronous part.
   await callStorage.run(ctx("r"), async () => {
-    assert.equal(callStorage.pin(ctx("p"), () => currentCall()?.traceparent), "p");
+    assert.equal(
+      callStorage.pin(ctx("p"), () => currentCall()?.traceparent),
+      "p",
+    );
     await Promise.resolve();
     assert.equal(currentCall()?.traceparent, "r");
   });
@@ -42,8 +55,22 @@ function sleeper(seen: { ctx?: CallContext | undefined; reason?: unknown }, ms =
 
 test("callInProcess: without a deadline or signal it is a direct call, synchronous results included", () => {
   const self = {};
-  assert.equal(callInProcess("a/B.m", (s, args) => (s === self ? args[0] : "wrong this"), self, [42]), 42);
-  assert.throws(() => callInProcess("a/B.m", () => { throw new Error("sync"); }, self, []), /sync/);
+  assert.equal(
+    callInProcess("a/B.m", (s, args) => (s === self ? args[0] : "wrong this"), self, [42]),
+    42,
+  );
+  assert.throws(
+    () =>
+      callInProcess(
+        "a/B.m",
+        () => {
+          throw new Error("sync");
+        },
+        self,
+        [],
+      ),
+    /sync/,
+  );
   const seen: { ctx?: CallContext | undefined } = {};
   withCallOptions({ metadata: { k: "v" } }, () => callInProcess("a/B.m", () => (seen.ctx = currentCall()), self, []));
   assert.deepEqual(seen.ctx?.metadata, { k: "v" }, "metadata-only calls run in the caller's context");
@@ -63,14 +90,23 @@ test("callInProcess: the caller's signal fails the call with CallCancelledError 
   const seen: { ctx?: CallContext | undefined; reason?: unknown } = {};
   const p = withCallOptions({ signal: ac.signal }, () => callInProcess("a/B.m", sleeper(seen), {}, []));
   ac.abort();
-  await assert.rejects(p as Promise<unknown>, (err) => err instanceof CallCancelledError && err.message === "a/B.m: cancelled by the caller");
+  await assert.rejects(
+    p as Promise<unknown>,
+    (err) => err instanceof CallCancelledError && err.message === "a/B.m: cancelled by the caller",
+  );
   assert.equal(seen.ctx?.deadline, undefined);
   assert.ok(seen.reason instanceof CallCancelledError);
   // Already aborted, or already past the deadline: the callee never runs.
   let ran = false;
   const run = () => (ran = true);
-  await assert.rejects(withCallOptions({ signal: ac.signal }, () => callInProcess("a/B.m", run, {}, [])) as Promise<unknown>, CallCancelledError);
-  await assert.rejects(withCallOptions({ timeoutMs: 0 }, () => callInProcess("a/B.m", run, {}, [])) as Promise<unknown>, DeadlineExceededError);
+  await assert.rejects(
+    withCallOptions({ signal: ac.signal }, () => callInProcess("a/B.m", run, {}, [])) as Promise<unknown>,
+    CallCancelledError,
+  );
+  await assert.rejects(
+    withCallOptions({ timeoutMs: 0 }, () => callInProcess("a/B.m", run, {}, [])) as Promise<unknown>,
+    DeadlineExceededError,
+  );
   assert.equal(ran, false);
 });
 
@@ -80,7 +116,16 @@ test("callInProcess: a call that finishes in time returns its value (or its erro
   assert.equal(v, "done");
   assert.equal(seen.ctx?.signal?.aborted, false, "the callee's signal does not abort after the call");
   await assert.rejects(
-    withCallOptions({ timeoutMs: 60_000 }, () => callInProcess("a/B.m", () => { throw new TypeError("bad"); }, {}, [])) as Promise<unknown>,
+    withCallOptions({ timeoutMs: 60_000 }, () =>
+      callInProcess(
+        "a/B.m",
+        () => {
+          throw new TypeError("bad");
+        },
+        {},
+        [],
+      ),
+    ) as Promise<unknown>,
     TypeError,
   );
 });
@@ -95,5 +140,8 @@ test("callStorage.outside: no context in the function or its continuations, whet
     }),
   );
   assert.deepEqual(seen, [undefined, undefined]);
-  assert.equal(callStorage.pin(ctx, () => callStorage.outside(() => currentCall())), undefined);
+  assert.equal(
+    callStorage.pin(ctx, () => callStorage.outside(() => currentCall())),
+    undefined,
+  );
 });

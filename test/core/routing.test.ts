@@ -24,7 +24,13 @@ test("an assignment covers the key space from 0 with sorted slices owned by know
 });
 
 test("keys spread over replicas, and a departing replica's keys are the only ones that move", () => {
-  const owner = (a: ReturnType<typeof computeAssignment>, key: bigint) => a.slices[findSlice(a.slices.map((s) => s.start), key)]!.replica;
+  const owner = (a: ReturnType<typeof computeAssignment>, key: bigint) =>
+    a.slices[
+      findSlice(
+        a.slices.map((s) => s.start),
+        key,
+      )
+    ]!.replica;
   const before = computeAssignment(R, 1n);
   const after = computeAssignment(R.slice(0, 2), 2n);
   const counts = new Map<string, number>();

@@ -47,7 +47,10 @@ after(async () => {
 
 test("an envelope starts the app, forwards its requests, turns stdout into log entries, and answers control calls", async () => {
   const rec = recordingHandler();
-  const env = await startEnvelope({ binary: ECHO_APP, weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] } }, rec.handler);
+  const env = await startEnvelope(
+    { binary: ECHO_APP, weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] } },
+    rec.handler,
+  );
   started.push(env);
   assert.ok(env.pid > 0 && alive(env.pid));
   assert.match(env.dialAddress, /^127\.0\.0\.1:\d+$/);
@@ -80,7 +83,9 @@ test("an envelope starts the app, forwards its requests, turns stdout into log e
 
 test("requests a weavelet sends during and right after its handshake reach the handler of its envelope", async () => {
   const binary = path.join(ROOT, "dist/test/fixtures/apps/eager-weavelet.js");
-  const envelopes = [0, 1].map((i) => new Envelope({ binary, weaveletArgs: { ...baseArgs, id: `w${i}`, runMain: false, group: "g", components: [] } }));
+  const envelopes = [0, 1].map(
+    (i) => new Envelope({ binary, weaveletArgs: { ...baseArgs, id: `w${i}`, runMain: false, group: "g", components: [] } }),
+  );
   started.push(...envelopes);
   const asked: { by: Envelope; component: string; handshakeDone: boolean }[] = [];
   const printed: { by: Envelope; line: string }[] = [];
@@ -104,7 +109,10 @@ test("requests a weavelet sends during and right after its handshake reach the h
     assert.equal(mine.find((a) => a.component === "test/During")!.handshakeDone, false, "test/During arrives before serve() resolves");
     const name = i === 0 ? "first" : "second";
     assert.deepEqual(
-      printed.filter((p) => p.by === envelope).map((p) => p.line).sort(),
+      printed
+        .filter((p) => p.by === envelope)
+        .map((p) => p.line)
+        .sort(),
       [`routing test/After -> ${name}:1`, `routing test/During -> ${name}:1`],
       "each weavelet received the routing its own envelope's handler sent",
     );
@@ -122,24 +130,45 @@ test("the envelope refuses a weavelet of another protocol version, naming both v
 test("a weavelet refuses an envelope of another protocol version and exits", async () => {
   const child = spawn(process.execPath, [ECHO_APP], {
     stdio: ["ignore", "ignore", "ignore", "pipe"],
-    env: { ...process.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs({ ...baseArgs, runMain: false, group: "g", components: ["test/Echo"], protocolVersion: 99 }) },
+    env: {
+      ...process.env,
+      TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs({
+        ...baseArgs,
+        runMain: false,
+        group: "g",
+        components: ["test/Echo"],
+        protocolVersion: 99,
+      }),
+    },
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const channel = new ControlChannel(child.stdio[3] as Duplex, async () => ["empty", {}], "test weavelet");
-  await assert.rejects(channel.request("initWeavelet", { protocolVersion: 99, sections: [] }), /envelope speaks version 99, weavelet speaks version 1/);
+  await assert.rejects(
+    channel.request("initWeavelet", { protocolVersion: 99, sections: [] }),
+    /envelope speaks version 99, weavelet speaks version 1/,
+  );
   assert.notEqual(await exited, 0);
 });
 
 test("an app that dies before its handshake is reported with its stderr", async () => {
   await assert.rejects(
-    startEnvelope({ binary: path.join(ROOT, "dist/test/fixtures/apps/crash.js"), weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] } }, recordingHandler().handler),
+    startEnvelope(
+      {
+        binary: path.join(ROOT, "dist/test/fixtures/apps/crash.js"),
+        weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] },
+      },
+      recordingHandler().handler,
+    ),
     /exited \(code 3, signal null\) before its handshake:\nboom: this app cannot start/,
   );
 });
 
 test("a missing entry file is reported", async () => {
   await assert.rejects(
-    startEnvelope({ binary: "/nonexistent/app.js", weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] } }, recordingHandler().handler),
+    startEnvelope(
+      { binary: "/nonexistent/app.js", weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] } },
+      recordingHandler().handler,
+    ),
     /before its handshake:\n[\s\S]*Cannot find module '\/nonexistent\/app.js'/,
   );
 });
@@ -147,7 +176,10 @@ test("a missing entry file is reported", async () => {
 test("a weavelet that does not answer is reported UNHEALTHY, and HEALTHY once it answers again", async () => {
   const rec = recordingHandler();
   const env = await startEnvelope(
-    { binary: path.join(ROOT, "dist/test/fixtures/apps/stuck.js"), weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] } },
+    {
+      binary: path.join(ROOT, "dist/test/fixtures/apps/stuck.js"),
+      weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] },
+    },
     rec.handler,
   );
   started.push(env);

@@ -21,7 +21,8 @@ class Shopper {
   request(method: string, urlPath: string, body?: unknown): Promise<Reply> {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const headers: Record<string, string> = { cookie: [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ") };
-    if (data !== undefined) Object.assign(headers, { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) });
+    if (data !== undefined)
+      Object.assign(headers, { "content-type": "application/json", "content-length": String(Buffer.byteLength(data)) });
     return new Promise((resolve, reject) => {
       const req = http.request(`${this.base}${urlPath}`, { method, headers, agent: false, timeout: 10_000 }, (res) => {
         for (const c of res.headers["set-cookie"] ?? []) {
@@ -77,7 +78,17 @@ address = "127.0.0.1:0"
     assert.equal(home.status, 200);
     assert.equal(home.body.products.length, 9);
     const names = home.body.products.map((p: { product: { name: string } }) => p.product.name);
-    for (const n of ["Sunglasses", "Tank Top", "Watch", "Loafers", "Hairdryer", "Candle Holder", "Salt & Pepper Shakers", "Bamboo Glass Jar", "Mug"]) {
+    for (const n of [
+      "Sunglasses",
+      "Tank Top",
+      "Watch",
+      "Loafers",
+      "Hairdryer",
+      "Candle Holder",
+      "Salt & Pepper Shakers",
+      "Bamboo Glass Jar",
+      "Mug",
+    ]) {
       assert.ok(names.includes(n), `home lists ${n}`);
     }
     assert.ok(home.body.ad?.text, "home shows an ad");
@@ -89,7 +100,10 @@ address = "127.0.0.1:0"
     assert.equal(product.body.product.name, "Sunglasses");
     assert.deepEqual(product.body.price, { currencyCode: "USD", units: 19, nanos: 990_000_000 });
     assert.ok(product.body.recommendations.length > 0);
-    assert.ok(product.body.recommendations.every((p: { id: string }) => p.id !== "OLJCESPC7Z"), "recommends other products");
+    assert.ok(
+      product.body.recommendations.every((p: { id: string }) => p.id !== "OLJCESPC7Z"),
+      "recommends other products",
+    );
     assert.equal((await shopper.request("GET", "/api/product/NOPE")).status, 404);
 
     assert.deepEqual((await shopper.request("POST", "/api/cart", { productId: "OLJCESPC7Z", quantity: 2 })).body, { cartSize: 2 });
@@ -133,13 +147,18 @@ address = "127.0.0.1:0"
     // The email component (its own process) logged the confirmation.
     const logFile = new DeploymentDir(stateDir, deployer.deploymentId).logFile;
     const line = await waitFor("the email log entry", () =>
-      existsSync(logFile) ? readFileSync(logFile, "utf8").split("\n").find((l) => l.includes("order confirmation email sent") && l.includes(order.orderId)) : undefined,
+      existsSync(logFile)
+        ? readFileSync(logFile, "utf8")
+            .split("\n")
+            .find((l) => l.includes("order confirmation email sent") && l.includes(order.orderId))
+        : undefined,
     );
     assert.match(line, /"component":"boutique\/Email"/);
     assert.match(line, new RegExp(order.shippingTrackingId));
 
     // Every component ran in its own process.
     const pids = deployer.pids();
-    for (const g of ["tsweaver-main", "boutique-payment", "boutique-checkout", "boutique-email", "boutique-currency"]) assert.equal(pids.get(g)?.length, 1, `group ${g} runs`);
+    for (const g of ["tsweaver-main", "boutique-payment", "boutique-checkout", "boutique-email", "boutique-currency"])
+      assert.equal(pids.get(g)?.length, 1, `group ${g} runs`);
   });
 });

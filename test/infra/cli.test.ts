@@ -46,7 +46,9 @@ test("the CDK app synthesizes the stack named in weaver.toml, with the AWS Solut
 });
 
 test("a weaver.toml error stops the app with the file and key, and no stack trace", () => {
-  const file = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(FAKE_APP)}\nargs = ["hello"]\n[aws.groups.hello-reverser]\nmax = "many"\n`);
+  const file = writeConfig(
+    `[tsweaver]\nbinary = ${JSON.stringify(FAKE_APP)}\nargs = ["hello"]\n[aws.groups.hello-reverser]\nmax = "many"\n`,
+  );
   const r = runApp(file);
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim(), `tsweaver: ${file}: aws.groups.hello-reverser.max: must be an integer from 1 to 1000 (got "many")`);
@@ -56,7 +58,10 @@ test("an app that cannot list its components stops the app with the reason", () 
   const file = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(FAKE_APP)}\nargs = ["crash"]\n`);
   const r = runApp(file);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^tsweaver: .*weaver\.toml: tsweaver\.binary: listing the components of .* exited with status 3:\nError: Cannot find module 'left-pad'/);
+  assert.match(
+    r.stderr,
+    /^tsweaver: .*weaver\.toml: tsweaver\.binary: listing the components of .* exited with status 3:\nError: Cannot find module 'left-pad'/,
+  );
 });
 
 test("`cdk synth` works offline, without AWS credentials", () => {

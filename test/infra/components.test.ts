@@ -29,7 +29,10 @@ test("the app's [tsweaver] env reaches the listing run", () => {
 });
 
 test("a missing binary says to build first", () => {
-  rejects(() => listAppComponents(app([], path.join(path.dirname(FAKE_APP), "nope.js"))), /nope\.js does not exist; build the app first \(npm run build\)/);
+  rejects(
+    () => listAppComponents(app([], path.join(path.dirname(FAKE_APP), "nope.js"))),
+    /nope\.js does not exist; build the app first \(npm run build\)/,
+  );
 });
 
 test("a crashing app: exit status and the end of its stderr", () => {

@@ -31,7 +31,10 @@ describe("five stack", () => {
 
   test("five groups: five task definitions plus the control plane's, five Cloud Map services plus the control plane's", () => {
     assert.deepEqual([...s.stack.weaver.groups.keys()], GROUPS);
-    const services = Object.values(s.template.findResources("AWS::ECS::Service")).map((r) => [r["Properties"].ServiceName, r["Properties"].DesiredCount]);
+    const services = Object.values(s.template.findResources("AWS::ECS::Service")).map((r) => [
+      r["Properties"].ServiceName,
+      r["Properties"].DesiredCount,
+    ]);
     assert.deepEqual(services, [[CONTROLPLANE_NAME, 1]], "group services are the control plane's, per version");
     s.template.resourceCountIs("AWS::ECS::TaskDefinition", 6);
     s.template.resourceCountIs("AWS::ServiceDiscovery::Service", 6);
@@ -70,7 +73,12 @@ describe("five stack", () => {
     });
     s.template.hasResourceProperties("AWS::S3::Bucket", {
       BucketEncryption: { ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: "AES256" } }] },
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
       LifecycleConfiguration: { Rules: [Match.objectLike({ ExpirationInDays: 14, Status: "Enabled" })] },
     });
     s.template.hasResourceProperties("AWS::S3::BucketPolicy", {
@@ -86,7 +94,10 @@ describe("five stack", () => {
 
   test("the shop listener: port 80, health check /healthz, container port 8080 on every group task", () => {
     s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::Listener", { Port: 80, Protocol: "HTTP" });
-    const listeners = joinedJson(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.LISTENERS]) as Record<string, { containerPort: number; healthCheckPath: string }>;
+    const listeners = joinedJson(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.LISTENERS]) as Record<
+      string,
+      { containerPort: number; healthCheckPath: string }
+    >;
     assert.deepEqual([listeners["shop"]!.containerPort, listeners["shop"]!.healthCheckPath], [8080, "/healthz"]);
     assert.match(JSON.stringify(s.json.Outputs["UrlShop"]!.Value), /"http:\/\/",\{"Fn::GetAtt":\["\w+","DNSName"\]\}/);
   });
@@ -95,13 +106,22 @@ describe("five stack", () => {
     const asset = s.stack.imageAsset!;
     const staged = path.join(s.outdir, `asset.${asset.assetHash}`);
     const has = (p: string) => existsSync(path.join(staged, p));
-    for (const p of ["infra/Dockerfile", "package.json", "package-lock.json", "examples/five/weaver.toml", "dist/runtime"]) assert.ok(has(p), `image has ${p}`);
-    for (const p of ["node_modules", "test", "dist/test", "dist/infra", ".git", "cdk.out", "bench"]) assert.ok(!has(p), `image leaves out ${p}`);
+    for (const p of ["infra/Dockerfile", "package.json", "package-lock.json", "examples/five/weaver.toml", "dist/runtime"])
+      assert.ok(has(p), `image has ${p}`);
+    for (const p of ["node_modules", "test", "dist/test", "dist/infra", ".git", "cdk.out", "bench"])
+      assert.ok(!has(p), `image leaves out ${p}`);
     assert.ok(!readdirSync(staged).some((f) => f.startsWith("cdk.out")));
   });
 });
 
 test("examples/five lists its own six components (the built example, through the runtime)", () => {
   const config = loadConfig(FIVE);
-  assert.deepEqual(listAppComponents(config), ["five/Catalog", "five/Checkout", "five/Currency", "five/Inventory", "five/Pricing", "tsweaver/Main"]);
+  assert.deepEqual(listAppComponents(config), [
+    "five/Catalog",
+    "five/Checkout",
+    "five/Currency",
+    "five/Inventory",
+    "five/Pricing",
+    "tsweaver/Main",
+  ]);
 });

@@ -8,7 +8,14 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { AGENT_CONTAINER, CONTROLPLANE_CONTAINER } from "../../infra/weaver-app.js";
-import { CONTROLPLANE_NAME, ENV, OUTPUTS, targetGroupName, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/contract.js";
+import {
+  CONTROLPLANE_NAME,
+  ENV,
+  OUTPUTS,
+  targetGroupName,
+  type GroupsEnv,
+  type ListenersEnv,
+} from "../../runtime/deployers/aws/contract.js";
 import {
   actionsOf,
   cdkAnnotations,
@@ -101,7 +108,11 @@ describe("hello stack", () => {
     s.template.resourceCountIs("AWS::EC2::VPC", 1);
     s.template.resourceCountIs("AWS::EC2::NatGateway", 1);
     s.template.resourceCountIs("AWS::EC2::Subnet", 4);
-    s.template.hasResourceProperties("AWS::EC2::FlowLog", { ResourceType: "VPC", TrafficType: "REJECT", LogDestinationType: "cloud-watch-logs" });
+    s.template.hasResourceProperties("AWS::EC2::FlowLog", {
+      ResourceType: "VPC",
+      TrafficType: "REJECT",
+      LogDestinationType: "cloud-watch-logs",
+    });
     s.template.hasResourceProperties("AWS::ECS::Cluster", {
       ClusterName: "tsweaver-hello",
       ClusterSettings: [{ Name: "containerInsights", Value: "enabled" }],
@@ -114,7 +125,9 @@ describe("hello stack", () => {
     s.template.resourceCountIs("AWS::ServiceDiscovery::PrivateDnsNamespace", 0);
     const services = s.template.findResources("AWS::ServiceDiscovery::Service");
     assert.deepEqual(
-      Object.values(services).map((r) => r["Properties"].Name).sort(),
+      Object.values(services)
+        .map((r) => r["Properties"].Name)
+        .sort(),
       ["hello-reverser", "tsweaver-main", CONTROLPLANE_NAME].sort(),
     );
     for (const r of Object.values(services)) {
@@ -135,12 +148,23 @@ describe("hello stack", () => {
     const svc = s.template.findResources("AWS::ECS::Service", { Properties: { ServiceName: CONTROLPLANE_NAME } });
     const p = Object.values(svc)[0]!["Properties"];
     assert.equal(p.DesiredCount, 1);
-    assert.deepEqual(p.DeploymentConfiguration, { DeploymentCircuitBreaker: { Enable: true, Rollback: true }, MaximumPercent: 200, MinimumHealthyPercent: 100 });
+    assert.deepEqual(p.DeploymentConfiguration, {
+      DeploymentCircuitBreaker: { Enable: true, Rollback: true },
+      MaximumPercent: 200,
+      MinimumHealthyPercent: 100,
+    });
     assert.deepEqual(p.NetworkConfiguration.AwsvpcConfiguration.SecurityGroups, [{ "Fn::GetAtt": [ids.controlPlaneSg, "GroupId"] }]);
     s.template.hasResourceProperties("AWS::ECS::TaskDefinition", {
       Family: "tsweaver-hello-controlplane",
       TaskRoleArn: { "Fn::GetAtt": [ids.controlPlaneRole, "Arn"] },
-      ContainerDefinitions: [Match.objectLike({ Name: CONTROLPLANE_CONTAINER, Command: ["aws", "controlplane"], PortMappings: [{ ContainerPort: 9100, Protocol: "tcp" }], StopTimeout: 120 })],
+      ContainerDefinitions: [
+        Match.objectLike({
+          Name: CONTROLPLANE_CONTAINER,
+          Command: ["aws", "controlplane"],
+          PortMappings: [{ ContainerPort: 9100, Protocol: "tcp" }],
+          StopTimeout: 120,
+        }),
+      ],
     });
   });
 
@@ -200,9 +224,21 @@ describe("hello stack", () => {
     });
     const listeners = joinedJson(env[ENV.LISTENERS]) as ListenersEnv;
     assert.deepEqual(listeners, {
-      hello: { url: `http://<${ids.lb}.DNSName>`, port: 80, containerPort: 8080, listenerArn: `<${ids.listener}>`, healthCheckPath: "/healthz", deregistrationDelaySeconds: 30 },
+      hello: {
+        url: `http://<${ids.lb}.DNSName>`,
+        port: 80,
+        containerPort: 8080,
+        listenerArn: `<${ids.listener}>`,
+        healthCheckPath: "/healthz",
+        deregistrationDelaySeconds: 30,
+      },
     });
-    assert.deepEqual(JSON.parse(env[ENV.ROLLOUT] as string), { steps: [10, 50, 100], stepSeconds: 60, maxErrorRate: 0.05, healthTimeoutSeconds: 600 });
+    assert.deepEqual(JSON.parse(env[ENV.ROLLOUT] as string), {
+      steps: [10, 50, 100],
+      stepSeconds: 60,
+      maxErrorRate: 0.05,
+      healthTimeoutSeconds: 600,
+    });
     assert.deepEqual(env[ENV.VPC_ID], { Ref: s.id(s.stack.weaver.vpc) });
     assert.equal(env[ENV.VERSION], s.stack.version);
   });
@@ -264,7 +300,10 @@ describe("hello stack", () => {
 
   test("IAM: group tasks may only discover instances of this namespace", () => {
     const mine = statements(s.json).filter((st) => st.roles.includes(ids.weaveletRole));
-    assert.deepEqual(new Set(mine.flatMap(actionsOf)), new Set(["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]));
+    assert.deepEqual(
+      new Set(mine.flatMap(actionsOf)),
+      new Set(["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]),
+    );
     assert.deepEqual(
       mine.map((st) => [st.Resource, st.Condition]),
       [
@@ -297,21 +336,34 @@ describe("hello stack", () => {
     assert.match(JSON.stringify(bySid("ClusterTasks").Resource), new RegExp(`:task/",\\{"Ref":"${ids.cluster}"\\},"/\\*"`));
     assert.deepEqual(bySid("ListInCluster").Condition, cluster);
     assert.deepEqual(bySid("PassTaskRoles").Condition, { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } });
-    assert.deepEqual(new Set(resourcesOf(bySid("PassTaskRoles"))), new Set([{ "Fn::GetAtt": [ids.executionRole, "Arn"] }, { "Fn::GetAtt": [ids.weaveletRole, "Arn"] }]));
-    const discovery = [...s.stack.weaver.groups.values()].map((g) => g.discoveryService).concat(s.stack.weaver.controlPlaneDiscoveryService);
+    assert.deepEqual(
+      new Set(resourcesOf(bySid("PassTaskRoles"))),
+      new Set([{ "Fn::GetAtt": [ids.executionRole, "Arn"] }, { "Fn::GetAtt": [ids.weaveletRole, "Arn"] }]),
+    );
+    const discovery = [...s.stack.weaver.groups.values()]
+      .map((g) => g.discoveryService)
+      .concat(s.stack.weaver.controlPlaneDiscoveryService);
     assert.deepEqual(new Set(resourcesOf(bySid("RegisterReplicas"))), new Set(discovery.map((d) => ({ "Fn::GetAtt": [s.id(d), "Arn"] }))));
     // Target groups only under this deployment's and listener's name prefix.
     const prefix = targetGroupName("tsweaver-hello", "hello", "");
     assert.match(JSON.stringify(bySid("VersionTargetGroups").Resource), new RegExp(`:targetgroup/${prefix}\\*"`));
     assert.ok(actionsOf(bySid("VersionTargetGroups")).includes("elasticloadbalancing:CreateTargetGroup"));
     assert.deepEqual(bySid("CreateListenerRules").Resource, { Ref: ids.listener });
-    assert.match(JSON.stringify(bySid("ChangeListenerRules").Resource), new RegExp(`listener-rule/",\\{"Fn::GetAtt":\\["${ids.lb}","LoadBalancerFullName"\\]\\},"/\\*"`));
+    assert.match(
+      JSON.stringify(bySid("ChangeListenerRules").Resource),
+      new RegExp(`listener-rule/",\\{"Fn::GetAtt":\\["${ids.lb}","LoadBalancerFullName"\\]\\},"/\\*"`),
+    );
     assert.match(JSON.stringify(bySid("VersionScaling").Resource), /:scalable-target\/\*"/);
-    assert.deepEqual(bySid("ScalingServiceLinkedRole").Condition, { StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" } });
+    assert.deepEqual(bySid("ScalingServiceLinkedRole").Condition, {
+      StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" },
+    });
     assert.deepEqual(bySid("OwnStack").Resource, { Ref: "AWS::StackId" });
     // Nothing else: no S3, no IAM beyond PassRole and the scaling service-linked role.
     const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
-    assert.deepEqual(services, new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation"]));
+    assert.deepEqual(
+      services,
+      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation"]),
+    );
   });
 
   test("IAM: task roles trust ECS tasks of this account only", () => {
@@ -333,29 +385,34 @@ describe("hello stack", () => {
 
   test("log groups have the configured retention; the secret is generated", () => {
     s.template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
-    s.template.hasResourceProperties("AWS::SecretsManager::Secret", { GenerateSecretString: { ExcludePunctuation: true, PasswordLength: 48 } });
+    s.template.hasResourceProperties("AWS::SecretsManager::Secret", {
+      GenerateSecretString: { ExcludePunctuation: true, PasswordLength: 48 },
+    });
   });
 
   test("outputs: the names tsweaver aws reads, with per-listener entries", () => {
     const o = s.json.Outputs;
-    assert.deepEqual(Object.keys(o).sort(), [
-      OUTPUTS.APP,
-      OUTPUTS.CLUSTER_ARN,
-      OUTPUTS.CLUSTER_NAME,
-      OUTPUTS.CONTROLPLANE_SERVICE,
-      OUTPUTS.DEPLOYMENT,
-      OUTPUTS.SECRET_ARN,
-      OUTPUTS.GROUPS,
-      OUTPUTS.LISTENERS,
-      OUTPUTS.LOAD_BALANCER_ARN,
-      OUTPUTS.LOAD_BALANCER_DNS,
-      OUTPUTS.LOG_GROUP,
-      OUTPUTS.MAIN_GROUP,
-      OUTPUTS.NAMESPACE_ID,
-      OUTPUTS.NAMESPACE_NAME,
-      OUTPUTS.VERSION,
-      "UrlHello",
-    ].sort());
+    assert.deepEqual(
+      Object.keys(o).sort(),
+      [
+        OUTPUTS.APP,
+        OUTPUTS.CLUSTER_ARN,
+        OUTPUTS.CLUSTER_NAME,
+        OUTPUTS.CONTROLPLANE_SERVICE,
+        OUTPUTS.DEPLOYMENT,
+        OUTPUTS.SECRET_ARN,
+        OUTPUTS.GROUPS,
+        OUTPUTS.LISTENERS,
+        OUTPUTS.LOAD_BALANCER_ARN,
+        OUTPUTS.LOAD_BALANCER_DNS,
+        OUTPUTS.LOG_GROUP,
+        OUTPUTS.MAIN_GROUP,
+        OUTPUTS.NAMESPACE_ID,
+        OUTPUTS.NAMESPACE_NAME,
+        OUTPUTS.VERSION,
+        "UrlHello",
+      ].sort(),
+    );
     assert.equal(o[OUTPUTS.APP]!.Value, "hello");
     assert.equal(o[OUTPUTS.DEPLOYMENT]!.Value, "tsweaver-hello");
     assert.equal(o[OUTPUTS.MAIN_GROUP]!.Value, "tsweaver-main");
@@ -363,10 +420,16 @@ describe("hello stack", () => {
     assert.deepEqual(o[OUTPUTS.CLUSTER_NAME]!.Value, { Ref: ids.cluster });
     assert.equal(o[OUTPUTS.VERSION]!.Value, s.stack.version);
     assert.deepEqual(joinedJson(o[OUTPUTS.GROUPS]!.Value), {
-      "hello-reverser": { discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`, min: 2, max: 8 },
+      "hello-reverser": {
+        discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("hello-reverser")!.discoveryService)}.Id>`,
+        min: 2,
+        max: 8,
+      },
       "tsweaver-main": { discoveryServiceId: `<${s.id(s.stack.weaver.groups.get("tsweaver-main")!.discoveryService)}.Id>`, min: 1, max: 4 },
     });
-    assert.deepEqual(joinedJson(o[OUTPUTS.LISTENERS]!.Value), { hello: { url: `http://<${ids.lb}.DNSName>`, listenerArn: `<${ids.listener}>` } });
+    assert.deepEqual(joinedJson(o[OUTPUTS.LISTENERS]!.Value), {
+      hello: { url: `http://<${ids.lb}.DNSName>`, listenerArn: `<${ids.listener}>` },
+    });
   });
 
   test("the image is a Dockerfile asset, staged (not built) at synth", () => {

@@ -26,7 +26,10 @@ export interface Synth {
   readonly stack: WeaverStack;
   readonly template: Template;
   /** The resolved template. */
-  readonly json: { Resources: Record<string, { Type: string; Properties?: Record<string, any> }>; Outputs: Record<string, { Value: unknown }> };
+  readonly json: {
+    Resources: Record<string, { Type: string; Properties?: Record<string, any> }>;
+    Outputs: Record<string, { Value: unknown }>;
+  };
   readonly outdir: string;
   /** Logical id of a construct's CloudFormation resource. */
   id(construct: IConstruct): string;
@@ -72,13 +75,17 @@ export function synthText(text: string, fakeApp = "hello", context?: Record<stri
 /** cdk-nag AwsSolutions findings that were not acknowledged, as "rule at path". */
 export function nagFindings(app: App): string[] {
   const report = new AwsSolutionsChecks(app).validateScope(app);
-  return report.violations.flatMap((v) => v.violatingResources.map((r) => `${v.ruleName} at ${(r as { constructPath?: string }).constructPath ?? r.resourceLogicalId}`));
+  return report.violations.flatMap((v) =>
+    v.violatingResources.map((r) => `${v.ruleName} at ${(r as { constructPath?: string }).constructPath ?? r.resourceLogicalId}`),
+  );
 }
 
 /** Errors and warnings CDK itself attached to the stack's constructs. */
 export function cdkAnnotations(stack: Stack): string[] {
   const a = Annotations.fromStack(stack);
-  return [...a.findError("*", Match.anyValue()), ...a.findWarning("*", Match.anyValue())].map((m) => `${m.id}: ${JSON.stringify(m.entry.data)}`);
+  return [...a.findError("*", Match.anyValue()), ...a.findWarning("*", Match.anyValue())].map(
+    (m) => `${m.id}: ${JSON.stringify(m.entry.data)}`,
+  );
 }
 
 export interface Statement {
@@ -130,7 +137,8 @@ export function securityGroupRules(json: Synth["json"]): Rule[] {
     if (cidr?.["Fn::GetAtt"]?.[1] === "CidrBlock") return "cidr:vpc";
     return `cidr:${JSON.stringify(cidr)}`;
   };
-  const portOf = (p: Record<string, any>): string => (p["IpProtocol"] === "-1" ? "all" : `${p["FromPort"]}${p["ToPort"] !== p["FromPort"] ? `-${p["ToPort"]}` : ""}`);
+  const portOf = (p: Record<string, any>): string =>
+    p["IpProtocol"] === "-1" ? "all" : `${p["FromPort"]}${p["ToPort"] !== p["FromPort"] ? `-${p["ToPort"]}` : ""}`;
   for (const [id, r] of Object.entries(json.Resources)) {
     const p = r.Properties ?? {};
     if (r.Type === "AWS::EC2::SecurityGroup") {

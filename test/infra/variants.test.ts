@@ -54,7 +54,9 @@ config_in_image = "weaver.toml"
   });
 
   test("the image is used as given; no ECR permissions are granted", () => {
-    s.template.hasResourceProperties("AWS::ECS::TaskDefinition", { ContainerDefinitions: [Match.objectLike({ Image: "ghcr.io/acme/hello:1.0" })] });
+    s.template.hasResourceProperties("AWS::ECS::TaskDefinition", {
+      ContainerDefinitions: [Match.objectLike({ Image: "ghcr.io/acme/hello:1.0" })],
+    });
     assert.ok(!statements(s.json).some((st) => actionsOf(st).some((a) => a.startsWith("ecr:"))));
     assert.equal(s.stack.imageAsset, undefined);
   });
@@ -130,20 +132,31 @@ container_port = 8443
     const w = s.id(s.stack.weaver.weaveletSecurityGroup);
     const c = s.id(s.stack.weaver.controlPlaneSecurityGroup);
     const rules = securityGroupRules(s.json).filter((r) => r.direction === "in" && (r.group === w || r.group === c));
-    assert.deepEqual(rules.map((r) => `${r.group === w ? "weavelet" : "controlplane"}:${r.port}`).sort(), ["controlplane:7100", "weavelet:7000", "weavelet:7000", "weavelet:8443"]);
+    assert.deepEqual(rules.map((r) => `${r.group === w ? "weavelet" : "controlplane"}:${r.port}`).sort(), [
+      "controlplane:7100",
+      "weavelet:7000",
+      "weavelet:7000",
+      "weavelet:8443",
+    ]);
     const env = containerEnv(s.json, s.id(s.stack.weaver.mainGroup.taskDefinition));
     assert.deepEqual([env[ENV.RPC_PORT], env[ENV.CONTROL_PORT]], ["7000", "7100"]);
   });
 
   test("ARM tasks; the control plane's size; log retention", () => {
-    s.template.allResourcesProperties("AWS::ECS::TaskDefinition", { RuntimePlatform: { CpuArchitecture: "ARM64", OperatingSystemFamily: "LINUX" } });
+    s.template.allResourcesProperties("AWS::ECS::TaskDefinition", {
+      RuntimePlatform: { CpuArchitecture: "ARM64", OperatingSystemFamily: "LINUX" },
+    });
     s.template.hasResourceProperties("AWS::ECS::TaskDefinition", { Family: "tsweaver-t-controlplane", Cpu: "512", Memory: "1024" });
     s.template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 7 });
   });
 
   test("the ECR image: pull rights on exactly that repository", () => {
     s.template.hasResourceProperties("AWS::ECS::TaskDefinition", {
-      ContainerDefinitions: [Match.objectLike({ Image: Match.objectLike({ "Fn::Join": Match.arrayWith([Match.arrayWith([Match.stringLikeRegexp("team/hello:2.1")])]) }) })],
+      ContainerDefinitions: [
+        Match.objectLike({
+          Image: Match.objectLike({ "Fn::Join": Match.arrayWith([Match.arrayWith([Match.stringLikeRegexp("team/hello:2.1")])]) }),
+        }),
+      ],
     });
     const pull = statements(s.json).find((st) => actionsOf(st).includes("ecr:BatchGetImage"))!;
     assert.equal(pull.Resource, "arn:aws:ecr:eu-west-1:123456789012:repository/team/hello");
@@ -163,8 +176,22 @@ describe("an imported VPC", () => {
         ownerAccountId: "123456789012",
         availabilityZones: [],
         subnetGroups: [
-          { name: "Public", type: "Public", subnets: [subnet("subnet-0aaa0000000000001", "eu-west-1a", "10.9.0.0/20"), subnet("subnet-0aaa0000000000002", "eu-west-1b", "10.9.16.0/20")] },
-          { name: "Private", type: "Private", subnets: [subnet("subnet-0bbb0000000000001", "eu-west-1a", "10.9.32.0/20"), subnet("subnet-0bbb0000000000002", "eu-west-1b", "10.9.48.0/20")] },
+          {
+            name: "Public",
+            type: "Public",
+            subnets: [
+              subnet("subnet-0aaa0000000000001", "eu-west-1a", "10.9.0.0/20"),
+              subnet("subnet-0aaa0000000000002", "eu-west-1b", "10.9.16.0/20"),
+            ],
+          },
+          {
+            name: "Private",
+            type: "Private",
+            subnets: [
+              subnet("subnet-0bbb0000000000001", "eu-west-1a", "10.9.32.0/20"),
+              subnet("subnet-0bbb0000000000002", "eu-west-1b", "10.9.48.0/20"),
+            ],
+          },
         ],
       },
     };
@@ -194,11 +221,21 @@ public = false
     s.template.resourceCountIs("AWS::EC2::VPC", 0);
     s.template.resourceCountIs("AWS::EC2::Subnet", 0);
     s.template.allResourcesProperties("AWS::ECS::Service", {
-      NetworkConfiguration: { AwsvpcConfiguration: Match.objectLike({ AssignPublicIp: "DISABLED", Subnets: ["subnet-0bbb0000000000001", "subnet-0bbb0000000000002"] }) },
+      NetworkConfiguration: {
+        AwsvpcConfiguration: Match.objectLike({
+          AssignPublicIp: "DISABLED",
+          Subnets: ["subnet-0bbb0000000000001", "subnet-0bbb0000000000002"],
+        }),
+      },
     });
-    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::LoadBalancer", { Subnets: ["subnet-0aaa0000000000001", "subnet-0aaa0000000000002"] });
+    s.template.hasResourceProperties("AWS::ElasticLoadBalancingV2::LoadBalancer", {
+      Subnets: ["subnet-0aaa0000000000001", "subnet-0aaa0000000000002"],
+    });
     s.template.allResourcesProperties("AWS::EC2::SecurityGroup", { VpcId: vpcId });
-    assert.equal(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.SUBNETS], "subnet-0bbb0000000000001,subnet-0bbb0000000000002");
+    assert.equal(
+      containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.SUBNETS],
+      "subnet-0bbb0000000000001,subnet-0bbb0000000000002",
+    );
   });
 
   test("a non-public listener is open to the imported VPC's CIDR only", () => {

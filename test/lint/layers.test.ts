@@ -12,7 +12,9 @@ import { ROOT } from "../support/index.js";
 const eslint = new ESLint({ cwd: ROOT, overrideConfig: tseslint.configs.disableTypeChecked });
 
 async function importErrors(file: string, specifier: string): Promise<{ rule: string | null; message: string }[]> {
-  const [result] = await eslint.lintText(`import * as m from ${JSON.stringify(specifier)};\nexport const keep = m;\n`, { filePath: path.join(ROOT, file) });
+  const [result] = await eslint.lintText(`import * as m from ${JSON.stringify(specifier)};\nexport const keep = m;\n`, {
+    filePath: path.join(ROOT, file),
+  });
   assert.ok(result, `eslint returned no result for ${file}`);
   return result.messages.map((m) => ({ rule: m.ruleId, message: m.message }));
 }
@@ -59,7 +61,11 @@ test("deployers use the envelope, not the weavelet, and not each other", async (
 test("the in-process deployer may import the weavelet's hosting entry only", async () => {
   await assertAllowed("runtime/deployers/single/selftest.ts", "../../weavelet/weavelet.js");
   assert.ok(weaveletFile, "runtime/weavelet has a file besides weavelet.ts");
-  await assertForbidden("runtime/deployers/single/selftest.ts", `../../weavelet/${weaveletFile.replace(/\.ts$/, ".js")}`, "import-x/no-restricted-paths");
+  await assertForbidden(
+    "runtime/deployers/single/selftest.ts",
+    `../../weavelet/${weaveletFile.replace(/\.ts$/, ".js")}`,
+    "import-x/no-restricted-paths",
+  );
 });
 
 test("AWS SDK clients only in the AWS deployer; aws-cdk-lib only in infra/", async () => {

@@ -114,7 +114,10 @@ test("retries stop after maxAttempts and never outlive the deadline", async () =
     bal.update([addr]);
     await assert.rejects(bal.call(WHO, "who", []), TransportError);
     const t0 = Date.now();
-    await assert.rejects(withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])), (e: unknown) => e instanceof TransportError || e instanceof DeadlineExceededError);
+    await assert.rejects(
+      withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])),
+      (e: unknown) => e instanceof TransportError || e instanceof DeadlineExceededError,
+    );
     assert.ok(Date.now() - t0 < 2000);
   } finally {
     bal.close();
@@ -194,8 +197,14 @@ test("waiting for replicas is bounded by the deadline, the default wait, and can
   const p = pool();
   const bal = new Balancer("test/Svc", p, { replicaWaitMs: 100 });
   try {
-    await assert.rejects(withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])), DeadlineExceededError);
-    await assert.rejects(bal.call(WHO, "who", []), (e: unknown) => e instanceof TransportError && /no replicas of test\/Svc/.test(e.message));
+    await assert.rejects(
+      withCallOptions({ timeoutMs: 30 }, () => bal.call(WHO, "who", [])),
+      DeadlineExceededError,
+    );
+    await assert.rejects(
+      bal.call(WHO, "who", []),
+      (e: unknown) => e instanceof TransportError && /no replicas of test\/Svc/.test(e.message),
+    );
     const ac = new AbortController();
     const call = withCallOptions({ signal: ac.signal }, () => bal.call(WHO, "who", []));
     ac.abort();

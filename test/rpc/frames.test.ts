@@ -31,7 +31,9 @@ test("FrameReader delivers every frame intact whatever the chunk boundaries", ()
     const stream = Buffer.concat(bodies.map((b, i) => frame(1 + (i % 7), b)));
     const got: { type: number; body: Buffer }[] = [];
     // Copy at delivery: a frame's bytes are only lent for the duration of the call.
-    const reader = new FrameReader(1 << 20, { onFrame: (type, buf, start, end) => got.push({ type, body: Buffer.from(buf.subarray(start, end)) }) });
+    const reader = new FrameReader(1 << 20, {
+      onFrame: (type, buf, start, end) => got.push({ type, body: Buffer.from(buf.subarray(start, end)) }),
+    });
     let off = 0;
     while (off < stream.length) {
       const n = Math.min(stream.length - off, [1, 2, 3, 5, 64, 1000, 8192, 65536, 200_000][rand(9)]!);

@@ -6,7 +6,14 @@ import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CodecError, Writer, encodeValues } from "../../runtime/codec/codec.js";
 import { callStorage, currentCall, withCallOptions } from "../../runtime/core/call.js";
-import { CallCancelledError, ConfigError, DeadlineExceededError, RemoteCallError, TransportError, registerError } from "../../runtime/core/errors.js";
+import {
+  CallCancelledError,
+  ConfigError,
+  DeadlineExceededError,
+  RemoteCallError,
+  TransportError,
+  registerError,
+} from "../../runtime/core/errors.js";
 import { Connection } from "../../runtime/rpc/client.js";
 import { beginFrame, endFrame, FrameType, writeHello } from "../../runtime/rpc/frames.js";
 import { RpcServer } from "../../runtime/rpc/server.js";
@@ -116,9 +123,15 @@ test("a registered error class is rebuilt as that class on the caller, with the 
       return true;
     });
     // An unregistered subclass arrives as its nearest registered class (its own name kept).
-    await assert.rejects(c.call(s.ids.sub!, "test/Svc.sub", []), (e: unknown) => e instanceof InsufficientFunds && e.name === "InsufficientFunds" && e.needed === 7);
+    await assert.rejects(
+      c.call(s.ids.sub!, "test/Svc.sub", []),
+      (e: unknown) => e instanceof InsufficientFunds && e.name === "InsufficientFunds" && e.needed === 7,
+    );
     // The runtime's own errors are registered.
-    await assert.rejects(c.call(s.ids.config!, "test/Svc.config", []), (e: unknown) => e instanceof ConfigError && /step: must be a number/.test(e.message));
+    await assert.rejects(
+      c.call(s.ids.config!, "test/Svc.config", []),
+      (e: unknown) => e instanceof ConfigError && /step: must be a number/.test(e.message),
+    );
     assert.throws(() => registerError(class InsufficientFunds extends Error {}), /two error classes are registered as "InsufficientFunds"/);
   } finally {
     await c.close();
@@ -152,7 +165,11 @@ test("application errors arrive as RemoteCallError with name, message, stack and
       assert.equal(e.message, "no such user");
       assert.equal(e.method, "test/Svc.fail");
       assert.deepStrictEqual(e.details, { code: 404, info: { id: "u1" } });
-      assert.deepStrictEqual({ ...e }, { name: "NotFound", code: 404, info: { id: "u1" } }, "own enumerable properties: the remote error's, as locally");
+      assert.deepStrictEqual(
+        { ...e },
+        { name: "NotFound", code: 404, info: { id: "u1" } },
+        "own enumerable properties: the remote error's, as locally",
+      );
       assert.match(e.remoteStack ?? "", /no such user/);
       return true;
     });
@@ -162,7 +179,10 @@ test("application errors arrive as RemoteCallError with name, message, stack and
       assert.match(e.remoteStack ?? "", /failingHandler/);
       return true;
     });
-    await assert.rejects(c.call(s.ids.throwString!, "throwString", []), (e: unknown) => e instanceof RemoteCallError && e.message === "just a string");
+    await assert.rejects(
+      c.call(s.ids.throwString!, "throwString", []),
+      (e: unknown) => e instanceof RemoteCallError && e.message === "just a string",
+    );
     await assert.rejects(c.call(s.ids.throwUnencodable!, "throwUnencodable", []), (e: unknown) => {
       assert.ok(e instanceof RemoteCallError);
       assert.equal(e.message, "odd");
@@ -208,7 +228,10 @@ test("unencodable or oversized arguments fail that call only", async () => {
   const s = await startServer(basic, "127.0.0.1:0", { maxFrameSize: 1024 * 1024 });
   const c = new Connection(s.address, { methodTableHash: HASH, maxFrameSize: 1024 * 1024 });
   try {
-    await assert.rejects(c.call(s.ids.echo!, "echo", [{ cb: () => 1 }]), (e: unknown) => e instanceof CodecError && e.path === "args[0].cb");
+    await assert.rejects(
+      c.call(s.ids.echo!, "echo", [{ cb: () => 1 }]),
+      (e: unknown) => e instanceof CodecError && e.path === "args[0].cb",
+    );
     await assert.rejects(c.call(s.ids.echo!, "echo", [Buffer.alloc(2 * 1024 * 1024)]), /over the 1048576-byte limit/);
     assert.equal(await c.call(s.ids.add!, "add", [40, 2]), 42);
   } finally {
@@ -258,7 +281,9 @@ test("an expired deadline fails before sending", async () => {
   const c = new Connection(s.address, { methodTableHash: HASH });
   try {
     await assert.rejects(
-      callStorage.run({ deadline: Date.now() - 1, signal: undefined, traceparent: undefined, metadata: undefined }, () => c.call(s.ids.add!, "add", [1, 2])),
+      callStorage.run({ deadline: Date.now() - 1, signal: undefined, traceparent: undefined, metadata: undefined }, () =>
+        c.call(s.ids.add!, "add", [1, 2]),
+      ),
       DeadlineExceededError,
     );
     assert.equal(s.server.stats.calls, 0);
@@ -288,7 +313,10 @@ test("caller AbortSignal cancels: CallCancelledError locally, aborted signal on 
     assert.ok(reason instanceof CallCancelledError);
     assert.equal(s.server.stats.cancelled, 1);
     // An already-aborted signal never sends.
-    await assert.rejects(withCallOptions({ signal: ac.signal }, () => c.call(s.ids.hang!, "hang", [])), CallCancelledError);
+    await assert.rejects(
+      withCallOptions({ signal: ac.signal }, () => c.call(s.ids.hang!, "hang", [])),
+      CallCancelledError,
+    );
     assert.equal(s.server.stats.calls, 1);
   } finally {
     await c.close();
@@ -312,7 +340,10 @@ test("one shared signal over many calls: all cancel, no listener leak warnings",
     const results = await Promise.allSettled(calls);
     assert.ok(results.every((r) => r.status === "rejected" && r.reason instanceof CallCancelledError));
     await new Promise((r) => setImmediate(r));
-    assert.deepStrictEqual(warnings.filter((w) => w.name === "MaxListenersExceededWarning"), []);
+    assert.deepStrictEqual(
+      warnings.filter((w) => w.name === "MaxListenersExceededWarning"),
+      [],
+    );
   } finally {
     process.off("warning", onWarning);
     await c.close();
@@ -324,7 +355,11 @@ test("metadata, traceparent and the remaining deadline reach the handler", async
   const s = await startServer({
     ctx: () => {
       const c = currentCall()!;
-      return { traceparent: c.traceparent, metadata: c.metadata, remaining: c.deadline === undefined ? undefined : c.deadline - Date.now() };
+      return {
+        traceparent: c.traceparent,
+        metadata: c.metadata,
+        remaining: c.deadline === undefined ? undefined : c.deadline - Date.now(),
+      };
     },
   });
   const c = new Connection(s.address, { methodTableHash: HASH });
@@ -392,7 +427,10 @@ test("malformed frames and oversized lengths close only that connection; the ser
       ["unknown frame type", Buffer.concat([helloBytes(), frame(99, [1, 2, 3])])],
       ["REQUEST before HELLO", frame(FrameType.REQUEST, [...requestHeader(1), 0xa0])],
       ["truncated REQUEST body", Buffer.concat([helloBytes(), frame(FrameType.REQUEST, [1, 0, 0])])],
-      ["REQUEST args garbage", Buffer.concat([helloBytes(), frame(FrameType.REQUEST, [...requestHeader(2), 0xd0, 0xff, 0xff, 0xff, 0xff])])],
+      [
+        "REQUEST args garbage",
+        Buffer.concat([helloBytes(), frame(FrameType.REQUEST, [...requestHeader(2), 0xd0, 0xff, 0xff, 0xff, 0xff])]),
+      ],
       ["REQUEST args not an array", Buffer.concat([helloBytes(), frame(FrameType.REQUEST, [...requestHeader(3), 0x05])])],
       ["HELLO with garbage hash", frame(FrameType.HELLO, [1, 0, 0, 0, 0xd8])],
       ["random bytes after HELLO", Buffer.concat([helloBytes(), Buffer.from(Array.from({ length: 200 }, (_, i) => (i * 73 + 11) & 0xff))])],
@@ -536,7 +574,10 @@ test("listen errors: bad address, port in use; stale unix socket files are repla
   try {
     const path = join(tmp, "stale.sock");
     // A process killed while listening leaves its socket file behind.
-    const child = spawn(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(path)}, () => process.stdout.write("up"));`]);
+    const child = spawn(process.execPath, [
+      "-e",
+      `require("net").createServer().listen(${JSON.stringify(path)}, () => process.stdout.write("up"));`,
+    ]);
     await new Promise<void>((r) => child.stdout.once("data", () => r()));
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
@@ -563,7 +604,9 @@ test("a client that never says HELLO is disconnected after the handshake timeout
 });
 
 /** A raw TCP server that answers each connection with `reply(firstChunk)` (or nothing). */
-async function rawServer(reply: ((chunk: Buffer) => Buffer | undefined) | undefined): Promise<{ address: string; close: () => Promise<void> }> {
+async function rawServer(
+  reply: ((chunk: Buffer) => Buffer | undefined) | undefined,
+): Promise<{ address: string; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
   const srv = createServer((sock) => {
     sockets.add(sock);
@@ -604,7 +647,10 @@ test("garbage from the server closes the client connection with a TransportError
   try {
     await assert.rejects(c.call(0, "x", []), TransportError);
     await waitFor("connection to be dropped", () => c.state === "backoff", 5000, 10);
-    assert.ok(logger.errors().some((l) => /protocol error/.test(l)), JSON.stringify(logger.lines));
+    assert.ok(
+      logger.errors().some((l) => /protocol error/.test(l)),
+      JSON.stringify(logger.lines),
+    );
   } finally {
     await c.close();
     await srv.close();

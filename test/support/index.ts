@@ -118,10 +118,14 @@ export class Proc {
 
   /** Waits until stdout+stderr matches `re`; returns the match. */
   waitForOutput(re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
-    return waitFor(`output ${re}`, () => {
-      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}); output:\n${this.out}\n${this.err}`);
-      return (this.out + this.err).match(re);
-    }, timeoutMs);
+    return waitFor(
+      `output ${re}`,
+      () => {
+        if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}); output:\n${this.out}\n${this.err}`);
+        return (this.out + this.err).match(re);
+      },
+      timeoutMs,
+    );
   }
 
   kill(signal: NodeJS.Signals = "SIGTERM"): void {

@@ -37,7 +37,11 @@ export interface TestServer {
 }
 
 /** Starts an RpcServer serving `methods` on `address` (default: an ephemeral loopback port). */
-export async function startServer(methods: Methods, address = "127.0.0.1:0", opts: { hash?: string; maxFrameSize?: number; deploymentId?: string } = {}): Promise<TestServer> {
+export async function startServer(
+  methods: Methods,
+  address = "127.0.0.1:0",
+  opts: { hash?: string; maxFrameSize?: number; deploymentId?: string } = {},
+): Promise<TestServer> {
   const names = Object.keys(methods);
   const table: MethodHandler[] = names.map((n) => ({ name: `test/Svc.${n}`, fn: methods[n]! }));
   const ids: Record<string, number> = {};

@@ -26,7 +26,10 @@ describe("metrics API: counters, gauges, histograms as deltas", () => {
     );
     assert.deepEqual(mine("t1_"), [], "nothing changed: nothing reported");
     c.add(4, { path: "/b" });
-    assert.deepEqual(mine("t1_").map((u) => [u.labels, u.value]), [[{ path: "/b" }, 4]]);
+    assert.deepEqual(
+      mine("t1_").map((u) => [u.labels, u.value]),
+      [[{ path: "/b" }, 4]],
+    );
   });
 
   test("label order does not matter; declaring twice returns the same metric; mistakes are errors", () => {
@@ -34,7 +37,10 @@ describe("metrics API: counters, gauges, histograms as deltas", () => {
     c.add(1, { a: "1", b: "2" });
     c.add(1, { b: "2", a: "1" });
     assert.equal(counter("t2_total", "x"), c);
-    assert.deepEqual(mine("t2_").map((u) => u.value), [2]);
+    assert.deepEqual(
+      mine("t2_").map((u) => u.value),
+      [2],
+    );
     assert.throws(() => gauge("t2_total", "x"), /already declared as a counter/);
     assert.throws(() => counter("t2 bad", "x"), /must match/);
     assert.throws(() => c.add(-1), /must be >= 0/);
@@ -56,12 +62,22 @@ describe("metrics API: counters, gauges, histograms as deltas", () => {
     const hd = d.find((u) => u.name === "t3_size")!;
     assert.deepEqual([hd.kind, hd.value, hd.bounds, hd.counts], ["HISTOGRAM", 62.5, [1, 10], ["1", "2", "1"]]);
     h.observe(2);
-    assert.deepEqual(mine("t3_").map((u) => [u.name, u.value, u.counts]), [["t3_size", 2, ["0", "1", "0"]]]);
+    assert.deepEqual(
+      mine("t3_").map((u) => [u.name, u.value, u.counts]),
+      [["t3_size", 2, ["0", "1", "0"]]],
+    );
   });
 });
 
 describe("metric store: totals, aggregation over replicas, Prometheus text, call graph", () => {
-  const upd = (name: string, kind: MetricUpdate["kind"], labels: Record<string, string>, value: number, counts: number[] = [], bounds: number[] = []): MetricUpdate => ({
+  const upd = (
+    name: string,
+    kind: MetricUpdate["kind"],
+    labels: Record<string, string>,
+    value: number,
+    counts: number[] = [],
+    bounds: number[] = [],
+  ): MetricUpdate => ({
     name,
     kind,
     labels,
@@ -78,13 +94,35 @@ describe("metric store: totals, aggregation over replicas, Prometheus text, call
     s.add([upd("c_total", "COUNTER", { k: "v" }, 2), upd("q", "GAUGE", {}, 7)], r0);
     s.add([upd("c_total", "COUNTER", { k: "v" }, 3), upd("q", "GAUGE", {}, 1)], r1);
     s.add([upd("c_total", "COUNTER", { k: "v" }, 5), upd("q", "GAUGE", {}, 4)], r0);
-    assert.deepEqual(s.all().map((x) => [x.name, x.labels[REPLICA_LABEL], x.value]).sort(), [["c_total", "g-0", 7], ["c_total", "g-1", 3], ["q", "g-0", 4], ["q", "g-1", 1]]);
-    assert.deepEqual(s.aggregate().map((x) => [x.name, x.labels, x.value]).sort(), [["c_total", { k: "v" }, 10], ["q", {}, 5]]);
+    assert.deepEqual(
+      s
+        .all()
+        .map((x) => [x.name, x.labels[REPLICA_LABEL], x.value])
+        .sort(),
+      [
+        ["c_total", "g-0", 7],
+        ["c_total", "g-1", 3],
+        ["q", "g-0", 4],
+        ["q", "g-1", 1],
+      ],
+    );
+    assert.deepEqual(
+      s
+        .aggregate()
+        .map((x) => [x.name, x.labels, x.value])
+        .sort(),
+      [
+        ["c_total", { k: "v" }, 10],
+        ["q", {}, 5],
+      ],
+    );
   });
 
   test("Prometheus exposition: HELP, TYPE, escaped labels, cumulative buckets, _sum and _count", () => {
     const s = new MetricStore();
-    s.add([upd("req_total", "COUNTER", { path: 'a"b\\c' }, 3), upd("lat_ms", "HISTOGRAM", { m: "x" }, 12.5, [1, 2, 1], [1, 10])], { [REPLICA_LABEL]: "r-0" });
+    s.add([upd("req_total", "COUNTER", { path: 'a"b\\c' }, 3), upd("lat_ms", "HISTOGRAM", { m: "x" }, 12.5, [1, 2, 1], [1, 10])], {
+      [REPLICA_LABEL]: "r-0",
+    });
     const text = s.prometheus();
     assert.match(text, /^# HELP lat_ms help of lat_ms\n# TYPE lat_ms histogram\n/m);
     assert.match(text, /^lat_ms_bucket\{le="1",m="x",tsweaver_replica="r-0"\} 1$/m);
@@ -108,7 +146,14 @@ describe("metric store: totals, aggregation over replicas, Prometheus text, call
     const b = [1, 10];
     s.add([upd(METHOD_CALLS, "COUNTER", labels, 10), upd(METHOD_LATENCY, "HISTOGRAM", labels, 20, [0, 10, 0], b)], {});
     s.snapshot(1_000);
-    s.add([upd(METHOD_CALLS, "COUNTER", labels, 20), upd(METHOD_ERRORS, "COUNTER", labels, 5), upd(METHOD_LATENCY, "HISTOGRAM", labels, 60, [0, 20, 0], b)], {});
+    s.add(
+      [
+        upd(METHOD_CALLS, "COUNTER", labels, 20),
+        upd(METHOD_ERRORS, "COUNTER", labels, 5),
+        upd(METHOD_LATENCY, "HISTOGRAM", labels, 60, [0, 20, 0], b),
+      ],
+      {},
+    );
     s.add([upd(METHOD_CALLS, "COUNTER", { ...labels, method: "pid" }, 20)], {});
     s.snapshot(11_000);
     const g = callGraph(s, 30_000, ["app/Other"]);
@@ -116,7 +161,10 @@ describe("metric store: totals, aggregation over replicas, Prometheus text, call
     assert.deepEqual(g.components, ["app/Echo", "app/Main", "app/Other"]);
     assert.equal(g.edges.length, 1);
     const e = g.edges[0]!;
-    assert.deepEqual([e.caller, e.callee, e.remote, e.calls, e.errors, e.callsPerSec, e.errorRate, e.meanMs], ["app/Main", "app/Echo", true, 50, 5, 4, 5 / 40, 3]);
+    assert.deepEqual(
+      [e.caller, e.callee, e.remote, e.calls, e.errors, e.callsPerSec, e.errorRate, e.meanMs],
+      ["app/Main", "app/Echo", true, 50, 5, 4, 5 / 40, 3],
+    );
     assert.ok(e.p99Ms! > 1 && e.p99Ms! <= 10);
     const [calls] = charts(s);
     assert.deepEqual(calls!.lines, [{ label: "app/Echo", points: [[11_000, 4]] }]);
@@ -129,10 +177,16 @@ describe("metric store: totals, aggregation over replicas, Prometheus text, call
     s.snapshot(5_010);
     s.snapshot(5_500);
     s.snapshot(6_200);
-    assert.deepEqual(s.points().map((p) => p.t), [0, 5_000, 6_200]);
+    assert.deepEqual(
+      s.points().map((p) => p.t),
+      [0, 5_000, 6_200],
+    );
     s.snapshot(6_300);
     s.snapshot(9_000);
-    assert.deepEqual(s.points().map((p) => p.t), [0, 5_000, 6_200, 9_000]);
+    assert.deepEqual(
+      s.points().map((p) => p.t),
+      [0, 5_000, 6_200, 9_000],
+    );
   });
 
   test("MethodStats count calls, errors and latency of settled promises", async () => {

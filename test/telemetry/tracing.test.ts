@@ -3,7 +3,15 @@ import { describe, test } from "node:test";
 import { timeline } from "../../runtime/deployers/multi/commands.js";
 import type { Span } from "../../runtime/protos/runtime.js";
 import { TraceStore, storedSpan, type StoredSpan } from "../../runtime/telemetry/tracestore.js";
-import { ActiveSpan, DEFAULT_TRACE_RATE, DEFAULT_TRACE_SAMPLE, Tracing, UNSAMPLED_TRACEPARENT, isSampled, tracingSettings } from "../../runtime/telemetry/tracing.js";
+import {
+  ActiveSpan,
+  DEFAULT_TRACE_RATE,
+  DEFAULT_TRACE_SAMPLE,
+  Tracing,
+  UNSAMPLED_TRACEPARENT,
+  isSampled,
+  tracingSettings,
+} from "../../runtime/telemetry/tracing.js";
 import type { CallContext } from "../../runtime/core/call.js";
 
 const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
@@ -59,13 +67,21 @@ describe("tracing: sampling, spans, propagation", () => {
     assert.ok([c, s, n].every((x) => hex(x.traceId) === traceId));
     assert.deepEqual([n.statusCode, n.statusMessage], [2, "OutOfStock: no stock"]);
     assert.equal(c.statusCode, 0);
-    assert.deepEqual([c.attributes["rpc.service"], c.attributes["rpc.method"], c.attributes["tsweaver.caller"], c.attributes["tsweaver.weavelet"]], ["app/B", "m", "app/A", "w-1"]);
+    assert.deepEqual(
+      [c.attributes["rpc.service"], c.attributes["rpc.method"], c.attributes["tsweaver.caller"], c.attributes["tsweaver.weavelet"]],
+      ["app/B", "m", "app/A", "w-1"],
+    );
     assert.ok(Number(c.startMicros) <= Number(s.startMicros) && Number(s.endMicros) <= Number(c.endMicros), "child spans nest in time");
   });
 
   test("unsampled traces stay unsampled; deadline, signal and metadata pass through a traced call", () => {
     const { t } = tracing({ TSWEAVER_TRACE_SAMPLE: "1" });
-    const unsampled = { deadline: undefined, signal: undefined, metadata: undefined, traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00" };
+    const unsampled = {
+      deadline: undefined,
+      signal: undefined,
+      metadata: undefined,
+      traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    };
     assert.equal(t.startClient(unsampled, "a/B", "m", "a/A"), undefined);
     assert.equal(t.startServer(unsampled, "a/B", "m"), undefined);
     assert.equal(t.startServer(undefined, "a/B", "m"), undefined, "a call without a traceparent gets no server span");
@@ -82,7 +98,11 @@ describe("tracing: sampling, spans, propagation", () => {
     assert.equal(never.startServer(root, "a/B", "m"), undefined, "its callee records nothing");
     assert.equal(never.startClient(root, "a/C", "n", "a/B"), undefined, "and calls on in the same context");
     const withOptions = never.startClient({ ...outer, traceparent: undefined }, "a/B", "m", "a/A") as CallContext;
-    assert.deepEqual([withOptions.traceparent, withOptions.deadline, withOptions.metadata], [UNSAMPLED_TRACEPARENT, 123, { k: "v" }], "the caller's deadline and metadata kept");
+    assert.deepEqual(
+      [withOptions.traceparent, withOptions.deadline, withOptions.metadata],
+      [UNSAMPLED_TRACEPARENT, 123, { k: "v" }],
+      "the caller's deadline and metadata kept",
+    );
 
     assert.equal(tracing({ TSWEAVER_TRACING: "0" }).t.enabled, false);
   });
@@ -93,8 +113,12 @@ describe("tracing: sampling, spans, propagation", () => {
     const spans = roots.filter((r): r is ActiveSpan => r instanceof ActiveSpan);
     // All 10 fit in one or two wall-clock seconds: 3 per refill, at most one refill per second.
     assert.ok(spans.length === 3 || spans.length === 6, `started ${spans.length}`);
-    assert.ok(roots.every((r) => r instanceof ActiveSpan || r?.traceparent === UNSAMPLED_TRACEPARENT), "the others are marked unsampled");
-    for (let i = 0; i < 10; i++) assert.ok(t.startClient(spans[0]!.ctx, "a/C", "n", "a/B") instanceof ActiveSpan, "children of a sampled trace are always traced");
+    assert.ok(
+      roots.every((r) => r instanceof ActiveSpan || r?.traceparent === UNSAMPLED_TRACEPARENT),
+      "the others are marked unsampled",
+    );
+    for (let i = 0; i < 10; i++)
+      assert.ok(t.startClient(spans[0]!.ctx, "a/C", "n", "a/B") instanceof ActiveSpan, "children of a sampled trace are always traced");
   });
 });
 
@@ -114,17 +138,40 @@ describe("trace store", () => {
   });
 
   test("converts protocol spans, groups by trace, summarizes newest first, drops the oldest traces", () => {
-    const s = storedSpan({ name: "x", traceId: Buffer.from("0af7651916cd43dd8448eb211c80319c", "hex"), spanId: Buffer.from("b7ad6b7169203331", "hex"), parentSpanId: Buffer.alloc(0), kind: 1, startMicros: "10", endMicros: "20", attributes: { a: "b" }, statusCode: 2, statusMessage: "bad" });
-    assert.deepEqual([s.traceId, s.spanId, s.parentSpanId, s.startMicros, s.endMicros], ["0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "", 10, 20]);
+    const s = storedSpan({
+      name: "x",
+      traceId: Buffer.from("0af7651916cd43dd8448eb211c80319c", "hex"),
+      spanId: Buffer.from("b7ad6b7169203331", "hex"),
+      parentSpanId: Buffer.alloc(0),
+      kind: 1,
+      startMicros: "10",
+      endMicros: "20",
+      attributes: { a: "b" },
+      statusCode: 2,
+      statusMessage: "bad",
+    });
+    assert.deepEqual(
+      [s.traceId, s.spanId, s.parentSpanId, s.startMicros, s.endMicros],
+      ["0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "", 10, 20],
+    );
     const store = new TraceStore(4);
     store.add([span("a", "1", "", 100, 200), span("a", "2", "1", 120, 180, { kind: 1, statusCode: 2 })]);
     store.add([span("b", "3", "", 300, 310)]);
-    assert.deepEqual(store.recent().map((t) => [t.traceId[0], t.root, t.spans, t.errors, t.durationMicros]), [
-      ["b", "n3", 1, 0, 10],
-      ["a", "n1", 2, 1, 100],
-    ]);
-    assert.deepEqual(store.recent(10, "c/2").map((t) => t.traceId[0]), ["a"]);
-    assert.deepEqual(store.trace("a".padEnd(32, "0"))!.map((x) => x.name), ["n1", "n2"]);
+    assert.deepEqual(
+      store.recent().map((t) => [t.traceId[0], t.root, t.spans, t.errors, t.durationMicros]),
+      [
+        ["b", "n3", 1, 0, 10],
+        ["a", "n1", 2, 1, 100],
+      ],
+    );
+    assert.deepEqual(
+      store.recent(10, "c/2").map((t) => t.traceId[0]),
+      ["a"],
+    );
+    assert.deepEqual(
+      store.trace("a".padEnd(32, "0"))!.map((x) => x.name),
+      ["n1", "n2"],
+    );
     assert.equal(store.trace("a000")?.length, 2, "a unique prefix finds the trace");
     store.add([span("c", "4", "", 400, 410), span("c", "5", "4", 401, 402)]);
     assert.equal(store.size, 3, "trace a (2 spans) went to make room");

@@ -135,7 +135,10 @@ export class Agent {
     if (health !== "HEALTHY") throw new Error(`the weavelet reports ${health} after its handshake`);
     await this.client.ready(this.report());
     this.log.info("replica ready", { group: this.env.group, address: this.envelope.dialAddress });
-    this.heartbeatTimer = setInterval(() => void this.heartbeat().catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })), this.env.heartbeatMs);
+    this.heartbeatTimer = setInterval(
+      () => void this.heartbeat().catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })),
+      this.env.heartbeatMs,
+    );
     this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
   }
 
@@ -145,7 +148,8 @@ export class Agent {
       this.stopping = true;
       clearInterval(this.pollTimer);
       clearInterval(this.heartbeatTimer);
-      if (this.identity) await this.client.stopping(this.report()).catch((err: Error) => this.log.warn("cannot deregister", { err: err.message }));
+      if (this.identity)
+        await this.client.stopping(this.report()).catch((err: Error) => this.log.warn("cannot deregister", { err: err.message }));
       await this.envelope?.stop(10_000);
       this.client.close();
     }
@@ -202,7 +206,14 @@ export class Agent {
       activateComponent: async ({ component, routed }) => {
         const group = this.groupOf.get(component);
         if (!group) throw new Error(`unknown component ${component}: not registered in ${this.config!.binary}`);
-        await this.client.activate({ taskArn: this.identity!.taskArn, group: this.env.group, component, routed, version: this.env.version, componentGroup: group });
+        await this.client.activate({
+          taskArn: this.identity!.taskArn,
+          group: this.env.group,
+          component,
+          routed,
+          version: this.env.version,
+          componentGroup: group,
+        });
         if (!this.watches.has(component)) {
           const w: Watch = { component, group, routed, revision: undefined, replicas: [], polls: 0, version: 0n };
           this.watches.set(component, w);
@@ -217,7 +228,13 @@ export class Agent {
         const port = Number(address.slice(address.lastIndexOf(":") + 1));
         this.listeners[listener] = port;
         try {
-          const { url } = await this.client.exportListener({ taskArn: this.identity!.taskArn, listener, ip: this.identity!.ip, port, version: this.env.version });
+          const { url } = await this.client.exportListener({
+            taskArn: this.identity!.taskArn,
+            listener,
+            ip: this.identity!.ip,
+            port,
+            version: this.env.version,
+          });
           return { proxyAddress: url.replace(/^https?:\/\//, ""), error: "" };
         } catch (err) {
           return { proxyAddress: "", error: (err as Error).message };
@@ -235,8 +252,17 @@ export class Agent {
   }
 
   private async locateControlPlane(): Promise<string> {
-    const out = await callAws("servicediscovery:DiscoverInstances", `service ${this.env.controlPlaneService} in namespace ${this.env.namespace}`, () =>
-      this.aws.serviceDiscovery.send(new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: this.env.controlPlaneService, HealthStatus: "ALL" })),
+    const out = await callAws(
+      "servicediscovery:DiscoverInstances",
+      `service ${this.env.controlPlaneService} in namespace ${this.env.namespace}`,
+      () =>
+        this.aws.serviceDiscovery.send(
+          new DiscoverInstancesCommand({
+            NamespaceName: this.env.namespace,
+            ServiceName: this.env.controlPlaneService,
+            HealthStatus: "ALL",
+          }),
+        ),
     );
     const all = (out.Instances ?? []).filter((i) => i.Attributes?.[ATTR.IPV4]);
     if (all.length === 0) throw new Error(`no control plane registered in ${this.env.namespace}/${this.env.controlPlaneService} yet`);
@@ -263,11 +289,23 @@ export class Agent {
     const out = await callAws("servicediscovery:DiscoverInstances", where, () =>
       // Only this version's replicas: versions never call each other (the RPC handshake enforces it too).
       this.aws.serviceDiscovery.send(
-        new DiscoverInstancesCommand({ NamespaceName: this.env.namespace, ServiceName: w.group, HealthStatus: "ALL", MaxResults: 1000, QueryParameters: { [ATTR.VERSION]: this.env.version } }),
+        new DiscoverInstancesCommand({
+          NamespaceName: this.env.namespace,
+          ServiceName: w.group,
+          HealthStatus: "ALL",
+          MaxResults: 1000,
+          QueryParameters: { [ATTR.VERSION]: this.env.version },
+        }),
       ),
     );
     w.revision = revision;
-    const replicas = [...new Set((out.Instances ?? []).map((i) => `${i.Attributes?.[ATTR.IPV4]}:${i.Attributes?.[ATTR.PORT]}`).filter((a) => !a.startsWith("undefined")))].sort();
+    const replicas = [
+      ...new Set(
+        (out.Instances ?? [])
+          .map((i) => `${i.Attributes?.[ATTR.IPV4]}:${i.Attributes?.[ATTR.PORT]}`)
+          .filter((a) => !a.startsWith("undefined")),
+      ),
+    ].sort();
     if (replicas.join() === w.replicas.join()) return;
     w.replicas = replicas;
     const info: RoutingInfo = { component: w.component, local: false, replicas };

@@ -42,14 +42,20 @@ export function stackName(opts: StackOptions): string {
 
 export async function readDeployment(aws: AwsClients, opts: StackOptions): Promise<Deployment> {
   const stack = stackName(opts);
-  const out = await callAws("cloudformation:DescribeStacks", `stack ${stack}`, () => aws.cloudFormation.send(new DescribeStacksCommand({ StackName: stack }))).catch((err: Error) => {
-    if (/does not exist/.test(err.message)) throw new Error(`stack ${stack} not found in ${process.env["AWS_REGION"] ?? "the default region"}: deploy it first (npx cdk deploy -c config=weaver.toml), or pass --stack`);
+  const out = await callAws("cloudformation:DescribeStacks", `stack ${stack}`, () =>
+    aws.cloudFormation.send(new DescribeStacksCommand({ StackName: stack })),
+  ).catch((err: Error) => {
+    if (/does not exist/.test(err.message))
+      throw new Error(
+        `stack ${stack} not found in ${process.env["AWS_REGION"] ?? "the default region"}: deploy it first (npx cdk deploy -c config=weaver.toml), or pass --stack`,
+      );
     throw err;
   });
   const outputs = new Map((out.Stacks?.[0]?.Outputs ?? []).map((o) => [o.OutputKey ?? "", o.OutputValue ?? ""]));
   const need = (key: string) => {
     const v = outputs.get(key);
-    if (v === undefined) throw new Error(`stack ${stack} has no output ${key}: is it a tsweaver stack deployed from this version (npx cdk deploy)?`);
+    if (v === undefined)
+      throw new Error(`stack ${stack} has no output ${key}: is it a tsweaver stack deployed from this version (npx cdk deploy)?`);
     return v;
   };
   return {
@@ -71,21 +77,30 @@ function versionsOf(aws: AwsClients, d: Deployment): Versions {
 async function serviceTasks(aws: AwsClients, d: Deployment, service: string): Promise<{ live: Task[]; stopped: Task[] }> {
   const arns: string[] = [];
   for (const desiredStatus of ["RUNNING", "STOPPED"] as const) {
-    const page = await callAws("ecs:ListTasks", `service ${service}`, () => aws.ecs.send(new ListTasksCommand({ cluster: d.cluster, serviceName: service, desiredStatus })));
+    const page = await callAws("ecs:ListTasks", `service ${service}`, () =>
+      aws.ecs.send(new ListTasksCommand({ cluster: d.cluster, serviceName: service, desiredStatus })),
+    );
     arns.push(...(page.taskArns ?? []));
   }
   const tasks: Task[] = [];
   for (let i = 0; i < arns.length; i += 100) {
-    const page = await callAws("ecs:DescribeTasks", `tasks of service ${service}`, () => aws.ecs.send(new DescribeTasksCommand({ cluster: d.cluster, tasks: arns.slice(i, i + 100) })));
+    const page = await callAws("ecs:DescribeTasks", `tasks of service ${service}`, () =>
+      aws.ecs.send(new DescribeTasksCommand({ cluster: d.cluster, tasks: arns.slice(i, i + 100) })),
+    );
     tasks.push(...(page.tasks ?? []));
   }
   const mine = tasks.filter((t) => t.group === `service:${service}`);
-  return { live: mine.filter((t) => t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED"), stopped: mine.filter((t) => t.lastStatus === "STOPPED" || t.desiredStatus === "STOPPED") };
+  return {
+    live: mine.filter((t) => t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED"),
+    stopped: mine.filter((t) => t.lastStatus === "STOPPED" || t.desiredStatus === "STOPPED"),
+  };
 }
 
 /** Registered replicas of a group, by version. */
 async function instancesByVersion(aws: AwsClients, serviceId: string): Promise<Map<string, string[]>> {
-  const out = await callAws("servicediscovery:ListInstances", `service ${serviceId}`, () => aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId })));
+  const out = await callAws("servicediscovery:ListInstances", `service ${serviceId}`, () =>
+    aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId })),
+  );
   const by = new Map<string, string[]>();
   for (const i of out.Instances ?? []) {
     const v = i.Attributes?.[ATTR.VERSION] ?? "";
@@ -111,13 +126,16 @@ export async function activateCommand(opts: StackOptions & { replicas?: number; 
   let svc = (await versions.list()).get(d.version)?.services.get(d.mainGroup);
   if (!svc) out(`waiting for the control plane to create ${service} (version ${d.version})`);
   while (!svc) {
-    if (Date.now() > deadline) throw timedOut(`service ${service} does not exist: is the control plane running? (tsweaver aws logs --component controlplane)`);
+    if (Date.now() > deadline)
+      throw timedOut(`service ${service} does not exist: is the control plane running? (tsweaver aws logs --component controlplane)`);
     await sleep(1_000);
     svc = (await versions.list()).get(d.version)?.services.get(d.mainGroup);
   }
   const want = Math.max(floor, svc.desired);
   out(`activating ${d.stack} version ${d.version}: group ${d.mainGroup} → ${want} task(s)`);
-  await versions.registerScaling(service, want, Math.max(want, main.max), 70).catch((err: Error) => process.stderr.write(`warning: ${err.message}\n`));
+  await versions
+    .registerScaling(service, want, Math.max(want, main.max), 70)
+    .catch((err: Error) => process.stderr.write(`warning: ${err.message}\n`));
   await versions.setDesired(service, want);
   const knownStopped = new Set((await serviceTasks(aws, d, service)).stopped.map((t) => t.taskArn));
   let last = "";
@@ -133,19 +151,28 @@ export async function activateCommand(opts: StackOptions & { replicas?: number; 
         return [name, tg ? await versions.targetStates(tg) : []] as const;
       }),
     );
-    const healthy = health.map(([name, states]) => `${name} ${states.filter((s) => s === "healthy").length}/${states.length} healthy`).join(", ");
+    const healthy = health
+      .map(([name, states]) => `${name} ${states.filter((s) => s === "healthy").length}/${states.length} healthy`)
+      .join(", ");
     const line = `  tasks: ${pending} pending, ${running}/${want} running · registered replicas: ${registered}/${want}${healthy ? ` · targets: ${healthy}` : ""}`;
     if (line !== last) out(line);
     last = line;
     if (newlyStopped.length >= 3 || (newlyStopped.length > 0 && running === 0 && Date.now() - started > 30_000)) {
-      const reasons = newlyStopped.map((t) => `  task ${t.taskArn?.split("/").pop()}: ${t.stoppedReason ?? "stopped"}${t.containers?.[0]?.reason ? ` (${t.containers[0].reason})` : ""}`);
-      throw new Error(`group ${d.mainGroup} is failing to start; stopped tasks:\n${reasons.join("\n")}\nsee: tsweaver aws logs --component stderr`);
+      const reasons = newlyStopped.map(
+        (t) =>
+          `  task ${t.taskArn?.split("/").pop()}: ${t.stoppedReason ?? "stopped"}${t.containers?.[0]?.reason ? ` (${t.containers[0].reason})` : ""}`,
+      );
+      throw new Error(
+        `group ${d.mainGroup} is failing to start; stopped tasks:\n${reasons.join("\n")}\nsee: tsweaver aws logs --component stderr`,
+      );
     }
     const listenersReady = health.every(([, states]) => states.some((s) => s === "healthy"));
     if (running >= want && registered >= want && listenersReady) break;
     if (Date.now() > deadline) {
       const unhealthy = health.filter(([, s]) => !s.some((x) => x === "healthy")).map(([n]) => n);
-      throw timedOut(`${line.trim()}${unhealthy.length ? `; no healthy target for ${unhealthy.join(", ")} (check health_check_path)` : ""}`);
+      throw timedOut(
+        `${line.trim()}${unhealthy.length ? `; no healthy target for ${unhealthy.join(", ")} (check health_check_path)` : ""}`,
+      );
     }
     await sleep(1_000);
   }
@@ -165,7 +192,10 @@ export interface VersionStatus {
   traffic: Record<string, number>;
 }
 
-async function versionStatuses(aws: AwsClients, d: Deployment): Promise<{ versions: VersionStatus[]; listeners: { listener: string; url: string; targets: number; healthy: number }[] }> {
+async function versionStatuses(
+  aws: AwsClients,
+  d: Deployment,
+): Promise<{ versions: VersionStatus[]; listeners: { listener: string; url: string; targets: number; healthy: number }[] }> {
   const store = versionsOf(aws, d);
   const live = await store.list();
   const registered = new Map<string, Map<string, string[]>>();
@@ -194,7 +224,15 @@ async function versionStatuses(aws: AwsClients, d: Deployment): Promise<{ versio
       const reg = registered.get(s.group)?.get(v.version)?.length ?? 0;
       return { group: s.group, desired: s.desired, running: s.running, pending: s.pending, registered: reg, health: "" };
     });
-    for (const g of groups) g.health = g.desired === 0 ? "inactive" : g.registered >= g.desired && g.running >= g.desired ? "healthy" : g.running === 0 ? "starting" : "degraded";
+    for (const g of groups)
+      g.health =
+        g.desired === 0
+          ? "inactive"
+          : g.registered >= g.desired && g.running >= g.desired
+            ? "healthy"
+            : g.running === 0
+              ? "starting"
+              : "degraded";
     statuses.push({
       version: v.version,
       deployed: v.version === d.version,
@@ -221,15 +259,45 @@ export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, 
   }
   out(`STACK ${d.stack}  cluster ${d.cluster}  deployed version ${d.version}`);
   if (versions.length === 0) out("  no version has services yet (the control plane creates them when it starts)");
-  const trafficOf = (v: VersionStatus) => Object.entries(v.traffic).map(([l, p]) => `${l} ${p}%`).join(", ") || "-";
-  out(table([["VERSION", "PHASE", "TRAFFIC", "SINCE", "REASON"], ...versions.map((v) => [v.version + (v.deployed ? " (deployed)" : ""), v.phase, trafficOf(v), v.since, v.reason])]));
-  out(table([["VERSION", "GROUP", "DESIRED", "RUNNING", "PENDING", "REGISTERED", "HEALTH"], ...versions.flatMap((v) => v.groups.map((g) => [v.version, g.group, String(g.desired), String(g.running), String(g.pending), String(g.registered), g.health]))]));
-  if (listeners.length) out(table([["LISTENER", "URL", "TARGETS", "HEALTHY"], ...listeners.map((l) => [l.listener, l.url, String(l.targets), String(l.healthy)])]));
+  const trafficOf = (v: VersionStatus) =>
+    Object.entries(v.traffic)
+      .map(([l, p]) => `${l} ${p}%`)
+      .join(", ") || "-";
+  out(
+    table([
+      ["VERSION", "PHASE", "TRAFFIC", "SINCE", "REASON"],
+      ...versions.map((v) => [v.version + (v.deployed ? " (deployed)" : ""), v.phase, trafficOf(v), v.since, v.reason]),
+    ]),
+  );
+  out(
+    table([
+      ["VERSION", "GROUP", "DESIRED", "RUNNING", "PENDING", "REGISTERED", "HEALTH"],
+      ...versions.flatMap((v) =>
+        v.groups.map((g) => [v.version, g.group, String(g.desired), String(g.running), String(g.pending), String(g.registered), g.health]),
+      ),
+    ]),
+  );
+  if (listeners.length)
+    out(
+      table([
+        ["LISTENER", "URL", "TARGETS", "HEALTHY"],
+        ...listeners.map((l) => [l.listener, l.url, String(l.targets), String(l.healthy)]),
+      ]),
+    );
 }
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map(
+      (r) =>
+        "  " +
+        r
+          .map((c, i) => c.padEnd(widths[i]!))
+          .join("  ")
+          .trimEnd(),
+    )
+    .join("\n");
 }
 
 /** `tsweaver aws rollout status`: where the rollout of the deployed version stands. */
@@ -239,19 +307,31 @@ export async function rolloutStatusCommand(opts: StackOptions & { json?: boolean
   const { versions } = await versionStatuses(aws, d);
   const mine = versions.find((v) => v.deployed);
   if (opts.json) {
-    out(JSON.stringify({ stack: d.stack, version: d.version, rollout: mine ?? null, others: versions.filter((v) => !v.deployed) }, null, 2));
+    out(
+      JSON.stringify({ stack: d.stack, version: d.version, rollout: mine ?? null, others: versions.filter((v) => !v.deployed) }, null, 2),
+    );
     return;
   }
   if (!mine) {
     out(`${d.stack}: version ${d.version} has no services yet (the control plane creates them when it starts)`);
     return;
   }
-  out(describeRollout(mine, versions.filter((v) => !v.deployed)));
+  out(
+    describeRollout(
+      mine,
+      versions.filter((v) => !v.deployed),
+    ),
+  );
 }
 
 function describeRollout(v: VersionStatus, others: VersionStatus[]): string {
-  const traffic = Object.entries(v.traffic).map(([l, p]) => `${l} ${p}%`).join(", ") || "no listener traffic";
-  const from = others.filter((o) => Object.values(o.traffic).some((p) => p > 0) || o.groups.some((g) => g.desired > 0)).map((o) => o.version);
+  const traffic =
+    Object.entries(v.traffic)
+      .map(([l, p]) => `${l} ${p}%`)
+      .join(", ") || "no listener traffic";
+  const from = others
+    .filter((o) => Object.values(o.traffic).some((p) => p > 0) || o.groups.some((g) => g.desired > 0))
+    .map((o) => o.version);
   return `version ${v.version}: ${v.phase}${v.reason ? ` (${v.reason})` : ""} · ${traffic}${from.length ? ` · previous: ${from.join(", ")}` : ""}`;
 }
 
@@ -260,20 +340,27 @@ function describeRollout(v: VersionStatus, others: VersionStatus[]): string {
  * (a tag); the control plane acts on it at its next reconcile, and this waits, with progress, until
  * it has: promote → the version takes all traffic; rollback → the previous version does.
  */
-export async function rolloutRequestCommand(request: "promote" | "rollback", opts: StackOptions & { timeout?: number }, out: Out = stdout): Promise<void> {
+export async function rolloutRequestCommand(
+  request: "promote" | "rollback",
+  opts: StackOptions & { timeout?: number },
+  out: Out = stdout,
+): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
   const store = versionsOf(aws, d);
   const mine = (await store.list()).get(d.version);
   const phase = mine?.rollout.phase;
   if (!mine?.main) throw new Error(`version ${d.version} of ${d.stack} has no services yet: nothing to ${request}`);
-  if (phase === "rolled-back") throw new Error(`version ${d.version} is already rolled back (${mine.rollout.reason ?? ""}); deploy a new version to try again`);
+  if (phase === "rolled-back")
+    throw new Error(`version ${d.version} is already rolled back (${mine.rollout.reason ?? ""}); deploy a new version to try again`);
   if (phase === "live" || phase === "draining") {
     if (request === "promote") {
       out(`version ${d.version} already takes all traffic (${phase})`);
       return;
     }
-    throw new Error(`version ${d.version} already took all traffic and its predecessor is retired (${phase}): roll back by deploying the previous version (cdk deploy)`);
+    throw new Error(
+      `version ${d.version} already took all traffic and its predecessor is retired (${phase}): roll back by deploying the previous version (cdk deploy)`,
+    );
   }
   await store.tag(mine.main.arn, { [TAGS.ROLLOUT_REQUEST]: request });
   out(`${request} requested for version ${d.version} (was ${phase ?? "new"}); waiting for the control plane`);
@@ -283,16 +370,28 @@ export async function rolloutRequestCommand(request: "promote" | "rollback", opt
     const { versions } = await versionStatuses(aws, d);
     const v = versions.find((x) => x.deployed);
     if (v) {
-      const line = "  " + describeRollout(v, versions.filter((x) => !x.deployed));
+      const line =
+        "  " +
+        describeRollout(
+          v,
+          versions.filter((x) => !x.deployed),
+        );
       if (line !== last) out(line);
       last = line;
       const done = request === "promote" ? v.phase === "draining" || v.phase === "live" : v.phase === "rolled-back";
       if (done) {
-        out(request === "promote" ? `version ${d.version} takes all traffic` : `rolled back: the previous version takes all traffic; ${d.version} is retired`);
+        out(
+          request === "promote"
+            ? `version ${d.version} takes all traffic`
+            : `rolled back: the previous version takes all traffic; ${d.version} is retired`,
+        );
         return;
       }
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeout ?? 300} s waiting for the control plane to ${request} (is it running? tsweaver aws logs --component controlplane)`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${opts.timeout ?? 300} s waiting for the control plane to ${request} (is it running? tsweaver aws logs --component controlplane)`,
+      );
     await sleep(1_000);
   }
 }
@@ -320,25 +419,37 @@ export async function deactivateCommand(opts: StackOptions & { timeout?: number 
   }
   // Tasks deregister themselves when they stop; remove whatever a crash left behind.
   for (const [group, g] of Object.entries(d.groups)) {
-    const list = await callAws("servicediscovery:ListInstances", `service ${g.discoveryServiceId}`, () => aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId })));
+    const list = await callAws("servicediscovery:ListInstances", `service ${g.discoveryServiceId}`, () =>
+      aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId })),
+    );
     for (const id of new Set((list.Instances ?? []).map((i) => i.Id!))) {
-      await callAws("servicediscovery:DeregisterInstance", `instance ${id} (group ${group})`, () => aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: id }))).catch(() => {});
+      await callAws("servicediscovery:DeregisterInstance", `instance ${id} (group ${group})`, () =>
+        aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: id })),
+      ).catch(() => {});
     }
   }
   for (const name of Object.keys(d.listeners)) {
     for (const v of live) {
       const arn = await store.findTargetGroup(name, v.version);
       if (!arn) continue;
-      const health = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () => aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })));
+      const health = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
+        aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
+      );
       const targets = (health.TargetHealthDescriptions ?? []).map((t) => t.Target!).filter(Boolean);
-      if (targets.length) await callAws("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () => aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: targets })));
+      if (targets.length)
+        await callAws("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
+          aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: targets })),
+        );
     }
   }
   out(`${d.stack} is inactive: no tasks, replicas or targets`);
 }
 
 /** `tsweaver aws logs`: the app's CloudWatch logs, filtered, optionally followed. */
-export async function awsLogsCommand(opts: StackOptions & { follow?: boolean; component?: string; since?: string }, out: Out = stdout): Promise<void> {
+export async function awsLogsCommand(
+  opts: StackOptions & { follow?: boolean; component?: string; since?: string },
+  out: Out = stdout,
+): Promise<void> {
   const aws = new AwsClients();
   const d = await readDeployment(aws, opts);
   let startTime = Math.floor(parseSince(opts.since ?? "10m") / 1000);
@@ -348,7 +459,9 @@ export async function awsLogsCommand(opts: StackOptions & { follow?: boolean; co
     let token: string | undefined;
     let newest = startTime;
     do {
-      const page = await callAws("logs:FilterLogEvents", `log group ${d.logGroup}`, () => aws.logs.send(new FilterLogEventsCommand({ logGroupName: d.logGroup, startTime, nextToken: token })));
+      const page = await callAws("logs:FilterLogEvents", `log group ${d.logGroup}`, () =>
+        aws.logs.send(new FilterLogEventsCommand({ logGroupName: d.logGroup, startTime, nextToken: token })),
+      );
       for (const ev of page.events ?? []) {
         if (seen.has(ev.eventId ?? "")) continue;
         seen.add(ev.eventId ?? "");
@@ -357,7 +470,18 @@ export async function awsLogsCommand(opts: StackOptions & { follow?: boolean; co
         try {
           entry = JSON.parse(ev.message ?? "") as LogEntry;
         } catch {
-          entry = { app: "", version: "", component: "stdout", node: ev.logStreamName?.split("/").pop() ?? "", timeMicros: String((ev.timestamp ?? 0) * 1000), level: "info", file: "", line: 0, msg: ev.message ?? "", attrs: {} };
+          entry = {
+            app: "",
+            version: "",
+            component: "stdout",
+            node: ev.logStreamName?.split("/").pop() ?? "",
+            timeMicros: String((ev.timestamp ?? 0) * 1000),
+            level: "info",
+            file: "",
+            line: 0,
+            msg: ev.message ?? "",
+            attrs: {},
+          };
         }
         if (opts.component && entry.component !== opts.component) continue;
         out(formatLogEntry({ ...entry, attrs: entry.attrs ?? {} }, color));

@@ -143,12 +143,22 @@ const AWS_KEYS = [
   "rollout",
 ];
 const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target"];
-const LISTENER_KEYS = ["port", "container_port", "public", "health_check_path", "deregistration_delay_seconds", "certificate_arn", "redirect_http"];
+const LISTENER_KEYS = [
+  "port",
+  "container_port",
+  "public",
+  "health_check_path",
+  "deregistration_delay_seconds",
+  "certificate_arn",
+  "redirect_http",
+];
 const CONTROLPLANE_KEYS = ["cpu", "memory"];
 const ROLLOUT_KEYS = ["steps", "step_seconds", "max_error_rate", "health_timeout_seconds"];
 
 /** Retention periods CloudWatch Logs accepts. */
-export const LOG_RETENTION_DAYS: readonly number[] = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+export const LOG_RETENTION_DAYS: readonly number[] = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
 
 /** Memory sizes (MiB) Fargate accepts for each CPU size. */
 const FARGATE_SIZES: ReadonlyMap<number, readonly number[]> = new Map([
@@ -176,18 +186,27 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
 
   const stack = r.string("stack") ?? defaultStackName(config.name);
   if (!/^[A-Za-z][A-Za-z0-9-]{0,127}$/.test(stack)) {
-    fail("stack", `must start with a letter and contain only letters, digits and '-', at most 128 characters (got ${JSON.stringify(stack)})`);
+    fail(
+      "stack",
+      `must start with a letter and contain only letters, digits and '-', at most 128 characters (got ${JSON.stringify(stack)})`,
+    );
   }
   const account = r.string("account");
-  if (account !== undefined && !/^\d{12}$/.test(account)) fail("account", `must be a 12-digit AWS account id (got ${JSON.stringify(account)})`);
+  if (account !== undefined && !/^\d{12}$/.test(account))
+    fail("account", `must be a 12-digit AWS account id (got ${JSON.stringify(account)})`);
   const region = r.string("region");
-  if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) fail("region", `must be an AWS region such as "us-east-1" (got ${JSON.stringify(region)})`);
+  if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region))
+    fail("region", `must be an AWS region such as "us-east-1" (got ${JSON.stringify(region)})`);
 
   const vpcId = r.string("vpc_id");
   if (vpcId !== undefined) {
-    if (!/^vpc-[0-9a-f]{8,17}$/.test(vpcId)) fail("vpc_id", `must be a VPC id such as "vpc-0123456789abcdef0" (got ${JSON.stringify(vpcId)})`);
+    if (!/^vpc-[0-9a-f]{8,17}$/.test(vpcId))
+      fail("vpc_id", `must be a VPC id such as "vpc-0123456789abcdef0" (got ${JSON.stringify(vpcId)})`);
     if (account === undefined || region === undefined) {
-      fail("vpc_id", "importing a VPC needs aws.account and aws.region: CDK looks the VPC up once (with your credentials) and caches it in cdk.context.json");
+      fail(
+        "vpc_id",
+        "importing a VPC needs aws.account and aws.region: CDK looks the VPC up once (with your credentials) and caches it in cdk.context.json",
+      );
     }
     if (section["nat_gateways"] !== undefined) fail("nat_gateways", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
     if (section["flow_logs"] !== undefined) fail("flow_logs", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
@@ -196,14 +215,16 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const flowLogs = r.bool("flow_logs") ?? true;
   const containerInsights = r.bool("container_insights") ?? true;
   const architecture = r.string("architecture") ?? "x86_64";
-  if (architecture !== "x86_64" && architecture !== "arm64") fail("architecture", `must be "x86_64" or "arm64" (got ${JSON.stringify(architecture)})`);
+  if (architecture !== "x86_64" && architecture !== "arm64")
+    fail("architecture", `must be "x86_64" or "arm64" (got ${JSON.stringify(architecture)})`);
 
   const image = r.string("image");
   const dockerfileDirRaw = r.string("dockerfile_dir");
   const dockerfile = r.string("dockerfile");
   const configInImage = r.string("config_in_image");
   if (image !== undefined) {
-    if (dockerfileDirRaw !== undefined) fail("dockerfile_dir", "set either aws.image (a prebuilt image) or aws.dockerfile_dir (build one), not both");
+    if (dockerfileDirRaw !== undefined)
+      fail("dockerfile_dir", "set either aws.image (a prebuilt image) or aws.dockerfile_dir (build one), not both");
     if (dockerfile !== undefined) fail("dockerfile", "set either aws.image (a prebuilt image) or aws.dockerfile (build one), not both");
   }
   if (dockerfile !== undefined && (path.isAbsolute(dockerfile) || dockerfile.split(/[\\/]/).includes(".."))) {
@@ -219,7 +240,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const logRetentionDays = r.int("log_retention_days", 1, 3653) ?? 30;
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) fail("log_retention_days", `must be one of ${LOG_RETENTION_DAYS.join(", ")}`);
   const otlpEndpoint = r.string("otlp_endpoint");
-  if (otlpEndpoint !== undefined && !/^https?:\/\/[^\s/]+/.test(otlpEndpoint)) fail("otlp_endpoint", `must be an http(s) URL such as "http://localhost:4318" (got ${JSON.stringify(otlpEndpoint)})`);
+  if (otlpEndpoint !== undefined && !/^https?:\/\/[^\s/]+/.test(otlpEndpoint))
+    fail("otlp_endpoint", `must be an http(s) URL such as "http://localhost:4318" (got ${JSON.stringify(otlpEndpoint)})`);
 
   const cpRaw = r.table("controlplane") ?? {};
   checkKeys(cpRaw, CONTROLPLANE_KEYS, "aws.controlplane", file);
@@ -234,7 +256,10 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   for (const name of Object.keys(groupsRaw)) {
     if (!byName.has(name)) {
       const hint = groups.map((g) => `${g.name} (${g.components.join(", ")})`).join("; ");
-      fail(`groups.${name}`, `unknown group; groups are named after their first component, e.g. hello/Reverser → hello-reverser. This app's groups: ${hint}`);
+      fail(
+        `groups.${name}`,
+        `unknown group; groups are named after their first component, e.g. hello/Reverser → hello-reverser. This app's groups: ${hint}`,
+      );
     }
   }
   const awsGroups: AwsGroupConfig[] = groups.map((g) => {
@@ -263,7 +288,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   ]);
   const names = Object.keys(listenersRaw).sort();
   const partial = names.map((name) => {
-    if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(name)) fail(`listeners.${name}`, "listener names must start with a letter and contain only letters, digits, '-' and '_'");
+    if (!/^[A-Za-z][A-Za-z0-9_-]*$/.test(name))
+      fail(`listeners.${name}`, "listener names must start with a letter and contain only letters, digits, '-' and '_'");
     const raw = listenersRaw[name];
     if (!isTable(raw)) fail(`listeners.${name}`, "must be a table ([aws.listeners.NAME])");
     checkKeys(raw as Record<string, unknown>, LISTENER_KEYS, `aws.listeners.${name}`, file);
@@ -273,7 +299,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
       fail(`listeners.${name}.certificate_arn`, "must be an ACM (or IAM server) certificate ARN");
     }
     const redirect = lr.bool("redirect_http");
-    if (redirect !== undefined && certificateArn === undefined) fail(`listeners.${name}.redirect_http`, "applies only to HTTPS listeners (set certificate_arn)");
+    if (redirect !== undefined && certificateArn === undefined)
+      fail(`listeners.${name}.redirect_http`, "applies only to HTTPS listeners (set certificate_arn)");
     const healthCheckPath = lr.string("health_check_path") ?? "/";
     if (!healthCheckPath.startsWith("/")) fail(`listeners.${name}.health_check_path`, 'must start with "/"');
     const containerPort = lr.int("container_port", 1, 65535);
@@ -314,7 +341,10 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     if (l.redirectPort === undefined) continue;
     const taken = albPorts.get(l.redirectPort);
     if (taken !== undefined) {
-      fail(`listeners.${l.name}.redirect_http`, `the HTTP→HTTPS redirect needs port ${l.redirectPort}, already used by ${taken}; set redirect_http = false`);
+      fail(
+        `listeners.${l.name}.redirect_http`,
+        `the HTTP→HTTPS redirect needs port ${l.redirectPort}, already used by ${taken}; set redirect_http = false`,
+      );
     }
     albPorts.set(l.redirectPort, `the HTTP→HTTPS redirect of aws.listeners.${l.name}`);
   }
@@ -360,9 +390,15 @@ function parseRollout(raw: Record<string, unknown>, file: string, fail: (key: st
   const valid =
     Array.isArray(stepsRaw) &&
     stepsRaw.length > 0 &&
-    stepsRaw.every((v, i) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 100 && (i === 0 || v > (stepsRaw[i - 1] as number))) &&
+    stepsRaw.every(
+      (v, i) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 100 && (i === 0 || v > (stepsRaw[i - 1] as number)),
+    ) &&
     stepsRaw[stepsRaw.length - 1] === 100;
-  if (!valid) fail("rollout.steps", `must be percentages from 1 to 100, ascending, the last one 100, e.g. [10, 50, 100] (got ${JSON.stringify(stepsRaw)})`);
+  if (!valid)
+    fail(
+      "rollout.steps",
+      `must be percentages from 1 to 100, ascending, the last one 100, e.g. [10, 50, 100] (got ${JSON.stringify(stepsRaw)})`,
+    );
   const maxErrorRate = raw["max_error_rate"] ?? 0.05;
   if (typeof maxErrorRate !== "number" || !(maxErrorRate >= 0 && maxErrorRate <= 1)) {
     fail("rollout.max_error_rate", `must be a number from 0 to 1, e.g. 0.05 for 5% (got ${JSON.stringify(maxErrorRate)})`);
@@ -411,7 +447,10 @@ function checkFargateSize(cpu: number, memory: number, prefix: string, fail: (ke
   const allowed = FARGATE_SIZES.get(cpu);
   if (allowed === undefined) fail(`${prefix}cpu`, `must be a Fargate CPU size: ${[...FARGATE_SIZES.keys()].join(", ")}`);
   if (!allowed!.includes(memory)) {
-    const list = allowed!.length > 4 ? `${allowed![0]} to ${allowed![allowed!.length - 1]} in steps of ${allowed![1]! - allowed![0]!}` : allowed!.join(", ");
+    const list =
+      allowed!.length > 4
+        ? `${allowed![0]} to ${allowed![allowed!.length - 1]} in steps of ${allowed![1]! - allowed![0]!}`
+        : allowed!.join(", ");
     fail(`${prefix}memory`, `Fargate tasks with cpu = ${cpu} take memory ${list} (MiB), got ${memory}`);
   }
 }

@@ -1,10 +1,26 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
 import { DescribeTasksCommand, ListTasksCommand, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { DeregisterInstanceCommand, ListInstancesCommand, RegisterInstanceCommand, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
+import {
+  DeregisterInstanceCommand,
+  ListInstancesCommand,
+  RegisterInstanceCommand,
+  type InstanceSummary,
+} from "@aws-sdk/client-servicediscovery";
 import type http from "node:http";
 import { AwsClients, callAws } from "./clients.js";
-import { ATTR, CONTROLPLANE_NAME, ENV, MAIN_COMPONENT, OUTPUTS, TAGS, versionedServiceName, type GroupsEnv, type ListenersEnv, type RolloutEnv } from "./contract.js";
+import {
+  ATTR,
+  CONTROLPLANE_NAME,
+  ENV,
+  MAIN_COMPONENT,
+  OUTPUTS,
+  TAGS,
+  versionedServiceName,
+  type GroupsEnv,
+  type ListenersEnv,
+  type RolloutEnv,
+} from "./contract.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
@@ -132,20 +148,33 @@ export class ControlPlane implements ControlApi {
         new RegisterInstanceCommand({
           ServiceId: this.env.controlPlaneServiceId,
           InstanceId: this.identity!.taskId,
-          Attributes: { [ATTR.IPV4]: this.identity!.ip, [ATTR.PORT]: String(this.env.controlPort), [ATTR.TASK_ARN]: this.identity!.taskArn, [ATTR.VERSION]: this.env.version },
+          Attributes: {
+            [ATTR.IPV4]: this.identity!.ip,
+            [ATTR.PORT]: String(this.env.controlPort),
+            [ATTR.TASK_ARN]: this.identity!.taskArn,
+            [ATTR.VERSION]: this.env.version,
+          },
         }),
       ),
     );
-    this.log.info("control plane serving", { address: `${this.identity.ip}:${this.env.controlPort}`, deployment: this.env.deployment, version: this.env.version });
+    this.log.info("control plane serving", {
+      address: `${this.identity.ip}:${this.env.controlPort}`,
+      deployment: this.env.deployment,
+      version: this.env.version,
+    });
     await this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message }));
-    this.timer = setInterval(() => void this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message })), this.env.reconcileMs);
+    this.timer = setInterval(
+      () => void this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message })),
+      this.env.reconcileMs,
+    );
   }
 
   /** Stops serving. When the stack itself is being deleted, first removes every version's resources. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     await this.reconciling?.catch(() => {});
-    if (await this.stackDeleting()) await this.retireEverything().catch((err: Error) => this.log.error("cannot remove the versions' resources", { err: err.message }));
+    if (await this.stackDeleting())
+      await this.retireEverything().catch((err: Error) => this.log.error("cannot remove the versions' resources", { err: err.message }));
     this.server?.close();
     this.server?.closeAllConnections();
     if (this.identity) {
@@ -157,7 +186,14 @@ export class ControlPlane implements ControlApi {
 
   // ---- the API agents call ----
 
-  async activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; componentGroup?: string }): Promise<Record<string, never>> {
+  async activate(req: {
+    taskArn: string;
+    group: string;
+    component: string;
+    routed: boolean;
+    version: string;
+    componentGroup?: string;
+  }): Promise<Record<string, never>> {
     const version = req.version;
     const group = req.componentGroup ?? this.groupOf(req.component);
     await this.raise(group, version);
@@ -171,8 +207,15 @@ export class ControlPlane implements ControlApi {
     this.replicas.set(report.taskArn, report);
     this.recordCalls(report);
     await this.registerReplica(report);
-    for (const [listener, port] of Object.entries(report.listeners)) await this.registerTarget(listener, this.versionOf(report), report.ip, port);
-    if (first) this.log.info("replica ready", { group: report.group, version: this.versionOf(report), task: report.taskId, address: `${report.ip}:${report.port}` });
+    for (const [listener, port] of Object.entries(report.listeners))
+      await this.registerTarget(listener, this.versionOf(report), report.ip, port);
+    if (first)
+      this.log.info("replica ready", {
+        group: report.group,
+        version: this.versionOf(report),
+        task: report.taskId,
+        address: `${report.ip}:${report.port}`,
+      });
     return {};
   }
 
@@ -191,7 +234,8 @@ export class ControlPlane implements ControlApi {
   async stopping(report: ReplicaReport): Promise<Record<string, never>> {
     this.replicas.delete(report.taskArn);
     await this.deregisterReplica(report.group, report.taskId);
-    for (const [listener, port] of Object.entries(report.listeners)) await this.deregisterTarget(listener, this.versionOf(report), report.ip, port);
+    for (const [listener, port] of Object.entries(report.listeners))
+      await this.deregisterTarget(listener, this.versionOf(report), report.ip, port);
     this.log.info("replica stopping: deregistered", { group: report.group, task: report.taskId });
     return {};
   }
@@ -215,7 +259,9 @@ export class ControlPlane implements ControlApi {
 
   private groupOf(component: string): string {
     for (const [name, g] of Object.entries(this.env.groups)) if (g.components.includes(component)) return name;
-    throw new Error(`unknown component ${component}: no group of this deployment hosts it (was the stack deployed from this version of the app?)`);
+    throw new Error(
+      `unknown component ${component}: no group of this deployment hosts it (was the stack deployed from this version of the app?)`,
+    );
   }
 
   private discoveryServiceOf(group: string): string {
@@ -278,8 +324,12 @@ export class ControlPlane implements ControlApi {
       v = (await this.versions.list()).get(version);
     }
     const svc = v?.services.get(group);
-    if (!v || !svc) throw new Error(`ecs:DescribeServices on service ${name}: not found in cluster ${this.clusterName} (version ${version} is not running here)`);
-    if (v.rollout.phase === "rolled-back") throw new Error(`version ${version} was rolled back (${v.rollout.reason ?? "no reason recorded"}); it is not raised again`);
+    if (!v || !svc)
+      throw new Error(
+        `ecs:DescribeServices on service ${name}: not found in cluster ${this.clusterName} (version ${version} is not running here)`,
+      );
+    if (v.rollout.phase === "rolled-back")
+      throw new Error(`version ${version} was rolled back (${v.rollout.reason ?? "no reason recorded"}); it is not raised again`);
     const min = Number(svc.tags[TAGS.MIN] ?? 1);
     const max = Number(svc.tags[TAGS.MAX] ?? Math.max(min, 4));
     const floor = Math.max(min, floorWanted ?? 0);
@@ -315,9 +365,11 @@ export class ControlPlane implements ControlApi {
     const previous = this.taskLocks.get(taskId) ?? Promise.resolve();
     const next = previous.catch(() => {}).then(fn);
     this.taskLocks.set(taskId, next);
-    void next.finally(() => {
-      if (this.taskLocks.get(taskId) === next) this.taskLocks.delete(taskId);
-    }).catch(() => {});
+    void next
+      .finally(() => {
+        if (this.taskLocks.get(taskId) === next) this.taskLocks.delete(taskId);
+      })
+      .catch(() => {});
     return next;
   }
 
@@ -327,7 +379,14 @@ export class ControlPlane implements ControlApi {
 
   private async registerReplicaNow(r: ReplicaReport): Promise<void> {
     const serviceId = this.discoveryServiceOf(r.group);
-    const attrs = { [ATTR.IPV4]: r.ip, [ATTR.PORT]: String(r.port), [ATTR.TASK_ARN]: r.taskArn, [ATTR.VERSION]: this.versionOf(r), [ATTR.WEAVELET]: r.weaveletId, [ATTR.GROUP]: r.group };
+    const attrs = {
+      [ATTR.IPV4]: r.ip,
+      [ATTR.PORT]: String(r.port),
+      [ATTR.TASK_ARN]: r.taskArn,
+      [ATTR.VERSION]: this.versionOf(r),
+      [ATTR.WEAVELET]: r.weaveletId,
+      [ATTR.GROUP]: r.group,
+    };
     const existing = (await this.instances(r.group)).filter((i) => i.Id === r.taskId);
     const same = existing.length === 1 && Object.entries(attrs).every(([k, v]) => existing[0]!.Attributes?.[k] === v);
     if (same) return;
@@ -422,7 +481,10 @@ export class ControlPlane implements ControlApi {
       tasks.push(...(page.tasks ?? []));
     }
     // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
-    return tasks.filter((t) => (serviceName === undefined || t.group === `service:${serviceName}`) && t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED");
+    return tasks.filter(
+      (t) =>
+        (serviceName === undefined || t.group === `service:${serviceName}`) && t.lastStatus !== "STOPPED" && t.desiredStatus !== "STOPPED",
+    );
   }
 
   /**
@@ -434,7 +496,8 @@ export class ControlPlane implements ControlApi {
     // act: it would take the newer version for one to retire.
     const deployed = await this.deployedVersion();
     if (deployed !== undefined && deployed !== this.env.version) {
-      if (this.leading || this.leading === undefined) this.log.info("the stack deploys another version: standing by", { deployed, version: this.env.version });
+      if (this.leading || this.leading === undefined)
+        this.log.info("the stack deploys another version: standing by", { deployed, version: this.env.version });
       this.leading = false;
       return false;
     }
@@ -444,7 +507,8 @@ export class ControlPlane implements ControlApi {
     running.sort((a, b) => started(b) - started(a) || (a.taskArn! < b.taskArn! ? 1 : -1));
     const leader = running.length === 0 ? mine : running[0]!.taskArn;
     const leading = leader === mine;
-    if (leading !== this.leading) this.log.info(leading ? "this control plane leads" : "a newer control plane leads: standing by", { leader: leader ?? "" });
+    if (leading !== this.leading)
+      this.log.info(leading ? "this control plane leads" : "a newer control plane leads: standing by", { leader: leader ?? "" });
     this.leading = leading;
     return leading;
   }
@@ -495,7 +559,9 @@ export class ControlPlane implements ControlApi {
           const ip = t.Target?.Id;
           if (!ip || liveIps.has(ip) || t.TargetHealth?.State === "draining") continue;
           await this.aws_("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
-            this.aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: t.Target!.Port ?? l.containerPort }] })),
+            this.aws.elb.send(
+              new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: t.Target!.Port ?? l.containerPort }] }),
+            ),
           );
           this.log.info("deregistered the target of a stopped task", { listener: name, version, target: `${ip}:${t.Target!.Port}` });
         }
@@ -541,7 +607,8 @@ export class ControlPlane implements ControlApi {
   private async shift(to: string, from: string | undefined, share: number): Promise<void> {
     for (const name of Object.keys(this.env.listeners)) {
       const weights: Weight[] = [];
-      if (share > 0 || from === undefined) weights.push({ targetGroupArn: await this.targetGroup(name, to), weight: from === undefined ? 100 : share });
+      if (share > 0 || from === undefined)
+        weights.push({ targetGroupArn: await this.targetGroup(name, to), weight: from === undefined ? 100 : share });
       if (from !== undefined && share < 100) weights.push({ targetGroupArn: await this.targetGroup(name, from), weight: 100 - share });
       await this.versions.setWeights(this.listener(name).listenerArn, weights);
     }
@@ -552,8 +619,11 @@ export class ControlPlane implements ControlApi {
     for (const name of Object.keys(this.env.listeners)) {
       const l = this.listener(name);
       const rule = await this.versions.rule(l.listenerArn);
-      const kept: Weight[] = [...(rule?.weights ?? [])].filter(([arn]) => Versions.versionOfTargetGroup(arn) !== version).map(([targetGroupArn, weight]) => ({ targetGroupArn, weight }));
-      if (kept.every((w) => w.weight === 0)) kept.splice(0, kept.length, { targetGroupArn: await this.targetGroup(name, fallback), weight: 100 });
+      const kept: Weight[] = [...(rule?.weights ?? [])]
+        .filter(([arn]) => Versions.versionOfTargetGroup(arn) !== version)
+        .map(([targetGroupArn, weight]) => ({ targetGroupArn, weight }));
+      if (kept.every((w) => w.weight === 0))
+        kept.splice(0, kept.length, { targetGroupArn: await this.targetGroup(name, fallback), weight: 100 });
       await this.versions.setWeights(l.listenerArn, kept);
     }
   }
@@ -676,13 +746,18 @@ export class ControlPlane implements ControlApi {
       // A replica restarting or missing one heartbeat is not a failed version: only unhealthiness that
       // lasts rolls back. (Kept in memory: a restarted control plane only waits longer.)
       this.unhealthySince ??= Date.now();
-      if (Date.now() - this.unhealthySince >= UNHEALTHY_GRACE_MS) return this.rollBack(main, previous, `unhealthy at ${this.env.rollout.steps[step]}%: ${why}`);
+      if (Date.now() - this.unhealthySince >= UNHEALTHY_GRACE_MS)
+        return this.rollBack(main, previous, `unhealthy at ${this.env.rollout.steps[step]}%: ${why}`);
       this.log.warn("new version unhealthy during a step", { version: own, why });
       return;
     }
     const errors = this.errorRate(own, since);
     if (errors && errors.rate > this.env.rollout.maxErrorRate) {
-      return this.rollBack(main, previous, `error rate ${(errors.rate * 100).toFixed(1)}% of ${errors.calls} calls at ${this.env.rollout.steps[step]}% (limit ${(this.env.rollout.maxErrorRate * 100).toFixed(1)}%)`);
+      return this.rollBack(
+        main,
+        previous,
+        `error rate ${(errors.rate * 100).toFixed(1)}% of ${errors.calls} calls at ${this.env.rollout.steps[step]}% (limit ${(this.env.rollout.maxErrorRate * 100).toFixed(1)}%)`,
+      );
     }
     // Re-applied every time: a restarted control plane, or a weight changed by hand, is brought back in line.
     await this.shift(own, previous.version, this.env.rollout.steps[step] ?? 100);
@@ -695,7 +770,11 @@ export class ControlPlane implements ControlApi {
     if (step >= steps.length || steps[step] === 100) {
       await this.shift(this.env.version, previous.version, 100);
       await this.versions.setPhase(main, "draining", why);
-      this.log.info("rollout at 100%: draining the previous version", { version: this.env.version, previous: previous.version, ...(why ? { why } : {}) });
+      this.log.info("rollout at 100%: draining the previous version", {
+        version: this.env.version,
+        previous: previous.version,
+        ...(why ? { why } : {}),
+      });
       return;
     }
     await this.shift(this.env.version, previous.version, steps[step]!);
@@ -706,7 +785,11 @@ export class ControlPlane implements ControlApi {
   private async rollBack(main: VersionService, previous: LiveVersion, reason: string): Promise<void> {
     await this.shift(previous.version, undefined, 100);
     await this.versions.setPhase(main, "rolled-back", reason);
-    this.log.warn("rollout rolled back: all traffic on the previous version", { version: this.env.version, previous: previous.version, reason });
+    this.log.warn("rollout rolled back: all traffic on the previous version", {
+      version: this.env.version,
+      previous: previous.version,
+      reason,
+    });
   }
 
   /** Every service of a version to 0 tasks and out of autoscaling. */
@@ -740,7 +823,9 @@ export class ControlPlane implements ControlApi {
       if (!arn) continue;
       const rule = await this.versions.rule(this.listener(name).listenerArn);
       if (rule?.weights.has(arn)) continue; // still referenced: the rule moves first
-      await this.versions.deleteTargetGroup(arn).catch((err: Error) => this.log.warn("cannot delete a retired target group yet", { arn, err: err.message }));
+      await this.versions
+        .deleteTargetGroup(arn)
+        .catch((err: Error) => this.log.warn("cannot delete a retired target group yet", { arn, err: err.message }));
       this.targetGroups.delete(`${name}/${v.version}`);
       this.log.info("version target group deleted", { listener: name, version: v.version });
     }

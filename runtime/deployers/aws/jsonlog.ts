@@ -11,7 +11,20 @@ export function jsonLogger(component: string, node = ""): JsonLogger {
   const emit = (level: string, msg: string, attrs: Record<string, string | number> = {}) => {
     const a: Record<string, string> = {};
     for (const [k, v] of Object.entries(attrs)) a[k] = String(v);
-    writeJsonLogs([{ app: process.env["TSWEAVER_APP"] ?? "", version: process.env["TSWEAVER_DEPLOYMENT"] ?? "", component, node, timeMicros: String(Date.now() * 1000), level, file: "", line: 0, msg, attrs: a }]);
+    writeJsonLogs([
+      {
+        app: process.env["TSWEAVER_APP"] ?? "",
+        version: process.env["TSWEAVER_DEPLOYMENT"] ?? "",
+        component,
+        node,
+        timeMicros: String(Date.now() * 1000),
+        level,
+        file: "",
+        line: 0,
+        msg,
+        attrs: a,
+      },
+    ]);
   };
   return {
     info: (m, a) => emit("info", m, a),

@@ -11,7 +11,14 @@ export interface ControlApi {
    * The weavelet in `taskArn` (of `version`) needs `component`, hosted by `componentGroup`: raise that
    * group's service of the same version.
    */
-  activate(req: { taskArn: string; group: string; component: string; routed: boolean; version: string; componentGroup?: string }): Promise<Record<string, never>>;
+  activate(req: {
+    taskArn: string;
+    group: string;
+    component: string;
+    routed: boolean;
+    version: string;
+    componentGroup?: string;
+  }): Promise<Record<string, never>>;
   /** A task's weavelet is ready (handshake done, healthy): register it as a replica. Re-sent as a heartbeat. */
   ready(req: ReplicaReport): Promise<Record<string, never>>;
   /** Where a listener must listen inside the task (its container port). */
@@ -74,7 +81,9 @@ export async function serveControlApi(
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     if (!sameSecret(req.headers.authorization, secret)) {
       onReject("bad or missing deployment secret", peer);
-      res.writeHead(401, { "content-type": "application/json" }).end(JSON.stringify({ error: "unauthenticated: the deployment secret does not match" }));
+      res
+        .writeHead(401, { "content-type": "application/json" })
+        .end(JSON.stringify({ error: "unauthenticated: the deployment secret does not match" }));
       return;
     }
     const method = (req.url ?? "").replace(/^\/v1\//, "") as Method;
@@ -164,7 +173,8 @@ export class ControlApiClient implements ControlApi {
         // find it again (it may have moved) and retry until the deadline.
         if (err instanceof ControlApiError) throw err;
         this.base = undefined;
-        if (Date.now() + delay > deadline) throw new Error(`control plane unreachable for ${retryForMs} ms (${method}): ${(err as Error).message}`);
+        if (Date.now() + delay > deadline)
+          throw new Error(`control plane unreachable for ${retryForMs} ms (${method}): ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 5_000);
       }
@@ -176,7 +186,16 @@ export class ControlApiClient implements ControlApi {
     return new Promise<T>((resolve, reject) => {
       const req = http.request(
         `${base}/v1/${method}`,
-        { method: "POST", agent: this.agent, timeout: 30_000, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), authorization: `Bearer ${this.secret}` } },
+        {
+          method: "POST",
+          agent: this.agent,
+          timeout: 30_000,
+          headers: {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(payload),
+            authorization: `Bearer ${this.secret}`,
+          },
+        },
         (res) => {
           let text = "";
           res.setEncoding("utf8");

@@ -117,7 +117,9 @@ export class Versions {
     const arns: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.call("ecs:ListServices", `cluster ${this.clusterName}`, () => this.aws.ecs.send(new ListServicesCommand({ cluster: this.cluster, nextToken: token })));
+      const page = await this.call("ecs:ListServices", `cluster ${this.clusterName}`, () =>
+        this.aws.ecs.send(new ListServicesCommand({ cluster: this.cluster, nextToken: token })),
+      );
       arns.push(...(page.serviceArns ?? []));
       token = page.nextToken;
     } while (token);
@@ -183,9 +185,17 @@ export class Versions {
           desiredCount: 0,
           launchType: "FARGATE",
           networkConfiguration: {
-            awsvpcConfiguration: { subnets: [...spec.network.subnets], securityGroups: [spec.network.securityGroup], assignPublicIp: spec.network.assignPublicIp },
+            awsvpcConfiguration: {
+              subnets: [...spec.network.subnets],
+              securityGroups: [spec.network.securityGroup],
+              assignPublicIp: spec.network.assignPublicIp,
+            },
           },
-          deploymentConfiguration: { minimumHealthyPercent: 100, maximumPercent: 200, deploymentCircuitBreaker: { enable: true, rollback: true } },
+          deploymentConfiguration: {
+            minimumHealthyPercent: 100,
+            maximumPercent: 200,
+            deploymentCircuitBreaker: { enable: true, rollback: true },
+          },
           enableECSManagedTags: true,
           propagateTags: "SERVICE",
           tags,
@@ -195,12 +205,18 @@ export class Versions {
   }
 
   async setDesired(service: string, desired: number): Promise<void> {
-    await this.call("ecs:UpdateService", `service ${service}`, () => this.aws.ecs.send(new UpdateServiceCommand({ cluster: this.cluster, service, desiredCount: desired })));
+    await this.call("ecs:UpdateService", `service ${service}`, () =>
+      this.aws.ecs.send(new UpdateServiceCommand({ cluster: this.cluster, service, desiredCount: desired })),
+    );
   }
 
   /** Autoscaling floor and bounds of a version's service, with CPU target tracking. */
   async registerScaling(service: string, min: number, max: number, cpuTarget: number): Promise<void> {
-    const key = { ServiceNamespace: "ecs" as const, ResourceId: `service/${this.clusterName}/${service}`, ScalableDimension: "ecs:service:DesiredCount" as const };
+    const key = {
+      ServiceNamespace: "ecs" as const,
+      ResourceId: `service/${this.clusterName}/${service}`,
+      ScalableDimension: "ecs:service:DesiredCount" as const,
+    };
     await this.call("application-autoscaling:RegisterScalableTarget", key.ResourceId, () =>
       this.aws.scaling.send(new RegisterScalableTargetCommand({ ...key, MinCapacity: min, MaxCapacity: Math.max(min, max) })),
     );
@@ -222,31 +238,55 @@ export class Versions {
   }
 
   async deregisterScaling(service: string): Promise<void> {
-    const key = { ServiceNamespace: "ecs" as const, ResourceId: `service/${this.clusterName}/${service}`, ScalableDimension: "ecs:service:DesiredCount" as const };
-    await this.call("application-autoscaling:DeleteScalingPolicy", key.ResourceId, () => this.aws.scaling.send(new DeleteScalingPolicyCommand({ ...key, PolicyName: "cpu" }))).catch(ignoreMissing);
-    await this.call("application-autoscaling:DeregisterScalableTarget", key.ResourceId, () => this.aws.scaling.send(new DeregisterScalableTargetCommand(key))).catch(ignoreMissing);
+    const key = {
+      ServiceNamespace: "ecs" as const,
+      ResourceId: `service/${this.clusterName}/${service}`,
+      ScalableDimension: "ecs:service:DesiredCount" as const,
+    };
+    await this.call("application-autoscaling:DeleteScalingPolicy", key.ResourceId, () =>
+      this.aws.scaling.send(new DeleteScalingPolicyCommand({ ...key, PolicyName: "cpu" })),
+    ).catch(ignoreMissing);
+    await this.call("application-autoscaling:DeregisterScalableTarget", key.ResourceId, () =>
+      this.aws.scaling.send(new DeregisterScalableTargetCommand(key)),
+    ).catch(ignoreMissing);
   }
 
   /** Tasks of a service that are not stopped. */
   async liveTaskCount(service: string): Promise<number> {
-    const page = await this.call("ecs:ListTasks", `service ${service}`, () => this.aws.ecs.send(new ListTasksCommand({ cluster: this.cluster, serviceName: service, desiredStatus: "RUNNING" })));
+    const page = await this.call("ecs:ListTasks", `service ${service}`, () =>
+      this.aws.ecs.send(new ListTasksCommand({ cluster: this.cluster, serviceName: service, desiredStatus: "RUNNING" })),
+    );
     const arns = page.taskArns ?? [];
     if (arns.length === 0) return 0;
-    const tasks = await this.call("ecs:DescribeTasks", `tasks of service ${service}`, () => this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: arns.slice(0, 100) })));
+    const tasks = await this.call("ecs:DescribeTasks", `tasks of service ${service}`, () =>
+      this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: arns.slice(0, 100) })),
+    );
     // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
     return (tasks.tasks ?? []).filter((t) => t.group === `service:${service}` && t.lastStatus !== "STOPPED").length;
   }
 
   async deleteService(service: string): Promise<void> {
-    await this.call("ecs:DeleteService", `service ${service}`, () => this.aws.ecs.send(new DeleteServiceCommand({ cluster: this.cluster, service, force: true })));
+    await this.call("ecs:DeleteService", `service ${service}`, () =>
+      this.aws.ecs.send(new DeleteServiceCommand({ cluster: this.cluster, service, force: true })),
+    );
   }
 
   /** Sets (or with `undefined`, removes) tags of a service. */
   async tag(serviceArn: string, tags: Record<string, string | undefined>): Promise<void> {
-    const set = Object.entries(tags).filter(([, v]) => v !== undefined).map(([key, value]) => ({ key, value: value! }));
-    const unset = Object.entries(tags).filter(([, v]) => v === undefined).map(([k]) => k);
-    if (set.length) await this.call("ecs:TagResource", serviceArn, () => this.aws.ecs.send(new TagResourceCommand({ resourceArn: serviceArn, tags: set })));
-    if (unset.length) await this.call("ecs:UntagResource", serviceArn, () => this.aws.ecs.send(new UntagResourceCommand({ resourceArn: serviceArn, tagKeys: unset })));
+    const set = Object.entries(tags)
+      .filter(([, v]) => v !== undefined)
+      .map(([key, value]) => ({ key, value: value! }));
+    const unset = Object.entries(tags)
+      .filter(([, v]) => v === undefined)
+      .map(([k]) => k);
+    if (set.length)
+      await this.call("ecs:TagResource", serviceArn, () =>
+        this.aws.ecs.send(new TagResourceCommand({ resourceArn: serviceArn, tags: set })),
+      );
+    if (unset.length)
+      await this.call("ecs:UntagResource", serviceArn, () =>
+        this.aws.ecs.send(new UntagResourceCommand({ resourceArn: serviceArn, tagKeys: unset })),
+      );
   }
 
   /** Moves a version's rollout to `phase` (and clears any request it answered). */
@@ -261,7 +301,9 @@ export class Versions {
   async findTargetGroup(listener: string, version: string): Promise<string | undefined> {
     const name = targetGroupName(this.deployment, listener, version);
     try {
-      const out = await this.call("elasticloadbalancing:DescribeTargetGroups", `target group ${name}`, () => this.aws.elb.send(new DescribeTargetGroupsCommand({ Names: [name] })));
+      const out = await this.call("elasticloadbalancing:DescribeTargetGroups", `target group ${name}`, () =>
+        this.aws.elb.send(new DescribeTargetGroupsCommand({ Names: [name] })),
+      );
       return out.TargetGroups?.[0]?.TargetGroupArn;
     } catch (err) {
       if (/TargetGroupNotFound|not found|One or more target groups not found/i.test((err as Error).message)) return undefined;
@@ -298,18 +340,27 @@ export class Versions {
     );
     const arn = out.TargetGroups![0]!.TargetGroupArn!;
     await this.call("elasticloadbalancing:ModifyTargetGroupAttributes", `target group ${name}`, () =>
-      this.aws.elb.send(new ModifyTargetGroupAttributesCommand({ TargetGroupArn: arn, Attributes: [{ Key: "deregistration_delay.timeout_seconds", Value: String(spec.deregistrationDelaySeconds) }] })),
+      this.aws.elb.send(
+        new ModifyTargetGroupAttributesCommand({
+          TargetGroupArn: arn,
+          Attributes: [{ Key: "deregistration_delay.timeout_seconds", Value: String(spec.deregistrationDelaySeconds) }],
+        }),
+      ),
     );
     return arn;
   }
 
   async deleteTargetGroup(arn: string): Promise<void> {
-    await this.call("elasticloadbalancing:DeleteTargetGroup", `target group ${arn}`, () => this.aws.elb.send(new DeleteTargetGroupCommand({ TargetGroupArn: arn })));
+    await this.call("elasticloadbalancing:DeleteTargetGroup", `target group ${arn}`, () =>
+      this.aws.elb.send(new DeleteTargetGroupCommand({ TargetGroupArn: arn })),
+    );
   }
 
   /** Target health states of a target group ("healthy", "initial", "draining", ...). */
   async targetStates(arn: string): Promise<string[]> {
-    const out = await this.call("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () => this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })));
+    const out = await this.call("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
+      this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
+    );
     return (out.TargetHealthDescriptions ?? []).map((t) => t.TargetHealth?.State ?? "unknown");
   }
 
@@ -321,13 +372,17 @@ export class Versions {
 
   /** The control plane's rule on a listener, if it made one. */
   async rule(listenerArn: string): Promise<ListenerRule | undefined> {
-    const out = await this.call("elasticloadbalancing:DescribeRules", `listener ${listenerArn}`, () => this.aws.elb.send(new DescribeRulesCommand({ ListenerArn: listenerArn })));
+    const out = await this.call("elasticloadbalancing:DescribeRules", `listener ${listenerArn}`, () =>
+      this.aws.elb.send(new DescribeRulesCommand({ ListenerArn: listenerArn })),
+    );
     const candidates = (out.Rules ?? []).filter((r) => !r.IsDefault && r.RuleArn);
     if (candidates.length === 0) return undefined;
     const tags = await this.call("elasticloadbalancing:DescribeTags", `rules of listener ${listenerArn}`, () =>
       this.aws.elb.send(new DescribeTagsCommand({ ResourceArns: candidates.map((r) => r.RuleArn!) })),
     );
-    const ours = new Set((tags.TagDescriptions ?? []).filter((d) => (d.Tags ?? []).some((t) => t.Key === TAGS.RULE)).map((d) => d.ResourceArn));
+    const ours = new Set(
+      (tags.TagDescriptions ?? []).filter((d) => (d.Tags ?? []).some((t) => t.Key === TAGS.RULE)).map((d) => d.ResourceArn),
+    );
     const rule = candidates.find((r) => ours.has(r.RuleArn));
     if (!rule) return undefined;
     const weights = new Map<string, number>();
@@ -342,7 +397,10 @@ export class Versions {
   /** Removes the control plane's rule from a listener (it then answers with its default action). */
   async deleteRule(listenerArn: string): Promise<void> {
     const rule = await this.rule(listenerArn);
-    if (rule) await this.call("elasticloadbalancing:DeleteRule", `rule ${rule.ruleArn}`, () => this.aws.elb.send(new DeleteRuleCommand({ RuleArn: rule.ruleArn })));
+    if (rule)
+      await this.call("elasticloadbalancing:DeleteRule", `rule ${rule.ruleArn}`, () =>
+        this.aws.elb.send(new DeleteRuleCommand({ RuleArn: rule.ruleArn })),
+      );
   }
 
   /** Points the listener's rule at these target groups with these weights (creating the rule once). */
@@ -350,14 +408,19 @@ export class Versions {
     const actions: Action[] = [
       {
         Type: "forward",
-        ForwardConfig: { TargetGroups: weights.map((w) => ({ TargetGroupArn: w.targetGroupArn, Weight: w.weight })), TargetGroupStickinessConfig: { Enabled: false } },
+        ForwardConfig: {
+          TargetGroups: weights.map((w) => ({ TargetGroupArn: w.targetGroupArn, Weight: w.weight })),
+          TargetGroupStickinessConfig: { Enabled: false },
+        },
       },
     ];
     const existing = await this.rule(listenerArn);
     if (existing) {
       const same = existing.weights.size === weights.length && weights.every((w) => existing.weights.get(w.targetGroupArn) === w.weight);
       if (same) return;
-      await this.call("elasticloadbalancing:ModifyRule", `rule ${existing.ruleArn}`, () => this.aws.elb.send(new ModifyRuleCommand({ RuleArn: existing.ruleArn, Actions: actions })));
+      await this.call("elasticloadbalancing:ModifyRule", `rule ${existing.ruleArn}`, () =>
+        this.aws.elb.send(new ModifyRuleCommand({ RuleArn: existing.ruleArn, Actions: actions })),
+      );
       return;
     }
     await this.call("elasticloadbalancing:CreateRule", `listener ${listenerArn}`, () =>

@@ -76,7 +76,10 @@ class HttpError extends Error {
   }
 }
 
-type Route = (url: URL, req: http.IncomingMessage) => Promise<{ type: string; body: string | Buffer }> | { type: string; body: string | Buffer };
+type Route = (
+  url: URL,
+  req: http.IncomingMessage,
+) => Promise<{ type: string; body: string | Buffer }> | { type: string; body: string | Buffer };
 
 const JSON_TYPE = "application/json; charset=utf-8";
 const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
@@ -99,7 +102,11 @@ export class AdminServer {
       await this.backend.collectMetrics();
       return { type: "text/plain; version=0.0.4; charset=utf-8", body: this.backend.metricStore.prometheus() };
     });
-    for (const [file, type] of [["index.html", "text/html; charset=utf-8"], ["app.js", "text/javascript; charset=utf-8"], ["style.css", "text/css; charset=utf-8"]] as const) {
+    for (const [file, type] of [
+      ["index.html", "text/html; charset=utf-8"],
+      ["app.js", "text/javascript; charset=utf-8"],
+      ["style.css", "text/css; charset=utf-8"],
+    ] as const) {
       this.route(file === "index.html" ? "/" : `/${file}`, () => ({ type, body: dashboardFile(file) }));
     }
     this.route("/favicon.ico", () => ({ type: "image/svg+xml", body: FAVICON }));
@@ -107,7 +114,11 @@ export class AdminServer {
     this.route("/api/deployments", () => json({ deployments: this.backend.deployments() }));
     this.route("/api/metrics", async (url) => {
       await this.backend.collectMetrics();
-      const q: MetricsQuery = { component: url.searchParams.get("component") ?? undefined, name: url.searchParams.get("name") ?? undefined, replicas: url.searchParams.get("replicas") === "1" };
+      const q: MetricsQuery = {
+        component: url.searchParams.get("component") ?? undefined,
+        name: url.searchParams.get("name") ?? undefined,
+        replicas: url.searchParams.get("replicas") === "1",
+      };
       const store = this.backend.metricStore;
       return json({ series: filterSeries(q.replicas ? store.all() : store.aggregate(), q) });
     });
@@ -135,15 +146,26 @@ export class AdminServer {
       const kind = (url.searchParams.get("kind") ?? "cpu").toUpperCase();
       if (kind !== "CPU" && kind !== "HEAP") throw new HttpError(400, "kind: use cpu or heap");
       const ms = Number(url.searchParams.get("ms") ?? 10_000);
-      if (!(ms > 0 && ms <= MAX_PROFILE_MS)) throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
+      if (!(ms > 0 && ms <= MAX_PROFILE_MS))
+        throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
       const want = url.searchParams.get("group");
       const groups = this.backend.status().groups;
       // A group by name, or the group of a component.
       const chosen = want ? groups.filter((g) => g.name === want || g.components.includes(want)) : groups;
-      if (want && chosen.length === 0) throw new HttpError(404, `no group or component ${want} (groups: ${groups.map((g) => g.name).join(", ")})`);
+      if (want && chosen.length === 0)
+        throw new HttpError(404, `no group or component ${want} (groups: ${groups.map((g) => g.name).join(", ")})`);
       const running = chosen.filter((g) => g.replicas.some((r) => r.state === "running"));
-      if (running.length === 0) throw new HttpError(409, `${want ? `group ${chosen[0]!.name} has` : "there are"} no running replicas to profile`);
-      return json({ kind: kind.toLowerCase(), ms, profiles: await this.backend.profile(kind, ms, running.map((g) => g.name)) });
+      if (running.length === 0)
+        throw new HttpError(409, `${want ? `group ${chosen[0]!.name} has` : "there are"} no running replicas to profile`);
+      return json({
+        kind: kind.toLowerCase(),
+        ms,
+        profiles: await this.backend.profile(
+          kind,
+          ms,
+          running.map((g) => g.name),
+        ),
+      });
     });
     this.route("/api/logs", (url) => {
       const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);
@@ -154,7 +176,12 @@ export class AdminServer {
       const min = level ? LEVELS.indexOf(level) : 0;
       const entries = this.backend
         .recentLogs()
-        .filter((e) => (!component || e.component === component) && LEVELS.indexOf(e.level) >= min && (!grep || e.msg.includes(grep) || Object.values(e.attrs).some((v) => v.includes(grep))));
+        .filter(
+          (e) =>
+            (!component || e.component === component) &&
+            LEVELS.indexOf(e.level) >= min &&
+            (!grep || e.msg.includes(grep) || Object.values(e.attrs).some((v) => v.includes(grep))),
+        );
       return json({ entries: entries.slice(-n) });
     });
   }
@@ -183,7 +210,8 @@ export class AdminServer {
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     try {
-      if (!isLoopbackHost(req.headers.host)) throw new HttpError(403, "the admin server answers only requests addressed to a loopback host");
+      if (!isLoopbackHost(req.headers.host))
+        throw new HttpError(403, "the admin server answers only requests addressed to a loopback host");
       if (req.method !== "GET" && req.method !== "HEAD") throw new HttpError(405, `${req.method} not allowed`);
       const url = new URL(req.url ?? "/", "http://admin");
       const route = this.routes.get(url.pathname);
@@ -210,7 +238,8 @@ function dashboardFile(name: string): Buffer {
     const rel = path.join("runtime", "deployers", "multi", "dashboard");
     for (let i = 0; i < 8 && !existsSync(path.join(dir, rel, "index.html")); i++) dir = path.dirname(dir);
     const found = path.join(dir, rel);
-    if (!existsSync(path.join(found, "index.html"))) throw new HttpError(500, "tsweaver: dashboard/ not found next to the package; the installation is incomplete");
+    if (!existsSync(path.join(found, "index.html")))
+      throw new HttpError(500, "tsweaver: dashboard/ not found next to the package; the installation is incomplete");
     dashboardDir = found;
   }
   return readFileSync(path.join(dashboardDir, name));
@@ -218,6 +247,9 @@ function dashboardFile(name: string): Buffer {
 
 function isLoopbackHost(host: string | undefined): boolean {
   if (!host) return false;
-  const name = host.replace(/:\d+$/, "").replace(/^\[|\]$/g, "").toLowerCase();
+  const name = host
+    .replace(/:\d+$/, "")
+    .replace(/^\[|\]$/g, "")
+    .toLowerCase();
   return name === "localhost" || name === "::1" || /^127\.\d+\.\d+\.\d+$/.test(name);
 }

@@ -51,19 +51,26 @@ export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
     return;
   }
   if (deployments.length === 0) {
-    process.stdout.write(`no running deployments in ${stateRoot()} (start one with: tsweaver multi deploy weaver.toml; --all shows stopped ones)\n`);
+    process.stdout.write(
+      `no running deployments in ${stateRoot()} (start one with: tsweaver multi deploy weaver.toml; --all shows stopped ones)\n`,
+    );
     return;
   }
   for (const s of deployments) {
-    process.stdout.write(`DEPLOYMENT ${s.deploymentId}  app ${s.app}  ${liveState(s)}  since ${s.startedAt}  deployer pid ${s.deployerPid}\n`);
+    process.stdout.write(
+      `DEPLOYMENT ${s.deploymentId}  app ${s.app}  ${liveState(s)}  since ${s.startedAt}  deployer pid ${s.deployerPid}\n`,
+    );
     const rows: string[][] = [["GROUP", "COMPONENTS", "REPLICA", "PID", "ADDRESS", "STATE", "HEALTH", "RESTARTS"]];
     for (const g of s.groups) {
       if (g.replicas.length === 0) rows.push([g.name, g.components.join(","), "-", "-", "-", "not started", "-", "-"]);
-      for (const r of g.replicas) rows.push([g.name, g.components.join(","), r.id, String(r.pid || "-"), r.address || "-", r.state, r.health, String(r.restarts)]);
+      for (const r of g.replicas)
+        rows.push([g.name, g.components.join(","), r.id, String(r.pid || "-"), r.address || "-", r.state, r.health, String(r.restarts)]);
     }
     process.stdout.write(table(rows));
     if (s.listeners.length) {
-      process.stdout.write(table([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]));
+      process.stdout.write(
+        table([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]),
+      );
     }
     process.stdout.write("\n");
   }
@@ -71,7 +78,18 @@ export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows.map((r) => "  " + r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n") + "\n";
+  return (
+    rows
+      .map(
+        (r) =>
+          "  " +
+          r
+            .map((c, i) => c.padEnd(widths[i]!))
+            .join("  ")
+            .trimEnd(),
+      )
+      .join("\n") + "\n"
+  );
 }
 
 /** Filters for `tsweaver multi logs`. */
@@ -150,7 +168,10 @@ function pickDeployment(id: string | undefined): DeploymentDir {
   if (all.length === 0) throw new Error(`no deployments in ${stateRoot()}; start one with: tsweaver multi deploy weaver.toml`);
   if (!id) return all[0]!;
   const match = all.filter((d) => d.deploymentId.startsWith(id));
-  if (match.length !== 1) throw new Error(`deployment ${id}: ${match.length === 0 ? "not found" : "ambiguous"} (known: ${all.map((d) => d.deploymentId).join(", ")})`);
+  if (match.length !== 1)
+    throw new Error(
+      `deployment ${id}: ${match.length === 0 ? "not found" : "ambiguous"} (known: ${all.map((d) => d.deploymentId).join(", ")})`,
+    );
   return match[0]!;
 }
 
@@ -162,7 +183,11 @@ function adminOf(id: string | undefined): { dir: DeploymentDir; status: Deployme
   });
   const all = id ? running.filter((d) => d.deploymentId.startsWith(id)) : running;
   if (all.length === 0) {
-    throw new Error(id ? `no running deployment ${id} in ${stateRoot()} (tsweaver multi status --all lists them)` : `no running deployments in ${stateRoot()}; start one with: tsweaver multi deploy weaver.toml`);
+    throw new Error(
+      id
+        ? `no running deployment ${id} in ${stateRoot()} (tsweaver multi status --all lists them)`
+        : `no running deployments in ${stateRoot()}; start one with: tsweaver multi deploy weaver.toml`,
+    );
   }
   if (id && all.length > 1) throw new Error(`deployment ${id} is ambiguous (${all.map((d) => d.deploymentId).join(", ")})`);
   const dir = all[0]!;
@@ -209,7 +234,14 @@ export async function metricsCommand(o: MetricsOptions): Promise<void> {
     return;
   }
   const rows = [["NAME", "LABELS", "VALUE"]];
-  for (const s of series) rows.push([s.name, Object.entries(s.labels).map(([k, v]) => `${k}=${v}`).join(" "), formatValue(s)]);
+  for (const s of series)
+    rows.push([
+      s.name,
+      Object.entries(s.labels)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(" "),
+      formatValue(s),
+    ]);
   process.stdout.write(table(rows));
 }
 
@@ -255,7 +287,15 @@ export async function tracesCommand(o: TracesOptions): Promise<void> {
   }
   const rows = [["TRACE", "ROOT", "START", "DURATION", "SPANS", "ERRORS", "COMPONENTS"]];
   for (const t of traces) {
-    rows.push([t.traceId, t.root, new Date(t.startMicros / 1000).toISOString().slice(11, 23), ms(t.durationMicros), String(t.spans), String(t.errors), t.components.join(",")]);
+    rows.push([
+      t.traceId,
+      t.root,
+      new Date(t.startMicros / 1000).toISOString().slice(11, 23),
+      ms(t.durationMicros),
+      String(t.spans),
+      String(t.errors),
+      t.components.join(","),
+    ]);
   }
   process.stdout.write(table(rows));
 }
@@ -280,7 +320,9 @@ export function timeline(spans: readonly StoredSpan[]): string {
       const bar = " ".repeat(from) + "#".repeat(Math.min(len, WIDTH - from));
       const kind = s.kind === 2 ? "client" : s.kind === 1 ? "server" : "span";
       const err = s.statusCode === 2 ? `  ERROR ${s.statusMessage}` : "";
-      lines.push(`  |${bar.padEnd(WIDTH)}| +${ms(s.startMicros - start).padStart(10)} ${ms(s.endMicros - s.startMicros).padStart(10)}  ${"  ".repeat(depth)}${kind} ${s.name} @${s.attributes["tsweaver.weavelet"] ?? "?"}${err}`);
+      lines.push(
+        `  |${bar.padEnd(WIDTH)}| +${ms(s.startMicros - start).padStart(10)} ${ms(s.endMicros - s.startMicros).padStart(10)}  ${"  ".repeat(depth)}${kind} ${s.name} @${s.attributes["tsweaver.weavelet"] ?? "?"}${err}`,
+      );
       walk(s.spanId, depth + 1);
     }
   };
@@ -298,7 +340,9 @@ export async function dashboardCommand(o: { deployment?: string | undefined; ope
     const opener = process.platform === "darwin" ? "open" : process.platform === "win32" ? "explorer" : "xdg-open";
     const { spawn } = await import("node:child_process");
     const child = spawn(opener, [url], { stdio: "ignore", detached: true });
-    child.on("error", () => process.stderr.write(`tsweaver: cannot run ${opener}; open ${url} in a browser (deployment ${status.deploymentId})\n`));
+    child.on("error", () =>
+      process.stderr.write(`tsweaver: cannot run ${opener}; open ${url} in a browser (deployment ${status.deploymentId})\n`),
+    );
     child.unref();
   }
   return url;
@@ -332,7 +376,11 @@ export async function profileCommand(o: ProfileOptions): Promise<string> {
   if (o.group) q.set("group", o.group);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
   const out = path.resolve(o.out ?? path.join(dir.dir, "profiles", stamp));
-  process.stderr.write(kind === "cpu" ? `tsweaver: profiling ${o.group ?? "every group"} of ${status.deploymentId} for ${ms / 1000} s...\n` : `tsweaver: taking heap snapshots of ${o.group ?? "every group"}...\n`);
+  process.stderr.write(
+    kind === "cpu"
+      ? `tsweaver: profiling ${o.group ?? "every group"} of ${status.deploymentId} for ${ms / 1000} s...\n`
+      : `tsweaver: taking heap snapshots of ${o.group ?? "every group"}...\n`,
+  );
   const { profiles } = (await (await adminGet(base, `/api/profile?${q}`, ms + 120_000)).json()) as { profiles: ReplicaProfile[] };
   mkdirSync(out, { recursive: true });
   for (const p of profiles) {
@@ -340,7 +388,9 @@ export async function profileCommand(o: ProfileOptions): Promise<string> {
     writeFileSync(file, p.profile);
     process.stderr.write(`  ${path.basename(file)}  (${p.group}, ${(p.profile.length / 1024).toFixed(0)} KiB)\n`);
   }
-  process.stderr.write(`tsweaver: ${profiles.length} ${kind === "cpu" ? "CPU profiles" : "heap snapshots"}; open them in Chrome DevTools (Performance or Memory tab, Load profile):\n`);
+  process.stderr.write(
+    `tsweaver: ${profiles.length} ${kind === "cpu" ? "CPU profiles" : "heap snapshots"}; open them in Chrome DevTools (Performance or Memory tab, Load profile):\n`,
+  );
   process.stdout.write(out + "\n");
   return out;
 }

@@ -24,13 +24,16 @@ export function multiConfig(config: AppConfig): MultiConfig {
   };
   checkKeys(section, ["replicas", "listeners", "admin", "crash_loop_restarts", "crash_loop_window_s"], "multi", config.file);
   const restarts = section["crash_loop_restarts"] ?? 5;
-  if (typeof restarts !== "number" || !Number.isInteger(restarts) || restarts < 1) fail("crash_loop_restarts", `must be a positive integer, found ${JSON.stringify(restarts)}`);
+  if (typeof restarts !== "number" || !Number.isInteger(restarts) || restarts < 1)
+    fail("crash_loop_restarts", `must be a positive integer, found ${JSON.stringify(restarts)}`);
   const windowS = section["crash_loop_window_s"] ?? 60;
-  if (typeof windowS !== "number" || !(windowS > 0)) fail("crash_loop_window_s", `must be a positive number of seconds, found ${JSON.stringify(windowS)}`);
+  if (typeof windowS !== "number" || !(windowS > 0))
+    fail("crash_loop_window_s", `must be a positive number of seconds, found ${JSON.stringify(windowS)}`);
   const admin = section["admin"] ?? "127.0.0.1:0";
   if (typeof admin !== "string" || !/^.*:\d+$/.test(admin)) fail("admin", 'must be a "host:port" string');
   const replicas = section["replicas"] ?? 2;
-  if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 1 || replicas > 64) fail("replicas", "must be an integer from 1 to 64");
+  if (typeof replicas !== "number" || !Number.isInteger(replicas) || replicas < 1 || replicas > 64)
+    fail("replicas", "must be an integer from 1 to 64");
   const listeners = new Map<string, string>();
   const raw = section["listeners"] ?? {};
   if (!isTable(raw)) fail("listeners", "must be a table of [multi.listeners.NAME] sections");
@@ -41,5 +44,11 @@ export function multiConfig(config: AppConfig): MultiConfig {
     if (typeof address !== "string" || !/^.*:\d+$/.test(address)) fail(`listeners.${name}.address`, 'must be a "host:port" string');
     listeners.set(name, address as string);
   }
-  return { replicas: replicas as number, listeners, admin: admin as string, crashLoopRestarts: restarts as number, crashLoopWindowMs: (windowS as number) * 1000 };
+  return {
+    replicas: replicas as number,
+    listeners,
+    admin: admin as string,
+    crashLoopRestarts: restarts as number,
+    crashLoopWindowMs: (windowS as number) * 1000,
+  };
 }

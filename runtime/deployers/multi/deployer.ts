@@ -113,7 +113,9 @@ export class MultiDeployer implements AdminBackend {
     this.dir.create();
     await this.admin.listen(this.options.adminAddress ?? this.multi.admin);
     this.metricStore.snapshot(); // the zero point: rates before the first collection count from here
-    this.progress(`tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`);
+    this.progress(
+      `tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`,
+    );
     this.writeStatus();
     this.statusTimer = setInterval(() => {
       void this.pollHealth();
@@ -144,7 +146,14 @@ export class MultiDeployer implements AdminBackend {
         name: g.group.name,
         components: [...g.group.components],
         started: g.started,
-        replicas: g.replicas.map((r) => ({ id: r.id, pid: r.envelope?.pid ?? 0, address: r.address, health: r.health, restarts: r.restarts, state: r.state })),
+        replicas: g.replicas.map((r) => ({
+          id: r.id,
+          pid: r.envelope?.pid ?? 0,
+          address: r.address,
+          health: r.health,
+          restarts: r.restarts,
+          state: r.state,
+        })),
       })),
       listeners: [...this.proxiesNow()].map((p) => ({ name: p.listener, address: p.address, replicas: p.backendCount })),
       admin: this.admin.address,
@@ -224,10 +233,14 @@ export class MultiDeployer implements AdminBackend {
     clearInterval(this.statusTimer);
     this.admin.close();
     this.progress(`tsweaver: stopping deployment ${this.deploymentId}`);
-    await Promise.all(this.groups.flatMap((g) => g.replicas.map(async (r) => {
-      r.state = "stopped";
-      await r.envelope?.stop(5_000);
-    })));
+    await Promise.all(
+      this.groups.flatMap((g) =>
+        g.replicas.map(async (r) => {
+          r.state = "stopped";
+          await r.envelope?.stop(5_000);
+        }),
+      ),
+    );
     for (const p of this.proxiesNow()) p.close();
     this.writeStatus();
     await this.dir.close();
@@ -243,7 +256,18 @@ export class MultiDeployer implements AdminBackend {
     g.started = true;
     this.progress(`tsweaver: starting group ${g.group.name} (${g.group.components.join(", ")})`);
     for (let i = 0; i < this.multi.replicas; i++) {
-      const replica: Replica = { id: `${g.group.name}-${i}`, group: g, envelope: undefined, address: "", health: "STARTING", restarts: 0, crashStreak: 0, state: "starting", activated: new Set(), exported: new Map() };
+      const replica: Replica = {
+        id: `${g.group.name}-${i}`,
+        group: g,
+        envelope: undefined,
+        address: "",
+        health: "STARTING",
+        restarts: 0,
+        crashStreak: 0,
+        state: "starting",
+        activated: new Set(),
+        exported: new Map(),
+      };
       g.replicas.push(replica);
     }
     const results = await Promise.allSettled(g.replicas.map((r) => this.startReplica(r)));
@@ -351,7 +375,9 @@ export class MultiDeployer implements AdminBackend {
   private onExitFailedStart(r: Replica): void {
     if (r.envelope || this.stopping) return;
     if (this.crashLooping(r.group)) {
-      const err = new Error(`group ${r.group.group.name} crash-loops: its replicas failed to start or exited ${r.group.crashes.length} times within ${this.multi.crashLoopWindowMs / 1000} s; see its log lines above (tsweaver multi logs)`);
+      const err = new Error(
+        `group ${r.group.group.name} crash-loops: its replicas failed to start or exited ${r.group.crashes.length} times within ${this.multi.crashLoopWindowMs / 1000} s; see its log lines above (tsweaver multi logs)`,
+      );
       this.progress(`tsweaver: ${err.message}`);
       r.state = "stopped";
       this.writeStatus();

@@ -22,7 +22,13 @@ export class ListenerProxy {
   async listen(address: string): Promise<string> {
     const { host, port } = parseHostPort(address);
     await new Promise<void>((resolve, reject) => {
-      this.server.once("error", (err) => reject(new Error(`cannot start the proxy for listener ${this.listener} on ${address}: ${err.message}${(err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (address in use: stop the other deployment or change [multi.listeners." + this.listener + "] address)" : ""}`)));
+      this.server.once("error", (err) =>
+        reject(
+          new Error(
+            `cannot start the proxy for listener ${this.listener} on ${address}: ${err.message}${(err as NodeJS.ErrnoException).code === "EADDRINUSE" ? " (address in use: stop the other deployment or change [multi.listeners." + this.listener + "] address)" : ""}`,
+          ),
+        ),
+      );
       this.server.listen(port, host, () => resolve());
     });
     const bound = this.server.address() as AddressInfo;
@@ -56,7 +62,14 @@ export class ListenerProxy {
     const backend = this.backends[this.next++ % this.backends.length]!;
     const { host, port } = parseHostPort(backend);
     const upstream = http.request(
-      { host, port, method: req.method, path: req.url, headers: { ...req.headers, "x-forwarded-for": req.socket.remoteAddress ?? "" }, agent: this.agent },
+      {
+        host,
+        port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, "x-forwarded-for": req.socket.remoteAddress ?? "" },
+        agent: this.agent,
+      },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
         up.pipe(res);

@@ -1,4 +1,15 @@
-import { appendFileSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync, type WriteStream } from "node:fs";
+import {
+  appendFileSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  type WriteStream,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { LogEntry } from "../../protos/runtime.js";
@@ -39,7 +50,10 @@ export class DeploymentDir {
   private traceStream: WriteStream | undefined;
   private closed = false;
 
-  constructor(root: string, readonly deploymentId: string) {
+  constructor(
+    root: string,
+    readonly deploymentId: string,
+  ) {
     this.dir = path.join(root, deploymentId);
   }
 

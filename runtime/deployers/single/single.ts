@@ -18,7 +18,8 @@ function listenerAddresses(config: AppConfig | undefined): Map<string, string> {
   for (const [name, value] of Object.entries(listeners)) {
     if (!isTable(value)) throw new ConfigError(`${config.file}: single.listeners.${name}: must be a table with address = "host:port"`);
     checkKeys(value, ["address"], `single.listeners.${name}`, config.file);
-    if (typeof value["address"] !== "string") throw new ConfigError(`${config.file}: single.listeners.${name}.address: must be a "host:port" string`);
+    if (typeof value["address"] !== "string")
+      throw new ConfigError(`${config.file}: single.listeners.${name}.address: must be a "host:port" string`);
     out.set(name, value["address"]);
   }
   return out;

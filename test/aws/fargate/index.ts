@@ -91,7 +91,12 @@ export class FargateSimulator extends EventEmitter {
     this.logClient = new CloudWatchLogsClient(cfg);
     const verbose = (): boolean => this.verbose;
     this.logs = new AwsLogsShipper(this.logClient, this.cluster, opts.awslogs !== false, verbose);
-    this.metadata = new MetadataEndpoint((id) => this.runner.find(id), () => this.clusterArn(), this.cluster, this.region);
+    this.metadata = new MetadataEndpoint(
+      (id) => this.runner.find(id),
+      () => this.clusterArn(),
+      this.cluster,
+      this.region,
+    );
     this.runner = new TaskRunner({
       ecs: this.ecs,
       secrets: this.secrets,
@@ -147,7 +152,9 @@ export class FargateSimulator extends EventEmitter {
     for (const r of live) this.runner.stop(r, r.stoppedReason ?? "Fargate simulator stopped");
     await Promise.all(live.map((r) => r.exited));
     await Promise.all(
-      live.map((r) => this.ecs.send(new StopTaskCommand({ cluster: this.cluster, task: r.arn, reason: "Fargate simulator stopped" })).catch(() => {})),
+      live.map((r) =>
+        this.ecs.send(new StopTaskCommand({ cluster: this.cluster, task: r.arn, reason: "Fargate simulator stopped" })).catch(() => {}),
+      ),
     );
     await this.logs.stop();
     await this.metadata.stop();
@@ -179,7 +186,8 @@ export class FargateSimulator extends EventEmitter {
   kill(taskArnOrId: string, signal: NodeJS.Signals = "SIGKILL"): void {
     const r = this.runner.find(taskArnOrId);
     if (r === undefined) throw new Error(`no simulated task ${taskArnOrId}`);
-    if (r.pid === undefined || r.state === "exited" || r.state === "failed") throw new Error(`task ${r.id} has no running process (${r.state})`);
+    if (r.pid === undefined || r.state === "exited" || r.state === "failed")
+      throw new Error(`task ${r.id} has no running process (${r.state})`);
     process.kill(r.pid, signal);
   }
 
@@ -198,9 +206,14 @@ export class FargateSimulator extends EventEmitter {
       if (v) return v as NonNullable<T>;
       if (Date.now() > deadline) {
         const summary = this.tasks()
-          .map((t) => `${t.service ?? t.group} ${t.taskId.slice(0, 8)} ${t.ip} ${t.state}${t.exitCode !== undefined ? ` code ${t.exitCode}` : ""}${t.stoppedReason ? ` (${t.stoppedReason})` : ""}`)
+          .map(
+            (t) =>
+              `${t.service ?? t.group} ${t.taskId.slice(0, 8)} ${t.ip} ${t.state}${t.exitCode !== undefined ? ` code ${t.exitCode}` : ""}${t.stoppedReason ? ` (${t.stoppedReason})` : ""}`,
+          )
           .join("; ");
-        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; tasks: ${summary || "none"}${this.lastError ? `; last poll error: ${this.lastError.message}` : ""}`);
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting for ${what}; tasks: ${summary || "none"}${this.lastError ? `; last poll error: ${this.lastError.message}` : ""}`,
+        );
       }
       await sleep(50);
     }
@@ -227,7 +240,8 @@ export class FargateSimulator extends EventEmitter {
         this.lastError = undefined;
       })
       .catch((err: Error) => {
-        if (this.lastError?.message !== err.message && this.verbose) process.stderr.write(`[fargate ${this.cluster}] poll failed: ${err.name}: ${err.message}\n`);
+        if (this.lastError?.message !== err.message && this.verbose)
+          process.stderr.write(`[fargate ${this.cluster}] poll failed: ${err.name}: ${err.message}\n`);
         this.lastError = err;
       })
       .finally(() => {
@@ -245,14 +259,20 @@ export class FargateSimulator extends EventEmitter {
 
     // Fargate: a process for every new RUNNING task; stop processes of tasks stopped in the emulator.
     for (const t of tasks) {
-      if (!records.has(t.taskArn!) && t.lastStatus !== "STOPPED") void this.runner.start(t).catch((err: Error) => {
+      if (!records.has(t.taskArn!) && t.lastStatus !== "STOPPED")
+        void this.runner.start(t).catch((err: Error) => {
           this.lastError = err;
         });
     }
-    const gone = [...records.values()].filter((r: TaskRecord) => !r.stopping && (r.state === "running" || r.state === "starting") && !runningArns.has(r.arn));
+    const gone = [...records.values()].filter(
+      (r: TaskRecord) => !r.stopping && (r.state === "running" || r.state === "starting") && !runningArns.has(r.arn),
+    );
     if (gone.length > 0) {
       const reasons = new Map<string, string>();
-      for (const batch of chunks(gone.map((r) => r.arn), 100)) {
+      for (const batch of chunks(
+        gone.map((r) => r.arn),
+        100,
+      )) {
         const d = await this.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: batch })).catch(() => undefined);
         for (const t of d?.tasks ?? []) if (t.stoppedReason) reasons.set(t.taskArn!, t.stoppedReason);
       }
@@ -267,7 +287,9 @@ export class FargateSimulator extends EventEmitter {
     let next: string | undefined;
     try {
       do {
-        const page = await this.ecs.send(new ListTasksCommand({ cluster: this.cluster, desiredStatus: "RUNNING", maxResults: 100, nextToken: next }));
+        const page = await this.ecs.send(
+          new ListTasksCommand({ cluster: this.cluster, desiredStatus: "RUNNING", maxResults: 100, nextToken: next }),
+        );
         arns.push(...(page.taskArns ?? []));
         next = page.nextToken;
       } while (next);

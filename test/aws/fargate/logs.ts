@@ -55,7 +55,8 @@ export class AwsLogsShipper {
       .then(() => true)
       .catch((err: Error) => {
         if (err.name === "ResourceAlreadyExistsException") return true;
-        if (this.verbose()) process.stderr.write(`[fargate ${this.cluster}] no CloudWatch logs for task ${c.id}: ${err.name}: ${err.message}\n`);
+        if (this.verbose())
+          process.stderr.write(`[fargate ${this.cluster}] no CloudWatch logs for task ${c.id}: ${err.name}: ${err.message}\n`);
         return false;
       });
     const log: LogStream = { group, stream, events: [], ready };
@@ -73,7 +74,9 @@ export class AwsLogsShipper {
         }
         const events = log.events.splice(0, log.events.length);
         for (const batch of chunks(events, 5000)) {
-          await this.logs.send(new PutLogEventsCommand({ logGroupName: log.group, logStreamName: log.stream, logEvents: batch })).catch(() => {});
+          await this.logs
+            .send(new PutLogEventsCommand({ logGroupName: log.group, logStreamName: log.stream, logEvents: batch }))
+            .catch(() => {});
         }
       }),
     );

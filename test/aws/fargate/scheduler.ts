@@ -5,7 +5,15 @@
  * tasks and for tasks of an older task definition; restarts of a crashing service's tasks back off
  * (250 ms doubling to 5 s), as ECS throttles them.
  */
-import { DescribeServicesCommand, ListServicesCommand, RunTaskCommand, StopTaskCommand, type ECSClient, type Service, type Task } from "@aws-sdk/client-ecs";
+import {
+  DescribeServicesCommand,
+  ListServicesCommand,
+  RunTaskCommand,
+  StopTaskCommand,
+  type ECSClient,
+  type Service,
+  type Task,
+} from "@aws-sdk/client-ecs";
 import { chunks } from "./chunks.js";
 import type { TaskRecord } from "./task-runner.js";
 
@@ -63,10 +71,13 @@ export class ServiceScheduler {
       const state = this.state(name);
       const mine = tasks.filter((t) => t.group === `service:${name}` && t.desiredStatus === "RUNNING");
       // Healthy for a while: forget earlier crashes.
-      if (mine.some((t) => {
-        const r = this.cfg.record(t.taskArn!);
-        return r !== undefined && r.state === "running" && now - r.startedAt > 5000;
-      })) state.failures = 0;
+      if (
+        mine.some((t) => {
+          const r = this.cfg.record(t.taskArn!);
+          return r !== undefined && r.state === "running" && now - r.startedAt > 5000;
+        })
+      )
+        state.failures = 0;
       const deployment = svc.deployments?.find((d) => d.status === "PRIMARY")?.id ?? "ecs-svc/fargate-simulator";
       const scaling = `Scaling activity initiated by (deployment ${deployment})`;
       if (svc.status !== "ACTIVE") {

@@ -16,7 +16,14 @@ import { randomUUID } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
-import { DescribeTaskDefinitionCommand, StopTaskCommand, type ContainerDefinition, type ECSClient, type Task, type TaskDefinition } from "@aws-sdk/client-ecs";
+import {
+  DescribeTaskDefinitionCommand,
+  StopTaskCommand,
+  type ContainerDefinition,
+  type ECSClient,
+  type Task,
+  type TaskDefinition,
+} from "@aws-sdk/client-ecs";
 import { GetSecretValueCommand, type SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ROOT } from "../../support/index.js";
 import { emulatorEnv, sleep } from "../moto.js";
@@ -26,7 +33,20 @@ import type { AwsLogsShipper, LogStream } from "./logs.js";
 export const DEFAULT_ENTRYPOINT: readonly string[] = [process.execPath, path.join(ROOT, "dist/runtime/cli/main.js")];
 
 /** Variables of the test process a task's process inherits (everything else comes from the task). */
-const INHERITED_ENV = ["PATH", "HOME", "TMPDIR", "TMP", "TEMP", "LANG", "LC_ALL", "TZ", "SYSTEMROOT", "NODE_V8_COVERAGE", "TSWEAVER_TEST_VERBOSE", "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED"];
+const INHERITED_ENV = [
+  "PATH",
+  "HOME",
+  "TMPDIR",
+  "TMP",
+  "TEMP",
+  "LANG",
+  "LC_ALL",
+  "TZ",
+  "SYSTEMROOT",
+  "NODE_V8_COVERAGE",
+  "TSWEAVER_TEST_VERBOSE",
+  "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED",
+];
 
 export type SimTaskState = "starting" | "running" | "stopping" | "exited" | "failed";
 
@@ -258,12 +278,20 @@ export class TaskRunner {
       r.state = "exited";
       r.exitedAt = Date.now();
       resolveExited();
-      if (!r.stopping) await this.cfg.ecs.send(new StopTaskCommand({ cluster: this.cfg.cluster, task: arn, reason: "Fargate simulator stopped" })).catch(() => {});
+      if (!r.stopping)
+        await this.cfg.ecs
+          .send(new StopTaskCommand({ cluster: this.cfg.cluster, task: arn, reason: "Fargate simulator stopped" }))
+          .catch(() => {});
       return;
     }
     r.log = this.cfg.logs.open(r);
 
-    const child = spawn(r.command[0]!, r.command.slice(1), { cwd: this.cfg.workdir ?? ROOT, env: r.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const child = spawn(r.command[0]!, r.command.slice(1), {
+      cwd: this.cfg.workdir ?? ROOT,
+      env: r.env,
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
     r.child = child;
     r.pid = child.pid;
     r.state = "running";
@@ -304,11 +332,16 @@ export class TaskRunner {
       if (!r.stopping) {
         r.stoppedReason = `Essential container in task exited (code ${r.exitCode ?? "?"})`;
         this.cfg.onFailure(r);
-        void this.cfg.ecs.send(new StopTaskCommand({ cluster: this.cfg.cluster, task: r.arn, reason: r.stoppedReason })).catch((err: Error) => {
-          if (this.cfg.verbose()) process.stderr.write(`${label} StopTask failed: ${err.message}\n`);
-        });
+        void this.cfg.ecs
+          .send(new StopTaskCommand({ cluster: this.cfg.cluster, task: r.arn, reason: r.stoppedReason }))
+          .catch((err: Error) => {
+            if (this.cfg.verbose()) process.stderr.write(`${label} StopTask failed: ${err.message}\n`);
+          });
       }
-      if (this.cfg.verbose()) process.stderr.write(`${label} exited (code ${r.exitCode}${r.signal ? `, ${r.signal}` : ""})${r.stoppedReason ? `: ${r.stoppedReason}` : ""}\n`);
+      if (this.cfg.verbose())
+        process.stderr.write(
+          `${label} exited (code ${r.exitCode}${r.signal ? `, ${r.signal}` : ""})${r.stoppedReason ? `: ${r.stoppedReason}` : ""}\n`,
+        );
       resolveExited();
       this.cfg.emit("task-exit", snapshot(r));
     };
@@ -350,7 +383,11 @@ export class TaskRunner {
     if (parts[2] !== "secretsmanager") throw new Error(`unable to resolve secret ${valueFrom}: only Secrets Manager secrets are simulated`);
     const [jsonKey, stage, version] = parts.slice(7);
     const out = await this.cfg.secrets.send(
-      new GetSecretValueCommand({ SecretId: parts.slice(0, 7).join(":"), VersionStage: stage || undefined, VersionId: version || undefined }),
+      new GetSecretValueCommand({
+        SecretId: parts.slice(0, 7).join(":"),
+        VersionStage: stage || undefined,
+        VersionId: version || undefined,
+      }),
     );
     const value = out.SecretString ?? "";
     if (!jsonKey) return value;

@@ -4,7 +4,15 @@ import { test } from "node:test";
 import { groupsOf, loadConfig, parseConfig } from "../../../runtime/core/config.js";
 import { ConfigError } from "../../../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../../../runtime/deployers/aws/config.js";
-import { defaultStackName, listenerUrlOutputKey, parseServiceName, pascalCase, targetGroupName, versionedServiceName, versionId } from "../../../runtime/deployers/aws/contract.js";
+import {
+  defaultStackName,
+  listenerUrlOutputKey,
+  parseServiceName,
+  pascalCase,
+  targetGroupName,
+  versionedServiceName,
+  versionId,
+} from "../../../runtime/deployers/aws/contract.js";
 import { ROOT } from "../../support/index.js";
 
 const F = "/apps/shop/weaver.toml";
@@ -101,7 +109,16 @@ port = 8080
   const main = c.groups.find((g) => g.name === "tsweaver-main")!;
   assert.deepEqual([main.min, main.max], [6, 6], "max defaults to at least min");
   assert.deepEqual(c.listeners, [
-    { name: "admin", port: 8080, containerPort: 8080, public: true, healthCheckPath: "/", deregistrationDelaySeconds: 30, certificateArn: undefined, redirectPort: undefined },
+    {
+      name: "admin",
+      port: 8080,
+      containerPort: 8080,
+      public: true,
+      healthCheckPath: "/",
+      deregistrationDelaySeconds: 30,
+      certificateArn: undefined,
+      redirectPort: undefined,
+    },
     {
       name: "web",
       port: 443,
@@ -168,7 +185,12 @@ test("version ids: what the tasks run decides them; service and target group nam
   const v = versionId({ image: "asset-1", config: "{}", binary: "main" });
   assert.match(v, /^v[0-9a-f]{10}$/);
   assert.equal(versionId({ image: "asset-1", config: "{}", binary: "main" }), v);
-  for (const other of [{ image: "asset-2", config: "{}", binary: "main" }, { image: "asset-1", config: "{ }", binary: "main" }, { image: "asset-1", config: "{}", binary: "main2" }, { image: "asset-1{}", config: "", binary: "main" }]) {
+  for (const other of [
+    { image: "asset-2", config: "{}", binary: "main" },
+    { image: "asset-1", config: "{ }", binary: "main" },
+    { image: "asset-1", config: "{}", binary: "main2" },
+    { image: "asset-1{}", config: "", binary: "main" },
+  ]) {
     assert.notEqual(versionId(other), v, JSON.stringify(other));
   }
   assert.equal(versionedServiceName("hello-reverser", v), `hello-reverser-${v}`);
@@ -183,39 +205,59 @@ test("version ids: what the tasks run decides them; service and target group nam
 });
 
 const bad: [string, string, RegExp][] = [
-  ["unknown top-level key", "[aws]\nregoin = \"x\"\n", /aws\.regoin: unknown key \(known keys: stack, account, region/],
-  ["unknown group", "[aws.groups.shop-pricing]\nmin = 1\n", /aws\.groups\.shop-pricing: unknown group.*shop-catalog \(shop\/Catalog, shop\/Pricing\)/],
+  ["unknown top-level key", '[aws]\nregoin = "x"\n', /aws\.regoin: unknown key \(known keys: stack, account, region/],
+  [
+    "unknown group",
+    "[aws.groups.shop-pricing]\nmin = 1\n",
+    /aws\.groups\.shop-pricing: unknown group.*shop-catalog \(shop\/Catalog, shop\/Pricing\)/,
+  ],
   ["unknown group key", "[aws.groups.shop-cart]\nreplicas = 2\n", /aws\.groups\.shop-cart\.replicas: unknown key/],
-  ["unknown listener key", "[aws.listeners.web]\naddress = \"x\"\n", /aws\.listeners\.web\.address: unknown key/],
+  ["unknown listener key", '[aws.listeners.web]\naddress = "x"\n', /aws\.listeners\.web\.address: unknown key/],
   ["unknown controlplane key", "[aws.controlplane]\nmin = 2\n", /aws\.controlplane\.min: unknown key/],
   ["groups not a table", "[aws]\ngroups = 3\n", /aws\.groups: must be a table/],
   ["group not a table", "[aws.groups]\nshop-cart = 3\n", /aws\.groups\.shop-cart: must be a table/],
-  ["string for an int", "[aws.groups.shop-cart]\nmax = \"4\"\n", /aws\.groups\.shop-cart\.max: must be an integer from 1 to 1000 \(got "4"\)/],
+  [
+    "string for an int",
+    '[aws.groups.shop-cart]\nmax = "4"\n',
+    /aws\.groups\.shop-cart\.max: must be an integer from 1 to 1000 \(got "4"\)/,
+  ],
   ["float for an int", "[aws]\nrpc_port = 9000.5\n", /aws\.rpc_port: must be an integer/],
   ["min 0", "[aws.groups.shop-cart]\nmin = 0\n", /aws\.groups\.shop-cart\.min: must be an integer from 1/],
   ["max below min", "[aws.groups.shop-cart]\nmin = 5\nmax = 2\n", /aws\.groups\.shop-cart\.max: must be at least min \(5\)/],
   ["bad Fargate cpu", "[aws.groups.shop-cart]\ncpu = 300\n", /aws\.groups\.shop-cart\.cpu: must be a Fargate CPU size/],
-  ["bad Fargate memory", "[aws.groups.shop-cart]\ncpu = 1024\nmemory = 512\n", /aws\.groups\.shop-cart\.memory: Fargate tasks with cpu = 1024 take memory 2048 to 8192 in steps of 1024/],
-  ["bad control plane size", "[aws.controlplane]\ncpu = 256\nmemory = 4096\n", /aws\.controlplane\.memory: Fargate tasks with cpu = 256 take memory 512, 1024, 2048/],
-  ["bool as string", "[aws]\ninternal_alb = \"yes\"\n", /aws\.internal_alb: must be true or false/],
-  ["bad stack name", "[aws]\nstack = \"1shop\"\n", /aws\.stack: must start with a letter/],
-  ["bad account", "[aws]\naccount = \"12345\"\n", /aws\.account: must be a 12-digit/],
-  ["bad region", "[aws]\nregion = \"Europe\"\n", /aws\.region: must be an AWS region/],
-  ["bad vpc id", "[aws]\nvpc_id = \"default\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\n", /aws\.vpc_id: must be a VPC id/],
-  ["vpc without env", "[aws]\nvpc_id = \"vpc-0123456789abcdef0\"\n", /aws\.vpc_id: importing a VPC needs aws\.account and aws\.region/],
+  [
+    "bad Fargate memory",
+    "[aws.groups.shop-cart]\ncpu = 1024\nmemory = 512\n",
+    /aws\.groups\.shop-cart\.memory: Fargate tasks with cpu = 1024 take memory 2048 to 8192 in steps of 1024/,
+  ],
+  [
+    "bad control plane size",
+    "[aws.controlplane]\ncpu = 256\nmemory = 4096\n",
+    /aws\.controlplane\.memory: Fargate tasks with cpu = 256 take memory 512, 1024, 2048/,
+  ],
+  ["bool as string", '[aws]\ninternal_alb = "yes"\n', /aws\.internal_alb: must be true or false/],
+  ["bad stack name", '[aws]\nstack = "1shop"\n', /aws\.stack: must start with a letter/],
+  ["bad account", '[aws]\naccount = "12345"\n', /aws\.account: must be a 12-digit/],
+  ["bad region", '[aws]\nregion = "Europe"\n', /aws\.region: must be an AWS region/],
+  ["bad vpc id", '[aws]\nvpc_id = "default"\naccount = "123456789012"\nregion = "eu-west-1"\n', /aws\.vpc_id: must be a VPC id/],
+  ["vpc without env", '[aws]\nvpc_id = "vpc-0123456789abcdef0"\n', /aws\.vpc_id: importing a VPC needs aws\.account and aws\.region/],
   [
     "nat with imported vpc",
-    "[aws]\nvpc_id = \"vpc-0123456789abcdef0\"\naccount = \"123456789012\"\nregion = \"eu-west-1\"\nnat_gateways = 1\n",
+    '[aws]\nvpc_id = "vpc-0123456789abcdef0"\naccount = "123456789012"\nregion = "eu-west-1"\nnat_gateways = 1\n',
     /aws\.nat_gateways: applies only to the VPC the stack creates/,
   ],
   ["three NATs", "[aws]\nnat_gateways = 3\n", /aws\.nat_gateways: must be an integer from 0 to 2/],
-  ["image and dockerfile_dir", "[aws]\nimage = \"nginx\"\ndockerfile_dir = \".\"\n", /aws\.dockerfile_dir: set either aws\.image/],
-  ["dockerfile outside context", "[aws]\ndockerfile = \"../Dockerfile\"\n", /aws\.dockerfile: must be a path inside the build context/],
-  ["architecture", "[aws]\narchitecture = \"amd64\"\n", /aws\.architecture: must be "x86_64" or "arm64"/],
+  ["image and dockerfile_dir", '[aws]\nimage = "nginx"\ndockerfile_dir = "."\n', /aws\.dockerfile_dir: set either aws\.image/],
+  ["dockerfile outside context", '[aws]\ndockerfile = "../Dockerfile"\n', /aws\.dockerfile: must be a path inside the build context/],
+  ["architecture", '[aws]\narchitecture = "amd64"\n', /aws\.architecture: must be "x86_64" or "arm64"/],
   ["retention", "[aws]\nlog_retention_days = 10\n", /aws\.log_retention_days: must be one of 1, 3, 5/],
-  ["otlp endpoint", "[aws]\notlp_endpoint = \"collector:4318\"\n", /aws\.otlp_endpoint: must be an http\(s\) URL/],
+  ["otlp endpoint", '[aws]\notlp_endpoint = "collector:4318"\n', /aws\.otlp_endpoint: must be an http\(s\) URL/],
   ["same rpc and control port", "[aws]\nrpc_port = 9100\n", /aws\.control_port: must differ from aws\.rpc_port \(9100\)/],
-  ["container port on rpc port", "[aws.listeners.web]\ncontainer_port = 9000\n", /aws\.listeners\.web\.container_port: 9000 is already used by aws\.rpc_port/],
+  [
+    "container port on rpc port",
+    "[aws.listeners.web]\ncontainer_port = 9000\n",
+    /aws\.listeners\.web\.container_port: 9000 is already used by aws\.rpc_port/,
+  ],
   [
     "two listeners on one port",
     "[aws.listeners.a]\nport = 8000\n[aws.listeners.b]\nport = 8000\n",
@@ -223,22 +265,46 @@ const bad: [string, string, RegExp][] = [
   ],
   [
     "redirect clashes with a listener",
-    "[aws.listeners.a]\n[aws.listeners.b]\ncertificate_arn = \"arn:aws:acm:us-east-1:123456789012:certificate/x\"\n",
+    '[aws.listeners.a]\n[aws.listeners.b]\ncertificate_arn = "arn:aws:acm:us-east-1:123456789012:certificate/x"\n',
     /aws\.listeners\.b\.redirect_http: the HTTP→HTTPS redirect needs port 80, already used by aws\.listeners\.a\.port; set redirect_http = false/,
   ],
-  ["redirect without certificate", "[aws.listeners.a]\nredirect_http = true\n", /aws\.listeners\.a\.redirect_http: applies only to HTTPS listeners/],
-  ["bad certificate", "[aws.listeners.a]\ncertificate_arn = \"my-cert\"\n", /aws\.listeners\.a\.certificate_arn: must be an ACM/],
-  ["bad health path", "[aws.listeners.a]\nhealth_check_path = \"healthz\"\n", /aws\.listeners\.a\.health_check_path: must start with "\/"/],
-  ["bad listener name", "[aws.listeners.\"my listener\"]\n", /aws\.listeners\.my listener: listener names must start with a letter/],
-  ["deregistration delay", "[aws.listeners.a]\nderegistration_delay_seconds = -1\n", /aws\.listeners\.a\.deregistration_delay_seconds: must be an integer from 0 to 3600 \(got -1\)/],
-  ["unknown rollout key", "[aws.rollout]\nstep = 5\n", /aws\.rollout\.step: unknown key \(known keys: steps, step_seconds, max_error_rate, health_timeout_seconds\)/],
-  ["steps not ending at 100", "[aws.rollout]\nsteps = [10, 50]\n", /aws\.rollout\.steps: must be percentages from 1 to 100, ascending, the last one 100, e\.g\. \[10, 50, 100\] \(got \[10,50\]\)/],
+  [
+    "redirect without certificate",
+    "[aws.listeners.a]\nredirect_http = true\n",
+    /aws\.listeners\.a\.redirect_http: applies only to HTTPS listeners/,
+  ],
+  ["bad certificate", '[aws.listeners.a]\ncertificate_arn = "my-cert"\n', /aws\.listeners\.a\.certificate_arn: must be an ACM/],
+  ["bad health path", '[aws.listeners.a]\nhealth_check_path = "healthz"\n', /aws\.listeners\.a\.health_check_path: must start with "\/"/],
+  ["bad listener name", '[aws.listeners."my listener"]\n', /aws\.listeners\.my listener: listener names must start with a letter/],
+  [
+    "deregistration delay",
+    "[aws.listeners.a]\nderegistration_delay_seconds = -1\n",
+    /aws\.listeners\.a\.deregistration_delay_seconds: must be an integer from 0 to 3600 \(got -1\)/,
+  ],
+  [
+    "unknown rollout key",
+    "[aws.rollout]\nstep = 5\n",
+    /aws\.rollout\.step: unknown key \(known keys: steps, step_seconds, max_error_rate, health_timeout_seconds\)/,
+  ],
+  [
+    "steps not ending at 100",
+    "[aws.rollout]\nsteps = [10, 50]\n",
+    /aws\.rollout\.steps: must be percentages from 1 to 100, ascending, the last one 100, e\.g\. \[10, 50, 100\] \(got \[10,50\]\)/,
+  ],
   ["steps not ascending", "[aws.rollout]\nsteps = [50, 10, 100]\n", /aws\.rollout\.steps: must be percentages .*\(got \[50,10,100\]\)/],
   ["steps empty", "[aws.rollout]\nsteps = []\n", /aws\.rollout\.steps: must be percentages/],
-  ["steps not numbers", "[aws.rollout]\nsteps = \"10,100\"\n", /aws\.rollout\.steps: must be percentages .*\(got "10,100"\)/],
+  ["steps not numbers", '[aws.rollout]\nsteps = "10,100"\n', /aws\.rollout\.steps: must be percentages .*\(got "10,100"\)/],
   ["step seconds", "[aws.rollout]\nstep_seconds = 1.5\n", /aws\.rollout\.step_seconds: must be an integer from 0 to 86400 \(got 1\.5\)/],
-  ["error rate above 1", "[aws.rollout]\nmax_error_rate = 5\n", /aws\.rollout\.max_error_rate: must be a number from 0 to 1, e\.g\. 0\.05 for 5% \(got 5\)/],
-  ["health timeout", "[aws.rollout]\nhealth_timeout_seconds = 1\n", /aws\.rollout\.health_timeout_seconds: must be an integer from 10 to 86400 \(got 1\)/],
+  [
+    "error rate above 1",
+    "[aws.rollout]\nmax_error_rate = 5\n",
+    /aws\.rollout\.max_error_rate: must be a number from 0 to 1, e\.g\. 0\.05 for 5% \(got 5\)/,
+  ],
+  [
+    "health timeout",
+    "[aws.rollout]\nhealth_timeout_seconds = 1\n",
+    /aws\.rollout\.health_timeout_seconds: must be an integer from 10 to 86400 \(got 1\)/,
+  ],
 ];
 
 for (const [what, text, message] of bad) {
@@ -258,7 +324,10 @@ for (const [what, text, message] of bad) {
 test("groups that would share a logical id are refused", () => {
   const config = parseConfig('[tsweaver]\nbinary = "m.js"\n', F);
   // x/1 → group x-1 and x1 → group x1: both would be construct GroupX1.
-  assert.throws(() => parseAwsConfig(config, groupsOf(config, ["x/1", "x1", "tsweaver/Main"])), /group x1 and group x-1 both map to the CloudFormation logical id GroupX1/);
+  assert.throws(
+    () => parseAwsConfig(config, groupsOf(config, ["x/1", "x1", "tsweaver/Main"])),
+    /group x1 and group x-1 both map to the CloudFormation logical id GroupX1/,
+  );
 });
 
 test("an app without tsweaver/Main is refused", () => {
@@ -282,5 +351,8 @@ test("examples/five/weaver.toml: five groups, with its sizes and one listener", 
       ["tsweaver-main", 2, 6, 256, 512],
     ],
   );
-  assert.deepEqual(c.listeners.map((l) => [l.name, l.port, l.containerPort, l.healthCheckPath]), [["shop", 80, 8080, "/healthz"]]);
+  assert.deepEqual(
+    c.listeners.map((l) => [l.name, l.port, l.containerPort, l.healthCheckPath]),
+    [["shop", 80, 8080, "/healthz"]],
+  );
 });

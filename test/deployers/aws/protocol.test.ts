@@ -51,7 +51,10 @@ test("the control API serves authenticated agents and rejects everyone else", as
     client.close();
 
     const wrong = new ControlApiClient("guess", async () => `http://127.0.0.1:${port}`, 2_000);
-    await assert.rejects(wrong.activate({ taskArn: "t", group: "g", component: "app/C", routed: false, version: "v0123456789" }), /unauthenticated/);
+    await assert.rejects(
+      wrong.activate({ taskArn: "t", group: "g", component: "app/C", routed: false, version: "v0123456789" }),
+      /unauthenticated/,
+    );
     wrong.close();
     assert.equal((await post(port, "/v1/activate", {}, "{}")).status, 401);
     assert.equal(rejected.length, 2);
@@ -66,15 +69,25 @@ test("the control API serves authenticated agents and rejects everyone else", as
 
 test("an unreachable control plane is retried, re-located, then reported", async () => {
   let locates = 0;
-  const client = new ControlApiClient("x", async () => {
-    locates++;
-    return "http://127.0.0.1:1";
-  }, 600);
-  await assert.rejects(client.ready({ taskArn: "", taskId: "", group: "", ip: "", port: 0, weaveletId: "", version: "v0123456789", listeners: {} }), /control plane unreachable for 600 ms \(ready\)/);
+  const client = new ControlApiClient(
+    "x",
+    async () => {
+      locates++;
+      return "http://127.0.0.1:1";
+    },
+    600,
+  );
+  await assert.rejects(
+    client.ready({ taskArn: "", taskId: "", group: "", ip: "", port: 0, weaveletId: "", version: "v0123456789", listeners: {} }),
+    /control plane unreachable for 600 ms \(ready\)/,
+  );
   assert.ok(locates >= 2, "the address is looked up again after a failure");
   client.close();
 });
 
 test("an empty secret is refused", async () => {
-  await assert.rejects(serveControlApi("127.0.0.1", 0, "", api, () => {}), /secret is empty/);
+  await assert.rejects(
+    serveControlApi("127.0.0.1", 0, "", api, () => {}),
+    /secret is empty/,
+  );
 });

@@ -20,7 +20,11 @@ crash_loop_window_s = 120
     dir,
   );
   const lines: string[] = [];
-  const deployer = new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state"), printLogs: false, progress: (l) => lines.push(l) });
+  const deployer = new MultiDeployer(loadConfig(config), {
+    stateDir: path.join(dir, "state"),
+    printLogs: false,
+    progress: (l) => lines.push(l),
+  });
   try {
     await deployer.deploy();
     const err = await deployer.failed;
@@ -35,5 +39,8 @@ crash_loop_window_s = 120
 test("multi config: crash-loop limits are checked", () => {
   const dir = tempDir();
   const config = writeConfig(`[tsweaver]\nbinary = "x.js"\n\n[multi]\ncrash_loop_restarts = 0\n`, dir);
-  assert.throws(() => new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state") }), /multi\.crash_loop_restarts: must be a positive integer, found 0/);
+  assert.throws(
+    () => new MultiDeployer(loadConfig(config), { stateDir: path.join(dir, "state") }),
+    /multi\.crash_loop_restarts: must be a positive integer, found 0/,
+  );
 });

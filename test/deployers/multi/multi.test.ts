@@ -63,7 +63,9 @@ greeting = "hello from weaver.toml"
   });
 
   test("a remote error reaches the caller with its name, message, details and the RemoteCallError marker", async () => {
-    const r = await getJson<{ name: string; message: string; remote: boolean; code: string }>(`${base}/fail?name=OutOfStock&message=no+more+socks`);
+    const r = await getJson<{ name: string; message: string; remote: boolean; code: string }>(
+      `${base}/fail?name=OutOfStock&message=no+more+socks`,
+    );
     assert.deepEqual(r, { name: "OutOfStock", message: "no more socks", remote: true, code: "E_TEST" });
   });
 
@@ -93,7 +95,12 @@ greeting = "hello from weaver.toml"
     assert.ok(alive(restarted.pid));
     assert.ok(deployer.pids().get("test-echo")!.includes(survivor!));
     // The restarted replica takes calls again.
-    await waitFor("restarted replica serves", async () => (await getJson<{ echo: number }>(`${base}/pids`)).echo === restarted.pid, 10_000, 0);
+    await waitFor(
+      "restarted replica serves",
+      async () => (await getJson<{ echo: number }>(`${base}/pids`)).echo === restarted.pid,
+      10_000,
+      0,
+    );
   });
 
   test("status and logs are kept in the deployment's state dir", async () => {
@@ -104,6 +111,9 @@ greeting = "hello from weaver.toml"
     assert.deepEqual(s.groups.map((g) => g.name).sort(), ["test-echo", "tsweaver-main"]);
     const logs = await waitFor("logs", () => (existsSync(d.logFile) ? readFileSync(d.logFile, "utf8") : ""));
     assert.match(logs, /"msg":"api ready"/);
-    assert.match(logs, /"component":"stdout","node":"[^"]+","timeMicros":"\d+","level":"info","file":"","line":0,"msg":"echo app main started"/);
+    assert.match(
+      logs,
+      /"component":"stdout","node":"[^"]+","timeMicros":"\d+","level":"info","file":"","line":0,"msg":"echo app main started"/,
+    );
   });
 });

@@ -26,7 +26,10 @@ describe("routed components on multi: key affinity, and slices move when a repli
   }
 
   before(async () => {
-    const config = writeConfig(`[tsweaver]\nbinary = ${JSON.stringify(APP)}\n[multi]\nreplicas = 3\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n`, dir);
+    const config = writeConfig(
+      `[tsweaver]\nbinary = ${JSON.stringify(APP)}\n[multi]\nreplicas = 3\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n`,
+      dir,
+    );
     ({ deployer, base } = await deployForTest(config, path.join(dir, "state"), "api"));
     await waitFor("3 shard replicas", () => deployer.pids().get("test-shard")?.length === 3);
     await waitFor("3 main replicas behind the proxy", () => deployer.status().listeners[0]?.replicas === 3);
@@ -54,13 +57,18 @@ describe("routed components on multi: key affinity, and slices move when a repli
   test("the hosting replicas report per-slice load against the assignment", async () => {
     await owners(1);
     const loads = await deployer.loads();
-    const shardLoads = [...loads.entries()].filter(([id]) => id.startsWith("test-shard")).flatMap(([, l]) => l.filter((c) => c.component === "test/Shard"));
+    const shardLoads = [...loads.entries()]
+      .filter(([id]) => id.startsWith("test-shard"))
+      .flatMap(([, l]) => l.filter((c) => c.component === "test/Shard"));
     assert.equal(shardLoads.length, 3);
     for (const l of shardLoads) {
       assert.ok(BigInt(l.assignmentVersion) > 0n);
       assert.ok(l.slices.length > 0);
     }
-    assert.ok(shardLoads.some((l) => l.slices.some((s) => s.callsPerSecond > 0)), "some slice took calls");
+    assert.ok(
+      shardLoads.some((l) => l.slices.some((s) => s.callsPerSecond > 0)),
+      "some slice took calls",
+    );
   });
 
   test("when a replica dies its slices move: every call still succeeds, and affinity holds again", async () => {
@@ -72,7 +80,10 @@ describe("routed components on multi: key affinity, and slices move when a repli
       assert.equal(r.status, 200, r.body);
       assert.notEqual(JSON.parse(r.body), victim, "no call answered by the dead replica");
     }
-    await waitFor("replacement replica", () => deployer.pids().get("test-shard")?.length === 3 && !deployer.pids().get("test-shard")!.includes(victim));
+    await waitFor(
+      "replacement replica",
+      () => deployer.pids().get("test-shard")?.length === 3 && !deployer.pids().get("test-shard")!.includes(victim),
+    );
     const after = await waitFor("stable affinity again", async () => {
       const o = await owners(2);
       return [...o.values()].every((s) => s.size === 1) ? o : undefined;

@@ -22,15 +22,23 @@ function otlpCollector(): Promise<{ server: http.Server; url: string; bodies: Ot
     let body = "";
     req.setEncoding("utf8").on("data", (c: string) => (body += c));
     req.on("end", () => {
-      if (req.url === "/v1/traces" && req.method === "POST" && /json/.test(req.headers["content-type"] ?? "")) bodies.push(JSON.parse(body) as OtlpBody);
+      if (req.url === "/v1/traces" && req.method === "POST" && /json/.test(req.headers["content-type"] ?? ""))
+        bodies.push(JSON.parse(body) as OtlpBody);
       res.writeHead(200, { "content-type": "application/json" }).end("{}");
     });
   });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, bodies })));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () =>
+      resolve({ server, url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, bodies }),
+    ),
+  );
 }
 
 interface OtlpBody {
-  resourceSpans: { resource: { attributes: { key: string; value: { stringValue?: string } }[] }; scopeSpans: { spans: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number }[] }[] }[];
+  resourceSpans: {
+    resource: { attributes: { key: string; value: { stringValue?: string } }[] };
+    scopeSpans: { spans: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number }[] }[];
+  }[];
 }
 
 describe("multi deployer telemetry: metrics, traces, admin server, CLI", () => {
@@ -40,7 +48,8 @@ describe("multi deployer telemetry: metrics, traces, admin server, CLI", () => {
   let deployer: MultiDeployer;
   let base = "";
   let admin = "";
-  const cli = async (...args: string[]) => (await run(process.execPath, [CLI, ...args], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout;
+  const cli = async (...args: string[]) =>
+    (await run(process.execPath, [CLI, ...args], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout;
 
   before(async () => {
     collector = await otlpCollector();
@@ -78,10 +87,12 @@ address = "127.0.0.1:0"
     assert.equal(status.deploymentId, deployer.deploymentId);
     const port = deployer.adminAddress.split(":")[1];
     const evil = await new Promise<number>((resolve, reject) =>
-      http.get({ host: "127.0.0.1", port, path: "/api/status", headers: { host: `evil.example:${port}` } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on("error", reject),
+      http
+        .get({ host: "127.0.0.1", port, path: "/api/status", headers: { host: `evil.example:${port}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+        .on("error", reject),
     );
     assert.equal(evil, 403, "DNS rebinding: a page of another origin cannot read the API");
     assert.equal((await get(`${admin}/nope`)).status, 404);
@@ -89,7 +100,8 @@ address = "127.0.0.1:0"
 
   test("per-method metrics: caller side (remote) and serving side, with errors and latency", async () => {
     const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?component=test/Echo`);
-    const find = (name: string, labels: Record<string, string>) => series.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+    const find = (name: string, labels: Record<string, string>) =>
+      series.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
     const edge = { caller: "tsweaver/Main", component: "test/Echo", remote: "true" };
     assert.equal(find("tsweaver_method_calls_total", { ...edge, method: "echo" })?.value, 20);
     assert.equal(find("tsweaver_method_calls_total", { ...edge, method: "fail" })?.value, 1);
@@ -102,15 +114,23 @@ address = "127.0.0.1:0"
     assert.equal(find("tsweaver_method_served_errors_total", { component: "test/Echo", method: "fail" })?.value, 1);
     assert.equal(find("tsweaver_method_served_latency_ms", { component: "test/Echo", method: "echo" })?.count, 20);
     // Per replica: the served calls spread over both Echo replicas and add up to the total.
-    const per = (await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?replicas=1&name=served_total&component=test/Echo`)).series.filter((s) => s.labels["method"] === "echo");
+    const per = (
+      await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?replicas=1&name=served_total&component=test/Echo`)
+    ).series.filter((s) => s.labels["method"] === "echo");
     assert.deepEqual(per.map((s) => s.labels["tsweaver_replica"]).sort(), ["test-echo-0", "test-echo-1"]);
-    assert.equal(per.reduce((a, s) => a + s.value, 0), 20);
+    assert.equal(
+      per.reduce((a, s) => a + s.value, 0),
+      20,
+    );
   });
 
   test("user metrics from the app: counter with labels, gauge, histogram", async () => {
     const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?name=echo_`);
     const total = series.filter((s) => s.name === "echo_strings_total");
-    assert.deepEqual(total.map((s) => [s.labels["empty"], s.value]).sort(), [["false", 13], ["true", 7]]);
+    assert.deepEqual(total.map((s) => [s.labels["empty"], s.value]).sort(), [
+      ["false", 13],
+      ["true", 7],
+    ]);
     const last = series.find((s) => s.name === "echo_last_length")!;
     assert.ok(last.kind === "GAUGE" && last.value >= 0 && last.value <= 4, "the sum of both replicas' last lengths (0..2 each)");
     const h = series.find((s) => s.name === "echo_length_chars")!;
@@ -121,10 +141,19 @@ address = "127.0.0.1:0"
     const r = await get(`${admin}/metrics`);
     assert.equal(r.status, 200);
     assert.match(r.body, /^# TYPE tsweaver_method_calls_total counter$/m);
-    assert.match(r.body, /^tsweaver_method_calls_total\{caller="tsweaver\/Main",component="test\/Echo",method="echo",remote="true",tsweaver_group="tsweaver-main",tsweaver_replica="tsweaver-main-[01]"\} \d+$/m);
-    assert.match(r.body, /^tsweaver_method_served_latency_ms_bucket\{component="test\/Echo",le="\+Inf",method="echo",tsweaver_group="test-echo",tsweaver_replica="test-echo-[01]"\} \d+$/m);
+    assert.match(
+      r.body,
+      /^tsweaver_method_calls_total\{caller="tsweaver\/Main",component="test\/Echo",method="echo",remote="true",tsweaver_group="tsweaver-main",tsweaver_replica="tsweaver-main-[01]"\} \d+$/m,
+    );
+    assert.match(
+      r.body,
+      /^tsweaver_method_served_latency_ms_bucket\{component="test\/Echo",le="\+Inf",method="echo",tsweaver_group="test-echo",tsweaver_replica="test-echo-[01]"\} \d+$/m,
+    );
     assert.match(r.body, /^echo_strings_total\{empty="true",tsweaver_group="test-echo",tsweaver_replica="test-echo-[01]"\} \d+$/m);
-    assert.match(r.body, /^tsweaver_rpc_bytes_sent_total\{side="client",tsweaver_group="tsweaver-main",tsweaver_replica="tsweaver-main-[01]"\} \d+$/m);
+    assert.match(
+      r.body,
+      /^tsweaver_rpc_bytes_sent_total\{side="client",tsweaver_group="tsweaver-main",tsweaver_replica="tsweaver-main-[01]"\} \d+$/m,
+    );
   });
 
   test("the call graph: main → Echo, remote, with its call count and error rate", async () => {
@@ -141,7 +170,10 @@ address = "127.0.0.1:0"
     const out = await cli("multi", "metrics", "--component", "test/Echo");
     assert.match(out, /^ {2}NAME +LABELS +VALUE$/m);
     assert.match(out, /tsweaver_method_calls_total +caller=tsweaver\/Main component=test\/Echo method=echo remote=true +20$/m);
-    assert.match(out, /tsweaver_method_latency_ms +caller=tsweaver\/Main component=test\/Echo method=echo remote=true +count=20 mean=[\d.]+ p50=[\d.]+ p99=[\d.]+$/m);
+    assert.match(
+      out,
+      /tsweaver_method_latency_ms +caller=tsweaver\/Main component=test\/Echo method=echo remote=true +count=20 mean=[\d.]+ p50=[\d.]+ p99=[\d.]+$/m,
+    );
     assert.doesNotMatch(out, /echo_strings_total/);
     const user = await cli("multi", "metrics", deployer.deploymentId.slice(0, 4), "--name", "echo_strings");
     assert.match(user, /echo_strings_total +empty=true +7$/m);
@@ -166,7 +198,10 @@ address = "127.0.0.1:0"
     assert.equal(client.attributes["tsweaver.caller"], "tsweaver/Main");
     assert.match(client.attributes["tsweaver.weavelet"]!, /^tsweaver-main-[01]-/);
     assert.match(server.attributes["tsweaver.weavelet"]!, /^test-echo-[01]-/);
-    assert.ok(client.startMicros <= server.startMicros && server.endMicros <= client.endMicros, `the server span nests in the client span: ${JSON.stringify([client.startMicros, server.startMicros, server.endMicros, client.endMicros])}`);
+    assert.ok(
+      client.startMicros <= server.startMicros && server.endMicros <= client.endMicros,
+      `the server span nests in the client span: ${JSON.stringify([client.startMicros, server.startMicros, server.endMicros, client.endMicros])}`,
+    );
   });
 
   test("a failed call marks both spans as errors; recent traces list it", async () => {
@@ -180,7 +215,10 @@ address = "127.0.0.1:0"
       return undefined;
     });
     assert.deepEqual(failed.components, ["test/Echo"]);
-    assert.deepEqual(spans.map((x) => x.kind), [2, 1]);
+    assert.deepEqual(
+      spans.map((x) => x.kind),
+      [2, 1],
+    );
     assert.equal((await get(`${admin}/api/trace?id=ffffffffffffffffffffffffffffffff`)).status, 404);
   });
 
@@ -201,11 +239,14 @@ address = "127.0.0.1:0"
     const tp = await getJson<string>(`${base}/traceparent`);
     const traceId = tp.split("-")[1]!;
     const found = await waitFor("both spans at the collector", () => {
-      const spans = collector.bodies.flatMap((b) => b.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => ({ ...sp, resource: rs.resource })))));
+      const spans = collector.bodies.flatMap((b) =>
+        b.resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => ({ ...sp, resource: rs.resource })))),
+      );
       const mine = spans.filter((sp) => sp.traceId === traceId);
       return mine.length === 2 ? mine : undefined;
     });
-    const attr = (r: OtlpBody["resourceSpans"][number]["resource"], key: string) => r.attributes.find((a) => a.key === key)?.value.stringValue;
+    const attr = (r: OtlpBody["resourceSpans"][number]["resource"], key: string) =>
+      r.attributes.find((a) => a.key === key)?.value.stringValue;
     const client = found.find((sp) => sp.kind === 3)!; // OTLP SpanKind: 2 server, 3 client
     const server = found.find((sp) => sp.kind === 2)!;
     assert.equal(server.parentSpanId, client.spanId);
@@ -222,13 +263,25 @@ address = "127.0.0.1:0"
     const files = readdirSync(out).sort();
     const pids = deployer.pids().get("test-echo")!;
     assert.equal(files.length, 2);
-    for (const pid of pids) assert.ok(files.some((f) => f.endsWith(`-${pid}.cpuprofile`)), `a profile of replica pid ${pid} in ${files.join(", ")}`);
+    for (const pid of pids)
+      assert.ok(
+        files.some((f) => f.endsWith(`-${pid}.cpuprofile`)),
+        `a profile of replica pid ${pid} in ${files.join(", ")}`,
+      );
     for (const f of files) {
       assert.match(f, /^test-echo-[01]-\d+\.cpuprofile$/);
-      const p = JSON.parse(readFileSync(path.join(out, f), "utf8")) as { nodes: { callFrame: { functionName: string } }[]; startTime: number; endTime: number; samples: number[] };
+      const p = JSON.parse(readFileSync(path.join(out, f), "utf8")) as {
+        nodes: { callFrame: { functionName: string } }[];
+        startTime: number;
+        endTime: number;
+        samples: number[];
+      };
       assert.ok(p.nodes.length > 0 && p.samples.length > 0 && p.endTime > p.startTime, "a DevTools .cpuprofile document");
     }
-    await assert.rejects(cli("multi", "profile", "--cpu", "100ms", "--group", "nosuch"), /no group or component nosuch \(groups: .*test-echo/);
+    await assert.rejects(
+      cli("multi", "profile", "--cpu", "100ms", "--group", "nosuch"),
+      /no group or component nosuch \(groups: .*test-echo/,
+    );
     await assert.rejects(cli("multi", "profile", "--cpu", "forever"), /duration forever: use e\.g\. 10s/);
   });
 });

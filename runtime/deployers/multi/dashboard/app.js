@@ -45,9 +45,11 @@ function colorOf(name) {
   return colorCache.get(name);
 }
 
-const fmtMs = (v) => (v === undefined || v === null ? "–" : v >= 100 ? `${v.toFixed(0)} ms` : v >= 1 ? `${v.toFixed(1)} ms` : `${v.toFixed(2)} ms`);
+const fmtMs = (v) =>
+  v === undefined || v === null ? "–" : v >= 100 ? `${v.toFixed(0)} ms` : v >= 1 ? `${v.toFixed(1)} ms` : `${v.toFixed(2)} ms`;
 const fmtRate = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
-const fmtNum = (v) => (Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Number.isInteger(v) ? String(v) : v.toFixed(2));
+const fmtNum = (v) =>
+  Math.abs(v) >= 1000 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : Number.isInteger(v) ? String(v) : v.toFixed(2);
 const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour12: false });
 const ago = (iso) => {
   const secs = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
@@ -63,17 +65,34 @@ function renderDeployments(status, deployments) {
     h(
       "tr",
       { class: d.deploymentId === status.deploymentId ? "current" : "", "data-testid": "deployment-row" },
-      h("td", { class: "mono" }, d.admin && d.deploymentId !== status.deploymentId && d.live === "running" ? h("a", { href: `http://${d.admin}/` }, d.deploymentId) : d.deploymentId),
+      h(
+        "td",
+        { class: "mono" },
+        d.admin && d.deploymentId !== status.deploymentId && d.live === "running"
+          ? h("a", { href: `http://${d.admin}/` }, d.deploymentId)
+          : d.deploymentId,
+      ),
       h("td", {}, d.app),
       h("td", {}, h("span", { class: `badge ${d.live === "running" ? "running" : "dead"}` }, d.live)),
       h("td", { class: "muted" }, ago(d.startedAt)),
     ),
   );
-  $("deployments").replaceChildren(h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "app"), h("th", {}, "state"), h("th", {}, "started"))), h("tbody", {}, rows));
-  const lis = status.listeners.map((l) =>
-    h("tr", { "data-testid": "listener-row" }, h("td", {}, l.name), h("td", {}, h("a", { href: `http://${l.address}/` }, `http://${l.address}`)), h("td", { class: "num" }, `${l.replicas} replicas`)),
+  $("deployments").replaceChildren(
+    h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "app"), h("th", {}, "state"), h("th", {}, "started"))),
+    h("tbody", {}, rows),
   );
-  $("listeners").replaceChildren(lis.length ? h("tbody", {}, lis) : h("tbody", {}, h("tr", {}, h("td", { class: "empty" }, "no listeners exported yet"))));
+  const lis = status.listeners.map((l) =>
+    h(
+      "tr",
+      { "data-testid": "listener-row" },
+      h("td", {}, l.name),
+      h("td", {}, h("a", { href: `http://${l.address}/` }, `http://${l.address}`)),
+      h("td", { class: "num" }, `${l.replicas} replicas`),
+    ),
+  );
+  $("listeners").replaceChildren(
+    lis.length ? h("tbody", {}, lis) : h("tbody", {}, h("tr", {}, h("td", { class: "empty" }, "no listeners exported yet"))),
+  );
 }
 
 function renderGroups(status) {
@@ -84,7 +103,12 @@ function renderGroups(status) {
       const cells = [];
       if (i === 0) {
         cells.push(
-          h("td", { rowspan: replicas.length, "data-testid": "group-name" }, h("span", { class: "dot", style: `background:${colorOf(g.name)}` }), g.name),
+          h(
+            "td",
+            { rowspan: replicas.length, "data-testid": "group-name" },
+            h("span", { class: "dot", style: `background:${colorOf(g.name)}` }),
+            g.name,
+          ),
           h("td", { rowspan: replicas.length, class: "muted" }, g.components.join(", ")),
         );
       }
@@ -99,10 +123,24 @@ function renderGroups(status) {
           h("td", { class: "num" }, r.restarts),
         );
       }
-      body.push(h("tr", r ? { "data-testid": "replica-row", "data-group": g.name, "data-health": r.health } : { "data-testid": "group-row-idle" }, cells));
+      body.push(
+        h(
+          "tr",
+          r ? { "data-testid": "replica-row", "data-group": g.name, "data-health": r.health } : { "data-testid": "group-row-idle" },
+          cells,
+        ),
+      );
     });
   }
-  const head = h("thead", {}, h("tr", {}, ["group", "components", "replica", "pid", "state", "health", "restarts"].map((t) => h("th", {}, t))));
+  const head = h(
+    "thead",
+    {},
+    h(
+      "tr",
+      {},
+      ["group", "components", "replica", "pid", "state", "health", "restarts"].map((t) => h("th", {}, t)),
+    ),
+  );
   $("groups").replaceChildren(head, h("tbody", {}, body));
 }
 
@@ -133,7 +171,11 @@ function renderGraph(graph, status) {
   }
   const columns = [];
   for (const n of nodes) (columns[depth.get(n)] ??= []).push(n);
-  const W = 190, H = 46, COL = 330, ROW = 86, PAD = 24;
+  const W = 190,
+    H = 46,
+    COL = 330,
+    ROW = 86,
+    PAD = 24;
   // Room above the boxes for arcs over skipped columns.
   const skips = Math.max(0, ...calls.map((e) => depth.get(e.callee) - depth.get(e.caller) - 1));
   const TOP = skips > 0 ? 40 + 18 * skips : 0;
@@ -149,33 +191,60 @@ function renderGraph(graph, status) {
   const height = PAD * 2 + TOP + (rows - 1) * ROW + H + 20;
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": "component call graph" });
   svg.append(
-    s("defs", {},
-      s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#64748b" })),
-      s("marker", { id: "arrow-bad", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#dc2626" })),
+    s(
+      "defs",
+      {},
+      s(
+        "marker",
+        { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+        s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#64748b" }),
+      ),
+      s(
+        "marker",
+        { id: "arrow-bad", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
+        s("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#dc2626" }),
+      ),
     ),
   );
   for (const e of graph.edges) {
-    const a = pos.get(e.caller), b = pos.get(e.callee);
+    const a = pos.get(e.caller),
+      b = pos.get(e.callee);
     if (!a || !b) continue;
     let d, lx, ly;
     if (e.caller === e.callee) {
       d = `M ${a.x + W - 30} ${a.y} C ${a.x + W} ${a.y - 40}, ${a.x + W + 40} ${a.y + 10}, ${a.x + W} ${a.y + H / 2}`;
-      lx = a.x + W + 10; ly = a.y - 14;
+      lx = a.x + W + 10;
+      ly = a.y - 14;
     } else if (b.x > a.x && b.x - a.x <= COL) {
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+      const x1 = a.x + W,
+        y1 = a.y + H / 2,
+        x2 = b.x,
+        y2 = b.y + H / 2,
+        mx = (x1 + x2) / 2;
       d = `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2 - 2} ${y2}`;
-      lx = mx; ly = (y1 + y2) / 2 - 6;
+      lx = mx;
+      ly = (y1 + y2) / 2 - 6;
     } else if (b.x > a.x) {
       // Skips columns: arc over the boxes in between, higher the more it skips.
-      const x1 = a.x + W / 2, y1 = a.y, x2 = b.x + W / 2, y2 = b.y, span = Math.round((b.x - a.x) / COL);
+      const x1 = a.x + W / 2,
+        y1 = a.y,
+        x2 = b.x + W / 2,
+        y2 = b.y,
+        span = Math.round((b.x - a.x) / COL);
       const top = Math.min(a.y, b.y) - 26 - 18 * span;
       d = `M ${x1} ${y1} C ${x1} ${top}, ${x2} ${top}, ${x2} ${y2 - 2}`;
-      lx = (x1 + x2) / 2; ly = top + 0.75 * (Math.min(y1, y2) - top) - 4;
+      lx = (x1 + x2) / 2;
+      ly = top + 0.75 * (Math.min(y1, y2) - top) - 4;
     } else {
       // A call back to an earlier (or the same) column: arc below the boxes.
-      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y + H, low = Math.max(y1, y2) + 40;
+      const x1 = a.x + W / 2,
+        y1 = a.y + H,
+        x2 = b.x + W / 2,
+        y2 = b.y + H,
+        low = Math.max(y1, y2) + 40;
       d = `M ${x1} ${y1} C ${x1} ${low}, ${x2} ${low}, ${x2} ${y2 + 2}`;
-      lx = (x1 + x2) / 2; ly = low - 6;
+      lx = (x1 + x2) / 2;
+      ly = low - 6;
     }
     const bad = e.errorRate > 0;
     const label = `${fmtRate(e.callsPerSec)}/s · ${fmtMs(e.meanMs)}`;
@@ -184,10 +253,22 @@ function renderGraph(graph, status) {
     svg.append(
       s(
         "g",
-        { class: `edge ${e.remote ? "remote" : "local"} ${bad ? "errors" : ""}`, "data-testid": "graph-edge", "data-caller": e.caller, "data-callee": e.callee, "data-remote": e.remote, "data-calls": e.calls },
+        {
+          class: `edge ${e.remote ? "remote" : "local"} ${bad ? "errors" : ""}`,
+          "data-testid": "graph-edge",
+          "data-caller": e.caller,
+          "data-callee": e.callee,
+          "data-remote": e.remote,
+          "data-calls": e.calls,
+        },
         s("title", {}, title),
         s("path", { d, "marker-end": bad ? "url(#arrow-bad)" : "url(#arrow)" }),
-        s("text", { x: lx, y: bad ? ly - 13 : ly, "text-anchor": "middle", "data-testid": "edge-label" }, s("tspan", {}, label), bad ? s("tspan", { x: lx, dy: 13 }, errLabel) : ""),
+        s(
+          "text",
+          { x: lx, y: bad ? ly - 13 : ly, "text-anchor": "middle", "data-testid": "edge-label" },
+          s("tspan", {}, label),
+          bad ? s("tspan", { x: lx, dy: 13 }, errLabel) : "",
+        ),
       ),
     );
   }
@@ -216,10 +297,16 @@ function renderCharts(charts) {
   const out = [];
   for (const c of charts) {
     const lines = c.lines.filter((l) => l.points.length > 0);
-    const W = 320, H = 110, L = 36, R = 6, T = 8, B = 16;
+    const W = 320,
+      H = 110,
+      L = 36,
+      R = 6,
+      T = 8,
+      B = 16;
     const ts = lines.flatMap((l) => l.points.map((p) => p[0]));
     const vs = lines.flatMap((l) => l.points.map((p) => p[1]));
-    const t0 = Math.min(...ts), t1 = Math.max(...ts);
+    const t0 = Math.min(...ts),
+      t1 = Math.max(...ts);
     const vmax = Math.max(1e-9, ...vs);
     const x = (t) => L + (t1 > t0 ? ((t - t0) / (t1 - t0)) * (W - L - R) : (W - L - R) / 2);
     const y = (v) => T + (1 - v / vmax) * (H - T - B);
@@ -230,15 +317,36 @@ function renderCharts(charts) {
       s("text", { x: L - 4, y: T + 8, "text-anchor": "end", class: "axis" }, fmtNum(vmax)),
       s("text", { x: L - 4, y: H - B, "text-anchor": "end", class: "axis" }, "0"),
     );
-    if (lines.length && t1 > t0) svg.append(s("text", { x: L, y: H - 3, class: "axis" }, clock(t0)), s("text", { x: W - R, y: H - 3, "text-anchor": "end", class: "axis" }, clock(t1)));
+    if (lines.length && t1 > t0)
+      svg.append(
+        s("text", { x: L, y: H - 3, class: "axis" }, clock(t0)),
+        s("text", { x: W - R, y: H - 3, "text-anchor": "end", class: "axis" }, clock(t1)),
+      );
     lines.forEach((l) => {
       const color = colorOf(l.label);
       const pts = l.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
       if (l.points.length === 1) svg.append(s("circle", { cx: x(l.points[0][0]), cy: y(l.points[0][1]), r: 2.5, fill: color }));
-      else svg.append(s("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 1.8, "vector-effect": "non-scaling-stroke" }));
+      else
+        svg.append(s("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 1.8, "vector-effect": "non-scaling-stroke" }));
     });
-    const legend = lines.map((l) => h("span", {}, h("span", { class: "dot", style: `background:${colorOf(l.label)}` }), `${l.label} `, h("b", {}, `${fmtNum(l.points[l.points.length - 1][1])}${c.unit}`)));
-    out.push(h("div", { class: "chart", "data-testid": "chart" }, h("h3", {}, c.title), svg, h("div", { class: "legend" }, legend.length ? legend : h("span", { class: "muted" }, "no data yet"))));
+    const legend = lines.map((l) =>
+      h(
+        "span",
+        {},
+        h("span", { class: "dot", style: `background:${colorOf(l.label)}` }),
+        `${l.label} `,
+        h("b", {}, `${fmtNum(l.points[l.points.length - 1][1])}${c.unit}`),
+      ),
+    );
+    out.push(
+      h(
+        "div",
+        { class: "chart", "data-testid": "chart" },
+        h("h3", {}, c.title),
+        svg,
+        h("div", { class: "legend" }, legend.length ? legend : h("span", { class: "muted" }, "no data yet")),
+      ),
+    );
   }
   $("charts").replaceChildren(...out);
 }
@@ -251,11 +359,17 @@ function renderTraces(traces) {
   // Spans of a trace arrive from several processes in batches: prefer showing one whose root is in.
   // (and that ended a moment ago, so its children are in too).
   const settled = (t) => t.complete && t.startMicros / 1000 + t.durationMicros / 1000 < Date.now() - 1000;
-  if (!traces.some((t) => t.traceId === selectedTrace)) selectedTrace = (traces.find(settled) ?? traces.find((t) => t.complete) ?? traces[0])?.traceId ?? "";
+  if (!traces.some((t) => t.traceId === selectedTrace))
+    selectedTrace = (traces.find(settled) ?? traces.find((t) => t.complete) ?? traces[0])?.traceId ?? "";
   const rows = traces.map((t) =>
     h(
       "tr",
-      { class: t.traceId === selectedTrace ? "selected" : "", "data-testid": "trace-row", "data-trace": t.traceId, onclick: () => selectTrace(t.traceId) },
+      {
+        class: t.traceId === selectedTrace ? "selected" : "",
+        "data-testid": "trace-row",
+        "data-trace": t.traceId,
+        onclick: () => selectTrace(t.traceId),
+      },
       h("td", {}, t.errors ? h("span", { class: "badge UNHEALTHY" }, "error") : h("span", { class: "badge HEALTHY" }, "ok")),
       h("td", {}, t.complete ? t.root : h("span", { class: "muted", title: "the root span has not arrived (yet)" }, `${t.root} …`)),
       h("td", { class: "num" }, fmtMs(t.durationMicros / 1000)),
@@ -263,8 +377,33 @@ function renderTraces(traces) {
       h("td", { class: "muted" }, clock(t.startMicros / 1000)),
     ),
   );
-  const head = h("thead", {}, h("tr", {}, ["", "root", "duration", "spans", "at"].map((x) => h("th", {}, x))));
-  $("traces").replaceChildren(head, h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)"))));
+  const head = h(
+    "thead",
+    {},
+    h(
+      "tr",
+      {},
+      ["", "root", "duration", "spans", "at"].map((x) => h("th", {}, x)),
+    ),
+  );
+  $("traces").replaceChildren(
+    head,
+    h(
+      "tbody",
+      {},
+      rows.length
+        ? rows
+        : h(
+            "tr",
+            {},
+            h(
+              "td",
+              { colspan: 5, class: "empty" },
+              "no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)",
+            ),
+          ),
+    ),
+  );
 }
 
 async function selectTrace(id) {
@@ -299,8 +438,26 @@ async function renderTimeline() {
         h(
           "div",
           { class: "row", "data-testid": "span-row" },
-          h("div", { class: "label", style: `padding-left:${depth * 14}px`, title: `${sp.name} (${kind}) in ${where}${sp.statusMessage ? `\n${sp.statusMessage}` : ""}` }, h("span", { class: "kind" }, kind), sp.name),
-          h("div", { class: "lane" }, h("div", { class: `bar ${kind} ${sp.statusCode === 2 ? "error" : ""}`, "data-testid": "span-bar", style: `left:${left.toFixed(3)}%;width:${Math.max(width, 0.3).toFixed(3)}%`, title: `${where}\n+${fmtMs((sp.startMicros - start) / 1000)}, ${fmtMs((sp.endMicros - sp.startMicros) / 1000)}` })),
+          h(
+            "div",
+            {
+              class: "label",
+              style: `padding-left:${depth * 14}px`,
+              title: `${sp.name} (${kind}) in ${where}${sp.statusMessage ? `\n${sp.statusMessage}` : ""}`,
+            },
+            h("span", { class: "kind" }, kind),
+            sp.name,
+          ),
+          h(
+            "div",
+            { class: "lane" },
+            h("div", {
+              class: `bar ${kind} ${sp.statusCode === 2 ? "error" : ""}`,
+              "data-testid": "span-bar",
+              style: `left:${left.toFixed(3)}%;width:${Math.max(width, 0.3).toFixed(3)}%`,
+              title: `${where}\n+${fmtMs((sp.startMicros - start) / 1000)}, ${fmtMs((sp.endMicros - sp.startMicros) / 1000)}`,
+            }),
+          ),
           h("div", { class: "dur" }, fmtMs((sp.endMicros - sp.startMicros) / 1000)),
         ),
       );
@@ -310,7 +467,14 @@ async function renderTimeline() {
   walk("", 0);
   const errors = spans.filter((x) => x.statusCode === 2);
   $("timeline").replaceChildren(
-    h("div", { class: "head" }, h("b", {}, "trace "), h("span", { class: "mono", "data-testid": "timeline-trace" }, selectedTrace), h("span", { class: "muted" }, ` · ${spans.length} spans · ${fmtMs(total / 1000)}`), errors.length ? h("span", { style: "color:var(--bad)" }, ` · ${errors[0].statusMessage}`) : ""),
+    h(
+      "div",
+      { class: "head" },
+      h("b", {}, "trace "),
+      h("span", { class: "mono", "data-testid": "timeline-trace" }, selectedTrace),
+      h("span", { class: "muted" }, ` · ${spans.length} spans · ${fmtMs(total / 1000)}`),
+      errors.length ? h("span", { style: "color:var(--bad)" }, ` · ${errors[0].statusMessage}`) : "",
+    ),
     ...rows,
   );
 }
@@ -325,14 +489,21 @@ function renderLogs(entries, components) {
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 30;
   const lines = entries.map((e) => {
     const t = new Date(Number(e.timeMicros) / 1000).toISOString().slice(11, 23);
-    const attrs = Object.entries(e.attrs ?? {}).filter(([k]) => k !== "stack").map(([k, v]) => ` ${k}=${v}`).join("");
+    const attrs = Object.entries(e.attrs ?? {})
+      .filter(([k]) => k !== "stack")
+      .map(([k, v]) => ` ${k}=${v}`)
+      .join("");
     return h(
       "div",
       { class: `line ${e.level}`, "data-testid": "log-line" },
-      h("span", { class: "l" }, (e.level || "info")[0].toUpperCase()), " ",
-      h("span", { class: "t" }, t), " ",
-      h("span", { class: "c" }, e.component), " ",
-      h("span", { class: "w" }, `${e.node}${e.file ? ` ${e.file}:${e.line}` : ""}]`), " ",
+      h("span", { class: "l" }, (e.level || "info")[0].toUpperCase()),
+      " ",
+      h("span", { class: "t" }, t),
+      " ",
+      h("span", { class: "c" }, e.component),
+      " ",
+      h("span", { class: "w" }, `${e.node}${e.file ? ` ${e.file}:${e.line}` : ""}]`),
+      " ",
       e.msg,
       h("span", { class: "a" }, attrs),
     );

@@ -25,7 +25,8 @@ describe("dashboard in headless Chromium", () => {
   let traceId = "";
 
   before(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does it)`);
+    if (!existsSync(CHROMIUM))
+      throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does it)`);
     const config = writeConfig(
       `[tsweaver]
 name = "dashboard"
@@ -47,17 +48,32 @@ address = "127.0.0.1:0"
     for (let i = 0; i < 3; i++) await getJson(`${base}/fail?name=Broken&message=no`);
     traceId = (await getJson<string>(`${base}/traceparent`)).split("-")[1]!;
     // Both spans of that trace are in before the page loads.
-    await waitFor("the trace", async () => (await getJson<{ traces: TraceSummary[] }>(`http://${deployer.adminAddress}/api/traces?limit=100`)).traces.find((t) => t.traceId === traceId && t.spans === 2));
+    await waitFor("the trace", async () =>
+      (await getJson<{ traces: TraceSummary[] }>(`http://${deployer.adminAddress}/api/traces?limit=100`)).traces.find(
+        (t) => t.traceId === traceId && t.spans === 2,
+      ),
+    );
     browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
       executablePath: CHROMIUM,
       headless: true,
       viewport: VIEWPORT,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
     });
     page = await browser.newPage();
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
-    const url = (await promisify(execFile)(process.execPath, [CLI, "multi", "dashboard"], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout.trim();
+    const url = (
+      await promisify(execFile)(process.execPath, [CLI, "multi", "dashboard"], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })
+    ).stdout.trim();
     assert.equal(url, `http://${deployer.adminAddress}/`, "tsweaver multi dashboard prints the admin server's URL");
     await page.goto(url);
     await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
@@ -73,7 +89,10 @@ address = "127.0.0.1:0"
     assert.match((await page.textContent("#title")) ?? "", new RegExp(`dashboard · deployment ${deployer.deploymentId} · running`));
     assert.equal(await page.locator("[data-testid=deployment-row].current").count(), 1);
     assert.deepEqual((await page.locator("[data-testid=group-name]").allTextContents()).sort(), ["test-echo", "tsweaver-main"]);
-    await waitFor("4 healthy replicas on the page", async () => (await page.locator("[data-testid=replica-row][data-health=HEALTHY]").count()) === 4);
+    await waitFor(
+      "4 healthy replicas on the page",
+      async () => (await page.locator("[data-testid=replica-row][data-health=HEALTHY]").count()) === 4,
+    );
     const echo = await page.locator("[data-testid=replica-row][data-group=test-echo]").allTextContents();
     assert.equal(echo.length, 2);
     // The first row of a group also holds the group's name and components (rowspan cells).
@@ -82,7 +101,10 @@ address = "127.0.0.1:0"
   });
 
   test("the call graph: both components and the main → Echo edge with rate, latency and errors", async () => {
-    assert.deepEqual((await page.locator("[data-testid=graph-node]").evaluateAll((els) => els.map((e) => e.getAttribute("data-component")))).sort(), ["test/Echo", "tsweaver/Main"]);
+    assert.deepEqual(
+      (await page.locator("[data-testid=graph-node]").evaluateAll((els) => els.map((e) => e.getAttribute("data-component")))).sort(),
+      ["test/Echo", "tsweaver/Main"],
+    );
     const edge = page.locator('[data-testid=graph-edge][data-caller="tsweaver/Main"][data-callee="test/Echo"]');
     await waitFor("the edge", async () => (await edge.count()) === 1);
     assert.equal(await edge.getAttribute("data-remote"), "true");
@@ -102,13 +124,20 @@ address = "127.0.0.1:0"
     assert.match(rows[0]!, /^clienttest\/Echo\.traceparent[\d.]+ ms$/);
     assert.match(rows[1]!, /^servertest\/Echo\.traceparent[\d.]+ ms$/);
     const bars = await page.locator("[data-testid=span-bar]").evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
-    assert.ok(bars.every((w) => w >= 2), `visible bars (${bars.join(", ")})`);
+    assert.ok(
+      bars.every((w) => w >= 2),
+      `visible bars (${bars.join(", ")})`,
+    );
     assert.ok(bars[0]! >= bars[1]!, "the client span covers the server span");
     assert.ok((await page.locator("[data-testid=trace-row]").count()) >= 2);
   });
 
   test("the log tail, filtered by component", async () => {
-    await waitFor("the api ready line", async () => (await page.locator("[data-testid=log-line]").allTextContents()).some((l) => /tsweaver\/Main .*\] api ready address=127\.0\.0\.1:\d+/.test(l)));
+    await waitFor("the api ready line", async () =>
+      (await page.locator("[data-testid=log-line]").allTextContents()).some((l) =>
+        /tsweaver\/Main .*\] api ready address=127\.0\.0\.1:\d+/.test(l),
+      ),
+    );
     await page.selectOption("#log-component", "stdout");
     await waitFor("only stdout lines", async () => {
       const lines = await page.locator("[data-testid=log-line]").allTextContents();

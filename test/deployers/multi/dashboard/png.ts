@@ -15,7 +15,7 @@ export function decodePng(buf: Buffer): Png {
   let height = 0;
   let channels = 0;
   const idat: Buffer[] = [];
-  for (let p = 8; p < buf.length; ) {
+  for (let p = 8; p < buf.length;) {
     const len = buf.readUInt32BE(p);
     const type = buf.toString("latin1", p + 4, p + 8);
     const data = buf.subarray(p + 8, p + 8 + len);
@@ -24,7 +24,8 @@ export function decodePng(buf: Buffer): Png {
       height = data.readUInt32BE(4);
       const depth = data[8]!;
       const color = data[9]!;
-      if (depth !== 8 || (color !== 2 && color !== 6) || data[12] !== 0) throw new Error(`unsupported PNG: depth ${depth}, color type ${color}, interlace ${data[12]}`);
+      if (depth !== 8 || (color !== 2 && color !== 6) || data[12] !== 0)
+        throw new Error(`unsupported PNG: depth ${depth}, color type ${color}, interlace ${data[12]}`);
       channels = color === 6 ? 4 : 3;
     } else if (type === "IDAT") idat.push(data);
     else if (type === "IEND") break;
@@ -43,17 +44,28 @@ export function decodePng(buf: Buffer): Png {
       const x = line[i]!;
       let v: number;
       switch (filter) {
-        case 0: v = x; break;
-        case 1: v = x + a; break;
-        case 2: v = x + b; break;
-        case 3: v = x + ((a + b) >> 1); break;
+        case 0:
+          v = x;
+          break;
+        case 1:
+          v = x + a;
+          break;
+        case 2:
+          v = x + b;
+          break;
+        case 3:
+          v = x + ((a + b) >> 1);
+          break;
         case 4: {
           const p = a + b - c;
-          const pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+          const pa = Math.abs(p - a),
+            pb = Math.abs(p - b),
+            pc = Math.abs(p - c);
           v = x + (pa <= pb && pa <= pc ? a : pb <= pc ? b : c);
           break;
         }
-        default: throw new Error(`bad PNG filter ${filter} on row ${y}`);
+        default:
+          throw new Error(`bad PNG filter ${filter} on row ${y}`);
       }
       out[y * stride + i] = v & 0xff;
     }
@@ -71,9 +83,10 @@ export function decodePng(buf: Buffer): Png {
 /** How many pixels of `png` satisfy `pred`. */
 export function countPixels(png: Png, pred: (r: number, g: number, b: number) => boolean): number {
   let n = 0;
-  for (let y = 0; y < png.height; y++) for (let x = 0; x < png.width; x++) {
-    const [r, g, b] = png.pixel(x, y);
-    if (pred(r, g, b)) n++;
-  }
+  for (let y = 0; y < png.height; y++)
+    for (let x = 0; x < png.width; x++) {
+      const [r, g, b] = png.pixel(x, y);
+      if (pred(r, g, b)) n++;
+    }
   return n;
 }
