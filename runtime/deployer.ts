@@ -27,5 +27,5 @@ export type {
   WeaveletArgs,
 } from "./protos/runtime.js";
 export { formatLogEntry } from "./telemetry/logfmt.js";
-export { loadConfig, groupsOf, MAIN_COMPONENT } from "./core/config.js";
+export { loadConfig, groupsOf, componentConfigs, MAIN_COMPONENT } from "./core/config.js";
 export type { AppConfig, Group } from "./core/config.js";

@@ -140,6 +140,19 @@ export function parseConfig(text: string, file: string): AppConfig {
  * Checks the names in the config against the app's registered components: colocate entries and
  * component sections must name real components.
  */
+/**
+ * `WeaveletArgs.config` for a weavelet hosting `components`: each one's `["component"]` section of
+ * weaver.toml as JSON (components without a section are left out; they get their defaults).
+ */
+export function componentConfigs(config: Pick<AppConfig, "components">, components: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const c of components) {
+    const section = config.components[c];
+    if (section) out[c] = JSON.stringify(section);
+  }
+  return out;
+}
+
 export function checkComponentNames(config: AppConfig, known: readonly string[]): void {
   const set = new Set(known);
   const hint = `registered components: ${known.join(", ")}`;

@@ -2,7 +2,7 @@ import type { LogEntry } from "../protos/runtime.js";
 
 const COLORS: Record<string, string> = { debug: "\x1b[90m", info: "\x1b[36m", warn: "\x1b[33m", error: "\x1b[31m" };
 
-/** One human-readable line for a log entry: `I 12:00:00.123 hello/Reverser hello-reverser-0-a1b2c3 main.js:12] msg k=v`. */
+/** One human-readable line for a log entry: `I 12:00:00.123 hello/Reverser hello-reverser-0-a1b2c3 main.ts:12] msg k=v` (file:line of the source, via its source map). */
 export function formatLogEntry(e: LogEntry, color = false): string {
   const t = new Date(Number(e.timeMicros) / 1000);
   const time = t.toISOString().slice(11, 23);

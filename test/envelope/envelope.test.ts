@@ -64,7 +64,7 @@ test("an envelope starts the app, forwards its requests, turns stdout into log e
   const structured = await waitFor("structured log entry", () => rec.logs.find((e) => e.msg === "api ready"));
   assert.equal(structured.component, "tsweaver/Main");
   assert.equal(structured.level, "info");
-  assert.equal(structured.file, "echo.js");
+  assert.equal(structured.file, "echo.ts", "the source file, through the source map");
   assert.ok(structured.line > 0);
   assert.match(structured.attrs["address"] ?? "", /^127\.0\.0\.1:\d+$/);
   assert.equal(structured.node, "w1");

@@ -1,5 +1,5 @@
 import { DiscoverInstancesCommand, DiscoverInstancesRevisionCommand } from "@aws-sdk/client-servicediscovery";
-import { groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
+import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
 import { computeAssignment } from "../../core/routing.js";
 import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
@@ -104,8 +104,7 @@ export class Agent {
     this.config = loadConfig(this.env.configFile);
     const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
-    const config: Record<string, string> = {};
-    for (const c of this.env.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
+    const config = componentConfigs(this.config, this.env.components);
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { checkComponentNames, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
+import { checkComponentNames, componentConfigs, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import { listAppComponents } from "../../core/components.js";
 import { computeAssignment } from "../../core/routing.js";
@@ -280,8 +280,7 @@ export class MultiDeployer implements AdminBackend {
   private async startReplica(r: Replica): Promise<void> {
     const g = r.group;
     const weaveletId = `${r.id}-${randomUUID().slice(0, 6)}`;
-    const config: Record<string, string> = {};
-    for (const c of g.group.components) if (this.config.components[c]) config[c] = JSON.stringify(this.config.components[c]);
+    const config = componentConfigs(this.config, g.group.components);
     r.state = r.restarts > 0 ? "restarting" : "starting";
     const envelope = new Envelope({
       binary: this.config.binary,
