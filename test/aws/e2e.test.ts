@@ -200,7 +200,7 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
       20_000,
       500,
     );
-    assert.match(logs, /^I \S+ tsweaver\/Main \S+ main\.js:\d+\] hello listener ready address=\S+:18080$/m);
+    assert.match(logs, /^I \S+ tsweaver\/Main \S+ main\.ts:\d+\] hello listener ready address=\S+:18080$/m);
     assert.doesNotMatch(logs, /control plane serving/, "other components are filtered out");
     const cp = await runCli(["aws", "logs", res.configFile, "--component", "controlplane", "--since", "1h"]);
     assert.match(cp.out, /control plane serving/);
