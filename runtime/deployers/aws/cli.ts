@@ -40,14 +40,27 @@ export function stackName(opts: StackOptions): string {
   return typeof stack === "string" ? stack : defaultStackName(config.name);
 }
 
+/** The app's `[aws] region`, if its weaver.toml names one. */
+export function configuredRegion(opts: StackOptions): string | undefined {
+  if (!opts.config) return undefined;
+  const region = loadConfig(opts.config).deployers["aws"]?.["region"];
+  return typeof region === "string" ? region : undefined;
+}
+
+/** AWS clients for the app's stack: in `[aws] region`, else where the SDK's chain (env, profile) points. */
+export function clientsFor(opts: StackOptions): AwsClients {
+  return new AwsClients(configuredRegion(opts));
+}
+
 export async function readDeployment(aws: AwsClients, opts: StackOptions): Promise<Deployment> {
   const stack = stackName(opts);
   const out = await callAws("cloudformation:DescribeStacks", `stack ${stack}`, () =>
     aws.cloudFormation.send(new DescribeStacksCommand({ StackName: stack })),
-  ).catch((err: Error) => {
+  ).catch(async (err: Error) => {
     if (/does not exist/.test(err.message))
       throw new Error(
-        `stack ${stack} not found in ${process.env["AWS_REGION"] ?? "the default region"}: deploy it first (npx cdk deploy -c config=weaver.toml), or pass --stack`,
+        `stack ${stack} not found in ${await aws.resolvedRegion()}: deploy it first (npx cdk deploy -c config=weaver.toml), ` +
+          "pass --stack, or set the region ([aws] region in weaver.toml, AWS_REGION, or your AWS profile's region)",
       );
     throw err;
   });
@@ -111,7 +124,7 @@ async function instancesByVersion(aws: AwsClients, serviceId: string): Promise<M
 
 /** `tsweaver aws activate`: raise main's group (of the deployed version) and wait until it serves. */
 export async function activateCommand(opts: StackOptions & { replicas?: number; timeout?: number }, out: Out = stdout): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   const versions = versionsOf(aws, d);
   const main = d.groups[d.mainGroup];
@@ -250,7 +263,7 @@ async function versionStatuses(
 
 /** `tsweaver aws status`: every live version, its groups and rollout phase, and the traffic split. */
 export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, out: Out = stdout): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   const { versions, listeners } = await versionStatuses(aws, d);
   if (opts.json) {
@@ -302,7 +315,7 @@ function table(rows: string[][]): string {
 
 /** `tsweaver aws rollout status`: where the rollout of the deployed version stands. */
 export async function rolloutStatusCommand(opts: StackOptions & { json?: boolean }, out: Out = stdout): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   const { versions } = await versionStatuses(aws, d);
   const mine = versions.find((v) => v.deployed);
@@ -345,7 +358,7 @@ export async function rolloutRequestCommand(
   opts: StackOptions & { timeout?: number },
   out: Out = stdout,
 ): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   const store = versionsOf(aws, d);
   const mine = (await store.list()).get(d.version);
@@ -398,7 +411,7 @@ export async function rolloutRequestCommand(
 
 /** `tsweaver aws deactivate`: every version's groups to 0 tasks, every replica and target deregistered. */
 export async function deactivateCommand(opts: StackOptions & { timeout?: number }, out: Out = stdout): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   const store = versionsOf(aws, d);
   const live: LiveVersion[] = [...(await store.list()).values()];
@@ -450,7 +463,7 @@ export async function awsLogsCommand(
   opts: StackOptions & { follow?: boolean; component?: string; since?: string },
   out: Out = stdout,
 ): Promise<void> {
-  const aws = new AwsClients();
+  const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
   let startTime = Math.floor(parseSince(opts.since ?? "10m") / 1000);
   const seen = new Set<string>();

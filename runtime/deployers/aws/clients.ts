@@ -9,18 +9,23 @@ import { ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
 const MAX_ATTEMPTS = Number(process.env["TSWEAVER_AWS_MAX_ATTEMPTS"] ?? 8);
 
 /**
- * Settings every client shares: region from the environment, the standard retry strategy (backoff with
- * jitter on throttling and transient errors), and a custom endpoint when AWS_ENDPOINT_URL is set
- * (LocalStack, an emulator).
+ * Settings every client shares: the region (`[aws] region` when the app names one, else the SDK's own
+ * chain: AWS_REGION (or AWS_DEFAULT_REGION), then the profile's region in ~/.aws/config, then instance metadata), the standard
+ * retry strategy (backoff with jitter on throttling and transient errors), and a custom endpoint when
+ * AWS_ENDPOINT_URL is set (LocalStack, an emulator).
  */
-function common(): { region: string; maxAttempts: number; endpoint?: string } {
-  const region = process.env["AWS_REGION"] ?? process.env["AWS_DEFAULT_REGION"] ?? "us-east-1";
+function common(configured: string | undefined): { region?: string; maxAttempts: number; endpoint?: string } {
   const endpoint = process.env["AWS_ENDPOINT_URL"];
-  return endpoint ? { region, maxAttempts: MAX_ATTEMPTS, endpoint } : { region, maxAttempts: MAX_ATTEMPTS };
+  // The SDK reads AWS_REGION only; AWS_DEFAULT_REGION (the AWS CLI's) counts too, below AWS_REGION.
+  const region = configured ?? (process.env["AWS_REGION"] ? undefined : process.env["AWS_DEFAULT_REGION"]);
+  return { ...(region ? { region } : {}), maxAttempts: MAX_ATTEMPTS, ...(endpoint ? { endpoint } : {}) };
 }
 
 /** One client per service, created on first use. */
 export class AwsClients {
+  /** `region`: the app's `[aws] region`; undefined resolves it as the AWS SDK and CDK do. */
+  constructor(private readonly region?: string) {}
+
   private _ecs: ECSClient | undefined;
   private _sd: ServiceDiscoveryClient | undefined;
   private _elb: ElasticLoadBalancingV2Client | undefined;
@@ -29,23 +34,34 @@ export class AwsClients {
   private _scaling: ApplicationAutoScalingClient | undefined;
 
   get ecs(): ECSClient {
-    return (this._ecs ??= new ECSClient(common()));
+    return (this._ecs ??= new ECSClient(common(this.region)));
   }
   get serviceDiscovery(): ServiceDiscoveryClient {
     // DiscoverInstances goes to a "data-" host prefix, which a custom endpoint does not resolve.
-    return (this._sd ??= new ServiceDiscoveryClient({ ...common(), disableHostPrefix: process.env["AWS_ENDPOINT_URL"] !== undefined }));
+    return (this._sd ??= new ServiceDiscoveryClient({
+      ...common(this.region),
+      disableHostPrefix: process.env["AWS_ENDPOINT_URL"] !== undefined,
+    }));
   }
   get elb(): ElasticLoadBalancingV2Client {
-    return (this._elb ??= new ElasticLoadBalancingV2Client(common()));
+    return (this._elb ??= new ElasticLoadBalancingV2Client(common(this.region)));
   }
   get cloudFormation(): CloudFormationClient {
-    return (this._cfn ??= new CloudFormationClient(common()));
+    return (this._cfn ??= new CloudFormationClient(common(this.region)));
   }
   get logs(): CloudWatchLogsClient {
-    return (this._logs ??= new CloudWatchLogsClient(common()));
+    return (this._logs ??= new CloudWatchLogsClient(common(this.region)));
+  }
+  /** The region the clients talk to, as resolved; an error names how to set one when none is found. */
+  async resolvedRegion(): Promise<string> {
+    try {
+      return await this.cloudFormation.config.region();
+    } catch {
+      throw new Error("no AWS region: set [aws] region in weaver.toml, AWS_REGION, or a region in your AWS profile (aws configure)");
+    }
   }
   get scaling(): ApplicationAutoScalingClient {
-    return (this._scaling ??= new ApplicationAutoScalingClient(common()));
+    return (this._scaling ??= new ApplicationAutoScalingClient(common(this.region)));
   }
 }
 
@@ -72,13 +88,19 @@ const HINTS: Record<string, string> = {
   ValidationError: "check the stack name (--stack or [aws] stack in weaver.toml) and region",
 };
 
+/** Hints for errors the SDK raises before any request (no name to key on). */
+function localHint(message: string): string | undefined {
+  if (/Region is missing/i.test(message)) return "set [aws] region in weaver.toml, AWS_REGION, or a region in your AWS profile";
+  return undefined;
+}
+
 /** Runs one AWS call; failures become an AwsCallError naming `api` and `resource`, with a hint. */
 export async function callAws<T>(api: string, resource: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     const e = err as Error & { name: string };
-    const hint = HINTS[e.name];
+    const hint = HINTS[e.name] ?? localHint(e.message);
     throw new AwsCallError(api, resource, e.name, `${api} on ${resource} failed: ${e.name}: ${e.message}${hint ? ` (${hint})` : ""}`);
   }
 }
