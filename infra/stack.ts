@@ -113,6 +113,7 @@ export class WeaverStack extends Stack {
       configPathInImage: image.configInImage,
       vpc,
       natGateways: aws.natGateways,
+      vpcEndpoints: aws.vpcEndpoints,
       flowLogs: aws.flowLogs,
       containerInsights: aws.containerInsights,
       cpuArchitecture: aws.architecture === "arm64" ? ecs.CpuArchitecture.ARM64 : ecs.CpuArchitecture.X86_64,

@@ -114,8 +114,14 @@ export interface WeaverAppProps {
   readonly vpc?: ec2.IVpc;
   /** Address range of the created VPC. @default "10.0.0.0/16" */
   readonly vpcCidr?: string;
-  /** NAT gateways of the created VPC; 0 runs tasks in public subnets with public IPs. @default 1 */
+  /** NAT gateways of the created VPC (one per AZ keeps an AZ's loss from cutting the other off); 0 runs tasks in public subnets with public IPs. @default 2 */
   readonly natGateways?: number;
+  /**
+   * VPC endpoints of the created VPC: "gateway" adds the S3 gateway endpoint (free; image layers come from
+   * S3), "all" also interface endpoints for every AWS API the tasks call (ECR, Logs, Secrets Manager, Cloud
+   * Map, ECS, ELB, Application Auto Scaling, CloudFormation), so they work without a NAT path. @default "gateway"
+   */
+  readonly vpcEndpoints?: "none" | "gateway" | "all";
   /** VPC flow logs (to CloudWatch Logs) for the created VPC. @default true */
   readonly flowLogs?: boolean;
   /** ECS Container Insights. @default true */
@@ -299,7 +305,7 @@ export class WeaverApp extends Construct {
   /** A new VPC (2 AZs, public subnets, private ones with NAT, reject flow logs), or the one given. */
   private createNetwork(props: WeaverAppProps): { vpc: ec2.IVpc; flowLog: ec2.FlowLog | undefined; cidr: string } {
     if (props.vpc) return { vpc: props.vpc, flowLog: undefined, cidr: props.vpc.vpcCidrBlock };
-    const natGateways = props.natGateways ?? 1;
+    const natGateways = props.natGateways ?? 2;
     const cidr = props.vpcCidr ?? "10.0.0.0/16";
     const subnets: ec2.SubnetConfiguration[] = [{ name: "public", subnetType: ec2.SubnetType.PUBLIC, cidrMask: 22 }];
     if (natGateways > 0) subnets.push({ name: "private", subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 });
@@ -312,6 +318,7 @@ export class WeaverApp extends Construct {
       // Lambda-backed custom resource to every deployment.
       restrictDefaultSecurityGroup: false,
     });
+    this.addEndpoints(vpc, cidr, props.vpcEndpoints ?? "gateway", natGateways > 0);
     if (!(props.flowLogs ?? true)) {
       Validations.of(vpc).acknowledge({
         id: "AwsSolutions-VPC7",
@@ -325,6 +332,40 @@ export class WeaverApp extends Construct {
       trafficType: ec2.FlowLogTrafficType.REJECT,
     });
     return { vpc, flowLog, cidr };
+  }
+
+  /**
+   * Endpoints keep AWS API traffic off the NAT gateways: cheaper for image pulls (S3 gateway, free) and,
+   * with "all", independent of them (each interface endpoint costs per AZ and hour; docs/aws.md).
+   */
+  private addEndpoints(vpc: ec2.Vpc, cidr: string, which: "none" | "gateway" | "all", privateSubnets: boolean): void {
+    if (which === "none") return;
+    vpc.addGatewayEndpoint("S3Endpoint", { service: ec2.GatewayVpcEndpointAwsService.S3 });
+    if (which !== "all") return;
+    const subnets = { subnetType: privateSubnets ? ec2.SubnetType.PRIVATE_WITH_EGRESS : ec2.SubnetType.PUBLIC };
+    const services: [string, ec2.InterfaceVpcEndpointAwsService][] = [
+      ["EcrApi", ec2.InterfaceVpcEndpointAwsService.ECR],
+      ["EcrDocker", ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER],
+      ["Logs", ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS],
+      ["SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER],
+      ["CloudMap", ec2.InterfaceVpcEndpointAwsService.CLOUD_MAP_SERVICE_DISCOVERY],
+      ["CloudMapData", ec2.InterfaceVpcEndpointAwsService.CLOUD_MAP_DATA_SERVICE_DISCOVERY],
+      ["Ecs", ec2.InterfaceVpcEndpointAwsService.ECS],
+      ["Elb", ec2.InterfaceVpcEndpointAwsService.ELASTIC_LOAD_BALANCING],
+      ["AutoScaling", ec2.InterfaceVpcEndpointAwsService.APPLICATION_AUTOSCALING],
+      ["CloudFormation", ec2.InterfaceVpcEndpointAwsService.CLOUDFORMATION],
+    ];
+    // One security group for all of them: HTTPS from the VPC's own range (a literal, so it can be checked).
+    const sg = new ec2.SecurityGroup(this, "EndpointsSecurityGroup", {
+      vpc,
+      description: "AWS API interface endpoints: HTTPS from inside the VPC",
+      allowAllOutbound: false,
+    });
+    sg.addIngressRule(ec2.Peer.ipv4(cidr), ec2.Port.tcp(443), "AWS API calls from the VPC");
+    // Private DNS makes the SDKs' and the ECS agent's default host names resolve to the endpoints.
+    for (const [id, service] of services) {
+      vpc.addInterfaceEndpoint(`${id}Endpoint`, { service, subnets, privateDnsEnabled: true, open: false, securityGroups: [sg] });
+    }
   }
 
   private createCluster(props: WeaverAppProps): ecs.Cluster {

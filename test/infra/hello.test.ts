@@ -104,9 +104,11 @@ describe("hello stack", () => {
     assert.match(s.stack.resolve(s.stack.region).Ref ?? "", /AWS::Region/);
   });
 
-  test("network: a new 2-AZ VPC with one NAT gateway, private subnets for tasks, reject flow logs", () => {
+  test("network: a new 2-AZ VPC with a NAT gateway per AZ, private subnets for tasks, the S3 gateway endpoint, reject flow logs", () => {
     s.template.resourceCountIs("AWS::EC2::VPC", 1);
-    s.template.resourceCountIs("AWS::EC2::NatGateway", 1);
+    s.template.resourceCountIs("AWS::EC2::NatGateway", 2);
+    s.template.resourceCountIs("AWS::EC2::VPCEndpoint", 1);
+    s.template.hasResourceProperties("AWS::EC2::VPCEndpoint", { VpcEndpointType: "Gateway" });
     s.template.resourceCountIs("AWS::EC2::Subnet", 4);
     s.template.hasResourceProperties("AWS::EC2::FlowLog", {
       ResourceType: "VPC",

@@ -62,12 +62,14 @@ config_in_image = "weaver.toml"
   });
 });
 
-describe("internal HTTPS load balancer, ECR image on ARM, custom ports and sizes", () => {
+describe("internal HTTPS load balancer, ECR image on ARM, custom ports and sizes, one NAT, every VPC endpoint", () => {
   let s: Synth;
   before(() => {
     s = synthText(`
 [aws]
 region = "eu-west-1"
+nat_gateways = 1
+vpc_endpoints = "all"
 internal_alb = true
 architecture = "arm64"
 image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/hello:2.1"
@@ -96,6 +98,43 @@ container_port = 8443
   test("cdk-nag: clean", () => {
     assert.deepEqual(nagFindings(s.app), []);
     assert.deepEqual(cdkAnnotations(s.stack), []);
+  });
+
+  test('vpc_endpoints = "all": the S3 gateway and an interface endpoint (private DNS, private subnets) per AWS API the tasks call', () => {
+    s.template.resourceCountIs("AWS::EC2::NatGateway", 1);
+    const endpoints = Object.values(s.template.findResources("AWS::EC2::VPCEndpoint")).map((r) => r["Properties"]);
+    const name = (e: { ServiceName: unknown }) => JSON.stringify(e.ServiceName).replace(/.*(com\.amazonaws\.|\.amazonaws\.com)/, "");
+    const byType = (t: string) => endpoints.filter((e) => e.VpcEndpointType === t);
+    assert.equal(byType("Gateway").length, 1);
+    assert.match(JSON.stringify(byType("Gateway")[0].ServiceName), /s3/);
+    const interfaces = byType("Interface");
+    assert.deepEqual(
+      interfaces
+        .map(
+          (e) =>
+            JSON.stringify(e.ServiceName).match(
+              /\.(ecr\.api|ecr\.dkr|logs|secretsmanager|servicediscovery|data-servicediscovery|ecs|elasticloadbalancing|application-autoscaling|cloudformation)"/,
+            )?.[1] ?? name(e),
+        )
+        .sort(),
+      [
+        "application-autoscaling",
+        "cloudformation",
+        "data-servicediscovery",
+        "ecr.api",
+        "ecr.dkr",
+        "ecs",
+        "elasticloadbalancing",
+        "logs",
+        "secretsmanager",
+        "servicediscovery",
+      ],
+    );
+    for (const e of interfaces) {
+      assert.equal(e.PrivateDnsEnabled, true);
+      assert.equal(e.SubnetIds.length, 2, "one subnet per AZ");
+      for (const id of e.SubnetIds) assert.match(JSON.stringify(id), /private/i);
+    }
   });
 
   test("the ALB is internal, in private subnets, reachable from the VPC only", () => {

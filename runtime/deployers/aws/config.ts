@@ -24,6 +24,9 @@ import { ConfigError } from "../../core/errors.js";
 import { defaultStackName, listenerUrlOutputKey, pascalCase, type RolloutEnv } from "./contract.js";
 
 /** The validated `[aws]` section, with every default filled in. */
+/** Which VPC endpoints the created VPC gets. */
+export type VpcEndpoints = "none" | "gateway" | "all";
+
 export interface AwsConfig {
   /** CloudFormation stack name; also the deployment id, the ECS cluster name and the Cloud Map namespace name. */
   readonly stack: string;
@@ -33,8 +36,13 @@ export interface AwsConfig {
   readonly region: string | undefined;
   /** An existing VPC to use (`vpc_id`); unset: the stack creates one. */
   readonly vpcId: string | undefined;
-  /** NAT gateways of the created VPC (`nat_gateways`, default 1); 0 puts tasks in public subnets. */
+  /** NAT gateways of the created VPC (`nat_gateways`, default 2: one per AZ); 0 puts tasks in public subnets. */
   readonly natGateways: number;
+  /**
+   * VPC endpoints of the created VPC (`vpc_endpoints`): "gateway" (default; S3, free: image layers skip the
+   * NAT), "all" (also interface endpoints for every AWS API the tasks call), or "none".
+   */
+  readonly vpcEndpoints: VpcEndpoints;
   /** VPC flow logs to CloudWatch Logs for the created VPC (`flow_logs`, default true). */
   readonly flowLogs: boolean;
   /** ECS Container Insights on the cluster (`container_insights`, default true). */
@@ -124,6 +132,7 @@ const AWS_KEYS = [
   "region",
   "vpc_id",
   "nat_gateways",
+  "vpc_endpoints",
   "flow_logs",
   "container_insights",
   "architecture",
@@ -210,8 +219,13 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     }
     if (section["nat_gateways"] !== undefined) fail("nat_gateways", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
     if (section["flow_logs"] !== undefined) fail("flow_logs", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
+    if (section["vpc_endpoints"] !== undefined) fail("vpc_endpoints", "applies only to the VPC the stack creates; remove it or aws.vpc_id");
   }
-  const natGateways = r.int("nat_gateways", 0, 2) ?? 1;
+  const natGateways = r.int("nat_gateways", 0, 2) ?? 2;
+  const endpoints = r.string("vpc_endpoints") ?? "gateway";
+  const vpcEndpoints =
+    (["none", "gateway", "all"] as const).find((v) => v === endpoints) ??
+    fail("vpc_endpoints", `must be "none", "gateway" or "all" (got ${JSON.stringify(endpoints)})`);
   const flowLogs = r.bool("flow_logs") ?? true;
   const containerInsights = r.bool("container_insights") ?? true;
   const architecture = r.string("architecture") ?? "x86_64";
@@ -362,6 +376,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     region,
     vpcId,
     natGateways,
+    vpcEndpoints,
     flowLogs,
     containerInsights,
     architecture: architecture as "x86_64" | "arm64",

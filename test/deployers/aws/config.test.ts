@@ -30,7 +30,8 @@ test("without an [aws] section every default is filled in, for every group", () 
   assert.equal(c.account, undefined);
   assert.equal(c.region, undefined);
   assert.equal(c.vpcId, undefined);
-  assert.equal(c.natGateways, 1);
+  assert.equal(c.natGateways, 2);
+  assert.equal(c.vpcEndpoints, "gateway");
   assert.equal(c.flowLogs, true);
   assert.equal(c.containerInsights, true);
   assert.equal(c.architecture, "x86_64");
@@ -247,6 +248,12 @@ const bad: [string, string, RegExp][] = [
     /aws\.nat_gateways: applies only to the VPC the stack creates/,
   ],
   ["three NATs", "[aws]\nnat_gateways = 3\n", /aws\.nat_gateways: must be an integer from 0 to 2/],
+  ["endpoints", '[aws]\nvpc_endpoints = "some"\n', /aws\.vpc_endpoints: must be "none", "gateway" or "all" \(got "some"\)/],
+  [
+    "endpoints with imported vpc",
+    '[aws]\nvpc_id = "vpc-0123456789abcdef0"\naccount = "123456789012"\nregion = "eu-west-1"\nvpc_endpoints = "all"\n',
+    /aws\.vpc_endpoints: applies only to the VPC the stack creates/,
+  ],
   ["image and dockerfile_dir", '[aws]\nimage = "nginx"\ndockerfile_dir = "."\n', /aws\.dockerfile_dir: set either aws\.image/],
   ["dockerfile outside context", '[aws]\ndockerfile = "../Dockerfile"\n', /aws\.dockerfile: must be a path inside the build context/],
   ["architecture", '[aws]\narchitecture = "amd64"\n', /aws\.architecture: must be "x86_64" or "arm64"/],
