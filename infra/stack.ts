@@ -15,6 +15,7 @@ import { checkComponentNames, groupsOf, type AppConfig } from "../runtime/core/c
 import { ConfigError } from "../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
 import { versionId } from "../runtime/deployers/aws/contract.js";
+import { WeaverDashboard } from "./dashboard.js";
 import { WeaverApp } from "./weaver-app.js";
 
 /** Dockerfile used when weaver.toml sets neither `image` nor `dockerfile_dir` (relative to the project root). */
@@ -59,6 +60,8 @@ export class WeaverStack extends Stack {
   readonly config: AppConfig;
   readonly aws: AwsConfig;
   readonly weaver: WeaverApp;
+  /** The CloudWatch dashboard and the alarms weaver.toml opts into. */
+  readonly observability: WeaverDashboard;
   /** The image built from a Dockerfile at deploy time, unless weaver.toml names an image. */
   readonly imageAsset: DockerImageAsset | undefined;
   /** The version this stack deploys: a hash of the image, the effective config and the app binary. */
@@ -126,6 +129,12 @@ export class WeaverStack extends Stack {
       otlpEndpoint: aws.otlpEndpoint,
       controlPlaneCpu: aws.controlPlane.cpu,
       controlPlaneMemoryMiB: aws.controlPlane.memory,
+    });
+    this.observability = new WeaverDashboard(this, "Observability", {
+      app: this.weaver,
+      appName: config.name,
+      dashboard: aws.dashboard,
+      alarms: aws.alarms,
     });
   }
 }

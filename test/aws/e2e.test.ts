@@ -12,8 +12,10 @@ import {
   ElasticLoadBalancingV2Client,
 } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
-import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
+import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
+import { METRICS, targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { extractEmf, logMessages, total } from "./emf.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
@@ -205,6 +207,36 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const cp = await runCli(["aws", "logs", res.configFile, "--component", "controlplane", "--since", "1h"]);
     assert.match(cp.out, /control plane serving/);
     assert.match(cp.out, /component activated .*component=hello\/Reverser/);
+  });
+
+  test("metrics: the agents' EMF lines reach CloudWatch Logs and, extracted as CloudWatch does, show main's calls to Reverser", async () => {
+    const logs = new CloudWatchLogsClient(clientConfig(emu.endpoint));
+    const url = await helloAt();
+    for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/hello?name=emf${i}`)).status, 200);
+    const D = METRICS.DIM;
+    const edge = { [D.APP]: "hello", [D.CALLER]: "tsweaver/Main", [D.COMPONENT]: "hello/Reverser", [D.METHOD]: "reverse" };
+    const { datapoints, rejected } = await waitFor(
+      "EMF datapoints for main → Reverser calls and Reverser's served calls",
+      async () => {
+        const extracted = extractEmf(await logMessages(logs, res.logGroup));
+        const calls = total(extracted.datapoints, METRICS.CALLS, edge);
+        const served = total(extracted.datapoints, METRICS.SERVED_CALLS, { [D.APP]: "hello", [D.GROUP]: "hello-reverser" });
+        return calls >= 5 && served >= 5 ? extracted : undefined;
+      },
+      30_000,
+      500,
+    );
+    assert.deepEqual(rejected, [], "every EMF line is one CloudWatch accepts");
+    assert.ok(datapoints.some((p) => p.metric === METRICS.LATENCY && p.dimensions[D.COMPONENT] === "hello/Reverser"));
+    assert.ok(
+      datapoints.some(
+        (p) => p.metric === METRICS.LOAD && p.dimensions[D.GROUP] === "hello-reverser" && p.dimensions[D.VERSION] === res.version,
+      ),
+    );
+    // `tsweaver aws logs` shows log entries only, never the metric lines beside them.
+    const r = await runCli(["aws", "logs", res.configFile, "--since", "1h"]);
+    assert.equal(r.code, 0, r.err);
+    assert.doesNotMatch(r.out, /_aws|CloudWatchMetrics/);
   });
 
   test("an AWS error reaches the caller naming the API and the resource", async () => {

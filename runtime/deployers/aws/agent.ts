@@ -7,6 +7,7 @@ import type { RoutingInfo } from "../../protos/runtime.js";
 import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
 import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
+import { emfLines } from "./emf.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { ControlApiClient, type ReplicaReport } from "./protocol.js";
@@ -88,7 +89,7 @@ export class Agent {
   private unhealthy = false;
   private unsentSpans = 0;
   /** Method call totals at the previous report (reports carry the difference). */
-  private reportedCalls = { calls: 0, errors: 0 };
+  private lastReportAt = Date.now();
   private readonly log = jsonLogger("agent");
 
   constructor(
@@ -177,14 +178,24 @@ export class Agent {
     }
   }
 
-  /** Component method calls (and failures) this weavelet made since the previous report. */
+  /**
+   * Component method calls (and failures) this weavelet made since the previous report, for the rollout's
+   * error rate. The same metric deltas go to CloudWatch as EMF lines on stdout (awslogs ships them).
+   */
   private async callsSinceLastReport(): Promise<{ calls: number; errors: number }> {
     const metrics = await this.envelope!.getMetrics().catch(() => []);
+    const now = Date.now();
+    const { lines, dropped } = emfLines(
+      metrics,
+      { app: this.config?.name ?? "", group: this.env.group, version: this.env.version },
+      now - this.lastReportAt,
+    );
+    this.lastReportAt = now;
+    process.stdout.write(lines.join("\n") + "\n");
+    if (dropped > 0) this.log.warn("user metric series over the per-report limit were not published", { dropped });
+    // GetMetrics returns deltas since the previous call: the sums are this interval's counts.
     const sum = (name: string) => metrics.filter((m) => m.name === name).reduce((a, m) => a + m.value, 0);
-    const now = { calls: sum(METHOD_CALLS), errors: sum(METHOD_ERRORS) };
-    const delta = { calls: Math.max(0, now.calls - this.reportedCalls.calls), errors: Math.max(0, now.errors - this.reportedCalls.errors) };
-    this.reportedCalls = now;
-    return delta;
+    return { calls: sum(METHOD_CALLS), errors: sum(METHOD_ERRORS) };
   }
 
   private report(): ReplicaReport {

@@ -496,6 +496,7 @@ export async function awsLogsCommand(
             attrs: {},
           };
         }
+        if ("_aws" in entry) continue; // an Embedded Metric Format line: a metric, not a log entry
         if (opts.component && entry.component !== opts.component) continue;
         out(formatLogEntry({ ...entry, attrs: entry.attrs ?? {} }, color));
       }

@@ -24,6 +24,20 @@ import { ConfigError } from "../../core/errors.js";
 import { defaultStackName, listenerUrlOutputKey, pascalCase, type RolloutEnv } from "./contract.js";
 
 /** The validated `[aws]` section, with every default filled in. */
+/** Opt-in CloudWatch alarms (`[aws.alarms]`); each unset threshold means no such alarm. */
+export interface AwsAlarms {
+  /** Alarm when a group's served calls fail above this fraction over 5 minutes (`error_rate`). */
+  readonly errorRate: number | undefined;
+  /** Alarm when a group's p99 served latency exceeds this many ms over 5 minutes (`p99_ms`). */
+  readonly p99Ms: number | undefined;
+  /** Alarm when the load balancer counts this many target 5xx responses in 5 minutes (`alb_5xx`). */
+  readonly alb5xx: number | undefined;
+  /** Alarm when the control plane's reconcile passes fail this many times in 5 minutes (`reconcile_errors`). */
+  readonly reconcileErrors: number | undefined;
+  /** SNS topic the alarms notify (`topic_arn`); unset, the alarms only change state. */
+  readonly topicArn: string | undefined;
+}
+
 /** Which VPC endpoints the created VPC gets. */
 export type VpcEndpoints = "none" | "gateway" | "all";
 
@@ -43,6 +57,9 @@ export interface AwsConfig {
    * NAT), "all" (also interface endpoints for every AWS API the tasks call), or "none".
    */
   readonly vpcEndpoints: VpcEndpoints;
+  /** A CloudWatch dashboard of the app (`dashboard`, default true). */
+  readonly dashboard: boolean;
+  readonly alarms: AwsAlarms;
   /** VPC flow logs to CloudWatch Logs for the created VPC (`flow_logs`, default true). */
   readonly flowLogs: boolean;
   /** ECS Container Insights on the cluster (`container_insights`, default true). */
@@ -133,6 +150,8 @@ const AWS_KEYS = [
   "vpc_id",
   "nat_gateways",
   "vpc_endpoints",
+  "dashboard",
+  "alarms",
   "flow_logs",
   "container_insights",
   "architecture",
@@ -369,6 +388,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   for (const l of listeners) uniqueKey(keys, listenerUrlOutputKey(l.name), `listener ${l.name}`, file, "the stack output");
 
   const rollout = parseRollout(r.table("rollout") ?? {}, file, fail);
+  const alarms = parseAlarms(r.table("alarms") ?? {}, file, fail);
+  const dashboard = r.bool("dashboard") ?? true;
 
   return {
     stack,
@@ -377,6 +398,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     vpcId,
     natGateways,
     vpcEndpoints,
+    dashboard,
+    alarms,
     flowLogs,
     containerInsights,
     architecture: architecture as "x86_64" | "arm64",
@@ -423,6 +446,28 @@ function parseRollout(raw: Record<string, unknown>, file: string, fail: (key: st
     stepSeconds: r.int("step_seconds", 0, 86_400) ?? 60,
     maxErrorRate: maxErrorRate as number,
     healthTimeoutSeconds: r.int("health_timeout_seconds", 10, 86_400) ?? 600,
+  };
+}
+
+const ALARM_KEYS = ["error_rate", "p99_ms", "alb_5xx", "reconcile_errors", "topic_arn"];
+
+function parseAlarms(raw: Record<string, unknown>, file: string, fail: (key: string, what: string) => never): AwsAlarms {
+  checkKeys(raw, ALARM_KEYS, "aws.alarms", file);
+  const r = reader(raw, "alarms.", fail);
+  const errorRate = raw["error_rate"];
+  if (errorRate !== undefined && (typeof errorRate !== "number" || !(errorRate > 0 && errorRate <= 1))) {
+    fail("alarms.error_rate", `must be a number above 0 and at most 1, e.g. 0.05 for 5% (got ${JSON.stringify(errorRate)})`);
+  }
+  const topicArn = r.string("topic_arn");
+  if (topicArn !== undefined && !/^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+$/.test(topicArn)) {
+    fail("alarms.topic_arn", `must be an SNS topic ARN such as "arn:aws:sns:us-east-1:123456789012:ops" (got ${JSON.stringify(topicArn)})`);
+  }
+  return {
+    errorRate: errorRate as number | undefined,
+    p99Ms: r.int("p99_ms", 1, 3_600_000),
+    alb5xx: r.int("alb_5xx", 1, 1_000_000_000),
+    reconcileErrors: r.int("reconcile_errors", 1, 1_000_000),
+    topicArn,
   };
 }
 

@@ -248,3 +248,31 @@ export function pascalCase(name: string): string {
 export function defaultStackName(app: string): string {
   return `tsweaver-${app.replace(/_/g, "-")}`;
 }
+
+/**
+ * The CloudWatch metrics the agents publish as Embedded Metric Format lines on their task's stdout
+ * (runtime/deployers/aws/emf.ts); the stack's dashboard and alarms read them by these names.
+ */
+export const METRICS = {
+  NAMESPACE: "tsweaver",
+  /** Calls a weavelet made, by caller → component.method (the call graph's edges). */
+  CALLS: "Calls",
+  ERRORS: "Errors",
+  LATENCY: "Latency",
+  /** Remote calls a group served: per group (dashboard) and per component.method. */
+  SERVED_CALLS: "ServedCalls",
+  SERVED_ERRORS: "ServedErrors",
+  SERVED_LATENCY: "ServedLatency",
+  /** Remote calls per second one replica served over the last report: its average is the group's load per replica. */
+  LOAD: "ServedCallsPerSecond",
+  /** Failed reconcile passes of the control plane. */
+  RECONCILE_ERRORS: "ReconcileErrors",
+  DIM: {
+    APP: "App",
+    GROUP: "Group",
+    VERSION: "Version",
+    COMPONENT: "Component",
+    METHOD: "Method",
+    CALLER: "Caller",
+  },
+} as const;

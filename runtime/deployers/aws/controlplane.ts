@@ -21,6 +21,7 @@ import {
   type ListenersEnv,
   type RolloutEnv,
 } from "./contract.js";
+import { reconcileErrorLine } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
@@ -162,11 +163,13 @@ export class ControlPlane implements ControlApi {
       deployment: this.env.deployment,
       version: this.env.version,
     });
-    await this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message }));
-    this.timer = setInterval(
-      () => void this.reconcile().catch((err: Error) => this.log.error("reconcile failed", { err: err.message })),
-      this.env.reconcileMs,
-    );
+    const reconcileLogged = () =>
+      this.reconcile().catch((err: Error) => {
+        this.log.error("reconcile failed", { err: err.message });
+        process.stdout.write(reconcileErrorLine(process.env[ENV.APP] ?? "") + "\n");
+      });
+    await reconcileLogged();
+    this.timer = setInterval(() => void reconcileLogged(), this.env.reconcileMs);
   }
 
   /** Stops serving. When the stack itself is being deleted, first removes every version's resources. */

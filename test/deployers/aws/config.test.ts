@@ -248,6 +248,9 @@ const bad: [string, string, RegExp][] = [
     /aws\.nat_gateways: applies only to the VPC the stack creates/,
   ],
   ["three NATs", "[aws]\nnat_gateways = 3\n", /aws\.nat_gateways: must be an integer from 0 to 2/],
+  ["alarm error rate", "[aws.alarms]\nerror_rate = 5\n", /aws\.alarms\.error_rate: must be a number above 0 and at most 1/],
+  ["alarm topic", '[aws.alarms]\ntopic_arn = "ops"\n', /aws\.alarms\.topic_arn: must be an SNS topic ARN/],
+  ["alarm key", "[aws.alarms]\np50_ms = 3\n", /aws\.alarms.*p50_ms/],
   ["endpoints", '[aws]\nvpc_endpoints = "some"\n', /aws\.vpc_endpoints: must be "none", "gateway" or "all" \(got "some"\)/],
   [
     "endpoints with imported vpc",

@@ -1,0 +1,101 @@
+/** The CloudWatch dashboard every stack gets and the alarms `[aws.alarms]` opts into (template assertions). */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { METRICS, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
+import { cdkAnnotations, nagFindings, synthText, type Synth } from "./helpers.js";
+
+type Json = Record<string, unknown>;
+
+/** The dashboard body as JSON (CloudFormation joins it from literal strings and tokens). */
+function dashboardBody(s: Synth): string {
+  const [d] = Object.values(s.template.findResources("AWS::CloudWatch::Dashboard"));
+  assert.ok(d, "a dashboard");
+  return JSON.stringify((d["Properties"] as Json)["DashboardBody"]);
+}
+
+describe("observability: the default dashboard, no alarms", () => {
+  let s: Synth;
+  before(() => {
+    s = synthText(`
+[aws]
+image = "ghcr.io/acme/hello:1.0"
+config_in_image = "weaver.toml"
+[aws.listeners.hello]
+`);
+  });
+  after(() => s.dispose());
+
+  test("one dashboard named after the stack with per-group ECS, EMF and load-balancer widgets of this version", () => {
+    s.template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
+    s.template.resourceCountIs("AWS::CloudWatch::Alarm", 0);
+    const body = dashboardBody(s);
+    for (const g of s.stack.weaver.groups.values()) {
+      assert.match(body, new RegExp(`${g.name}: served calls/s and error rate`));
+      assert.ok(body.includes(versionedServiceName(g.name, s.stack.weaver.version)), `${g.name}'s service of this version`);
+    }
+    for (const metric of [METRICS.SERVED_CALLS, METRICS.SERVED_ERRORS, METRICS.SERVED_LATENCY, METRICS.RECONCILE_ERRORS]) {
+      assert.ok(body.includes(metric), metric);
+    }
+    for (const metric of [
+      "RunningTaskCount",
+      "CPUUtilization",
+      "MemoryUtilization",
+      "RequestCount",
+      "HTTPCode_Target_5XX_Count",
+      "TargetResponseTime",
+    ]) {
+      assert.ok(body.includes(metric), metric);
+    }
+    assert.ok(body.includes(`\\"${METRICS.NAMESPACE}\\"`), "the agents' EMF namespace");
+  });
+
+  test("cdk-nag and CDK: clean", () => {
+    assert.deepEqual(nagFindings(s.app), []);
+    assert.deepEqual(cdkAnnotations(s.stack), []);
+  });
+});
+
+describe("observability: every alarm, notifying a topic; no dashboard", () => {
+  let s: Synth;
+  before(() => {
+    s = synthText(`
+[aws]
+image = "ghcr.io/acme/hello:1.0"
+config_in_image = "weaver.toml"
+dashboard = false
+[aws.alarms]
+error_rate = 0.02
+p99_ms = 800
+alb_5xx = 10
+reconcile_errors = 3
+topic_arn = "arn:aws:sns:us-east-1:123456789012:ops"
+[aws.listeners.hello]
+`);
+  });
+  after(() => s.dispose());
+
+  test("per group an error-rate and a p99 alarm, plus load-balancer 5xx and reconcile errors, each notifying the topic", () => {
+    s.template.resourceCountIs("AWS::CloudWatch::Dashboard", 0);
+    const alarms = Object.values(s.template.findResources("AWS::CloudWatch::Alarm")).map((r) => r["Properties"] as Json);
+    const groups = s.stack.weaver.groups.size;
+    assert.equal(alarms.length, groups * 2 + 2);
+    for (const a of alarms) {
+      assert.deepEqual(a["AlarmActions"], ["arn:aws:sns:us-east-1:123456789012:ops"]);
+      assert.deepEqual(a["OKActions"], ["arn:aws:sns:us-east-1:123456789012:ops"]);
+      assert.equal(a["TreatMissingData"], "notBreaching");
+    }
+    const thresholds = alarms.map((a) => a["Threshold"]).sort((x, y) => Number(x) - Number(y));
+    assert.deepEqual(thresholds, [...Array(groups).fill(0.02), 3, 10, ...Array(groups).fill(800)]);
+    const errorRate = alarms.find((a) => a["Threshold"] === 0.02)!;
+    assert.match(JSON.stringify(errorRate["Metrics"]), /IF\(calls > 0, errors \/ calls, 0\)/);
+    assert.equal(errorRate["ComparisonOperator"], "GreaterThanThreshold");
+    const reconcile = alarms.find((a) => a["Threshold"] === 3)!;
+    assert.match(JSON.stringify(reconcile), new RegExp(`"MetricName":"${METRICS.RECONCILE_ERRORS}".*"Period":300`));
+    assert.equal(reconcile["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+  });
+
+  test("cdk-nag and CDK: clean", () => {
+    assert.deepEqual(nagFindings(s.app), []);
+    assert.deepEqual(cdkAnnotations(s.stack), []);
+  });
+});
