@@ -9,6 +9,7 @@ import {
   statusCommand,
   tracesCommand,
 } from "../deployers/multi/commands.js";
+import { initCommand } from "./init.js";
 
 // A reader that went away (`tsweaver multi status --all | head`) ends the output, not the command with
 // an EPIPE stack trace.
@@ -20,6 +21,18 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
   .showHelpAfterError();
+
+program
+  .command("init")
+  .description("scaffold a new app: package.json, src/main.ts (two components and a listener), a test, weaver.toml and the AWS CDK app")
+  .argument("<dir>", "the app's directory (created if missing); init never overwrites a file in it")
+  .option("--name <name>", "the app's name in package.json, weaver.toml and the component names (default: from the directory's name)")
+  .option(
+    "--tsweaver <spec>",
+    "how package.json depends on tsweaver: a version range, a git URL or a local .tgz/directory path (default: a caret range of this tsweaver's version)",
+  )
+  .option("--no-aws", "leave out the AWS deployment: cdk.json, infra/, weaver.toml's [aws] section and the CDK dev dependencies")
+  .action((dir: string, opts: { name?: string; tsweaver?: string; aws: boolean }) => initCommand(dir, opts));
 
 const multi = program.command("multi").description("the local multiprocess deployer");
 
