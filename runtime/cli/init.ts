@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { awsSdkDependencies, packageJson, packageRoot } from "./package.js";
 
 /** What an app name must look like: a valid npm package name, tsweaver app name and CloudFormation stack name part. */
 const APP_NAME = /^[a-z][a-z0-9-]{0,39}$/;
@@ -26,22 +26,6 @@ export interface InitOptions {
 interface ScaffoldFile {
   readonly path: string;
   readonly content: string;
-}
-
-/** The installed tsweaver package's root (from dist/runtime/cli/ or runtime/cli/, the nearest package.json named tsweaver). */
-function packageRoot(): string {
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    const file = path.join(dir, "package.json");
-    if (existsSync(file) && (JSON.parse(readFileSync(file, "utf8")) as { name?: string }).name === "tsweaver") return dir;
-    if (path.dirname(dir) === dir)
-      throw new Error("init: the tsweaver package's package.json was not found; the installation is incomplete");
-  }
-}
-
-interface PackageJson {
-  readonly version: string;
-  readonly devDependencies?: Record<string, string>;
-  readonly peerDependencies?: Record<string, string>;
 }
 
 /** The app name derived from a directory name: lowercase, other characters as '-', starting with a letter. */
@@ -83,6 +67,11 @@ function renderTemplates(templates: string, set: string, name: string): Scaffold
     }));
 }
 
+/** A dependency map in npm's order. */
+function sorted(deps: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(deps).sort(([a], [b]) => a.localeCompare(b)));
+}
+
 function json(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`;
 }
@@ -100,13 +89,18 @@ export function scaffold(dir: string, opts: InitOptions = {}): { name: string; f
   }
   const aws = opts.aws ?? true;
   const root = packageRoot();
-  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8")) as PackageJson;
+  const pkg = packageJson();
   // The app builds and deploys with the versions this package is tested with.
   const version = (dep: string): string => {
     const v = pkg.devDependencies?.[dep] ?? pkg.peerDependencies?.[dep];
     if (v === undefined)
       throw new Error(`init: the tsweaver package's package.json names no version of ${dep}; the installation is incomplete`);
     return v;
+  };
+  // The AWS deployer's SDK clients are optional peer dependencies of tsweaver: the app's tasks need them.
+  const dependencies: Record<string, string> = {
+    tsweaver: dependencySpec(opts.tsweaver ?? `^${pkg.version}`, path.resolve(dir)),
+    ...(aws ? awsSdkDependencies(pkg) : {}),
   };
   const devDependencies: Record<string, string> = { "@types/node": version("@types/node"), typescript: version("typescript") };
   if (aws)
@@ -132,8 +126,8 @@ export function scaffold(dir: string, opts: InitOptions = {}): { name: string; f
         "start:single": "npm run build && TSWEAVER_CONFIG=weaver.toml node dist/src/main.js",
         test: "npm run build && node --test dist/test/",
       },
-      dependencies: { tsweaver: dependencySpec(opts.tsweaver ?? `^${pkg.version}`, path.resolve(dir)) },
-      devDependencies: Object.fromEntries(Object.entries(devDependencies).sort(([a], [b]) => a.localeCompare(b))),
+      dependencies: sorted(dependencies),
+      devDependencies: sorted(devDependencies),
     }),
   );
   const templates = path.join(root, "runtime", "cli", "templates");

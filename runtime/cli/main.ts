@@ -10,6 +10,7 @@ import {
   tracesCommand,
 } from "../deployers/multi/commands.js";
 import { initCommand } from "./init.js";
+import { importAwsModule } from "./package.js";
 
 // A reader that went away (`tsweaver multi status --all | head`) ends the output, not the command with
 // an EPIPE stack trace.
@@ -104,8 +105,9 @@ multi
     await dashboardCommand({ deployment, ...opts });
   });
 
-// The AWS SDK loads only for aws commands: the multi commands stay quick to start.
-const awsCli = () => import("../deployers/aws/cli.js");
+// The AWS SDK loads only for aws commands: the multi commands stay quick to start, and run where the
+// SDK (optional peer dependencies) is not installed.
+const awsCli = () => importAwsModule(() => import("../deployers/aws/cli.js"));
 const aws = program.command("aws").description("the AWS deployer (ECS Fargate); deploy the stack first: npx cdk deploy, see docs/aws.md");
 const stackArgs = (c: Command) =>
   c
@@ -171,11 +173,11 @@ stackArgs(rollout.command("rollback").description("move all traffic back to the 
 aws
   .command("agent")
   .description("(task entrypoint) run one group's weavelet in an ECS task")
-  .action(async () => (await import("../deployers/aws/agent.js")).agentCommand());
+  .action(async () => (await importAwsModule(() => import("../deployers/aws/agent.js"))).agentCommand());
 aws
   .command("controlplane")
   .description("(task entrypoint) run the control plane in its ECS task")
-  .action(async () => (await import("../deployers/aws/controlplane.js")).controlPlaneCommand());
+  .action(async () => (await importAwsModule(() => import("../deployers/aws/controlplane.js"))).controlPlaneCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`tsweaver: ${err.message}\n`);

@@ -40,6 +40,8 @@ const SHIPPED = [
 const NAME = "shop";
 let tmp: string;
 let appDir: string;
+/** The packed tarball. */
+let tarball: string;
 /** The installed package's CLI, as `npx tsweaver` runs it. */
 let appCli: string;
 
@@ -79,14 +81,16 @@ before(
     const packed = JSON.parse(run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", tmp], ROOT)) as {
       filename: string;
     }[];
-    const tarball = path.join(tmp, packed[0]!.filename);
+    tarball = path.join(tmp, packed[0]!.filename);
     appDir = path.join(tmp, NAME);
     const init = run(process.execPath, [CLI, "init", appDir, "--tsweaver", tarball], tmp);
     assert.match(init, /created src\/main\.ts/);
-    assert.equal(
-      JSON.parse(readFileSync(path.join(appDir, "package.json"), "utf8")).dependencies.tsweaver,
-      `file:../${path.basename(tarball)}`,
-    );
+    // The AWS deployer's SDK clients are optional peer dependencies of tsweaver: an app that deploys to AWS lists them.
+    const { dependencies } = JSON.parse(readFileSync(path.join(appDir, "package.json"), "utf8")) as {
+      dependencies: Record<string, string>;
+    };
+    assert.equal(dependencies["tsweaver"], `file:../${path.basename(tarball)}`);
+    assert.ok(dependencies["@aws-sdk/client-ecs"], "the app depends on the AWS SDK clients");
     run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund"], appDir, { timeoutMs: 400_000 });
     appCli = path.join(appDir, "node_modules/tsweaver/dist/runtime/cli/main.js");
   },
@@ -132,13 +136,36 @@ test("the scaffold builds and its own test passes: the app in one process", () =
   assert.match(out, /^# fail 0$/m);
 });
 
-test("the installed CLI scaffolds too, refuses to overwrite, and --no-aws leaves the CDK app out", () => {
+test("a local-only app (--no-aws): no CDK app, and neither aws-cdk-lib nor the AWS SDK installed; aws commands say what to install", () => {
   const local = path.join(tmp, "local-only");
-  run(process.execPath, [appCli, "init", local, "--no-aws"], tmp);
+  run(process.execPath, [appCli, "init", local, "--no-aws", "--tsweaver", tarball], tmp);
   assert.deepEqual(readdirSync(local).sort(), [".gitignore", "README.md", "package.json", "src", "test", "tsconfig.json", "weaver.toml"]);
-  const pkg = JSON.parse(readFileSync(path.join(local, "package.json"), "utf8")) as { devDependencies: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(path.join(local, "package.json"), "utf8")) as {
+    dependencies: Record<string, string>;
+    devDependencies: Record<string, string>;
+  };
+  assert.deepEqual(Object.keys(pkg.dependencies), ["tsweaver"]);
   assert.deepEqual(Object.keys(pkg.devDependencies), ["@types/node", "typescript"]);
   assert.doesNotMatch(readFileSync(path.join(local, "weaver.toml"), "utf8"), /\[aws/);
+  run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund"], local, { timeoutMs: 240_000 });
+  for (const dep of ["@aws-sdk", "aws-cdk-lib", "constructs"])
+    assert.ok(!existsSync(path.join(local, "node_modules", dep)), `${dep} is not installed`);
+  const aws = spawnSync(
+    process.execPath,
+    [path.join(local, "node_modules/tsweaver/dist/runtime/cli/main.js"), "aws", "status", "--stack", "x"],
+    {
+      cwd: local,
+      encoding: "utf8",
+    },
+  );
+  assert.equal(aws.status, 1);
+  assert.match(
+    aws.stderr,
+    /^tsweaver: the AWS deployer needs the AWS SDK clients .*: npm install (@aws-sdk\/client-[\w-]+@\^3\.\d+\.\d+ ?){6}$/m,
+  );
+});
+
+test("init refuses to overwrite a file", () => {
   const again = spawnSync(process.execPath, [appCli, "init", appDir], { cwd: tmp, encoding: "utf8" });
   assert.equal(again.status, 1);
   assert.match(again.stderr, /^tsweaver: init: .* already has package\.json, README\.md, .*; init never overwrites files/);
