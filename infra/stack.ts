@@ -11,7 +11,8 @@ import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import type * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
-import { checkComponentNames, groupsOf, type AppConfig } from "../runtime/core/config.js";
+import { listAppComponents } from "../runtime/core/components.js";
+import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
 import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
 import { versionId } from "../runtime/deployers/aws/contract.js";
@@ -52,11 +53,32 @@ export interface WeaverStackProps extends Omit<StackProps, "stackName" | "env"> 
   readonly projectRoot: string;
 }
 
+/** Options of {@link WeaverStack.fromConfig}. */
+export interface WeaverStackFromConfigOptions extends Omit<WeaverStackProps, "config" | "components" | "projectRoot"> {
+  /**
+   * The project root: the default image build context, with {@link DEFAULT_DOCKERFILE} in it.
+   * @default the current directory (where `cdk` runs the app: the directory of cdk.json)
+   */
+  readonly projectRoot?: string;
+}
+
 /**
  * The stack of one app, named by `[aws] stack` (default `tsweaver-<app>`), pinned to `[aws] account` and
  * `region` when given, environment-agnostic otherwise.
  */
 export class WeaverStack extends Stack {
+  /**
+   * The stack of the app a weaver.toml describes: loads it, lists the app's components by running its
+   * built entry file (`tsweaver.binary`, with TSWEAVER_LIST_COMPONENTS=1), and builds the image from the
+   * project root. Errors (an invalid weaver.toml, an entry file that is not built) are `ConfigError`s
+   * naming the file and the key.
+   */
+  static fromConfig(scope: Construct, configFile: string, options: WeaverStackFromConfigOptions = {}): WeaverStack {
+    const { projectRoot = process.cwd(), ...props } = options;
+    const config = loadConfig(path.resolve(projectRoot, configFile));
+    return new WeaverStack(scope, { ...props, config, components: listAppComponents(config), projectRoot });
+  }
+
   readonly config: AppConfig;
   readonly aws: AwsConfig;
   readonly weaver: WeaverApp;

@@ -26,5 +26,6 @@ mapfile -t files < <(find dist/test -name '*.test.js' | sort)
 # /moto-api/, runs the tests with AWS_ENDPOINT_URL and throwaway credentials, then stops it. With
 # AWS_ENDPOINT_URL already set (e.g. LocalStack), the tests use that endpoint instead.
 # The per-file timeout leaves room for the AWS rollout tests (test/aws/rollout|rollback.test.ts), each of
-# which deploys several versions through the emulator and runs beside another file on a busy machine.
-exec node dist/test/aws/moto-server.js -- node --test --test-concurrency=2 --test-timeout=300000 "${files[@]}"
+# which deploys several versions through the emulator, and for test/package (installs a scaffolded app,
+# two CDK synths, an emulator deployment: 3-6 minutes), each beside another file on a busy machine.
+exec node dist/test/aws/moto-server.js -- node --test --test-concurrency=2 --test-timeout=600000 "${files[@]}"

@@ -2,12 +2,9 @@
  * The CDK app `cdk.json` runs: one stack for the app whose weaver.toml is given as
  * `cdk synth|deploy -c config=path/to/weaver.toml` (default: the hello example).
  */
-import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { App, Validations } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
-import { loadConfig } from "../../runtime/core/config.js";
-import { listAppComponents } from "../../runtime/core/components.js";
 import { ConfigError } from "../../runtime/core/errors.js";
 import { WeaverStack } from "../stack.js";
 
@@ -17,11 +14,9 @@ export const DEFAULT_CONFIG = "examples/hello/weaver.toml";
 // dist/infra/bin/app.js → the project root.
 const projectRoot = fileURLToPath(new URL("../../../", import.meta.url));
 const app = new App();
-const configFile = path.resolve(projectRoot, String(app.node.tryGetContext("config") ?? DEFAULT_CONFIG));
 try {
   // The app lists its own components (its entry file run with TSWEAVER_LIST_COMPONENTS=1).
-  const config = loadConfig(configFile);
-  new WeaverStack(app, { config, components: listAppComponents(config), projectRoot });
+  WeaverStack.fromConfig(app, String(app.node.tryGetContext("config") ?? DEFAULT_CONFIG), { projectRoot });
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
   process.stderr.write(`tsweaver: ${err.message}\n`);

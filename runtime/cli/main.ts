@@ -9,6 +9,8 @@ import {
   statusCommand,
   tracesCommand,
 } from "../deployers/multi/commands.js";
+import { initCommand } from "./init.js";
+import { importAwsModule } from "./package.js";
 
 // A reader that went away (`tsweaver multi status --all | head`) ends the output, not the command with
 // an EPIPE stack trace.
@@ -20,6 +22,18 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 const program = new Command("tsweaver")
   .description("Run a tsweaver app: in one process (node app.js), as many local processes (multi), or on AWS")
   .showHelpAfterError();
+
+program
+  .command("init")
+  .description("scaffold a new app: package.json, src/main.ts (two components and a listener), a test, weaver.toml and the AWS CDK app")
+  .argument("<dir>", "the app's directory (created if missing); init never overwrites a file in it")
+  .option("--name <name>", "the app's name in package.json, weaver.toml and the component names (default: from the directory's name)")
+  .option(
+    "--tsweaver <spec>",
+    "how package.json depends on tsweaver: a version range, a git URL or a local .tgz/directory path (default: a caret range of this tsweaver's version)",
+  )
+  .option("--no-aws", "leave out the AWS deployment: cdk.json, infra/, weaver.toml's [aws] section and the CDK dev dependencies")
+  .action((dir: string, opts: { name?: string; tsweaver?: string; aws: boolean }) => initCommand(dir, opts));
 
 const multi = program.command("multi").description("the local multiprocess deployer");
 
@@ -91,8 +105,9 @@ multi
     await dashboardCommand({ deployment, ...opts });
   });
 
-// The AWS SDK loads only for aws commands: the multi commands stay quick to start.
-const awsCli = () => import("../deployers/aws/cli.js");
+// The AWS SDK loads only for aws commands: the multi commands stay quick to start, and run where the
+// SDK (optional peer dependencies) is not installed.
+const awsCli = () => importAwsModule(() => import("../deployers/aws/cli.js"));
 const aws = program.command("aws").description("the AWS deployer (ECS Fargate); deploy the stack first: npx cdk deploy, see docs/aws.md");
 const stackArgs = (c: Command) =>
   c
@@ -158,11 +173,11 @@ stackArgs(rollout.command("rollback").description("move all traffic back to the 
 aws
   .command("agent")
   .description("(task entrypoint) run one group's weavelet in an ECS task")
-  .action(async () => (await import("../deployers/aws/agent.js")).agentCommand());
+  .action(async () => (await importAwsModule(() => import("../deployers/aws/agent.js"))).agentCommand());
 aws
   .command("controlplane")
   .description("(task entrypoint) run the control plane in its ECS task")
-  .action(async () => (await import("../deployers/aws/controlplane.js")).controlPlaneCommand());
+  .action(async () => (await importAwsModule(() => import("../deployers/aws/controlplane.js"))).controlPlaneCommand());
 
 program.parseAsync(process.argv).catch((err: Error) => {
   process.stderr.write(`tsweaver: ${err.message}\n`);

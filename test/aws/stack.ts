@@ -76,8 +76,8 @@ import {
 } from "@aws-sdk/client-servicediscovery";
 import { App } from "aws-cdk-lib";
 import { parse as parseToml, stringify as stringifyToml } from "smol-toml";
-import { loadConfig, type AppConfig } from "../../runtime/core/config.js";
-import type { AwsConfig } from "../../runtime/deployers/aws/config.js";
+import { groupsOf, loadConfig, type AppConfig } from "../../runtime/core/config.js";
+import { parseAwsConfig, type AwsConfig } from "../../runtime/deployers/aws/config.js";
 import { CONTROLPLANE_NAME, ENV, OUTPUTS, type GroupsEnv, type ListenersEnv } from "../../runtime/deployers/aws/contract.js";
 import { listAppComponents } from "../../runtime/core/components.js";
 import { WeaverStack } from "../../infra/stack.js";
@@ -109,6 +109,12 @@ export interface AppResourcesOptions {
   readonly aws?: Readonly<Record<string, unknown>>;
   /** The app's components; default: listed by the app itself (`TSWEAVER_LIST_COMPONENTS=1 node <binary>`). */
   readonly components?: readonly string[];
+  /**
+   * Synthesizes the stack of the effective weaver.toml (its path is given) and returns its template, in
+   * place of this repository's WeaverStack in-process: e.g. a scaffolded project's own CDK app, with the
+   * construct of the installed package.
+   */
+  readonly synth?: (configFile: string) => CfnTemplate | Promise<CfnTemplate>;
 }
 
 /** A resource of the created stack (or created through its API on the stack's behalf). */
@@ -275,6 +281,17 @@ export function synthesize(config: AppConfig, components: readonly string[]): { 
   }
 }
 
+/** The stack of an app synthesized by `synth` (e.g. another project's CDK app), with the `[aws]` config it saw. */
+async function synthesizeWith(
+  synth: NonNullable<AppResourcesOptions["synth"]>,
+  configFile: string,
+  config: AppConfig,
+  components: readonly string[],
+): Promise<{ template: CfnTemplate; aws: AwsConfig; stackName: string }> {
+  const aws = parseAwsConfig(config, groupsOf(config, components));
+  return { template: await synth(configFile), aws, stackName: aws.stack };
+}
+
 /**
  * Creates everything the app's stack creates, in the emulator, with the stack's names, task environment
  * and outputs. Stack names are unique by default, so tests running in parallel do not meet.
@@ -317,7 +334,8 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   const config = loadConfig(configFile);
   const components = opts.components ?? appComponents(config);
   lap("config");
-  const synth = synthesize(config, components);
+  const synth =
+    opts.synth === undefined ? synthesize(config, components) : await synthesizeWith(opts.synth, configFile, config, components);
   lap("synth");
 
   const clients = clientsFor(endpoint, region);

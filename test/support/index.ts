@@ -143,10 +143,17 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Runs the tsweaver CLI without blocking this process's event loop (in-process harnesses keep running). */
-export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+/**
+ * Runs the tsweaver CLI (this repository's, or `cli`: e.g. an installed package's) without blocking this
+ * process's event loop (in-process harnesses keep running).
+ */
+export function runCli(
+  args: string[],
+  env: Record<string, string> = {},
+  cli = CLI,
+): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
