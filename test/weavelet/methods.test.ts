@@ -6,7 +6,8 @@ import { component, methodTable, register, type Context, type Main } from "../..
 import { MAIN_COMPONENT } from "../../runtime/core/config.js";
 import { Connection } from "../../runtime/rpc/client.js";
 import { writeRequest } from "../../runtime/rpc/frames.js";
-import { Weavelet, type WeaveletHost } from "../../runtime/weavelet/weavelet.js";
+import { Weavelet, type WeaveletHost, type WeaveletSecurity } from "../../runtime/weavelet/weavelet.js";
+import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
 
 /** What ran: the proof that a refused call ran nothing. */
@@ -45,7 +46,7 @@ const host: WeaveletHost = {
   traceSpans: () => {},
 };
 
-async function startWeavelet(): Promise<{ weavelet: Weavelet; address: string }> {
+async function startWeavelet(security?: WeaveletSecurity): Promise<{ weavelet: Weavelet; address: string }> {
   const weavelet = new Weavelet({
     app: "sec",
     deploymentId: "dep-1",
@@ -58,7 +59,7 @@ async function startWeavelet(): Promise<{ weavelet: Weavelet; address: string }>
     checkValues: false,
     host,
   });
-  return { weavelet, address: await weavelet.start() };
+  return { weavelet, address: await weavelet.start(security) };
 }
 
 test("the method table holds the declared methods only: no main, no hook, no helper", () => {
@@ -98,6 +99,37 @@ test("a raw frame on a socket that skipped HELLO is refused before it runs", asy
     assert.equal(Buffer.concat(reply).length, 0);
     assert.deepEqual(ran, []);
   } finally {
+    await weavelet.shutdown();
+  }
+});
+
+test("with a deployment key: only allowed groups of the deployment call a component that restricts its callers", async () => {
+  const key = randomBytes(32);
+  const { weavelet, address } = await startWeavelet({ key, callers: { "sec/Vault": ["ops"] } });
+  const hash = methodTable().hash;
+  const dial = (group: string | undefined, k: Uint8Array = key) =>
+    new Connection(address, {
+      methodTableHash: hash,
+      deploymentId: "dep-1",
+      auth: group === undefined ? undefined : { key: k, identity: { deploymentId: "dep-1", group } },
+      backoffMinMs: 10_000,
+    });
+  const ops = dial("ops");
+  const web = dial("web");
+  const anonymous = dial(undefined);
+  const foreign = dial("ops", randomBytes(32));
+  try {
+    ran.length = 0;
+    assert.equal(await ops.call(0, "sec/Vault.read", []), "ok");
+    await assert.rejects(
+      web.call(0, "sec/Vault.read", []),
+      /sec\/Vault\.read: group "web" may not call sec\/Vault \(weaver\.toml \[tsweaver\.callers\] allows only the groups ops\)/,
+    );
+    await assert.rejects(anonymous.call(0, "sec/Vault.read", []), /refused the connection: authentication failed$/);
+    await assert.rejects(foreign.call(0, "sec/Vault.read", []), /failed to authenticate/);
+    assert.deepEqual(ran, ["read"]);
+  } finally {
+    await Promise.all([ops.close(), web.close(), anonymous.close(), foreign.close()]);
     await weavelet.shutdown();
   }
 });
