@@ -4,7 +4,9 @@
 // loopback, after a warm-up, at concurrency 1 and 64 with a ~100 B and a ~10 KB payload:
 //   1 raw       node:net echo of length-prefixed frames (server: a child process; client: this process)
 //   2 tsweaver  a component call across processes: the app in bench/app.ts deployed by MultiDeployer
-//               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub
+//               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub,
+//               on a connection authenticated with the deployment key (multi's default)
+//   2 plaintext the same without authentication (MultiOptions.plaintextCalls): what authentication costs
 //   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
@@ -50,7 +52,7 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = ["raw", "tsweaver", "grpc", "http", "colocated", "codec"] as const;
+const ALL_ROWS = ["raw", "tsweaver", "plaintext", "grpc", "http", "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -161,7 +163,7 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "grpc" | "http";
+  name: "raw" | "tsweaver" | "plaintext" | "grpc" | "http";
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
@@ -254,8 +256,11 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
   });
 }
 
-/** Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. */
-async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>): Promise<NetRow> {
+/**
+ * Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. `plaintext`:
+ * the weavelets do not authenticate their connections (the default does).
+ */
+async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>, plaintext = false): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
   const env: Record<string, string> = { ...weaveletEnv };
   if (cpuProfDir !== undefined) {
@@ -277,7 +282,12 @@ replicas = 1
 address = "127.0.0.1:0"
 `,
   );
-  const deployer = new MultiDeployer(loadConfig(file), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
+  const deployer = new MultiDeployer(loadConfig(file), {
+    stateDir: path.join(dir, "state"),
+    printLogs: false,
+    progress: () => {},
+    plaintextCalls: plaintext,
+  });
   const close = async (): Promise<void> => {
     await deployer.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -286,7 +296,7 @@ address = "127.0.0.1:0"
     await deployer.deploy();
     const address = await until("the bench listener", 30_000, async () => (await deployer.listenerAddresses()).get("bench"));
     return {
-      name: "tsweaver",
+      name: plaintext ? "plaintext" : "tsweaver",
       measure: async (size, c, b) => {
         const req: CellRequest = { size, concurrency: c, bounds: b };
         // The first request also waits for BenchService's weavelet to start.
@@ -319,6 +329,7 @@ async function netRows(
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
       else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
+      else if (n === "plaintext") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, true));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
     }
@@ -402,6 +413,7 @@ async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
 const ROW_TITLES: Record<string, string> = {
   raw: "1 raw node:net echo",
   tsweaver: "2 tsweaver cross-process",
+  plaintext: "2 same, not authenticated",
   grpc: "3 grpc-js unary (protobuf)",
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
@@ -444,6 +456,16 @@ function targets(cells: Cell[]): Target[] {
     if (tw1 && raw1) {
       const r = tw1.p50Us / raw1.p50Us;
       out.push({ target: "cross-process p50 vs raw echo", cell: `${size} c=1`, ratio: r, goal: "<= 1.3x", pass: r <= 1.3 });
+    }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const auth = find(cells, "tsweaver", size, c);
+      const plain = find(cells, "plaintext", size, c);
+      if (!auth || !plain) continue;
+      // Time per call with authentication relative to without (throughput ratio inverted).
+      const r = plain.opsPerSec / auth.opsPerSec;
+      out.push({ target: "authenticated vs plaintext time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
     }
   }
   for (const [peer, goal] of [
@@ -535,7 +557,7 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
+  const net = (["raw", "tsweaver", "plaintext", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {

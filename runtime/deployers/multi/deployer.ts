@@ -22,6 +22,11 @@ export interface MultiOptions {
   progress?: (line: string) => void;
   /** Where the admin server listens (default `[multi] admin` in weaver.toml, else 127.0.0.1:0). */
   adminAddress?: string;
+  /**
+   * Component calls without authentication (default false: every connection between weavelets proves
+   * the deployment key). Only for measuring what authentication costs (`npm run bench`).
+   */
+  plaintextCalls?: boolean;
 }
 
 /** Log entries the deployer keeps in memory for the dashboard. */
@@ -309,7 +314,7 @@ export class MultiDeployer implements AdminBackend {
         components: [...g.group.components],
         config,
       },
-      rpcSecurity: { key: this.rpcKey, callers },
+      ...(this.options.plaintextCalls === true ? {} : { rpcSecurity: { key: this.rpcKey, callers } }),
     });
     await envelope.serve(this.handlerFor(r, envelope));
     if (this.stopping) {
