@@ -1,4 +1,5 @@
 import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { CodecError, Reader, Writer } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError, remoteError } from "../core/errors.js";
@@ -18,6 +19,7 @@ import {
   writeRequest,
 } from "./frames.js";
 import { type RpcLogger, silentLogger } from "./logger.js";
+import { clientTlsOptions, type RpcTls } from "./tls.js";
 
 /** Settings shared by every connection of a pool. */
 export interface ConnectionOptions {
@@ -33,6 +35,11 @@ export interface ConnectionOptions {
    * requires the server to prove the same (see auth.ts) before any call is sent. Default: none.
    */
   auth?: RpcAuth | undefined;
+  /**
+   * Connect over TLS 1.3 with this weavelet's certificate; the server's must come from the same CA and
+   * name a weavelet of this deployment (see tls.ts). Default: plain TCP.
+   */
+  tls?: RpcTls | undefined;
   /** Where connection trouble is reported (default: nowhere). */
   logger?: RpcLogger;
   /** Largest frame sent or accepted (default 16 MiB). */
@@ -77,7 +84,7 @@ export class Connection implements ChannelSink {
   readonly stats: ConnectionStats = { bytesIn: 0, bytesOut: 0, calls: 0, failures: 0, connects: 0 };
   private _state: ConnectionState = "idle";
   private readonly target: RpcAddress;
-  private readonly opts: Required<Omit<ConnectionOptions, "auth">> & Pick<ConnectionOptions, "auth">;
+  private readonly opts: Required<Omit<ConnectionOptions, "auth" | "tls">> & Pick<ConnectionOptions, "auth" | "tls">;
   /** This attempt's nonce, while the server's CHALLENGE is awaited (authenticating connections only). */
   private clientNonce: Buffer | undefined;
   private channel: Channel | undefined;
@@ -103,6 +110,7 @@ export class Connection implements ChannelSink {
       methodTableHash: opts.methodTableHash,
       deploymentId: opts.deploymentId ?? "",
       auth: opts.auth === undefined ? undefined : checkAuth(opts.auth),
+      tls: opts.tls,
       logger: opts.logger ?? silentLogger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
@@ -142,7 +150,14 @@ export class Connection implements ChannelSink {
     this.goaway = false;
     this.handshaken = false;
     const t = this.target;
-    const socket: Socket = t.kind === "unix" ? netConnect({ path: t.path }) : netConnect({ host: t.host, port: t.port, noDelay: true });
+    const tls = this.opts.tls;
+    let socket: Socket;
+    if (t.kind === "unix") socket = netConnect({ path: t.path });
+    else if (tls === undefined) socket = netConnect({ host: t.host, port: t.port, noDelay: true });
+    else {
+      socket = tlsConnect({ host: t.host, port: t.port, ...clientTlsOptions(tls) });
+      socket.setNoDelay(true);
+    }
     // Requests queue in the channel's writer but are held until HELLO_OK.
     const channel = new Channel(socket, this, this.opts.maxFrameSize, this.stats, true);
     this.channel = channel;

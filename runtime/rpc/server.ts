@@ -1,5 +1,6 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { lstat, unlink } from "node:fs/promises";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { CodecError, Reader } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
@@ -23,6 +24,7 @@ import {
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
+import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
 export interface MethodHandler {
@@ -59,6 +61,11 @@ export interface RpcServerOptions {
    * call fails with that message and nothing runs). Default: every caller may call every method.
    */
   authorize?: ((methodId: number, caller: PeerIdentity | undefined) => string | undefined) | undefined;
+  /**
+   * Serve over TLS 1.3 only: clients must present a certificate from `tls.ca` naming a weavelet of this
+   * deployment (see tls.ts); the certificate's identity is the caller `authorize` sees.
+   */
+  tls?: RpcTls | undefined;
 }
 
 /** Running totals, cheap to read; they feed metrics. */
@@ -106,7 +113,8 @@ export class RpcServer {
     refusedHellos: 0,
     unauthorized: 0,
   };
-  /** @internal */ readonly opts: Required<Omit<RpcServerOptions, "auth" | "authorize">> & Pick<RpcServerOptions, "auth" | "authorize">;
+  /** @internal */ readonly opts: Required<Omit<RpcServerOptions, "auth" | "authorize" | "tls">> &
+    Pick<RpcServerOptions, "auth" | "authorize" | "tls">;
   private server: Server | undefined;
   private boundAddress: string | undefined;
   private readonly conns = new Set<ServerConn>();
@@ -124,6 +132,7 @@ export class RpcServer {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       auth: opts.auth === undefined ? undefined : checkAuth(opts.auth),
       authorize: opts.authorize,
+      tls: opts.tls,
     };
   }
 
@@ -141,7 +150,16 @@ export class RpcServer {
     if (this.closing) throw new Error("RpcServer is closed");
     const a = parseAddress(address);
     if (a.kind === "unix") await removeStaleSocket(a.path);
-    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const tls = this.opts.tls;
+    const server =
+      tls === undefined
+        ? createServer({ noDelay: true }, (socket) => this.accept(socket))
+        : createTlsServer(serverTlsOptions(tls), (socket) => this.accept(socket));
+    // A client without a certificate from the CA (or with an expired one) fails the TLS handshake.
+    server.on("tlsClientError", (err: Error, socket: Socket) => {
+      this.stats.refusedHellos++;
+      this.opts.logger.warn("rpc: TLS handshake with client failed", { remote: socket.remoteAddress, error: err.message });
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -210,6 +228,19 @@ export class RpcServer {
       return;
     }
     socket.setNoDelay(true);
+    if (this.opts.tls !== undefined) {
+      // The CA vouched for the certificate; it must also name a weavelet of this deployment.
+      const peer = peerIdentity((socket as TLSSocket).getPeerX509Certificate());
+      if (peer === undefined || peer.deploymentId !== this.opts.tls.identity.deploymentId) {
+        this.stats.refusedHellos++;
+        this.opts.logger.warn("rpc: refusing client: its certificate names no weavelet of this deployment", {
+          remote: socket.remoteAddress,
+          identity: peer === undefined ? "none" : `${peer.deploymentId}/${peer.group}`,
+        });
+        socket.destroy();
+        return;
+      }
+    }
     const conn = new ServerConn(this, socket);
     this.conns.add(conn);
     this.stats.connectionsAccepted++;
@@ -346,6 +377,7 @@ class ServerConn implements ChannelSink {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : "unix";
     this.channel = new Channel(socket, this, server.opts.maxFrameSize, server.stats);
+    if (server.opts.tls !== undefined) this.peer = peerIdentity((socket as TLSSocket).getPeerX509Certificate());
     this.handshakeTimer = setTimeout(onHandshakeTimeout, server.opts.handshakeTimeoutMs, this);
     this.handshakeTimer.unref();
   }
