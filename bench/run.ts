@@ -11,6 +11,8 @@
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
 //   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
+//   7 rpc       tsweaver's RPC transport alone (RpcServer in a child, Connection here), plain TCP, and
+//     rpc-tls   the same over TLS 1.3 with certificates from a deployment CA (what AWS calls will pay)
 // then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 5 interleaved rounds (each cell of
 // each row once per round) and report the median over the rounds: the machine's background load drifts,
 // and interleaving makes it hit every row alike (the codec row does the same over its codecs; the
@@ -44,15 +46,17 @@ import {
   medianOf,
   perRound,
 } from "./measure.js";
-import { GrpcClient, HttpClient, RawClient, type PeerKind } from "./peers.js";
+import { GrpcClient, HttpClient, RPC_TLS_ENV, RawClient, RpcClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
+import type { RpcTls } from "../runtime/rpc/tls.js";
+import { issue, newCa } from "../test/support/certs.js";
 
 /** Rounds of a full run (a quick run does one). */
 const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = ["raw", "tsweaver", "plaintext", "grpc", "http", "colocated", "codec"] as const;
+const ALL_ROWS = ["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls", "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -163,13 +167,13 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "plaintext" | "grpc" | "http";
+  name: "raw" | "tsweaver" | "plaintext" | "grpc" | "http" | "rpc" | "rpc-tls";
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
 
-async function startPeer(kind: PeerKind): Promise<{ port: number; stop: () => void }> {
-  const { child, line } = startChild("peer-server.js", [kind], {});
+async function startPeer(kind: PeerKind, env: Record<string, string> = {}): Promise<{ port: number; stop: () => void }> {
+  const { child, line } = startChild("peer-server.js", [kind], env);
   try {
     const port = Number(await line("READY ", 20_000));
     return {
@@ -205,6 +209,31 @@ async function grpcRow(): Promise<NetRow> {
   const client = new GrpcClient(peer.port);
   return {
     name: "grpc",
+    measure: async (size, c, b) => {
+      const p = payload(size);
+      checkEcho(p, await client.call(p));
+      return closedLoop(() => client.call(p), c, b);
+    },
+    close: async () => {
+      client.close();
+      peer.stop();
+    },
+  };
+}
+
+/** tsweaver's RPC transport alone, plain or TLS 1.3 (a deployment CA and two weavelet certificates). */
+async function rpcRow(withTls: boolean): Promise<NetRow> {
+  let serverTls: RpcTls | undefined;
+  let clientTls: RpcTls | undefined;
+  if (withTls) {
+    const ca = await newCa("bench deployment CA");
+    serverTls = await issue(ca, { deploymentId: "bench", group: "server" });
+    clientTls = await issue(ca, { deploymentId: "bench", group: "client" });
+  }
+  const peer = await startPeer(withTls ? "rpc-tls" : "rpc", serverTls ? { [RPC_TLS_ENV]: JSON.stringify(serverTls) } : {});
+  const client = new RpcClient(peer.port, clientTls);
+  return {
+    name: withTls ? "rpc-tls" : "rpc",
     measure: async (size, c, b) => {
       const p = payload(size);
       checkEcho(p, await client.call(p));
@@ -332,6 +361,7 @@ async function netRows(
       else if (n === "plaintext") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, true));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
+      else if (n === "rpc" || n === "rpc-tls") rows.push(await rpcRow(n === "rpc-tls"));
     }
     const results = new Map<string, CellResult[]>();
     for (let round = 1; round <= rounds; round++) {
@@ -418,6 +448,8 @@ const ROW_TITLES: Record<string, string> = {
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
   colocated: "5 tsweaver colocated",
+  rpc: "7 tsweaver RPC, plain TCP",
+  "rpc-tls": "7 tsweaver RPC, TLS 1.3",
 };
 
 interface Target {
@@ -467,6 +499,13 @@ function targets(cells: Cell[]): Target[] {
       const r = plain.opsPerSec / auth.opsPerSec;
       out.push({ target: "authenticated vs plaintext time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
     }
+  }
+  for (const size of SIZES) {
+    const plain = find(cells, "rpc", size, 64);
+    const tls = find(cells, "rpc-tls", size, 64);
+    if (!plain || !tls) continue;
+    const r = plain.opsPerSec / tls.opsPerSec;
+    out.push({ target: "TLS 1.3 vs plain TCP time/call", cell: `${size} c=64`, ratio: r, goal: "<= 1.5x", pass: r <= 1.5 });
   }
   for (const [peer, goal] of [
     ["grpc", 5],
@@ -557,7 +596,7 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "plaintext", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
+  const net = (["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls"] as const).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {
