@@ -29,7 +29,7 @@ function runQuick(): Promise<{ code: number | null; out: string; err: string }> 
     let err = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
     child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 150_000);
     child.once("error", reject);
     child.once("exit", (code) => {
       clearTimeout(timer);
@@ -38,7 +38,7 @@ function runQuick(): Promise<{ code: number | null; out: string; err: string }> 
   });
 }
 
-test("bench --quick produces numbers for every row, payload and concurrency", { timeout: 120_000 }, async () => {
+test("bench --quick produces numbers for every row, payload and concurrency", { timeout: 180_000 }, async () => {
   const r = await runQuick();
   assert.equal(r.code, 0, `bench exited with ${r.code}\nstderr:\n${r.err}\nstdout:\n${r.out}`);
   const line = r.out.split("\n").find((l) => l.startsWith("BENCH_JSON "));
