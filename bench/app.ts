@@ -24,7 +24,7 @@ import { startProfile, stopProfile } from "./profile.js";
 export interface BenchService {
   echo(p: Payload): Promise<Payload>;
 }
-export const BenchService = component<BenchService>("bench/BenchService");
+export const BenchService = component<BenchService>("bench/BenchService", { methods: ["echo"] });
 
 class BenchServiceImpl implements BenchService {
   async echo(p: Payload): Promise<Payload> {

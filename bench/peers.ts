@@ -3,9 +3,13 @@
 import * as grpc from "@grpc/grpc-js";
 import http from "node:http";
 import net from "node:net";
+import { Connection } from "../runtime/rpc/client.js";
+import { RpcServer } from "../runtime/rpc/server.js";
+import type { RpcTls } from "../runtime/rpc/tls.js";
+import { silentLogger } from "../runtime/rpc/logger.js";
 import { type Payload, PayloadType } from "./payloads.js";
 
-export type PeerKind = "raw" | "grpc" | "http";
+export type PeerKind = "raw" | "grpc" | "http" | "rpc" | "rpc-tls";
 
 // ---------------------------------------------------------------------------------------------------
 // Raw node:net echo: frames are `u32 length (LE) | body`; the server sends every complete frame back.
@@ -212,6 +216,40 @@ export class HttpClient {
 }
 
 // ---------------------------------------------------------------------------------------------------
+// tsweaver's RPC transport alone (RpcServer + Connection, one echo method), over plain TCP or TLS 1.3:
+// what TLS adds to a call. The server's TLS credentials come in BENCH_RPC_TLS (JSON RpcTls).
+
+/** Environment variable carrying the rpc-tls server's credentials. */
+export const RPC_TLS_ENV = "BENCH_RPC_TLS";
+const RPC_HASH = "bench-rpc";
+
+async function rpcServer(tls: RpcTls | undefined): Promise<number> {
+  const server = new RpcServer({
+    lookup: (id) => (id === 0 ? { name: "bench/Rpc.echo", fn: (args) => args[0] } : undefined),
+    methodTableHash: RPC_HASH,
+    deploymentId: tls?.identity.deploymentId ?? "",
+    logger: silentLogger,
+    tls,
+  });
+  const address = await server.listen("127.0.0.1:0");
+  return Number(address.slice(address.lastIndexOf(":") + 1));
+}
+
+/** A client of the rpc peers: one Connection, optionally TLS. */
+export class RpcClient {
+  private readonly conn: Connection;
+  constructor(port: number, tls: RpcTls | undefined) {
+    this.conn = new Connection(`127.0.0.1:${port}`, { methodTableHash: RPC_HASH, deploymentId: tls?.identity.deploymentId ?? "", tls });
+  }
+  call(p: Payload): Promise<unknown> {
+    return this.conn.call(0, "bench/Rpc.echo", [p]);
+  }
+  close(): void {
+    void this.conn.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // Server entry point.
 
 async function listen(server: net.Server): Promise<number> {
@@ -225,7 +263,9 @@ export async function serve(kind: string): Promise<void> {
   if (kind === "raw") port = await listen(rawServer());
   else if (kind === "grpc") port = await grpcServer();
   else if (kind === "http") port = await listen(httpServer());
-  else throw new Error(`unknown peer ${kind} (want raw, grpc or http)`);
+  else if (kind === "rpc") port = await rpcServer(undefined);
+  else if (kind === "rpc-tls") port = await rpcServer(JSON.parse(process.env[RPC_TLS_ENV] ?? "null") as RpcTls);
+  else throw new Error(`unknown peer ${kind} (want raw, grpc, http, rpc or rpc-tls)`);
   process.stdout.write(`READY ${port}\n`);
   // The bench process closes our stdin (or dies): then we go too.
   process.stdin.on("end", () => process.exit(0));

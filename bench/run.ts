@@ -4,11 +4,15 @@
 // loopback, after a warm-up, at concurrency 1 and 64 with a ~100 B and a ~10 KB payload:
 //   1 raw       node:net echo of length-prefixed frames (server: a child process; client: this process)
 //   2 tsweaver  a component call across processes: the app in bench/app.ts deployed by MultiDeployer
-//               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub
+//               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub,
+//               on a connection authenticated with the deployment key (multi's default)
+//   2 plaintext the same without authentication (MultiOptions.plaintextCalls): what authentication costs
 //   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
 //   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
+//   7 rpc       tsweaver's RPC transport alone (RpcServer in a child, Connection here), plain TCP, and
+//     rpc-tls   the same over TLS 1.3 with certificates from a deployment CA (what AWS calls will pay)
 // then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 5 interleaved rounds (each cell of
 // each row once per round) and report the median over the rounds: the machine's background load drifts,
 // and interleaving makes it hit every row alike (the codec row does the same over its codecs; the
@@ -42,15 +46,17 @@ import {
   medianOf,
   perRound,
 } from "./measure.js";
-import { GrpcClient, HttpClient, RawClient, type PeerKind } from "./peers.js";
+import { GrpcClient, HttpClient, RPC_TLS_ENV, RawClient, RpcClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
+import type { RpcTls } from "../runtime/rpc/tls.js";
+import { issue, newCa } from "../test/support/certs.js";
 
 /** Rounds of a full run (a quick run does one). */
 const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = ["raw", "tsweaver", "grpc", "http", "colocated", "codec"] as const;
+const ALL_ROWS = ["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls", "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -161,13 +167,13 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "grpc" | "http";
+  name: "raw" | "tsweaver" | "plaintext" | "grpc" | "http" | "rpc" | "rpc-tls";
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
 
-async function startPeer(kind: PeerKind): Promise<{ port: number; stop: () => void }> {
-  const { child, line } = startChild("peer-server.js", [kind], {});
+async function startPeer(kind: PeerKind, env: Record<string, string> = {}): Promise<{ port: number; stop: () => void }> {
+  const { child, line } = startChild("peer-server.js", [kind], env);
   try {
     const port = Number(await line("READY ", 20_000));
     return {
@@ -203,6 +209,31 @@ async function grpcRow(): Promise<NetRow> {
   const client = new GrpcClient(peer.port);
   return {
     name: "grpc",
+    measure: async (size, c, b) => {
+      const p = payload(size);
+      checkEcho(p, await client.call(p));
+      return closedLoop(() => client.call(p), c, b);
+    },
+    close: async () => {
+      client.close();
+      peer.stop();
+    },
+  };
+}
+
+/** tsweaver's RPC transport alone, plain or TLS 1.3 (a deployment CA and two weavelet certificates). */
+async function rpcRow(withTls: boolean): Promise<NetRow> {
+  let serverTls: RpcTls | undefined;
+  let clientTls: RpcTls | undefined;
+  if (withTls) {
+    const ca = await newCa("bench deployment CA");
+    serverTls = await issue(ca, { deploymentId: "bench", group: "server" });
+    clientTls = await issue(ca, { deploymentId: "bench", group: "client" });
+  }
+  const peer = await startPeer(withTls ? "rpc-tls" : "rpc", serverTls ? { [RPC_TLS_ENV]: JSON.stringify(serverTls) } : {});
+  const client = new RpcClient(peer.port, clientTls);
+  return {
+    name: withTls ? "rpc-tls" : "rpc",
     measure: async (size, c, b) => {
       const p = payload(size);
       checkEcho(p, await client.call(p));
@@ -254,8 +285,11 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
   });
 }
 
-/** Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. */
-async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>): Promise<NetRow> {
+/**
+ * Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. `plaintext`:
+ * the weavelets do not authenticate their connections (the default does).
+ */
+async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>, plaintext = false): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
   const env: Record<string, string> = { ...weaveletEnv };
   if (cpuProfDir !== undefined) {
@@ -277,7 +311,12 @@ replicas = 1
 address = "127.0.0.1:0"
 `,
   );
-  const deployer = new MultiDeployer(loadConfig(file), { stateDir: path.join(dir, "state"), printLogs: false, progress: () => {} });
+  const deployer = new MultiDeployer(loadConfig(file), {
+    stateDir: path.join(dir, "state"),
+    printLogs: false,
+    progress: () => {},
+    plaintextCalls: plaintext,
+  });
   const close = async (): Promise<void> => {
     await deployer.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -286,7 +325,7 @@ address = "127.0.0.1:0"
     await deployer.deploy();
     const address = await until("the bench listener", 30_000, async () => (await deployer.listenerAddresses()).get("bench"));
     return {
-      name: "tsweaver",
+      name: plaintext ? "plaintext" : "tsweaver",
       measure: async (size, c, b) => {
         const req: CellRequest = { size, concurrency: c, bounds: b };
         // The first request also waits for BenchService's weavelet to start.
@@ -319,8 +358,10 @@ async function netRows(
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
       else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
+      else if (n === "plaintext") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, true));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
+      else if (n === "rpc" || n === "rpc-tls") rows.push(await rpcRow(n === "rpc-tls"));
     }
     const results = new Map<string, CellResult[]>();
     for (let round = 1; round <= rounds; round++) {
@@ -402,10 +443,13 @@ async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
 const ROW_TITLES: Record<string, string> = {
   raw: "1 raw node:net echo",
   tsweaver: "2 tsweaver cross-process",
+  plaintext: "2 same, not authenticated",
   grpc: "3 grpc-js unary (protobuf)",
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
   colocated: "5 tsweaver colocated",
+  rpc: "7 tsweaver RPC, plain TCP",
+  "rpc-tls": "7 tsweaver RPC, TLS 1.3",
 };
 
 interface Target {
@@ -445,6 +489,23 @@ function targets(cells: Cell[]): Target[] {
       const r = tw1.p50Us / raw1.p50Us;
       out.push({ target: "cross-process p50 vs raw echo", cell: `${size} c=1`, ratio: r, goal: "<= 1.3x", pass: r <= 1.3 });
     }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const auth = find(cells, "tsweaver", size, c);
+      const plain = find(cells, "plaintext", size, c);
+      if (!auth || !plain) continue;
+      // Time per call with authentication relative to without (throughput ratio inverted).
+      const r = plain.opsPerSec / auth.opsPerSec;
+      out.push({ target: "authenticated vs plaintext time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
+    }
+  }
+  for (const size of SIZES) {
+    const plain = find(cells, "rpc", size, 64);
+    const tls = find(cells, "rpc-tls", size, 64);
+    if (!plain || !tls) continue;
+    const r = plain.opsPerSec / tls.opsPerSec;
+    out.push({ target: "TLS 1.3 vs plain TCP time/call", cell: `${size} c=64`, ratio: r, goal: "<= 1.5x", pass: r <= 1.5 });
   }
   for (const [peer, goal] of [
     ["grpc", 5],
@@ -535,7 +596,7 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "grpc", "http"] as const).filter((n) => opts.rows.has(n));
+  const net = (["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls"] as const).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {

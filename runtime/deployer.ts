@@ -5,7 +5,7 @@
  * about 100 lines.
  */
 export { Envelope } from "./envelope/envelope.js";
-export type { EnvelopeOptions, ExitInfo } from "./envelope/envelope.js";
+export type { EnvelopeOptions, ExitInfo, RpcSecurity } from "./envelope/envelope.js";
 export type { EnvelopeHandler, WeaveletControl } from "./control/control.js";
 export { CONTROL_PROTOCOL_VERSION } from "./protos/runtime.js";
 export type {

@@ -30,7 +30,7 @@ export { counter, gauge, histogram, LATENCY_MS_BOUNDS } from "./telemetry/metric
 export type { BoundCounter, BoundGauge, BoundHistogram, Counter, Gauge, Histogram, HistogramOptions, Labels } from "./telemetry/metrics.js";
 
 /** The reference to the app's main component (registered by `run`). */
-export const MainComponent = component<Main>(MAIN_COMPONENT);
+export const MainComponent = component<Main>(MAIN_COMPONENT, { methods: [] });
 
 /**
  * Runs the app: registers `app` as the main component and starts whatever this process is for, as

@@ -26,15 +26,20 @@ import type {
   ShippingService,
 } from "./types.js";
 
-export const ProductCatalog = component<ProductCatalogService>("boutique/ProductCatalog");
-export const Currency = component<CurrencyService>("boutique/Currency");
-export const CartComponent = component<CartService>("boutique/Cart", { noRetry: ["addItem"] });
-export const Recommendation = component<RecommendationService>("boutique/Recommendation");
-export const Shipping = component<ShippingService>("boutique/Shipping", { noRetry: ["shipOrder"] });
-export const Payment = component<PaymentService>("boutique/Payment", { noRetry: ["charge"] });
-export const Email = component<EmailService>("boutique/Email", { noRetry: ["sendOrderConfirmation"] });
-export const Checkout = component<CheckoutService>("boutique/Checkout", { noRetry: ["placeOrder"] });
-export const AdComponent = component<AdService>("boutique/Ad");
+export const ProductCatalog = component<ProductCatalogService>("boutique/ProductCatalog", {
+  methods: ["listProducts", "getProduct", "searchProducts"],
+});
+export const Currency = component<CurrencyService>("boutique/Currency", { methods: ["getSupportedCurrencies", "convert"] });
+export const CartComponent = component<CartService>("boutique/Cart", {
+  methods: ["addItem", "getCart", "emptyCart"],
+  noRetry: ["addItem"],
+});
+export const Recommendation = component<RecommendationService>("boutique/Recommendation", { methods: ["listRecommendations"] });
+export const Shipping = component<ShippingService>("boutique/Shipping", { methods: ["getQuote", "shipOrder"], noRetry: ["shipOrder"] });
+export const Payment = component<PaymentService>("boutique/Payment", { methods: ["charge"], noRetry: ["charge"] });
+export const Email = component<EmailService>("boutique/Email", { methods: ["sendOrderConfirmation"], noRetry: ["sendOrderConfirmation"] });
+export const Checkout = component<CheckoutService>("boutique/Checkout", { methods: ["placeOrder"], noRetry: ["placeOrder"] });
+export const AdComponent = component<AdService>("boutique/Ad", { methods: ["getAds"] });
 
 class ProductCatalogImpl implements ProductCatalogService {
   async listProducts(): Promise<Product[]> {

@@ -13,31 +13,31 @@ export interface Catalog {
   list(): Promise<Product[]>;
   get(id: string): Promise<Product>;
 }
-export const Catalog = component<Catalog>("five/Catalog");
+export const Catalog = component<Catalog>("five/Catalog", { methods: ["list", "get"] });
 
 /** Units in stock per product. */
 export interface Inventory {
   stock(id: string): Promise<number>;
 }
-export const Inventory = component<Inventory>("five/Inventory");
+export const Inventory = component<Inventory>("five/Inventory", { methods: ["stock"] });
 
 /** Converts US cents to another currency's minor units. */
 export interface Currency {
   convert(cents: number, to: string): Promise<number>;
 }
-export const Currency = component<Currency>("five/Currency");
+export const Currency = component<Currency>("five/Currency", { methods: ["convert"] });
 
 /** The price of a product in a currency (colocated with Currency: those calls stay in-process). */
 export interface Pricing {
   price(id: string, currency: string): Promise<number>;
 }
-export const Pricing = component<Pricing>("five/Pricing");
+export const Pricing = component<Pricing>("five/Pricing", { methods: ["price"] });
 
 /** A quote for a basket: total price, or the items that are out of stock. */
 export interface Checkout {
   quote(items: { id: string; qty: number }[], currency: string): Promise<{ total: number; missing: string[] }>;
 }
-export const Checkout = component<Checkout>("five/Checkout");
+export const Checkout = component<Checkout>("five/Checkout", { methods: ["quote"] });
 
 const PRODUCTS: Product[] = [
   { id: "mug", name: "Mug", priceCents: 1200 },

@@ -5,7 +5,7 @@ import { component, register, run, type Context, type Main } from "tsweaver";
 export interface Reverser {
   reverse(s: string): Promise<string>;
 }
-export const Reverser = component<Reverser>("hello/Reverser");
+export const Reverser = component<Reverser>("hello/Reverser", { methods: ["reverse"] });
 
 class ReverserImpl implements Reverser {
   async reverse(s: string): Promise<string> {

@@ -20,6 +20,12 @@ export type Router<T> = {
 
 /** Options given when declaring a component. */
 export interface ComponentOptions<T> {
+  /**
+   * The methods of the component's interface, the only ones other components can call: the method table
+   * is built from this list, never from the implementation, so a helper method of the class (or `main`)
+   * is never callable from another process. `register` checks that the implementation has each one.
+   */
+  methods: readonly MethodName<T>[];
   /** Routes the listed methods by key (see Router); the component then gets a slice assignment. */
   router?: Router<T>;
   /**
@@ -31,11 +37,14 @@ export interface ComponentOptions<T> {
 
 /**
  * A declared component: the value you pass to `ctx.get()` and `register()`. Declare it with the same name
- * as its interface: `export const Cart = component<Cart>("shop/Cart")`.
+ * as its interface and list the interface's methods:
+ * `export const Cart = component<Cart>("shop/Cart", { methods: ["addItem", "getCart"] })`.
  */
 export interface ComponentRef<T extends object> {
   /** Stable name, unique in the app (`"app/Component"`); deployers, config and logs use it. */
   readonly name: string;
+  /** The interface's methods as declared (sorted, no duplicates): the only ones callable on it. */
+  readonly methods: readonly string[];
   /** Methods that are not retried on transport failure. */
   readonly noRetry: ReadonlySet<string>;
   /** Key functions of routed methods, by method name; undefined for a component without a router. */
@@ -96,39 +105,87 @@ export interface Main {
   main(): Promise<void>;
 }
 
-/** Declares a component. `name` must be stable across versions: it addresses the component. */
-export function component<T extends object>(name: string, options: ComponentOptions<T> = {}): ComponentRef<T> {
+/**
+ * Declares a component and the methods of its interface (`options.methods`). `name` must be stable across
+ * versions: it addresses the component.
+ */
+export function component<T extends object>(name: string, options: ComponentOptions<T>): ComponentRef<T> {
   if (!/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)+$/.test(name)) {
     throw new ConfigError(`component name ${JSON.stringify(name)} must look like "app/Component"`);
   }
+  // Called from JavaScript, options may be missing: the error says what to declare.
+  const methods = declaredMethods(name, (options as Partial<ComponentOptions<T>> | undefined)?.methods);
+  for (const [what, list] of [
+    ["noRetry", options.noRetry ?? []],
+    ["router", Object.keys(options.router ?? {})],
+  ] as const) {
+    const unknown = list.filter((m) => !methods.includes(m));
+    if (unknown.length > 0) {
+      throw new ConfigError(
+        `component ${name}: ${what} names ${unknown.join(", ")}, not in its methods (declared: ${methods.join(", ") || "none"})`,
+      );
+    }
+  }
   const router = options.router as Record<string, (...args: never[]) => RoutingKey> | undefined;
-  return { name, noRetry: new Set(options.noRetry ?? []), router: router && Object.keys(router).length > 0 ? router : undefined };
+  return {
+    name,
+    methods,
+    noRetry: new Set(options.noRetry ?? []),
+    router: router && Object.keys(router).length > 0 ? router : undefined,
+  };
+}
+
+/** Checks a component's declared method list; returns it sorted. */
+function declaredMethods(component: string, list: unknown): string[] {
+  if (!Array.isArray(list)) {
+    throw new ConfigError(
+      `component ${component}: declare the methods of its interface, e.g. component<I>("${component}", { methods: ["a", "b"] }) ` +
+        `(found methods: ${list === undefined ? "none" : JSON.stringify(list)})`,
+    );
+  }
+  const seen = new Set<string>();
+  for (const m of list) {
+    if (typeof m !== "string" || !/^[A-Za-z_$][\w$]*$/.test(m) || HOOKS.has(m)) {
+      throw new ConfigError(
+        `component ${component}: methods: ${JSON.stringify(m)} is not a method name (allowed: identifiers other than ${[...HOOKS].join(", ")})`,
+      );
+    }
+    if (seen.has(m)) throw new ConfigError(`component ${component}: methods: ${m} is listed twice`);
+    seen.add(m);
+  }
+  return [...seen].sort();
 }
 
 /** A registered component with its method table. */
 export interface Registration {
   readonly ref: ComponentRef<object>;
   readonly impl: Implementation<object>;
-  /** Method names callable remotely, sorted. */
+  /** Method names callable remotely, sorted: the declared methods of the interface (`ref.methods`). */
   readonly methods: readonly string[];
 }
 
+/** Lifecycle hooks and the constructor: never component methods. */
 const HOOKS = new Set(["constructor", "init", "shutdown"]);
 
-/** The public methods of an implementation class (own and inherited, not hooks, not `_private`). */
-function methodsOf(impl: Implementation<object>): string[] {
-  const names = new Set<string>();
-  for (
-    let proto = impl.prototype as object | null;
-    proto && proto !== Object.prototype;
-    proto = Object.getPrototypeOf(proto) as object | null
-  ) {
-    for (const key of Object.getOwnPropertyNames(proto)) {
-      const desc = Object.getOwnPropertyDescriptor(proto, key);
-      if (!HOOKS.has(key) && !key.startsWith("_") && typeof desc?.value === "function") names.add(key);
+/** Checks that `impl` implements every declared method of `ref` (as a method of the class, own or inherited). */
+function checkImplements(ref: ComponentRef<object>, impl: Implementation<object>): void {
+  const missing = ref.methods.filter((m) => {
+    for (
+      let proto = impl.prototype as object | null;
+      proto && proto !== Object.prototype;
+      proto = Object.getPrototypeOf(proto) as object | null
+    ) {
+      const desc = Object.getOwnPropertyDescriptor(proto, m);
+      if (desc !== undefined) return typeof desc.value !== "function";
     }
+    return true;
+  });
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `component ${ref.name}: its implementation ${impl.name || "(anonymous class)"} has no method ${missing.join(", ")} ` +
+        `(declared in component(..., { methods }))`,
+    );
   }
-  return [...names].sort();
 }
 
 const registrations = new Map<string, Registration>();
@@ -150,10 +207,11 @@ export function register<T extends object>(ref: ComponentRef<T>, impl: Implement
   if (existing && existing.impl !== impl) {
     throw new ConfigError(`component ${ref.name} is registered twice (${existing.impl.name} and ${impl.name})`);
   }
+  checkImplements(ref as ComponentRef<object>, impl as Implementation<object>);
   registrations.set(ref.name, {
     ref: ref as ComponentRef<object>,
     impl: impl as Implementation<object>,
-    methods: methodsOf(impl as Implementation<object>),
+    methods: ref.methods,
   });
   table = undefined;
 }

@@ -22,6 +22,11 @@ export interface AppConfig {
   readonly nodeArgs: readonly string[];
   /** Groups of components that run in one process; components not named run alone. */
   readonly colocate: readonly (readonly string[])[];
+  /**
+   * Components that accept remote calls only from the components listed (`[tsweaver.callers]`,
+   * `"app/Payment" = ["app/Checkout"]`); enforced by deployers that authenticate component calls.
+   */
+  readonly callers: Readonly<Record<string, readonly string[]>>;
   /** Deployer sections (`single`, `multi`, `aws`), raw, validated by their deployer. */
   readonly deployers: Readonly<Record<string, Record<string, unknown>>>;
   /** Per-component sections keyed by component name (`["hello/Reverser"]`). */
@@ -29,7 +34,7 @@ export interface AppConfig {
 }
 
 const DEPLOYER_SECTIONS = new Set(["single", "multi", "aws"]);
-const APP_KEYS = ["name", "binary", "args", "env", "colocate", "node_args"];
+const APP_KEYS = ["name", "binary", "args", "env", "colocate", "node_args", "callers"];
 
 /** Reads and validates a weaver.toml; every error names the file and the key to fix. */
 export function loadConfig(file: string): AppConfig {
@@ -109,6 +114,16 @@ export function parseConfig(text: string, file: string): AppConfig {
     colocate.push([...(group as string[])]);
   }
 
+  const callers: Record<string, string[]> = {};
+  const callersRaw = section["callers"] ?? {};
+  if (!isTable(callersRaw)) fail("tsweaver.callers", 'must be a table: "app/Component" = ["app/Caller", ...]');
+  for (const [callee, list] of Object.entries(callersRaw as Record<string, unknown>)) {
+    if (!Array.isArray(list) || list.some((c) => typeof c !== "string" || c === "")) {
+      fail(`tsweaver.callers."${callee}"`, `must be an array of component names (found ${JSON.stringify(list)})`);
+    }
+    callers[callee] = [...new Set(list as string[])];
+  }
+
   const deployers: Record<string, Record<string, unknown>> = {};
   const components: Record<string, Record<string, unknown>> = {};
   for (const [key, value] of Object.entries(doc)) {
@@ -131,6 +146,7 @@ export function parseConfig(text: string, file: string): AppConfig {
     env,
     nodeArgs: nodeArgsRaw as string[],
     colocate,
+    callers,
     deployers,
     components,
   };
@@ -163,6 +179,12 @@ export function checkComponentNames(config: AppConfig, known: readonly string[])
   }
   for (const c of Object.keys(config.components)) {
     if (!set.has(c)) throw new ConfigError(`${config.file}: ["${c}"]: unknown component (${hint})`);
+  }
+  for (const [callee, list] of Object.entries(config.callers ?? {})) {
+    if (!set.has(callee)) throw new ConfigError(`${config.file}: tsweaver.callers."${callee}": unknown component (${hint})`);
+    for (const c of list) {
+      if (!set.has(c)) throw new ConfigError(`${config.file}: tsweaver.callers."${callee}": unknown caller ${c} (${hint})`);
+    }
   }
 }
 

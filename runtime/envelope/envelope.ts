@@ -7,6 +7,7 @@ import {
   type ComponentLoad,
   type HealthStatus,
   type InitWeaveletReply,
+  type InitWeaveletRequest,
   type LogEntry,
   type MetricUpdate,
   type RoutingInfo,
@@ -31,6 +32,20 @@ export interface EnvelopeOptions {
   weaveletArgs: Omit<WeaveletArgs, "protocolVersion">;
   /** How long the handshake may take (ms, default 30 s). */
   startTimeoutMs?: number;
+  /**
+   * How the weavelet authenticates its component calls, handed over the control pipe at the handshake
+   * (never in its environment or argv): the deployment key and, per component it may host that
+   * restricts its callers, the groups allowed to call it. Default: calls are not authenticated.
+   */
+  rpcSecurity?: RpcSecurity;
+}
+
+/** The deployment's component-call credentials for one weavelet (see EnvelopeOptions.rpcSecurity). */
+export interface RpcSecurity {
+  /** The deployment key (32 random bytes, the same for every weavelet of the deployment). */
+  readonly key: Uint8Array;
+  /** Component → groups allowed to call it; components not listed accept every group. */
+  readonly callers?: Readonly<Record<string, readonly string[]>>;
 }
 
 /** Why a weavelet process ended. */
@@ -155,7 +170,7 @@ export class Envelope {
     });
     try {
       // A child that dies early closes the pipe before its exit is seen; prefer the exit's explanation.
-      const handshake = weavelet.initWeavelet({ protocolVersion: CONTROL_PROTOCOL_VERSION, sections: [] }).catch(async (err: Error) => {
+      const handshake = weavelet.initWeavelet(initRequest(opts.rpcSecurity)).catch(async (err: Error) => {
         if (!channel.closed) throw err; // the weavelet answered with an error: that is the reason
         const gone = await Promise.race([this.exited, new Promise((r) => setTimeout(r, 2_000, undefined))]);
         if (gone) await earlyExit;
@@ -253,4 +268,11 @@ export class Envelope {
   kill(): void {
     this.child?.kill("SIGKILL");
   }
+}
+
+/** The handshake's first message, with the weavelet's component-call credentials if there are any. */
+function initRequest(security: RpcSecurity | undefined): InitWeaveletRequest {
+  const callers: InitWeaveletRequest["callers"] = {};
+  for (const [component, groups] of Object.entries(security?.callers ?? {})) callers[component] = { groups: [...groups] };
+  return { protocolVersion: CONTROL_PROTOCOL_VERSION, sections: [], rpcKey: security?.key ?? new Uint8Array(0), callers };
 }

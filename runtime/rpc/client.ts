@@ -1,8 +1,10 @@
 import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { CodecError, Reader, Writer } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError, remoteError } from "../core/errors.js";
 import { parseAddress, type RpcAddress } from "./address.js";
+import { AUTH_REFUSED, checkAuth, handshakeProof, newNonce, proofMatches, type RpcAuth } from "./auth.js";
 import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -13,9 +15,11 @@ import {
   asWireError,
   writeCancel,
   writeHello,
+  writeProof,
   writeRequest,
 } from "./frames.js";
 import { type RpcLogger, silentLogger } from "./logger.js";
+import { clientTlsOptions, type RpcTls } from "./tls.js";
 
 /** Settings shared by every connection of a pool. */
 export interface ConnectionOptions {
@@ -26,6 +30,16 @@ export interface ConnectionOptions {
    * so two versions of an app never call each other. Default "": unversioned.
    */
   deploymentId?: string;
+  /**
+   * The deployment key and this weavelet's identity: the connection proves it holds the key and
+   * requires the server to prove the same (see auth.ts) before any call is sent. Default: none.
+   */
+  auth?: RpcAuth | undefined;
+  /**
+   * Connect over TLS 1.3 with this weavelet's certificate; the server's must come from the same CA and
+   * name a weavelet of this deployment (see tls.ts). Default: plain TCP.
+   */
+  tls?: RpcTls | undefined;
   /** Where connection trouble is reported (default: nowhere). */
   logger?: RpcLogger;
   /** Largest frame sent or accepted (default 16 MiB). */
@@ -70,7 +84,9 @@ export class Connection implements ChannelSink {
   readonly stats: ConnectionStats = { bytesIn: 0, bytesOut: 0, calls: 0, failures: 0, connects: 0 };
   private _state: ConnectionState = "idle";
   private readonly target: RpcAddress;
-  private readonly opts: Required<ConnectionOptions>;
+  private readonly opts: Required<Omit<ConnectionOptions, "auth" | "tls">> & Pick<ConnectionOptions, "auth" | "tls">;
+  /** This attempt's nonce, while the server's CHALLENGE is awaited (authenticating connections only). */
+  private clientNonce: Buffer | undefined;
   private channel: Channel | undefined;
   private readonly pending = new Map<number, PendingCall>();
   private readonly reader = new Reader(Buffer.alloc(0));
@@ -93,6 +109,8 @@ export class Connection implements ChannelSink {
     this.opts = {
       methodTableHash: opts.methodTableHash,
       deploymentId: opts.deploymentId ?? "",
+      auth: opts.auth === undefined ? undefined : checkAuth(opts.auth),
+      tls: opts.tls,
       logger: opts.logger ?? silentLogger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
@@ -132,12 +150,22 @@ export class Connection implements ChannelSink {
     this.goaway = false;
     this.handshaken = false;
     const t = this.target;
-    const socket: Socket = t.kind === "unix" ? netConnect({ path: t.path }) : netConnect({ host: t.host, port: t.port, noDelay: true });
+    const tls = this.opts.tls;
+    let socket: Socket;
+    if (t.kind === "unix") socket = netConnect({ path: t.path });
+    else if (tls === undefined) socket = netConnect({ host: t.host, port: t.port, noDelay: true });
+    else {
+      socket = tlsConnect({ host: t.host, port: t.port, ...clientTlsOptions(tls) });
+      socket.setNoDelay(true);
+    }
     // Requests queue in the channel's writer but are held until HELLO_OK.
     const channel = new Channel(socket, this, this.opts.maxFrameSize, this.stats, true);
     this.channel = channel;
-    const hello = new Writer(64 + (this.opts.methodTableHash.length + this.opts.deploymentId.length) * 3);
-    writeHello(hello, this.opts.methodTableHash, this.opts.deploymentId);
+    const auth = this.opts.auth;
+    this.clientNonce = auth === undefined ? undefined : newNonce();
+    const hello = new Writer(128 + (this.opts.methodTableHash.length + this.opts.deploymentId.length) * 3);
+    const proving = auth === undefined ? undefined : { group: auth.identity.group, nonce: this.clientNonce! };
+    writeHello(hello, this.opts.methodTableHash, this.opts.deploymentId, proving);
     socket.write(hello.toBuffer()); // node queues it until connected
     this.connectTimer = setTimeout(onConnectTimeout, this.opts.connectTimeoutMs, this, channel);
     this.connectTimer.unref();
@@ -228,6 +256,9 @@ export class Connection implements ChannelSink {
       case FrameType.HELLO_OK:
         this.onHelloOk(r);
         return;
+      case FrameType.CHALLENGE:
+        this.onChallenge(r);
+        return;
       case FrameType.HELLO_ERR: {
         const msg = r.value();
         const text = typeof msg === "string" ? msg : "malformed HELLO_ERR";
@@ -303,9 +334,44 @@ export class Connection implements ChannelSink {
     channel.destroy(new Error(`connect + handshake took longer than ${this.opts.connectTimeoutMs} ms`));
   }
 
+  /** The server proved itself (or not): answer with our proof, sent ahead of every held request. */
+  private onChallenge(r: Reader): void {
+    const deploymentId = r.value();
+    const group = r.value();
+    const serverNonce = r.value();
+    const serverProof = r.value();
+    const auth = this.opts.auth;
+    const clientNonce = this.clientNonce;
+    if (auth === undefined || clientNonce === undefined || this.handshaken) throw new FrameError("unexpected CHALLENGE");
+    if (typeof deploymentId !== "string" || typeof group !== "string" || !(serverNonce instanceof Uint8Array)) {
+      throw new FrameError("malformed CHALLENGE");
+    }
+    if (!(serverProof instanceof Uint8Array) || !r.done) throw new FrameError("malformed CHALLENGE");
+    this.clientNonce = undefined;
+    const t = {
+      protocolVersion: RPC_PROTOCOL_VERSION,
+      methodTableHash: this.opts.methodTableHash,
+      client: auth.identity,
+      server: { deploymentId, group },
+      clientNonce,
+      serverNonce: Buffer.from(serverNonce),
+    };
+    if (deploymentId !== auth.identity.deploymentId || !proofMatches(handshakeProof(auth.key, "server", t), serverProof)) {
+      const err = new TransportError(`${this.address} refused: the server failed to authenticate (${AUTH_REFUSED})`);
+      if (this.lastError?.message !== err.message) this.opts.logger.error("rpc: server failed to authenticate", { address: this.address });
+      this.channel?.destroy(err);
+      return;
+    }
+    const proof = new Writer(64);
+    writeProof(proof, handshakeProof(auth.key, "client", t));
+    this.channel!.socket.write(proof.toBuffer()); // requests stay held in the channel until HELLO_OK
+  }
+
   private onHelloOk(r: Reader): void {
     const version = r.u32();
     if (this.handshaken) throw new FrameError("unexpected HELLO_OK");
+    // An authenticating client accepts only a server that proved it holds the key.
+    if (this.clientNonce !== undefined) throw new FrameError("server accepted without authenticating");
     if (version !== RPC_PROTOCOL_VERSION)
       throw new FrameError(`server speaks protocol version ${version}, we speak ${RPC_PROTOCOL_VERSION}`);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);

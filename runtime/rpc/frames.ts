@@ -8,8 +8,13 @@
  *
  * HELLO      (1, client → server, first frame)      u32 protocolVersion | codec string methodTableHash
  *                                                   | [codec string deploymentId]  (absent or "": unversioned)
+ *                                                   | [codec string group | codec bytes clientNonce]  (authenticating)
+ * CHALLENGE  (8, server → client, answers an         codec string deploymentId | codec string group
+ *            authenticating HELLO)                   | codec bytes serverNonce | codec bytes serverProof
+ * PROOF      (9, client → server, after CHALLENGE)   codec bytes clientProof
  * HELLO_OK   (2, server → client)                   u32 protocolVersion
- * HELLO_ERR  (3, server → client, then close)       codec string message (names both sides' values)
+ * HELLO_ERR  (3, server → client, then close)       codec string message (names both sides' values; to a
+ *                                                   peer that did not authenticate, only "authentication failed")
  * REQUEST    (4, client → server)                   u32 requestId | u32 methodId | u32 remainingMs (0 = no deadline)
  *                                                   | u8 flags | [codec string traceparent]  if flags & 1
  *                                                   | [codec object metadata]               if flags & 2
@@ -22,6 +27,10 @@
  * GOAWAY     (7, server → client)                   empty: the server is shutting down; send no new requests,
  *                                                   in-flight ones still get their responses
  * ```
+ *
+ * With a deployment key (see auth.ts) the handshake is HELLO → CHALLENGE → PROOF → HELLO_OK: each side
+ * proves it holds the key with an HMAC over both nonces and both identities, and the server runs nothing
+ * before the client's proof checks out.
  *
  * Requests are multiplexed: any number may be outstanding per connection, responses come in completion
  * order and are matched by requestId. A client sends requests only after HELLO_OK. A length over the
@@ -36,7 +45,7 @@ import { registerError, registeredErrorName } from "../core/errors.js";
 registerError(CodecError);
 
 /** Version of this frame format; peers with different versions refuse each other at HELLO. */
-export const RPC_PROTOCOL_VERSION = 1;
+export const RPC_PROTOCOL_VERSION = 2;
 
 /** Default maximum frame size (16 MiB), applied to frames sent and received. */
 export const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024;
@@ -50,6 +59,8 @@ export const FrameType = {
   RESPONSE: 5,
   CANCEL: 6,
   GOAWAY: 7,
+  CHALLENGE: 8,
+  PROOF: 9,
 } as const;
 
 /** RESPONSE status bytes. */
@@ -187,12 +198,33 @@ export function endFrame(w: Writer, start: number, maxFrameSize: number): void {
   w.patchU32(start, len);
 }
 
-/** Appends a HELLO frame. */
-export function writeHello(w: Writer, methodTableHash: string, deploymentId = ""): void {
+/** Appends a HELLO frame; `auth` (the client's group and nonce) asks the server to authenticate. */
+export function writeHello(w: Writer, methodTableHash: string, deploymentId = "", auth?: { group: string; nonce: Uint8Array }): void {
   const start = beginFrame(w, FrameType.HELLO);
   w.u32(RPC_PROTOCOL_VERSION);
   encodeValue(w, methodTableHash, "methodTableHash");
-  if (deploymentId !== "") encodeValue(w, deploymentId, "deploymentId");
+  if (deploymentId !== "" || auth !== undefined) encodeValue(w, deploymentId, "deploymentId");
+  if (auth !== undefined) {
+    encodeValue(w, auth.group, "group");
+    encodeValue(w, auth.nonce, "nonce");
+  }
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/** Appends a CHALLENGE frame: the server's identity, nonce and proof. */
+export function writeChallenge(w: Writer, deploymentId: string, group: string, nonce: Uint8Array, proof: Uint8Array): void {
+  const start = beginFrame(w, FrameType.CHALLENGE);
+  encodeValue(w, deploymentId, "deploymentId");
+  encodeValue(w, group, "group");
+  encodeValue(w, nonce, "nonce");
+  encodeValue(w, proof, "proof");
+  endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
+}
+
+/** Appends a PROOF frame: the client's proof. */
+export function writeProof(w: Writer, proof: Uint8Array): void {
+  const start = beginFrame(w, FrameType.PROOF);
+  encodeValue(w, proof, "proof");
   endFrame(w, start, DEFAULT_MAX_FRAME_SIZE);
 }
 

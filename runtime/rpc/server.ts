@@ -1,9 +1,11 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { lstat, unlink } from "node:fs/promises";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { CodecError, Reader } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { formatAddress, parseAddress } from "./address.js";
+import { AUTH_REFUSED, NONCE_SIZE, checkAuth, handshakeProof, newNonce, proofMatches, type PeerIdentity, type RpcAuth } from "./auth.js";
 import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -15,12 +17,14 @@ import {
   Status,
   encodableWireError,
   toWireError,
+  writeChallenge,
   writeGoaway,
   writeHelloErr,
   writeHelloOk,
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
+import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
 export interface MethodHandler {
@@ -47,6 +51,21 @@ export interface RpcServerOptions {
   maxFrameSize?: number;
   /** A connection that has not sent HELLO by then is closed (default 10 s). */
   handshakeTimeoutMs?: number;
+  /**
+   * The deployment key and this server's identity: every client must prove it holds the key (see
+   * auth.ts) before any of its requests runs. Default: clients are not authenticated.
+   */
+  auth?: RpcAuth | undefined;
+  /**
+   * Whether the authenticated `caller` may call method `methodId`: undefined if it may, else why not (the
+   * call fails with that message and nothing runs). Default: every caller may call every method.
+   */
+  authorize?: ((methodId: number, caller: PeerIdentity | undefined) => string | undefined) | undefined;
+  /**
+   * Serve over TLS 1.3 only: clients must present a certificate from `tls.ca` naming a weavelet of this
+   * deployment (see tls.ts); the certificate's identity is the caller `authorize` sees.
+   */
+  tls?: RpcTls | undefined;
 }
 
 /** Running totals, cheap to read; they feed metrics. */
@@ -65,6 +84,10 @@ export interface RpcServerStats extends ByteCounters {
   cancelled: number;
   /** Connections closed because the peer broke the protocol. */
   protocolErrors: number;
+  /** Handshakes refused (failed authentication, another version or method table). */
+  refusedHellos: number;
+  /** Requests refused because their caller may not call the method. */
+  unauthorized: number;
 }
 
 /** Default bound on how long `close()` waits for in-flight calls. */
@@ -87,8 +110,11 @@ export class RpcServer {
     systemErrors: 0,
     cancelled: 0,
     protocolErrors: 0,
+    refusedHellos: 0,
+    unauthorized: 0,
   };
-  /** @internal */ readonly opts: Required<RpcServerOptions>;
+  /** @internal */ readonly opts: Required<Omit<RpcServerOptions, "auth" | "authorize" | "tls">> &
+    Pick<RpcServerOptions, "auth" | "authorize" | "tls">;
   private server: Server | undefined;
   private boundAddress: string | undefined;
   private readonly conns = new Set<ServerConn>();
@@ -104,6 +130,9 @@ export class RpcServer {
       logger: opts.logger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      auth: opts.auth === undefined ? undefined : checkAuth(opts.auth),
+      authorize: opts.authorize,
+      tls: opts.tls,
     };
   }
 
@@ -121,7 +150,16 @@ export class RpcServer {
     if (this.closing) throw new Error("RpcServer is closed");
     const a = parseAddress(address);
     if (a.kind === "unix") await removeStaleSocket(a.path);
-    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const tls = this.opts.tls;
+    const server =
+      tls === undefined
+        ? createServer({ noDelay: true }, (socket) => this.accept(socket))
+        : createTlsServer(serverTlsOptions(tls), (socket) => this.accept(socket));
+    // A client without a certificate from the CA (or with an expired one) fails the TLS handshake.
+    server.on("tlsClientError", (err: Error, socket: Socket) => {
+      this.stats.refusedHellos++;
+      this.opts.logger.warn("rpc: TLS handshake with client failed", { remote: socket.remoteAddress, error: err.message });
+    });
     this.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -190,6 +228,19 @@ export class RpcServer {
       return;
     }
     socket.setNoDelay(true);
+    if (this.opts.tls !== undefined) {
+      // The CA vouched for the certificate; it must also name a weavelet of this deployment.
+      const peer = peerIdentity((socket as TLSSocket).getPeerX509Certificate());
+      if (peer === undefined || peer.deploymentId !== this.opts.tls.identity.deploymentId) {
+        this.stats.refusedHellos++;
+        this.opts.logger.warn("rpc: refusing client: its certificate names no weavelet of this deployment", {
+          remote: socket.remoteAddress,
+          identity: peer === undefined ? "none" : `${peer.deploymentId}/${peer.group}`,
+        });
+        socket.destroy();
+        return;
+      }
+    }
     const conn = new ServerConn(this, socket);
     this.conns.add(conn);
     this.stats.connectionsAccepted++;
@@ -312,6 +363,10 @@ class ServerConn implements ChannelSink {
   private readonly reader = new Reader(Buffer.alloc(0));
   private readonly remote: string;
   private greeted = false;
+  /** Between CHALLENGE and the client's PROOF: what the proof must cover. */
+  private challenge: { client: PeerIdentity; clientNonce: Buffer; serverNonce: Buffer; hash: string } | undefined;
+  /** The authenticated client (undefined when the server does not authenticate). */
+  private peer: PeerIdentity | undefined;
   private goingAway = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
 
@@ -322,6 +377,7 @@ class ServerConn implements ChannelSink {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : "unix";
     this.channel = new Channel(socket, this, server.opts.maxFrameSize, server.stats);
+    if (server.opts.tls !== undefined) this.peer = peerIdentity((socket as TLSSocket).getPeerX509Certificate());
     this.handshakeTimer = setTimeout(onHandshakeTimeout, server.opts.handshakeTimeoutMs, this);
     this.handshakeTimer.unref();
   }
@@ -333,7 +389,8 @@ class ServerConn implements ChannelSink {
     r.end = end;
     if (type === FrameType.REQUEST && this.greeted) this.onRequest(r);
     else if (type === FrameType.CANCEL && this.greeted) this.onCancel(r);
-    else if (type === FrameType.HELLO && !this.greeted) this.onHello(r);
+    else if (type === FrameType.HELLO && !this.greeted && this.challenge === undefined && !this.goingAway) this.onHello(r);
+    else if (type === FrameType.PROOF && this.challenge !== undefined) this.onProof(r);
     else throw new FrameError(this.greeted ? `unexpected frame type ${type}` : `expected HELLO, got frame type ${type}`);
   }
 
@@ -381,31 +438,96 @@ class ServerConn implements ChannelSink {
     const version = r.u32();
     const hash = r.value();
     const deploymentId = r.done ? "" : r.value();
+    const group = r.done ? undefined : r.value();
+    const nonce = r.done ? undefined : r.value();
     if (typeof hash !== "string" || typeof deploymentId !== "string" || !r.done) throw new FrameError("malformed HELLO");
+    if ((group !== undefined && typeof group !== "string") || (nonce !== undefined && !(nonce instanceof Uint8Array))) {
+      throw new FrameError("malformed HELLO");
+    }
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = undefined;
-    const expected = this.server.opts.methodTableHash;
-    let refusal: string | undefined;
+    const auth = this.server.opts.auth;
     if (version !== RPC_PROTOCOL_VERSION) {
-      refusal = `RPC protocol version mismatch: client speaks version ${version}, server speaks version ${RPC_PROTOCOL_VERSION}`;
-    } else if (deploymentId !== this.server.opts.deploymentId && deploymentId !== "" && this.server.opts.deploymentId !== "") {
-      refusal =
-        `deployment version mismatch: client is version ${JSON.stringify(deploymentId)}, server is version ` +
-        `${JSON.stringify(this.server.opts.deploymentId)} (two versions of an app never call each other)`;
-    } else if (hash !== expected) {
-      refusal =
-        `method table hash mismatch: client has ${JSON.stringify(hash)}, server has ${JSON.stringify(expected)} ` +
-        `(caller and callee were built from different versions of the app)`;
+      this.refuse(`RPC protocol version mismatch: client speaks version ${version}, server speaks version ${RPC_PROTOCOL_VERSION}`);
+      return;
     }
-    if (refusal !== undefined) {
-      this.server.opts.logger.warn("rpc: refusing client", { remote: this.remote, reason: refusal });
-      writeHelloErr(this.channel.writer, refusal);
-      this.channel.end();
+    if (auth !== undefined) {
+      // Nothing about this server is told to a client before it proves it holds the key.
+      if (group === undefined || nonce === undefined) return this.refuse("client did not authenticate", AUTH_REFUSED);
+      if (nonce.length !== NONCE_SIZE) return this.refuse(`client nonce of ${nonce.length} bytes`, AUTH_REFUSED);
+      if (deploymentId !== auth.identity.deploymentId) {
+        return this.refuse(`client claims deployment ${JSON.stringify(deploymentId)}`, AUTH_REFUSED);
+      }
+      const client = { deploymentId, group };
+      const clientNonce = Buffer.from(nonce);
+      const serverNonce = newNonce();
+      this.challenge = { client, clientNonce, serverNonce, hash };
+      const proof = handshakeProof(auth.key, "server", this.transcript(auth, client, clientNonce, serverNonce, hash));
+      writeChallenge(this.channel.writer, auth.identity.deploymentId, auth.identity.group, serverNonce, proof);
+      this.channel.scheduleFlush();
+      // The client's PROOF is due within the same handshake time.
+      this.handshakeTimer = setTimeout(onHandshakeTimeout, this.server.opts.handshakeTimeoutMs, this);
+      this.handshakeTimer.unref();
+      return;
+    }
+    if (nonce !== undefined) {
+      this.refuse("client asks for authentication, but this server has no deployment key");
+      return;
+    }
+    this.accept(deploymentId, hash);
+  }
+
+  /** The client's answer to our CHALLENGE. */
+  private onProof(r: Reader): void {
+    const proof = r.value();
+    if (!(proof instanceof Uint8Array) || !r.done) throw new FrameError("malformed PROOF");
+    if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = undefined;
+    const auth = this.server.opts.auth!;
+    const c = this.challenge!;
+    this.challenge = undefined;
+    const expected = handshakeProof(auth.key, "client", this.transcript(auth, c.client, c.clientNonce, c.serverNonce, c.hash));
+    if (!proofMatches(expected, proof)) {
+      this.refuse(`wrong proof from a client claiming group ${JSON.stringify(c.client.group)}`, AUTH_REFUSED);
+      return;
+    }
+    this.peer = c.client;
+    // An authenticated peer is one of this deployment's weavelets: it may learn why it is refused.
+    this.accept(c.client.deploymentId, c.hash);
+  }
+
+  private transcript(auth: RpcAuth, client: PeerIdentity, clientNonce: Buffer, serverNonce: Buffer, hash: string) {
+    return { protocolVersion: RPC_PROTOCOL_VERSION, methodTableHash: hash, client, server: auth.identity, clientNonce, serverNonce };
+  }
+
+  /** Greets a client whose HELLO (and proof) checked out, unless its version or method table differ. */
+  private accept(deploymentId: string, hash: string): void {
+    const expected = this.server.opts.methodTableHash;
+    if (deploymentId !== this.server.opts.deploymentId && deploymentId !== "" && this.server.opts.deploymentId !== "") {
+      this.refuse(
+        `deployment version mismatch: client is version ${JSON.stringify(deploymentId)}, server is version ` +
+          `${JSON.stringify(this.server.opts.deploymentId)} (two versions of an app never call each other)`,
+      );
+      return;
+    }
+    if (hash !== expected) {
+      this.refuse(
+        `method table hash mismatch: client has ${JSON.stringify(hash)}, server has ${JSON.stringify(expected)} ` +
+          `(caller and callee were built from different versions of the app)`,
+      );
       return;
     }
     this.greeted = true;
     writeHelloOk(this.channel.writer);
     this.channel.scheduleFlush();
+  }
+
+  /** Refuses the handshake: logs `reason`, tells the client `told` (default: the reason), closes. */
+  private refuse(reason: string, told = reason): void {
+    this.server.stats.refusedHellos++;
+    this.server.opts.logger.warn("rpc: refusing client", { remote: this.remote, reason });
+    writeHelloErr(this.channel.writer, told);
+    this.channel.end();
   }
 
   private onRequest(r: Reader): void {
@@ -436,6 +558,13 @@ class ServerConn implements ChannelSink {
     }
     if (method === undefined) {
       this.sendSystemError(id, `unknown method id ${methodId} (the caller's and this server's method tables disagree)`);
+      return;
+    }
+    const authorize = this.server.opts.authorize;
+    const refusal = authorize === undefined ? undefined : authorize(methodId, this.peer);
+    if (refusal !== undefined) {
+      stats.unauthorized++;
+      this.sendSystemError(id, refusal);
       return;
     }
     const deadline = remaining === 0 ? undefined : Date.now() + remaining;

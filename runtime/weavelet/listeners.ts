@@ -1,4 +1,5 @@
 import { createServer, type Server } from "node:net";
+import { callStorage } from "../core/call.js";
 import type { Listener } from "../core/component.js";
 import { ConfigError } from "../core/errors.js";
 import { formatAddress, parseHostPort } from "../rpc/address.js";
@@ -19,14 +20,20 @@ export async function openListener<S extends Server>(
   const srv = (server ?? createServer()) as S;
   const want = await host.getListenerAddress(name);
   const { host: hostname, port } = parseHostPort(want);
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new Error(`listener ${name}: cannot listen on ${want}: ${err.message}`));
-    srv.once("error", onError);
-    srv.listen(port, hostname, () => {
-      srv.off("error", onError);
-      resolve();
-    });
-  });
+  // Outside any call: the server's connections (and so its request handlers) belong to the async
+  // context its listen() ran in, and a listener opened during a component call must not serve every
+  // later request under that call's deadline, signal and trace.
+  await callStorage.outside(
+    () =>
+      new Promise<void>((resolve, reject) => {
+        const onError = (err: Error) => reject(new Error(`listener ${name}: cannot listen on ${want}: ${err.message}`));
+        srv.once("error", onError);
+        srv.listen(port, hostname, () => {
+          srv.off("error", onError);
+          resolve();
+        });
+      }),
+  );
   listening(srv);
   const bound = srv.address();
   const address = typeof bound === "object" && bound ? formatAddress({ kind: "tcp", host: bound.address, port: bound.port }) : want;

@@ -35,7 +35,9 @@ export async function runWeaveletProcess(): Promise<void> {
           `protocol version mismatch: envelope speaks version ${req.protocolVersion}, weavelet speaks version ${CONTROL_PROTOCOL_VERSION}; run the app with the tsweaver version it was built with`,
         );
       }
-      const dialAddress = await weavelet!.start();
+      const callers: Record<string, string[]> = {};
+      for (const [component, list] of Object.entries(req.callers)) callers[component] = list.groups;
+      const dialAddress = await weavelet!.start({ key: req.rpcKey, callers });
       initialized();
       return {
         protocolVersion: CONTROL_PROTOCOL_VERSION,

@@ -17,6 +17,7 @@ import { findSlice, shardKey, type KeyAssignment, type RoutingKey } from "../cor
 import type { Assignment, ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
 import { Balancer } from "../rpc/balancer.js";
 import { ConnectionPool } from "../rpc/client.js";
+import type { PeerIdentity, RpcAuth } from "../rpc/auth.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
 import { Tracing } from "../telemetry/tracing.js";
@@ -34,6 +35,14 @@ export interface WeaveletHost {
   exportListener(listener: string, address: string): Promise<string>;
   logBatch(entries: LogEntry[]): void;
   traceSpans(spans: Span[]): void;
+}
+
+/** How a weavelet authenticates component calls (from the deployer, over the control pipe). */
+export interface WeaveletSecurity {
+  /** The deployment key every weavelet of the deployment holds. */
+  key: Uint8Array;
+  /** Component → groups allowed to call it remotely; components not listed accept every group. */
+  callers: Readonly<Record<string, readonly string[]>>;
 }
 
 /** How a weavelet is set up; filled from WeaveletArgs or by the single-process deployer. */
@@ -80,7 +89,9 @@ export class Weavelet {
   private readonly stubs = new Map<string, Promise<object>>();
   /** Measure calls (per-method metrics); `TSWEAVER_METRICS=0` turns it off. */
   private readonly measure = process.env["TSWEAVER_METRICS"] !== "0";
-  private readonly pool: ConnectionPool;
+  private pool: ConnectionPool;
+  /** Component → groups allowed to call it (only components that restrict their callers). */
+  private readonly callers = new Map<string, ReadonlySet<string>>();
   private server: RpcServer | undefined;
   private dialAddress = "";
   private readonly logs: LogBatcher;
@@ -107,14 +118,26 @@ export class Weavelet {
     this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
   }
 
-  /** Starts the RPC server (if this weavelet serves remote calls); returns its dial address. */
-  async start(): Promise<string> {
+  /**
+   * Starts the RPC server (if this weavelet serves remote calls); returns its dial address. With
+   * `security`, every connection, in and out, is mutually authenticated with the deployment key, and
+   * components that restrict their callers serve only the groups allowed.
+   */
+  async start(security?: WeaveletSecurity): Promise<string> {
     const table = methodTable();
+    let auth: RpcAuth | undefined;
+    if (security !== undefined && security.key.length > 0) {
+      auth = { key: security.key, identity: { deploymentId: this.opts.deploymentId, group: this.opts.group } };
+      this.pool = new ConnectionPool({ methodTableHash: table.hash, deploymentId: this.opts.deploymentId, auth });
+      for (const [component, groups] of Object.entries(security.callers)) this.callers.set(component, new Set(groups));
+    }
     if (this.opts.internalAddress !== undefined) {
       this.server = new RpcServer({
         methodTableHash: table.hash,
         deploymentId: this.opts.deploymentId,
         lookup: (id) => this.methodHandler(id),
+        auth,
+        authorize: this.callers.size === 0 ? undefined : (id, caller) => this.refuseCaller(id, caller),
         logger: rpcLogger(this.loggerFor("rpc")),
       });
       this.dialAddress = await this.server.listen(this.opts.internalAddress || "127.0.0.1:0");
@@ -326,6 +349,17 @@ export class Weavelet {
     const inst = new Impl(ctx);
     await inst.init?.();
     return inst;
+  }
+
+  /** Why `caller` may not call method `id` (weaver.toml [tsweaver.callers]), or undefined if it may. */
+  private refuseCaller(id: number, caller: PeerIdentity | undefined): string | undefined {
+    const entry = methodTable().byId[id];
+    const allowed = entry === undefined ? undefined : this.callers.get(entry.component);
+    if (allowed === undefined || (caller !== undefined && allowed.has(caller.group))) return undefined;
+    return (
+      `${entry!.component}.${entry!.method}: group ${JSON.stringify(caller?.group ?? "")} may not call ${entry!.component} ` +
+      `(weaver.toml [tsweaver.callers] allows only the groups ${[...allowed].sort().join(", ") || "(none)"})`
+    );
   }
 
   private methodHandler(id: number): MethodHandler | undefined {

@@ -29,7 +29,7 @@ function runQuick(): Promise<{ code: number | null; out: string; err: string }> 
     let err = "";
     child.stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
     child.stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    const timer = setTimeout(() => child.kill("SIGKILL"), 150_000);
     child.once("error", reject);
     child.once("exit", (code) => {
       clearTimeout(timer);
@@ -38,14 +38,14 @@ function runQuick(): Promise<{ code: number | null; out: string; err: string }> 
   });
 }
 
-test("bench --quick produces numbers for every row, payload and concurrency", { timeout: 90_000 }, async () => {
+test("bench --quick produces numbers for every row, payload and concurrency", { timeout: 180_000 }, async () => {
   const r = await runQuick();
   assert.equal(r.code, 0, `bench exited with ${r.code}\nstderr:\n${r.err}\nstdout:\n${r.out}`);
   const line = r.out.split("\n").find((l) => l.startsWith("BENCH_JSON "));
   assert.ok(line, `no BENCH_JSON line in:\n${r.out}`);
   const data = JSON.parse(line.slice("BENCH_JSON ".length)) as BenchJson;
 
-  for (const row of ["raw", "tsweaver", "grpc", "http", "direct", "colocated"]) {
+  for (const row of ["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls", "direct", "colocated"]) {
     for (const size of ["small", "large"]) {
       for (const c of [1, 64]) {
         const cell = data.cells.find((x) => x.row === row && x.size === size && x.concurrency === c);
@@ -66,7 +66,7 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
     }
   }
   // 2 latency + 4 grpc + 4 http + 4 colocated ratios, each with a verdict.
-  assert.equal(data.targets.length, 14);
+  assert.equal(data.targets.length, 20);
   for (const t of data.targets) assert.ok(Number.isFinite(t.ratio), `${t.target} ${t.cell}: ratio ${t.ratio}`);
   // The human-readable table is printed too.
   assert.match(r.out, /\| 2 tsweaver cross-process/);

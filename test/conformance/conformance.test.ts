@@ -14,6 +14,7 @@ const PLAIN_ONLY =
 const EXPECTED: Record<string, unknown> = {
   // First: the other scenarios may construct Lazy (error-deadline calls it).
   lazy: { context: false, deadline: false, signal: false, metadata: false },
+  "listener-context": { context: false, deadline: false, metadata: false },
   "config-error": { name: "ConfigError", configError: true, message: 'config ["conf/Configured"].step: expected number, got "two"' },
   "values-supported": Object.fromEntries(
     [

@@ -86,3 +86,18 @@ test("[multi] section: defaults, listeners, and errors naming the key", () => {
     /multi\.listeners\.web\.address/,
   );
 });
+
+test("[tsweaver.callers]: lists of component names, checked against the registered components", () => {
+  const cfg = parseConfig(
+    `[tsweaver]\nbinary = "a.js"\n[tsweaver.callers]\n"app/Pay" = ["app/Checkout", "app/Checkout"]\n`,
+    "/x/weaver.toml",
+  );
+  assert.deepEqual(cfg.callers, { "app/Pay": ["app/Checkout"] });
+  assert.throws(
+    () => parseConfig(`[tsweaver]\nbinary = "a.js"\n[tsweaver.callers]\n"app/Pay" = "app/Checkout"\n`, "/x/weaver.toml"),
+    /\/x\/weaver\.toml: tsweaver\.callers\."app\/Pay": must be an array of component names \(found "app\/Checkout"\)/,
+  );
+  assert.throws(() => checkComponentNames(cfg, ["app/Pay"]), /tsweaver\.callers\."app\/Pay": unknown caller app\/Checkout/);
+  assert.throws(() => checkComponentNames(cfg, ["app/Checkout"]), /tsweaver\.callers\."app\/Pay": unknown component/);
+  checkComponentNames(cfg, ["app/Pay", "app/Checkout"]);
+});

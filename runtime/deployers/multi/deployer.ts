@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { checkComponentNames, componentConfigs, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import { listAppComponents } from "../../core/components.js";
@@ -22,6 +22,11 @@ export interface MultiOptions {
   progress?: (line: string) => void;
   /** Where the admin server listens (default `[multi] admin` in weaver.toml, else 127.0.0.1:0). */
   adminAddress?: string;
+  /**
+   * Component calls without authentication (default false: every connection between weavelets proves
+   * the deployment key). Only for measuring what authentication costs (`npm run bench`).
+   */
+  plaintextCalls?: boolean;
 }
 
 /** Log entries the deployer keeps in memory for the dashboard. */
@@ -64,6 +69,11 @@ const STABLE_MS = 10_000;
  */
 export class MultiDeployer implements AdminBackend {
   readonly deploymentId = randomUUID().slice(0, 8);
+  /**
+   * The key every weavelet of this deployment proves it holds when it connects to another (handed over
+   * each control pipe, never written anywhere): no other process can call a component.
+   */
+  private readonly rpcKey = randomBytes(32);
   /** Metric totals of every replica (fed by GetMetrics deltas). */
   readonly metricStore = new MetricStore();
   /** Recent trace spans of every replica (the newest 20,000; also appended to traces.jsonl). */
@@ -281,6 +291,12 @@ export class MultiDeployer implements AdminBackend {
     const g = r.group;
     const weaveletId = `${r.id}-${randomUUID().slice(0, 6)}`;
     const config = componentConfigs(this.config, g.group.components);
+    // The groups allowed to call each of this group's components that restricts its callers.
+    const callers: Record<string, string[]> = {};
+    for (const c of g.group.components) {
+      const list = this.config.callers[c];
+      if (list !== undefined) callers[c] = [...new Set(list.map((caller) => this.byComponent.get(caller)!.group.name))].sort();
+    }
     r.state = r.restarts > 0 ? "restarting" : "starting";
     const envelope = new Envelope({
       binary: this.config.binary,
@@ -297,6 +313,7 @@ export class MultiDeployer implements AdminBackend {
         components: [...g.group.components],
         config,
       },
+      ...(this.options.plaintextCalls === true ? {} : { rpcSecurity: { key: this.rpcKey, callers } }),
     });
     await envelope.serve(this.handlerFor(r, envelope));
     if (this.stopping) {

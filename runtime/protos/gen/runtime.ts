@@ -36,6 +36,24 @@ export interface InitWeaveletRequest {
   protocolVersion: number;
   /** Reserved for future use. */
   sections: string[];
+  /**
+   * Set by the deployer: the deployment's key for authenticating component calls (32 random bytes; every
+   * weavelet of the deployment gets the same one, only over this pipe, never in the environment or
+   * argv). Empty: component calls are not authenticated.
+   */
+  rpcKey: Uint8Array;
+  /**
+   * Set by the deployer: for each component this weavelet may host that restricts its callers, the
+   * groups whose weavelets may call it (weaver.toml [tsweaver.callers]). A component not listed here
+   * accepts calls from every authenticated weavelet of the deployment.
+   */
+  callers: Record<string, CallerGroups>;
+}
+
+/** The groups allowed to call a component remotely. */
+export interface CallerGroups {
+  /** Group names (as in WeaveletArgs.group). */
+  groups: string[];
 }
 
 /** The weavelet's answer to InitWeaveletRequest. */
@@ -390,6 +408,25 @@ const descriptorJson = {
                   "rule": "repeated",
                   "type": "string",
                   "id": 2
+                },
+                "rpcKey": {
+                  "type": "bytes",
+                  "id": 3,
+                  "protoName": "rpc_key"
+                },
+                "callers": {
+                  "keyType": "string",
+                  "type": "CallerGroups",
+                  "id": 4
+                }
+              }
+            },
+            "CallerGroups": {
+              "fields": {
+                "groups": {
+                  "rule": "repeated",
+                  "type": "string",
+                  "id": 1
                 }
               }
             },

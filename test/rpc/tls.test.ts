@@ -1,0 +1,140 @@
+// TLS 1.3 component calls: only a client with a certificate from the deployment CA that names a weavelet
+// of this deployment gets a method run; the server's certificate is checked the same way by the client.
+import assert from "node:assert/strict";
+import { connect as tlsConnect } from "node:tls";
+import { before, test } from "node:test";
+import { parseHostPort } from "../../runtime/rpc/address.js";
+import { Connection } from "../../runtime/rpc/client.js";
+import { RpcServer } from "../../runtime/rpc/server.js";
+import type { RpcTls } from "../../runtime/rpc/tls.js";
+import { issue, newCa, type TestCa } from "../support/certs.js";
+import { HASH, MemoryLogger } from "../support/rpc.js";
+
+const DEP = "dep-a";
+let ca: TestCa;
+let serverTls: RpcTls;
+
+before(async () => {
+  ca = await newCa();
+  serverTls = await issue(ca, { deploymentId: DEP, group: "server" });
+});
+
+async function server(tls: RpcTls = serverTls) {
+  const ran: string[] = [];
+  const callers: (string | undefined)[] = [];
+  const logger = new MemoryLogger();
+  const s = new RpcServer({
+    lookup: (id) => (id === 0 ? { name: "test/Svc.run", fn: (args) => (ran.push(String(args[0])), "ran") } : undefined),
+    methodTableHash: HASH,
+    deploymentId: DEP,
+    logger,
+    tls,
+    authorize: (_id, caller) => (
+      callers.push(caller?.group),
+      caller?.group === "banned" ? "group banned may not call test/Svc" : undefined
+    ),
+  });
+  const address = await s.listen("127.0.0.1:0");
+  return { s, address, ran, callers, logger };
+}
+
+const client = (address: string, tls: RpcTls | undefined) =>
+  new Connection(address, { methodTableHash: HASH, deploymentId: DEP, tls, backoffMinMs: 10_000, connectTimeoutMs: 5000 });
+
+async function failure(c: Connection): Promise<string> {
+  return c.call(0, "test/Svc.run", ["x"]).then(
+    () => assert.fail("the call ran"),
+    (e: Error) => e.message,
+  );
+}
+
+test("a weavelet of the deployment calls over TLS 1.3; the server knows its group from its certificate", async () => {
+  const { s, address, ran, callers } = await server();
+  const c = client(address, await issue(ca, { deploymentId: DEP, group: "caller" }));
+  const banned = client(address, await issue(ca, { deploymentId: DEP, group: "banned" }));
+  try {
+    assert.equal(await c.call(0, "test/Svc.run", ["a"]), "ran");
+    assert.deepEqual(ran, ["a"]);
+    assert.deepEqual(callers, ["caller"]);
+    await assert.rejects(banned.call(0, "test/Svc.run", ["b"]), /group banned may not call test\/Svc/);
+    assert.deepEqual(ran, ["a"]);
+  } finally {
+    await c.close();
+    await banned.close();
+    await s.close();
+  }
+});
+
+test("refused before any method runs: no certificate, another CA, expired, another deployment, TLS 1.2", async () => {
+  const { s, address, ran } = await server();
+  const otherCa = await newCa("another CA");
+  const day = 24 * 3600 * 1000;
+  const cases: [string, RpcTls | undefined][] = [
+    ["plain TCP", undefined],
+    ["another CA", await issue(otherCa, { deploymentId: DEP, group: "caller" })],
+    [
+      "expired",
+      await issue(
+        ca,
+        { deploymentId: DEP, group: "caller" },
+        { notBefore: new Date(Date.now() - 3 * day), notAfter: new Date(Date.now() - day) },
+      ),
+    ],
+    ["another deployment", await issue(ca, { deploymentId: "dep-b", group: "caller" })],
+  ];
+  try {
+    for (const [what, tls] of cases) {
+      // The client trusts the server (same CA) but claims its own identity honestly: the server refuses it.
+      const c = client(address, tls === undefined ? undefined : { ...tls, ca: ca.pem, identity: { deploymentId: DEP, group: "caller" } });
+      try {
+        const msg = await failure(c);
+        assert.doesNotMatch(msg, new RegExp(`${DEP}|${HASH}`), `${what}: ${msg}`);
+      } finally {
+        await c.close();
+      }
+    }
+    // A TLS 1.2 client does not get a handshake either.
+    const good = await issue(ca, { deploymentId: DEP, group: "caller" });
+    const { host, port } = parseHostPort(address);
+    const tls12 = tlsConnect({
+      host,
+      port,
+      cert: good.cert,
+      key: good.key,
+      ca: ca.pem,
+      maxVersion: "TLSv1.2",
+      checkServerIdentity: () => undefined,
+    });
+    const err = await new Promise<Error | undefined>((resolve) => {
+      tls12.once("secureConnect", () => resolve(undefined));
+      tls12.once("error", resolve);
+    });
+    tls12.destroy();
+    assert.ok(err, "a TLS 1.2 handshake succeeded");
+    assert.deepEqual(ran, []);
+    assert.equal(s.stats.calls, 0);
+    assert.ok(s.stats.refusedHellos >= cases.length);
+  } finally {
+    await s.close();
+  }
+});
+
+test("a client refuses a server whose certificate is for another deployment or from another CA", async () => {
+  const foreign = await server(await issue(ca, { deploymentId: "dep-b", group: "server" }));
+  const otherCa = await newCa("another CA");
+  const impostor = await server({ ...(await issue(otherCa, { deploymentId: DEP, group: "server" })), ca: ca.pem });
+  const mine = await issue(ca, { deploymentId: DEP, group: "caller" });
+  const c1 = client(foreign.address, mine);
+  const c2 = client(impostor.address, mine);
+  try {
+    assert.match(await failure(c1), /another deployment/);
+    assert.match(await failure(c2), /certificate/);
+    assert.deepEqual(foreign.ran, []);
+    assert.deepEqual(impostor.ran, []);
+  } finally {
+    await c1.close();
+    await c2.close();
+    await foreign.s.close();
+    await impostor.s.close();
+  }
+});
