@@ -56,6 +56,8 @@ const RESTART_BACKOFF_MIN_MS = 100;
 const RESTART_BACKOFF_MAX_MS = 10_000;
 /** A replica that ran this long without crashing gets its backoff reset. */
 const STABLE_MS = 10_000;
+/** Least time a weavelet gets to stop before it is killed, even when the drain period is spent. */
+const MIN_STOP_GRACE_MS = 100;
 
 /**
  * The multiprocess deployer: every group of components runs as N replica processes on this machine,
@@ -77,6 +79,7 @@ export class MultiDeployer implements AdminBackend {
   private readonly proxies = new Map<string, Promise<ListenerProxy>>();
   private readonly dir: DeploymentDir;
   private stopping = false;
+  private stopped = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
   private readonly color = process.stdout.isTTY === true;
@@ -141,7 +144,7 @@ export class MultiDeployer implements AdminBackend {
       deployerPid: process.pid,
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
-      state: this.stopping ? "stopped" : "running",
+      state: this.stopped ? "stopped" : this.stopping ? "stopping" : "running",
       groups: this.groups.map((g) => ({
         name: g.group.name,
         components: [...g.group.components],
@@ -226,24 +229,71 @@ export class MultiDeployer implements AdminBackend {
     return this.logRing;
   }
 
-  /** Stops every weavelet gracefully and closes the proxies. */
-  async stop(): Promise<void> {
+  /**
+   * Drains and stops the deployment within `graceMs` (default `[multi] drain_seconds`): the listener
+   * proxies refuse new connections and finish the requests they have; then main's replicas stop (their
+   * listeners and RPC servers drain), so no new work enters; then the other groups, each once every
+   * group that calls it has stopped (all remaining at once where calls form a cycle). Whatever still runs
+   * at the end of the grace period is killed.
+   */
+  async stop(graceMs = this.multi.drainMs): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    const deadline = Date.now() + graceMs;
     clearInterval(this.statusTimer);
     this.admin.close();
-    this.progress(`tsweaver: stopping deployment ${this.deploymentId}`);
-    await Promise.all(
-      this.groups.flatMap((g) =>
-        g.replicas.map(async (r) => {
-          r.state = "stopped";
-          await r.envelope?.stop(5_000);
-        }),
-      ),
-    );
-    for (const p of this.proxiesNow()) p.close();
+    this.progress(`tsweaver: stopping deployment ${this.deploymentId} (draining for up to ${graceMs / 1000} s)`);
+    this.writeStatus();
+    const proxies = this.proxiesNow();
+    const busy = proxies.reduce((n, p) => n + p.inflightRequests, 0);
+    if (busy > 0) this.progress(`tsweaver: listeners refuse new connections; waiting for ${busy} requests in flight`);
+    await Promise.all(proxies.map((p) => p.drain(deadline)));
+    for (const wave of this.stopOrder()) {
+      await Promise.all(
+        wave.flatMap((g) =>
+          g.replicas.map(async (r) => {
+            r.state = "stopped";
+            // The weavelet drains within what is left; the envelope kills it if it overruns.
+            await r.envelope?.stop(Math.max(MIN_STOP_GRACE_MS, deadline - Date.now()));
+          }),
+        ),
+      );
+    }
+    for (const p of proxies) p.close();
+    this.stopped = true;
     this.writeStatus();
     await this.dir.close();
+  }
+
+  /**
+   * Groups in the order they stop: main's first, then each group once all groups that call it (as far
+   * as activations tell) have stopped; groups left in a cycle stop together.
+   */
+  private stopOrder(): GroupState[][] {
+    const main = this.byComponent.get(MAIN_COMPONENT);
+    const callers = new Map<GroupState, Set<GroupState>>();
+    for (const g of this.groups) callers.set(g, new Set());
+    for (const caller of this.groups)
+      for (const r of caller.replicas)
+        for (const c of r.activated) {
+          const callee = this.byComponent.get(c);
+          if (callee && callee !== caller) callers.get(callee)!.add(caller);
+        }
+    const waves: GroupState[][] = [];
+    const stopped = new Set<GroupState>();
+    let left = this.groups.filter((g) => g !== main);
+    if (main) {
+      waves.push([main]);
+      stopped.add(main);
+    }
+    while (left.length > 0) {
+      const ready = left.filter((g) => [...callers.get(g)!].every((c) => stopped.has(c)));
+      const wave = ready.length > 0 ? ready : left;
+      waves.push(wave);
+      for (const g of wave) stopped.add(g);
+      left = left.filter((g) => !stopped.has(g));
+    }
+    return waves;
   }
 
   private resolvedProxies: ListenerProxy[] = [];

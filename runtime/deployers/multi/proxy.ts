@@ -13,10 +13,19 @@ export class ListenerProxy {
   private next = 0;
   private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   private readonly server: http.Server;
+  /** Requests received and not yet answered in full. */
+  private inflight = 0;
+  private drained: (() => void) | undefined;
   address = "";
 
   constructor(readonly listener: string) {
-    this.server = http.createServer((req, res) => this.forward(req, res, 0));
+    this.server = http.createServer((req, res) => {
+      this.inflight++;
+      res.once("close", () => {
+        if (--this.inflight === 0) this.drained?.();
+      });
+      this.forward(req, res, 0);
+    });
   }
 
   async listen(address: string): Promise<string> {
@@ -46,6 +55,30 @@ export class ListenerProxy {
 
   get backendCount(): number {
     return this.backends.length;
+  }
+
+  /**
+   * Stops taking work: new connections are refused at once, idle keep-alive connections are closed as
+   * they become idle, and requests already received are forwarded and answered until `deadline` (ms since
+   * the epoch). Resolves when none is left or the deadline passed (then the rest are cut off).
+   */
+  async drain(deadline: number): Promise<void> {
+    this.server.close();
+    const idle = setInterval(() => this.server.closeIdleConnections(), 50);
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      if (this.inflight === 0) resolve();
+      this.drained = resolve;
+      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+    });
+    clearInterval(idle);
+    clearTimeout(timer);
+    this.close();
+  }
+
+  /** Requests being forwarded now. */
+  get inflightRequests(): number {
+    return this.inflight;
   }
 
   close(): void {
