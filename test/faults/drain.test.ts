@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import path from "node:path";
 import { test } from "node:test";
-import { CLI, ECHO_APP, Proc, get, tempDir, writeConfig, type HttpReply } from "../support/index.js";
+import { CLI, ECHO_APP, Proc, get, tempDir, waitFor, writeConfig, type HttpReply } from "../support/index.js";
 
 /** Resolves with the error code of a connection attempt ("" if it connected). */
 function connectOutcome(address: string): Promise<string> {
@@ -18,11 +20,15 @@ function connectOutcome(address: string): Promise<string> {
 
 test("SIGTERM drains: 20 in-flight 2 s calls through the listener finish, new connections are refused, the deployer exits within drain_seconds", async (t) => {
   const drainSeconds = 10;
+  const dir = tempDir();
+  const events = path.join(dir, "events.log");
+  writeFileSync(events, "");
   const config = writeConfig(
-    `[tsweaver]\nname = "drain"\nbinary = ${JSON.stringify(ECHO_APP)}\n[multi]\nreplicas = 2\ndrain_seconds = ${drainSeconds}\n` +
+    `[tsweaver]\nname = "drain"\nbinary = ${JSON.stringify(ECHO_APP)}\nenv = { TSWEAVER_TEST_EVENTS = ${JSON.stringify(events)} }\n[multi]\nreplicas = 2\ndrain_seconds = ${drainSeconds}\n` +
       `[multi.listeners.api]\naddress = "127.0.0.1:0"\n`,
+    dir,
   );
-  const deploy = new Proc(process.execPath, [CLI, "multi", "deploy", config], { TSWEAVER_STATE_DIR: tempDir() });
+  const deploy = new Proc(process.execPath, [CLI, "multi", "deploy", config], { TSWEAVER_STATE_DIR: path.join(dir, "state") });
   try {
     const [, address] = await deploy.waitForOutput(/listener api available on http:\/\/(\S+)/);
     const base = `http://${address!}`;
@@ -34,7 +40,8 @@ test("SIGTERM drains: 20 in-flight 2 s calls through the listener finish, new co
     const calls: Promise<HttpReply | Error>[] = Array.from({ length: 20 }, (_, i) =>
       get(`${base}/slow?ms=2000&timeout=30000&tag=drain${i}`, 30_000).catch((err: Error) => err),
     );
-    await new Promise((r) => setTimeout(r, 300)); // the calls are in flight
+    // In flight: every call has reached Echo.slow in another process.
+    await waitFor("20 calls in flight", () => (readFileSync(events, "utf8").match(/^started drain\d+ /gm) ?? []).length === 20);
     const signalled = Date.now();
     deploy.kill("SIGTERM");
     await deploy.waitForOutput(/stopping deployment/);

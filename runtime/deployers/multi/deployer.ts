@@ -37,6 +37,14 @@ interface Replica {
   restarts: number;
   /** Crashes in a row without a stable run; sets the restart backoff. */
   crashStreak: number;
+  /** Since when (ms) its health checks answer HEALTHY without a break; undefined when they do not. */
+  healthySince: number | undefined;
+  /** Since when (ms) its health checks answer anything but HEALTHY. */
+  unhealthySince: number | undefined;
+  /** Healthy for SUSTAINED_HEALTH_MS since it last started: a crash now is not part of a crash loop. */
+  stable: boolean;
+  /** Being stopped to be replaced (it stayed UNHEALTHY): its exit starts a new process at once. */
+  replacing: boolean;
   state: "starting" | "running" | "restarting" | "stopped";
   /** Components of other groups this replica activated: it gets their routing updates. */
   readonly activated: Set<string>;
@@ -54,8 +62,16 @@ interface GroupState {
 
 const RESTART_BACKOFF_MIN_MS = 100;
 const RESTART_BACKOFF_MAX_MS = 10_000;
-/** A replica that ran this long without crashing gets its backoff reset. */
-const STABLE_MS = 10_000;
+/**
+ * A replica whose health checks answered HEALTHY for this long without a break is stable: its restart
+ * backoff resets, and its next crash does not count towards a crash loop. Shorter than the poll period:
+ * two HEALTHY answers in a row are enough.
+ */
+const SUSTAINED_HEALTH_MS = 1_500;
+/** How often the deployer checks health and collects metrics. */
+const POLL_MS = 2_000;
+/** How long a replica being replaced gets to finish its calls (it gets no new ones). */
+const REPLACE_GRACE_MS = 2_000;
 /** Least time a weavelet gets to stop before it is killed, even when the drain period is spent. */
 const MIN_STOP_GRACE_MS = 100;
 
@@ -123,7 +139,7 @@ export class MultiDeployer implements AdminBackend {
     this.statusTimer = setInterval(() => {
       void this.pollHealth();
       void this.collectMetrics();
-    }, 2_000);
+    }, POLL_MS);
     this.statusTimer.unref();
     await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
   }
@@ -154,6 +170,7 @@ export class MultiDeployer implements AdminBackend {
           pid: r.envelope?.pid ?? 0,
           address: r.address,
           health: r.health,
+          healthySince: r.healthySince === undefined ? undefined : new Date(r.healthySince).toISOString(),
           restarts: r.restarts,
           state: r.state,
         })),
@@ -240,14 +257,16 @@ export class MultiDeployer implements AdminBackend {
     if (this.stopping) return;
     this.stopping = true;
     const deadline = Date.now() + graceMs;
+    // First of all: the listeners refuse new connections.
+    const proxies = this.proxiesNow();
+    const busy = proxies.reduce((n, p) => n + p.inflightRequests, 0);
+    const drained = Promise.all(proxies.map((p) => p.drain(deadline)));
     clearInterval(this.statusTimer);
     this.admin.close();
     this.progress(`tsweaver: stopping deployment ${this.deploymentId} (draining for up to ${graceMs / 1000} s)`);
     this.writeStatus();
-    const proxies = this.proxiesNow();
-    const busy = proxies.reduce((n, p) => n + p.inflightRequests, 0);
     if (busy > 0) this.progress(`tsweaver: listeners refuse new connections; waiting for ${busy} requests in flight`);
-    await Promise.all(proxies.map((p) => p.drain(deadline)));
+    await drained;
     for (const wave of this.stopOrder()) {
       await Promise.all(
         wave.flatMap((g) =>
@@ -314,6 +333,10 @@ export class MultiDeployer implements AdminBackend {
         health: "STARTING",
         restarts: 0,
         crashStreak: 0,
+        healthySince: undefined,
+        unhealthySince: undefined,
+        stable: false,
+        replacing: false,
         state: "starting",
         activated: new Set(),
         exported: new Map(),
@@ -354,31 +377,45 @@ export class MultiDeployer implements AdminBackend {
       await envelope.stop();
       return;
     }
-    const startedAt = Date.now();
     r.envelope = envelope;
     r.address = envelope.dialAddress;
     r.state = "running";
     r.health = "HEALTHY";
+    r.healthySince = undefined; // counts from its first answered health check
+    r.unhealthySince = undefined;
+    r.stable = false;
     await envelope.updateComponents(g.group.components).catch(() => {});
     this.publishRoutes(g);
     this.writeStatus();
-    void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal, Date.now() - startedAt));
+    void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal));
   }
 
-  private onExit(r: Replica, envelope: Envelope, requested: boolean, code: number | null, signal: string | null, ranMs: number): void {
+  private onExit(r: Replica, envelope: Envelope, requested: boolean, code: number | null, signal: string | null): void {
     if (r.envelope !== envelope) return;
     r.envelope = undefined;
     r.address = "";
     r.health = "TERMINATED";
+    r.healthySince = undefined;
+    r.unhealthySince = undefined;
     for (const [listener, address] of r.exported) void this.proxies.get(listener)?.then((p) => p.remove(address));
     r.exported.clear();
     this.publishRoutes(r.group);
+    if (r.replacing && !this.stopping) {
+      r.replacing = false;
+      r.restarts++;
+      this.writeStatus();
+      this.startReplica(r).catch((err: Error) => {
+        this.progress(`tsweaver: replacing replica ${r.id} failed: ${err.message}`);
+        this.onExitFailedStart(r);
+      });
+      return;
+    }
     if (this.stopping || requested) {
       r.state = "stopped";
       this.writeStatus();
       return;
     }
-    if (this.crashLooping(r.group)) {
+    if (!r.stable && this.crashLooping(r.group)) {
       const window = this.multi.crashLoopWindowMs / 1000;
       const err = new Error(
         `group ${r.group.group.name} crash-loops: its replicas exited ${r.group.crashes.length} times within ${window} s ` +
@@ -391,7 +428,6 @@ export class MultiDeployer implements AdminBackend {
       this.failWith?.(err);
       return;
     }
-    if (ranMs > STABLE_MS) r.crashStreak = 0;
     const delay = this.backoff(r);
     r.state = "restarting";
     this.progress(`tsweaver: replica ${r.id} exited (code ${code}, signal ${signal}); restart ${r.restarts} in ${delay} ms`);
@@ -443,7 +479,10 @@ export class MultiDeployer implements AdminBackend {
 
   private routingInfo(component: string, local = false): RoutingInfo {
     const g = this.byComponent.get(component)!;
-    const replicas = g.replicas.filter((r) => r.state === "running" && r.address).map((r) => r.address);
+    const running = g.replicas.filter((r) => r.state === "running" && r.address);
+    // UNHEALTHY replicas get no calls, unless none is healthy: then trying them beats failing for sure.
+    const healthy = running.filter((r) => r.health !== "UNHEALTHY");
+    const replicas = (healthy.length > 0 ? healthy : running).map((r) => r.address);
     const routed = this.routed.get(component);
     if (!routed) return { component, local, replicas };
     // A new replica set gets a new assignment version; an unchanged one keeps its version.
@@ -554,16 +593,60 @@ export class MultiDeployer implements AdminBackend {
     if (this.options.printLogs !== false) process.stdout.write(entries.map((e) => formatLogEntry(e, this.color)).join("\n") + "\n");
   }
 
+  private polling = false;
+
+  /**
+   * Asks every running replica for its health. A change between HEALTHY and UNHEALTHY reroutes calls
+   * and listener traffic around it (or back to it); sustained health resets its restart backoff; a
+   * replica UNHEALTHY for `[multi] unhealthy_replace_s` is replaced.
+   */
   private async pollHealth(): Promise<void> {
-    await Promise.all(
-      this.groups.flatMap((g) =>
-        g.replicas.map(async (r) => {
-          if (!r.envelope?.running) return;
-          r.health = await r.envelope.getHealth().catch(() => "UNHEALTHY");
-        }),
-      ),
-    );
+    if (this.polling) return; // a stuck replica holds a poll up to the health timeout
+    this.polling = true;
+    try {
+      await Promise.all(this.groups.flatMap((g) => g.replicas.map((r) => this.checkHealth(r))));
+    } finally {
+      this.polling = false;
+    }
     this.writeStatus();
+  }
+
+  private async checkHealth(r: Replica): Promise<void> {
+    const envelope = r.envelope;
+    if (!envelope?.running || r.replacing) return;
+    const health = await envelope.getHealth().catch(() => "UNHEALTHY");
+    if (r.envelope !== envelope || this.stopping) return;
+    const now = Date.now();
+    const wasUnhealthy = r.health === "UNHEALTHY";
+    r.health = health;
+    if (health === "HEALTHY") {
+      r.unhealthySince = undefined;
+      r.healthySince ??= now;
+      if (now - r.healthySince >= SUSTAINED_HEALTH_MS) {
+        r.crashStreak = 0;
+        r.stable = true;
+      }
+    } else {
+      r.healthySince = undefined;
+      r.unhealthySince ??= now;
+    }
+    const isUnhealthy = health === "UNHEALTHY";
+    if (isUnhealthy !== wasUnhealthy) {
+      this.progress(`tsweaver: replica ${r.id} is ${health}${isUnhealthy ? ": no new calls or requests go to it" : " again"}`);
+      this.publishRoutes(r.group);
+      for (const [listener, address] of r.exported) void this.proxies.get(listener)?.then((p) => p.setHealthy(address, !isUnhealthy));
+    }
+    if (r.unhealthySince !== undefined && now - r.unhealthySince >= this.multi.unhealthyReplaceMs) this.replace(r, envelope);
+  }
+
+  /** Stops a replica that stayed unhealthy; its exit starts a fresh one (see onExit). */
+  private replace(r: Replica, envelope: Envelope): void {
+    r.replacing = true;
+    const forS = ((Date.now() - (r.unhealthySince ?? Date.now())) / 1000).toFixed(0);
+    this.progress(
+      `tsweaver: replacing replica ${r.id} (pid ${envelope.pid}): UNHEALTHY for ${forS} s ([multi] unhealthy_replace_s = ${this.multi.unhealthyReplaceMs / 1000})`,
+    );
+    void envelope.stop(REPLACE_GRACE_MS);
   }
 
   private writeStatus(): void {

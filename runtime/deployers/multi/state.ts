@@ -32,7 +32,16 @@ export interface DeploymentStatus {
     name: string;
     components: string[];
     started: boolean;
-    replicas: { id: string; pid: number; address: string; health: string; restarts: number; state: string }[];
+    replicas: {
+      id: string;
+      pid: number;
+      address: string;
+      health: string;
+      /** Since when its health checks answer HEALTHY without a break (absent when they do not). */
+      healthySince?: string | undefined;
+      restarts: number;
+      state: string;
+    }[];
   }[];
   listeners: { name: string; address: string; replicas: number }[];
   /** "host:port" of the deployer's admin server (dashboard, /metrics, the APIs the CLI uses). */
