@@ -10,7 +10,7 @@ import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
 import { AdminServer, type AdminBackend, type DeploymentSummary, type ReplicaProfile } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
-import { DeploymentDir, listDeployments, processAlive, stateRoot, type DeploymentStatus } from "./state.js";
+import { DeploymentDir, listDeployments, observedStatus, stateRoot, type DeploymentStatus } from "./state.js";
 
 /** Options of a multiprocess deployment beyond weaver.toml. */
 export interface MultiOptions {
@@ -221,7 +221,7 @@ export class MultiDeployer implements AdminBackend {
     for (const d of listDeployments(root)) {
       const s = d.deploymentId === this.deploymentId ? this.status() : d.readStatus();
       if (!s) continue;
-      const live = s.state === "running" && !processAlive(s.deployerPid) ? "dead" : s.state;
+      const live = observedStatus(s).state;
       out.push({ deploymentId: s.deploymentId, app: s.app, startedAt: s.startedAt, live, admin: s.admin });
     }
     return out.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
