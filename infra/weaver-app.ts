@@ -568,6 +568,7 @@ export class WeaverApp extends Construct {
   private createGroups(props: WeaverAppProps): Map<string, WeaverGroup> {
     const groups = new Map<string, WeaverGroup>();
     const containerPorts = [this.rpcPort, ...[...this.listeners.values()].map((l) => l.containerPort)];
+    const drainSeconds = Math.max(0, ...[...this.listeners.values()].map((l) => l.deregistrationDelaySeconds));
     for (const g of props.groups) {
       const scope = new Construct(this, `Group${pascalCase(g.name)}`);
       const minReplicas = g.minReplicas ?? 1;
@@ -592,6 +593,9 @@ export class WeaverApp extends Construct {
         secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
         logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
         portMappings: containerPorts.map((containerPort) => ({ containerPort })),
+        // On SIGTERM the agent drains: the longest deregistration delay, a discovery period, then up to
+        // 10 s for in-flight work. ECS's default 30 s would cut that short; 120 s is Fargate's maximum.
+        stopTimeout: Duration.seconds(Math.min(120, Math.max(30, drainSeconds + 15))),
         essential: true,
       });
       ackEnvironment(taskDefinition);

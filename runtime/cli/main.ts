@@ -3,6 +3,7 @@ import { Command, Option } from "commander";
 import {
   dashboardCommand,
   deployCommand,
+  gcCommand,
   logsCommand,
   metricsCommand,
   profileCommand,
@@ -49,6 +50,13 @@ multi
   .option("--all", "include stopped deployments")
   .option("--json", "print JSON")
   .action((opts: { all?: boolean; json?: boolean }) => statusCommand(opts));
+
+multi
+  .command("gc")
+  .description("remove the state (status, logs, traces, profiles) of deployments that ended; never of a running one")
+  .option("--older-than <duration>", "only deployments that ended longer ago than this (30m, 12h, 7d)", "7d")
+  .option("--dry-run", "list what would be removed, remove nothing")
+  .action((opts: { olderThan: string; dryRun?: boolean }) => void gcCommand(opts));
 
 multi
   .command("logs")

@@ -27,3 +27,44 @@ export function parseSince(since: string): number {
   if (Number.isNaN(t)) throw new Error(`--since ${since}: use a duration like 10m, 2h, 1d or an ISO time`);
   return t * 1000;
 }
+
+/** Largest log entry kept whole (bytes of its message and attribute values, UTF-8). */
+export const MAX_LOG_ENTRY_BYTES = 64 * 1024;
+
+/**
+ * The entry itself if its message and attribute values fit in `maxBytes` (UTF-8); otherwise a copy with
+ * the message and the longest values cut to fit, ending in a marker that says how much was dropped,
+ * and the attribute `truncated` set to the original size in bytes.
+ */
+export function capLogEntry(e: LogEntry, maxBytes = MAX_LOG_ENTRY_BYTES): LogEntry {
+  const attrs = e.attrs ?? {};
+  let total = Buffer.byteLength(e.msg);
+  for (const v of Object.values(attrs)) total += Buffer.byteLength(v);
+  if (total <= maxBytes) return e;
+  // Share the budget: every part keeps up to an equal share, and what short parts leave goes to long ones.
+  const parts = [e.msg, ...Object.values(attrs)];
+  const sizes = parts.map((p) => Buffer.byteLength(p));
+  let budget = maxBytes;
+  let left = parts.length;
+  const allowed = new Array<number>(parts.length).fill(0);
+  for (const i of sizes.map((_, i) => i).sort((a, b) => sizes[a]! - sizes[b]!)) {
+    allowed[i] = Math.min(sizes[i]!, Math.floor(budget / left));
+    budget -= allowed[i]!;
+    left--;
+  }
+  const cut = (s: string, i: number): string =>
+    sizes[i]! <= allowed[i]! ? s : `${truncateUtf8(s, allowed[i]!)}… [truncated: ${sizes[i]! - allowed[i]!} of ${sizes[i]} bytes dropped]`;
+  const out: Record<string, string> = {};
+  Object.keys(attrs).forEach((k, j) => (out[k] = cut(attrs[k]!, j + 1)));
+  out["truncated"] = String(total);
+  return { ...e, msg: cut(e.msg, 0), attrs: out };
+}
+
+/** The longest prefix of `s` of at most `maxBytes` UTF-8 bytes that does not split a character. */
+function truncateUtf8(s: string, maxBytes: number): string {
+  const buf = Buffer.from(s);
+  if (buf.length <= maxBytes) return s;
+  let end = maxBytes;
+  while (end > 0 && (buf[end]! & 0xc0) === 0x80) end--; // back off a continuation byte
+  return buf.subarray(0, end).toString("utf8");
+}

@@ -1,4 +1,4 @@
-import { createServer, type Server } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
 import { callStorage } from "../core/call.js";
 import type { Listener } from "../core/component.js";
 import { ConfigError } from "../core/errors.js";
@@ -39,4 +39,40 @@ export async function openListener<S extends Server>(
   const address = typeof bound === "object" && bound ? formatAddress({ kind: "tcp", host: bound.address, port: bound.port }) : want;
   const publicAddress = (await host.exportListener(name, address)) || address;
   return { name, server: srv, address, publicAddress };
+}
+
+/**
+ * Tracks a listener's open connections so {@link drainListener} can end them; call right after it listens.
+ */
+export function trackConnections(server: Server): Set<Socket> {
+  const sockets = new Set<Socket>();
+  server.on("connection", (s: Socket) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+  });
+  return sockets;
+}
+
+/**
+ * Stops a listener gracefully: it refuses new connections at once, keeps serving requests already
+ * received until `deadline` (ms since the epoch), and ends the connections still open then. An HTTP
+ * server's idle keep-alive connections are closed as they become idle, so no new request slips in.
+ */
+export async function drainListener(server: Server, sockets: Set<Socket>, deadline: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => {
+    if (!server.listening) resolve();
+    server.close(() => resolve());
+  });
+  const http = server as Server & { closeIdleConnections?: () => void };
+  const idle = setInterval(() => http.closeIdleConnections?.(), 50);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))));
+  try {
+    await Promise.race([closed, late]);
+  } finally {
+    clearInterval(idle);
+    clearTimeout(timer);
+  }
+  for (const s of sockets) s.destroy();
+  await closed;
 }

@@ -1,6 +1,7 @@
 import { type LogAttrs, type Logger, type LogRecord, newLogger } from "../core/logger.js";
 import type { LogEntry } from "../protos/runtime.js";
 import type { RpcLogger } from "../rpc/logger.js";
+import { capLogEntry } from "../telemetry/logfmt.js";
 
 /** Where log entries come from: stamped on every entry. */
 export interface LogOrigin {
@@ -41,18 +42,21 @@ export class LogBatcher {
   }
 
   private enqueue(r: LogRecord): void {
-    this.queue.push({
-      app: this.origin.app,
-      version: this.origin.deploymentId,
-      component: r.component,
-      node: this.origin.id,
-      timeMicros: String(r.timeMicros),
-      level: r.level,
-      file: r.file,
-      line: r.line,
-      msg: r.msg,
-      attrs: r.attrs,
-    });
+    // A huge entry is cut here, before it costs the control pipe and the deployer its size.
+    this.queue.push(
+      capLogEntry({
+        app: this.origin.app,
+        version: this.origin.deploymentId,
+        component: r.component,
+        node: this.origin.id,
+        timeMicros: String(r.timeMicros),
+        level: r.level,
+        file: r.file,
+        line: r.line,
+        msg: r.msg,
+        attrs: r.attrs,
+      }),
+    );
     if (this.queue.length >= MAX_BATCH) this.flush();
     else if (!this.flushScheduled) {
       this.flushScheduled = true;

@@ -66,8 +66,8 @@ export async function runWeaveletProcess(): Promise<void> {
     async getProfile({ kind, durationMs }) {
       return { profile: await weavelet!.profile(kind, durationMs) };
     },
-    async stop() {
-      setImmediate(() => void stop(0));
+    async stop({ graceMs }) {
+      setImmediate(() => void stop(0, graceMs || undefined));
     },
   };
 
@@ -108,11 +108,11 @@ export async function runWeaveletProcess(): Promise<void> {
   });
 
   let stopping = false;
-  const stop = async (code: number): Promise<void> => {
+  const stop = async (code: number, graceMs?: number): Promise<void> => {
     if (stopping) return;
     stopping = true;
     try {
-      await weavelet!.shutdown();
+      await weavelet!.shutdown(graceMs);
     } finally {
       // Give the last log batch a moment to reach the envelope.
       setTimeout(() => process.exit(code), 20);

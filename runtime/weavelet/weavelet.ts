@@ -1,4 +1,4 @@
-import type { Server } from "node:net";
+import type { Server, Socket } from "node:net";
 import {
   type ComponentRef,
   type Implementation,
@@ -22,10 +22,15 @@ import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
 import { Tracing } from "../telemetry/tracing.js";
 import { ComponentContext } from "./context.js";
-import { openListener } from "./listeners.js";
+import { drainListener, openListener, trackConnections } from "./listeners.js";
 import { LogBatcher, rpcLogger } from "./logs.js";
 import { takeProfile } from "./profile.js";
 import { localStub, remoteStub, servedCall } from "./stubs.js";
+
+/** How long a stop waits for in-flight work when the deployer names no grace period. */
+const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/** Part of the grace period kept for components' shutdown() and flushing logs and traces. */
+const SHUTDOWN_RESERVE_MS = 500;
 
 /** What a weavelet asks of the deployer that runs it (over the control pipe, or in-process for single). */
 export interface WeaveletHost {
@@ -96,7 +101,7 @@ export class Weavelet {
   private dialAddress = "";
   private readonly logs: LogBatcher;
   private lastLoadAt = Date.now();
-  private readonly listeners: Server[] = [];
+  private readonly listeners: { server: Server; sockets: Set<Socket> }[] = [];
   private stopped = false;
 
   /** Spans of component calls (`undefined` when tracing is off: TSWEAVER_TRACING=0 or sample 0). */
@@ -243,12 +248,18 @@ export class Weavelet {
     return takeProfile(kind, durationMs);
   }
 
-  /** Graceful stop: listeners close, components shut down in reverse order, connections close. */
-  async shutdown(): Promise<void> {
+  /**
+   * Graceful stop within `graceMs`: listeners refuse new connections and finish the requests they have,
+   * the RPC server sends GOAWAY and finishes its calls, then components shut down in reverse order and
+   * connections close. Work still running at the end of the grace period is aborted.
+   */
+  async shutdown(graceMs = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const s of this.listeners) s.close();
-    await this.server?.close();
+    // Leave a little of the grace period for components' shutdown() and the last log batch.
+    const deadline = Date.now() + Math.max(0, graceMs - SHUTDOWN_RESERVE_MS);
+    await Promise.all(this.listeners.map((l) => drainListener(l.server, l.sockets, deadline)));
+    await this.server?.close(Math.max(1, deadline - Date.now()));
     for (const h of [...this.constructionOrder].reverse()) {
       try {
         await h.ready?.shutdown?.();
@@ -400,7 +411,7 @@ export class Weavelet {
 
   /** Opens the named listener where the deployer says, and exports it (closed at shutdown). */
   async listener<S extends Server>(name: string, server?: S): Promise<Listener<S>> {
-    return openListener(name, server, this.opts.host, (srv) => this.listeners.push(srv));
+    return openListener(name, server, this.opts.host, (srv) => this.listeners.push({ server: srv, sockets: trackConnections(srv) }));
   }
 }
 

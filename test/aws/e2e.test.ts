@@ -65,7 +65,8 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     res = await createAppResources({
       configFile: HELLO_CONFIG,
       groups: { "hello-reverser": { min: 2 } },
-      listeners: { hello: { container_port: 18080 } },
+      // A short deregistration delay: the drain test waits it out.
+      listeners: { hello: { container_port: 18080, deregistration_delay_seconds: 2 } },
       rpcPort: 19000,
       controlPort: 19100,
     });
@@ -76,6 +77,7 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
       cluster: res.clusterArn,
       workdir: res.workdir,
       taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }),
+      stopTimeoutMs: 15_000,
     });
   });
 
@@ -275,6 +277,47 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     await assert.rejects(
       cp.exportListener({ taskArn: "t", listener: "admin", ip: "127.0.0.1", port: 1, version: res.version }),
       /listener admin is not configured: add \[aws.listeners.admin\]/,
+    );
+  });
+
+  test("SIGTERM to an agent drains: deregistered from Cloud Map and the target group, serving through the ALB's delay and a discovery period, then the weavelet stops", async () => {
+    const [main] = sim.runningTasks(svc("tsweaver-main"));
+    const url = await helloAt();
+    const signalled = Date.now();
+    sim.kill(main!.taskArn, "SIGTERM");
+    await waitFor(
+      "deregistered from Cloud Map and the target group",
+      async () =>
+        !(await instances("tsweaver-main")).some((i) => i.Id === main!.taskId) && !(await targets()).some((t) => url.includes(t.Id!)),
+      15_000,
+    );
+    // Deregistered, yet still serving: the load balancer may send requests until its delay ends.
+    assert.equal(sim.task(main!.taskArn)?.state, "running");
+    assert.deepEqual(await get(`${url}/hello?name=drain`), { status: 200, body: "Hello, niard!\n" });
+    await waitFor("the task's process exits", () => sim.task(main!.taskArn)?.state !== "running", 20_000);
+    const log = sim
+      .output(main!.taskArn)
+      .stdout.flatMap((l) =>
+        l.startsWith("{") ? [JSON.parse(l) as { component: string; msg: string; timeMicros: string; attrs: Record<string, string> }] : [],
+      )
+      .filter((e) => e.component === "agent");
+    const at = (msg: string) => log.findIndex((e) => e.msg.startsWith(msg));
+    const draining = at("draining: deregistered");
+    const stopping = at("stopping the weavelet");
+    assert.ok(draining >= 0 && stopping > draining, `drain, then stop: ${log.map((e) => e.msg).join(" | ")}`);
+    assert.equal(log[draining]!.attrs["deregistrationDelaySeconds"], "2");
+    assert.equal(log[draining]!.attrs["discoveryMs"], FAST.TSWEAVER_DISCOVERY_MS);
+    const waitedMs = (Number(log[stopping]!.timeMicros) - Number(log[draining]!.timeMicros)) / 1000;
+    assert.ok(waitedMs >= 2_000 + Number(FAST.TSWEAVER_DISCOVERY_MS) - 5, `the agent served on for ${waitedMs} ms after deregistering`);
+    console.log(
+      `agent drain: deregistered after SIGTERM, served on ${waitedMs.toFixed(0)} ms, exited ${sim.task(main!.taskArn)?.exitCode ?? "?"} ${Date.now() - signalled} ms after SIGTERM`,
+    );
+    // ECS replaces the task; the listener answers again.
+    await waitFor(
+      "a new main task behind the listener",
+      async () => (await get(`${await helloAt()}/hello?name=x`)).status === 200,
+      60_000,
+      250,
     );
   });
 

@@ -185,6 +185,7 @@ describe("hello stack", () => {
       assert.equal(c.Name, AGENT_CONTAINER);
       assert.deepEqual(c.Command, ["aws", "agent"]);
       assert.equal(c.Essential, true);
+      assert.equal(c.StopTimeout, 45, "the agent's drain fits: a 30 s deregistration delay, a discovery period, 10 s for in-flight work");
       assert.deepEqual(
         c.PortMappings.map((m: { ContainerPort: number }) => m.ContainerPort),
         [9000, 8080],

@@ -66,6 +66,9 @@ interface Watch {
   version: bigint;
 }
 
+/** How long a stopping weavelet gets to finish its in-flight work once no new work reaches it. */
+const WEAVELET_STOP_GRACE_MS = 10_000;
+
 /** Every Nth poll re-reads the instances even if the revision did not change (revisions can collide on some implementations). */
 const FULL_REFRESH_EVERY = 10;
 
@@ -142,15 +145,36 @@ export class Agent {
     this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
   }
 
-  /** Deregisters, stops the weavelet gracefully and exits with `code`. */
+  /**
+   * Drains and exits with `code`: deregisters from Cloud Map and the listeners' target groups, keeps
+   * serving while the load balancer's deregistration delay and one discovery period of the other agents
+   * pass (requests and calls may still arrive until then), then stops the weavelet, which finishes its
+   * in-flight work (its RPC server sends GOAWAY). A weavelet that already died is not waited for.
+   */
   async stop(code = 0): Promise<never> {
     if (!this.stopping) {
       this.stopping = true;
-      clearInterval(this.pollTimer);
       clearInterval(this.heartbeatTimer);
-      if (this.identity)
-        await this.client.stopping(this.report()).catch((err: Error) => this.log.warn("cannot deregister", { err: err.message }));
-      await this.envelope?.stop(10_000);
+      let delaySeconds = 0;
+      if (this.identity) {
+        const reply = await this.client
+          .stopping(this.report())
+          .catch((err: Error) => (this.log.warn("cannot deregister", { err: err.message }), undefined));
+        delaySeconds = reply?.deregistrationDelaySeconds ?? 0;
+      }
+      if (this.envelope?.running && code === 0) {
+        const waitMs = delaySeconds * 1000 + this.env.discoveryMs;
+        this.log.info("draining: deregistered; serving until callers and the load balancer stop sending", {
+          waitMs: String(waitMs),
+          deregistrationDelaySeconds: String(delaySeconds),
+          discoveryMs: String(this.env.discoveryMs),
+        });
+        await new Promise((r) => setTimeout(r, waitMs));
+      }
+      // Routing stays current while draining: the weavelet's own calls still go to live replicas.
+      clearInterval(this.pollTimer);
+      this.log.info("stopping the weavelet", { graceMs: String(WEAVELET_STOP_GRACE_MS) });
+      await this.envelope?.stop(WEAVELET_STOP_GRACE_MS);
       this.client.close();
     }
     process.exit(code);

@@ -24,7 +24,7 @@ import {
 import { reconcileErrorLine } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
-import { serveControlApi, type ControlApi, type ReplicaReport } from "./protocol.js";
+import { serveControlApi, type ControlApi, type ReplicaReport, type StoppingReply } from "./protocol.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -234,13 +234,16 @@ export class ControlPlane implements ControlApi {
     return { url: l.url };
   }
 
-  async stopping(report: ReplicaReport): Promise<Record<string, never>> {
+  async stopping(report: ReplicaReport): Promise<StoppingReply> {
     this.replicas.delete(report.taskArn);
     await this.deregisterReplica(report.group, report.taskId);
-    for (const [listener, port] of Object.entries(report.listeners))
+    let delay = 0;
+    for (const [listener, port] of Object.entries(report.listeners)) {
       await this.deregisterTarget(listener, this.versionOf(report), report.ip, port);
+      delay = Math.max(delay, this.env.listeners[listener]?.deregistrationDelaySeconds ?? 0);
+    }
     this.log.info("replica stopping: deregistered", { group: report.group, task: report.taskId });
-    return {};
+    return { deregistrationDelaySeconds: delay };
   }
 
   async spans(req: { count: number }): Promise<Record<string, never>> {

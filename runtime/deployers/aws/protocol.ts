@@ -25,10 +25,20 @@ export interface ControlApi {
   listenerPort(req: { listener: string }): Promise<{ port: number }>;
   /** The task listens for `listener` at ip:port: put it behind the load balancer. */
   exportListener(req: { taskArn: string; listener: string; ip: string; port: number; version: string }): Promise<{ url: string }>;
-  /** The task is stopping: deregister it everywhere now rather than at the next reconcile. */
-  stopping(req: ReplicaReport): Promise<Record<string, never>>;
+  /**
+   * The task is stopping: deregister it everywhere now rather than at the next reconcile. Answers the
+   * longest deregistration delay of the target groups it was in: the load balancer may still send it
+   * requests until then.
+   */
+  stopping(req: ReplicaReport): Promise<StoppingReply>;
   /** Finished spans (dropped with a counter unless an exporter is configured). */
   spans(req: { count: number }): Promise<Record<string, never>>;
+}
+
+/** What a stopping task must wait for before it stops serving. */
+export interface StoppingReply {
+  /** Seconds the load balancer keeps finishing (and may still start) requests on the deregistered targets. */
+  deregistrationDelaySeconds?: number;
 }
 
 /** A replica as its agent describes it. */
@@ -151,7 +161,7 @@ export class ControlApiClient implements ControlApi {
     return this.call<{ url: string }>("exportListener", req);
   }
   stopping(req: ReplicaReport) {
-    return this.call<Record<string, never>>("stopping", req, 2_000);
+    return this.call<StoppingReply>("stopping", req, 2_000);
   }
   spans(req: { count: number }) {
     return this.call<Record<string, never>>("spans", req, 5_000);

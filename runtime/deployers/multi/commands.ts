@@ -1,4 +1,4 @@
-import { createReadStream, existsSync, mkdirSync, statSync, watch, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, readdirSync, rmSync, statSync, watch, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
@@ -8,7 +8,7 @@ import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
 import type { ReplicaProfile } from "./admin.js";
 import { MultiDeployer } from "./deployer.js";
-import { listDeployments, processAlive, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
+import { listDeployments, observedStatus, stateRoot, type DeploymentDir, type DeploymentStatus } from "./state.js";
 
 /** `tsweaver multi deploy weaver.toml`: runs until SIGINT/SIGTERM, then stops everything. */
 export async function deployCommand(configFile: string): Promise<void> {
@@ -37,7 +37,8 @@ export async function deployCommand(configFile: string): Promise<void> {
 }
 
 function liveState(status: DeploymentStatus): string {
-  return status.state === "running" && !processAlive(status.deployerPid) ? "dead (deployer gone)" : status.state;
+  const s = observedStatus(status).state;
+  return s === "dead" ? "dead (deployer gone)" : s;
 }
 
 /** `tsweaver multi status`: deployments, groups, replicas and listeners. */
@@ -45,6 +46,7 @@ export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
   const deployments = listDeployments()
     .map((d) => d.readStatus())
     .filter((s): s is DeploymentStatus => s !== undefined)
+    .map(observedStatus)
     .filter((s) => opts.all || liveState(s) === "running");
   if (opts.json) {
     process.stdout.write(JSON.stringify(deployments, null, 2) + "\n");
@@ -348,11 +350,60 @@ export async function dashboardCommand(o: { deployment?: string | undefined; ope
   return url;
 }
 
-/** "10s", "500ms", "2m" or a number of seconds → ms. */
+/** "10s", "500ms", "2m", "3h", "7d" or a number of seconds → ms. */
 export function parseDuration(d: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(d.trim());
-  if (!m) throw new Error(`duration ${d}: use e.g. 10s, 500ms or 2m`);
-  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[(m[2] ?? "s") as "s"]);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(d.trim());
+  if (!m) throw new Error(`duration ${d}: use e.g. 10s, 500ms, 2m, 3h or 7d`);
+  return Math.round(Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? "s") as "s"]);
+}
+
+/** Options of `tsweaver multi gc`. */
+export interface GcOptions {
+  /** Only deployments that ended (last status update) longer ago than this ("7d", "12h"; default 7d). */
+  olderThan?: string;
+  /** List what would be removed, remove nothing. */
+  dryRun?: boolean;
+}
+
+/**
+ * `tsweaver multi gc`: removes the state directories (status, logs, traces, profiles) of deployments
+ * that stopped, or whose deployer is gone, longer ago than `olderThan`. A deployment whose deployer
+ * still runs is never touched. Returns the ids removed (or that would be, with dryRun).
+ */
+export function gcCommand(o: GcOptions): string[] {
+  const olderThanMs = parseDuration(o.olderThan ?? "7d");
+  const now = Date.now();
+  const removed: string[] = [];
+  let kept = 0;
+  for (const dir of listDeployments()) {
+    const status = dir.readStatus();
+    if (!status) continue; // not written by a deployer we know: leave it alone
+    const state = observedStatus(status).state;
+    const endedAt = Math.max(Date.parse(status.updatedAt) || 0, statSync(dir.statusFile).mtimeMs);
+    if (state === "running" || state === "stopping" || now - endedAt < olderThanMs) {
+      kept++;
+      continue;
+    }
+    const size = dirBytes(dir.dir);
+    if (!o.dryRun) rmSync(dir.dir, { recursive: true, force: true });
+    removed.push(status.deploymentId);
+    process.stdout.write(
+      `${o.dryRun ? "would remove" : "removed"} ${status.deploymentId}  app ${status.app}  ${state}  last update ${new Date(endedAt).toISOString()}  ${(size / 1024 / 1024).toFixed(1)} MiB\n`,
+    );
+  }
+  process.stderr.write(
+    `tsweaver: ${removed.length} deployment${removed.length === 1 ? "" : "s"} ${o.dryRun ? "to remove" : "removed"}, ${kept} kept (running, or ended less than ${o.olderThan ?? "7d"} ago) in ${stateRoot()}\n`,
+  );
+  return removed;
+}
+
+function dirBytes(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    total += e.isDirectory() ? dirBytes(p) : statSync(p).size;
+  }
+  return total;
 }
 
 /** Options of `tsweaver multi profile`. */

@@ -15,6 +15,16 @@ export interface MultiConfig {
    */
   crashLoopRestarts: number;
   crashLoopWindowMs: number;
+  /**
+   * How long a stop (SIGTERM/SIGINT) lets in-flight work finish before killing what is left
+   * (`drain_seconds`, default 10); the deployer exits within it.
+   */
+  drainMs: number;
+  /**
+   * A replica that stays UNHEALTHY this long (`unhealthy_replace_s`, default 30) is replaced: stopped
+   * and started afresh. It gets no traffic while UNHEALTHY.
+   */
+  unhealthyReplaceMs: number;
 }
 
 export function multiConfig(config: AppConfig): MultiConfig {
@@ -22,13 +32,26 @@ export function multiConfig(config: AppConfig): MultiConfig {
   const fail = (key: string, what: string): never => {
     throw new ConfigError(`${config.file}: multi.${key}: ${what}`);
   };
-  checkKeys(section, ["replicas", "listeners", "admin", "crash_loop_restarts", "crash_loop_window_s"], "multi", config.file);
+  checkKeys(
+    section,
+    ["replicas", "listeners", "admin", "crash_loop_restarts", "crash_loop_window_s", "drain_seconds", "unhealthy_replace_s"],
+    "multi",
+    config.file,
+  );
   const restarts = section["crash_loop_restarts"] ?? 5;
   if (typeof restarts !== "number" || !Number.isInteger(restarts) || restarts < 1)
     fail("crash_loop_restarts", `must be a positive integer, found ${JSON.stringify(restarts)}`);
   const windowS = section["crash_loop_window_s"] ?? 60;
   if (typeof windowS !== "number" || !(windowS > 0))
     fail("crash_loop_window_s", `must be a positive number of seconds, found ${JSON.stringify(windowS)}`);
+  const seconds = (key: string, byDefault: number): number => {
+    const v = section[key] ?? byDefault;
+    if (typeof v !== "number" || !(v >= 0) || !Number.isFinite(v))
+      fail(key, `must be a number of seconds (0 or more), found ${JSON.stringify(v)}`);
+    return (v as number) * 1000;
+  };
+  const drainMs = seconds("drain_seconds", 10);
+  const unhealthyReplaceMs = seconds("unhealthy_replace_s", 30);
   const admin = section["admin"] ?? "127.0.0.1:0";
   if (typeof admin !== "string" || !/^.*:\d+$/.test(admin)) fail("admin", 'must be a "host:port" string');
   const replicas = section["replicas"] ?? 2;
@@ -50,5 +73,7 @@ export function multiConfig(config: AppConfig): MultiConfig {
     admin: admin as string,
     crashLoopRestarts: restarts as number,
     crashLoopWindowMs: (windowS as number) * 1000,
+    drainMs,
+    unhealthyReplaceMs,
   };
 }

@@ -10,7 +10,7 @@ import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
 import { AdminServer, type AdminBackend, type DeploymentSummary, type ReplicaProfile } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
-import { DeploymentDir, listDeployments, processAlive, stateRoot, type DeploymentStatus } from "./state.js";
+import { DeploymentDir, listDeployments, observedStatus, stateRoot, type DeploymentStatus } from "./state.js";
 
 /** Options of a multiprocess deployment beyond weaver.toml. */
 export interface MultiOptions {
@@ -42,6 +42,14 @@ interface Replica {
   restarts: number;
   /** Crashes in a row without a stable run; sets the restart backoff. */
   crashStreak: number;
+  /** Since when (ms) its health checks answer HEALTHY without a break; undefined when they do not. */
+  healthySince: number | undefined;
+  /** Since when (ms) its health checks answer anything but HEALTHY. */
+  unhealthySince: number | undefined;
+  /** Healthy for SUSTAINED_HEALTH_MS since it last started: a crash now is not part of a crash loop. */
+  stable: boolean;
+  /** Being stopped to be replaced (it stayed UNHEALTHY): its exit starts a new process at once. */
+  replacing: boolean;
   state: "starting" | "running" | "restarting" | "stopped";
   /** Components of other groups this replica activated: it gets their routing updates. */
   readonly activated: Set<string>;
@@ -59,8 +67,18 @@ interface GroupState {
 
 const RESTART_BACKOFF_MIN_MS = 100;
 const RESTART_BACKOFF_MAX_MS = 10_000;
-/** A replica that ran this long without crashing gets its backoff reset. */
-const STABLE_MS = 10_000;
+/**
+ * A replica whose health checks answered HEALTHY for this long without a break is stable: its restart
+ * backoff resets, and its next crash does not count towards a crash loop. Shorter than the poll period:
+ * two HEALTHY answers in a row are enough.
+ */
+const SUSTAINED_HEALTH_MS = 1_500;
+/** How often the deployer checks health and collects metrics. */
+const POLL_MS = 2_000;
+/** How long a replica being replaced gets to finish its calls (it gets no new ones). */
+const REPLACE_GRACE_MS = 2_000;
+/** Least time a weavelet gets to stop before it is killed, even when the drain period is spent. */
+const MIN_STOP_GRACE_MS = 100;
 
 /**
  * The multiprocess deployer: every group of components runs as N replica processes on this machine,
@@ -87,6 +105,7 @@ export class MultiDeployer implements AdminBackend {
   private readonly proxies = new Map<string, Promise<ListenerProxy>>();
   private readonly dir: DeploymentDir;
   private stopping = false;
+  private stopped = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private readonly startedAt = new Date().toISOString();
   private readonly color = process.stdout.isTTY === true;
@@ -130,7 +149,7 @@ export class MultiDeployer implements AdminBackend {
     this.statusTimer = setInterval(() => {
       void this.pollHealth();
       void this.collectMetrics();
-    }, 2_000);
+    }, POLL_MS);
     this.statusTimer.unref();
     await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
   }
@@ -151,7 +170,7 @@ export class MultiDeployer implements AdminBackend {
       deployerPid: process.pid,
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
-      state: this.stopping ? "stopped" : "running",
+      state: this.stopped ? "stopped" : this.stopping ? "stopping" : "running",
       groups: this.groups.map((g) => ({
         name: g.group.name,
         components: [...g.group.components],
@@ -161,6 +180,7 @@ export class MultiDeployer implements AdminBackend {
           pid: r.envelope?.pid ?? 0,
           address: r.address,
           health: r.health,
+          healthySince: r.healthySince === undefined ? undefined : new Date(r.healthySince).toISOString(),
           restarts: r.restarts,
           state: r.state,
         })),
@@ -211,7 +231,7 @@ export class MultiDeployer implements AdminBackend {
     for (const d of listDeployments(root)) {
       const s = d.deploymentId === this.deploymentId ? this.status() : d.readStatus();
       if (!s) continue;
-      const live = s.state === "running" && !processAlive(s.deployerPid) ? "dead" : s.state;
+      const live = observedStatus(s).state;
       out.push({ deploymentId: s.deploymentId, app: s.app, startedAt: s.startedAt, live, admin: s.admin });
     }
     return out.sort((a, b) => b.startedAt.localeCompare(a.startedAt));
@@ -236,24 +256,73 @@ export class MultiDeployer implements AdminBackend {
     return this.logRing;
   }
 
-  /** Stops every weavelet gracefully and closes the proxies. */
-  async stop(): Promise<void> {
+  /**
+   * Drains and stops the deployment within `graceMs` (default `[multi] drain_seconds`): the listener
+   * proxies refuse new connections and finish the requests they have; then main's replicas stop (their
+   * listeners and RPC servers drain), so no new work enters; then the other groups, each once every
+   * group that calls it has stopped (all remaining at once where calls form a cycle). Whatever still runs
+   * at the end of the grace period is killed.
+   */
+  async stop(graceMs = this.multi.drainMs): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    const deadline = Date.now() + graceMs;
+    // First of all: the listeners refuse new connections.
+    const proxies = this.proxiesNow();
+    const busy = proxies.reduce((n, p) => n + p.inflightRequests, 0);
+    const drained = Promise.all(proxies.map((p) => p.drain(deadline)));
     clearInterval(this.statusTimer);
     this.admin.close();
-    this.progress(`tsweaver: stopping deployment ${this.deploymentId}`);
-    await Promise.all(
-      this.groups.flatMap((g) =>
-        g.replicas.map(async (r) => {
-          r.state = "stopped";
-          await r.envelope?.stop(5_000);
-        }),
-      ),
-    );
-    for (const p of this.proxiesNow()) p.close();
+    this.progress(`tsweaver: stopping deployment ${this.deploymentId} (draining for up to ${graceMs / 1000} s)`);
+    this.writeStatus();
+    if (busy > 0) this.progress(`tsweaver: listeners refuse new connections; waiting for ${busy} requests in flight`);
+    await drained;
+    for (const wave of this.stopOrder()) {
+      await Promise.all(
+        wave.flatMap((g) =>
+          g.replicas.map(async (r) => {
+            r.state = "stopped";
+            // The weavelet drains within what is left; the envelope kills it if it overruns.
+            await r.envelope?.stop(Math.max(MIN_STOP_GRACE_MS, deadline - Date.now()));
+          }),
+        ),
+      );
+    }
+    for (const p of proxies) p.close();
+    this.stopped = true;
     this.writeStatus();
     await this.dir.close();
+  }
+
+  /**
+   * Groups in the order they stop: main's first, then each group once all groups that call it (as far
+   * as activations tell) have stopped; groups left in a cycle stop together.
+   */
+  private stopOrder(): GroupState[][] {
+    const main = this.byComponent.get(MAIN_COMPONENT);
+    const callers = new Map<GroupState, Set<GroupState>>();
+    for (const g of this.groups) callers.set(g, new Set());
+    for (const caller of this.groups)
+      for (const r of caller.replicas)
+        for (const c of r.activated) {
+          const callee = this.byComponent.get(c);
+          if (callee && callee !== caller) callers.get(callee)!.add(caller);
+        }
+    const waves: GroupState[][] = [];
+    const stopped = new Set<GroupState>();
+    let left = this.groups.filter((g) => g !== main);
+    if (main) {
+      waves.push([main]);
+      stopped.add(main);
+    }
+    while (left.length > 0) {
+      const ready = left.filter((g) => [...callers.get(g)!].every((c) => stopped.has(c)));
+      const wave = ready.length > 0 ? ready : left;
+      waves.push(wave);
+      for (const g of wave) stopped.add(g);
+      left = left.filter((g) => !stopped.has(g));
+    }
+    return waves;
   }
 
   private resolvedProxies: ListenerProxy[] = [];
@@ -274,6 +343,10 @@ export class MultiDeployer implements AdminBackend {
         health: "STARTING",
         restarts: 0,
         crashStreak: 0,
+        healthySince: undefined,
+        unhealthySince: undefined,
+        stable: false,
+        replacing: false,
         state: "starting",
         activated: new Set(),
         exported: new Map(),
@@ -320,31 +393,45 @@ export class MultiDeployer implements AdminBackend {
       await envelope.stop();
       return;
     }
-    const startedAt = Date.now();
     r.envelope = envelope;
     r.address = envelope.dialAddress;
     r.state = "running";
     r.health = "HEALTHY";
+    r.healthySince = undefined; // counts from its first answered health check
+    r.unhealthySince = undefined;
+    r.stable = false;
     await envelope.updateComponents(g.group.components).catch(() => {});
     this.publishRoutes(g);
     this.writeStatus();
-    void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal, Date.now() - startedAt));
+    void envelope.exited.then((info) => this.onExit(r, envelope, info.requested, info.code, info.signal));
   }
 
-  private onExit(r: Replica, envelope: Envelope, requested: boolean, code: number | null, signal: string | null, ranMs: number): void {
+  private onExit(r: Replica, envelope: Envelope, requested: boolean, code: number | null, signal: string | null): void {
     if (r.envelope !== envelope) return;
     r.envelope = undefined;
     r.address = "";
     r.health = "TERMINATED";
+    r.healthySince = undefined;
+    r.unhealthySince = undefined;
     for (const [listener, address] of r.exported) void this.proxies.get(listener)?.then((p) => p.remove(address));
     r.exported.clear();
     this.publishRoutes(r.group);
+    if (r.replacing && !this.stopping) {
+      r.replacing = false;
+      r.restarts++;
+      this.writeStatus();
+      this.startReplica(r).catch((err: Error) => {
+        this.progress(`tsweaver: replacing replica ${r.id} failed: ${err.message}`);
+        this.onExitFailedStart(r);
+      });
+      return;
+    }
     if (this.stopping || requested) {
       r.state = "stopped";
       this.writeStatus();
       return;
     }
-    if (this.crashLooping(r.group)) {
+    if (!r.stable && this.crashLooping(r.group)) {
       const window = this.multi.crashLoopWindowMs / 1000;
       const err = new Error(
         `group ${r.group.group.name} crash-loops: its replicas exited ${r.group.crashes.length} times within ${window} s ` +
@@ -357,7 +444,6 @@ export class MultiDeployer implements AdminBackend {
       this.failWith?.(err);
       return;
     }
-    if (ranMs > STABLE_MS) r.crashStreak = 0;
     const delay = this.backoff(r);
     r.state = "restarting";
     this.progress(`tsweaver: replica ${r.id} exited (code ${code}, signal ${signal}); restart ${r.restarts} in ${delay} ms`);
@@ -409,7 +495,10 @@ export class MultiDeployer implements AdminBackend {
 
   private routingInfo(component: string, local = false): RoutingInfo {
     const g = this.byComponent.get(component)!;
-    const replicas = g.replicas.filter((r) => r.state === "running" && r.address).map((r) => r.address);
+    const running = g.replicas.filter((r) => r.state === "running" && r.address);
+    // UNHEALTHY replicas get no calls, unless none is healthy: then trying them beats failing for sure.
+    const healthy = running.filter((r) => r.health !== "UNHEALTHY");
+    const replicas = (healthy.length > 0 ? healthy : running).map((r) => r.address);
     const routed = this.routed.get(component);
     if (!routed) return { component, local, replicas };
     // A new replica set gets a new assignment version; an unchanged one keeps its version.
@@ -520,16 +609,60 @@ export class MultiDeployer implements AdminBackend {
     if (this.options.printLogs !== false) process.stdout.write(entries.map((e) => formatLogEntry(e, this.color)).join("\n") + "\n");
   }
 
+  private polling = false;
+
+  /**
+   * Asks every running replica for its health. A change between HEALTHY and UNHEALTHY reroutes calls
+   * and listener traffic around it (or back to it); sustained health resets its restart backoff; a
+   * replica UNHEALTHY for `[multi] unhealthy_replace_s` is replaced.
+   */
   private async pollHealth(): Promise<void> {
-    await Promise.all(
-      this.groups.flatMap((g) =>
-        g.replicas.map(async (r) => {
-          if (!r.envelope?.running) return;
-          r.health = await r.envelope.getHealth().catch(() => "UNHEALTHY");
-        }),
-      ),
-    );
+    if (this.polling) return; // a stuck replica holds a poll up to the health timeout
+    this.polling = true;
+    try {
+      await Promise.all(this.groups.flatMap((g) => g.replicas.map((r) => this.checkHealth(r))));
+    } finally {
+      this.polling = false;
+    }
     this.writeStatus();
+  }
+
+  private async checkHealth(r: Replica): Promise<void> {
+    const envelope = r.envelope;
+    if (!envelope?.running || r.replacing) return;
+    const health = await envelope.getHealth().catch(() => "UNHEALTHY");
+    if (r.envelope !== envelope || this.stopping) return;
+    const now = Date.now();
+    const wasUnhealthy = r.health === "UNHEALTHY";
+    r.health = health;
+    if (health === "HEALTHY") {
+      r.unhealthySince = undefined;
+      r.healthySince ??= now;
+      if (now - r.healthySince >= SUSTAINED_HEALTH_MS) {
+        r.crashStreak = 0;
+        r.stable = true;
+      }
+    } else {
+      r.healthySince = undefined;
+      r.unhealthySince ??= now;
+    }
+    const isUnhealthy = health === "UNHEALTHY";
+    if (isUnhealthy !== wasUnhealthy) {
+      this.progress(`tsweaver: replica ${r.id} is ${health}${isUnhealthy ? ": no new calls or requests go to it" : " again"}`);
+      this.publishRoutes(r.group);
+      for (const [listener, address] of r.exported) void this.proxies.get(listener)?.then((p) => p.setHealthy(address, !isUnhealthy));
+    }
+    if (r.unhealthySince !== undefined && now - r.unhealthySince >= this.multi.unhealthyReplaceMs) this.replace(r, envelope);
+  }
+
+  /** Stops a replica that stayed unhealthy; its exit starts a fresh one (see onExit). */
+  private replace(r: Replica, envelope: Envelope): void {
+    r.replacing = true;
+    const forS = ((Date.now() - (r.unhealthySince ?? Date.now())) / 1000).toFixed(0);
+    this.progress(
+      `tsweaver: replacing replica ${r.id} (pid ${envelope.pid}): UNHEALTHY for ${forS} s ([multi] unhealthy_replace_s = ${this.multi.unhealthyReplaceMs / 1000})`,
+    );
+    void envelope.stop(REPLACE_GRACE_MS);
   }
 
   private writeStatus(): void {

@@ -6,6 +6,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   writeFileSync,
   type WriteStream,
@@ -13,6 +14,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import type { LogEntry } from "../../protos/runtime.js";
+import { capLogEntry } from "../../telemetry/logfmt.js";
 
 /** Root of the multi deployer's state: $TSWEAVER_STATE_DIR, else ~/.tsweaver/multi. */
 export function stateRoot(): string {
@@ -27,24 +29,47 @@ export interface DeploymentStatus {
   deployerPid: number;
   startedAt: string;
   updatedAt: string;
-  state: "running" | "stopping" | "stopped";
+  /** "dead": the deployer is gone without stopping (seen by {@link observedStatus}, never written). */
+  state: "running" | "stopping" | "stopped" | "dead";
   groups: {
     name: string;
     components: string[];
     started: boolean;
-    replicas: { id: string; pid: number; address: string; health: string; restarts: number; state: string }[];
+    replicas: {
+      id: string;
+      pid: number;
+      address: string;
+      health: string;
+      /** Since when its health checks answer HEALTHY without a break (absent when they do not). */
+      healthySince?: string | undefined;
+      restarts: number;
+      state: string;
+    }[];
   }[];
   listeners: { name: string; address: string; replicas: number }[];
   /** "host:port" of the deployer's admin server (dashboard, /metrics, the APIs the CLI uses). */
   admin?: string;
 }
 
-/** Log files rotate at this size; one previous file is kept. */
+/** Log and trace files rotate at this size (bytes on disk). */
 export const MAX_LOG_BYTES = 10 * 1024 * 1024;
+/** Rotated files kept per kind (logs.1.jsonl is the newest of them); older ones are deleted. */
+export const KEPT_LOG_FILES = 3;
 
-/** One deployment's directory: status.json and logs.jsonl (+ logs.1.jsonl after rotation). */
+/** Size limits of a deployment's files (defaults: MAX_LOG_BYTES, KEPT_LOG_FILES). */
+export interface FileLimits {
+  maxFileBytes?: number;
+  keptFiles?: number;
+}
+
+/**
+ * One deployment's directory: status.json, logs.jsonl and traces.jsonl; a full file is renamed to
+ * logs.1.jsonl (logs.1 to logs.2, ...), keeping at most KEPT_LOG_FILES rotated files per kind.
+ */
 export class DeploymentDir {
   readonly dir: string;
+  private readonly maxFileBytes: number;
+  private readonly keptFiles: number;
   private logBytes = 0;
   private traceBytes = 0;
   private traceStream: WriteStream | undefined;
@@ -53,8 +78,11 @@ export class DeploymentDir {
   constructor(
     root: string,
     readonly deploymentId: string,
+    limits: FileLimits = {},
   ) {
     this.dir = path.join(root, deploymentId);
+    this.maxFileBytes = limits.maxFileBytes ?? MAX_LOG_BYTES;
+    this.keptFiles = limits.keptFiles ?? KEPT_LOG_FILES;
   }
 
   create(): void {
@@ -84,14 +112,25 @@ export class DeploymentDir {
     }
   }
 
+  /** Appends entries (each cut to MAX_LOG_ENTRY_BYTES, marked), rotating the file when it is full. */
   appendLogs(entries: readonly LogEntry[]): void {
-    const text = entries.map((e) => JSON.stringify(e)).join("\n") + "\n";
-    if (this.logBytes + text.length > MAX_LOG_BYTES && existsSync(this.logFile)) {
-      renameSync(this.logFile, path.join(this.dir, "logs.1.jsonl"));
+    const text = entries.map((e) => JSON.stringify(capLogEntry(e))).join("\n") + "\n";
+    const bytes = Buffer.byteLength(text);
+    if (this.logBytes > 0 && this.logBytes + bytes > this.maxFileBytes && existsSync(this.logFile)) {
+      this.rotate("logs");
       this.logBytes = 0;
     }
     appendFileSync(this.logFile, text);
-    this.logBytes += text.length;
+    this.logBytes += bytes;
+  }
+
+  /** `kind`.jsonl → `kind`.1.jsonl, `kind`.1 → `kind`.2, ...; the oldest beyond keptFiles is deleted. */
+  private rotate(kind: "logs" | "traces"): void {
+    const file = (n: number) => path.join(this.dir, n === 0 ? `${kind}.jsonl` : `${kind}.${n}.jsonl`);
+    rmSync(file(this.keptFiles), { force: true });
+    for (let n = this.keptFiles - 1; n >= 0; n--) if (existsSync(file(n))) renameSync(file(n), file(n + 1));
+    // Files beyond the limit (left by a larger limit before) go too.
+    for (let n = this.keptFiles + 1; existsSync(file(n)); n++) rmSync(file(n), { force: true });
   }
 
   /** Finished spans, one JSON object a line (rotated like the logs). */
@@ -104,15 +143,16 @@ export class DeploymentDir {
     if (this.closed) return;
     let text = "";
     for (const s of spans) text += JSON.stringify(s) + "\n";
-    if (this.traceBytes + text.length > MAX_LOG_BYTES && this.traceStream) {
+    const bytes = Buffer.byteLength(text);
+    if (this.traceBytes > 0 && this.traceBytes + bytes > this.maxFileBytes && this.traceStream) {
       this.traceStream.end(); // the open file follows the rename; its pending writes land in traces.1.jsonl
-      renameSync(this.traceFile, path.join(this.dir, "traces.1.jsonl"));
+      this.rotate("traces");
       this.traceStream = undefined;
       this.traceBytes = 0;
     }
     this.traceStream ??= createWriteStream(this.traceFile, { flags: "a" }).on("error", () => {});
     this.traceStream.write(text);
-    this.traceBytes += text.length;
+    this.traceBytes += bytes;
   }
 
   /** Flushes and closes the trace file. */
@@ -125,7 +165,13 @@ export class DeploymentDir {
 
   /** Log files oldest first. */
   logFiles(): string[] {
-    return [path.join(this.dir, "logs.1.jsonl"), this.logFile].filter((f) => existsSync(f));
+    if (!existsSync(this.dir)) return [];
+    const rotated = readdirSync(this.dir)
+      .map((f) => /^logs\.(\d+)\.jsonl$/.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .sort((a, b) => Number(b[1]) - Number(a[1]))
+      .map((m) => path.join(this.dir, m[0]));
+    return [...rotated, this.logFile].filter((f) => existsSync(f));
   }
 }
 
@@ -146,4 +192,29 @@ export function processAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/** True while the deployer that wrote `status` still runs (it may have been killed without a word). */
+export function deployerAlive(status: DeploymentStatus): boolean {
+  return status.state !== "stopped" && processAlive(status.deployerPid);
+}
+
+/**
+ * The status as it is now, not as last written: when the deployer is gone (kill -9, a crash), its
+ * replicas are reported "gone" (their processes exit with their control pipe), or "orphaned" should
+ * one still run, and their health as unknown.
+ */
+export function observedStatus(status: DeploymentStatus): DeploymentStatus {
+  if (status.state === "stopped" || deployerAlive(status)) return status;
+  return {
+    ...status,
+    state: "dead",
+    groups: status.groups.map((g) => ({
+      ...g,
+      replicas: g.replicas.map((r) => {
+        const running = r.pid > 0 && processAlive(r.pid);
+        return { ...r, state: running ? "orphaned" : "gone", health: "UNKNOWN", healthySince: undefined, pid: running ? r.pid : 0 };
+      }),
+    })),
+  };
 }
