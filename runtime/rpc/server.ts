@@ -91,6 +91,8 @@ export interface RpcServerStats extends ByteCounters {
   connectionsTimedOut: number;
   /** Connections closed for idling. */
   connectionsIdleClosed: number;
+  /** Calls forgotten because their deadline passed while the handler still ran (its signal aborted). */
+  expired: number;
 }
 
 /** How long a client told to go away for idling has to close the connection itself. */
@@ -119,6 +121,7 @@ export class RpcServer {
     connectionsRefused: 0,
     connectionsTimedOut: 0,
     connectionsIdleClosed: 0,
+    expired: 0,
   };
   /** @internal */ readonly opts: Required<RpcServerOptions>;
   private server: Server | undefined;
@@ -256,7 +259,14 @@ export class RpcServer {
     });
   }
 
-  /** @internal Closes connections whose frame, progress or idle time ran out. */
+  /** Calls being served now, over all connections. */
+  get inflightCalls(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.inflightCount;
+    return n;
+  }
+
+  /** @internal Closes connections whose frame, progress or idle time ran out; forgets calls past their deadline. */
   sweep(): void {
     const now = Date.now();
     for (const c of this.conns) c.check(now);
@@ -492,9 +502,15 @@ class ServerConn implements ChannelSink, Pausable {
     if (!this.channel.isClosed) this.channel.socket.resume();
   }
 
-  /** @internal Applies the frame, progress and idle timeouts at `now`. */
+  /** Calls in flight on this connection. */
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  /** @internal Applies the frame, progress and idle timeouts at `now`; forgets calls past their deadline. */
   check(now: number): void {
     if (this.channel.isClosed) return;
+    if (this.inflight.size > 0) this.forgetExpired(now);
     const o = this.server.opts;
     if (this.frameStartedAt !== 0) {
       const frameAge = now - this.frameStartedAt;
@@ -521,6 +537,25 @@ class ServerConn implements ChannelSink, Pausable {
       this.idleGoAwayAt = now;
       writeGoaway(this.channel.writer);
       this.channel.scheduleFlush();
+    }
+  }
+
+  /**
+   * Calls whose deadline passed are forgotten: the caller has already failed them, so their records
+   * (and whatever the arguments hold) must not outlive a handler that never returns. Their signal aborts
+   * with DeadlineExceededError; a late result is dropped.
+   */
+  private forgetExpired(now: number): void {
+    for (const call of this.inflight.values()) {
+      if (call.deadline === undefined || call.deadline > now) continue;
+      this.inflight.delete(call.id);
+      call.expire();
+      call.finish();
+      this.server.stats.expired++;
+    }
+    if (this.inflight.size === 0) {
+      this.lastActiveAt = now;
+      if (this.goingAway) this.channel.end();
     }
   }
 

@@ -2,7 +2,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, type Socket } from "node:net";
 import { Writer } from "../../runtime/codec/codec.js";
-import { ConfigError } from "../../runtime/core/errors.js";
+import { currentCall, withCallOptions } from "../../runtime/core/call.js";
+import { ConfigError, DeadlineExceededError } from "../../runtime/core/errors.js";
 import { ConnectionCloseLog, InboundBudget, serverLimitsFromEnv } from "../../runtime/rpc/budget.js";
 import { Connection } from "../../runtime/rpc/client.js";
 import { FrameReader, FrameType, writeHello } from "../../runtime/rpc/frames.js";
@@ -182,4 +183,31 @@ test("server limits from the environment: positive integers, else an error namin
     () => serverLimitsFromEnv({ TSWEAVER_RPC_INBOUND_BUDGET_BYTES: "lots" }),
     (e: unknown) => e instanceof ConfigError && /TSWEAVER_RPC_INBOUND_BUDGET_BYTES.*positive integer.*"lots"/.test(e.message),
   );
+});
+
+test("a server forgets calls whose deadline passed: 10,000 calls to a method that never returns leave no records", async () => {
+  let aborts = 0;
+  const s = await startServer({
+    hang: () => {
+      currentCall()!.signal!.addEventListener("abort", () => aborts++);
+      return new Promise(() => {});
+    },
+  });
+  const c = new Connection(s.address, { methodTableHash: HASH });
+  try {
+    const n = 10_000;
+    const results = await withCallOptions({ timeoutMs: 3000 }, () =>
+      Promise.allSettled(Array.from({ length: n }, () => c.call(s.ids.hang!, "hang", []))),
+    );
+    assert.ok(results.every((r) => r.status === "rejected" && r.reason instanceof DeadlineExceededError));
+    await waitFor("the server to forget every call", () => s.server.inflightCalls === 0, 20_000, 50);
+    // Every call that reached the server (on a loaded machine a few may expire before they are sent).
+    assert.ok(s.server.stats.calls > n / 2, `only ${s.server.stats.calls} calls reached the server`);
+    assert.equal(s.server.stats.expired, s.server.stats.calls);
+    assert.equal(aborts, s.server.stats.calls, "every handler's signal aborted");
+    assert.equal(c.inflight, 0);
+  } finally {
+    await c.close();
+    await s.server.close(0);
+  }
 });
