@@ -3,7 +3,8 @@
 import { RpcServer } from "../../runtime/rpc/server.js";
 import type { RpcLogger } from "../../runtime/rpc/logger.js";
 
-const line = (level: string) => (msg: string, attrs?: Record<string, unknown>) => process.stdout.write(`${level} ${msg} ${JSON.stringify(attrs ?? {})}\n`);
+const line = (level: string) => (msg: string, attrs?: Record<string, unknown>) =>
+  process.stdout.write(`${level} ${msg} ${JSON.stringify(attrs ?? {})}\n`);
 const logger: RpcLogger = { error: line("error"), warn: line("warn"), info: line("info"), debug() {} };
 const server = new RpcServer({
   lookup: (id) => (id === 0 ? { name: "faults/Echo.echo", fn: (args: unknown[]) => args[0] } : undefined),

@@ -79,7 +79,9 @@ async function attack(): Promise<void> {
   half.writeUInt32LE(1001, 0);
   half[4] = FrameType.REQUEST;
   for (let i = 0; i < HALF_FRAME_CONNS; i += 100) {
-    socks.push(...(await Promise.all(Array.from({ length: Math.min(100, HALF_FRAME_CONNS - i) }, () => open(Buffer.concat([hello(), half]))))));
+    socks.push(
+      ...(await Promise.all(Array.from({ length: Math.min(100, HALF_FRAME_CONNS - i) }, () => open(Buffer.concat([hello(), half]))))),
+    );
   }
   // 128 connections declaring 16 MiB frames and sending part of them.
   const big = Buffer.alloc(5 + BIG_SENT_BYTES);
@@ -119,7 +121,13 @@ console.log(
   JSON.stringify(
     {
       load: readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "),
-      attack: { halfFrameConns: HALF_FRAME_CONNS, declared16MiB: BIG_DECLARED, sentPerDeclared: BIG_SENT_BYTES, randomFrames: RANDOM_FRAMES, seconds: attackSecs },
+      attack: {
+        halfFrameConns: HALF_FRAME_CONNS,
+        declared16MiB: BIG_DECLARED,
+        sentPerDeclared: BIG_SENT_BYTES,
+        randomFrames: RANDOM_FRAMES,
+        seconds: attackSecs,
+      },
       baseline: { calls: baseline.ok, failed: baseline.failed, p50Ms: +baseline.p50.toFixed(2), p99Ms: +baseline.p99.toFixed(2) },
       underAttack: {
         calls: total,
