@@ -33,6 +33,9 @@
 /** Maximum nesting of arrays/objects/maps/sets. Deeper values (and cycles) are rejected. */
 export const MAX_DEPTH = 256;
 
+/** Largest bigint magnitude decoded, in bytes (V8 itself caps bigints at 2^30 bits = 128 MiB). */
+export const MAX_BIGINT_BYTES = 16 * 1024 * 1024;
+
 /** A value cannot be encoded, or bytes cannot be decoded. */
 export class CodecError extends Error {
   override readonly name = "CodecError";
@@ -697,7 +700,46 @@ function encTypedBytes(w: Writer, kind: number, bytes: Uint8Array): void {
 var src: Uint8Array = new Uint8Array(0);
 var pos = 0;
 var end = 0;
+/** Allocation cost charged so far (see {@link charge}). */
+var charged = 0;
+/** `pos - budgetBase` is what may be charged: the bytes read so far plus {@link DECODE_SLACK}. */
+var budgetBase = 0;
 /* eslint-enable no-var */
+
+// Decode cost bounded by input size. Every value the decoder allocates is charged an estimate of its
+// heap and time cost, in input bytes; at every point the charges must not exceed the bytes read so far
+// plus a slack. A value whose containers average fewer bytes of input than they cost (a flood of empty
+// objects or typed arrays: ~50-200 heap bytes and a GC cost per input byte) is refused within the first
+// few thousand, before it can allocate gigabytes, while real data (records, strings, numbers) never
+// comes near the limit. Small values pass whatever their shape, thanks to the slack.
+/** Charges allowed beyond the bytes read: any value of up to ~8,000 containers decodes whatever its size. */
+const DECODE_SLACK = 64 * 1024;
+/** Cost of an array or plain object (a JS object header plus its slots). */
+const COST_CONTAINER = 8;
+/** Cost of a string of 2 or more characters (shorter ones are shared constants); keys are interned, free. */
+const COST_STRING = 4;
+/** Cost of a Date, a bigint. */
+const COST_BOXED = 12;
+/** Cost of a Map, a Set, a typed array, an ArrayBuffer or a Buffer (each well over 100 heap bytes). */
+const COST_HEAVY = 32;
+
+/** Starts a decode of the value at `pos`: a fresh allocation budget. */
+function startBudget(): void {
+  charged = 0;
+  budgetBase = pos - DECODE_SLACK;
+}
+
+/** Charges `cost` for a value about to be allocated; refuses the input once it costs more than it brought. */
+function charge(cost: number): void {
+  if ((charged += cost) > pos - budgetBase) throw overBudget();
+}
+
+function overBudget(): CodecError {
+  return new CodecError(
+    `input decodes to more objects than its size allows (at byte ${pos}: ${charged} bytes of allocation charged for ` +
+      `${pos - budgetBase - DECODE_SLACK} bytes read); send many small values as typed arrays, strings or fewer, larger records`,
+  );
+}
 
 /**
  * A cursor over received bytes, for protocols that mix their own fields with codec values.
@@ -737,6 +779,7 @@ export class Reader {
     src = this.buf;
     pos = this.pos;
     end = this.end;
+    startBudget();
     try {
       const v = dec(0);
       this.pos = pos;
@@ -771,6 +814,7 @@ function decodeExact(buf: Uint8Array, offset: number, endAt: number): unknown {
   src = buf;
   pos = offset;
   end = endAt;
+  startBudget();
   try {
     const v = dec(0);
     if (pos !== end) throw new CodecError(`${end - pos} trailing bytes after value`);
@@ -802,10 +846,13 @@ function readU32(): number {
   return (src[p]! | (src[p + 1]! << 8) | (src[p + 2]! << 16)) + src[p + 3]! * 0x1000000;
 }
 
-/** Reads a count of items that each take at least one byte, so garbage can't make us allocate wildly. */
-function readCount(): number {
+/**
+ * Reads a count of items that each take at least `minSize` bytes (a value: 1, a key + value pair: 2),
+ * checked against the bytes left before anything is allocated for them.
+ */
+function readCount(minSize: number): number {
   const n = readU32();
-  if (n > end - pos) throw truncated();
+  if (n * minSize > end - pos) throw truncated();
   return n;
 }
 
@@ -871,6 +918,7 @@ function dec(depth: number): unknown {
     case T_FLOAT64:
       return readF64();
     case T_BIGINT64:
+      charge(COST_BOXED);
       copyScratchIn();
       return scratchI64[0]!;
     case T_BIGINT:
@@ -883,18 +931,19 @@ function dec(depth: number): unknown {
     case T_STR32:
       return readStr(readU32());
     case T_ARRAY:
-      return readArray(readCount(), depth);
+      return readArray(readCount(1), depth);
     case T_OBJECT:
-      return readObject(readCount(), depth);
+      return readObject(readCount(2), depth);
     case T_MAP:
-      return readMap(readCount(), depth);
+      return readMap(readCount(2), depth);
     case T_SET:
-      return readSet(readCount(), depth);
+      return readSet(readCount(1), depth);
     case T_BYTES:
       return readBytes(false);
     case T_BUFFER:
       return readBytes(true);
     case T_DATE:
+      charge(COST_BOXED);
       return new Date(readF64());
     case T_TYPED:
       return readTyped();
@@ -905,6 +954,7 @@ function dec(depth: number): unknown {
 
 function readStr(n: number): string {
   need(n);
+  if (n > 1) charge(COST_STRING);
   const start = pos;
   const stop = start + n;
   pos = stop;
@@ -1115,6 +1165,7 @@ function checkDepth(depth: number): void {
 
 function readArray(n: number, depth: number): unknown[] {
   checkDepth(depth);
+  charge(COST_CONTAINER);
   const d = depth + 1;
   // Short arrays as literals: one inline allocation of a packed array, about 3x faster than
   // `new Array(n)` plus stores for a two-element array (a record's tags, a pair, a point).
@@ -1139,8 +1190,26 @@ function readArray(n: number, depth: number): unknown[] {
       return [a0, a1, a2, dec(d)];
     }
   }
+  if (n > ARRAY_PREFIX) return readLongArray(n, d);
   const a = new Array<unknown>(n);
   for (let i = 0; i < n; i++) a[i] = dec(d);
+  return a;
+}
+
+/** Elements of a long array decoded before the whole array is allocated. */
+const ARRAY_PREFIX = 64 * 1024;
+
+/**
+ * A long array: its first elements go into a small array, and only once they decoded within budget is
+ * the full-length one allocated (8 bytes a slot) — a count of millions of junk elements is refused
+ * before it costs that.
+ */
+function readLongArray(n: number, d: number): unknown[] {
+  const head = new Array<unknown>(ARRAY_PREFIX);
+  for (let i = 0; i < ARRAY_PREFIX; i++) head[i] = dec(d);
+  const a = new Array<unknown>(n);
+  for (let i = 0; i < ARRAY_PREFIX; i++) a[i] = head[i];
+  for (let i = ARRAY_PREFIX; i < n; i++) a[i] = dec(d);
   return a;
 }
 
@@ -1182,6 +1251,7 @@ function compileShape(keys: readonly string[]): ((v: unknown[]) => Record<string
 
 function readObject(n: number, depth: number): Record<string, unknown> {
   checkDepth(depth);
+  charge(COST_CONTAINER);
   if (n === 0) return {};
   if (n > SHAPE_MAX_KEYS) return readObjectGeneric(n, depth);
   let keys = keyStacks[depth];
@@ -1249,6 +1319,7 @@ function readObjectGeneric(n: number, depth: number): Record<string, unknown> {
 
 function readMap(n: number, depth: number): Map<unknown, unknown> {
   checkDepth(depth);
+  charge(COST_HEAVY);
   const m = new Map<unknown, unknown>();
   for (let i = 0; i < n; i++) {
     const k = dec(depth + 1);
@@ -1259,12 +1330,14 @@ function readMap(n: number, depth: number): Map<unknown, unknown> {
 
 function readSet(n: number, depth: number): Set<unknown> {
   checkDepth(depth);
+  charge(COST_HEAVY);
   const s = new Set<unknown>();
   for (let i = 0; i < n; i++) s.add(dec(depth + 1));
   return s;
 }
 
 function readBytes(asBuffer: boolean): Uint8Array {
+  charge(COST_HEAVY);
   const n = readU32();
   need(n);
   const start = pos;
@@ -1290,6 +1363,7 @@ function copyBytes(start: number, n: number): Uint8Array {
 }
 
 function readTyped(): unknown {
+  charge(COST_HEAVY);
   need(1);
   const kind = src[pos++]!;
   const n = readU32();
@@ -1307,17 +1381,16 @@ function readTyped(): unknown {
 }
 
 function readBigInt(): bigint {
+  charge(COST_BOXED);
   need(1);
   const sign = src[pos++]!;
   if (sign > 1) throw new CodecError(`bad bigint sign byte ${sign}`);
   const n = readU32();
   need(n);
   if (n === 0) return 0n;
-  let hex = "";
-  for (let i = 0; i < n; i++) {
-    const b = src[pos + i]!;
-    hex += (b < 16 ? "0" : "") + b.toString(16);
-  }
+  if (n > MAX_BIGINT_BYTES) throw new CodecError(`bigint of ${n} bytes is over the ${MAX_BIGINT_BYTES}-byte limit`);
+  // Native hex conversion: building the string byte by byte in JS cost seconds for megabyte bigints.
+  const hex = Buffer.from(src.buffer, src.byteOffset + pos, n).toString("hex");
   pos += n;
   const mag = BigInt("0x" + hex);
   return sign ? -mag : mag;

@@ -11,6 +11,22 @@ export interface BalancerOptions {
   replicaWaitMs?: number;
   /** Delay before the first retry (default 5 ms); doubles per retry, with jitter. */
   retryBackoffMs?: number;
+  /** A replica whose calls failed this many times in a row (transport failure or timeout) is ejected (default 5). */
+  ejectAfterFailures?: number;
+  /** First ejection period (default 30 s); doubles with each ejection in a row, up to `maxEjectionMs`. */
+  ejectionMs?: number;
+  /** Longest ejection period (default 300 s). */
+  maxEjectionMs?: number;
+}
+
+/** Outlier state of one replica connection (Envoy's outlier detection, consecutive failures only). */
+interface Outlier {
+  /** Transport failures and timeouts in a row. */
+  failures: number;
+  /** Ejected until then (ms since epoch; 0: not ejected). */
+  until: number;
+  /** Ejections in a row without a success in between (sets the next period). */
+  ejections: number;
 }
 
 /** Per-call routing options. */
@@ -43,6 +59,15 @@ export class Balancer {
   private readonly maxAttempts: number;
   private readonly replicaWaitMs: number;
   private readonly retryBackoffMs: number;
+  private readonly ejectAfter: number;
+  private readonly ejectionMs: number;
+  private readonly maxEjectionMs: number;
+  /** Replicas with failures on record (only these are looked up on the success path). */
+  private readonly outliers = new Map<Connection, Outlier>();
+  /** Replicas ejected now or recently (pick checks the clock only while there are any). */
+  private ejected = 0;
+  /** Ejections so far (for tests and metrics). */
+  ejections = 0;
   private closed = false;
   /** Slice starts and owners of the current assignment (routed components only). */
   private sliceStarts: BigUint64Array | undefined;
@@ -59,6 +84,9 @@ export class Balancer {
     this.maxAttempts = Math.max(1, opts.maxAttempts ?? 4);
     this.replicaWaitMs = opts.replicaWaitMs ?? 30_000;
     this.retryBackoffMs = opts.retryBackoffMs ?? 5;
+    this.ejectAfter = Math.max(1, opts.ejectAfterFailures ?? 5);
+    this.ejectionMs = opts.ejectionMs ?? 30_000;
+    this.maxEjectionMs = opts.maxEjectionMs ?? 300_000;
   }
 
   /** The current replica addresses. */
@@ -75,6 +103,7 @@ export class Balancer {
     const wanted = new Set(addresses);
     for (const [addr] of this.byAddress) {
       if (!wanted.has(addr)) {
+        this.forget(this.byAddress.get(addr)!);
         this.byAddress.delete(addr);
         this.pool.release(addr);
       }
@@ -128,8 +157,12 @@ export class Balancer {
         conn = this.pick(opts.shardKey, previous);
       }
       try {
-        return await conn.call(methodId, methodName, args, ctx);
+        const v = await conn.call(methodId, methodName, args, ctx);
+        if (this.outliers.size > 0) this.succeeded(conn);
+        return v;
       } catch (err) {
+        if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
+        else if (this.outliers.size > 0) this.succeeded(conn); // the replica answered
         if (!(err instanceof TransportError) || !retryable || attempt >= this.maxAttempts) throw err;
         const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
         if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
@@ -140,26 +173,80 @@ export class Balancer {
     }
   }
 
+  /** True while `conn` is ejected (its period not over yet). */
+  isEjected(conn: Connection): boolean {
+    if (this.ejected === 0) return false;
+    const o = this.outliers.get(conn);
+    return o !== undefined && o.until > Date.now();
+  }
+
+  /**
+   * A call on `conn` failed with a transport failure or a timeout. After `ejectAfterFailures` in a row the
+   * replica is ejected: calls avoid it for the ejection period, after which the next call to it is a probe
+   * (one more failure ejects it again, for twice as long; a success clears its record).
+   */
+  private failed(conn: Connection): void {
+    let o = this.outliers.get(conn);
+    if (o === undefined) {
+      o = { failures: 0, until: 0, ejections: 0 };
+      this.outliers.set(conn, o);
+    }
+    if (o.until > Date.now()) return; // a call sent before the ejection
+    if (++o.failures < this.ejectAfter) return;
+    if (o.until === 0) this.ejected++;
+    const period = Math.min(this.maxEjectionMs, this.ejectionMs * 2 ** Math.min(o.ejections, 20));
+    o.until = Date.now() + period;
+    o.ejections++;
+    o.failures = this.ejectAfter - 1; // when the period is over, one failed probe ejects it again
+    this.ejections++;
+  }
+
+  /** A call on `conn` got an answer: its failure record is cleared. */
+  private succeeded(conn: Connection): void {
+    const o = this.outliers.get(conn);
+    if (o === undefined) return;
+    this.forget(conn);
+  }
+
+  private forget(conn: Connection): void {
+    const o = this.outliers.get(conn);
+    if (o === undefined) return;
+    if (o.until !== 0) this.ejected--;
+    this.outliers.delete(conn);
+  }
+
   /**
    * Chooses the replica for a call; `avoid` is the one that just failed (avoided when another exists).
-   * Round-robin over healthy replicas, else over ones still connecting, else any. Override (or extend
-   * with `shardKey`) for affinity routing.
+   * Round-robin over healthy replicas that are not ejected, else over ones still connecting, else any
+   * (an ejected replica still serves when nothing else can). Override (or extend with `shardKey`) for
+   * affinity routing.
    */
   protected pick(shardKey: bigint | undefined, avoid: Connection | undefined): Connection | undefined {
     if (shardKey !== undefined && this.sliceStarts !== undefined) {
       // The slice's owner, unless it just failed or is known down: then any replica will do.
       const owner = this.byAddress.get(this.sliceOwners[findSlice(this.sliceStarts, shardKey)]!);
-      if (owner !== undefined && owner !== avoid && (owner.healthy || owner.state === "idle" || owner.state === "connecting")) return owner;
+      if (
+        owner !== undefined &&
+        owner !== avoid &&
+        !this.isEjected(owner) &&
+        (owner.healthy || owner.state === "idle" || owner.state === "connecting")
+      )
+        return owner;
     }
     const rs = this.replicas;
     const n = rs.length;
     if (n <= 1) return rs[0];
     let connecting: Connection | undefined;
     let other: Connection | undefined;
+    let ejected: Connection | undefined;
     for (let i = 0; i < n; i++) {
       const idx = (this.next + i) % n;
       const c = rs[idx]!;
       if (c === avoid) continue;
+      if (this.ejected > 0 && this.isEjected(c)) {
+        ejected ??= c;
+        continue;
+      }
       if (c.healthy) {
         this.next = idx + 1;
         return c;
@@ -168,7 +255,7 @@ export class Balancer {
       else other ??= c;
     }
     this.next++;
-    return connecting ?? other ?? avoid;
+    return connecting ?? ejected ?? other ?? avoid;
   }
 
   /** Releases every replica connection; calls waiting for replicas fail. */
@@ -177,6 +264,8 @@ export class Balancer {
     this.closed = true;
     for (const addr of this.byAddress.keys()) this.pool.release(addr);
     this.byAddress.clear();
+    this.outliers.clear();
+    this.ejected = 0;
     this.replicas = [];
     const ws = [...this.waiters];
     this.waiters.clear();

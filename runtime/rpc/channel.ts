@@ -14,6 +14,8 @@ export interface ByteCounters {
 export interface ChannelSink extends FrameSink {
   /** The socket closed; `error` is why, if it wasn't a clean close. Called exactly once. */
   onClose(error: Error | undefined): void;
+  /** Called after each chunk of received bytes has been split into frames (servers keep their budgets here). */
+  afterRead?(): void;
 }
 
 const WRITER_SIZE = 16 * 1024;
@@ -59,6 +61,26 @@ export class Channel {
   /** True once the channel is closing or closed: nothing more will be sent or delivered. */
   get isClosed(): boolean {
     return this.closing || this.closed;
+  }
+
+  /** True while part of a frame has arrived and the rest has not. */
+  get framePending(): boolean {
+    return this.reader.pending;
+  }
+
+  /** Bytes held for the frame still arriving. */
+  get bufferedIn(): number {
+    return this.reader.buffered;
+  }
+
+  /** Frames received so far. */
+  get framesIn(): number {
+    return this.reader.frames;
+  }
+
+  /** Lets go of buffers kept for frames that are not arriving. */
+  trim(): void {
+    this.reader.trim();
   }
 
   /** Sends whatever is queued on the next tick. */
@@ -116,6 +138,7 @@ export class Channel {
     } catch (err) {
       this.destroy(err instanceof Error ? err : new Error(String(err)));
     }
+    this.sink.afterRead?.();
   }
 
   private onSocketClose(): void {

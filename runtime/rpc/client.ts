@@ -71,6 +71,8 @@ export interface ConnectionStats extends ByteCounters {
 
 /** Clamp for Node timers (larger values fire immediately). */
 const MAX_TIMER_MS = 0x7fffffff;
+/** A connection closed cleanly (GOAWAY) after living at least this long reconnects at once, without backoff. */
+const CLEAN_CLOSE_MIN_LIFE_MS = 1000;
 /** Largest remaining time the wire can carry. */
 const MAX_WIRE_MS = 0xffffffff;
 
@@ -95,6 +97,8 @@ export class Connection implements ChannelSink {
   private lastError: Error | undefined;
   private goaway = false;
   private handshaken = false;
+  /** When the last handshake completed. */
+  private connectedAt = 0;
   private connectTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closedPromise: Promise<void> | undefined;
@@ -294,6 +298,14 @@ export class Connection implements ChannelSink {
       this.markClosed();
       return;
     }
+    if (this.goaway && error === undefined && this.handshaken && Date.now() - this.connectedAt >= CLEAN_CLOSE_MIN_LIFE_MS) {
+      // The server closed cleanly after GOAWAY (it closed an idle connection, or is shutting down): not a
+      // failure. Connect again at once, so calls queue for the new connection instead of failing during a
+      // backoff; a server that is really gone refuses this attempt, which then backs off as usual.
+      this._state = "idle";
+      this.connect();
+      return;
+    }
     this.stats.failures++;
     this.lastError = reason;
     this.consecutiveFailures++;
@@ -377,6 +389,7 @@ export class Connection implements ChannelSink {
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.handshaken = true;
+    this.connectedAt = Date.now();
     if (this._state === "connecting") this._state = "ready";
     this.consecutiveFailures = 0;
     this.lastError = undefined;

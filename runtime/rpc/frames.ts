@@ -95,7 +95,7 @@ export interface FrameSink {
   onFrame(type: number, buf: Buffer, start: number, end: number): void;
 }
 
-/** Smallest and largest assembly buffer a {@link FrameReader} keeps between split frames. */
+/** Smallest assembly buffer, and the largest one a {@link FrameReader} keeps between split frames. */
 const MIN_ASSEMBLY = 16 * 1024;
 const MAX_KEPT_ASSEMBLY = 1024 * 1024;
 
@@ -103,6 +103,8 @@ const MAX_KEPT_ASSEMBLY = 1024 * 1024;
  * Splits a byte stream into frames. Frames that arrive whole inside one chunk are handed out in place
  * (no copy); a frame split across chunks is assembled in a buffer the reader keeps for the next one
  * (frames are only valid during `onFrame`, so reuse is safe), so big frames cost no allocation each.
+ * The assembly buffer grows with the bytes that actually arrived (doubling, so copies stay linear),
+ * never to the length a frame declares: a peer that announces 16 MiB and sends 10 bytes costs 16 KiB.
  */
 export class FrameReader {
   /** Where a frame split across chunks is assembled; reused for the next one (frames are only lent out). */
@@ -112,11 +114,28 @@ export class FrameReader {
   private filled = 0;
   private head: Buffer | undefined;
   private stopped = false;
+  /** Frames delivered so far. */
+  frames = 0;
 
   constructor(
     private readonly maxFrameSize: number,
     private readonly sink: FrameSink,
   ) {}
+
+  /** True while part of a frame (or of its length prefix) has arrived and the rest has not. */
+  get pending(): boolean {
+    return this.partialSize > 0 || this.head !== undefined;
+  }
+
+  /** Bytes of memory held for the frame still arriving (0 when none is). */
+  get buffered(): number {
+    return (this.partialSize > 0 ? this.assembly!.length : 0) + (this.head?.length ?? 0);
+  }
+
+  /** Lets go of the kept assembly buffer while no frame is arriving (an idle connection keeps nothing). */
+  trim(): void {
+    if (this.partialSize === 0) this.assembly = undefined;
+  }
 
   /** Stops delivering frames (the connection is closing). */
   stop(): void {
@@ -137,9 +156,9 @@ export class FrameReader {
     const n = chunk.length;
     let off = 0;
     if (this.partialSize > 0) {
-      const buf = this.assembly!;
       const size = this.partialSize;
       const take = Math.min(size - this.filled, n);
+      const buf = this.reserve(this.filled + take);
       chunk.copy(buf, this.filled, 0, take);
       this.filled += take;
       off = take;
@@ -160,13 +179,10 @@ export class FrameReader {
         this.deliver(chunk, off, off + total);
         off += total;
       } else {
-        let buf = this.assembly;
-        if (buf === undefined || buf.length < total) {
-          buf = Buffer.allocUnsafe(total <= MAX_KEPT_ASSEMBLY ? Math.max(total, MIN_ASSEMBLY) : total);
-          this.assembly = buf;
-        }
-        chunk.copy(buf, 0, off, n);
         this.partialSize = total;
+        this.filled = 0;
+        const buf = this.reserve(n - off);
+        chunk.copy(buf, 0, off, n);
         this.filled = n - off;
         return;
       }
@@ -174,7 +190,19 @@ export class FrameReader {
     if (off < n && !this.stopped) this.head = Buffer.from(chunk.subarray(off, n));
   }
 
+  /** The assembly buffer with room for `need` bytes of the current frame, grown by doubling up to its size. */
+  private reserve(need: number): Buffer {
+    const old = this.assembly;
+    if (old !== undefined && old.length >= need) return old;
+    const cap = Math.min(this.partialSize, Math.max(need, MIN_ASSEMBLY, old === undefined ? 0 : old.length * 2));
+    const buf = Buffer.allocUnsafe(cap);
+    if (old !== undefined && this.filled > 0) old.copy(buf, 0, 0, this.filled);
+    this.assembly = buf;
+    return buf;
+  }
+
   private deliver(buf: Buffer, frameStart: number, frameEnd: number): void {
+    this.frames++;
     this.sink.onFrame(buf[frameStart + 4]!, buf, frameStart + FRAME_HEADER_SIZE, frameEnd);
   }
 }

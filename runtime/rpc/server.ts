@@ -6,6 +6,14 @@ import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { formatAddress, parseAddress } from "./address.js";
 import { AUTH_REFUSED, NONCE_SIZE, checkAuth, handshakeProof, newNonce, proofMatches, type PeerIdentity, type RpcAuth } from "./auth.js";
+import {
+  ConnectionCloseLog,
+  DEFAULT_CLOSE_LOG_WINDOW_MS,
+  DEFAULT_SERVER_LIMITS,
+  type InboundBudget,
+  type Pausable,
+  processInboundBudget,
+} from "./budget.js";
 import { type ByteCounters, Channel, type ChannelSink } from "./channel.js";
 import {
   DEFAULT_MAX_FRAME_SIZE,
@@ -66,6 +74,18 @@ export interface RpcServerOptions {
    * deployment (see tls.ts); the certificate's identity is the caller `authorize` sees.
    */
   tls?: RpcTls | undefined;
+  /** Connections served at once; more are refused at accept (default 10,000). */
+  maxConnections?: number;
+  /** A frame must arrive whole within this long of its first byte (default 30 s). */
+  frameTimeoutMs?: number;
+  /** While a frame is arriving, some of its bytes must arrive at least this often (default 10 s). */
+  frameProgressTimeoutMs?: number;
+  /** A connection with no call in flight and no bytes received for this long is closed with GOAWAY (default 5 min). */
+  idleTimeoutMs?: number;
+  /** Budget of inbound bytes held in partly received frames (default: the one shared by the process). */
+  inboundBudget?: InboundBudget;
+  /** Closed or refused connections are logged as one summary line per window of this length (default 10 s). */
+  closeLogWindowMs?: number;
 }
 
 /** Running totals, cheap to read; they feed metrics. */
@@ -88,7 +108,18 @@ export interface RpcServerStats extends ByteCounters {
   refusedHellos: number;
   /** Requests refused because their caller may not call the method. */
   unauthorized: number;
+  /** Connections refused because `maxConnections` were open. */
+  connectionsRefused: number;
+  /** Connections closed for a handshake or frame that did not arrive in time. */
+  connectionsTimedOut: number;
+  /** Connections closed for idling. */
+  connectionsIdleClosed: number;
+  /** Calls forgotten because their deadline passed while the handler still ran (its signal aborted). */
+  expired: number;
 }
+
+/** How long a client told to go away for idling has to close the connection itself. */
+const IDLE_CLOSE_GRACE_MS = 5000;
 
 /** Default bound on how long `close()` waits for in-flight calls. */
 const DEFAULT_CLOSE_GRACE_MS = 10_000;
@@ -112,6 +143,10 @@ export class RpcServer {
     protocolErrors: 0,
     refusedHellos: 0,
     unauthorized: 0,
+    connectionsRefused: 0,
+    connectionsTimedOut: 0,
+    connectionsIdleClosed: 0,
+    expired: 0,
   };
   /** @internal */ readonly opts: Required<Omit<RpcServerOptions, "auth" | "authorize" | "tls">> &
     Pick<RpcServerOptions, "auth" | "authorize" | "tls">;
@@ -120,6 +155,9 @@ export class RpcServer {
   private readonly conns = new Set<ServerConn>();
   private closingPromise: Promise<void> | undefined;
   private closing = false;
+  private sweeper: NodeJS.Timeout | undefined;
+  /** @internal Summarizes closed and refused connections in the log. */
+  readonly closeLog: ConnectionCloseLog;
 
   constructor(opts: RpcServerOptions) {
     // Field by field: a spread would let an explicit `undefined` override a default.
@@ -129,11 +167,18 @@ export class RpcServer {
       deploymentId: opts.deploymentId ?? "",
       logger: opts.logger,
       maxFrameSize: opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
       auth: opts.auth === undefined ? undefined : checkAuth(opts.auth),
       authorize: opts.authorize,
       tls: opts.tls,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? DEFAULT_SERVER_LIMITS.handshakeTimeoutMs,
+      maxConnections: opts.maxConnections ?? DEFAULT_SERVER_LIMITS.maxConnections,
+      frameTimeoutMs: opts.frameTimeoutMs ?? DEFAULT_SERVER_LIMITS.frameTimeoutMs,
+      frameProgressTimeoutMs: opts.frameProgressTimeoutMs ?? DEFAULT_SERVER_LIMITS.frameProgressTimeoutMs,
+      idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_SERVER_LIMITS.idleTimeoutMs,
+      inboundBudget: opts.inboundBudget ?? processInboundBudget,
+      closeLogWindowMs: opts.closeLogWindowMs ?? DEFAULT_CLOSE_LOG_WINDOW_MS,
     };
+    this.closeLog = new ConnectionCloseLog(this.opts.logger, this.opts.closeLogWindowMs);
   }
 
   /** The address being served (as returned by `listen`), or undefined before `listen`. */
@@ -179,6 +224,11 @@ export class RpcServer {
       a.kind === "unix" || bound === null || typeof bound === "string"
         ? address
         : formatAddress({ kind: "tcp", host: bound.address, port: bound.port });
+    // One timer checks every connection's timeouts: no timer per frame or per chunk on the hot path.
+    const o = this.opts;
+    const tick = Math.max(20, Math.min(1000, o.frameTimeoutMs / 4, o.frameProgressTimeoutMs / 4, o.idleTimeoutMs / 4));
+    this.sweeper = setInterval(sweepServer, tick, this);
+    this.sweeper.unref();
     this.opts.logger.info("rpc server listening", { address: this.boundAddress });
     return this.boundAddress;
   }
@@ -195,6 +245,8 @@ export class RpcServer {
 
   private async doClose(graceMs: number): Promise<void> {
     this.closing = true;
+    if (this.sweeper !== undefined) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     const server = this.server;
     const stopped = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
     const conns = [...this.conns];
@@ -219,11 +271,18 @@ export class RpcServer {
     }
     await Promise.all(conns.map((c) => c.closed));
     await stopped;
+    this.closeLog.flush();
     this.opts.logger.info("rpc server closed", { address: this.boundAddress });
   }
 
   private accept(socket: Socket): void {
     if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.stats.connectionsRefused++;
+      this.closeLog.note("over-limit", `${socket.remoteAddress ?? "unix"}:${socket.remotePort ?? 0}`, `${this.conns.size} open`);
       socket.destroy();
       return;
     }
@@ -250,6 +309,23 @@ export class RpcServer {
       this.stats.connectionsOpen--;
     });
   }
+
+  /** Calls being served now, over all connections. */
+  get inflightCalls(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.inflightCount;
+    return n;
+  }
+
+  /** @internal Closes connections whose frame, progress or idle time ran out; forgets calls past their deadline. */
+  sweep(): void {
+    const now = Date.now();
+    for (const c of this.conns) c.check(now);
+  }
+}
+
+function sweepServer(server: RpcServer): void {
+  server.sweep();
 }
 
 /** Runs one call inside its context and sends the response. An async function: no closures per call. */
@@ -354,7 +430,7 @@ function onHandshakeTimeout(conn: ServerConn): void {
 }
 
 /** One accepted connection. */
-class ServerConn implements ChannelSink {
+class ServerConn implements ChannelSink, Pausable {
   /** Resolves when the socket has closed. */
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
@@ -369,6 +445,20 @@ class ServerConn implements ChannelSink {
   private peer: PeerIdentity | undefined;
   private goingAway = false;
   private handshakeTimer: NodeJS.Timeout | undefined;
+  /** When bytes last arrived, or a response was last sent (for the idle timeout). */
+  private lastActiveAt = Date.now();
+  /** When bytes last arrived (for the progress timeout). */
+  private lastReadAt = this.lastActiveAt;
+  /** When the frame now arriving started (0: none is). */
+  private frameStartedAt = 0;
+  /** The channel's frame count when that frame started (a later count means a new frame started). */
+  private framesAtStart = 0;
+  /** Bytes of the inbound budget this connection holds. */
+  private held = 0;
+  /** Paused by the inbound budget. */
+  private paused = false;
+  /** When GOAWAY was sent for idling (0: not sent). */
+  private idleGoAwayAt = 0;
 
   constructor(
     private readonly server: RpcServer,
@@ -396,9 +486,11 @@ class ServerConn implements ChannelSink {
 
   onClose(error: Error | undefined): void {
     if (this.handshakeTimer !== undefined) clearTimeout(this.handshakeTimer);
+    this.server.opts.inboundBudget.remove(this, this.held);
+    this.held = 0;
     if (error !== undefined && (error instanceof FrameError || error instanceof CodecError)) {
       this.server.stats.protocolErrors++;
-      this.server.opts.logger.error("rpc: closing connection after protocol error", { remote: this.remote, error: error.message });
+      this.server.closeLog.note("protocol-error", this.remote, error.message);
     } else if (error !== undefined && !(error instanceof TransportError)) {
       this.server.opts.logger.debug("rpc: connection error", { remote: this.remote, error: error.message });
     }
@@ -430,8 +522,98 @@ class ServerConn implements ChannelSink {
   handshakeTimedOut(): void {
     this.handshakeTimer = undefined;
     if (this.greeted) return;
-    this.server.opts.logger.warn("rpc: no HELLO from client in time; closing", { remote: this.remote });
+    this.server.stats.connectionsTimedOut++;
+    this.server.closeLog.note("handshake-timeout", this.remote);
     this.channel.destroy();
+  }
+
+  /** @internal A chunk was read: track the frame in progress and this connection's share of the budget. */
+  afterRead(): void {
+    const ch = this.channel;
+    const now = Date.now();
+    this.lastReadAt = now;
+    this.lastActiveAt = now;
+    if (!ch.framePending) this.frameStartedAt = 0;
+    else if (this.frameStartedAt === 0 || ch.framesIn !== this.framesAtStart) {
+      this.frameStartedAt = now;
+      this.framesAtStart = ch.framesIn;
+    }
+    const held = ch.bufferedIn;
+    if (held !== this.held) {
+      const before = this.held;
+      this.held = held;
+      this.server.opts.inboundBudget.update(this, before, held);
+    }
+  }
+
+  /** @internal Stops reading: the inbound budget is spent. */
+  pause(): void {
+    this.paused = true;
+    this.channel.socket.pause();
+  }
+
+  /** @internal Reads again. */
+  resume(): void {
+    this.paused = false;
+    this.lastReadAt = Date.now(); // waiting for the budget is not the peer's slowness
+    if (!this.channel.isClosed) this.channel.socket.resume();
+  }
+
+  /** Calls in flight on this connection. */
+  get inflightCount(): number {
+    return this.inflight.size;
+  }
+
+  /** @internal Applies the frame, progress and idle timeouts at `now`; forgets calls past their deadline. */
+  check(now: number): void {
+    if (this.channel.isClosed) return;
+    if (this.inflight.size > 0) this.forgetExpired(now);
+    const o = this.server.opts;
+    if (this.frameStartedAt !== 0) {
+      const frameAge = now - this.frameStartedAt;
+      const stalled = !this.paused && now - this.lastReadAt >= o.frameProgressTimeoutMs;
+      if (frameAge >= o.frameTimeoutMs || stalled) {
+        this.server.stats.connectionsTimedOut++;
+        const detail = stalled ? `no bytes for ${now - this.lastReadAt} ms` : `frame still incomplete after ${frameAge} ms`;
+        this.server.closeLog.note("frame-timeout", this.remote, detail);
+        this.channel.destroy(new TransportError(`frame not received in time: ${detail}`));
+      }
+      return;
+    }
+    if (now - this.lastReadAt >= 1000) this.channel.trim();
+    if (this.idleGoAwayAt !== 0) {
+      // Told to go away for idling: the client closes once it has seen GOAWAY; one that doesn't is cut off.
+      if (now - this.idleGoAwayAt >= IDLE_CLOSE_GRACE_MS && this.inflight.size === 0) this.channel.destroy();
+      return;
+    }
+    if (this.greeted && !this.goingAway && this.inflight.size === 0 && now - this.lastActiveAt >= o.idleTimeoutMs) {
+      this.server.stats.connectionsIdleClosed++;
+      this.server.closeLog.note("idle", this.remote, `idle for ${now - this.lastActiveAt} ms`);
+      // GOAWAY, but keep reading: a request that crossed it on the wire is still served, and the client
+      // closes its side when it has nothing in flight (like gRPC's MAX_CONNECTION_IDLE).
+      this.idleGoAwayAt = now;
+      writeGoaway(this.channel.writer);
+      this.channel.scheduleFlush();
+    }
+  }
+
+  /**
+   * Calls whose deadline passed are forgotten: the caller has already failed them, so their records
+   * (and whatever the arguments hold) must not outlive a handler that never returns. Their signal aborts
+   * with DeadlineExceededError; a late result is dropped.
+   */
+  private forgetExpired(now: number): void {
+    for (const call of this.inflight.values()) {
+      if (call.deadline === undefined || call.deadline > now) continue;
+      this.inflight.delete(call.id);
+      call.expire();
+      call.finish();
+      this.server.stats.expired++;
+    }
+    if (this.inflight.size === 0) {
+      this.lastActiveAt = now;
+      if (this.goingAway) this.channel.end();
+    }
   }
 
   private onHello(r: Reader): void {
@@ -588,6 +770,7 @@ class ServerConn implements ChannelSink {
     call.finish();
     if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
     this.inflight.delete(call.id);
+    if (this.inflight.size === 0) this.lastActiveAt = Date.now();
     // After the deadline the caller has failed the call on its own; a late reply (often the handler's
     // reaction to its aborted signal) would only race with that and confuse the error it sees.
     if (!call.cancelled && !call.expired && !this.channel.isClosed) {

@@ -16,6 +16,7 @@ import { MAIN_COMPONENT } from "../core/config.js";
 import { findSlice, shardKey, type KeyAssignment, type RoutingKey } from "../core/routing.js";
 import type { Assignment, ComponentLoad, LogEntry, MetricUpdate, RoutingInfo, Span } from "../protos/runtime.js";
 import { Balancer } from "../rpc/balancer.js";
+import { InboundBudget, serverLimitsFromEnv } from "../rpc/budget.js";
 import { ConnectionPool } from "../rpc/client.js";
 import type { PeerIdentity, RpcAuth } from "../rpc/auth.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
@@ -137,6 +138,8 @@ export class Weavelet {
       for (const [component, groups] of Object.entries(security.callers)) this.callers.set(component, new Set(groups));
     }
     if (this.opts.internalAddress !== undefined) {
+      // Operators tune the server's limits through the environment (`[tsweaver] env` in weaver.toml).
+      const { inboundBudgetBytes, ...limits } = serverLimitsFromEnv(process.env);
       this.server = new RpcServer({
         methodTableHash: table.hash,
         deploymentId: this.opts.deploymentId,
@@ -144,6 +147,8 @@ export class Weavelet {
         auth,
         authorize: this.callers.size === 0 ? undefined : (id, caller) => this.refuseCaller(id, caller),
         logger: rpcLogger(this.loggerFor("rpc")),
+        ...limits,
+        ...(inboundBudgetBytes !== undefined ? { inboundBudget: new InboundBudget(inboundBudgetBytes) } : {}),
       });
       this.dialAddress = await this.server.listen(this.opts.internalAddress || "127.0.0.1:0");
     }

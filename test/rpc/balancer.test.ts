@@ -217,3 +217,63 @@ test("waiting for replicas is bounded by the deadline, the default wait, and can
     await p.close();
   }
 });
+
+test("a replica that keeps timing out is ejected, probed after its ejection period, and back once it answers", async () => {
+  const gate = deferred();
+  const a = await startServer(named("A"));
+  const b = await startServer({ who: async () => (await gate.promise, "B") });
+  const p = pool();
+  const bal = new Balancer("test/Svc", p, { ejectAfterFailures: 3, ejectionMs: 400 });
+  try {
+    bal.update([a.address, b.address]);
+    await waitFor("both replicas healthy", () => p.connections().every((c) => c.healthy), 5000, 10);
+    const bConn = p.get(b.address)!;
+    const call = (): Promise<unknown> => withCallOptions({ timeoutMs: 100 }, () => bal.call(WHO, "who", []));
+    // Round robin sends every other call to B, which times out; after 3 in a row B is ejected.
+    let timeouts = 0;
+    for (let i = 0; i < 6; i++) await call().catch((e: unknown) => (assert.ok(e instanceof DeadlineExceededError), timeouts++));
+    assert.equal(timeouts, 3);
+    assert.equal(bal.ejections, 1);
+    assert.ok(bal.isEjected(bConn));
+    for (let i = 0; i < 20; i++) assert.equal(await call(), "A", "while B is ejected every call goes to A");
+    // After the period one call probes B; it times out again, and B is ejected for twice as long.
+    await waitFor("B's ejection to end", () => !bal.isEjected(bConn), 5000, 20);
+    const probe = await Promise.allSettled([call(), call()]);
+    assert.equal(probe.filter((r) => r.status === "rejected").length, 1, "exactly one probe goes to B");
+    assert.equal(bal.ejections, 2);
+    // B answers again: after its (longer) period the probe succeeds and B is back in the rotation.
+    gate.resolve();
+    await waitFor("B's second ejection to end", () => !bal.isEjected(bConn), 5000, 20);
+    const seen = new Set<unknown>();
+    for (let i = 0; i < 6; i++) seen.add(await call());
+    assert.deepEqual([...seen].sort(), ["A", "B"]);
+    assert.equal(bal.ejections, 2);
+  } finally {
+    bal.close();
+    await p.close();
+    await a.server.close(0);
+    await b.server.close(0);
+  }
+});
+
+test("an ejected replica still serves when it is the only one that can", async () => {
+  const gate = deferred();
+  const b = await startServer({ who: async () => (await gate.promise, "B") });
+  const a = await startServer(named("A"));
+  const p = pool();
+  const bal = new Balancer("test/Svc", p, { ejectAfterFailures: 2, ejectionMs: 60_000 });
+  try {
+    bal.update([a.address, b.address]);
+    await waitFor("both replicas healthy", () => p.connections().every((c) => c.healthy), 5000, 10);
+    for (let i = 0; i < 4; i++) await withCallOptions({ timeoutMs: 50 }, () => bal.call(WHO, "who", [])).catch(() => {});
+    assert.ok(bal.isEjected(p.get(b.address)!));
+    await a.server.close(0);
+    gate.resolve();
+    await waitFor("A to be seen down", () => p.get(a.address)?.healthy === false, 5000, 10);
+    assert.equal(await bal.call(WHO, "who", []), "B");
+  } finally {
+    bal.close();
+    await p.close();
+    await b.server.close(0);
+  }
+});

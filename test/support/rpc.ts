@@ -1,6 +1,6 @@
 /** RPC test servers: a method table served on a real socket, and a logger that remembers. */
 import type { RpcLogger } from "../../runtime/rpc/logger.js";
-import { RpcServer, type MethodHandler } from "../../runtime/rpc/server.js";
+import { RpcServer, type MethodHandler, type RpcServerOptions } from "../../runtime/rpc/server.js";
 
 /** The method-table hash test servers and clients agree on. */
 export const HASH = "test-hash-1";
@@ -40,20 +40,15 @@ export interface TestServer {
 export async function startServer(
   methods: Methods,
   address = "127.0.0.1:0",
-  opts: { hash?: string; maxFrameSize?: number; deploymentId?: string } = {},
+  opts: { hash?: string } & Omit<RpcServerOptions, "lookup" | "methodTableHash" | "logger"> = {},
 ): Promise<TestServer> {
   const names = Object.keys(methods);
   const table: MethodHandler[] = names.map((n) => ({ name: `test/Svc.${n}`, fn: methods[n]! }));
   const ids: Record<string, number> = {};
   names.forEach((n, i) => (ids[n] = i));
   const logger = new MemoryLogger();
-  const server = new RpcServer({
-    lookup: (id) => table[id],
-    methodTableHash: opts.hash ?? HASH,
-    deploymentId: opts.deploymentId,
-    logger,
-    maxFrameSize: opts.maxFrameSize,
-  });
+  const { hash, ...rest } = opts;
+  const server = new RpcServer({ ...rest, lookup: (id) => table[id], methodTableHash: hash ?? HASH, logger });
   const bound = await server.listen(address);
   return { server, address: bound, ids, logger };
 }
