@@ -351,9 +351,9 @@ export class WeaverApp extends Construct {
     Validations.of(secret).acknowledge({
       id: "AwsSolutions-SMG4",
       reason:
-        "ECS injects the secret when a task starts, so automatic rotation under running tasks would lock their " +
-        "agents out of the control plane. It is scoped to one deployment; to change it, put a new value and " +
-        "restart the deployment's tasks together.",
+        "Rotated by putting a new value (docs/aws.md, Security model): the control plane re-reads the secret and " +
+        "accepts the current and the previous value, and ECS injects the new one into tasks as they are replaced. " +
+        "A rotation schedule shorter than the tasks' lifetime would lock out agents still holding the value before the previous one.",
     });
     return secret;
   }
@@ -633,6 +633,7 @@ export class WeaverApp extends Construct {
         [ENV.SUBNETS]: this.vpc.selectSubnets(this.taskSubnets).subnetIds.join(","),
         [ENV.SECURITY_GROUP]: this.weaveletSecurityGroup.securityGroupId,
         [ENV.ASSIGN_PUBLIC_IP]: this.assignPublicIp ? "ENABLED" : "DISABLED",
+        [ENV.SECRET_ARN]: this.secret.secretArn,
       },
       secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "controlplane" }),
@@ -771,6 +772,9 @@ export class WeaverApp extends Construct {
     // GetOperation (the status of a RegisterInstance) has no resource type: "*" in this region.
     add({ sid: "RegistrationStatus", actions: ["servicediscovery:GetOperation"], resources: ["*"], conditions: inRegion });
     for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
+
+    // Secrets Manager: the deployment secret, re-read to follow rotations (current and previous value).
+    add({ sid: "DeploymentSecret", actions: ["secretsmanager:GetSecretValue"], resources: [this.secret.secretArn] });
 
     // CloudFormation: its own stack's status (a control plane stopped by a stack deletion removes the
     // versions' resources, which the template does not hold).

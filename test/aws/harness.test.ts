@@ -356,7 +356,13 @@ describe("FargateSimulator on a service of sleepers", () => {
       // Each process: its own address, the task's metadata, the container's environment and secret.
       assert.notEqual(two[0]!.ip, two[1]!.ip);
       for (const t of two) {
-        assert.ok(t.ip.startsWith(sim.ipPrefix));
+        // The address the process runs on is the ENI address ECS reports for the task.
+        const eni = described
+          .find((d) => d.taskArn === t.taskArn)
+          ?.attachments?.find((a) => a.type === "ElasticNetworkInterface")
+          ?.details?.find((d) => d.name === "privateIPv4Address")?.value;
+        assert.equal(t.ip, eni);
+        assert.match(t.ip, /^127\./);
         const r = report(t)!;
         assert.equal(r.ip, t.ip);
         assert.deepEqual(r.argv, ["zzz"]);

@@ -358,11 +358,13 @@ describe("hello stack", () => {
       StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" },
     });
     assert.deepEqual(bySid("OwnStack").Resource, { Ref: "AWS::StackId" });
+    // The deployment secret only, re-read to follow rotations.
+    assert.deepEqual(bySid("DeploymentSecret").Resource, { Ref: s.id(s.stack.weaver.secret) });
     // Nothing else: no S3, no IAM beyond PassRole and the scaling service-linked role.
     const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
     assert.deepEqual(
       services,
-      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation"]),
+      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation", "secretsmanager"]),
     );
   });
 

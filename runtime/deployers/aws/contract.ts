@@ -42,8 +42,13 @@ export const ENV = {
   CONTROL_PORT: "TSWEAVER_CONTROL_PORT",
   /** Weavelet RPC port (decimal). Agent and control plane. */
   RPC_PORT: "TSWEAVER_RPC_PORT",
-  /** The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control plane. */
+  /**
+   * The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control
+   * plane; never passed on to the weavelet.
+   */
   SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
+  /** ARN of that secret: the control plane re-reads it (current and previous value) to follow rotations. Control plane only. */
+  SECRET_ARN: "TSWEAVER_DEPLOYMENT_SECRET_ARN",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */
