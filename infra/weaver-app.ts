@@ -709,17 +709,15 @@ export class WeaverApp extends Construct {
         "ecs:DescribeServices",
         "ecs:TagResource",
         "ecs:UntagResource",
-        "ecs:ListTagsForResource",
       ],
       resources: [services],
       conditions: inCluster,
     });
     const taskArns = stack.formatArn({ service: "ecs", resource: "task", resourceName: `${this.cluster.clusterName}/*` });
-    add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks", "ecs:StopTask"], resources: [taskArns], conditions: inCluster });
+    add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks"], resources: [taskArns], conditions: inCluster });
     // ListTasks/ListServices are authorized on "*" (their resource is the container instance or none);
     // the ecs:cluster condition limits them to this cluster.
     add({ sid: "ListInCluster", actions: ["ecs:ListTasks", "ecs:ListServices"], resources: ["*"], conditions: inCluster });
-    add({ sid: "DescribeCluster", actions: ["ecs:DescribeClusters"], resources: [clusterArn] });
     add({
       sid: "PassTaskRoles",
       actions: ["iam:PassRole"],
@@ -741,7 +739,6 @@ export class WeaverApp extends Construct {
       ],
       resources: [scalableTargets],
     });
-    add({ sid: "DescribeScaling", actions: ["application-autoscaling:DescribeScalableTargets"], resources: ["*"], conditions: inRegion });
     // The first RegisterScalableTarget of an account creates ECS's autoscaling service-linked role.
     add({
       sid: "ScalingServiceLinkedRole",
@@ -760,18 +757,9 @@ export class WeaverApp extends Construct {
     // Cloud Map: instances of this namespace's services only.
     add({
       sid: "RegisterReplicas",
-      actions: [
-        "servicediscovery:RegisterInstance",
-        "servicediscovery:DeregisterInstance",
-        "servicediscovery:ListInstances",
-        "servicediscovery:GetInstance",
-        "servicediscovery:GetInstancesHealthStatus",
-      ],
+      actions: ["servicediscovery:RegisterInstance", "servicediscovery:DeregisterInstance", "servicediscovery:ListInstances"],
       resources: [...groups.map((g) => g.discoveryService.serviceArn), this.controlPlaneDiscoveryService.serviceArn],
     });
-    // GetOperation (the status of a RegisterInstance) has no resource type: "*" in this region.
-    add({ sid: "RegistrationStatus", actions: ["servicediscovery:GetOperation"], resources: ["*"], conditions: inRegion });
-    for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
 
     // Secrets Manager: the deployment secret, re-read to follow rotations (current and previous value).
     add({ sid: "DeploymentSecret", actions: ["secretsmanager:GetSecretValue"], resources: [this.secret.secretArn] });
@@ -819,12 +807,7 @@ export class WeaverApp extends Construct {
       });
       add({
         sid: "ChangeListenerRules",
-        actions: [
-          "elasticloadbalancing:ModifyRule",
-          "elasticloadbalancing:DeleteRule",
-          "elasticloadbalancing:SetRulePriorities",
-          "elasticloadbalancing:AddTags",
-        ],
+        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:AddTags"],
         resources: [listenerRules],
       });
       // ELBv2 Describe* actions support no resource-level permissions: "*" in this region, read-only.
@@ -833,11 +816,8 @@ export class WeaverApp extends Construct {
         actions: [
           "elasticloadbalancing:DescribeTargetHealth",
           "elasticloadbalancing:DescribeTargetGroups",
-          "elasticloadbalancing:DescribeTargetGroupAttributes",
-          "elasticloadbalancing:DescribeListeners",
           "elasticloadbalancing:DescribeRules",
           "elasticloadbalancing:DescribeTags",
-          "elasticloadbalancing:DescribeLoadBalancers",
         ],
         resources: ["*"],
         conditions: inRegion,
@@ -855,8 +835,8 @@ export class WeaverApp extends Construct {
 
     acknowledge(
       "*",
-      'Only for actions AWS authorizes on "*" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, ' +
-        "ELBv2 Describe*, DiscoverInstances); every such statement is condition-scoped to this cluster, this namespace or this region.",
+      'Only for actions AWS authorizes on "*" (ListTasks/ListServices, ELBv2 Describe*); every such statement ' +
+        "is condition-scoped to this cluster or this region.",
     );
     acknowledge(
       services,

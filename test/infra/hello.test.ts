@@ -38,17 +38,12 @@ const STAR_ACTIONS: Record<string, string | null> = {
   "ecr:GetAuthorizationToken": null,
   "ecs:ListTasks": "ArnEquals:ecs:cluster",
   "ecs:ListServices": "ArnEquals:ecs:cluster",
-  "application-autoscaling:DescribeScalableTargets": "StringEquals:aws:RequestedRegion",
-  "servicediscovery:GetOperation": "StringEquals:aws:RequestedRegion",
   "servicediscovery:DiscoverInstances": "StringEquals:servicediscovery:NamespaceName",
   "servicediscovery:DiscoverInstancesRevision": "StringEquals:servicediscovery:NamespaceName",
   "elasticloadbalancing:DescribeTargetHealth": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeTargetGroups": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeListeners": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeRules": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeTags": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeTargetGroupAttributes": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeLoadBalancers": "StringEquals:aws:RequestedRegion",
 };
 
 describe("hello stack", () => {
@@ -327,7 +322,6 @@ describe("hello stack", () => {
       "ecs:CreateService",
       "ecs:DeleteService",
       "ecs:DescribeServices",
-      "ecs:ListTagsForResource",
       "ecs:TagResource",
       "ecs:UntagResource",
       "ecs:UpdateService",

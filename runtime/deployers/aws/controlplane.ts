@@ -135,6 +135,8 @@ export class ControlPlane implements ControlApi {
   /** The tasks agents speak for, as ECS describes them (cached). */
   private readonly tasks: TaskDirectory;
   private readonly rejections: RejectionLog;
+  /** Task definitions of other versions' groups (`group/version`), as their services name them. */
+  private readonly otherTaskDefinitions = new Map<string, string>();
   private reconciling: Promise<void> | undefined;
   private identity: TaskIdentity | undefined;
   private leading: boolean | undefined;
@@ -286,7 +288,13 @@ export class ControlPlane implements ControlApi {
   /** The task definition of a group in a version (this version: from the stack; others: their service). */
   private async taskDefinitionOf(group: string, version: string): Promise<string | undefined> {
     if (version === this.env.version) return Object.hasOwn(this.env.groups, group) ? this.env.groups[group]!.taskDefinition : undefined;
-    return (await this.versions.list()).get(version)?.services.get(group)?.taskDefinition;
+    const key = `${group}/${version}`;
+    const known = this.otherTaskDefinitions.get(key);
+    if (known !== undefined) return known;
+    // A version's services never change task definition: what is found is kept (a miss is asked again).
+    const td = (await this.versions.list()).get(version)?.services.get(group)?.taskDefinition;
+    if (td !== undefined && this.otherTaskDefinitions.size < 1024) this.otherTaskDefinitions.set(key, td);
+    return td;
   }
 
   // ---- the API agents call ----
