@@ -502,16 +502,12 @@ export class WeaverApp extends Construct {
     return { loadBalancer: lb, securityGroup: albSg, accessLogBucket, listeners };
   }
 
-  /** The environment every task gets. */
+  /** The environment every task gets (each side adds what only it reads: test/infra/iam.test.ts checks). */
   private taskEnv(props: WeaverAppProps): Record<string, string> {
     return {
       [ENV.APP]: props.appName,
       [ENV.DEPLOYMENT]: this.deploymentId,
       [ENV.VERSION]: this.version,
-      [ENV.CONFIG]: props.configPathInImage,
-      [ENV.NAMESPACE]: this.deploymentId,
-      [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
-      [ENV.CONTROL_PORT]: String(this.controlPort),
       [ENV.RPC_PORT]: String(this.rpcPort),
     };
   }
@@ -544,6 +540,9 @@ export class WeaverApp extends Construct {
         command: [...AGENT_COMMAND],
         environment: {
           ...this.taskEnv(props),
+          [ENV.CONFIG]: props.configPathInImage,
+          [ENV.NAMESPACE]: this.deploymentId,
+          [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
           [ENV.GROUP]: g.name,
           [ENV.COMPONENTS]: g.components.join(","),
           ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
@@ -623,6 +622,7 @@ export class WeaverApp extends Construct {
       command: [...CONTROLPLANE_COMMAND],
       environment: {
         ...this.taskEnv(props),
+        [ENV.CONTROL_PORT]: String(this.controlPort),
         [ENV.CLUSTER]: this.cluster.clusterArn,
         [ENV.NAMESPACE_ID]: this.namespace.namespaceId,
         [ENV.CONTROLPLANE_SERVICE_ID]: discoveryService.serviceId,

@@ -192,7 +192,6 @@ describe("hello stack", () => {
         [ENV.CONFIG]: "examples/hello/weaver.toml",
         [ENV.NAMESPACE]: "tsweaver-hello",
         [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
-        [ENV.CONTROL_PORT]: "9100",
         [ENV.RPC_PORT]: "9000",
         [ENV.GROUP]: group,
         [ENV.COMPONENTS]: components,

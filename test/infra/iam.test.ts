@@ -11,13 +11,18 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { IConstruct } from "constructs";
 import type { WeaverApp } from "../../infra/weaver-app.js";
+import { ENV } from "../../runtime/deployers/aws/contract.js";
 import { ROOT } from "../support/index.js";
-import { actionsOf, FIXTURES, resourcesOf, statements, synth, type Synth } from "./helpers.js";
+import { actionsOf, containerEnv, FIXTURES, resourcesOf, statements, synth, type Synth } from "./helpers.js";
 
-/** Each task role: the entry file of the code that runs with it, and the role in the construct. */
-const ROLES: Record<string, { entry: string; role: (w: WeaverApp) => IConstruct }> = {
-  controlPlane: { entry: "runtime/deployers/aws/controlplane.ts", role: (w) => w.controlPlaneRole },
-  weavelet: { entry: "runtime/deployers/aws/agent.ts", role: (w) => w.weaveletRole },
+/** Each task role: the entry file of the code that runs with it, the role and (one of) its task definitions. */
+const ROLES: Record<string, { entry: string; role: (w: WeaverApp) => IConstruct; taskDefinition: (w: WeaverApp) => IConstruct }> = {
+  controlPlane: {
+    entry: "runtime/deployers/aws/controlplane.ts",
+    role: (w) => w.controlPlaneRole,
+    taskDefinition: (w) => w.controlPlaneTaskDefinition,
+  },
+  weavelet: { entry: "runtime/deployers/aws/agent.ts", role: (w) => w.weaveletRole, taskDefinition: (w) => w.mainGroup.taskDefinition },
 };
 
 /** IAM service prefix of each AWS SDK v3 client package. */
@@ -69,6 +74,21 @@ function closure(entry: string, seen = new Map<string, string>()): Map<string, s
   for (const m of text.matchAll(/from\s+"(\.{1,2}\/[^"]+)\.js"/g))
     closure(path.relative(ROOT, path.resolve(path.dirname(file), `${m[1]}.ts`)), seen);
   return seen;
+}
+
+/** The environment variables the code reads: `ENV.X` (contract.ts) or a literal name, in `process.env[...]`, `required(...)` or `json<T>(...)`. */
+function envReadsOf(entry: string): Set<string> {
+  const out = new Set<string>();
+  for (const text of closure(entry).values()) {
+    for (const m of text.matchAll(/(?:process\.env\[|required\(|json<\w+>\()\s*(?:ENV\.([A-Z_]+)|"([A-Z_][A-Z0-9_]*)")/g)) {
+      if (m[1]) {
+        const name = (ENV as Record<string, string>)[m[1]];
+        assert.ok(name, `ENV.${m[1]} is not in contract.ts`);
+        out.add(name);
+      } else out.add(m[2]!);
+    }
+  }
+  return out;
 }
 
 /** The IAM actions of the AWS SDK commands the code imports (type-only imports excluded). */
@@ -139,6 +159,17 @@ describe("IAM: each task role is granted exactly the AWS calls its code makes", 
           }
         }
       }
+    });
+
+    test(`${name}: every environment variable the stack sets on the task is read by its code`, () => {
+      const reads = envReadsOf(r.entry);
+      const set = Object.keys(containerEnv(s.json, s.id(r.taskDefinition(s.stack.weaver))));
+      assert.ok(set.length >= 4, `the task definition sets its environment (${set.join(", ")})`);
+      assert.deepEqual(
+        set.filter((k) => !reads.has(k)),
+        [],
+        `${name}: set by the stack but read by nothing`,
+      );
     });
 
     test(`${name}: reads only its own secrets`, () => {
