@@ -392,9 +392,9 @@ export class WeaverApp extends Construct {
     Validations.of(secret).acknowledge({
       id: "AwsSolutions-SMG4",
       reason:
-        "ECS injects the secret when a task starts, so automatic rotation under running tasks would lock their " +
-        "agents out of the control plane. It is scoped to one deployment; to change it, put a new value and " +
-        "restart the deployment's tasks together.",
+        "Rotated by putting a new value (docs/aws.md, Security model): the control plane re-reads the secret and " +
+        "accepts the current and the previous value, and ECS injects the new one into tasks as they are replaced. " +
+        "A rotation schedule shorter than the tasks' lifetime would lock out agents still holding the value before the previous one.",
     });
     return secret;
   }
@@ -543,16 +543,12 @@ export class WeaverApp extends Construct {
     return { loadBalancer: lb, securityGroup: albSg, accessLogBucket, listeners };
   }
 
-  /** The environment every task gets. */
+  /** The environment every task gets (each side adds what only it reads: test/infra/iam.test.ts checks). */
   private taskEnv(props: WeaverAppProps): Record<string, string> {
     return {
       [ENV.APP]: props.appName,
       [ENV.DEPLOYMENT]: this.deploymentId,
       [ENV.VERSION]: this.version,
-      [ENV.CONFIG]: props.configPathInImage,
-      [ENV.NAMESPACE]: this.deploymentId,
-      [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
-      [ENV.CONTROL_PORT]: String(this.controlPort),
       [ENV.RPC_PORT]: String(this.rpcPort),
     };
   }
@@ -586,6 +582,9 @@ export class WeaverApp extends Construct {
         command: [...AGENT_COMMAND],
         environment: {
           ...this.taskEnv(props),
+          [ENV.CONFIG]: props.configPathInImage,
+          [ENV.NAMESPACE]: this.deploymentId,
+          [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
           [ENV.GROUP]: g.name,
           [ENV.COMPONENTS]: g.components.join(","),
           ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
@@ -668,6 +667,7 @@ export class WeaverApp extends Construct {
       command: [...CONTROLPLANE_COMMAND],
       environment: {
         ...this.taskEnv(props),
+        [ENV.CONTROL_PORT]: String(this.controlPort),
         [ENV.CLUSTER]: this.cluster.clusterArn,
         [ENV.NAMESPACE_ID]: this.namespace.namespaceId,
         [ENV.CONTROLPLANE_SERVICE_ID]: discoveryService.serviceId,
@@ -678,6 +678,7 @@ export class WeaverApp extends Construct {
         [ENV.SUBNETS]: this.vpc.selectSubnets(this.taskSubnets).subnetIds.join(","),
         [ENV.SECURITY_GROUP]: this.weaveletSecurityGroup.securityGroupId,
         [ENV.ASSIGN_PUBLIC_IP]: this.assignPublicIp ? "ENABLED" : "DISABLED",
+        [ENV.SECRET_ARN]: this.secret.secretArn,
       },
       secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "controlplane" }),
@@ -753,17 +754,15 @@ export class WeaverApp extends Construct {
         "ecs:DescribeServices",
         "ecs:TagResource",
         "ecs:UntagResource",
-        "ecs:ListTagsForResource",
       ],
       resources: [services],
       conditions: inCluster,
     });
     const taskArns = stack.formatArn({ service: "ecs", resource: "task", resourceName: `${this.cluster.clusterName}/*` });
-    add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks", "ecs:StopTask"], resources: [taskArns], conditions: inCluster });
+    add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks"], resources: [taskArns], conditions: inCluster });
     // ListTasks/ListServices are authorized on "*" (their resource is the container instance or none);
     // the ecs:cluster condition limits them to this cluster.
     add({ sid: "ListInCluster", actions: ["ecs:ListTasks", "ecs:ListServices"], resources: ["*"], conditions: inCluster });
-    add({ sid: "DescribeCluster", actions: ["ecs:DescribeClusters"], resources: [clusterArn] });
     add({
       sid: "PassTaskRoles",
       actions: ["iam:PassRole"],
@@ -785,7 +784,6 @@ export class WeaverApp extends Construct {
       ],
       resources: [scalableTargets],
     });
-    add({ sid: "DescribeScaling", actions: ["application-autoscaling:DescribeScalableTargets"], resources: ["*"], conditions: inRegion });
     // The first RegisterScalableTarget of an account creates ECS's autoscaling service-linked role.
     add({
       sid: "ScalingServiceLinkedRole",
@@ -804,18 +802,12 @@ export class WeaverApp extends Construct {
     // Cloud Map: instances of this namespace's services only.
     add({
       sid: "RegisterReplicas",
-      actions: [
-        "servicediscovery:RegisterInstance",
-        "servicediscovery:DeregisterInstance",
-        "servicediscovery:ListInstances",
-        "servicediscovery:GetInstance",
-        "servicediscovery:GetInstancesHealthStatus",
-      ],
+      actions: ["servicediscovery:RegisterInstance", "servicediscovery:DeregisterInstance", "servicediscovery:ListInstances"],
       resources: [...groups.map((g) => g.discoveryService.serviceArn), this.controlPlaneDiscoveryService.serviceArn],
     });
-    // GetOperation (the status of a RegisterInstance) has no resource type: "*" in this region.
-    add({ sid: "RegistrationStatus", actions: ["servicediscovery:GetOperation"], resources: ["*"], conditions: inRegion });
-    for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
+
+    // Secrets Manager: the deployment secret, re-read to follow rotations (current and previous value).
+    add({ sid: "DeploymentSecret", actions: ["secretsmanager:GetSecretValue"], resources: [this.secret.secretArn] });
 
     // CloudFormation: its own stack's status (a control plane stopped by a stack deletion removes the
     // versions' resources, which the template does not hold).
@@ -860,12 +852,7 @@ export class WeaverApp extends Construct {
       });
       add({
         sid: "ChangeListenerRules",
-        actions: [
-          "elasticloadbalancing:ModifyRule",
-          "elasticloadbalancing:DeleteRule",
-          "elasticloadbalancing:SetRulePriorities",
-          "elasticloadbalancing:AddTags",
-        ],
+        actions: ["elasticloadbalancing:ModifyRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:AddTags"],
         resources: [listenerRules],
       });
       // ELBv2 Describe* actions support no resource-level permissions: "*" in this region, read-only.
@@ -874,11 +861,8 @@ export class WeaverApp extends Construct {
         actions: [
           "elasticloadbalancing:DescribeTargetHealth",
           "elasticloadbalancing:DescribeTargetGroups",
-          "elasticloadbalancing:DescribeTargetGroupAttributes",
-          "elasticloadbalancing:DescribeListeners",
           "elasticloadbalancing:DescribeRules",
           "elasticloadbalancing:DescribeTags",
-          "elasticloadbalancing:DescribeLoadBalancers",
         ],
         resources: ["*"],
         conditions: inRegion,
@@ -896,8 +880,8 @@ export class WeaverApp extends Construct {
 
     acknowledge(
       "*",
-      'Only for actions AWS authorizes on "*" (ListTasks/ListServices, DescribeScalableTargets, GetOperation, ' +
-        "ELBv2 Describe*, DiscoverInstances); every such statement is condition-scoped to this cluster, this namespace or this region.",
+      'Only for actions AWS authorizes on "*" (ListTasks/ListServices, ELBv2 Describe*); every such statement ' +
+        "is condition-scoped to this cluster or this region.",
     );
     acknowledge(
       services,

@@ -106,7 +106,9 @@ multi
 
 multi
   .command("dashboard")
-  .description("print the URL of a running deployment's dashboard: groups, replicas, call graph, metrics, traces, logs")
+  .description(
+    "print a one-time login link (valid 60 s) to a running deployment's dashboard: groups, replicas, call graph, metrics, traces, logs",
+  )
   .argument("[deployment]", "deployment id (or a prefix of it)")
   .option("--open", "also open it in the default browser")
   .action(async (deployment: string | undefined, opts: { open?: boolean }) => {

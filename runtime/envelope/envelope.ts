@@ -24,7 +24,13 @@ export interface EnvelopeOptions {
   binary: string;
   /** Arguments after the entry file. */
   args?: readonly string[];
-  /** Extra environment for the process (on top of this process's environment). */
+  /**
+   * The environment the weavelet starts from, before `env`. Default: this process's environment. A
+   * deployer holding credentials or secrets passes only what the app may see: whatever is here is
+   * readable by every dependency of the app.
+   */
+  baseEnv?: Readonly<Record<string, string | undefined>>;
+  /** Extra environment for the process (on top of `baseEnv`). */
   env?: Readonly<Record<string, string>>;
   /** Node.js flags before the entry file (e.g. `--cpu-prof`). */
   nodeArgs?: readonly string[];
@@ -107,7 +113,7 @@ export class Envelope {
     const args: WeaveletArgs = { ...opts.weaveletArgs, protocolVersion: CONTROL_PROTOCOL_VERSION };
     const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.binary, ...(opts.args ?? [])], {
       stdio: ["ignore", "pipe", "pipe", "pipe"],
-      env: { ...process.env, ...opts.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs(args) },
+      env: { ...(opts.baseEnv ?? process.env), ...opts.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs(args) },
       // Own process group: Ctrl-C reaches only the deployer, which stops weavelets in order.
       detached: true,
     });

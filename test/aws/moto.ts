@@ -54,15 +54,40 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
 /**
  * Runs moto's server in the foreground of a python that exits as soon as its stdin closes: when the
  * node process that started it dies, however it dies, the server goes too (no orphan moto servers).
+ *
+ * Every ECS task gets an ENI attachment, as every Fargate task has (moto adds one only for awsvpc task
+ * definitions, which the stack's CloudFormation path turns into bridge ones, see stack.ts), and its
+ * address (DescribeTasks' `privateIPv4Address`) is a loopback address from a range of this server's own
+ * (127.A.B.2 upward, A and B random). The Fargate simulator runs the task's process on exactly the
+ * address ECS reports, so the control plane's check that a request comes from the claimed task's ENI
+ * address is the real one.
  */
 const MOTO_LAUNCHER = [
-  "import os, sys, threading",
+  "import os, sys, threading, random, itertools",
   "def _watch():",
   "    try:",
   "        sys.stdin.buffer.read()",
   "    finally:",
   "        os._exit(0)",
   "threading.Thread(target=_watch, daemon=True).start()",
+  "import moto.ecs.models as _ecs",
+  "_base = (random.randint(64, 254) << 16) | (random.randint(0, 255) << 8)",
+  "_hosts = (n for n in itertools.count(_base) if 2 <= (n & 255) <= 254)",
+  "_lock = threading.Lock()",
+  "def _loopback_eni_ip(*_args, **_kwargs):",
+  "    with _lock:",
+  "        n = next(_hosts)",
+  "    return f'127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}'",
+  "_ecs.random_private_ip = _loopback_eni_ip",
+  "_task_init = _ecs.Task.__init__",
+  "def _fargate_task_init(self, *args, **kwargs):",
+  "    _task_init(self, *args, **kwargs)",
+  "    if not self.attachments:",
+  "        ip = _loopback_eni_ip()",
+  "        self.attachments.append({'id': str(_ecs.mock_random.uuid4()), 'type': 'ElasticNetworkInterface', 'status': 'ATTACHED',",
+  "            'details': [{'name': 'networkInterfaceId', 'value': 'eni-' + _ecs.mock_random.get_random_hex(17)},",
+  "                        {'name': 'privateIPv4Address', 'value': ip}]})",
+  "_ecs.Task.__init__ = _fargate_task_init",
   "from moto.server import main",
   "main(sys.argv[1:])",
 ].join("\n");

@@ -38,17 +38,12 @@ const STAR_ACTIONS: Record<string, string | null> = {
   "ecr:GetAuthorizationToken": null,
   "ecs:ListTasks": "ArnEquals:ecs:cluster",
   "ecs:ListServices": "ArnEquals:ecs:cluster",
-  "application-autoscaling:DescribeScalableTargets": "StringEquals:aws:RequestedRegion",
-  "servicediscovery:GetOperation": "StringEquals:aws:RequestedRegion",
   "servicediscovery:DiscoverInstances": "StringEquals:servicediscovery:NamespaceName",
   "servicediscovery:DiscoverInstancesRevision": "StringEquals:servicediscovery:NamespaceName",
   "elasticloadbalancing:DescribeTargetHealth": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeTargetGroups": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeListeners": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeRules": "StringEquals:aws:RequestedRegion",
   "elasticloadbalancing:DescribeTags": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeTargetGroupAttributes": "StringEquals:aws:RequestedRegion",
-  "elasticloadbalancing:DescribeLoadBalancers": "StringEquals:aws:RequestedRegion",
 };
 
 describe("hello stack", () => {
@@ -200,7 +195,6 @@ describe("hello stack", () => {
         [ENV.CONFIG]: "examples/hello/weaver.toml",
         [ENV.NAMESPACE]: "tsweaver-hello",
         [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
-        [ENV.CONTROL_PORT]: "9100",
         [ENV.RPC_PORT]: "9000",
         [ENV.GROUP]: group,
         [ENV.COMPONENTS]: components,
@@ -330,7 +324,6 @@ describe("hello stack", () => {
       "ecs:CreateService",
       "ecs:DeleteService",
       "ecs:DescribeServices",
-      "ecs:ListTagsForResource",
       "ecs:TagResource",
       "ecs:UntagResource",
       "ecs:UpdateService",
@@ -361,11 +354,13 @@ describe("hello stack", () => {
       StringLike: { "iam:AWSServiceName": "ecs.application-autoscaling.amazonaws.com" },
     });
     assert.deepEqual(bySid("OwnStack").Resource, { Ref: "AWS::StackId" });
+    // The deployment secret only, re-read to follow rotations.
+    assert.deepEqual(bySid("DeploymentSecret").Resource, { Ref: s.id(s.stack.weaver.secret) });
     // Nothing else: no S3, no IAM beyond PassRole and the scaling service-linked role.
     const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
     assert.deepEqual(
       services,
-      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation"]),
+      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation", "secretsmanager"]),
     );
   });
 

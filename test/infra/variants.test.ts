@@ -177,8 +177,8 @@ container_port = 8443
       "weavelet:7000",
       "weavelet:8443",
     ]);
-    const env = containerEnv(s.json, s.id(s.stack.weaver.mainGroup.taskDefinition));
-    assert.deepEqual([env[ENV.RPC_PORT], env[ENV.CONTROL_PORT]], ["7000", "7100"]);
+    assert.equal(containerEnv(s.json, s.id(s.stack.weaver.mainGroup.taskDefinition))[ENV.RPC_PORT], "7000");
+    assert.equal(containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.CONTROL_PORT], "7100");
   });
 
   test("ARM tasks; the control plane's size; log retention", () => {

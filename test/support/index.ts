@@ -83,9 +83,9 @@ export interface HttpReply {
 }
 
 /** GET over a fresh connection (so a proxy's round-robin sees each request separately). */
-export function get(url: string, timeoutMs = 10_000): Promise<HttpReply> {
+export function get(url: string, timeoutMs = 10_000, headers: Readonly<Record<string, string>> = {}): Promise<HttpReply> {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
+    const req = http.get(url, { agent: false, timeout: timeoutMs, headers }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
@@ -96,8 +96,8 @@ export function get(url: string, timeoutMs = 10_000): Promise<HttpReply> {
   });
 }
 
-export async function getJson<T>(url: string): Promise<T> {
-  const r = await get(url);
+export async function getJson<T>(url: string, headers: Readonly<Record<string, string>> = {}): Promise<T> {
+  const r = await get(url, 10_000, headers);
   if (r.status !== 200) throw new Error(`GET ${url}: ${r.status} ${r.body}`);
   return JSON.parse(r.body) as T;
 }

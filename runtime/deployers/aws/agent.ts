@@ -54,6 +54,36 @@ export function agentEnvFromProcess(): AgentEnv {
   };
 }
 
+/**
+ * Variables of the agent's environment the weavelet inherits; everything else stays with the agent: the
+ * deployment secret, the task role's credentials (AWS_CONTAINER_CREDENTIALS_*), the metadata endpoint
+ * and the agent's own settings. The app's own variables come from weaver.toml's `env`.
+ */
+const WEAVELET_INHERITS: readonly (string | RegExp)[] = [
+  "PATH",
+  "HOME",
+  "LANG",
+  /^LC_[A-Z]+$/,
+  "TZ",
+  "TMPDIR",
+  "NODE_ENV",
+  "NODE_V8_COVERAGE",
+  "AWS_REGION",
+  "AWS_DEFAULT_REGION",
+  /^OTEL_[A-Z_]+$/,
+  "TSWEAVER_LOG_LEVEL",
+  "TSWEAVER_METRICS",
+];
+
+/** The part of `env` a weavelet may see ({@link WEAVELET_INHERITS}). */
+export function weaveletBaseEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && WEAVELET_INHERITS.some((p) => (typeof p === "string" ? p === k : p.test(k)))) out[k] = v;
+  }
+  return out;
+}
+
 /** A component this agent's weavelet calls, and what Cloud Map last said about its group. */
 interface Watch {
   component: string;
@@ -84,7 +114,7 @@ export class Agent {
   private groupOf = new Map<string, string>();
   private readonly watches = new Map<string, Watch>();
   private readonly listeners: Record<string, number> = {};
-  private readonly client: ControlApiClient;
+  private client: ControlApiClient | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -98,8 +128,12 @@ export class Agent {
   constructor(
     private readonly env: AgentEnv,
     private readonly aws = new AwsClients(),
-  ) {
-    this.client = new ControlApiClient(env.secret, () => this.locateControlPlane());
+  ) {}
+
+  /** The control plane client, bound to this task (available once its identity is known). */
+  private get control(): ControlApiClient {
+    this.client ??= new ControlApiClient(this.env.secret, this.identity!, () => this.locateControlPlane());
+    return this.client;
   }
 
   /** Starts the weavelet and reports it ready; resolves when it is registered. */
@@ -112,6 +146,7 @@ export class Agent {
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
+      baseEnv: weaveletBaseEnv(process.env),
       env: this.config.env,
       nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
@@ -136,7 +171,7 @@ export class Agent {
     });
     const health = await this.envelope.getHealth();
     if (health !== "HEALTHY") throw new Error(`the weavelet reports ${health} after its handshake`);
-    await this.client.ready(this.report());
+    await this.control.ready(this.report());
     this.log.info("replica ready", { group: this.env.group, address: this.envelope.dialAddress });
     this.heartbeatTimer = setInterval(
       () => void this.heartbeat().catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })),
@@ -157,7 +192,7 @@ export class Agent {
       clearInterval(this.heartbeatTimer);
       let delaySeconds = 0;
       if (this.identity) {
-        const reply = await this.client
+        const reply = await this.control
           .stopping(this.report())
           .catch((err: Error) => (this.log.warn("cannot deregister", { err: err.message }), undefined));
         delaySeconds = reply?.deregistrationDelaySeconds ?? 0;
@@ -175,7 +210,7 @@ export class Agent {
       clearInterval(this.pollTimer);
       this.log.info("stopping the weavelet", { graceMs: String(WEAVELET_STOP_GRACE_MS) });
       await this.envelope?.stop(WEAVELET_STOP_GRACE_MS);
-      this.client.close();
+      this.client?.close();
     }
     process.exit(code);
   }
@@ -189,16 +224,16 @@ export class Agent {
     if (health === "HEALTHY") {
       if (this.unhealthy) this.log.info("weavelet healthy again: re-registering", {});
       this.unhealthy = false;
-      await this.client.ready({ ...this.report(), ...(await this.callsSinceLastReport()) });
+      await this.control.ready({ ...this.report(), ...(await this.callsSinceLastReport()) });
       if (this.unsentSpans > 0) {
         const count = this.unsentSpans;
         this.unsentSpans = 0;
-        await this.client.spans({ count });
+        await this.control.spans({ count });
       }
     } else if (!this.unhealthy) {
       this.unhealthy = true;
       this.log.warn("weavelet unhealthy: deregistering until it recovers", { health });
-      await this.client.stopping(this.report());
+      await this.control.stopping(this.report());
     }
   }
 
@@ -240,7 +275,7 @@ export class Agent {
       activateComponent: async ({ component, routed }) => {
         const group = this.groupOf.get(component);
         if (!group) throw new Error(`unknown component ${component}: not registered in ${this.config!.binary}`);
-        await this.client.activate({
+        await this.control.activate({
           taskArn: this.identity!.taskArn,
           group: this.env.group,
           component,
@@ -255,14 +290,14 @@ export class Agent {
         }
       },
       getListenerAddress: async ({ name }) => {
-        const { port } = await this.client.listenerPort({ listener: name });
+        const { port } = await this.control.listenerPort({ listener: name });
         return { address: `${this.identity!.ip}:${port}` };
       },
       exportListener: async ({ listener, address }) => {
         const port = Number(address.slice(address.lastIndexOf(":") + 1));
         this.listeners[listener] = port;
         try {
-          const { url } = await this.client.exportListener({
+          const { url } = await this.control.exportListener({
             taskArn: this.identity!.taskArn,
             listener,
             ip: this.identity!.ip,

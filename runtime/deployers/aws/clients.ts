@@ -3,6 +3,7 @@ import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
 import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
 
 /** Attempts per AWS call, the first included; throttling and 5xx errors are retried with backoff. */
@@ -32,6 +33,7 @@ export class AwsClients {
   private _cfn: CloudFormationClient | undefined;
   private _logs: CloudWatchLogsClient | undefined;
   private _scaling: ApplicationAutoScalingClient | undefined;
+  private _secrets: SecretsManagerClient | undefined;
 
   get ecs(): ECSClient {
     return (this._ecs ??= new ECSClient(common(this.region)));
@@ -62,6 +64,9 @@ export class AwsClients {
   }
   get scaling(): ApplicationAutoScalingClient {
     return (this._scaling ??= new ApplicationAutoScalingClient(common(this.region)));
+  }
+  get secrets(): SecretsManagerClient {
+    return (this._secrets ??= new SecretsManagerClient(common(this.region)));
   }
 }
 

@@ -32,18 +32,23 @@ export const ENV = {
   DEPLOYMENT: "TSWEAVER_DEPLOYMENT",
   /** Version id of the tasks (see {@link versionId}). Agent and control plane. */
   VERSION: "TSWEAVER_VERSION",
-  /** Path of weaver.toml inside the image (relative to the working directory). Agent and control plane. */
+  /** Path of weaver.toml inside the image (relative to the working directory). Agent only. */
   CONFIG: "TSWEAVER_CONFIG",
-  /** Cloud Map HTTP namespace name (DiscoverInstances' NamespaceName). Agent and control plane. */
+  /** Cloud Map HTTP namespace name (DiscoverInstances' NamespaceName). Agent only. */
   NAMESPACE: "TSWEAVER_NAMESPACE",
-  /** Cloud Map service the control plane registers itself in (`tsweaver_controlplane`). Agent and control plane. */
+  /** Cloud Map service the control plane registers itself in (`tsweaver_controlplane`). Agent only. */
   CONTROLPLANE_SERVICE: "TSWEAVER_CONTROLPLANE_SERVICE",
-  /** Control plane port (decimal). Agent and control plane. */
+  /** Control plane port (decimal). Control plane only (agents find it in Cloud Map). */
   CONTROL_PORT: "TSWEAVER_CONTROL_PORT",
   /** Weavelet RPC port (decimal). Agent and control plane. */
   RPC_PORT: "TSWEAVER_RPC_PORT",
-  /** The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control plane. */
+  /**
+   * The per-deployment shared secret (value, injected by ECS from Secrets Manager). Agent and control
+   * plane; never passed on to the weavelet.
+   */
   SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
+  /** ARN of that secret: the control plane re-reads it (current and previous value) to follow rotations. Control plane only. */
+  SECRET_ARN: "TSWEAVER_DEPLOYMENT_SECRET_ARN",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */

@@ -7,7 +7,9 @@ import {
   RegisterInstanceCommand,
   type InstanceSummary,
 } from "@aws-sdk/client-servicediscovery";
+import { GetSecretValueCommand } from "@aws-sdk/client-secrets-manager";
 import type http from "node:http";
+import { describeTasksIn, RejectionLog, TaskDirectory } from "./callers.js";
 import { AwsClients, callAws } from "./clients.js";
 import {
   ATTR,
@@ -24,7 +26,7 @@ import {
 import { reconcileErrorLine } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
-import { serveControlApi, type ControlApi, type ReplicaReport, type StoppingReply } from "./protocol.js";
+import { ControlApiError, serveControlApi, type CallerClaim, type ControlApi, type ReplicaReport, type StoppingReply } from "./protocol.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -37,7 +39,14 @@ export interface ControlPlaneEnv {
   controlPlaneServiceId: string;
   controlPort: number;
   rpcPort: number;
+  /** The deployment secret as ECS injected it at the task's start. */
   secret: string;
+  /**
+   * The secret's ARN: when set, the accepted secrets are re-read from Secrets Manager every
+   * `secretReloadMs` (its AWSCURRENT and AWSPREVIOUS values), so a rotation needs no restart.
+   */
+  secretArn?: string | undefined;
+  secretReloadMs?: number;
   groups: GroupsEnv;
   listeners: ListenersEnv;
   rollout: RolloutEnv;
@@ -73,6 +82,8 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
     controlPort: Number(required(ENV.CONTROL_PORT)),
     rpcPort: Number(required(ENV.RPC_PORT)),
     secret: required(ENV.SECRET),
+    secretArn: process.env[ENV.SECRET_ARN] || undefined,
+    secretReloadMs: Number(process.env["TSWEAVER_SECRET_RELOAD_MS"] ?? 300_000),
     groups: json<GroupsEnv>(ENV.GROUPS),
     listeners: json<ListenersEnv>(ENV.LISTENERS),
     rollout: json<RolloutEnv>(ENV.ROLLOUT),
@@ -119,6 +130,14 @@ export class ControlPlane implements ControlApi {
   private readonly samples = new Map<string, CallSample[]>();
   private server: http.Server | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private secretTimer: NodeJS.Timeout | undefined;
+  /** The deployment secrets agents may present: the current one, and the previous one after a rotation. */
+  private secrets: readonly string[];
+  /** The tasks agents speak for, as ECS describes them (cached). */
+  private readonly tasks: TaskDirectory;
+  private readonly rejections: RejectionLog;
+  /** Task definitions of other versions' groups (`group/version`), as their services name them. */
+  private readonly otherTaskDefinitions = new Map<string, string>();
   private reconciling: Promise<void> | undefined;
   private identity: TaskIdentity | undefined;
   private leading: boolean | undefined;
@@ -135,15 +154,29 @@ export class ControlPlane implements ControlApi {
   ) {
     this.clusterName = env.clusterArn.split("/").pop()!;
     this.versions = new Versions(aws, env.clusterArn, env.deployment, (api, resource, fn) => this.aws_(api, resource, fn));
+    this.secrets = [env.secret];
+    const describe = describeTasksIn((cmd) => this.aws.ecs.send(cmd), env.clusterArn);
+    this.tasks = new TaskDirectory({
+      describe: (arns) => this.aws_("ecs:DescribeTasks", `tasks of cluster ${this.clusterName}`, () => describe(arns)),
+      taskDefinitionOf: (group, version) => this.taskDefinitionOf(group, version),
+    });
+    this.rejections = new RejectionLog((msg, attrs) => this.log.warn(msg, attrs));
   }
 
   /** Starts serving agents on the task's address and registers the control plane in Cloud Map. */
   async start(): Promise<void> {
     this.identity = await taskIdentity();
-    const { server } = await serveControlApi(this.identity.ip, this.env.controlPort, this.env.secret, this, (why, peer) =>
-      this.log.warn("rejected an agent request", { why, peer }),
-    );
+    await this.reloadSecrets();
+    const { server } = await serveControlApi({
+      host: this.identity.ip,
+      port: this.env.controlPort,
+      secrets: () => this.secrets,
+      api: this,
+      verifyCaller: (claim) => this.verifyCaller(claim),
+      onReject: (r) => this.rejections.record(r),
+    });
     this.server = server;
+    if (this.env.secretArn) this.secretTimer = setInterval(() => void this.reloadSecrets(), this.env.secretReloadMs ?? 300_000);
     await this.aws_("servicediscovery:RegisterInstance", `control plane service ${this.env.controlPlaneServiceId}`, () =>
       this.aws.serviceDiscovery.send(
         new RegisterInstanceCommand({
@@ -175,6 +208,7 @@ export class ControlPlane implements ControlApi {
   /** Stops serving. When the stack itself is being deleted, first removes every version's resources. */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.secretTimer);
     await this.reconciling?.catch(() => {});
     if (await this.stackDeleting())
       await this.retireEverything().catch((err: Error) => this.log.error("cannot remove the versions' resources", { err: err.message }));
@@ -185,6 +219,85 @@ export class ControlPlane implements ControlApi {
         .send(new DeregisterInstanceCommand({ ServiceId: this.env.controlPlaneServiceId, InstanceId: this.identity.taskId }))
         .catch(() => {});
     }
+  }
+
+  // ---- who may call ----
+
+  /**
+   * Re-reads the accepted secrets: Secrets Manager's AWSCURRENT and (after a rotation) AWSPREVIOUS
+   * values. On failure the secrets accepted so far stay.
+   */
+  private async reloadSecrets(): Promise<void> {
+    const arn = this.env.secretArn;
+    if (!arn) return;
+    const read = async (stage: string): Promise<string | undefined> => {
+      try {
+        const out = await this.aws_("secretsmanager:GetSecretValue", `secret ${arn} (${stage})`, () =>
+          this.aws.secrets.send(new GetSecretValueCommand({ SecretId: arn, VersionStage: stage })),
+        );
+        return out.SecretString || undefined;
+      } catch (err) {
+        // No AWSPREVIOUS before the first rotation.
+        if (stage === "AWSPREVIOUS" && /ResourceNotFound/.test((err as Error).message)) return undefined;
+        throw err;
+      }
+    };
+    try {
+      const current = await read("AWSCURRENT");
+      if (current === undefined) throw new Error(`secret ${arn} has no AWSCURRENT string value`);
+      const previous = await read("AWSPREVIOUS");
+      const next = previous !== undefined && previous !== current ? [current, previous] : [current];
+      if (next.join("\n") !== this.secrets.join("\n")) {
+        if (this.secrets.length > 0 && this.identity && this.server)
+          this.log.info("deployment secret changed: accepting", { secrets: next.length === 2 ? "current and previous" : "current" });
+        this.secrets = next;
+      }
+    } catch (err) {
+      this.log.warn("cannot reload the deployment secret: the secrets accepted so far stay", { err: (err as Error).message });
+    }
+  }
+
+  /**
+   * Binds a request to the task it names (its source must be that task's ENI address, see
+   * callers.ts) and checks every claim of its body against that task; the same for every method.
+   */
+  private async verifyCaller(claim: CallerClaim): Promise<void> {
+    const task = await this.tasks.verify(claim.taskArn, claim.sourceIp, claim.stoppedTaskMayCall);
+    const b = claim.body;
+    const claimed = (key: string, actual: string | number): void => {
+      if (b[key] !== undefined && b[key] !== actual)
+        throw new ControlApiError(
+          `forbidden: ${claim.method} claims ${key} ${JSON.stringify(b[key])}, but task ${task.taskArn} has ${JSON.stringify(actual)}`,
+          403,
+        );
+    };
+    claimed("taskArn", task.taskArn);
+    claimed("taskId", task.taskId);
+    claimed("weaveletId", task.taskId);
+    claimed("ip", task.ip);
+    claimed("group", task.group);
+    claimed("version", task.version);
+    claimed("port", typeof b["listener"] === "string" ? this.listener(b["listener"]).containerPort : this.env.rpcPort);
+    if (typeof b["listeners"] === "object" && b["listeners"] !== null)
+      for (const [name, port] of Object.entries(b["listeners"])) {
+        const want = this.listener(name).containerPort;
+        if (port !== want)
+          throw new ControlApiError(`forbidden: listener ${name} listens on port ${want} in every task, not ${String(port)}`, 403);
+      }
+    if (typeof b["componentGroup"] === "string" && (await this.taskDefinitionOf(b["componentGroup"], task.version)) === undefined)
+      throw new ControlApiError(`unknown group ${b["componentGroup"]} in version ${task.version}`, 400);
+  }
+
+  /** The task definition of a group in a version (this version: from the stack; others: their service). */
+  private async taskDefinitionOf(group: string, version: string): Promise<string | undefined> {
+    if (version === this.env.version) return Object.hasOwn(this.env.groups, group) ? this.env.groups[group]!.taskDefinition : undefined;
+    const key = `${group}/${version}`;
+    const known = this.otherTaskDefinitions.get(key);
+    if (known !== undefined) return known;
+    // A version's services never change task definition: what is found is kept (a miss is asked again).
+    const td = (await this.versions.list()).get(version)?.services.get(group)?.taskDefinition;
+    if (td !== undefined && this.otherTaskDefinitions.size < 1024) this.otherTaskDefinitions.set(key, td);
+    return td;
   }
 
   // ---- the API agents call ----
@@ -265,20 +378,22 @@ export class ControlPlane implements ControlApi {
 
   private groupOf(component: string): string {
     for (const [name, g] of Object.entries(this.env.groups)) if (g.components.includes(component)) return name;
-    throw new Error(
+    throw new ControlApiError(
       `unknown component ${component}: no group of this deployment hosts it (was the stack deployed from this version of the app?)`,
+      400,
     );
   }
 
   private discoveryServiceOf(group: string): string {
-    const g = this.env.groups[group];
-    if (!g) throw new Error(`unknown group ${group} (known: ${Object.keys(this.env.groups).join(", ")})`);
+    // Own properties only: a name like "constructor" is no group.
+    const g = Object.hasOwn(this.env.groups, group) ? this.env.groups[group] : undefined;
+    if (!g) throw new ControlApiError(`unknown group ${group} (known: ${Object.keys(this.env.groups).join(", ")})`, 400);
     return g.discoveryServiceId;
   }
 
   private listener(name: string): ListenersEnv[string] {
-    const l = this.env.listeners[name];
-    if (!l) throw new Error(`listener ${name} is not configured: add [aws.listeners.${name}] to weaver.toml and cdk deploy`);
+    const l = Object.hasOwn(this.env.listeners, name) ? this.env.listeners[name] : undefined;
+    if (!l) throw new ControlApiError(`listener ${name} is not configured: add [aws.listeners.${name}] to weaver.toml and cdk deploy`, 400);
     return l;
   }
 

@@ -1,3 +1,4 @@
+import { randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -81,22 +82,61 @@ type Route = (
   req: http.IncomingMessage,
 ) => Promise<{ type: string; body: string | Buffer }> | { type: string; body: string | Buffer };
 
+/** How long a one-time dashboard login link stays valid. */
+export const LOGIN_TICKET_MS = 60_000;
+/** Login links not yet used, at most (older ones are dropped). */
+const MAX_TICKETS = 16;
+
+/** A new admin token: 256 random bits, URL-safe. */
+export function newAdminToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+function sameToken(got: string | undefined, want: string): boolean {
+  if (got === undefined) return false;
+  const a = Buffer.from(got);
+  const b = Buffer.from(want);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? "").split(";")) {
+    const eq = part.indexOf("=");
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
 const JSON_TYPE = "application/json; charset=utf-8";
 const json = (v: unknown) => ({ type: JSON_TYPE, body: JSON.stringify(v) });
 
 /**
  * The multi deployer's local admin server (loopback only): the dashboard (/), the Prometheus endpoint
- * (/metrics) and the
- * JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph, /api/charts,
- * /api/logs, /api/traces, /api/trace?id=, /api/profile?ms=&group=&kind=cpu|heap). Requests whose Host is not a loopback name are refused (no DNS rebinding from a web page).
+ * (/metrics) and the JSON APIs the CLI and the dashboard use (/api/status, /api/metrics, /api/graph,
+ * /api/charts, /api/logs, /api/traces, /api/trace?id=; POST /api/profile?ms=&group=&kind=cpu|heap).
+ *
+ * Every request must carry the deployment's admin token (a file of mode 0600 in its state directory):
+ * as `authorization: Bearer <token>` (the CLI, Prometheus), or as the HttpOnly, SameSite=Strict cookie
+ * a browser gets from a one-time login link (POST /api/login-ticket → GET /login?ticket=…, what
+ * `tsweaver multi dashboard` prints). Refused before that: a Host that is not a loopback name (DNS
+ * rebinding), an Origin other than the server's own and cross-site fetches (other web pages, including
+ * other local ports). No CORS headers are ever sent. What costs or changes something (profiles, heap
+ * snapshots, login tickets) is POST only.
  */
 export class AdminServer {
   private readonly server: http.Server;
-  private readonly routes = new Map<string, Route>();
+  private readonly routes = new Map<string, { method: "GET" | "POST"; fn: Route }>();
+  /** Unused login tickets → when they expire. */
+  private readonly tickets = new Map<string, number>();
   /** "host:port" once listening. */
   address = "";
 
-  constructor(private readonly backend: AdminBackend) {
+  constructor(
+    private readonly backend: AdminBackend,
+    /** The deployment's admin token (see the class comment). */
+    private readonly token: string,
+  ) {
+    if (token.length < 32) throw new Error("admin server: the admin token must have at least 32 characters");
     this.server = http.createServer((req, res) => void this.serve(req, res));
     this.route("/metrics", async () => {
       await this.backend.collectMetrics();
@@ -142,31 +182,36 @@ export class AdminServer {
       if (!spans) throw new HttpError(404, `trace ${id}: not found (it may have been dropped: the deployer keeps the newest 20,000 spans)`);
       return json({ traceId: spans[0]!.traceId, spans });
     });
-    this.route("/api/profile", async (url) => {
-      const kind = (url.searchParams.get("kind") ?? "cpu").toUpperCase();
-      if (kind !== "CPU" && kind !== "HEAP") throw new HttpError(400, "kind: use cpu or heap");
-      const ms = Number(url.searchParams.get("ms") ?? 10_000);
-      if (!(ms > 0 && ms <= MAX_PROFILE_MS))
-        throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
-      const want = url.searchParams.get("group");
-      const groups = this.backend.status().groups;
-      // A group by name, or the group of a component.
-      const chosen = want ? groups.filter((g) => g.name === want || g.components.includes(want)) : groups;
-      if (want && chosen.length === 0)
-        throw new HttpError(404, `no group or component ${want} (groups: ${groups.map((g) => g.name).join(", ")})`);
-      const running = chosen.filter((g) => g.replicas.some((r) => r.state === "running"));
-      if (running.length === 0)
-        throw new HttpError(409, `${want ? `group ${chosen[0]!.name} has` : "there are"} no running replicas to profile`);
-      return json({
-        kind: kind.toLowerCase(),
-        ms,
-        profiles: await this.backend.profile(
-          kind,
+    this.route("/api/login-ticket", () => json({ ticket: this.newTicket(), expiresInMs: LOGIN_TICKET_MS }), "POST");
+    this.route(
+      "/api/profile",
+      async (url) => {
+        const kind = (url.searchParams.get("kind") ?? "cpu").toUpperCase();
+        if (kind !== "CPU" && kind !== "HEAP") throw new HttpError(400, "kind: use cpu or heap");
+        const ms = Number(url.searchParams.get("ms") ?? 10_000);
+        if (!(ms > 0 && ms <= MAX_PROFILE_MS))
+          throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
+        const want = url.searchParams.get("group");
+        const groups = this.backend.status().groups;
+        // A group by name, or the group of a component.
+        const chosen = want ? groups.filter((g) => g.name === want || g.components.includes(want)) : groups;
+        if (want && chosen.length === 0)
+          throw new HttpError(404, `no group or component ${want} (groups: ${groups.map((g) => g.name).join(", ")})`);
+        const running = chosen.filter((g) => g.replicas.some((r) => r.state === "running"));
+        if (running.length === 0)
+          throw new HttpError(409, `${want ? `group ${chosen[0]!.name} has` : "there are"} no running replicas to profile`);
+        return json({
+          kind: kind.toLowerCase(),
           ms,
-          running.map((g) => g.name),
-        ),
-      });
-    });
+          profiles: await this.backend.profile(
+            kind,
+            ms,
+            running.map((g) => g.name),
+          ),
+        });
+      },
+      "POST",
+    );
     this.route("/api/logs", (url) => {
       const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);
       const component = url.searchParams.get("component");
@@ -186,9 +231,44 @@ export class AdminServer {
     });
   }
 
-  /** Adds (or replaces) a GET route. */
-  route(path: string, fn: Route): void {
-    this.routes.set(path, fn);
+  /** Adds (or replaces) a route (GET, which also answers HEAD, unless said otherwise). */
+  route(path: string, fn: Route, method: "GET" | "POST" = "GET"): void {
+    this.routes.set(path, { method, fn });
+  }
+
+  /** The cookie that carries the token: named after the port, since cookies are shared by every port of a host. */
+  private get cookieName(): string {
+    return `tsweaver_admin_${this.address.slice(this.address.lastIndexOf(":") + 1)}`;
+  }
+
+  private newTicket(): string {
+    const now = Date.now();
+    for (const [t, until] of this.tickets) if (until <= now || this.tickets.size >= MAX_TICKETS) this.tickets.delete(t);
+    const ticket = randomBytes(24).toString("base64url");
+    this.tickets.set(ticket, now + LOGIN_TICKET_MS);
+    return ticket;
+  }
+
+  /** A one-time URL that logs a browser in to the dashboard (valid {@link LOGIN_TICKET_MS}). */
+  loginUrl(): string {
+    return `http://${this.address}/login?ticket=${this.newTicket()}`;
+  }
+
+  /** Exchanges a login ticket for the token cookie, then shows the dashboard. */
+  private login(url: URL, res: http.ServerResponse): void {
+    const ticket = url.searchParams.get("ticket") ?? "";
+    const until = this.tickets.get(ticket);
+    this.tickets.delete(ticket);
+    if (until === undefined || until < Date.now())
+      throw new HttpError(401, "this login link was used already or has expired: run `tsweaver multi dashboard --open` again");
+    res
+      .writeHead(303, {
+        location: "/",
+        "set-cookie": `${this.cookieName}=${this.token}; HttpOnly; SameSite=Strict; Path=/`,
+        "cache-control": "no-store",
+        "referrer-policy": "no-referrer",
+      })
+      .end();
   }
 
   /** Listens on `address` (default 127.0.0.1:0); resolves to "host:port". */
@@ -212,12 +292,35 @@ export class AdminServer {
     try {
       if (!isLoopbackHost(req.headers.host))
         throw new HttpError(403, "the admin server answers only requests addressed to a loopback host");
-      if (req.method !== "GET" && req.method !== "HEAD") throw new HttpError(405, `${req.method} not allowed`);
+      const origin = req.headers.origin;
+      if (origin !== undefined && origin !== `http://${req.headers.host}`)
+        throw new HttpError(403, `requests from other origins (${origin.slice(0, 100)}) are refused`);
+      const site = req.headers["sec-fetch-site"];
+      if (site === "cross-site" || site === "same-site") throw new HttpError(403, "requests from other web pages are refused");
       const url = new URL(req.url ?? "/", "http://admin");
+      if (url.pathname === "/login" && req.method === "GET") return this.login(url, res);
+      const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+      if (!sameToken(bearer, this.token) && !sameToken(cookieValue(req.headers.cookie, this.cookieName), this.token))
+        throw new HttpError(
+          401,
+          "the admin token is missing or wrong: use `tsweaver multi dashboard --open` (browser) or the token file in the deployment's state directory (authorization: Bearer)",
+        );
       const route = this.routes.get(url.pathname);
       if (!route) throw new HttpError(404, `no such page: ${url.pathname}`);
-      const { type, body } = await route(url, req);
-      res.writeHead(200, { "content-type": type, "cache-control": "no-store" }).end(req.method === "HEAD" ? undefined : body);
+      const method = req.method === "HEAD" ? "GET" : req.method;
+      if (method !== route.method) {
+        res.setHeader("allow", route.method === "GET" ? "GET, HEAD" : "POST");
+        throw new HttpError(405, `${req.method} ${url.pathname}: use ${route.method}`);
+      }
+      const { type, body } = await route.fn(url, req);
+      res
+        .writeHead(200, {
+          "content-type": type,
+          "cache-control": "no-store",
+          "x-content-type-options": "nosniff",
+          "x-frame-options": "DENY",
+        })
+        .end(req.method === "HEAD" ? undefined : body);
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500;
       if (!res.headersSent) res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });

@@ -178,7 +178,7 @@ function pickDeployment(id: string | undefined): DeploymentDir {
 }
 
 /** The admin server of a running deployment (the newest, or the one whose id starts with `id`). */
-function adminOf(id: string | undefined): { dir: DeploymentDir; status: DeploymentStatus; base: string } {
+function adminOf(id: string | undefined): { dir: DeploymentDir; status: DeploymentStatus; base: string; token: string } {
   const running = listDeployments().filter((d) => {
     const s = d.readStatus();
     return s !== undefined && liveState(s) === "running";
@@ -195,14 +195,20 @@ function adminOf(id: string | undefined): { dir: DeploymentDir; status: Deployme
   const dir = all[0]!;
   const status = dir.readStatus()!;
   if (!status.admin) throw new Error(`deployment ${status.deploymentId} has no admin server (started by an older tsweaver)`);
-  return { dir, status, base: `http://${status.admin}` };
+  return { dir, status, base: `http://${status.admin}`, token: dir.readAdminToken() };
 }
 
-/** GET from a deployment's admin server; errors name the deployment and the reason. */
-async function adminGet(base: string, path: string, timeoutMs = 30_000): Promise<Response> {
+/** A request to a deployment's admin server, with its token; errors name the deployment and the reason. */
+async function adminFetch(
+  admin: { base: string; token: string },
+  path: string,
+  timeoutMs = 30_000,
+  method: "GET" | "POST" = "GET",
+): Promise<Response> {
+  const { base, token } = admin;
   let res: Response;
   try {
-    res = await fetch(base + path, { signal: AbortSignal.timeout(timeoutMs) });
+    res = await fetch(base + path, { method, headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
     throw new Error(`cannot reach the deployment's admin server at ${base}: ${(err as Error).message}`);
   }
@@ -221,12 +227,12 @@ export interface MetricsOptions {
 
 /** `tsweaver multi metrics`: the deployment's metrics, summed over replicas (or per replica). */
 export async function metricsCommand(o: MetricsOptions): Promise<void> {
-  const { base } = adminOf(o.deployment);
+  const admin = adminOf(o.deployment);
   const q = new URLSearchParams();
   if (o.component) q.set("component", o.component);
   if (o.name) q.set("name", o.name);
   if (o.replicas) q.set("replicas", "1");
-  const { series } = (await (await adminGet(base, `/api/metrics?${q}`)).json()) as { series: StoredSeries[] };
+  const { series } = (await (await adminFetch(admin, `/api/metrics?${q}`)).json()) as { series: StoredSeries[] };
   if (o.json) {
     process.stdout.write(JSON.stringify(series, null, 2) + "\n");
     return;
@@ -266,9 +272,9 @@ const ms = (micros: number) => `${(micros / 1000).toFixed(micros < 10_000 ? 3 : 
 
 /** `tsweaver multi traces`: recent traces, or one trace's spans as a timeline. */
 export async function tracesCommand(o: TracesOptions): Promise<void> {
-  const { base } = adminOf(o.deployment);
+  const admin = adminOf(o.deployment);
   if (o.trace) {
-    const { spans } = (await (await adminGet(base, `/api/trace?id=${encodeURIComponent(o.trace)}`)).json()) as { spans: StoredSpan[] };
+    const { spans } = (await (await adminFetch(admin, `/api/trace?id=${encodeURIComponent(o.trace)}`)).json()) as { spans: StoredSpan[] };
     if (o.json) {
       process.stdout.write(JSON.stringify(spans, null, 2) + "\n");
       return;
@@ -278,7 +284,7 @@ export async function tracesCommand(o: TracesOptions): Promise<void> {
   }
   const q = new URLSearchParams({ limit: o.limit ?? "20" });
   if (o.component) q.set("component", o.component);
-  const { traces } = (await (await adminGet(base, `/api/traces?${q}`)).json()) as { traces: TraceSummary[] };
+  const { traces } = (await (await adminFetch(admin, `/api/traces?${q}`)).json()) as { traces: TraceSummary[] };
   if (o.json) {
     process.stdout.write(JSON.stringify(traces, null, 2) + "\n");
     return;
@@ -334,9 +340,12 @@ export function timeline(spans: readonly StoredSpan[]): string {
 
 /** `tsweaver multi dashboard`: prints the URL of a running deployment's dashboard (and opens it with --open). */
 export async function dashboardCommand(o: { deployment?: string | undefined; open?: boolean }): Promise<string> {
-  const { base, status } = adminOf(o.deployment);
-  await adminGet(base, "/api/status", 5_000); // it answers: the URL works
-  const url = `${base}/`;
+  const admin = adminOf(o.deployment);
+  const { status } = admin;
+  // A one-time link (a URL holding the token itself would stay valid in browser history and be visible
+  // in the opener's command line); opening it sets the token as an HttpOnly cookie.
+  const { ticket } = (await (await adminFetch(admin, "/api/login-ticket", 5_000, "POST")).json()) as { ticket: string };
+  const url = `${admin.base}/login?ticket=${ticket}`;
   process.stdout.write(`${url}\n`);
   if (o.open) {
     const opener = process.platform === "darwin" ? "open" : process.platform === "win32" ? "explorer" : "xdg-open";
@@ -420,7 +429,8 @@ export interface ProfileOptions {
  * groups), written as .cpuprofile/.heapsnapshot files to open in Chrome DevTools; prints the directory.
  */
 export async function profileCommand(o: ProfileOptions): Promise<string> {
-  const { status, base, dir } = adminOf(o.deployment);
+  const admin = adminOf(o.deployment);
+  const { status, dir } = admin;
   const ms = parseDuration(o.cpu ?? "10s");
   const kind = o.heap ? "heap" : "cpu";
   const q = new URLSearchParams({ kind, ms: String(ms) });
@@ -432,7 +442,9 @@ export async function profileCommand(o: ProfileOptions): Promise<string> {
       ? `tsweaver: profiling ${o.group ?? "every group"} of ${status.deploymentId} for ${ms / 1000} s...\n`
       : `tsweaver: taking heap snapshots of ${o.group ?? "every group"}...\n`,
   );
-  const { profiles } = (await (await adminGet(base, `/api/profile?${q}`, ms + 120_000)).json()) as { profiles: ReplicaProfile[] };
+  const { profiles } = (await (await adminFetch(admin, `/api/profile?${q}`, ms + 120_000, "POST")).json()) as {
+    profiles: ReplicaProfile[];
+  };
   mkdirSync(out, { recursive: true });
   for (const p of profiles) {
     const file = path.join(out, `${p.replica}-${p.pid}.${kind === "cpu" ? "cpuprofile" : "heapsnapshot"}`);

@@ -7,7 +7,7 @@ import type { ComponentLoad, LogEntry, RoutingInfo, Span } from "../../protos/ru
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
 import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
-import { AdminServer, type AdminBackend, type DeploymentSummary, type ReplicaProfile } from "./admin.js";
+import { AdminServer, newAdminToken, type AdminBackend, type DeploymentSummary, type ReplicaProfile } from "./admin.js";
 import { multiConfig, type MultiConfig } from "./config.js";
 import { ListenerProxy } from "./proxy.js";
 import { DeploymentDir, listDeployments, observedStatus, stateRoot, type DeploymentStatus } from "./state.js";
@@ -96,7 +96,9 @@ export class MultiDeployer implements AdminBackend {
   readonly metricStore = new MetricStore();
   /** Recent trace spans of every replica (the newest 20,000; also appended to traces.jsonl). */
   readonly traceStore = new TraceStore();
-  private readonly admin = new AdminServer(this);
+  /** Required on every admin server request; written to the state directory (mode 0600) for the CLI. */
+  readonly adminToken = newAdminToken();
+  private readonly admin = new AdminServer(this, this.adminToken);
   private collecting: Promise<void> | undefined;
   private logRing: LogEntry[] = [];
   private readonly multi: MultiConfig;
@@ -140,6 +142,7 @@ export class MultiDeployer implements AdminBackend {
     this.groups = groupsOf(this.config, components).map((group) => ({ group, replicas: [], started: false, crashes: [] }));
     for (const g of this.groups) for (const c of g.group.components) this.byComponent.set(c, g);
     this.dir.create();
+    this.dir.writeAdminToken(this.adminToken);
     await this.admin.listen(this.options.adminAddress ?? this.multi.admin);
     this.metricStore.snapshot(); // the zero point: rates before the first collection count from here
     this.progress(
@@ -193,6 +196,11 @@ export class MultiDeployer implements AdminBackend {
   /** The replicas' process ids, by group name (for tests and tools). */
   pids(): Map<string, number[]> {
     return new Map(this.groups.map((g) => [g.group.name, g.replicas.filter((r) => r.envelope?.running).map((r) => r.envelope!.pid)]));
+  }
+
+  /** A one-time URL that logs a browser in to the dashboard (see AdminServer). */
+  dashboardLoginUrl(): string {
+    return this.admin.loginUrl();
   }
 
   /** "host:port" of the admin server (dashboard, /metrics, APIs); "" before deploy(). */

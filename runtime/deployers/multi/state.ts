@@ -1,5 +1,6 @@
 import {
   appendFileSync,
+  chmodSync,
   createWriteStream,
   existsSync,
   mkdirSync,
@@ -86,7 +87,28 @@ export class DeploymentDir {
   }
 
   create(): void {
-    mkdirSync(this.dir, { recursive: true });
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The admin server's token (mode 0600): whoever can read it can use the deployment's admin API. */
+  get adminTokenFile(): string {
+    return path.join(this.dir, "admin-token");
+  }
+
+  writeAdminToken(token: string): void {
+    writeFileSync(this.adminTokenFile, token + "\n", { mode: 0o600 });
+    chmodSync(this.adminTokenFile, 0o600); // a file left by an earlier run keeps its mode otherwise
+  }
+
+  /** The admin token; the error names the file and the fix. */
+  readAdminToken(): string {
+    try {
+      return readFileSync(this.adminTokenFile, "utf8").trim();
+    } catch (err) {
+      throw new Error(
+        `cannot read the admin token ${this.adminTokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (run tsweaver as the user who started the deployment)`,
+      );
+    }
   }
 
   get statusFile(): string {

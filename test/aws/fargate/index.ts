@@ -47,7 +47,10 @@ export interface FargateSimulatorOptions {
   readonly pollMs?: number;
   /** SIGTERM → SIGKILL grace when a task is stopped. Default 5000 ms (ECS: 30 s). */
   readonly stopTimeoutMs?: number;
-  /** Address prefix of the tasks, e.g. "127.0.0." (then .2, .3, ...). Default: a random `127.a.b.`. */
+  /**
+   * Address prefix of tasks the emulator reports no loopback ENI address for, e.g. "127.0.0." (then .2,
+   * .3, ...). Default: a random `127.a.b.`.
+   */
   readonly ipPrefix?: string;
   /** Copy output to CloudWatch Logs for containers with the awslogs driver. Default true. */
   readonly awslogs?: boolean;

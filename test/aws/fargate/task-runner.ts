@@ -5,7 +5,8 @@
  * dist/runtime/cli/main.js`, see infra/Dockerfile) and command, in `workdir`, with the container's
  * environment and overrides, its secrets resolved from Secrets Manager, what ECS adds (`AWS_REGION`,
  * `ECS_CONTAINER_METADATA_URI_V4`) and the emulator's endpoint and throwaway credentials. Each task gets
- * its own loopback address (`<prefix>N`, N from 2 up, never reused). A process that exits on its own
+ * its own loopback address: the ENI address the emulator reports for it (a loopback address with moto as
+ * test/aws/moto.ts starts it), else `<prefix>N` (N from 2 up, never reused). A process that exits on its own
  * stops its task in the emulator ("Essential container in task exited (code X)"); a stopped task's
  * process gets SIGTERM, and everything it started SIGKILL after `stopTimeoutMs` (like `docker stop`);
  * whatever a task's main process leaves behind dies with it. Processes are killed when the test
@@ -189,7 +190,16 @@ export class TaskRunner {
     return p;
   }
 
-  private allocateIp(): string {
+  /**
+   * The task's address: the ENI address the emulator reports for it when that is a loopback address
+   * (moto as test/aws/moto.ts starts it), so the process binds what DescribeTasks says; otherwise the
+   * next address of `ipPrefix`.
+   */
+  private allocateIp(t: Task): string {
+    const eni = t.attachments
+      ?.find((a) => a.type === "ElasticNetworkInterface")
+      ?.details?.find((d) => d.name === "privateIPv4Address")?.value;
+    if (eni !== undefined && /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(eni)) return eni;
     if (this.nextHost > 254) throw new Error(`Fargate simulator ${this.cfg.cluster}: out of addresses in ${this.cfg.ipPrefix}0/24`);
     return `${this.cfg.ipPrefix}${this.nextHost++}`;
   }
@@ -209,7 +219,7 @@ export class TaskRunner {
       tdArn: t.taskDefinitionArn!,
       container: "",
       image: "",
-      ip: this.allocateIp(),
+      ip: this.allocateIp(t),
       metadataUri: this.cfg.metadataUri(id),
       command: [],
       env: {},

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -48,6 +48,8 @@ describe("multi deployer telemetry: metrics, traces, admin server, CLI", () => {
   let deployer: MultiDeployer;
   let base = "";
   let admin = "";
+  /** The deployment's admin token, as the CLI sends it. */
+  let auth: Record<string, string> = {};
   const cli = async (...args: string[]) =>
     (await run(process.execPath, [CLI, ...args], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })).stdout;
 
@@ -70,6 +72,7 @@ address = "127.0.0.1:0"
     );
     ({ deployer, base } = await deployForTest(config, stateDir, "api"));
     admin = `http://${deployer.adminAddress}`;
+    auth = { authorization: `Bearer ${deployer.adminToken}` };
     await waitFor("2 echo replicas", () => deployer.pids().get("test-echo")?.length === 2);
     for (let i = 0; i < 20; i++) assert.equal(await getJson<string>(`${base}/echo?s=${"x".repeat(i % 3)}`), "x".repeat(i % 3));
     await getJson(`${base}/fail?name=Oops&message=bad`);
@@ -83,7 +86,7 @@ address = "127.0.0.1:0"
   test("the admin address is in status.json and the server answers only loopback host names", async () => {
     assert.match(deployer.adminAddress, /^127\.0\.0\.1:\d+$/);
     assert.equal(new DeploymentDir(stateDir, deployer.deploymentId).readStatus()?.admin, deployer.adminAddress);
-    const status = await getJson<{ deploymentId: string; groups: unknown[] }>(`${admin}/api/status`);
+    const status = await getJson<{ deploymentId: string; groups: unknown[] }>(`${admin}/api/status`, auth);
     assert.equal(status.deploymentId, deployer.deploymentId);
     const port = deployer.adminAddress.split(":")[1];
     const evil = await new Promise<number>((resolve, reject) =>
@@ -95,11 +98,55 @@ address = "127.0.0.1:0"
         .on("error", reject),
     );
     assert.equal(evil, 403, "DNS rebinding: a page of another origin cannot read the API");
-    assert.equal((await get(`${admin}/nope`)).status, 404);
+    assert.equal((await get(`${admin}/nope`, 10_000, auth)).status, 404);
+  });
+
+  test("the admin server wants the deployment's token, refuses other origins, and profiles only on POST", async () => {
+    const tokenFile = new DeploymentDir(stateDir, deployer.deploymentId).adminTokenFile;
+    assert.equal(statSync(tokenFile).mode & 0o777, 0o600, "the token file is readable by its owner only");
+    assert.equal(readFileSync(tokenFile, "utf8").trim(), deployer.adminToken);
+    const request = (method: string, p: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const req = http.request(`${admin}${p}`, { method, headers }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => (body += c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        });
+        req.on("error", reject);
+        req.end();
+      });
+    for (const p of ["/", "/api/status", "/api/logs", "/metrics", "/app.js"]) {
+      assert.equal((await request("GET", p)).status, 401, `${p} without a token`);
+      assert.equal((await request("GET", p, { authorization: `Bearer ${"x".repeat(43)}` })).status, 401, `${p} with a wrong token`);
+      assert.equal((await request("GET", p, { cookie: `tsweaver_admin_${admin.split(":").pop()}=wrong` })).status, 401);
+    }
+    // A foreign web page, even with the token (a browser would add the cookie) and even on another local port.
+    for (const origin of ["http://evil.example", `http://127.0.0.1:1`]) {
+      const r = await request("GET", "/api/status", { ...auth, origin });
+      assert.equal(r.status, 403, `Origin ${origin}`);
+      assert.equal(r.headers["access-control-allow-origin"], undefined, "no CORS");
+    }
+    assert.equal((await request("GET", "/api/status", { ...auth, "sec-fetch-site": "same-site" })).status, 403);
+    assert.equal((await request("OPTIONS", "/api/status", { ...auth, origin: "http://evil.example" })).status, 403);
+    // Profiles and heap snapshots: POST only.
+    const getProfile = await request("GET", "/api/profile?kind=heap", auth);
+    assert.equal(getProfile.status, 405);
+    assert.equal(getProfile.headers["allow"], "POST");
+    assert.equal((await request("POST", "/api/profile?kind=heap")).status, 401, "POST without the token");
+    // The browser's way in: a one-time link, exchanged for an HttpOnly, SameSite=Strict cookie.
+    const ticket = JSON.parse((await request("POST", "/api/login-ticket", auth)).body) as { ticket: string };
+    const login = await request("GET", `/login?ticket=${ticket.ticket}`);
+    assert.equal(login.status, 303);
+    const cookie = login.headers["set-cookie"]![0]!;
+    assert.match(cookie, /^tsweaver_admin_\d+=\S+; HttpOnly; SameSite=Strict; Path=\/$/);
+    const pair = cookie.split(";")[0]!;
+    assert.equal((await request("GET", "/api/status", { cookie: pair })).status, 200);
+    assert.equal((await request("GET", `/login?ticket=${ticket.ticket}`)).status, 401, "a login link works once");
   });
 
   test("per-method metrics: caller side (remote) and serving side, with errors and latency", async () => {
-    const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?component=test/Echo`);
+    const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?component=test/Echo`, auth);
     const find = (name: string, labels: Record<string, string>) =>
       series.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
     const edge = { caller: "tsweaver/Main", component: "test/Echo", remote: "true" };
@@ -115,7 +162,7 @@ address = "127.0.0.1:0"
     assert.equal(find("tsweaver_method_served_latency_ms", { component: "test/Echo", method: "echo" })?.count, 20);
     // Per replica: the served calls spread over both Echo replicas and add up to the total.
     const per = (
-      await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?replicas=1&name=served_total&component=test/Echo`)
+      await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?replicas=1&name=served_total&component=test/Echo`, auth)
     ).series.filter((s) => s.labels["method"] === "echo");
     assert.deepEqual(per.map((s) => s.labels["tsweaver_replica"]).sort(), ["test-echo-0", "test-echo-1"]);
     assert.equal(
@@ -125,7 +172,7 @@ address = "127.0.0.1:0"
   });
 
   test("user metrics from the app: counter with labels, gauge, histogram", async () => {
-    const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?name=echo_`);
+    const { series } = await getJson<{ series: StoredSeries[] }>(`${admin}/api/metrics?name=echo_`, auth);
     const total = series.filter((s) => s.name === "echo_strings_total");
     assert.deepEqual(total.map((s) => [s.labels["empty"], s.value]).sort(), [
       ["false", 13],
@@ -138,7 +185,7 @@ address = "127.0.0.1:0"
   });
 
   test("Prometheus text endpoint", async () => {
-    const r = await get(`${admin}/metrics`);
+    const r = await get(`${admin}/metrics`, 10_000, auth);
     assert.equal(r.status, 200);
     assert.match(r.body, /^# TYPE tsweaver_method_calls_total counter$/m);
     assert.match(
@@ -157,7 +204,7 @@ address = "127.0.0.1:0"
   });
 
   test("the call graph: main → Echo, remote, with its call count and error rate", async () => {
-    const g = await getJson<CallGraph>(`${admin}/api/graph`);
+    const g = await getJson<CallGraph>(`${admin}/api/graph`, auth);
     assert.deepEqual(g.components, ["test/Echo", "tsweaver/Main"]);
     const e = g.edges.find((x) => x.caller === "tsweaver/Main" && x.callee === "test/Echo")!;
     assert.equal(e.remote, true);
@@ -187,7 +234,7 @@ address = "127.0.0.1:0"
     assert.ok(traceId, `the callee sees a W3C traceparent (got ${JSON.stringify(tp)})`);
     assert.equal(flags, "01");
     const { spans } = await waitFor("both spans of the trace", async () => {
-      const r = await get(`${admin}/api/trace?id=${traceId}`);
+      const r = await get(`${admin}/api/trace?id=${traceId}`, 10_000, auth);
       const t = r.status === 200 ? (JSON.parse(r.body) as { spans: StoredSpan[] }) : undefined;
       return t && t.spans.length === 2 ? t : undefined;
     });
@@ -207,9 +254,9 @@ address = "127.0.0.1:0"
   test("a failed call marks both spans as errors; recent traces list it", async () => {
     await getJson(`${base}/fail?name=Traced&message=failing`);
     const { failed, spans } = await waitFor("the failed trace", async () => {
-      const { traces } = await getJson<{ traces: TraceSummary[] }>(`${admin}/api/traces?limit=100&component=test/Echo`);
+      const { traces } = await getJson<{ traces: TraceSummary[] }>(`${admin}/api/traces?limit=100&component=test/Echo`, auth);
       for (const t of traces.filter((x) => x.root === "test/Echo.fail" && x.spans === 2 && x.errors === 2)) {
-        const { spans } = await getJson<{ spans: StoredSpan[] }>(`${admin}/api/trace?id=${t.traceId.slice(0, 12)}`);
+        const { spans } = await getJson<{ spans: StoredSpan[] }>(`${admin}/api/trace?id=${t.traceId.slice(0, 12)}`, auth);
         if (spans.every((x) => x.statusCode === 2 && x.statusMessage === "Traced: failing")) return { failed: t, spans };
       }
       return undefined;
@@ -219,7 +266,7 @@ address = "127.0.0.1:0"
       spans.map((x) => x.kind),
       [2, 1],
     );
-    assert.equal((await get(`${admin}/api/trace?id=ffffffffffffffffffffffffffffffff`)).status, 404);
+    assert.equal((await get(`${admin}/api/trace?id=ffffffffffffffffffffffffffffffff`, 10_000, auth)).status, 404);
   });
 
   test("spans are kept on disk in traces.jsonl and printed by tsweaver multi traces", async () => {

@@ -23,6 +23,7 @@ describe("dashboard in headless Chromium", () => {
   let browser: BrowserContext;
   let page: Page;
   let traceId = "";
+  let auth: Record<string, string> = {};
 
   before(async () => {
     if (!existsSync(CHROMIUM))
@@ -43,13 +44,14 @@ address = "127.0.0.1:0"
     );
     let base: string;
     ({ deployer, base } = await deployForTest(config, stateDir, "api"));
+    auth = { authorization: `Bearer ${deployer.adminToken}` };
     await waitFor("2 echo replicas", () => deployer.pids().get("test-echo")?.length === 2);
     for (let i = 0; i < 30; i++) await getJson(`${base}/echo?s=call${i}`);
     for (let i = 0; i < 3; i++) await getJson(`${base}/fail?name=Broken&message=no`);
     traceId = (await getJson<string>(`${base}/traceparent`)).split("-")[1]!;
     // Both spans of that trace are in before the page loads.
     await waitFor("the trace", async () =>
-      (await getJson<{ traces: TraceSummary[] }>(`http://${deployer.adminAddress}/api/traces?limit=100`)).traces.find(
+      (await getJson<{ traces: TraceSummary[] }>(`http://${deployer.adminAddress}/api/traces?limit=100`, auth)).traces.find(
         (t) => t.traceId === traceId && t.spans === 2,
       ),
     );
@@ -74,8 +76,15 @@ address = "127.0.0.1:0"
     const url = (
       await promisify(execFile)(process.execPath, [CLI, "multi", "dashboard"], { env: { ...process.env, TSWEAVER_STATE_DIR: stateDir } })
     ).stdout.trim();
-    assert.equal(url, `http://${deployer.adminAddress}/`, "tsweaver multi dashboard prints the admin server's URL");
+    assert.match(
+      url,
+      new RegExp(`^http://${deployer.adminAddress}/login\\?ticket=[\\w-]+$`),
+      "tsweaver multi dashboard prints a login link",
+    );
+    // Without the login the page gets nothing; the link logs the browser in (a cookie) and shows the dashboard.
+    assert.equal((await page.goto(`http://${deployer.adminAddress}/`))?.status(), 401);
     await page.goto(url);
+    assert.equal(new URL(page.url()).pathname, "/", "the login link redirects to the dashboard");
     await page.waitForSelector("body[data-ready=true]", { timeout: 30_000 });
     assert.deepEqual(errors, [], "no script errors");
   });

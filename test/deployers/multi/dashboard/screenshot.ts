@@ -53,7 +53,7 @@ const browser = await chromium.launchPersistentContext(path.join(dir, "chromium-
 });
 try {
   const page = await browser.newPage();
-  await page.goto(`http://${deployer.adminAddress}/`);
+  await page.goto(deployer.dashboardLoginUrl());
   await page.waitForSelector("body[data-ready=true]");
   await page.locator("#live").uncheck(); // hold the page still
   // Show the timeline of a failed checkout: a deep trace with an error.
