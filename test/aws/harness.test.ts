@@ -244,7 +244,7 @@ describe("createAppResources on examples/hello", () => {
       assert.equal(cp.env[ENV.SECRET], res.secret);
       assert.equal(cp.env["AWS_ENDPOINT_URL"], emu.endpoint);
       assert.equal(cp.cwd, res.workdir);
-      assert.equal(cp.configExists, true);
+      assert.equal(cp.env[ENV.CONFIG], undefined, "the control plane reads no weaver.toml");
 
       // A version's group service, as the control plane creates it.
       const service = versionedServiceName("hello-reverser", res.version);
@@ -261,6 +261,7 @@ describe("createAppResources on examples/hello", () => {
       assert.deepEqual(agent.argv, ["aws", "agent"]);
       assert.equal(agent.env[ENV.SECRET], res.secret);
       assert.equal(agent.env[ENV.COMPONENTS], "hello/Reverser");
+      assert.equal(agent.configExists, true, "the agent finds weaver.toml at TSWEAVER_CONFIG in its working directory");
       // Both bound the same port (TSWEAVER_RPC_PORT), each on its own task address.
       assert.equal(agent.port, cp.port);
       assert.notEqual(agent.ip, cp.ip);
