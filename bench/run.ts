@@ -204,11 +204,10 @@ async function rawRow(): Promise<NetRow> {
   };
 }
 
-async function grpcRow(): Promise<NetRow> {
-  const peer = await startPeer("grpc");
-  const client = new GrpcClient(peer.port);
+/** A row that sends each payload through `client` and checks the echo before measuring. */
+function echoRow(name: NetRow["name"], peer: { stop(): void }, client: { call(p: unknown): Promise<unknown>; close(): void }): NetRow {
   return {
-    name: "grpc",
+    name,
     measure: async (size, c, b) => {
       const p = payload(size);
       checkEcho(p, await client.call(p));
@@ -219,6 +218,12 @@ async function grpcRow(): Promise<NetRow> {
       peer.stop();
     },
   };
+}
+
+async function grpcRow(): Promise<NetRow> {
+  const peer = await startPeer("grpc");
+  const client = new GrpcClient(peer.port);
+  return echoRow("grpc", peer, client);
 }
 
 /** tsweaver's RPC transport alone, plain or TLS 1.3 (a deployment CA and two weavelet certificates). */
@@ -232,36 +237,14 @@ async function rpcRow(withTls: boolean): Promise<NetRow> {
   }
   const peer = await startPeer(withTls ? "rpc-tls" : "rpc", serverTls ? { [RPC_TLS_ENV]: JSON.stringify(serverTls) } : {});
   const client = new RpcClient(peer.port, clientTls);
-  return {
-    name: withTls ? "rpc-tls" : "rpc",
-    measure: async (size, c, b) => {
-      const p = payload(size);
-      checkEcho(p, await client.call(p));
-      return closedLoop(() => client.call(p), c, b);
-    },
-    close: async () => {
-      client.close();
-      peer.stop();
-    },
-  };
+  return echoRow(withTls ? "rpc-tls" : "rpc", peer, client);
 }
 
 async function httpRow(): Promise<NetRow> {
   const peer = await startPeer("http");
   // One keep-alive socket per concurrent request (HTTP/1.1 has no multiplexing), reused across calls.
   const client = new HttpClient(peer.port, Math.max(...CONCURRENCY));
-  return {
-    name: "http",
-    measure: async (size, c, b) => {
-      const p = payload(size);
-      checkEcho(p, await client.call(p));
-      return closedLoop(() => client.call(p), c, b);
-    },
-    close: async () => {
-      client.close();
-      peer.stop();
-    },
-  };
+  return echoRow("http", peer, client);
 }
 
 function postJson(address: string, pathname: string, body: unknown, timeoutMs: number): Promise<unknown> {

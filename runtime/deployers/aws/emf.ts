@@ -59,35 +59,36 @@ export function emfLines(
   const served = new Map<string, { labels: Record<string, string>; m: [string, Unit, Value][] }>();
   let servedTotal = 0;
   const user: MetricUpdate[] = [];
+  // Adds one metric of the series `u` to its line in `map`.
+  const to = (map: typeof calls, u: MetricUpdate, name: string, unit: Unit, value: Value) => {
+    const key = JSON.stringify(u.labels);
+    let entry = map.get(key);
+    if (!entry) map.set(key, (entry = { labels: u.labels, m: [] }));
+    entry.m.push([name, unit, value]);
+  };
   for (const u of updates) {
-    const to = (map: typeof calls, name: string, unit: Unit, value: Value) => {
-      const key = JSON.stringify(u.labels);
-      let entry = map.get(key);
-      if (!entry) map.set(key, (entry = { labels: u.labels, m: [] }));
-      entry.m.push([name, unit, value]);
-    };
     switch (u.name) {
       case METHOD_CALLS:
-        to(calls, METRICS.CALLS, "Count", u.value);
+        to(calls, u, METRICS.CALLS, "Count", u.value);
         break;
       case METHOD_ERRORS:
-        to(calls, METRICS.ERRORS, "Count", u.value);
+        to(calls, u, METRICS.ERRORS, "Count", u.value);
         break;
       case METHOD_LATENCY: {
         const h = histogram(u);
-        if (h) to(calls, METRICS.LATENCY, "Milliseconds", h);
+        if (h) to(calls, u, METRICS.LATENCY, "Milliseconds", h);
         break;
       }
       case SERVED_CALLS:
-        to(served, METRICS.SERVED_CALLS, "Count", u.value);
+        to(served, u, METRICS.SERVED_CALLS, "Count", u.value);
         servedTotal += u.value;
         break;
       case SERVED_ERRORS:
-        to(served, METRICS.SERVED_ERRORS, "Count", u.value);
+        to(served, u, METRICS.SERVED_ERRORS, "Count", u.value);
         break;
       case SERVED_LATENCY: {
         const h = histogram(u);
-        if (h) to(served, METRICS.SERVED_LATENCY, "Milliseconds", h);
+        if (h) to(served, u, METRICS.SERVED_LATENCY, "Milliseconds", h);
         break;
       }
       default:
