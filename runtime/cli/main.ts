@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from "commander";
 import {
+  adviseCommand,
   dashboardCommand,
   deployCommand,
   gcCommand,
@@ -9,6 +10,7 @@ import {
   profileCommand,
   statusCommand,
   tracesCommand,
+  type AdviseOptions,
 } from "../deployers/multi/commands.js";
 import { initCommand } from "./init.js";
 import { importAwsModule } from "./package.js";
@@ -102,6 +104,21 @@ multi
   .option("-o, --out <dir>", "where to write the files (default: the deployment's profiles/<time>/)")
   .action(async (deployment: string | undefined, opts: Record<string, string | boolean>) => {
     await profileCommand({ deployment, ...opts });
+  });
+
+multi
+  .command("advise")
+  .description(
+    "propose colocate groups for weaver.toml from a running deployment's measured calls: the heaviest cross-process edges become in-process calls",
+  )
+  .argument("[deployment]", "deployment id (or a prefix of it)")
+  .option("-w, --window <duration>", "how much recent traffic to judge by (30s, 5m)", "60s")
+  .option("-m, --max-components <n>", "most components in one group", "4")
+  .option("-s, --separate <component...>", "components that stay in a group of their own (e.g. routed ones)")
+  .option("--min-share <fraction>", "ignore pairs carrying less than this share of all calls", "0.05")
+  .option("--json", "print JSON")
+  .action(async (deployment: string | undefined, opts: Omit<AdviseOptions, "deployment">) => {
+    await adviseCommand({ deployment, ...opts });
   });
 
 multi

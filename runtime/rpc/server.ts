@@ -40,6 +40,8 @@ export interface MethodHandler {
   readonly name: string;
   /** Runs the method; may return a value or a promise. Runs inside the call's {@link CallContext}. */
   readonly fn: (args: unknown[]) => unknown;
+  /** Told the request + response payload bytes of each call answered (for per-method traffic metrics). */
+  readonly countBytes?: ((bytes: number) => void) | undefined;
 }
 
 /** How to build an {@link RpcServer}. */
@@ -340,7 +342,7 @@ async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, 
     value = toWireError(err);
     server.stats.appErrors++;
   }
-  conn.respond(call, status, value, method.name);
+  conn.respond(call, status, value, method.name, method.countBytes);
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -373,6 +375,8 @@ class ServerCall implements CallContext {
   private finished = false;
   /** Set when the caller no longer wants the response. */
   cancelled = false;
+  /** Payload bytes of the REQUEST frame. */
+  requestBytes = 0;
 
   constructor(
     readonly id: number,
@@ -714,6 +718,7 @@ class ServerConn implements ChannelSink, Pausable {
 
   private onRequest(r: Reader): void {
     const stats = this.server.stats;
+    const requestBytes = r.end - r.pos;
     const id = r.u32();
     const methodId = r.u32();
     const remaining = r.u32();
@@ -751,6 +756,7 @@ class ServerConn implements ChannelSink, Pausable {
     }
     const deadline = remaining === 0 ? undefined : Date.now() + remaining;
     const call = new ServerCall(id, deadline, traceparent, metadata, method.name);
+    call.requestBytes = requestBytes;
     this.inflight.set(id, call);
     void serveCall(this.server, this, call, method, args);
   }
@@ -766,7 +772,7 @@ class ServerConn implements ChannelSink, Pausable {
   }
 
   /** @internal Sends a finished call's response (unless nobody is waiting for it). */
-  respond(call: ServerCall, status: number, value: unknown, methodName: string): void {
+  respond(call: ServerCall, status: number, value: unknown, methodName: string, countBytes?: (bytes: number) => void): void {
     call.finish();
     if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
     this.inflight.delete(call.id);
@@ -776,8 +782,10 @@ class ServerConn implements ChannelSink, Pausable {
     if (!call.cancelled && !call.expired && !this.channel.isClosed) {
       const w = this.channel.writer;
       const max = this.server.opts.maxFrameSize;
+      const before = w.pos;
       try {
         writeResponse(w, call.id, status, value, max);
+        countBytes?.(call.requestBytes + w.pos - before);
       } catch (err) {
         if (err instanceof CodecError) {
           // The handler returned (or threw) something unencodable: report it as the handler's error.

@@ -1,4 +1,4 @@
-import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY, SERVED_CALLS } from "./methods.js";
+import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY, SERVED_BYTES, SERVED_CALLS } from "./methods.js";
 import { type HistoryPoint, type MetricStore, type StoredSeries, quantile, seriesKey } from "./metricstore.js";
 
 /**
@@ -17,6 +17,12 @@ export interface Edge {
   errors: number;
   /** Over the window: calls per second, errors / calls, mean and estimated p99 latency (ms). */
   callsPerSec: number;
+  /**
+   * Estimated request + response bytes per second over the window: each method's calls on this edge
+   * times that method's mean bytes per served remote call. Undefined when no method called on this
+   * edge has been served remotely yet (e.g. an edge inside one process).
+   */
+  bytesPerSec: number | undefined;
   errorRate: number;
   meanMs: number | undefined;
   p99Ms: number | undefined;
@@ -47,10 +53,32 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
   const secs = from && to ? (to.t - from.t) / 1000 : 0;
   const edges = new Map<
     string,
-    Edge & { dCalls: number; dErrors: number; dSum: number; dCount: number; dCounts: number[]; bounds: number[] }
+    Edge & {
+      dCalls: number;
+      dErrors: number;
+      dSum: number;
+      dCount: number;
+      dCounts: number[];
+      bounds: number[];
+      dBytes: number | undefined;
+    }
   >();
   const nodes = new Set(components);
   const current = store.aggregate();
+  // Mean bytes per served call, per component.method (served totals; the callee side knows the sizes).
+  const served = new Map<string, { calls: number; bytes: number }>();
+  for (const s of current) {
+    if (s.name !== SERVED_CALLS && s.name !== SERVED_BYTES) continue;
+    const key = `${s.labels["component"] ?? ""}.${s.labels["method"] ?? ""}`;
+    const m = served.get(key) ?? { calls: 0, bytes: 0 };
+    if (s.name === SERVED_CALLS) m.calls += s.value;
+    else m.bytes += s.value;
+    served.set(key, m);
+  }
+  const bytesPerCall = (s: StoredSeries): number | undefined => {
+    const m = served.get(`${s.labels["component"] ?? ""}.${s.labels["method"] ?? ""}`);
+    return m && m.calls > 0 && m.bytes > 0 ? m.bytes / m.calls : undefined;
+  };
   const edgeOf = (s: StoredSeries) => {
     const caller = s.labels["caller"] ?? "";
     const callee = s.labels["component"] ?? "";
@@ -65,6 +93,7 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
         calls: 0,
         errors: 0,
         callsPerSec: 0,
+        bytesPerSec: undefined,
         errorRate: 0,
         meanMs: undefined,
         p99Ms: undefined,
@@ -74,6 +103,7 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
         dCount: 0,
         dCounts: [],
         bounds: [],
+        dBytes: undefined,
       };
       edges.set(key, e);
       nodes.add(caller);
@@ -96,7 +126,10 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
     if (s.name === METHOD_CALLS) {
       const e = edgeOf(s);
       e.calls += s.value;
-      e.dCalls += from ? delta(s).value : 0;
+      const d = from ? delta(s).value : 0;
+      e.dCalls += d;
+      const size = bytesPerCall(s);
+      if (size !== undefined) e.dBytes = (e.dBytes ?? 0) + d * size;
     } else if (s.name === METHOD_ERRORS) {
       const e = edgeOf(s);
       e.errors += s.value;
@@ -125,6 +158,7 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
       calls: e.calls,
       errors: e.errors,
       callsPerSec: secs > 0 ? e.dCalls / secs : 0,
+      bytesPerSec: e.dBytes === undefined ? undefined : secs > 0 ? e.dBytes / secs : 0,
       errorRate: e.dCalls > 0 ? e.dErrors / e.dCalls : e.calls > 0 ? e.errors / e.calls : 0,
       meanMs: e.dCount > 0 ? e.dSum / e.dCount : undefined,
       p99Ms: quantile(e.bounds, e.dCounts, 0.99),

@@ -7,6 +7,8 @@ import { type CounterSeries, type HistogramSeries, counterSeries, histogramSerie
  * Serving side (in the weavelet's RPC handler, remote calls only):
  *   tsweaver_method_served_total, tsweaver_method_served_errors_total, tsweaver_method_served_latency_ms
  *     {component, method}
+ *   tsweaver_method_served_bytes_total {component, method}: request + response payload bytes, so the
+ *     call graph can estimate bytes/s per edge (calls of the edge × the method's mean bytes per call)
  * The call graph (edges caller → component) comes from the caller side.
  */
 export const METHOD_CALLS = "tsweaver_method_calls_total";
@@ -15,6 +17,12 @@ export const METHOD_LATENCY = "tsweaver_method_latency_ms";
 export const SERVED_CALLS = "tsweaver_method_served_total";
 export const SERVED_ERRORS = "tsweaver_method_served_errors_total";
 export const SERVED_LATENCY = "tsweaver_method_served_latency_ms";
+export const SERVED_BYTES = "tsweaver_method_served_bytes_total";
+
+/** The counter of request + response payload bytes of remote calls served for `component.method`. */
+export function servedBytes(component: string, method: string): CounterSeries {
+  return counterSeries(SERVED_BYTES, "Request and response payload bytes of remote calls served", { component, method });
+}
 
 /**
  * The series one stub method (or one served method) updates, resolved once when the stub is built so a

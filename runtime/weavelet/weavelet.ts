@@ -21,6 +21,7 @@ import { ConnectionPool } from "../rpc/client.js";
 import type { PeerIdentity, RpcAuth } from "../rpc/auth.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
+import { servedBytes } from "../telemetry/methods.js";
 import { Tracing } from "../telemetry/tracing.js";
 import { ComponentContext } from "./context.js";
 import { drainListener, openListener, trackConnections } from "./listeners.js";
@@ -392,8 +393,10 @@ export class Weavelet {
     if (handler) return handler;
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const serve = servedCall(component, method, this.measure, this.tracing);
+    const bytes = this.measure ? servedBytes(component, method) : undefined;
     handler = {
       name: key,
+      countBytes: bytes && ((n: number) => void (bytes.value += n)),
       fn: (args: unknown[]): unknown => {
         let h = this.hosted.get(component);
         if (h?.ready) {

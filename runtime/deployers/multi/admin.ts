@@ -5,6 +5,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LogEntry } from "../../protos/runtime.js";
+import { adviseColocation } from "../../telemetry/advise.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
 import type { TraceStore } from "../../telemetry/tracestore.js";
@@ -167,6 +168,31 @@ export class AdminServer {
       const windowSec = Number(url.searchParams.get("window") ?? 30);
       const components = this.backend.status().groups.flatMap((g) => g.components);
       return json(callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : 30) * 1000, components));
+    });
+    this.route("/api/advice", async (url) => {
+      await this.backend.collectMetrics();
+      const q = url.searchParams;
+      const windowSec = Number(q.get("window") ?? 60);
+      if (!(Number.isFinite(windowSec) && windowSec > 0)) throw new HttpError(400, "window: a number of seconds > 0");
+      const maxComponents = q.has("max") ? Number(q.get("max")) : undefined;
+      if (maxComponents !== undefined && !(Number.isInteger(maxComponents) && maxComponents >= 1))
+        throw new HttpError(400, "max: the most components per group, an integer ≥ 1");
+      const minShare = q.has("min_share") ? Number(q.get("min_share")) : undefined;
+      if (minShare !== undefined && !(minShare >= 0 && minShare <= 1)) throw new HttpError(400, "min_share: a fraction within 0..1");
+      const groups = this.backend.status().groups;
+      const separate = (q.get("separate") ?? "").split(",").filter((c) => c !== "");
+      const known = new Set(groups.flatMap((g) => g.components));
+      const unknown = separate.filter((c) => !known.has(c));
+      if (unknown.length)
+        throw new HttpError(400, `separate: unknown component ${unknown.join(", ")} (components: ${[...known].join(", ")})`);
+      const graph = callGraph(this.backend.metricStore, windowSec * 1000, [...known]);
+      return json(
+        adviseColocation(
+          graph,
+          groups.map((g) => g.components),
+          { separate, ...(maxComponents !== undefined ? { maxComponents } : {}), ...(minShare !== undefined ? { minShare } : {}) },
+        ),
+      );
     });
     this.route("/api/charts", async () => {
       await this.backend.collectMetrics();

@@ -3,6 +3,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
+import { colocateToml, type ColocationAdvice } from "../../telemetry/advise.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
@@ -357,6 +358,80 @@ export async function dashboardCommand(o: { deployment?: string | undefined; ope
     child.unref();
   }
   return url;
+}
+
+/** Options of `tsweaver multi advise`. */
+export interface AdviseOptions {
+  deployment?: string | undefined;
+  window?: string;
+  maxComponents?: string;
+  separate?: string[];
+  minShare?: string;
+  json?: boolean;
+}
+
+/** `tsweaver multi advise`: which components to colocate, from the deployment's measured call graph. */
+export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice> {
+  const admin = adminOf(o.deployment);
+  const windowSec = parseDuration(o.window ?? "60s") / 1000;
+  const q = new URLSearchParams({ window: String(windowSec) });
+  if (o.maxComponents !== undefined) q.set("max", o.maxComponents);
+  if (o.minShare !== undefined) q.set("min_share", o.minShare);
+  if (o.separate?.length) q.set("separate", o.separate.join(","));
+  const advice = (await (await adminFetch(admin, `/api/advice?${q}`)).json()) as ColocationAdvice;
+  if (o.json) {
+    process.stdout.write(JSON.stringify(advice, null, 2) + "\n");
+    return advice;
+  }
+  const out = (s: string) => process.stdout.write(s + "\n");
+  if (advice.edges.length === 0 || advice.windowSec === 0) {
+    out(
+      `no calls between components in the last ${windowSec} s of deployment ${admin.status.deploymentId}: send it traffic (or widen --window) first`,
+    );
+    return advice;
+  }
+  const rate = (n: number) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+  const bytes = (n: number | undefined) =>
+    n === undefined
+      ? "-"
+      : n >= 1 << 20
+        ? `${(n / (1 << 20)).toFixed(1)} MiB`
+        : n >= 1024
+          ? `${(n / 1024).toFixed(1)} KiB`
+          : `${n.toFixed(0)} B`;
+  out(
+    `Colocation advice for deployment ${admin.status.deploymentId} (app ${admin.status.app}), from ${advice.windowSec.toFixed(0)} s of calls:`,
+  );
+  const { now, advised } = advice;
+  out(
+    table([
+      ["", "CROSS-PROCESS CALLS/S", "BYTES/S"],
+      ["now", rate(now.callsPerSec), bytes(now.bytesPerSec)],
+      ["advised", rate(advised.callsPerSec), bytes(advised.bytesPerSec)],
+      ["saved", rate(now.callsPerSec - advised.callsPerSec), bytes(now.bytesPerSec - advised.bytesPerSec)],
+    ]),
+  );
+  const where = (remote: boolean) => (remote ? "across processes" : "in-process");
+  out(
+    table([
+      ["COMPONENTS", "CALLS/S", "BYTES/S", "NOW", "ADVISED"],
+      ...advice.edges.map((e) => [
+        `${e.a} ↔ ${e.b}`,
+        rate(e.callsPerSec),
+        bytes(e.bytesPerSec),
+        where(e.remoteNow),
+        where(e.remoteAdvised),
+      ]),
+    ]),
+  );
+  for (const h of advice.held) out(`held back: ${h}`);
+  if (!advice.changed) {
+    out("the current grouping is already what the advice would pick: keep it");
+  } else {
+    out(`put this in the [tsweaver] section of the app's weaver.toml (replacing any colocate line) and redeploy:`);
+    out(`  ${colocateToml(advice.colocate)}`);
+  }
+  return advice;
 }
 
 /** "10s", "500ms", "2m", "3h", "7d" or a number of seconds → ms. */
