@@ -1,5 +1,5 @@
 // `npm run bench:boutique` (full run) or `npm run bench:boutique -- --quick` (smoke run).
-// Flags: --quick; --rate=N (fixed-rate phase, req/s); --requests=N; --systems=single,multi,grpc;
+// Flags: --quick; --rate=N (fixed-rate phase, req/s); --requests=N; --systems=single,multi,advised,grpc;
 // --json (also print `BENCH_JSON {...}`); --cpu-prof=DIR (node --cpu-prof for the single process and the
 // grpc-js services; summarize with `node dist/bench/profile-summary.js DIR`).
 import os from "node:os";

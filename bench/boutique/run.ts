@@ -1,6 +1,8 @@
 // The boutique comparison (issue 7; Service Weaver's HotOS'23 table): the same shop as
 //   - tsweaver single   one process: node dist/examples/boutique/main.js
 //   - tsweaver multi    MultiDeployer, one replica per group: a deployer + 10 weavelets (one per component)
+//   - multi, advised    the same, grouped as `tsweaver multi advise` proposes after a warm-up run of the
+//                       one-group-per-component deployment (the advisor's default limits)
 //   - grpc-js           10 processes: 9 @grpc/grpc-js services + the frontend (bench/boutique/service.ts)
 // all serving the same JSON API from the same frontend code, driven by the same load generator
 // (load.ts). For each: p50/p99 latency at a fixed request rate, CPU-seconds per 1000 requests over
@@ -13,6 +15,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { DeploymentDir } from "../../runtime/deployers/multi/state.js";
+import { colocateToml, type ColocationAdvice } from "../../runtime/telemetry/advise.js";
 import { LoadGenerator, type LoadResult } from "./load.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench/boutique
@@ -52,12 +55,14 @@ export const QUICK_BOUNDS: BoutiqueBounds = {
   maxMs: 1500,
 };
 
-export const SYSTEMS = ["single", "multi", "grpc"] as const;
+export const SYSTEMS = ["single", "multi", "advised", "grpc"] as const;
 export type SystemName = (typeof SYSTEMS)[number];
 
 export interface SystemResult {
   system: SystemName;
   processes: number;
+  /** The colocate groups the system ran with (multi, advised). */
+  colocate?: string[][];
   fixed: LoadResult;
   cpuSeconds: number;
   cpuPer1000: number;
@@ -66,6 +71,8 @@ export interface SystemResult {
 
 interface Running {
   address: string;
+  /** The colocation advice from the deployment's call graph (multi only). */
+  advice?: (windowSec: number) => Promise<ColocationAdvice>;
   pids(): number[];
   stop(): Promise<void>;
 }
@@ -125,7 +132,7 @@ async function startSingle(profDir: string | undefined): Promise<Running> {
   return { address: ready, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
-async function startMulti(tmp: string, profDir: string | undefined): Promise<Running> {
+async function startMulti(tmp: string, profDir: string | undefined, colocate: readonly (readonly string[])[] = []): Promise<Running> {
   const config = path.join(tmp, "weaver.toml");
   // Each weavelet writes its own CPU profile when it stops.
   // (Node's default profile names carry the pid, so the weavelets' files do not collide.)
@@ -135,6 +142,7 @@ async function startMulti(tmp: string, profDir: string | undefined): Promise<Run
     `[tsweaver]
 name = "boutique"
 binary = ${JSON.stringify(path.join(ROOT, "dist/examples/boutique/main.js"))}
+${colocateToml(colocate)}
 ${env}
 [multi]
 replicas = 1
@@ -150,6 +158,15 @@ address = "127.0.0.1:0"
   return {
     // Main's own listener, like the grpc frontend's: neither system pays for a proxy in front.
     address: info.direct,
+    advice: async (windowSec: number) => {
+      const s = dir.readStatus();
+      if (!s?.admin) throw new Error("multi: no admin server in status.json");
+      const res = await fetch(`http://${s.admin}/api/advice?window=${windowSec}`, {
+        headers: { authorization: `Bearer ${dir.readAdminToken()}` },
+      });
+      if (!res.ok) throw new Error(`multi: /api/advice: ${res.status} ${await res.text()}`);
+      return (await res.json()) as ColocationAdvice;
+    },
     pids: () => {
       const s = dir.readStatus();
       return [child.pid!, ...(s?.groups.flatMap((g) => g.replicas.map((r) => r.pid)).filter((p) => p > 0) ?? [])];
@@ -196,12 +213,17 @@ export async function runBoutique(
   if (opts.cpuProfDir) mkdirSync(opts.cpuProfDir, { recursive: true });
   try {
     for (const system of opts.systems ?? SYSTEMS) {
+      let colocate: string[][] | undefined;
+      if (system === "advised") {
+        colocate = await adviseBoutique(tmp, bounds, log);
+        log(`advised: colocate = ${JSON.stringify(colocate)}`);
+      }
       log(`${system}: starting`);
       const sys =
         system === "single"
           ? await startSingle(opts.cpuProfDir)
-          : system === "multi"
-            ? await startMulti(tmp, opts.cpuProfDir)
+          : system === "multi" || system === "advised"
+            ? await startMulti(tmp, opts.cpuProfDir, colocate)
             : await startGrpc(opts.cpuProfDir);
       const load = new LoadGenerator(sys.address);
       try {
@@ -216,7 +238,15 @@ export async function runBoutique(
         const cpu = pids.reduce((s, p) => s + cpuSeconds(p), 0) - cpu0;
         log(`${system}: closed loop, ${bounds.maxConcurrency} users`);
         const max = await load.closedLoop(bounds.maxConcurrency, bounds.maxRequests, bounds.maxMs);
-        out.push({ system, processes: pids.length, fixed, cpuSeconds: cpu, cpuPer1000: (cpu / fixed.requests) * 1000, max });
+        out.push({
+          system,
+          processes: pids.length,
+          ...(colocate ? { colocate } : {}),
+          fixed,
+          cpuSeconds: cpu,
+          cpuPer1000: (cpu / fixed.requests) * 1000,
+          max,
+        });
       } finally {
         load.close();
         await sys.stop();
@@ -228,7 +258,37 @@ export async function runBoutique(
   return out;
 }
 
-const LABELS: Record<SystemName, string> = { single: "tsweaver single", multi: "tsweaver multi (1/group)", grpc: "grpc-js microservices" };
+/**
+ * The advised grouping: the one-group-per-component deployment under the warm-up load, then the
+ * advisor's proposal from its call graph (as `tsweaver multi advise` prints it).
+ */
+async function adviseBoutique(tmp: string, bounds: BoutiqueBounds, log: (s: string) => void): Promise<string[][]> {
+  log("advised: warm-up run, one group per component, to measure the call graph");
+  const probe = await startMulti(tmp, undefined);
+  const load = new LoadGenerator(probe.address);
+  try {
+    const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
+    if (warm.errors > 0) throw new Error(`advised: warm-up failed: ${warm.firstError}`);
+    // Rates need two metric history points with calls between them: keep a trickle going until then.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const advice = await probe.advice!(60);
+      if (advice.windowSec > 0 && advice.edges.length > 0) return advice.colocate;
+      if (Date.now() > deadline) throw new Error("advised: no call graph after 20 s");
+      await load.closedLoop(2, 20, 500);
+    }
+  } finally {
+    load.close();
+    await probe.stop();
+  }
+}
+
+const LABELS: Record<SystemName, string> = {
+  single: "tsweaver single",
+  multi: "tsweaver multi (1/group)",
+  advised: "tsweaver multi, advised colocation",
+  grpc: "grpc-js microservices",
+};
 
 /** The side-by-side table, ratios to grpc-js and the issue's goals. */
 export function formatTable(results: SystemResult[], bounds: BoutiqueBounds): string {
@@ -257,6 +317,13 @@ export function formatTable(results: SystemResult[], bounds: BoutiqueBounds): st
       lines.push(`  multi CPU/request ≥ 3× fewer than grpc-js: ${f(x)}× ${x >= 3 ? "PASS" : "MISS"}`);
       lines.push(
         `  multi p50 lower than grpc-js: ${f(multi.fixed.p50Ms)} vs ${f(grpc.fixed.p50Ms)} ms ${multi.fixed.p50Ms < grpc.fixed.p50Ms ? "PASS" : "MISS"}`,
+      );
+    }
+    const advised = results.find((r) => r.system === "advised");
+    if (advised) {
+      const x = grpc.cpuPer1000 / advised.cpuPer1000;
+      lines.push(
+        `  multi, advised colocation: ${f(x)}× fewer CPU-s/request than grpc-js; colocate = ${JSON.stringify(advised.colocate ?? [])}`,
       );
     }
     if (single) {

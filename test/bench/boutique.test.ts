@@ -6,11 +6,11 @@ import { cpuSeconds, formatTable, runBoutique, type BoutiqueBounds } from "../..
 
 const TINY: BoutiqueBounds = { warmupRequests: 30, warmupMs: 1500, rate: 40, requests: 12, maxConcurrency: 4, maxRequests: 40, maxMs: 500 };
 
-test("bench:boutique smoke: single, multi and grpc-js all serve the flow and report", async () => {
+test("bench:boutique smoke: single, multi, multi advised and grpc-js all serve the flow and report", async () => {
   const results = await runBoutique(TINY);
   assert.deepEqual(
     results.map((r) => r.system),
-    ["single", "multi", "grpc"],
+    ["single", "multi", "advised", "grpc"],
   );
   for (const r of results) {
     assert.equal(r.fixed.errors, 0, `${r.system}: ${r.fixed.firstError}`);
@@ -21,9 +21,14 @@ test("bench:boutique smoke: single, multi and grpc-js all serve the flow and rep
   }
   assert.equal(results[0]!.processes, 1);
   assert.equal(results[1]!.processes, 11, "multi: the deployer and one weavelet per group");
-  assert.equal(results[2]!.processes, 10, "grpc-js: nine services and the frontend");
+  const advised = results[2]!;
+  assert.ok(advised.colocate && advised.colocate.length > 0, "the advisor proposed at least one group");
+  const grouped = advised.colocate.flat().length - advised.colocate.length;
+  assert.equal(advised.processes, 11 - grouped, "multi, advised: one process fewer per component merged into a group");
+  assert.equal(results[3]!.processes, 10, "grpc-js: nine services and the frontend");
   const table = formatTable(results, TINY);
   assert.match(table, /tsweaver multi \(1\/group\)/);
   assert.match(table, /multi CPU\/request ≥ 3× fewer than grpc-js/);
+  assert.match(table, /tsweaver multi, advised colocation/);
   assert.ok(cpuSeconds(process.pid) > 0);
 });
