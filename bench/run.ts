@@ -7,6 +7,7 @@
 //               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub,
 //               on a connection authenticated with the deployment key (multi's default)
 //   2 plaintext the same without authentication (MultiOptions.plaintextCalls): what authentication costs
+//   2 tcp       the same over loopback TCP (MultiOptions.tcpCalls) instead of multi's Unix domain sockets
 //   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
@@ -56,7 +57,7 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = ["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls", "colocated", "codec"] as const;
+const ALL_ROWS = ["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -167,7 +168,7 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "plaintext" | "grpc" | "http" | "rpc" | "rpc-tls";
+  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "grpc" | "http" | "rpc" | "rpc-tls";
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
@@ -270,9 +271,14 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
 
 /**
  * Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. `plaintext`:
- * the weavelets do not authenticate their connections (the default does).
+ * the weavelets do not authenticate their connections (the default does); `tcp`: they talk over loopback
+ * TCP (the default is Unix domain sockets).
  */
-async function tsweaverRow(cpuProfDir: string | undefined, weaveletEnv: Record<string, string>, plaintext = false): Promise<NetRow> {
+async function tsweaverRow(
+  cpuProfDir: string | undefined,
+  weaveletEnv: Record<string, string>,
+  variant: "tsweaver" | "plaintext" | "tcp" = "tsweaver",
+): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
   const env: Record<string, string> = { ...weaveletEnv };
   if (cpuProfDir !== undefined) {
@@ -298,7 +304,8 @@ address = "127.0.0.1:0"
     stateDir: path.join(dir, "state"),
     printLogs: false,
     progress: () => {},
-    plaintextCalls: plaintext,
+    plaintextCalls: variant === "plaintext",
+    tcpCalls: variant === "tcp",
   });
   const close = async (): Promise<void> => {
     await deployer.stop();
@@ -308,7 +315,7 @@ address = "127.0.0.1:0"
     await deployer.deploy();
     const address = await until("the bench listener", 30_000, async () => (await deployer.listenerAddresses()).get("bench"));
     return {
-      name: plaintext ? "plaintext" : "tsweaver",
+      name: variant,
       measure: async (size, c, b) => {
         const req: CellRequest = { size, concurrency: c, bounds: b };
         // The first request also waits for BenchService's weavelet to start.
@@ -341,7 +348,7 @@ async function netRows(
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
       else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
-      else if (n === "plaintext") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, true));
+      else if (n === "plaintext" || n === "tcp") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, n));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
       else if (n === "rpc" || n === "rpc-tls") rows.push(await rpcRow(n === "rpc-tls"));
@@ -427,6 +434,7 @@ const ROW_TITLES: Record<string, string> = {
   raw: "1 raw node:net echo",
   tsweaver: "2 tsweaver cross-process",
   plaintext: "2 same, not authenticated",
+  tcp: "2 same, loopback TCP",
   grpc: "3 grpc-js unary (protobuf)",
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
@@ -481,6 +489,16 @@ function targets(cells: Cell[]): Target[] {
       // Time per call with authentication relative to without (throughput ratio inverted).
       const r = plain.opsPerSec / auth.opsPerSec;
       out.push({ target: "authenticated vs plaintext time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
+    }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const unix = find(cells, "tsweaver", size, c);
+      const tcp = find(cells, "tcp", size, c);
+      if (!unix || !tcp) continue;
+      // Informational: what the Unix socket saves over loopback TCP, time per call.
+      const r = unix.opsPerSec / tcp.opsPerSec;
+      out.push({ target: "loopback TCP vs Unix socket time/call", cell: `${size} c=${c}`, ratio: r, goal: ">= 1x", pass: r >= 1 });
     }
   }
   for (const size of SIZES) {
@@ -579,7 +597,7 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls"] as const).filter((n) => opts.rows.has(n));
+  const net = (["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls"] as const).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {

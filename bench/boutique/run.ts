@@ -24,6 +24,8 @@ const CLK_TCK = 100; // Linux USER_HZ
 
 /** Bounds of one run; every phase is bounded in requests and in time. */
 export interface BoutiqueBounds {
+  /** Idle phase before any load: CPU of the whole system doing nothing (ms). */
+  idleMs: number;
   warmupRequests: number;
   warmupMs: number;
   /** Fixed request rate (req/s) of the latency and CPU phase ... */
@@ -37,6 +39,7 @@ export interface BoutiqueBounds {
 }
 
 export const FULL_BOUNDS: BoutiqueBounds = {
+  idleMs: 30_000,
   warmupRequests: 3000,
   warmupMs: 4000,
   rate: 100,
@@ -46,6 +49,7 @@ export const FULL_BOUNDS: BoutiqueBounds = {
   maxMs: 8000,
 };
 export const QUICK_BOUNDS: BoutiqueBounds = {
+  idleMs: 5_000,
   warmupRequests: 200,
   warmupMs: 1500,
   rate: 50,
@@ -66,6 +70,8 @@ export interface SystemResult {
   fixed: LoadResult;
   cpuSeconds: number;
   cpuPer1000: number;
+  /** CPU-seconds per minute of the whole system while idle (timers, polls, heartbeats). */
+  idleCpuPerMin: number;
   max: LoadResult;
 }
 
@@ -227,6 +233,13 @@ export async function runBoutique(
             : await startGrpc(opts.cpuProfDir);
       const load = new LoadGenerator(sys.address);
       try {
+        // Idle first: nothing but the system's own timers (multi: after status.json lists every replica).
+        await new Promise((r) => setTimeout(r, system === "multi" || system === "advised" ? 2200 : 500));
+        const idlePids = sys.pids();
+        const idle0 = idlePids.reduce((s, p) => s + cpuSeconds(p), 0);
+        log(`${system}: idle for ${bounds.idleMs / 1000} s over ${idlePids.length} processes`);
+        await new Promise((r) => setTimeout(r, bounds.idleMs));
+        const idleCpuPerMin = ((idlePids.reduce((s, p) => s + cpuSeconds(p), 0) - idle0) / bounds.idleMs) * 60_000;
         log(`${system}: warm-up on ${sys.address}`);
         const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
         if (warm.errors > 0) throw new Error(`${system}: warm-up failed: ${warm.firstError}`);
@@ -245,6 +258,7 @@ export async function runBoutique(
           fixed,
           cpuSeconds: cpu,
           cpuPer1000: (cpu / fixed.requests) * 1000,
+          idleCpuPerMin,
           max,
         });
       } finally {
@@ -297,15 +311,15 @@ export function formatTable(results: SystemResult[], bounds: BoutiqueBounds): st
   const lines = [
     `Online Boutique, ${bounds.requests} requests at ${bounds.rate} req/s (locustfile mix) for p50/p99 and CPU; max rate: closed loop, ${bounds.maxConcurrency} users`,
     "",
-    "| system | processes | p50 ms | p99 ms | errors | max req/s | CPU-s / 1000 req | CPU vs grpc-js | p50 vs grpc-js | max rate vs grpc-js |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| system | processes | p50 ms | p99 ms | errors | max req/s | CPU-s / 1000 req | CPU vs grpc-js | p50 vs grpc-js | max rate vs grpc-js | idle CPU-s / min |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of results) {
     const cpuX = grpc ? grpc.cpuPer1000 / r.cpuPer1000 : NaN;
     const p50X = grpc ? grpc.fixed.p50Ms / r.fixed.p50Ms : NaN;
     const maxX = grpc ? r.max.rate / grpc.max.rate : NaN;
     lines.push(
-      `| ${LABELS[r.system]} | ${r.processes} | ${f(r.fixed.p50Ms)} | ${f(r.fixed.p99Ms)} | ${r.fixed.errors + r.max.errors} | ${f(r.max.rate, 0)} | ${f(r.cpuPer1000, 3)} | ${f(cpuX)}× fewer | ${f(p50X)}× lower | ${f(maxX)}× |`,
+      `| ${LABELS[r.system]} | ${r.processes} | ${f(r.fixed.p50Ms)} | ${f(r.fixed.p99Ms)} | ${r.fixed.errors + r.max.errors} | ${f(r.max.rate, 0)} | ${f(r.cpuPer1000, 3)} | ${f(cpuX)}× fewer | ${f(p50X)}× lower | ${f(maxX)}× | ${f(r.idleCpuPerMin, 3)} |`,
     );
   }
   if (grpc) {

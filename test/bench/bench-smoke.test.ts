@@ -45,7 +45,7 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
   assert.ok(line, `no BENCH_JSON line in:\n${r.out}`);
   const data = JSON.parse(line.slice("BENCH_JSON ".length)) as BenchJson;
 
-  for (const row of ["raw", "tsweaver", "plaintext", "grpc", "http", "rpc", "rpc-tls", "direct", "colocated"]) {
+  for (const row of ["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "direct", "colocated"]) {
     for (const size of ["small", "large"]) {
       for (const c of [1, 64]) {
         const cell = data.cells.find((x) => x.row === row && x.size === size && x.concurrency === c);

@@ -4,7 +4,16 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cpuSeconds, formatTable, runBoutique, type BoutiqueBounds } from "../../bench/boutique/run.js";
 
-const TINY: BoutiqueBounds = { warmupRequests: 30, warmupMs: 1500, rate: 40, requests: 12, maxConcurrency: 4, maxRequests: 40, maxMs: 500 };
+const TINY: BoutiqueBounds = {
+  idleMs: 500,
+  warmupRequests: 30,
+  warmupMs: 1500,
+  rate: 40,
+  requests: 12,
+  maxConcurrency: 4,
+  maxRequests: 40,
+  maxMs: 500,
+};
 
 test("bench:boutique smoke: single, multi, multi advised and grpc-js all serve the flow and report", async () => {
   const results = await runBoutique(TINY);
@@ -18,6 +27,7 @@ test("bench:boutique smoke: single, multi, multi advised and grpc-js all serve t
     assert.equal(r.fixed.requests, TINY.requests);
     assert.ok(r.max.requests > 0);
     assert.ok(Number.isFinite(r.fixed.p50Ms) && Number.isFinite(r.cpuPer1000));
+    assert.ok(Number.isFinite(r.idleCpuPerMin) && r.idleCpuPerMin >= 0);
   }
   assert.equal(results[0]!.processes, 1);
   assert.equal(results[1]!.processes, 11, "multi: the deployer and one weavelet per group");

@@ -1,4 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { checkComponentNames, componentConfigs, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import { listAppComponents } from "../../core/components.js";
@@ -27,6 +30,11 @@ export interface MultiOptions {
    * the deployment key). Only for measuring what authentication costs (`npm run bench`).
    */
   plaintextCalls?: boolean;
+  /**
+   * Component calls over loopback TCP instead of Unix domain sockets (default false). Only for measuring
+   * what the socket kind costs (`npm run bench`).
+   */
+  tcpCalls?: boolean;
 }
 
 /** Log entries the deployer keeps in memory for the dashboard. */
@@ -109,6 +117,9 @@ export class MultiDeployer implements AdminBackend {
   private stopping = false;
   private stopped = false;
   private statusTimer: NodeJS.Timeout | undefined;
+  /** Directory of the weavelets' RPC sockets (created with the first one), and how many were handed out. */
+  private socketDir: string | undefined;
+  private socketCount = 0;
   private readonly startedAt = new Date().toISOString();
   private readonly color = process.stdout.isTTY === true;
   private failWith: ((err: Error) => void) | undefined;
@@ -297,9 +308,22 @@ export class MultiDeployer implements AdminBackend {
       );
     }
     for (const p of proxies) p.close();
+    if (this.socketDir !== undefined) rmSync(this.socketDir, { recursive: true, force: true });
     this.stopped = true;
     this.writeStatus();
     await this.dir.close();
+  }
+
+  /**
+   * Where the next weavelet serves component calls: a Unix domain socket in a directory only this user
+   * can enter (a kernel-local path: no TCP/IP stack, no port anyone on the host can connect to; the
+   * deployment key still authenticates every connection). In the temp dir, not the state dir: a socket
+   * path must fit in 108 bytes.
+   */
+  private rpcAddress(): string {
+    if (this.options.tcpCalls === true || process.platform === "win32") return "127.0.0.1:0";
+    this.socketDir ??= mkdtempSync(path.join(os.tmpdir(), "tsw-")); // mode 0700
+    return `unix:${path.join(this.socketDir, `${this.socketCount++}.sock`)}`;
   }
 
   /**
@@ -389,7 +413,7 @@ export class MultiDeployer implements AdminBackend {
         deploymentId: this.deploymentId,
         id: weaveletId,
         runMain: g.group.components.includes(MAIN_COMPONENT),
-        internalAddress: "127.0.0.1:0",
+        internalAddress: this.rpcAddress(),
         group: g.group.name,
         components: [...g.group.components],
         config,
