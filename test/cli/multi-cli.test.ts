@@ -25,7 +25,7 @@ test("tsweaver multi deploy|status|logs on the hello example, and SIGINT leaves 
       return (out.match(/ running +HEALTHY /g) ?? []).length === 4 ? out : undefined;
     });
     assert.match(status, /DEPLOYMENT \w+ +app hello +running/);
-    assert.match(status, /hello-reverser +hello\/Reverser +hello-reverser-0 +\d+ +127\.0\.0\.1:\d+ +running +HEALTHY +0/);
+    assert.match(status, /hello-reverser +hello\/Reverser +hello-reverser-0 +\d+ +unix:\/\S+\.sock +running +HEALTHY +0/);
     assert.match(status, new RegExp(`hello +http://${address.replace(/\./g, "\\.")} +2`));
 
     const logs = cli(["multi", "logs", "--component", "tsweaver/Main"], env);
