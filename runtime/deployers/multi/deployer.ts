@@ -83,6 +83,10 @@ const RESTART_BACKOFF_MAX_MS = 10_000;
 const SUSTAINED_HEALTH_MS = 1_500;
 /** How often the deployer checks health and collects metrics. */
 const POLL_MS = 2_000;
+/** Metrics are collected every poll for this long after someone asked for them (dashboard, CLI)... */
+const WATCHED_MS = 60_000;
+/** ... and every this many polls otherwise. */
+const IDLE_METRICS_EVERY = 5;
 /** How long a replica being replaced gets to finish its calls (it gets no new ones). */
 const REPLACE_GRACE_MS = 2_000;
 /** Least time a weavelet gets to stop before it is killed, even when the drain period is spent. */
@@ -117,6 +121,10 @@ export class MultiDeployer implements AdminBackend {
   private stopping = false;
   private stopped = false;
   private statusTimer: NodeJS.Timeout | undefined;
+  /** When the admin server last asked for metrics. */
+  private watchedAt = 0;
+  /** status.json as last written, without its time stamp: an unchanged status is not rewritten. */
+  private lastStatus = "";
   /** Directory of the weavelets' RPC sockets (created with the first one), and how many were handed out. */
   private socketDir: string | undefined;
   private socketCount = 0;
@@ -160,9 +168,12 @@ export class MultiDeployer implements AdminBackend {
       `tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`,
     );
     this.writeStatus();
+    let tick = 0;
     this.statusTimer = setInterval(() => {
       void this.pollHealth();
-      void this.collectMetrics();
+      // Metrics feed the dashboard's history: every poll while someone looks, else every fifth (an idle
+      // deployment's processes then wake less; rates over longer windows stay exact).
+      if (Date.now() - this.watchedAt < WATCHED_MS || tick++ % IDLE_METRICS_EVERY === 0) void this.collect();
     }, POLL_MS);
     this.statusTimer.unref();
     await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
@@ -224,6 +235,11 @@ export class MultiDeployer implements AdminBackend {
    * Concurrent calls share one collection.
    */
   collectMetrics(): Promise<void> {
+    this.watchedAt = Date.now();
+    return this.collect();
+  }
+
+  private collect(): Promise<void> {
     this.collecting ??= (async () => {
       try {
         await Promise.all(
@@ -699,7 +715,11 @@ export class MultiDeployer implements AdminBackend {
 
   private writeStatus(): void {
     try {
-      this.dir.writeStatus(this.status());
+      const status = this.status();
+      const same = JSON.stringify({ ...status, updatedAt: "" });
+      if (same === this.lastStatus) return;
+      this.lastStatus = same;
+      this.dir.writeStatus(status);
     } catch {
       // Status is best effort; the deployment itself keeps running.
     }
