@@ -1,4 +1,5 @@
-import { type CallContext, callStorage } from "../core/call.js";
+import { type CallContext, callStorage, withDeadline } from "../core/call.js";
+import type { CallTimeout } from "../core/deadlines.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { findSlice, type KeyAssignment } from "../core/routing.js";
 import type { Connection, ConnectionPool } from "./client.js";
@@ -35,6 +36,8 @@ export interface RouteOptions {
   retryable?: boolean;
   /** Affinity key for routed components: the call goes to the replica owning the key's slice. */
   shardKey?: bigint;
+  /** The method's default deadline, for a call whose context carries none (undefined: no default). */
+  timeout?: CallTimeout | undefined;
 }
 
 interface ReplicaWaiter {
@@ -146,8 +149,23 @@ export class Balancer {
    * Calls a method on some replica. Deadline, cancellation, trace context and metadata come from the
    * caller's CallContext (`callStorage`). Rejects like {@link Connection.call}.
    */
-  async call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    const ctx = callStorage.getStore();
+  call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    const outer = callStorage.getStore();
+    const timeout = opts.timeout;
+    if (timeout === undefined || outer?.deadline !== undefined) return this.send(methodId, methodName, args, opts, outer);
+    const ctx = withDeadline(outer, Date.now() + timeout.ms);
+    return this.send(methodId, methodName, args, opts, ctx).catch((err: unknown) => {
+      throw timeout.explain(methodName, err);
+    });
+  }
+
+  private async send(
+    methodId: number,
+    methodName: string,
+    args: readonly unknown[],
+    opts: RouteOptions,
+    ctx: CallContext | undefined,
+  ): Promise<unknown> {
     const retryable = opts.retryable ?? true;
     let previous: Connection | undefined;
     for (let attempt = 1; ; attempt++) {
