@@ -26,7 +26,12 @@ describe("conformance on the AWS deployer: default deadlines", () => {
   before(async () => {
     emu = await useEmulator();
     const config = writeConfig(`[tsweaver]\nname = "conformance"\nbinary = ${JSON.stringify(CONFORMANCE_APP)}\n${DEADLINE_CONFIG}`);
-    res = await createAppResources({ configFile: config, listeners: { api: { container_port: 18095 } }, rpcPort: 19020, controlPort: 19120 });
+    res = await createAppResources({
+      configFile: config,
+      listeners: { api: { container_port: 18095 } },
+      rpcPort: 19020,
+      controlPort: 19120,
+    });
     sim = await startFargate({
       endpoint: emu.endpoint,
       cluster: res.clusterArn,
