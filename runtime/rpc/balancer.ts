@@ -181,7 +181,8 @@ export class Balancer {
       } catch (err) {
         if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
         else if (this.outliers.size > 0) this.succeeded(conn); // the replica answered
-        if (!(err instanceof TransportError) || !retryable || attempt >= this.maxAttempts) throw err;
+        // A call that was never sent did not run: retrying it is safe for every method.
+        if (!(err instanceof TransportError) || !(retryable || err.notSent) || attempt >= this.maxAttempts) throw err;
         const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
         if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
         if (delay >= 1) await sleep(delay);
