@@ -115,6 +115,12 @@ const underAttack = await during;
 await sleep(1000);
 const after = { rss: rssMiB(), fds: fds() };
 const logs = logLines - logsBefore;
+// Freed buffers return to the system only after a garbage collection, which an idle process runs late
+// (V8's memory reducer): RSS is also sampled 5 and 10 s after the attack.
+await sleep(4000);
+const rss5s = rssMiB();
+await sleep(5000);
+const rss10s = rssMiB();
 child.kill();
 const total = underAttack.ok + underAttack.failed;
 console.log(
@@ -136,7 +142,14 @@ console.log(
         p99Ms: +underAttack.p99.toFixed(2),
         p99VsBaseline: +(underAttack.p99 / baseline.p99).toFixed(2),
       },
-      replica: { rssMiBBefore: +before.rss.toFixed(1), rssMiBAfter: +after.rss.toFixed(1), fdsBefore: before.fds, fdsAfter: after.fds },
+      replica: {
+        rssMiBBefore: +before.rss.toFixed(1),
+        rssMiBAfter: +after.rss.toFixed(1),
+        rssMiBAfter5s: +rss5s.toFixed(1),
+        rssMiBAfter10s: +rss10s.toFixed(1),
+        fdsBefore: before.fds,
+        fdsAfter: after.fds,
+      },
       logLines: logs,
       logLinesPerSecond: +(logs / attackSecs).toFixed(2),
     },

@@ -714,8 +714,15 @@ var budgetBase = 0;
 // comes near the limit. Small values pass whatever their shape, thanks to the slack.
 /** Charges allowed beyond the bytes read: any value of up to ~8,000 containers decodes whatever its size. */
 const DECODE_SLACK = 64 * 1024;
-/** Cost of an array or plain object (a JS object header plus its slots). */
+/** Cost of an array or plain object (a JS object header). */
 const COST_CONTAINER = 8;
+/**
+ * Cost of an array's element slot (8 heap bytes, and copied by every GC that moves the array): without
+ * it, millions of short arrays of one-byte elements (8 input bytes for ~100 heap bytes each) decode
+ * within budget but take seconds. Object properties are not charged: objects of known shapes are built
+ * in one allocation, several times faster per property.
+ */
+const COST_SLOT = 1;
 /** Cost of a string of 2 or more characters (shorter ones are shared constants); keys are interned, free. */
 const COST_STRING = 4;
 /** Cost of a Date, a bigint. */
@@ -1165,7 +1172,9 @@ function checkDepth(depth: number): void {
 
 function readArray(n: number, depth: number): unknown[] {
   checkDepth(depth);
-  charge(COST_CONTAINER);
+  // A short array's slots are charged up front, a longer one's as its elements are decoded (an up-front
+  // charge for thousands of elements not yet read would exceed the budget).
+  charge(COST_CONTAINER + (n <= SHORT_ARRAY ? COST_SLOT * n : 0));
   const d = depth + 1;
   // Short arrays as literals: one inline allocation of a packed array, about 3x faster than
   // `new Array(n)` plus stores for a two-element array (a record's tags, a pair, a point).
@@ -1192,9 +1201,15 @@ function readArray(n: number, depth: number): unknown[] {
   }
   if (n > ARRAY_PREFIX) return readLongArray(n, d);
   const a = new Array<unknown>(n);
-  for (let i = 0; i < n; i++) a[i] = dec(d);
+  for (let i = 0; i < n; i++) {
+    if (i >= SHORT_ARRAY) charge(COST_SLOT);
+    a[i] = dec(d);
+  }
   return a;
 }
+
+/** Arrays of up to this many elements are charged for their slots up front. */
+const SHORT_ARRAY = 15;
 
 /** Elements of a long array decoded before the whole array is allocated. */
 const ARRAY_PREFIX = 64 * 1024;
@@ -1206,10 +1221,16 @@ const ARRAY_PREFIX = 64 * 1024;
  */
 function readLongArray(n: number, d: number): unknown[] {
   const head = new Array<unknown>(ARRAY_PREFIX);
-  for (let i = 0; i < ARRAY_PREFIX; i++) head[i] = dec(d);
+  for (let i = 0; i < ARRAY_PREFIX; i++) {
+    charge(COST_SLOT);
+    head[i] = dec(d);
+  }
   const a = new Array<unknown>(n);
   for (let i = 0; i < ARRAY_PREFIX; i++) a[i] = head[i];
-  for (let i = ARRAY_PREFIX; i < n; i++) a[i] = dec(d);
+  for (let i = ARRAY_PREFIX; i < n; i++) {
+    charge(COST_SLOT);
+    a[i] = dec(d);
+  }
   return a;
 }
 

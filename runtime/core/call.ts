@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { CallTimeout } from "./deadlines.js";
 import { CallCancelledError, DeadlineExceededError } from "./errors.js";
 
 /**
@@ -90,6 +91,11 @@ export function withCallOptions<T>(options: CallOptions, fn: () => T): T {
   return callStorage.run({ deadline, signal, traceparent: outer?.traceparent, metadata }, fn);
 }
 
+/** `outer` (possibly no context) with the deadline `deadline`: the context of a call given a default deadline. */
+export function withDeadline(outer: CallContext | undefined, deadline: number): CallContext {
+  return { deadline, signal: outer?.signal, traceparent: outer?.traceparent, metadata: outer?.metadata };
+}
+
 // setTimeout's longest delay; a later deadline needs no timer within any realistic call.
 const MAX_TIMER_MS = 0x7fffffff;
 
@@ -98,10 +104,22 @@ const MAX_TIMER_MS = 0x7fffffff;
  * with the meaning a remote call has: when the caller's context carries a deadline or a signal, the
  * caller gets DeadlineExceededError at the deadline and CallCancelledError when its signal aborts
  * (without waiting for the callee), and the callee runs in its own context whose signal aborts with
- * that same error. Without either it is a direct call, so a colocated call costs one context lookup.
+ * that same error. A context without a deadline gets the method's default deadline `timeout` (see
+ * deadlines.ts), as a remote call does. With neither deadline nor signal it is a direct call, so a
+ * colocated call costs one context lookup.
  */
-export function callInProcess(method: string, fn: (self: object, args: unknown[]) => unknown, self: object, args: unknown[]): unknown {
+export function callInProcess(
+  method: string,
+  fn: (self: object, args: unknown[]) => unknown,
+  self: object,
+  args: unknown[],
+  timeout?: CallTimeout,
+): unknown {
   const outer = callStorage.getStore();
+  if (timeout !== undefined && outer?.deadline === undefined) {
+    if (outer?.signal?.aborted) return Promise.reject(new CallCancelledError(`${method}: cancelled before it was sent`));
+    return new InProcessCall(method, withDeadline(outer, Date.now() + timeout.ms), timeout).run(fn, self, args);
+  }
   if (outer === undefined || (outer.deadline === undefined && outer.signal === undefined)) return fn(self, args);
   if (outer.signal?.aborted) return Promise.reject(new CallCancelledError(`${method}: cancelled before it was sent`));
   if (outer.deadline !== undefined && outer.deadline - Date.now() <= 0) {
@@ -124,6 +142,8 @@ class InProcessCall implements CallContext {
   constructor(
     private readonly method: string,
     outer: CallContext,
+    /** The default deadline that set `outer.deadline`, if one did: its error names the key to change. */
+    private readonly timeout?: CallTimeout,
   ) {
     this.deadline = outer.deadline;
     this.traceparent = outer.traceparent;
@@ -165,7 +185,7 @@ class InProcessCall implements CallContext {
   }
 
   expire(): void {
-    this.fail(new DeadlineExceededError(`${this.method}: deadline exceeded`));
+    this.fail(this.timeout?.exceeded(this.method) ?? new DeadlineExceededError(`${this.method}: deadline exceeded`));
   }
 
   /** The deadline passed or the caller cancelled: the caller gets `err` now, the callee's signal aborts. */

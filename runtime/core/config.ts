@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
+import { checkCallTimeoutKeys, parseCallTimeouts } from "./deadlines.js";
 import { ConfigError } from "./errors.js";
 
 /** The name every app's main component is registered under. */
@@ -27,6 +28,11 @@ export interface AppConfig {
    * `"app/Payment" = ["app/Checkout"]`); enforced by deployers that authenticate component calls.
    */
   readonly callers: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Default deadlines of component calls in ms (`[tsweaver.call_timeout_ms]`): keys `default`,
+   * `"app/Component"` and `"app/Component.method"`; 0 = none. See runtime/core/deadlines.ts.
+   */
+  readonly callTimeoutMs: Readonly<Record<string, number>>;
   /** Deployer sections (`single`, `multi`, `aws`), raw, validated by their deployer. */
   readonly deployers: Readonly<Record<string, Record<string, unknown>>>;
   /** Per-component sections keyed by component name (`["hello/Reverser"]`). */
@@ -34,7 +40,7 @@ export interface AppConfig {
 }
 
 const DEPLOYER_SECTIONS = new Set(["single", "multi", "aws"]);
-const APP_KEYS = ["name", "binary", "args", "env", "colocate", "node_args", "callers"];
+const APP_KEYS = ["name", "binary", "args", "env", "colocate", "node_args", "callers", "call_timeout_ms"];
 
 /** Reads and validates a weaver.toml; every error names the file and the key to fix. */
 export function loadConfig(file: string): AppConfig {
@@ -124,6 +130,8 @@ export function parseConfig(text: string, file: string): AppConfig {
     callers[callee] = [...new Set(list as string[])];
   }
 
+  const callTimeoutMs = parseCallTimeouts(section["call_timeout_ms"] ?? {}, fail);
+
   const deployers: Record<string, Record<string, unknown>> = {};
   const components: Record<string, Record<string, unknown>> = {};
   for (const [key, value] of Object.entries(doc)) {
@@ -147,6 +155,7 @@ export function parseConfig(text: string, file: string): AppConfig {
     nodeArgs: nodeArgsRaw as string[],
     colocate,
     callers,
+    callTimeoutMs,
     deployers,
     components,
   };
@@ -186,6 +195,8 @@ export function checkComponentNames(config: AppConfig, known: readonly string[])
       if (!set.has(c)) throw new ConfigError(`${config.file}: tsweaver.callers."${callee}": unknown caller ${c} (${hint})`);
     }
   }
+  // Method names are checked by the weavelet, which has the registrations.
+  checkCallTimeoutKeys(config.callTimeoutMs ?? {}, (c) => (set.has(c) ? null : undefined), known, config.file);
 }
 
 /** A set of components deployed, replicated and scaled together as one process. */

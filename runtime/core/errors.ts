@@ -109,8 +109,14 @@ export function remoteError(e: RemoteErrorInfo, method: string): Error {
 export class TransportError extends Error {
   override readonly name = "TransportError";
   readonly retryable = true;
-  constructor(message: string, options?: { cause?: unknown }) {
+  /**
+   * True when the call was never sent (its connection was closing or down): it did not run, so the
+   * runtime retries it even for a method declared `noRetry`.
+   */
+  readonly notSent: boolean;
+  constructor(message: string, options?: { cause?: unknown; notSent?: boolean }) {
     super(message, options);
+    this.notSent = options?.notSent ?? false;
   }
 }
 

@@ -34,8 +34,11 @@ export interface EnvelopeOptions {
   env?: Readonly<Record<string, string>>;
   /** Node.js flags before the entry file (e.g. `--cpu-prof`). */
   nodeArgs?: readonly string[];
-  /** What the weavelet is told at start; the protocol version is filled in by the envelope. */
-  weaveletArgs: Omit<WeaveletArgs, "protocolVersion">;
+  /**
+   * What the weavelet is told at start; the protocol version is filled in by the envelope. Without
+   * `callTimeoutMs` the weavelet's calls get the built-in default deadline.
+   */
+  weaveletArgs: Omit<WeaveletArgs, "protocolVersion" | "callTimeoutMs"> & Partial<Pick<WeaveletArgs, "callTimeoutMs">>;
   /** How long the handshake may take (ms, default 30 s). */
   startTimeoutMs?: number;
   /**
@@ -110,7 +113,7 @@ export class Envelope {
     if (this.serving) throw new Error("Envelope.serve: already called; construct an Envelope per weavelet");
     this.serving = true;
     const opts = this.opts;
-    const args: WeaveletArgs = { ...opts.weaveletArgs, protocolVersion: CONTROL_PROTOCOL_VERSION };
+    const args: WeaveletArgs = { callTimeoutMs: {}, ...opts.weaveletArgs, protocolVersion: CONTROL_PROTOCOL_VERSION };
     const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.binary, ...(opts.args ?? [])], {
       stdio: ["ignore", "pipe", "pipe", "pipe"],
       env: { ...(opts.baseEnv ?? process.env), ...opts.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs(args) },

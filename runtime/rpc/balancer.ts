@@ -1,4 +1,5 @@
-import { type CallContext, callStorage } from "../core/call.js";
+import { type CallContext, callStorage, withDeadline } from "../core/call.js";
+import type { CallTimeout } from "../core/deadlines.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { findSlice, type KeyAssignment } from "../core/routing.js";
 import type { Connection, ConnectionPool } from "./client.js";
@@ -35,6 +36,8 @@ export interface RouteOptions {
   retryable?: boolean;
   /** Affinity key for routed components: the call goes to the replica owning the key's slice. */
   shardKey?: bigint;
+  /** The method's default deadline, for a call whose context carries none (undefined: no default). */
+  timeout?: CallTimeout | undefined;
 }
 
 interface ReplicaWaiter {
@@ -146,8 +149,23 @@ export class Balancer {
    * Calls a method on some replica. Deadline, cancellation, trace context and metadata come from the
    * caller's CallContext (`callStorage`). Rejects like {@link Connection.call}.
    */
-  async call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    const ctx = callStorage.getStore();
+  call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
+    const outer = callStorage.getStore();
+    const timeout = opts.timeout;
+    if (timeout === undefined || outer?.deadline !== undefined) return this.send(methodId, methodName, args, opts, outer);
+    const ctx = withDeadline(outer, Date.now() + timeout.ms);
+    return this.send(methodId, methodName, args, opts, ctx).catch((err: unknown) => {
+      throw timeout.explain(methodName, err);
+    });
+  }
+
+  private async send(
+    methodId: number,
+    methodName: string,
+    args: readonly unknown[],
+    opts: RouteOptions,
+    ctx: CallContext | undefined,
+  ): Promise<unknown> {
     const retryable = opts.retryable ?? true;
     let previous: Connection | undefined;
     for (let attempt = 1; ; attempt++) {
@@ -163,7 +181,8 @@ export class Balancer {
       } catch (err) {
         if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
         else if (this.outliers.size > 0) this.succeeded(conn); // the replica answered
-        if (!(err instanceof TransportError) || !retryable || attempt >= this.maxAttempts) throw err;
+        // A call that was never sent did not run: retrying it is safe for every method.
+        if (!(err instanceof TransportError) || !(retryable || err.notSent) || attempt >= this.maxAttempts) throw err;
         const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
         if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
         if (delay >= 1) await sleep(delay);

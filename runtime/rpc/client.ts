@@ -198,7 +198,10 @@ export class Connection implements ChannelSink {
     }
     if (this._state === "idle") this.connect();
     const unavailable = this.unavailableReason();
-    if (unavailable !== undefined) return Promise.reject(new TransportError(`${methodName}: ${unavailable}`, { cause: this.lastError }));
+    // Not sent: e.g. the server's GOAWAY (idle connection closed) arrived just before this call, and the
+    // connection that replaces it is not up yet. The balancer retries it, whatever the method.
+    if (unavailable !== undefined)
+      return Promise.reject(new TransportError(`${methodName}: ${unavailable}`, { cause: this.lastError, notSent: true }));
     const channel = this.channel!;
 
     const id = this.allocId();

@@ -103,6 +103,7 @@ export async function runWeaveletProcess(): Promise<void> {
     runMain: args.runMain,
     internalAddress: args.internalAddress || "127.0.0.1:0",
     config,
+    callTimeoutMs: args.callTimeoutMs,
     checkValues: checkValuesSetting(false),
     host,
   });

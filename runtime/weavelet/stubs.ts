@@ -4,6 +4,7 @@
 import { Writer, encodeValue, encodeValues } from "../codec/codec.js";
 import { methodTable, type Registration } from "../core/component.js";
 import { callInProcess, callStorage } from "../core/call.js";
+import type { CallTimeout } from "../core/deadlines.js";
 import { shardKey, type RoutingKey } from "../core/routing.js";
 import type { Balancer } from "../rpc/balancer.js";
 import { MethodStats } from "../telemetry/methods.js";
@@ -11,9 +12,17 @@ import { ActiveSpan, type Tracing } from "../telemetry/tracing.js";
 
 /**
  * A remote stub: one method per implementation method, each a call through the component's balancer,
- * measured (per-method metrics of `caller`) unless `measure` is off.
+ * measured (per-method metrics of `caller`) unless `measure` is off; a call without a deadline gets
+ * its method's default deadline (`timeouts`).
  */
-export function remoteStub(reg: Registration, balancer: Balancer, caller: string, measure: boolean, tracing: Tracing | undefined): object {
+export function remoteStub(
+  reg: Registration,
+  balancer: Balancer,
+  caller: string,
+  measure: boolean,
+  tracing: Tracing | undefined,
+  timeouts: (method: string) => CallTimeout | undefined,
+): object {
   const first = methodTable().firstIds.get(reg.ref.name)!;
   const stub: Record<string, (...args: unknown[]) => Promise<unknown>> = {};
   reg.methods.forEach((method, i) => {
@@ -22,9 +31,10 @@ export function remoteStub(reg: Registration, balancer: Balancer, caller: string
     const retryable = !reg.ref.noRetry.has(method);
     const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
     const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
-    const fixed = { retryable };
+    const timeout = timeouts(method);
+    const fixed = { retryable, timeout };
     const untraced = (args: unknown[]): Promise<unknown> =>
-      balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, shardKey: shardKey(keyOf(...args)) });
+      balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, timeout, shardKey: shardKey(keyOf(...args)) });
     // A client span when the call is traced; its traceparent goes out in the request header.
     const call =
       tracing === undefined
@@ -49,18 +59,27 @@ export function remoteStub(reg: Registration, balancer: Balancer, caller: string
 
 /**
  * A local stub: the colocated instance's methods called directly (no encoding, same `this`) with a remote
- * call's deadline and cancellation (`callInProcess`), measured for the per-method metrics of `caller`
- * unless `measure` is off. With `checkValues`, arguments and results must be encodable, as for a remote
- * call (the same CodecError naming the path); the values passed on are still the caller's own.
+ * call's deadline, default deadline (`timeouts`) and cancellation (`callInProcess`), measured for the
+ * per-method metrics of `caller` unless `measure` is off. With `checkValues`, arguments and results must
+ * be encodable, as for a remote call (the same CodecError naming the path); the values passed on are
+ * still the caller's own.
  */
-export function localStub(reg: Registration, inst: object, caller: string, measure: boolean, checkValues: boolean): object {
+export function localStub(
+  reg: Registration,
+  inst: object,
+  caller: string,
+  measure: boolean,
+  checkValues: boolean,
+  timeouts: (method: string) => CallTimeout | undefined,
+): object {
   const stub: Record<string, (...args: unknown[]) => unknown> = {};
   for (const method of reg.methods) {
     const fn = (inst as Record<string, unknown>)[method];
     if (typeof fn !== "function") continue;
     const name = `${reg.ref.name}.${method}`;
     const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
-    const direct = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args);
+    const timeout = timeouts(method);
+    const direct = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args, timeout);
     const call = checkValues ? checked(direct) : direct;
     if (!measure) {
       stub[method] = (...args: unknown[]): unknown => call(inst, args);

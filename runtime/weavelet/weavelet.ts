@@ -10,6 +10,7 @@ import {
   registeredComponents,
 } from "../core/component.js";
 import { callStorage } from "../core/call.js";
+import { callTimeoutOf, checkCallTimeoutKeys, type CallTimeout } from "../core/deadlines.js";
 import { ConfigError } from "../core/errors.js";
 import type { Logger } from "../core/logger.js";
 import { MAIN_COMPONENT } from "../core/config.js";
@@ -65,6 +66,11 @@ export interface WeaveletOptions {
   internalAddress: string | undefined;
   /** Per-component config sections. */
   config: Readonly<Record<string, Record<string, unknown>>>;
+  /**
+   * Default deadlines of the component calls this weavelet makes (weaver.toml [tsweaver.call_timeout_ms];
+   * see runtime/core/deadlines.ts). Default: the built-in default deadline for every call.
+   */
+  callTimeoutMs?: Readonly<Record<string, number>>;
   /** Check that local calls' arguments and results could cross a process (see {@link checkValuesSetting}). */
   checkValues: boolean;
   host: WeaveletHost;
@@ -109,6 +115,7 @@ export class Weavelet {
   /** Spans of component calls (`undefined` when tracing is off: TSWEAVER_TRACING=0 or sample 0). */
   private readonly tracing: Tracing | undefined;
   private readonly tracingAll: Tracing;
+  private readonly callTimeouts: Readonly<Record<string, number>>;
 
   constructor(private readonly opts: WeaveletOptions) {
     this.logs = new LogBatcher(opts, (entries) => opts.host.logBatch(entries));
@@ -123,6 +130,7 @@ export class Weavelet {
       sink: (spans) => opts.host.traceSpans(spans),
     });
     this.tracing = this.tracingAll.enabled ? this.tracingAll : undefined;
+    this.callTimeouts = opts.callTimeoutMs ?? {};
   }
 
   /**
@@ -131,6 +139,8 @@ export class Weavelet {
    * components that restrict their callers serve only the groups allowed.
    */
   async start(security?: WeaveletSecurity): Promise<string> {
+    // A misspelt method in [tsweaver.call_timeout_ms] would silently leave it at the default.
+    checkCallTimeoutKeys(this.callTimeouts, (c) => registration(c)?.methods, registeredComponents(), "weaver.toml");
     const table = methodTable();
     let auth: RpcAuth | undefined;
     if (security !== undefined && security.key.length > 0) {
@@ -304,11 +314,12 @@ export class Weavelet {
       );
     }
     const local = this.canHost(name);
+    const timeouts = (method: string): CallTimeout | undefined => callTimeoutOf(this.callTimeouts, name, method);
     const key = `${caller}\u0000${name}`;
     let stub = this.stubs.get(key);
     if (!stub) {
       if (local) {
-        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure, this.opts.checkValues));
+        stub = this.getLocal(name).then((inst) => localStub(reg, inst, caller, this.measure, this.opts.checkValues, timeouts));
       } else {
         let remote = this.remotes.get(name);
         if (!remote) {
@@ -319,7 +330,7 @@ export class Weavelet {
           remote = entry;
         }
         const balancer = remote.balancer;
-        stub = remote.ready.then(() => remoteStub(reg, balancer, caller, this.measure, this.tracing));
+        stub = remote.ready.then(() => remoteStub(reg, balancer, caller, this.measure, this.tracing, timeouts));
       }
       this.stubs.set(key, stub);
       stub.catch(() => this.stubs.delete(key));

@@ -43,6 +43,8 @@ test("floods of empty containers and heavy values in 16 MiB are refused within t
     "small bigints": [0xcc, 0, 1, 0, 0, 0, 7],
     "2-character strings": [0x82, 0x61, 0x62],
     "[1, 2] pairs": [0xa2, 1, 2],
+    // 8 input bytes for ~100 heap bytes each: within the container charge alone, not with its slots.
+    "7-element arrays of small numbers": [0xa7, 1, 2, 3, 4, 5, 6, 7],
     "{a: 1} records": [0xb1, 0x81, 0x61, 1],
   };
   for (const [name, elem] of Object.entries(floods)) {

@@ -6,6 +6,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CONFORMANCE_APP, Proc, getJson, tempDir, waitFor, writeConfig } from "../support/index.js";
 import { deployForTest } from "../support/multi.js";
+import { DEADLINE_CONFIG, DEADLINE_EXPECTED, scenarioQuery } from "./deadlines.js";
 
 const PLAIN_ONLY =
   "(only plain data crosses a call: plain objects, arrays, Map, Set, Date, typed arrays; pass its fields, e.g. { ...value })";
@@ -57,7 +58,8 @@ const EXPECTED: Record<string, unknown> = {
     path: "result",
     codecError: true,
   },
-  plain: { reply: "slept 10", deadline: false, abortedWith: null },
+  // The call gets its default deadline (conf/Callee's, from DEADLINE_CONFIG).
+  plain: { reply: "slept 10", deadline: true, abortedWith: null },
   deadline: {
     caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
     gaveUpEarly: true,
@@ -66,7 +68,8 @@ const EXPECTED: Record<string, unknown> = {
   cancel: {
     caller: { error: "CallCancelledError", message: "conf/Callee.sleep: cancelled by the caller" },
     gaveUpEarly: true,
-    callee: { deadline: false, signal: true, abortedWith: "CallCancelledError", finished: false },
+    // The call also has its default deadline; the signal aborted first.
+    callee: { deadline: true, signal: true, abortedWith: "CallCancelledError", finished: false },
   },
   expired: { error: "DeadlineExceededError" },
   "cancelled-before": { error: "CallCancelledError" },
@@ -98,6 +101,7 @@ const EXPECTED: Record<string, unknown> = {
     own: { name: "DeadlineExceededError", retryable: false },
     stack: true,
   },
+  ...DEADLINE_EXPECTED,
 };
 
 const APP_CONFIG = `[tsweaver]
@@ -124,7 +128,7 @@ interface Started {
 const DEPLOYMENTS: Record<string, Deployment> = {
   single: {
     async start() {
-      const config = writeConfig(`${APP_CONFIG}[single.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`);
+      const config = writeConfig(`${APP_CONFIG}${DEADLINE_CONFIG}[single.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`);
       const app = new Proc(process.execPath, [CONFORMANCE_APP], { TSWEAVER_CONFIG: config });
       const [, address] = await app.waitForOutput(/listener api available on http:\/\/(\S+)/);
       return {
@@ -137,13 +141,13 @@ const DEPLOYMENTS: Record<string, Deployment> = {
     },
   },
   "multi, one process per component": { start: () => multi("") },
-  "multi, all colocated": { start: () => multi(`colocate = [["tsweaver/Main", "conf/Callee", "conf/Lazy"]]\n`) },
+  "multi, all colocated": { start: () => multi(`colocate = [["tsweaver/Main", "conf/Callee", "conf/Lazy", "conf/Hang"]]\n`) },
 };
 
 async function multi(colocate: string): Promise<Started> {
   const dir = tempDir();
   const config = writeConfig(
-    `${APP_CONFIG}${colocate}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`,
+    `${APP_CONFIG}${colocate}${DEADLINE_CONFIG}\n[multi]\nreplicas = 1\n\n[multi.listeners.api]\naddress = "127.0.0.1:0"\n${COMPONENT_CONFIG}`,
     dir,
   );
   const { deployer, base } = await deployForTest(config, path.join(dir, "state"), "api");
@@ -162,7 +166,7 @@ for (const [where, deployment] of Object.entries(DEPLOYMENTS)) {
 
     for (const [scenario, expected] of Object.entries(EXPECTED)) {
       test(scenario, async () => {
-        assert.deepEqual(await getJson(`${started!.base}/run?s=${scenario}`), expected);
+        assert.deepEqual(await getJson(`${started!.base}/run?${scenarioQuery(scenario)}`), expected);
       });
     }
     if (where !== "single") {

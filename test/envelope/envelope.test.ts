@@ -134,6 +134,7 @@ test("a weavelet refuses an envelope of another protocol version and exits", asy
       ...process.env,
       TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs({
         ...baseArgs,
+        callTimeoutMs: {},
         runMain: false,
         group: "g",
         components: ["test/Echo"],

@@ -5,7 +5,8 @@ import { Writer } from "../../runtime/codec/codec.js";
 import { currentCall, withCallOptions } from "../../runtime/core/call.js";
 import { ConfigError, DeadlineExceededError } from "../../runtime/core/errors.js";
 import { ConnectionCloseLog, InboundBudget, serverLimitsFromEnv } from "../../runtime/rpc/budget.js";
-import { Connection } from "../../runtime/rpc/client.js";
+import { Balancer } from "../../runtime/rpc/balancer.js";
+import { Connection, ConnectionPool } from "../../runtime/rpc/client.js";
 import { FrameReader, FrameType, writeHello } from "../../runtime/rpc/frames.js";
 import { HASH, MemoryLogger, startServer, type Methods } from "../support/rpc.js";
 import { waitFor } from "../support/index.js";
@@ -138,6 +139,36 @@ test("idle connections are closed with GOAWAY and the client reconnects for its 
     assert.ok(c.stats.connects >= 2);
   } finally {
     await c.close();
+    await s.server.close(0);
+  }
+});
+
+test("a call made just as the server's idle GOAWAY arrives is retried on the next connection, even for a noRetry method", async () => {
+  const s = await startServer(basic, "127.0.0.1:0", { idleTimeoutMs: 1200 });
+  // The call starts at the very moment the client learns of GOAWAY (its debug line), before the old
+  // connection closed and the new one exists: the race of a call sent as the server closes an idle connection.
+  let raced: Promise<unknown> | undefined;
+  const pool = new ConnectionPool({
+    methodTableHash: HASH,
+    logger: {
+      error() {},
+      warn() {},
+      info() {},
+      debug(msg) {
+        if (msg === "rpc: server is going away") raced ??= balancer.call(s.ids.echo!, "echo", ["raced"], { retryable: false });
+      },
+    },
+  });
+  const balancer = new Balancer("test/Echo", pool);
+  try {
+    balancer.update([s.address]);
+    assert.equal(await balancer.call(s.ids.echo!, "echo", [1]), 1);
+    await waitFor("the idle GOAWAY to reach the client", () => raced !== undefined, 10_000, 20);
+    assert.equal(await raced, "raced", "the call was neither lost nor failed");
+    assert.equal(s.server.stats.connectionsIdleClosed, 1);
+  } finally {
+    balancer.close();
+    await pool.close();
     await s.server.close(0);
   }
 });

@@ -159,6 +159,7 @@ export class Agent {
         group: this.env.group,
         components: this.env.components,
         config,
+        callTimeoutMs: { ...this.config.callTimeoutMs },
       },
     });
     this.envelope = envelope;

@@ -433,6 +433,7 @@ export class MultiDeployer implements AdminBackend {
         group: g.group.name,
         components: [...g.group.components],
         config,
+        callTimeoutMs: { ...this.config.callTimeoutMs },
       },
       ...(this.options.plaintextCalls === true ? {} : { rpcSecurity: { key: this.rpcKey, callers } }),
     });

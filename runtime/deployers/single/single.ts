@@ -43,6 +43,7 @@ export async function runSingle(): Promise<void> {
     runMain: true,
     internalAddress: undefined,
     config: config?.components ?? {},
+    callTimeoutMs: config?.callTimeoutMs ?? {},
     checkValues: checkValuesSetting(process.env["NODE_ENV"] !== "production"),
     host: {
       async activateComponent() {},

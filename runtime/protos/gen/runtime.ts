@@ -28,6 +28,12 @@ export interface WeaveletArgs {
   protocolVersion: number;
   /** Set by the deployer: per-component config, component name → JSON. */
   config: Record<string, string>;
+  /**
+   * Set by the deployer: default deadlines of the component calls this weavelet makes, in ms, from
+   * weaver.toml [tsweaver.call_timeout_ms] ("default", "app/Component" or "app/Component.method" → ms;
+   * 0 = none). Empty: the built-in default for every call.
+   */
+  callTimeoutMs: Record<string, number>;
 }
 
 /** First request, from the envelope, once the weavelet connected. */
@@ -394,6 +400,12 @@ const descriptorJson = {
                   "keyType": "string",
                   "type": "string",
                   "id": 9
+                },
+                "callTimeoutMs": {
+                  "keyType": "string",
+                  "type": "uint32",
+                  "id": 10,
+                  "protoName": "call_timeout_ms"
                 }
               }
             },
