@@ -123,7 +123,7 @@ test("the envelope refuses a weavelet of another protocol version, naming both v
   const fake = path.join(ROOT, "dist/test/fixtures/apps/future-weavelet.js");
   await assert.rejects(
     startEnvelope({ binary: fake, weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] } }, recordingHandler().handler),
-    /protocol version mismatch: envelope speaks version 2, weavelet speaks version 99/,
+    /protocol version mismatch: envelope speaks version 3, weavelet speaks version 99/,
   );
 });
 
@@ -144,8 +144,8 @@ test("a weavelet refuses an envelope of another protocol version and exits", asy
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const channel = new ControlChannel(child.stdio[3] as Duplex, async () => ["empty", {}], "test weavelet");
   await assert.rejects(
-    channel.request("initWeavelet", { protocolVersion: 99, sections: [], rpcKey: new Uint8Array(0), callers: {} }),
-    /envelope speaks version 99, weavelet speaks version 2/,
+    channel.request("initWeavelet", { protocolVersion: 99, sections: [], rpcKey: new Uint8Array(0), callers: {}, requireTls: false }),
+    /envelope speaks version 99, weavelet speaks version 3/,
   );
   assert.notEqual(await exited, 0);
 });
