@@ -187,3 +187,19 @@ test("a weavelet that does not answer is reported UNHEALTHY, and HEALTHY once it
   assert.equal(await env.getHealth(300), "UNHEALTHY");
   assert.equal(await waitFor("healthy again", async () => (await env.getHealth(300)) === "HEALTHY"), true);
 });
+
+test("a weavelet required to use TLS without a certificate refuses the handshake rather than serve plaintext", async () => {
+  const rec = recordingHandler();
+  const env = new Envelope({
+    binary: ECHO_APP,
+    weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] },
+    rpcSecurity: { key: new Uint8Array(0), requireTls: true },
+    startTimeoutMs: 10_000,
+  });
+  await assert.rejects(
+    env.serve(rec.handler),
+    /requires TLS for component calls but handed over no certificate: refusing to serve component calls in plaintext/,
+  );
+  await env.exited;
+  assert.deepEqual(rec.activated, [], "main never ran");
+});
