@@ -199,6 +199,12 @@ export class WeaverApp extends Construct {
   readonly logGroup: logs.LogGroup;
   /** Shared secret agents present to the control plane; injected into tasks as TSWEAVER_DEPLOYMENT_SECRET. */
   readonly secret: secretsmanager.Secret;
+  /**
+   * The deployment CA (certificate and private key, JSON), created empty: the control plane stores the
+   * CA on its first start and signs each task's certificate for TLS component calls with it. Only the
+   * control plane's role may read or write it; it is never injected into a task.
+   */
+  readonly caSecret: secretsmanager.Secret;
   /** Execution role shared by every task definition (image pull, logs, the secret). */
   readonly executionRole: iam.Role;
   /** Task role of every group task: may only discover instances in this namespace. */
@@ -259,6 +265,7 @@ export class WeaverApp extends Construct {
     });
     this.logGroup = new logs.LogGroup(this, "Logs", { retention: this.retention });
     this.secret = this.createSecret();
+    this.caSecret = this.createCaSecret();
 
     const roles = this.createRoles();
     this.executionRole = roles.execution;
@@ -395,6 +402,22 @@ export class WeaverApp extends Construct {
         "Rotated by putting a new value (docs/aws.md, Security model): the control plane re-reads the secret and " +
         "accepts the current and the previous value, and ECS injects the new one into tasks as they are replaced. " +
         "A rotation schedule shorter than the tasks' lifetime would lock out agents still holding the value before the previous one.",
+    });
+    return secret;
+  }
+
+  private createCaSecret(): secretsmanager.Secret {
+    const secret = new secretsmanager.Secret(this, "DeploymentCaSecret", {
+      description: `tsweaver ${this.deploymentId}: the deployment CA that signs task certificates (written by the control plane)`,
+    });
+    // Empty on creation (no generated value): the control plane writes the CA once, under a fixed version
+    // token, so concurrent first starts cannot make two CAs (runtime/deployers/aws/ca.ts).
+    (secret.node.defaultChild as secretsmanager.CfnSecret).addPropertyDeletionOverride("GenerateSecretString");
+    Validations.of(secret).acknowledge({
+      id: "AwsSolutions-SMG4",
+      reason:
+        "The CA signs short-lived task certificates (24 h, renewed by every agent); rotating the CA itself means putting a new " +
+        "CA and replacing the tasks (docs/aws.md, Security model), which a schedule cannot do.",
     });
     return secret;
   }
@@ -679,6 +702,7 @@ export class WeaverApp extends Construct {
         [ENV.SECURITY_GROUP]: this.weaveletSecurityGroup.securityGroupId,
         [ENV.ASSIGN_PUBLIC_IP]: this.assignPublicIp ? "ENABLED" : "DISABLED",
         [ENV.SECRET_ARN]: this.secret.secretArn,
+        [ENV.CA_SECRET_ARN]: this.caSecret.secretArn,
       },
       secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: "controlplane" }),
@@ -808,6 +832,12 @@ export class WeaverApp extends Construct {
 
     // Secrets Manager: the deployment secret, re-read to follow rotations (current and previous value).
     add({ sid: "DeploymentSecret", actions: ["secretsmanager:GetSecretValue"], resources: [this.secret.secretArn] });
+    // The deployment CA: read, and written once when the control plane first finds it empty.
+    add({
+      sid: "DeploymentCa",
+      actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+      resources: [this.caSecret.secretArn],
+    });
 
     // CloudFormation: its own stack's status (a control plane stopped by a stack deletion removes the
     // versions' resources, which the template does not hold).

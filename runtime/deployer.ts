@@ -21,6 +21,7 @@ export type {
   LogEntryBatch,
   MetricUpdate,
   RoutingInfo,
+  RpcCertificate,
   Slice,
   Span,
   TraceSpans,

@@ -21,6 +21,7 @@ import type {
   LogEntryBatch,
   StopRequest,
   TraceSpans,
+  UpdateCertificate,
   UpdateComponents,
   UpdateRoutingInfo,
 } from "../protos/runtime.js";
@@ -74,6 +75,8 @@ export interface WeaveletControl {
   getProfile(request: GetProfileRequest): Promise<GetProfileReply>;
   /** Stops gracefully: runs every component's shutdown(), then the process exits. */
   stop(request: StopRequest): Promise<void>;
+  /** New TLS credentials for component calls (a renewal): new connections, in and out, use them. */
+  updateCertificate(request: UpdateCertificate): Promise<void>;
 }
 
 /** The requests a WeaveletControl serves: request kind → [method, reply kind]. */
@@ -86,4 +89,5 @@ export const WEAVELET_CONTROL = {
   getMetrics: ["getMetrics", "getMetricsReply"],
   getProfile: ["getProfile", "getProfileReply"],
   stop: ["stop", "empty"],
+  updateCertificate: ["updateCertificate", "empty"],
 } as const satisfies Routes;

@@ -11,6 +11,7 @@ import {
   type LogEntry,
   type MetricUpdate,
   type RoutingInfo,
+  type RpcCertificate,
   type WeaveletArgs,
 } from "../protos/runtime.js";
 import { ControlChannel, controlStub, serveRequests, type ControlStub } from "../control/channel.js";
@@ -55,6 +56,13 @@ export interface RpcSecurity {
   readonly key: Uint8Array;
   /** Component → groups allowed to call it; components not listed accept every group. */
   readonly callers?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * The weavelet's TLS credentials: its component calls, in and out, then use TLS 1.3 with them;
+   * {@link Envelope.updateCertificate} renews them. Default: no TLS.
+   */
+  readonly certificate?: RpcCertificate;
+  /** Refuse to run the weavelet's RPC server without a certificate (fail closed). Default false. */
+  readonly requireTls?: boolean;
 }
 
 /** Why a weavelet process ended. */
@@ -213,6 +221,11 @@ export class Envelope {
     await this.control().updateRoutingInfo({ routingInfo: info });
   }
 
+  /** Gives the weavelet renewed TLS credentials; new connections use them, open ones keep theirs. */
+  async updateCertificate(certificate: RpcCertificate): Promise<void> {
+    await this.control().updateCertificate({ certificate });
+  }
+
   /** Tells the weavelet which components to host (it starts them). */
   async updateComponents(components: readonly string[]): Promise<void> {
     await this.control().updateComponents({ components: [...components] });
@@ -283,5 +296,12 @@ export class Envelope {
 function initRequest(security: RpcSecurity | undefined): InitWeaveletRequest {
   const callers: InitWeaveletRequest["callers"] = {};
   for (const [component, groups] of Object.entries(security?.callers ?? {})) callers[component] = { groups: [...groups] };
-  return { protocolVersion: CONTROL_PROTOCOL_VERSION, sections: [], rpcKey: security?.key ?? new Uint8Array(0), callers };
+  return {
+    protocolVersion: CONTROL_PROTOCOL_VERSION,
+    sections: [],
+    rpcKey: security?.key ?? new Uint8Array(0),
+    callers,
+    certificate: security?.certificate ?? null,
+    requireTls: security?.requireTls ?? false,
+  };
 }

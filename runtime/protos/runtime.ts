@@ -9,7 +9,7 @@ export type * from "./gen/runtime.js";
  * The control protocol version. An envelope and a weavelet refuse each other unless they agree.
  * Bump on any incompatible change to protos/runtime.proto or to its framing.
  */
-export const CONTROL_PROTOCOL_VERSION = 2;
+export const CONTROL_PROTOCOL_VERSION = 3;
 
 const root = protobuf.Root.fromJSON(descriptor);
 const ControlMessageType = root.lookupType(`${PACKAGE}.ControlMessage`);

@@ -37,9 +37,10 @@ export interface ConnectionOptions {
   auth?: RpcAuth | undefined;
   /**
    * Connect over TLS 1.3 with this weavelet's certificate; the server's must come from the same CA and
-   * name a weavelet of this deployment (see tls.ts). Default: plain TCP.
+   * name a weavelet of this deployment (see tls.ts). A function is asked at every connection attempt,
+   * so renewed credentials reach new connections. Default: plain TCP.
    */
-  tls?: RpcTls | undefined;
+  tls?: RpcTls | (() => RpcTls) | undefined;
   /** Where connection trouble is reported (default: nowhere). */
   logger?: RpcLogger;
   /** Largest frame sent or accepted (default 16 MiB). */
@@ -154,7 +155,7 @@ export class Connection implements ChannelSink {
     this.goaway = false;
     this.handshaken = false;
     const t = this.target;
-    const tls = this.opts.tls;
+    const tls = typeof this.opts.tls === "function" ? this.opts.tls() : this.opts.tls;
     let socket: Socket;
     if (t.kind === "unix") socket = netConnect({ path: t.path });
     else if (tls === undefined) socket = netConnect({ host: t.host, port: t.port, noDelay: true });

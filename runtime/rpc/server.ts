@@ -1,6 +1,6 @@
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { lstat, unlink } from "node:fs/promises";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { CodecError, Reader } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
@@ -233,6 +233,20 @@ export class RpcServer {
     this.sweeper.unref();
     this.opts.logger.info("rpc server listening", { address: this.boundAddress });
     return this.boundAddress;
+  }
+
+  /**
+   * Replaces the TLS credentials (a renewed certificate): connections accepted from now on present the
+   * new certificate and trust the new CA; open connections keep what they agreed on. Only for a server
+   * created with `tls`, and only for the same deployment.
+   */
+  updateTls(tls: RpcTls): void {
+    const now = this.opts.tls;
+    if (now === undefined) throw new Error("RpcServer.updateTls: this server was created without tls; it cannot switch to TLS");
+    if (tls.identity.deploymentId !== now.identity.deploymentId)
+      throw new Error(`RpcServer.updateTls: the new credentials are for ${tls.identity.deploymentId}, not ${now.identity.deploymentId}`);
+    this.opts.tls = tls;
+    (this.server as TlsServer | undefined)?.setSecureContext(serverTlsOptions(tls));
   }
 
   /**

@@ -1,7 +1,7 @@
 // TLS 1.3 for component RPC: both sides present a certificate issued by the deployment's CA, and each
 // checks that the other's certificate names a weavelet of its own deployment. The identity is a URI in
 // the certificate's subjectAltName: tsweaver://<deployment>/<group> (each part URI-encoded).
-import type { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import type { ConnectionOptions as TlsConnectOptions, PeerCertificate, TlsOptions } from "node:tls";
 import type { PeerIdentity } from "./auth.js";
 
@@ -73,4 +73,26 @@ export function clientTlsOptions(t: RpcTls): TlsConnectOptions {
       return undefined;
     },
   };
+}
+
+/**
+ * Checks that `t` can serve as `identity`: its certificate parses, names exactly that identity, is
+ * within its validity dates, and matches its private key. Throws an error saying what does not fit.
+ */
+export function checkOwnCertificate(t: RpcTls, identity: PeerIdentity): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(t.cert);
+  } catch (err) {
+    throw new Error(`the TLS certificate handed to the weavelet does not parse: ${(err as Error).message}`);
+  }
+  const named = peerIdentity(cert);
+  if (named?.deploymentId !== identity.deploymentId || named.group !== identity.group || t.identity.deploymentId !== identity.deploymentId)
+    throw new Error(
+      `the TLS certificate names ${named === undefined ? "no tsweaver identity" : identityUri(named)}, but this weavelet is ${identityUri(identity)}`,
+    );
+  const now = Date.now();
+  if (now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo))
+    throw new Error(`the TLS certificate is valid from ${cert.validFrom} to ${cert.validTo}, not now`);
+  if (!cert.checkPrivateKey(createPrivateKey(t.key))) throw new Error("the TLS private key does not belong to the certificate");
 }

@@ -3,7 +3,8 @@ import { Socket } from "node:net";
 // calls its EnvelopeHandler through a stub.
 import { ControlChannel, controlStub, serveRequests } from "../control/channel.js";
 import { ENVELOPE_HANDLER, WEAVELET_CONTROL, type WeaveletControl } from "../control/control.js";
-import { CONTROL_PROTOCOL_VERSION, decodeWeaveletArgs } from "../protos/runtime.js";
+import { CONTROL_PROTOCOL_VERSION, decodeWeaveletArgs, type RpcCertificate } from "../protos/runtime.js";
+import type { RpcTls } from "../rpc/tls.js";
 import { registeredComponents, methodTable } from "../core/component.js";
 import { Weavelet, checkValuesSetting, type WeaveletHost } from "./weavelet.js";
 
@@ -37,7 +38,12 @@ export async function runWeaveletProcess(): Promise<void> {
       }
       const callers: Record<string, string[]> = {};
       for (const [component, list] of Object.entries(req.callers)) callers[component] = list.groups;
-      const dialAddress = await weavelet!.start({ key: req.rpcKey, callers });
+      const tls = req.certificate ? rpcTls(req.certificate) : undefined;
+      if (req.requireTls && tls === undefined)
+        throw new Error(
+          "the deployer requires TLS for component calls but handed over no certificate: refusing to serve component calls in plaintext",
+        );
+      const dialAddress = await weavelet!.start({ key: req.rpcKey, callers, tls });
       initialized();
       return {
         protocolVersion: CONTROL_PROTOCOL_VERSION,
@@ -66,10 +72,21 @@ export async function runWeaveletProcess(): Promise<void> {
     async getProfile({ kind, durationMs }) {
       return { profile: await weavelet!.profile(kind, durationMs) };
     },
+    async updateCertificate({ certificate }) {
+      if (!certificate) throw new Error("updateCertificate without a certificate");
+      weavelet!.updateTls(rpcTls(certificate));
+    },
     async stop({ graceMs }) {
       setImmediate(() => void stop(0, graceMs || undefined));
     },
   };
+
+  const rpcTls = (c: RpcCertificate): RpcTls => ({
+    cert: c.certificatePem,
+    key: c.privateKeyPem,
+    ca: c.caPem,
+    identity: { deploymentId: args.deploymentId, group: args.group },
+  });
 
   const channel = new ControlChannel(pipe, serveRequests(WEAVELET_CONTROL, control, "weavelet"), "envelope");
   const envelope = controlStub(channel, ENVELOPE_HANDLER);

@@ -21,6 +21,7 @@ import { InboundBudget, serverLimitsFromEnv } from "../rpc/budget.js";
 import { ConnectionPool } from "../rpc/client.js";
 import type { PeerIdentity, RpcAuth } from "../rpc/auth.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
+import { checkOwnCertificate, type RpcTls } from "../rpc/tls.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
 import { servedBytes } from "../telemetry/methods.js";
 import { Tracing } from "../telemetry/tracing.js";
@@ -51,6 +52,8 @@ export interface WeaveletSecurity {
   key: Uint8Array;
   /** Component → groups allowed to call it remotely; components not listed accept every group. */
   callers: Readonly<Record<string, readonly string[]>>;
+  /** TLS credentials: component calls, in and out, use TLS 1.3 (see rpc/tls.ts). */
+  tls?: RpcTls | undefined;
 }
 
 /** How a weavelet is set up; filled from WeaveletArgs or by the single-process deployer. */
@@ -106,6 +109,8 @@ export class Weavelet {
   /** Component → groups allowed to call it (only components that restrict their callers). */
   private readonly callers = new Map<string, ReadonlySet<string>>();
   private server: RpcServer | undefined;
+  /** The current TLS credentials (replaced on renewal); undefined: calls are not over TLS. */
+  private tls: RpcTls | undefined;
   private dialAddress = "";
   private readonly logs: LogBatcher;
   private lastLoadAt = Date.now();
@@ -135,18 +140,26 @@ export class Weavelet {
 
   /**
    * Starts the RPC server (if this weavelet serves remote calls); returns its dial address. With
-   * `security`, every connection, in and out, is mutually authenticated with the deployment key, and
-   * components that restrict their callers serve only the groups allowed.
+   * `security`, every connection, in and out, is mutually authenticated with the deployment key or over
+   * TLS with the weavelet's certificate, and components that restrict their callers serve only the
+   * groups allowed.
    */
   async start(security?: WeaveletSecurity): Promise<string> {
     // A misspelt method in [tsweaver.call_timeout_ms] would silently leave it at the default.
     checkCallTimeoutKeys(this.callTimeouts, (c) => registration(c)?.methods, registeredComponents(), "weaver.toml");
     const table = methodTable();
     let auth: RpcAuth | undefined;
-    if (security !== undefined && security.key.length > 0) {
+    if (security !== undefined && security.key.length > 0)
       auth = { key: security.key, identity: { deploymentId: this.opts.deploymentId, group: this.opts.group } };
-      this.pool = new ConnectionPool({ methodTableHash: table.hash, deploymentId: this.opts.deploymentId, auth });
-      for (const [component, groups] of Object.entries(security.callers)) this.callers.set(component, new Set(groups));
+    if (security?.tls !== undefined) {
+      checkOwnCertificate(security.tls, { deploymentId: this.opts.deploymentId, group: this.opts.group });
+      this.tls = security.tls;
+    }
+    if (auth !== undefined || this.tls !== undefined) {
+      // Asked per connection attempt: a renewed certificate reaches every new connection.
+      const tls = this.tls === undefined ? undefined : () => this.tls!;
+      this.pool = new ConnectionPool({ methodTableHash: table.hash, deploymentId: this.opts.deploymentId, auth, tls });
+      for (const [component, groups] of Object.entries(security!.callers)) this.callers.set(component, new Set(groups));
     }
     if (this.opts.internalAddress !== undefined) {
       // Operators tune the server's limits through the environment (`[tsweaver] env` in weaver.toml).
@@ -156,6 +169,7 @@ export class Weavelet {
         deploymentId: this.opts.deploymentId,
         lookup: (id) => this.methodHandler(id),
         auth,
+        tls: this.tls,
         authorize: this.callers.size === 0 ? undefined : (id, caller) => this.refuseCaller(id, caller),
         logger: rpcLogger(this.loggerFor("rpc")),
         ...limits,
@@ -165,6 +179,18 @@ export class Weavelet {
     }
     await this.tracingAll.ready();
     return this.dialAddress;
+  }
+
+  /**
+   * Renewed TLS credentials: connections opened from now on, in and out, use them; open ones keep
+   * theirs. Only for a weavelet started with TLS.
+   */
+  updateTls(tls: RpcTls): void {
+    if (this.tls === undefined) throw new Error("updateCertificate: this weavelet was started without TLS; it cannot switch to TLS");
+    checkOwnCertificate(tls, { deploymentId: this.opts.deploymentId, group: this.opts.group });
+    this.tls = tls;
+    this.server?.updateTls(tls);
+    this.logger.info("TLS certificate renewed", {});
   }
 
   /** Runs main() if this weavelet was asked to. */

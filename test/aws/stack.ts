@@ -375,11 +375,14 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
   const byType = (type: string) => Object.entries(template.Resources).filter(([id, r]) => r.Type === type && !kept(id));
   for (const [id, r] of byType("AWS::SecretsManager::Secret")) {
     const props = r.Properties ?? {};
-    const gen = (props["GenerateSecretString"] ?? {}) as { PasswordLength?: number; ExcludePunctuation?: boolean };
+    const gen = props["GenerateSecretString"] as { PasswordLength?: number; ExcludePunctuation?: boolean } | undefined;
+    // Neither a value nor a generated one: CloudFormation creates the secret empty (the deployment CA's).
     const value =
       typeof props["SecretString"] === "string"
         ? (props["SecretString"] as string)
-        : generatePassword(gen.PasswordLength ?? 32, gen.ExcludePunctuation ?? false);
+        : gen === undefined
+          ? undefined
+          : generatePassword(gen.PasswordLength ?? 32, gen.ExcludePunctuation ?? false);
     const out = await sm.send(
       new CreateSecretCommand({
         Name: typeof props["Name"] === "string" ? (props["Name"] as string) : `${id}-${randomBytes(6).toString("hex")}`,
@@ -388,7 +391,7 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
         Tags: tags(props),
       }),
     );
-    secretValue ||= value;
+    secretValue ||= value ?? "";
     literal[id] = { Ref: out.ARN!, Id: out.ARN! };
     created[id] = { type: r.Type, physicalId: out.ARN! };
   }

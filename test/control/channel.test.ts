@@ -61,6 +61,7 @@ test("a control stub calls the served interface's method and resolves with its t
       throw new Error(`no ${kind} profile here`);
     },
     stop: unused,
+    updateCertificate: unused,
   };
   const { envelopeEnd, weaveletEnd, weavelet, envelope } = pair(control);
   assert.deepEqual(await weavelet.getHealth({}), { status: "UNHEALTHY" });
@@ -85,6 +86,7 @@ test("a request the other side does not serve is refused, naming the side and th
     getMetrics: unused,
     getProfile: unused,
     stop: unused,
+    updateCertificate: unused,
   });
   // The envelope's handler does not serve getHealth (the weavelet does).
   await assert.rejects(weaveletEnd.request("getHealth", {}), /envelope cannot handle control request getHealth/);

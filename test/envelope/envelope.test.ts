@@ -123,7 +123,7 @@ test("the envelope refuses a weavelet of another protocol version, naming both v
   const fake = path.join(ROOT, "dist/test/fixtures/apps/future-weavelet.js");
   await assert.rejects(
     startEnvelope({ binary: fake, weaveletArgs: { ...baseArgs, runMain: false, group: "g", components: [] } }, recordingHandler().handler),
-    /protocol version mismatch: envelope speaks version 2, weavelet speaks version 99/,
+    /protocol version mismatch: envelope speaks version 3, weavelet speaks version 99/,
   );
 });
 
@@ -145,8 +145,8 @@ test("a weavelet refuses an envelope of another protocol version and exits", asy
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const channel = new ControlChannel(child.stdio[3] as Duplex, async () => ["empty", {}], "test weavelet");
   await assert.rejects(
-    channel.request("initWeavelet", { protocolVersion: 99, sections: [], rpcKey: new Uint8Array(0), callers: {} }),
-    /envelope speaks version 99, weavelet speaks version 2/,
+    channel.request("initWeavelet", { protocolVersion: 99, sections: [], rpcKey: new Uint8Array(0), callers: {}, requireTls: false }),
+    /envelope speaks version 99, weavelet speaks version 3/,
   );
   assert.notEqual(await exited, 0);
 });
@@ -187,4 +187,20 @@ test("a weavelet that does not answer is reported UNHEALTHY, and HEALTHY once it
   await waitFor("the app blocks", () => rec.logs.some((e) => e.msg === "blocking"));
   assert.equal(await env.getHealth(300), "UNHEALTHY");
   assert.equal(await waitFor("healthy again", async () => (await env.getHealth(300)) === "HEALTHY"), true);
+});
+
+test("a weavelet required to use TLS without a certificate refuses the handshake rather than serve plaintext", async () => {
+  const rec = recordingHandler();
+  const env = new Envelope({
+    binary: ECHO_APP,
+    weaveletArgs: { ...baseArgs, runMain: true, group: "main", components: ["tsweaver/Main"] },
+    rpcSecurity: { key: new Uint8Array(0), requireTls: true },
+    startTimeoutMs: 10_000,
+  });
+  await assert.rejects(
+    env.serve(rec.handler),
+    /requires TLS for component calls but handed over no certificate: refusing to serve component calls in plaintext/,
+  );
+  await env.exited;
+  assert.deepEqual(rec.activated, [], "main never ran");
 });

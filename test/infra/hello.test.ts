@@ -388,6 +388,32 @@ describe("hello stack", () => {
     });
   });
 
+  test("the deployment CA's secret: created empty, read and written by the control plane's role only, given to no task", () => {
+    const ca = s.id(s.stack.weaver.caSecret);
+    const props = s.json.Resources[ca]!.Properties!;
+    assert.equal(props["GenerateSecretString"], undefined, "no generated value: the control plane writes the CA");
+    assert.equal(props["SecretString"], undefined);
+    const grants = statements(s.json).filter((st) => JSON.stringify(st.Resource).includes(`"${ca}"`));
+    assert.deepEqual(
+      grants.map((st) => ({ roles: st.roles, actions: actionsOf(st).sort(), resources: resourcesOf(st) })),
+      [
+        {
+          roles: [ids.controlPlaneRole],
+          actions: ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+          resources: [{ Ref: ca }],
+        },
+      ],
+    );
+    // Its ARN goes to the control plane only; no container has it injected as a secret.
+    for (const [id, r] of Object.entries(s.json.Resources).filter(([, r]) => r.Type === "AWS::ECS::TaskDefinition")) {
+      const c = r.Properties!["ContainerDefinitions"][0] as { Secrets?: unknown[] };
+      assert.doesNotMatch(JSON.stringify(c.Secrets ?? []), new RegExp(`"${ca}"`), `${id}: no CA in its secrets`);
+      const env = containerEnv(s.json, id);
+      if (id === ids.controlPlaneTask) assert.deepEqual(env[ENV.CA_SECRET_ARN], { Ref: ca });
+      else assert.doesNotMatch(JSON.stringify(env), new RegExp(`"${ca}"`), `${id}: no CA in its environment`);
+    }
+  });
+
   test("outputs: the names tsweaver aws reads, with per-listener entries", () => {
     const o = s.json.Outputs;
     assert.deepEqual(

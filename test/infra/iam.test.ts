@@ -49,7 +49,7 @@ const IMPLIED: Record<string, readonly string[]> = {
 
 /** The secrets each role may read, one line each. */
 const SECRETS_READ: Record<string, (w: WeaverApp) => IConstruct[]> = {
-  controlPlane: (w) => [w.secret],
+  controlPlane: (w) => [w.secret, w.caSecret],
   weavelet: () => [],
 };
 

@@ -1,6 +1,7 @@
 // TLS 1.3 component calls: only a client with a certificate from the deployment CA that names a weavelet
 // of this deployment gets a method run; the server's certificate is checked the same way by the client.
 import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
 import { connect as tlsConnect } from "node:tls";
 import { before, test } from "node:test";
 import { parseHostPort } from "../../runtime/rpc/address.js";
@@ -136,5 +137,38 @@ test("a client refuses a server whose certificate is for another deployment or f
     await c2.close();
     await foreign.s.close();
     await impostor.s.close();
+  }
+});
+
+test("renewal: the server presents its new certificate to new connections, clients dial with theirs, open connections keep working", async () => {
+  const { s, address, ran } = await server();
+  let mine = await issue(ca, { deploymentId: DEP, group: "caller" });
+  // The client asks for its credentials at every connection attempt, as a weavelet's pool does.
+  const first = new Connection(address, { methodTableHash: HASH, deploymentId: DEP, tls: () => mine, backoffMinMs: 10_000 });
+  const { host, port } = parseHostPort(address);
+  const presented = (creds: RpcTls) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = tlsConnect({ host, port, cert: creds.cert, key: creds.key, ca: creds.ca, checkServerIdentity: () => undefined });
+      sock.once("secureConnect", () => (resolve(sock.getPeerX509Certificate()!.serialNumber), sock.destroy()));
+      sock.once("error", reject);
+    });
+  try {
+    assert.equal(await first.call(0, "test/Svc.run", ["before"]), "ran");
+    const oldSerial = await presented(mine);
+    const renewed = await issue(ca, { deploymentId: DEP, group: "server" });
+    s.updateTls(renewed);
+    mine = await issue(ca, { deploymentId: DEP, group: "caller" });
+    assert.equal(await first.call(0, "test/Svc.run", ["during"]), "ran", "the open connection keeps working");
+    const newSerial = await presented(mine);
+    assert.notEqual(newSerial, oldSerial);
+    assert.equal(newSerial, new X509Certificate(renewed.cert).serialNumber);
+    const second = new Connection(address, { methodTableHash: HASH, deploymentId: DEP, tls: () => mine, backoffMinMs: 10_000 });
+    assert.equal(await second.call(0, "test/Svc.run", ["after"]), "ran");
+    await second.close();
+    assert.deepEqual(ran, ["before", "during", "after"]);
+    assert.throws(() => s.updateTls({ ...renewed, identity: { deploymentId: "dep-b", group: "server" } }), /for dep-b, not dep-a/);
+  } finally {
+    await first.close();
+    await s.close();
   }
 });

@@ -3,7 +3,8 @@ import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig 
 import { computeAssignment } from "../../core/routing.js";
 import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
-import type { RoutingInfo } from "../../protos/runtime.js";
+import type { RoutingInfo, RpcCertificate } from "../../protos/runtime.js";
+import { newKeyAndCsr } from "./certs.js";
 import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
 import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
@@ -102,6 +103,11 @@ const WEAVELET_STOP_GRACE_MS = 10_000;
 /** Every Nth poll re-reads the instances even if the revision did not change (revisions can collide on some implementations). */
 const FULL_REFRESH_EVERY = 10;
 
+/** A certificate is renewed once this share of its remaining lifetime has passed. */
+const RENEW_AT = 2 / 3;
+/** A failed renewal is tried again after this long (or sooner, close to expiry). */
+const RENEW_RETRY_MS = 30_000;
+
 /**
  * The task agent: the entrypoint of every group task. It starts the app under an Envelope, relays the
  * weavelet's requests to the control plane (authenticated with the deployment secret), reports its
@@ -117,6 +123,9 @@ export class Agent {
   private client: ControlApiClient | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  /** When the weavelet's current certificate expires (ms since the epoch). */
+  private certificateExpiry = 0;
   private stopping = false;
   private locateAttempts = 0;
   private unhealthy = false;
@@ -143,6 +152,8 @@ export class Agent {
     const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
     const config = componentConfigs(this.config, this.env.components);
+    // No certificate, no weavelet: component calls on AWS are TLS only (the weavelet refuses plaintext too).
+    const certificate = await this.requestCertificate();
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
@@ -161,6 +172,7 @@ export class Agent {
         config,
         callTimeoutMs: { ...this.config.callTimeoutMs },
       },
+      rpcSecurity: { key: new Uint8Array(0), certificate, requireTls: true },
     });
     this.envelope = envelope;
     await envelope.serve(this.handler());
@@ -179,6 +191,48 @@ export class Agent {
       this.env.heartbeatMs,
     );
     this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
+    this.scheduleRenewal();
+  }
+
+  /**
+   * A certificate for this task's weavelet: a fresh ECDSA key pair (the private key never leaves this
+   * task: it goes to the weavelet over the control pipe only) and the control plane's signature on its
+   * CSR, for the identity the control plane verifies (this task's group and version).
+   */
+  private async requestCertificate(): Promise<RpcCertificate> {
+    const { key, csr } = await newKeyAndCsr(this.identity!.taskId);
+    const reply = await this.control.certificate({
+      taskArn: this.identity!.taskArn,
+      group: this.env.group,
+      version: this.env.version,
+      csr,
+    });
+    this.certificateExpiry = Date.parse(reply.notAfter);
+    this.log.info("certificate received", { notAfter: reply.notAfter });
+    return { certificatePem: reply.certificate, privateKeyPem: key, caPem: reply.ca };
+  }
+
+  /** Renews the weavelet's certificate once {@link RENEW_AT} of its remaining lifetime has passed. */
+  private scheduleRenewal(delayMs = (this.certificateExpiry - Date.now()) * RENEW_AT): void {
+    clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renew(), Math.max(0, Math.min(delayMs, 0x7fffffff)));
+    this.renewTimer.unref();
+  }
+
+  private async renew(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      const certificate = await this.requestCertificate();
+      await this.envelope!.updateCertificate(certificate);
+      this.scheduleRenewal();
+    } catch (err) {
+      const leftMs = this.certificateExpiry - Date.now();
+      // Past expiry, peers refuse this weavelet's connections and it refuses theirs: calls fail closed.
+      const attrs = { err: (err as Error).message, expiresInMs: String(Math.round(leftMs)) };
+      if (leftMs > 0) this.log.warn("cannot renew the weavelet's certificate", attrs);
+      else this.log.error("cannot renew the weavelet's certificate: it has expired", attrs);
+      this.scheduleRenewal(Math.min(RENEW_RETRY_MS, Math.max(1_000, leftMs / 4)));
+    }
   }
 
   /**
@@ -191,6 +245,7 @@ export class Agent {
     if (!this.stopping) {
       this.stopping = true;
       clearInterval(this.heartbeatTimer);
+      clearTimeout(this.renewTimer);
       let delaySeconds = 0;
       if (this.identity) {
         const reply = await this.control

@@ -49,6 +49,11 @@ export const ENV = {
   SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
   /** ARN of that secret: the control plane re-reads it (current and previous value) to follow rotations. Control plane only. */
   SECRET_ARN: "TSWEAVER_DEPLOYMENT_SECRET_ARN",
+  /**
+   * ARN of the deployment CA's secret (created empty by the stack; the control plane stores the CA in it
+   * on first start and signs the agents' certificates with it). Control plane only.
+   */
+  CA_SECRET_ARN: "TSWEAVER_CA_SECRET_ARN",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */

@@ -9,8 +9,9 @@ import {
 } from "@aws-sdk/client-servicediscovery";
 import { GetSecretValueCommand } from "@aws-sdk/client-secrets-manager";
 import type http from "node:http";
+import { DeploymentCaStore } from "./ca.js";
 import { describeTasksIn, RejectionLog, TaskDirectory } from "./callers.js";
-import { AwsClients, callAws } from "./clients.js";
+import { AwsCallError, AwsClients, callAws } from "./clients.js";
 import {
   ATTR,
   CONTROLPLANE_NAME,
@@ -26,7 +27,16 @@ import {
 import { reconcileErrorLine } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
-import { ControlApiError, serveControlApi, type CallerClaim, type ControlApi, type ReplicaReport, type StoppingReply } from "./protocol.js";
+import {
+  ControlApiError,
+  serveControlApi,
+  type CallerClaim,
+  type CertificateReply,
+  type CertificateRequest,
+  type ControlApi,
+  type ReplicaReport,
+  type StoppingReply,
+} from "./protocol.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -47,6 +57,10 @@ export interface ControlPlaneEnv {
    */
   secretArn?: string | undefined;
   secretReloadMs?: number;
+  /** ARN of the deployment CA's secret; without it, certificate requests are refused. */
+  caSecretArn?: string | undefined;
+  /** Lifetime of the certificates it signs for agents (ms). Default 24 h. */
+  certificateLifetimeMs?: number;
   groups: GroupsEnv;
   listeners: ListenersEnv;
   rollout: RolloutEnv;
@@ -84,6 +98,8 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
     secret: required(ENV.SECRET),
     secretArn: process.env[ENV.SECRET_ARN] || undefined,
     secretReloadMs: Number(process.env["TSWEAVER_SECRET_RELOAD_MS"] ?? 300_000),
+    caSecretArn: process.env[ENV.CA_SECRET_ARN] || undefined,
+    certificateLifetimeMs: Number(process.env["TSWEAVER_CERT_LIFETIME_MS"] ?? DEFAULT_CERTIFICATE_LIFETIME_MS),
     groups: json<GroupsEnv>(ENV.GROUPS),
     listeners: json<ListenersEnv>(ENV.LISTENERS),
     rollout: json<RolloutEnv>(ENV.ROLLOUT),
@@ -94,6 +110,9 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
     reconcileMs: Number(process.env["TSWEAVER_RECONCILE_MS"] ?? 5_000),
   };
 }
+
+/** Lifetime of agents' certificates: short, so a key taken from a task is of use for a day at most. */
+const DEFAULT_CERTIFICATE_LIFETIME_MS = 24 * 3600 * 1000;
 
 /** How long a version may stay unhealthy during a step before it is rolled back. */
 const UNHEALTHY_GRACE_MS = 10_000;
@@ -136,6 +155,8 @@ export class ControlPlane implements ControlApi {
   /** The tasks agents speak for, as ECS describes them (cached). */
   private readonly tasks: TaskDirectory;
   private readonly rejections: RejectionLog;
+  /** The deployment CA (undefined when the stack has none). */
+  private readonly caStore: DeploymentCaStore | undefined;
   /** Task definitions of other versions' groups (`group/version`), as their services name them. */
   private readonly otherTaskDefinitions = new Map<string, string>();
   private reconciling: Promise<void> | undefined;
@@ -161,12 +182,28 @@ export class ControlPlane implements ControlApi {
       taskDefinitionOf: (group, version) => this.taskDefinitionOf(group, version),
     });
     this.rejections = new RejectionLog((msg, attrs) => this.log.warn(msg, attrs));
+    this.caStore =
+      env.caSecretArn === undefined
+        ? undefined
+        : new DeploymentCaStore({
+            secretArn: env.caSecretArn,
+            deployment: env.deployment,
+            secrets: aws.secrets,
+            call: (api, resource, fn) => this.aws_(api, resource, fn),
+            log,
+          });
   }
 
   /** Starts serving agents on the task's address and registers the control plane in Cloud Map. */
   async start(): Promise<void> {
     this.identity = await taskIdentity();
     await this.reloadSecrets();
+    // Created here on the first start; a failure is retried at the first certificate request.
+    await this.caStore
+      ?.ca()
+      .catch((err: Error) =>
+        this.log.error("cannot load or create the deployment CA: certificate requests fail until it can", { err: err.message }),
+      );
     const { server } = await serveControlApi({
       host: this.identity.ip,
       port: this.env.controlPort,
@@ -362,6 +399,26 @@ export class ControlPlane implements ControlApi {
   async spans(req: { count: number }): Promise<Record<string, never>> {
     this.droppedSpans += req.count;
     return {};
+  }
+
+  async certificate(req: CertificateRequest): Promise<CertificateReply> {
+    if (this.caStore === undefined)
+      throw new ControlApiError(`no deployment CA: ${ENV.CA_SECRET_ARN} is not set (cdk deploy the current infra/)`, 503);
+    // verifyCaller has checked taskArn, group and version against the task ECS describes: the
+    // certificate names those, and takes nothing but the public key from the CSR.
+    const subject = { deployment: this.env.deployment, version: req.version, group: req.group };
+    const issued = await this.caStore
+      .issue(req.csr, subject, this.env.certificateLifetimeMs ?? DEFAULT_CERTIFICATE_LIFETIME_MS)
+      .catch((err: Error) => {
+        throw new ControlApiError(`certificate: ${err.message}`, err instanceof AwsCallError ? 503 : 400);
+      });
+    this.log.info("certificate issued", {
+      task: req.taskArn.split("/").pop()!,
+      group: req.group,
+      version: req.version,
+      notAfter: issued.notAfter.toISOString(),
+    });
+    return { certificate: issued.certificate, ca: issued.ca, notAfter: issued.notAfter.toISOString() };
   }
 
   // ---- helpers ----

@@ -36,6 +36,31 @@ export interface ControlApi {
   stopping(req: ReplicaReport): Promise<StoppingReply>;
   /** Finished spans (dropped with a counter unless an exporter is configured). */
   spans(req: { count: number }): Promise<Record<string, never>>;
+  /**
+   * Signs the task's certificate request with the deployment CA: a short-lived certificate for TLS
+   * component calls that names the deployment, version and group of the task the caller check verified
+   * (the CSR contributes only its public key). Asked at start and again before each expiry.
+   */
+  certificate(req: CertificateRequest): Promise<CertificateReply>;
+}
+
+/** A task's certificate signing request, with the claims the caller check verifies like any other. */
+export interface CertificateRequest {
+  taskArn: string;
+  group: string;
+  version: string;
+  /** PEM PKCS#10 request for an ECDSA P-256 key the agent generated and keeps. */
+  csr: string;
+}
+
+/** A signed certificate and the CA that signed it. */
+export interface CertificateReply {
+  /** PEM certificate for the task's key. */
+  certificate: string;
+  /** PEM certificate of the deployment CA (the only issuer weavelets trust). */
+  ca: string;
+  /** When the certificate expires (ISO 8601): renew well before. */
+  notAfter: string;
 }
 
 /** What a stopping task must wait for before it stops serving. */
@@ -91,6 +116,7 @@ const COMPONENT = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
 const TASK_ARN = /^arn:[a-z-]+:ecs:[a-z0-9-]+:\d{12}:task\/[A-Za-z0-9_-]{1,255}(\/[A-Za-z0-9_-]{1,64})?$/;
 const TASK_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const VERSION = /^v[0-9a-f]{10}$/;
+const CSR = /^-----BEGIN CERTIFICATE REQUEST-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE REQUEST-----\r?\n?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 const str =
@@ -158,6 +184,7 @@ export const BODY_FIELDS: { readonly [M in Method]: Readonly<Record<string, Fiel
   exportListener: { taskArn, listener, ip, port: f(port), version },
   stopping: replicaReport,
   spans: { count: f(count) },
+  certificate: { taskArn, group, version, csr: f(str(CSR, 4096, "a PEM certificate request")) },
 };
 
 /** Methods a task may still call once ECS reports it STOPPED (its agent deregistering on the way out). */
@@ -346,6 +373,10 @@ export class ControlApiClient implements ControlApi {
   }
   spans(req: { count: number }) {
     return this.call<Record<string, never>>("spans", req, 5_000);
+  }
+
+  certificate(req: CertificateRequest) {
+    return this.call<CertificateReply>("certificate", req);
   }
 
   close(): void {

@@ -54,6 +54,38 @@ export interface InitWeaveletRequest {
    * accepts calls from every authenticated weavelet of the deployment.
    */
   callers: Record<string, CallerGroups>;
+  /**
+   * Set by the deployer: the weavelet's TLS credentials. Present: its RPC server and its connections to
+   * other weavelets speak TLS 1.3 with them (runtime/rpc/tls.ts), and UpdateCertificate replaces them.
+   */
+  certificate?: RpcCertificate | null;
+  /**
+   * Set by the deployer: component calls must use TLS. A weavelet told so without a certificate refuses
+   * the handshake rather than serve plaintext.
+   */
+  requireTls: boolean;
+}
+
+/**
+ * A weavelet's TLS credentials for component calls (only over this pipe, never in the environment,
+ * argv or a file).
+ */
+export interface RpcCertificate {
+  /** The weavelet's certificate (PEM, leaf first), naming its deployment id and group. */
+  certificatePem: string;
+  /** The certificate's private key (PEM, PKCS#8). */
+  privateKeyPem: string;
+  /** The deployment CA's certificate (PEM): the only issuer trusted for peers. */
+  caPem: string;
+}
+
+/**
+ * Sent by the envelope before the weavelet's certificate expires: new connections, in and out, use the
+ * new credentials; connections already open keep theirs.
+ */
+export interface UpdateCertificate {
+  /** Set by the deployer: the renewed credentials. */
+  certificate?: RpcCertificate | null;
 }
 
 /** The groups allowed to call a component remotely. */
@@ -331,6 +363,7 @@ export interface ControlMessage {
   getProfile?: GetProfileRequest | null;
   getProfileReply?: GetProfileReply | null;
   stop?: StopRequest | null;
+  updateCertificate?: UpdateCertificate | null;
   activateComponent?: ActivateComponentRequest | null;
   activateComponentReply?: ActivateComponentReply | null;
   getListenerAddress?: GetListenerAddressRequest | null;
@@ -342,7 +375,7 @@ export interface ControlMessage {
   /** Reply with no content (acknowledgement). */
   empty?: Empty | null;
   /** Which member of oneof body is set (filled in by decoding). */
-  body?: "initWeavelet" | "initWeaveletReply" | "updateComponents" | "updateRoutingInfo" | "getHealth" | "getHealthReply" | "getLoad" | "loadReport" | "getMetrics" | "getMetricsReply" | "getProfile" | "getProfileReply" | "stop" | "activateComponent" | "activateComponentReply" | "getListenerAddress" | "getListenerAddressReply" | "exportListener" | "exportListenerReply" | "logBatch" | "traceSpans" | "empty";
+  body?: "initWeavelet" | "initWeaveletReply" | "updateComponents" | "updateRoutingInfo" | "getHealth" | "getHealthReply" | "getLoad" | "loadReport" | "getMetrics" | "getMetricsReply" | "getProfile" | "getProfileReply" | "stop" | "updateCertificate" | "activateComponent" | "activateComponentReply" | "getListenerAddress" | "getListenerAddressReply" | "exportListener" | "exportListenerReply" | "logBatch" | "traceSpans" | "empty";
 }
 
 /** A request or reply with no content. */
@@ -430,6 +463,42 @@ const descriptorJson = {
                   "keyType": "string",
                   "type": "CallerGroups",
                   "id": 4
+                },
+                "certificate": {
+                  "type": "RpcCertificate",
+                  "id": 5
+                },
+                "requireTls": {
+                  "type": "bool",
+                  "id": 6,
+                  "protoName": "require_tls"
+                }
+              }
+            },
+            "RpcCertificate": {
+              "fields": {
+                "certificatePem": {
+                  "type": "string",
+                  "id": 1,
+                  "protoName": "certificate_pem"
+                },
+                "privateKeyPem": {
+                  "type": "string",
+                  "id": 2,
+                  "protoName": "private_key_pem"
+                },
+                "caPem": {
+                  "type": "string",
+                  "id": 3,
+                  "protoName": "ca_pem"
+                }
+              }
+            },
+            "UpdateCertificate": {
+              "fields": {
+                "certificate": {
+                  "type": "RpcCertificate",
+                  "id": 1
                 }
               }
             },
@@ -885,6 +954,7 @@ const descriptorJson = {
                     "getProfile",
                     "getProfileReply",
                     "stop",
+                    "updateCertificate",
                     "activateComponent",
                     "activateComponentReply",
                     "getListenerAddress",
@@ -973,6 +1043,11 @@ const descriptorJson = {
                 "stop": {
                   "type": "StopRequest",
                   "id": 22
+                },
+                "updateCertificate": {
+                  "type": "UpdateCertificate",
+                  "id": 23,
+                  "protoName": "update_certificate"
                 },
                 "activateComponent": {
                   "type": "ActivateComponentRequest",

@@ -40,6 +40,10 @@ const api: ControlApi = {
     calls.push(`spans ${req.count}`);
     return {};
   },
+  async certificate(req) {
+    calls.push(`certificate ${req.group}`);
+    return { certificate: "", ca: "", notAfter: "" };
+  },
 };
 
 /** A caller check that only knows TASK, at 127.0.0.1. */
