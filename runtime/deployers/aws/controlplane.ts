@@ -157,6 +157,8 @@ export class ControlPlane implements ControlApi {
    * DescribeTargetHealth (and registrations since) say: a heartbeat re-registers only what is missing.
    */
   private readonly registeredTargets = new Map<string, Set<string>>();
+  /** Listings of groups not listed before, in flight. */
+  private readonly firstListings = new Map<string, Promise<InstanceSummary[]>>();
 
   constructor(
     private readonly env: ControlPlaneEnv,
@@ -565,7 +567,15 @@ export class ControlPlane implements ControlApi {
 
   /** A group's instances as last listed (listed now if never). */
   private async knownInstances(group: string): Promise<ReadonlyMap<string, readonly Record<string, string>[]>> {
-    if (!this.cloudMap.has(group)) await this.instances(group);
+    const known = this.cloudMap.get(group);
+    if (known) return known;
+    // The first reports of many replicas of a group arrive together: one listing answers them all.
+    let listing = this.firstListings.get(group);
+    if (listing === undefined) {
+      listing = this.instances(group).finally(() => this.firstListings.delete(group));
+      this.firstListings.set(group, listing);
+    }
+    await listing;
     return this.cloudMap.get(group)!;
   }
 

@@ -37,6 +37,8 @@ export interface DiscoveryOptions {
   /** Hands a component's new routing info to the weavelet. */
   readonly update: (info: RoutingInfo) => Promise<void>;
   readonly log?: (msg: string, attrs: Record<string, string>) => void;
+  /** The clock checks are scheduled by (ms since the epoch); tests drive it. */
+  readonly now?: () => number;
 }
 
 /** A component the weavelet calls; its routing info is pushed when its group's replicas change. */
@@ -73,7 +75,11 @@ export function checkIntervalMs(services: number, periodMs: number, callsPerSeco
 export class Discovery {
   private readonly services = new Map<string, ServiceWatch>();
 
-  constructor(private readonly opts: DiscoveryOptions) {}
+  private readonly now: () => number;
+
+  constructor(private readonly opts: DiscoveryOptions) {
+    this.now = opts.now ?? Date.now;
+  }
 
   /** Services watched. */
   get size(): number {
@@ -100,7 +106,7 @@ export class Discovery {
   }
 
   /** Checks every service that is due (call it every period); failures are logged and retried when next due. */
-  async tick(now = Date.now()): Promise<void> {
+  async tick(now = this.now()): Promise<void> {
     const due = [...this.services.values()].filter((s) => s.dueAt <= now && s.busy === undefined);
     for (const s of due)
       await this.check(s).catch((err: Error) => this.opts.log?.("discovery failed", { group: s.group, err: err.message }));
@@ -109,7 +115,7 @@ export class Discovery {
   private check(s: ServiceWatch): Promise<void> {
     s.busy ??= this.checkNow(s).finally(() => {
       s.busy = undefined;
-      s.dueAt = Date.now() + checkIntervalMs(this.services.size, this.opts.periodMs, this.opts.callsPerSecond);
+      s.dueAt = this.now() + checkIntervalMs(this.services.size, this.opts.periodMs, this.opts.callsPerSecond);
     });
     return s.busy;
   }
