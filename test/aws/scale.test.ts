@@ -10,6 +10,13 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, test } from "node:test";
 import {
+  CloudWatchLogsClient,
+  CreateLogGroupCommand,
+  CreateLogStreamCommand,
+  DeleteLogGroupCommand,
+  PutLogEventsCommand,
+} from "@aws-sdk/client-cloudwatch-logs";
+import {
   CreateClusterCommand,
   CreateServiceCommand as CreateEcsServiceCommand,
   ECSClient,
@@ -25,6 +32,7 @@ import {
   ServiceDiscoveryClient,
 } from "@aws-sdk/client-servicediscovery";
 import { eniAddress } from "../../runtime/deployers/aws/callers.js";
+import { LOG_LATENESS_MS, LogTail } from "../../runtime/deployers/aws/cli.js";
 import { AwsClients } from "../../runtime/deployers/aws/clients.js";
 import { MAIN_COMPONENT, TAGS, versionedServiceName, type GroupsEnv } from "../../runtime/deployers/aws/contract.js";
 import { ControlPlane } from "../../runtime/deployers/aws/controlplane.js";
@@ -306,4 +314,39 @@ test(`API budget: ${REPLICAS} replicas over ${GROUPS} groups — control plane c
   );
   line(`one replica gone: ${reads} DiscoverInstances by the ${watchers} agent(s) calling its group over the next ${CHANGE_SECONDS} s`);
   line(`took ${((Date.now() - started) / 1000).toFixed(1)} s (setup ${(setupMs / 1000).toFixed(1)} s)`);
+});
+
+test("logs --follow reads incrementally: one FilterLogEvents a read, each event once, late events within the window too", async () => {
+  const logs = new CloudWatchLogsClient(clientConfig(emu.endpoint));
+  const logGroup = `/tsweaver/scale-${randomBytes(4).toString("hex")}`;
+  try {
+    await logs.send(new CreateLogGroupCommand({ logGroupName: logGroup }));
+    for (const s of ["main/app/a", "main/app/b"]) await logs.send(new CreateLogStreamCommand({ logGroupName: logGroup, logStreamName: s }));
+    const t0 = Date.now() - 60_000;
+    const put = (stream: string, at: number, msg: string) =>
+      logs.send(
+        new PutLogEventsCommand({
+          logGroupName: logGroup,
+          logStreamName: `main/app/${stream}`,
+          logEvents: [{ timestamp: at, message: msg }],
+        }),
+      );
+    for (let i = 0; i < 30; i++) await put(i % 2 ? "a" : "b", t0 + i * 100, `old ${i}`);
+    const calls = new Calls();
+    const tail = new LogTail(new AwsClients(undefined, calls.observe), logGroup, t0);
+    assert.equal((await tail.read()).length, 30);
+    assert.deepEqual(await tail.read(), []);
+    await put("a", t0 + 5_000, "new on a");
+    // Ingested after newer events of the other stream, but within the lateness window: still read, once.
+    await put("b", t0 + 5_000 - LOG_LATENESS_MS / 2, "late on b");
+    assert.deepEqual(
+      (await tail.read()).map((e) => e.message),
+      ["late on b", "new on a"],
+    );
+    assert.deepEqual(await tail.read(), []);
+    assert.equal(calls.get("logs:FilterLogEvents"), 4, calls.rates(1));
+  } finally {
+    await logs.send(new DeleteLogGroupCommand({ logGroupName: logGroup })).catch(() => {});
+    logs.destroy();
+  }
 });
