@@ -1,12 +1,12 @@
-import { DiscoverInstancesCommand, DiscoverInstancesRevisionCommand } from "@aws-sdk/client-servicediscovery";
+import { DiscoverInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
-import { computeAssignment } from "../../core/routing.js";
 import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
-import type { RoutingInfo, RpcCertificate } from "../../protos/runtime.js";
+import type { RpcCertificate } from "../../protos/runtime.js";
 import { newKeyAndCsr } from "./certs.js";
 import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
+import { checkIntervalMs, Discovery, DISCOVERY_CALLS_PER_SECOND } from "./discovery.js";
 import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
 import { emfLines } from "./emf.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
@@ -26,8 +26,10 @@ export interface AgentEnv {
   secret: string;
   group: string;
   components: string[];
-  /** How often Cloud Map is checked for replica changes (ms). */
+  /** How often Cloud Map is checked for replica changes (ms), per Cloud Map service the weavelet calls. */
   discoveryMs: number;
+  /** Cloud Map calls per second the checks aim for when the weavelet calls many groups (discovery.ts). */
+  discoveryCallsPerSecond?: number | undefined;
   /** How often readiness is re-reported, which restores lost registrations (ms). */
   heartbeatMs: number;
 }
@@ -51,6 +53,7 @@ export function agentEnvFromProcess(): AgentEnv {
     group: required(ENV.GROUP),
     components: required(ENV.COMPONENTS).split(",").filter(Boolean),
     discoveryMs: Number(process.env["TSWEAVER_DISCOVERY_MS"] ?? 1_000),
+    discoveryCallsPerSecond: Number(process.env["TSWEAVER_DISCOVERY_CALLS_PER_SECOND"] ?? DISCOVERY_CALLS_PER_SECOND),
     heartbeatMs: Number(process.env["TSWEAVER_HEARTBEAT_MS"] ?? 15_000),
   };
 }
@@ -85,23 +88,8 @@ export function weaveletBaseEnv(env: Readonly<Record<string, string | undefined>
   return out;
 }
 
-/** A component this agent's weavelet calls, and what Cloud Map last said about its group. */
-interface Watch {
-  component: string;
-  group: string;
-  routed: boolean;
-  revision: number | undefined;
-  replicas: string[];
-  polls: number;
-  /** Local assignment version: increases with every replica-set change this agent sees. */
-  version: bigint;
-}
-
 /** How long a stopping weavelet gets to finish its in-flight work once no new work reaches it. */
 const WEAVELET_STOP_GRACE_MS = 10_000;
-
-/** Every Nth poll re-reads the instances even if the revision did not change (revisions can collide on some implementations). */
-const FULL_REFRESH_EVERY = 10;
 
 /** A certificate is renewed once this share of its remaining lifetime has passed. */
 const RENEW_AT = 2 / 3;
@@ -118,7 +106,7 @@ export class Agent {
   private identity: TaskIdentity | undefined;
   private config: AppConfig | undefined;
   private groupOf = new Map<string, string>();
-  private readonly watches = new Map<string, Watch>();
+  private readonly discovery: Discovery;
   private readonly listeners: Record<string, number> = {};
   private client: ControlApiClient | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
@@ -137,7 +125,19 @@ export class Agent {
   constructor(
     private readonly env: AgentEnv,
     private readonly aws = new AwsClients(),
-  ) {}
+  ) {
+    this.discovery = new Discovery({
+      aws,
+      namespace: env.namespace,
+      version: env.version,
+      periodMs: env.discoveryMs,
+      callsPerSecond: env.discoveryCallsPerSecond,
+      update: async (info) => {
+        await this.envelope?.updateRoutingInfo(info);
+      },
+      log: (msg, attrs) => (msg === "discovery failed" ? this.log.warn(msg, attrs) : this.log.info(msg, attrs)),
+    });
+  }
 
   /** The control plane client, bound to this task (available once its identity is known). */
   private get control(): ControlApiClient {
@@ -190,7 +190,7 @@ export class Agent {
       () => void this.heartbeat().catch((err: Error) => this.log.warn("heartbeat failed", { err: err.message })),
       this.env.heartbeatMs,
     );
-    this.pollTimer = setInterval(() => void this.pollAll(), this.env.discoveryMs);
+    this.pollTimer = setInterval(() => void this.discovery.tick(), this.env.discoveryMs);
     this.scheduleRenewal();
   }
 
@@ -254,11 +254,15 @@ export class Agent {
         delaySeconds = reply?.deregistrationDelaySeconds ?? 0;
       }
       if (this.envelope?.running && code === 0) {
-        const waitMs = delaySeconds * 1000 + this.env.discoveryMs;
+        // Other agents notice within their check interval, which is longest in an agent that calls every group.
+        const groups = new Set(this.groupOf.values()).size;
+        const stalenessMs = checkIntervalMs(groups, this.env.discoveryMs, this.env.discoveryCallsPerSecond);
+        const waitMs = delaySeconds * 1000 + stalenessMs;
         this.log.info("draining: deregistered; serving until callers and the load balancer stop sending", {
           waitMs: String(waitMs),
           deregistrationDelaySeconds: String(delaySeconds),
           discoveryMs: String(this.env.discoveryMs),
+          discoveryStalenessMs: String(stalenessMs),
         });
         await new Promise((r) => setTimeout(r, waitMs));
       }
@@ -339,11 +343,9 @@ export class Agent {
           version: this.env.version,
           componentGroup: group,
         });
-        if (!this.watches.has(component)) {
-          const w: Watch = { component, group, routed, revision: undefined, replicas: [], polls: 0, version: 0n };
-          this.watches.set(component, w);
-          await this.poll(w).catch((err: Error) => this.log.warn("discovery failed", { component, err: err.message }));
-        }
+        await this.discovery
+          .watch(component, group, routed)
+          .catch((err: Error) => this.log.warn("discovery failed", { component, err: err.message }));
       },
       getListenerAddress: async ({ name }) => {
         const { port } = await this.control.listenerPort({ listener: name });
@@ -394,53 +396,6 @@ export class Agent {
     // More than one while a replaced control plane's registration lingers: rotate so a dead one is not retried forever.
     const inst = all[this.locateAttempts++ % all.length]!;
     return `http://${inst.Attributes![ATTR.IPV4]}:${inst.Attributes![ATTR.PORT]}`;
-  }
-
-  private async pollAll(): Promise<void> {
-    for (const w of this.watches.values()) {
-      await this.poll(w).catch((err: Error) => this.log.warn("discovery failed", { component: w.component, err: err.message }));
-    }
-  }
-
-  /** Re-reads a group's replicas when Cloud Map's revision changed and pushes them to the weavelet. */
-  private async poll(w: Watch): Promise<void> {
-    w.polls++;
-    const where = `service ${w.group} in namespace ${this.env.namespace}`;
-    const rev = await callAws("servicediscovery:DiscoverInstancesRevision", where, () =>
-      this.aws.serviceDiscovery.send(new DiscoverInstancesRevisionCommand({ NamespaceName: this.env.namespace, ServiceName: w.group })),
-    );
-    const revision = Number(rev.InstancesRevision ?? 0);
-    if (revision === w.revision && w.polls % FULL_REFRESH_EVERY !== 0) return;
-    const out = await callAws("servicediscovery:DiscoverInstances", where, () =>
-      // Only this version's replicas: versions never call each other (the RPC handshake enforces it too).
-      this.aws.serviceDiscovery.send(
-        new DiscoverInstancesCommand({
-          NamespaceName: this.env.namespace,
-          ServiceName: w.group,
-          HealthStatus: "ALL",
-          MaxResults: 1000,
-          QueryParameters: { [ATTR.VERSION]: this.env.version },
-        }),
-      ),
-    );
-    w.revision = revision;
-    const replicas = [
-      ...new Set(
-        (out.Instances ?? [])
-          .map((i) => `${i.Attributes?.[ATTR.IPV4]}:${i.Attributes?.[ATTR.PORT]}`)
-          .filter((a) => !a.startsWith("undefined")),
-      ),
-    ].sort();
-    if (replicas.join() === w.replicas.join()) return;
-    w.replicas = replicas;
-    const info: RoutingInfo = { component: w.component, local: false, replicas };
-    if (w.routed) {
-      // Every agent computes the same assignment from the same replica set, so they agree without talking.
-      const a = computeAssignment(replicas, ++w.version);
-      info.assignment = { version: String(a.version), slices: a.slices.map((s) => ({ start: String(s.start), replicas: [s.replica] })) };
-    }
-    await this.envelope?.updateRoutingInfo(info);
-    this.log.info("routing updated", { component: w.component, replicas: replicas.join(",") });
   }
 }
 

@@ -80,6 +80,18 @@ export class TaskDirectory {
     return entry!.task!;
   }
 
+  /**
+   * Takes tasks as the control plane's listing of the whole cluster described them (every reconcile),
+   * so agents' requests are verified without a DescribeTasks per task: at scale those would be most
+   * of the control plane's AWS calls. Tasks not yet cached are added too (the listing is this cluster's).
+   */
+  async prime(tasks: readonly Task[]): Promise<void> {
+    for (const t of tasks) {
+      if (!t.taskArn || this.inflight.has(t.taskArn)) continue;
+      this.remember(t.taskArn, await this.toEntry(t.taskArn, t));
+    }
+  }
+
   /** Forgets a task (it stopped and deregistered). */
   forget(taskArn: string): void {
     this.cache.delete(taskArn);
@@ -114,10 +126,14 @@ export class TaskDirectory {
       taskArn,
       tasks.find((t) => t.taskArn === taskArn),
     );
+    this.remember(taskArn, entry);
+    return entry;
+  }
+
+  private remember(taskArn: string, entry: Entry): void {
     this.cache.delete(taskArn); // re-inserted last: the map's order is the eviction order
     this.cache.set(taskArn, entry);
     while (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    return entry;
   }
 
   private async toEntry(taskArn: string, t: Task | undefined): Promise<Entry> {

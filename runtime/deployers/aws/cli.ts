@@ -1,12 +1,12 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
-import { FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
-import { DescribeTasksCommand, ListTasksCommand, type Task } from "@aws-sdk/client-ecs";
+import { paginateFilterLogEvents, type FilteredLogEvent } from "@aws-sdk/client-cloudwatch-logs";
+import { DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { DeregisterInstanceCommand, ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
+import { DeregisterInstanceCommand, paginateListInstances, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
-import { AwsClients, callAws } from "./clients.js";
+import { AwsClients, awsPages, callAws } from "./clients.js";
 import { ATTR, defaultStackName, OUTPUTS, TAGS, versionedServiceName, type GroupsOutput, type ListenersOutput } from "./contract.js";
 import { Versions, type LiveVersion } from "./versions.js";
 
@@ -90,10 +90,8 @@ function versionsOf(aws: AwsClients, d: Deployment): Versions {
 async function serviceTasks(aws: AwsClients, d: Deployment, service: string): Promise<{ live: Task[]; stopped: Task[] }> {
   const arns: string[] = [];
   for (const desiredStatus of ["RUNNING", "STOPPED"] as const) {
-    const page = await callAws("ecs:ListTasks", `service ${service}`, () =>
-      aws.ecs.send(new ListTasksCommand({ cluster: d.cluster, serviceName: service, desiredStatus })),
-    );
-    arns.push(...(page.taskArns ?? []));
+    const pages = paginateListTasks({ client: aws.ecs, pageSize: 100 }, { cluster: d.cluster, serviceName: service, desiredStatus });
+    for await (const page of awsPages("ecs:ListTasks", `service ${service}`, pages)) arns.push(...(page.taskArns ?? []));
   }
   const tasks: Task[] = [];
   for (let i = 0; i < arns.length; i += 100) {
@@ -109,13 +107,18 @@ async function serviceTasks(aws: AwsClients, d: Deployment, service: string): Pr
   };
 }
 
+/** Every instance of a Cloud Map service (all pages). */
+async function listInstances(aws: AwsClients, serviceId: string): Promise<InstanceSummary[]> {
+  const out: InstanceSummary[] = [];
+  const pages = paginateListInstances({ client: aws.serviceDiscovery, pageSize: 100 }, { ServiceId: serviceId });
+  for await (const page of awsPages("servicediscovery:ListInstances", `service ${serviceId}`, pages)) out.push(...(page.Instances ?? []));
+  return out;
+}
+
 /** Registered replicas of a group, by version. */
 async function instancesByVersion(aws: AwsClients, serviceId: string): Promise<Map<string, string[]>> {
-  const out = await callAws("servicediscovery:ListInstances", `service ${serviceId}`, () =>
-    aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId })),
-  );
   const by = new Map<string, string[]>();
-  for (const i of out.Instances ?? []) {
+  for (const i of await listInstances(aws, serviceId)) {
     const v = i.Attributes?.[ATTR.VERSION] ?? "";
     by.set(v, [...(by.get(v) ?? []), i.Id!]);
   }
@@ -432,10 +435,7 @@ export async function deactivateCommand(opts: StackOptions & { timeout?: number 
   }
   // Tasks deregister themselves when they stop; remove whatever a crash left behind.
   for (const [group, g] of Object.entries(d.groups)) {
-    const list = await callAws("servicediscovery:ListInstances", `service ${g.discoveryServiceId}`, () =>
-      aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId })),
-    );
-    for (const id of new Set((list.Instances ?? []).map((i) => i.Id!))) {
+    for (const id of new Set((await listInstances(aws, g.discoveryServiceId)).map((i) => i.Id!))) {
       await callAws("servicediscovery:DeregisterInstance", `instance ${id} (group ${group})`, () =>
         aws.serviceDiscovery.send(new DeregisterInstanceCommand({ ServiceId: g.discoveryServiceId, InstanceId: id })),
       ).catch(() => {});
@@ -458,52 +458,93 @@ export async function deactivateCommand(opts: StackOptions & { timeout?: number 
   out(`${d.stack} is inactive: no tasks, replicas or targets`);
 }
 
-/** `tsweaver aws logs`: the app's CloudWatch logs, filtered, optionally followed. */
+/** How far back each `logs --follow` read reaches behind the newest event seen: CloudWatch may ingest an event after newer ones. */
+export const LOG_LATENESS_MS = 5_000;
+
+/** How often `logs --follow` reads new events. */
+const LOG_FOLLOW_MS = 2_000;
+
+/**
+ * Reads a log group's events incrementally: each read starts at the newest timestamp seen less
+ * {@link LOG_LATENESS_MS} and pages with nextToken, so a read costs one FilterLogEvents call (more only
+ * when more than a page is new) however large the group is. Events read twice (in the lateness window)
+ * are recognised by id; ids older than the window are forgotten, so memory stays bounded.
+ */
+export class LogTail {
+  private startTime: number;
+  /** Ids of the events seen at or after the current start time, with their timestamps. */
+  private readonly seen = new Map<string, number>();
+
+  constructor(
+    private readonly aws: AwsClients,
+    private readonly logGroup: string,
+    /** Milliseconds since the epoch of the oldest event wanted. */
+    since: number,
+  ) {
+    this.startTime = since;
+  }
+
+  /** The events not read before, oldest first. */
+  async read(): Promise<FilteredLogEvent[]> {
+    const fresh: FilteredLogEvent[] = [];
+    const pages = paginateFilterLogEvents({ client: this.aws.logs }, { logGroupName: this.logGroup, startTime: this.startTime });
+    for await (const page of awsPages("logs:FilterLogEvents", `log group ${this.logGroup}`, pages)) {
+      for (const ev of page.events ?? []) {
+        const id = ev.eventId ?? `${ev.logStreamName}/${ev.timestamp}/${ev.message}`;
+        if (this.seen.has(id)) continue;
+        this.seen.set(id, ev.timestamp ?? 0);
+        fresh.push(ev);
+      }
+    }
+    let newest = 0;
+    for (const at of this.seen.values()) newest = Math.max(newest, at);
+    this.startTime = Math.max(this.startTime, newest - LOG_LATENESS_MS);
+    for (const [id, at] of this.seen) if (at < this.startTime) this.seen.delete(id);
+    return fresh.sort((a, b) => (a.timestamp ?? 0) - (b.timestamp ?? 0));
+  }
+}
+
+/** A CloudWatch log line as a log entry: a tsweaver JSON entry, or a plain line of the task's output. */
+function logEntryOf(ev: FilteredLogEvent): LogEntry {
+  try {
+    return JSON.parse(ev.message ?? "") as LogEntry;
+  } catch {
+    return {
+      app: "",
+      version: "",
+      component: "stdout",
+      node: ev.logStreamName?.split("/").pop() ?? "",
+      timeMicros: String((ev.timestamp ?? 0) * 1000),
+      level: "info",
+      file: "",
+      line: 0,
+      msg: ev.message ?? "",
+      attrs: {},
+    };
+  }
+}
+
+/** `tsweaver aws logs`: the app's CloudWatch logs, filtered, optionally followed (until `signal` aborts). */
 export async function awsLogsCommand(
-  opts: StackOptions & { follow?: boolean; component?: string; since?: string },
+  opts: StackOptions & { follow?: boolean; component?: string; since?: string; signal?: AbortSignal },
   out: Out = stdout,
 ): Promise<void> {
   const aws = clientsFor(opts);
   const d = await readDeployment(aws, opts);
-  let startTime = Math.floor(parseSince(opts.since ?? "10m") / 1000);
-  const seen = new Set<string>();
+  const tail = new LogTail(aws, d.logGroup, Math.floor(parseSince(opts.since ?? "10m") / 1000));
   const color = process.stdout.isTTY === true;
   for (;;) {
-    let token: string | undefined;
-    let newest = startTime;
-    do {
-      const page = await callAws("logs:FilterLogEvents", `log group ${d.logGroup}`, () =>
-        aws.logs.send(new FilterLogEventsCommand({ logGroupName: d.logGroup, startTime, nextToken: token })),
-      );
-      for (const ev of page.events ?? []) {
-        if (seen.has(ev.eventId ?? "")) continue;
-        seen.add(ev.eventId ?? "");
-        newest = Math.max(newest, ev.timestamp ?? 0);
-        let entry: LogEntry;
-        try {
-          entry = JSON.parse(ev.message ?? "") as LogEntry;
-        } catch {
-          entry = {
-            app: "",
-            version: "",
-            component: "stdout",
-            node: ev.logStreamName?.split("/").pop() ?? "",
-            timeMicros: String((ev.timestamp ?? 0) * 1000),
-            level: "info",
-            file: "",
-            line: 0,
-            msg: ev.message ?? "",
-            attrs: {},
-          };
-        }
-        if ("_aws" in entry) continue; // an Embedded Metric Format line: a metric, not a log entry
-        if (opts.component && entry.component !== opts.component) continue;
-        out(formatLogEntry({ ...entry, attrs: entry.attrs ?? {} }, color));
-      }
-      token = page.nextToken;
-    } while (token);
-    if (!opts.follow) return;
-    startTime = newest;
-    await new Promise((r) => setTimeout(r, 2_000));
+    for (const ev of await tail.read()) {
+      const entry = logEntryOf(ev);
+      if ("_aws" in entry) continue; // an Embedded Metric Format line: a metric, not a log entry
+      if (opts.component && entry.component !== opts.component) continue;
+      out(formatLogEntry({ ...entry, attrs: entry.attrs ?? {} }, color));
+    }
+    if (!opts.follow || opts.signal?.aborted) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, LOG_FOLLOW_MS);
+      opts.signal?.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+    });
+    if (opts.signal?.aborted) return;
   }
 }

@@ -22,10 +22,58 @@ function common(configured: string | undefined): { region?: string; maxAttempts:
   return { ...(region ? { region } : {}), maxAttempts: MAX_ATTEMPTS, ...(endpoint ? { endpoint } : {}) };
 }
 
+/** Sees every request an AWS client sends: `api` is `<IAM prefix>:<Action>`, e.g. "servicediscovery:ListInstances". */
+export type AwsCallObserver = (api: string) => void;
+
+/** IAM service prefixes by SDK client name (the names AWS's throttling limits and IAM policies use). */
+const IAM_PREFIX: Readonly<Record<string, string>> = {
+  ECSClient: "ecs",
+  ServiceDiscoveryClient: "servicediscovery",
+  ElasticLoadBalancingV2Client: "elasticloadbalancing",
+  CloudFormationClient: "cloudformation",
+  CloudWatchLogsClient: "logs",
+  ApplicationAutoScalingClient: "application-autoscaling",
+  SecretsManagerClient: "secretsmanager",
+};
+
+/** The part of a client's middleware stack the observer uses (each client types it for its own commands). */
+interface ObservableStack {
+  add(
+    mw: (
+      next: (args: unknown) => Promise<unknown>,
+      context: { clientName?: string; commandName?: string },
+    ) => (args: unknown) => Promise<unknown>,
+    options: { step: "deserialize"; name: string },
+  ): void;
+}
+
+/**
+ * Counts requests as they go out: a middleware of the deserialize step runs once per attempt (retries
+ * included), for every command and every page a paginator fetches, so the count is what AWS sees.
+ */
+function observed<C extends { middlewareStack: unknown }>(client: C, observe: AwsCallObserver | undefined): C {
+  if (observe === undefined) return client;
+  (client.middlewareStack as ObservableStack).add(
+    (next, context) => (args) => {
+      const name = context.clientName ?? "";
+      observe(`${IAM_PREFIX[name] ?? name}:${(context.commandName ?? "").replace(/Command$/, "")}`);
+      return next(args);
+    },
+    { step: "deserialize", name: "tsweaverCallObserver" },
+  );
+  return client;
+}
+
 /** One client per service, created on first use. */
 export class AwsClients {
-  /** `region`: the app's `[aws] region`; undefined resolves it as the AWS SDK and CDK do. */
-  constructor(private readonly region?: string) {}
+  /**
+   * `region`: the app's `[aws] region`; undefined resolves it as the AWS SDK and CDK do.
+   * `observe`: told of every request any of these clients sends (call budgets, tests).
+   */
+  constructor(
+    private readonly region?: string,
+    private readonly observe?: AwsCallObserver,
+  ) {}
 
   private _ecs: ECSClient | undefined;
   private _sd: ServiceDiscoveryClient | undefined;
@@ -36,23 +84,26 @@ export class AwsClients {
   private _secrets: SecretsManagerClient | undefined;
 
   get ecs(): ECSClient {
-    return (this._ecs ??= new ECSClient(common(this.region)));
+    return (this._ecs ??= observed(new ECSClient(common(this.region)), this.observe));
   }
   get serviceDiscovery(): ServiceDiscoveryClient {
     // DiscoverInstances goes to a "data-" host prefix, which a custom endpoint does not resolve.
-    return (this._sd ??= new ServiceDiscoveryClient({
-      ...common(this.region),
-      disableHostPrefix: process.env["AWS_ENDPOINT_URL"] !== undefined,
-    }));
+    return (this._sd ??= observed(
+      new ServiceDiscoveryClient({
+        ...common(this.region),
+        disableHostPrefix: process.env["AWS_ENDPOINT_URL"] !== undefined,
+      }),
+      this.observe,
+    ));
   }
   get elb(): ElasticLoadBalancingV2Client {
-    return (this._elb ??= new ElasticLoadBalancingV2Client(common(this.region)));
+    return (this._elb ??= observed(new ElasticLoadBalancingV2Client(common(this.region)), this.observe));
   }
   get cloudFormation(): CloudFormationClient {
-    return (this._cfn ??= new CloudFormationClient(common(this.region)));
+    return (this._cfn ??= observed(new CloudFormationClient(common(this.region)), this.observe));
   }
   get logs(): CloudWatchLogsClient {
-    return (this._logs ??= new CloudWatchLogsClient(common(this.region)));
+    return (this._logs ??= observed(new CloudWatchLogsClient(common(this.region)), this.observe));
   }
   /** The region the clients talk to, as resolved; an error names how to set one when none is found. */
   async resolvedRegion(): Promise<string> {
@@ -63,10 +114,10 @@ export class AwsClients {
     }
   }
   get scaling(): ApplicationAutoScalingClient {
-    return (this._scaling ??= new ApplicationAutoScalingClient(common(this.region)));
+    return (this._scaling ??= observed(new ApplicationAutoScalingClient(common(this.region)), this.observe));
   }
   get secrets(): SecretsManagerClient {
-    return (this._secrets ??= new SecretsManagerClient(common(this.region)));
+    return (this._secrets ??= observed(new SecretsManagerClient(common(this.region)), this.observe));
   }
 }
 
@@ -107,5 +158,24 @@ export async function callAws<T>(api: string, resource: string, fn: () => Promis
     const e = err as Error & { name: string };
     const hint = HINTS[e.name] ?? localHint(e.message);
     throw new AwsCallError(api, resource, e.name, `${api} on ${resource} failed: ${e.name}: ${e.message}${hint ? ` (${hint})` : ""}`);
+  }
+}
+
+/**
+ * The pages of an SDK paginator, each fetched through `call` (so each page is counted and a failure
+ * names `api` and `resource`). Lists that can exceed a page are only read this way: a count taken
+ * from a first page goes wrong past 100.
+ */
+export async function* awsPages<P>(
+  api: string,
+  resource: string,
+  paginator: AsyncIterable<P>,
+  call: <T>(api: string, resource: string, fn: () => Promise<T>) => Promise<T> = callAws,
+): AsyncGenerator<P> {
+  const pages = paginator[Symbol.asyncIterator]();
+  for (;;) {
+    const next = await call(api, resource, () => pages.next());
+    if (next.done === true) return;
+    yield next.value;
   }
 }

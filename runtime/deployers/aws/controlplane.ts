@@ -1,9 +1,9 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
-import { DescribeTasksCommand, ListTasksCommand, type Task } from "@aws-sdk/client-ecs";
+import { DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import {
   DeregisterInstanceCommand,
-  ListInstancesCommand,
+  paginateListInstances,
   RegisterInstanceCommand,
   type InstanceSummary,
 } from "@aws-sdk/client-servicediscovery";
@@ -11,7 +11,7 @@ import { GetSecretValueCommand } from "@aws-sdk/client-secrets-manager";
 import type http from "node:http";
 import { DeploymentCaStore } from "./ca.js";
 import { describeTasksIn, RejectionLog, TaskDirectory } from "./callers.js";
-import { AwsCallError, AwsClients, callAws } from "./clients.js";
+import { AwsCallError, AwsClients, awsPages, callAws } from "./clients.js";
 import {
   ATTR,
   CONTROLPLANE_NAME,
@@ -167,6 +167,19 @@ export class ControlPlane implements ControlApi {
   droppedSpans = 0;
   /** Counters of AWS calls by API (reported in logs; used to count calls per activation). */
   readonly awsCalls = new Map<string, number>();
+  /**
+   * What Cloud Map holds per group (task id → the attributes of each registered copy), as last listed
+   * or changed here: a heartbeat of a replica that is registered as reported costs no AWS call.
+   * Each reconcile lists every group again, which restores what someone else removed.
+   */
+  private readonly cloudMap = new Map<string, Map<string, Record<string, string>[]>>();
+  /**
+   * Targets (`ip:port`) registered and not draining, per target group ARN, as the last reconcile's
+   * DescribeTargetHealth (and registrations since) say: a heartbeat re-registers only what is missing.
+   */
+  private readonly registeredTargets = new Map<string, Set<string>>();
+  /** Listings of groups not listed before, in flight. */
+  private readonly firstListings = new Map<string, Promise<InstanceSummary[]>>();
 
   constructor(
     private readonly env: ControlPlaneEnv,
@@ -565,14 +578,15 @@ export class ControlPlane implements ControlApi {
       [ATTR.WEAVELET]: r.weaveletId,
       [ATTR.GROUP]: r.group,
     };
-    const existing = (await this.instances(r.group)).filter((i) => i.Id === r.taskId);
-    const same = existing.length === 1 && Object.entries(attrs).every(([k, v]) => existing[0]!.Attributes?.[k] === v);
+    const existing = (await this.knownInstances(r.group)).get(r.taskId) ?? [];
+    const same = existing.length === 1 && Object.entries(attrs).every(([k, v]) => existing[0]![k] === v);
     if (same) return;
     // Replace rather than re-register: some Cloud Map implementations keep both copies of a re-used id.
-    for (let i = 0; i < existing.length; i++) await this.deregisterReplicaNow(r.group, r.taskId);
+    for (let i = existing.length; i > 0; i--) await this.deregisterReplicaNow(r.group, r.taskId);
     await this.aws_("servicediscovery:RegisterInstance", `instance ${r.taskId} of service ${serviceId} (group ${r.group})`, () =>
       this.aws.serviceDiscovery.send(new RegisterInstanceCommand({ ServiceId: serviceId, InstanceId: r.taskId, Attributes: attrs })),
     );
+    this.cloudMap.get(r.group)?.set(r.taskId, [attrs]);
   }
 
   private deregisterReplica(group: string, taskId: string): Promise<void> {
@@ -588,20 +602,38 @@ export class ControlPlane implements ControlApi {
     } catch (err) {
       if (!/InstanceNotFound/.test((err as Error).message)) throw err;
     }
+    const copies = this.cloudMap.get(group)?.get(taskId);
+    copies?.pop();
+    if (copies?.length === 0) this.cloudMap.get(group)!.delete(taskId);
   }
 
+  /** Every instance of a group's Cloud Map service (all pages); what is found replaces the group's {@link cloudMap} entry. */
   private async instances(group: string): Promise<InstanceSummary[]> {
     const serviceId = this.discoveryServiceOf(group);
     const out: InstanceSummary[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.aws_("servicediscovery:ListInstances", `service ${serviceId} (group ${group})`, () =>
-        this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: serviceId, NextToken: token })),
-      );
+    const pages = paginateListInstances({ client: this.aws.serviceDiscovery, pageSize: 100 }, { ServiceId: serviceId });
+    for await (const page of awsPages("servicediscovery:ListInstances", `service ${serviceId} (group ${group})`, pages, (a, r, f) =>
+      this.aws_(a, r, f),
+    ))
       out.push(...(page.Instances ?? []));
-      token = page.NextToken;
-    } while (token);
+    const known = new Map<string, Record<string, string>[]>();
+    for (const i of out) if (i.Id) known.set(i.Id, [...(known.get(i.Id) ?? []), { ...i.Attributes }]);
+    this.cloudMap.set(group, known);
     return out;
+  }
+
+  /** A group's instances as last listed (listed now if never). */
+  private async knownInstances(group: string): Promise<ReadonlyMap<string, readonly Record<string, string>[]>> {
+    const known = this.cloudMap.get(group);
+    if (known) return known;
+    // The first reports of many replicas of a group arrive together: one listing answers them all.
+    let listing = this.firstListings.get(group);
+    if (listing === undefined) {
+      listing = this.instances(group).finally(() => this.firstListings.delete(group));
+      this.firstListings.set(group, listing);
+    }
+    await listing;
+    return this.cloudMap.get(group)!;
   }
 
   /** A version's target group of a listener, created on first use. */
@@ -624,9 +656,13 @@ export class ControlPlane implements ControlApi {
 
   private async registerTarget(listener: string, version: string, ip: string, port: number): Promise<void> {
     const arn = await this.targetGroup(listener, version);
+    if (this.registeredTargets.get(arn)?.has(`${ip}:${port}`)) return;
     await this.aws_("elasticloadbalancing:RegisterTargets", `target group ${arn}`, () =>
       this.aws.elb.send(new RegisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: port }] })),
     );
+    const known = this.registeredTargets.get(arn) ?? new Set<string>();
+    known.add(`${ip}:${port}`);
+    this.registeredTargets.set(arn, known);
   }
 
   private async deregisterTarget(listener: string, version: string, ip: string, port: number): Promise<void> {
@@ -636,21 +672,20 @@ export class ControlPlane implements ControlApi {
     await this.aws_("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
       this.aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: [{ Id: ip, Port: port }] })),
     );
+    this.registeredTargets.get(arn)?.delete(`${ip}:${port}`);
   }
 
   // ---- reconcile ----
 
-  /** The cluster's tasks that are not stopped. */
+  /** The cluster's tasks that are not stopped: ListTasks and DescribeTasks in pages of 100. */
   private async liveTasks(serviceName?: string): Promise<Task[]> {
     const arns: string[] = [];
-    let token: string | undefined;
-    do {
-      const page = await this.aws_("ecs:ListTasks", `cluster ${this.clusterName}`, () =>
-        this.aws.ecs.send(new ListTasksCommand({ cluster: this.env.clusterArn, serviceName, desiredStatus: "RUNNING", nextToken: token })),
-      );
+    const pages = paginateListTasks(
+      { client: this.aws.ecs, pageSize: 100 },
+      { cluster: this.env.clusterArn, serviceName, desiredStatus: "RUNNING" },
+    );
+    for await (const page of awsPages("ecs:ListTasks", `cluster ${this.clusterName}`, pages, (a, r, f) => this.aws_(a, r, f)))
       arns.push(...(page.taskArns ?? []));
-      token = page.nextToken;
-    } while (token);
     const tasks: Task[] = [];
     for (let i = 0; i < arns.length; i += 100) {
       const page = await this.aws_("ecs:DescribeTasks", `tasks of cluster ${this.clusterName}`, () =>
@@ -669,7 +704,7 @@ export class ControlPlane implements ControlApi {
    * Only the newest running control plane task acts (during a deploy two run for a while). Derived
    * from ECS each time: no lease, no state of its own.
    */
-  private async isLeader(): Promise<boolean> {
+  private async isLeader(clusterTasks: () => Promise<Task[]>): Promise<boolean> {
     // A control plane of a version the stack no longer deploys (its replacement is starting) must not
     // act: it would take the newer version for one to retire.
     const deployed = await this.deployedVersion();
@@ -680,7 +715,9 @@ export class ControlPlane implements ControlApi {
       return false;
     }
     const mine = this.identity?.taskArn;
-    const running = (await this.liveTasks(CONTROLPLANE_NAME)).filter((t) => t.lastStatus === "RUNNING" || t.taskArn === mine);
+    const running = (await clusterTasks()).filter(
+      (t) => t.group === `service:${CONTROLPLANE_NAME}` && (t.lastStatus === "RUNNING" || t.taskArn === mine),
+    );
     const started = (t: Task) => (t.startedAt ?? t.createdAt ?? new Date(0)).getTime();
     running.sort((a, b) => started(b) - started(a) || (a.taskArn! < b.taskArn! ? 1 : -1));
     const leader = running.length === 0 ? mine : running[0]!.taskArn;
@@ -701,8 +738,12 @@ export class ControlPlane implements ControlApi {
   }
 
   private async reconcileNow(): Promise<void> {
-    if (!(await this.isLeader())) return;
-    const tasks = await this.liveTasks();
+    // One listing of the cluster serves the leader check, the stale registrations and the caller checks.
+    let listed: Task[] | undefined;
+    const clusterTasks = async () => (listed ??= await this.liveTasks());
+    if (!(await this.isLeader(clusterTasks))) return;
+    const tasks = await clusterTasks();
+    await this.tasks.prime(tasks);
     const live = new Set(tasks.map((t) => t.taskArn!));
     const liveIps = new Set<string>();
     for (const group of Object.keys(this.env.groups)) {
@@ -733,6 +774,15 @@ export class ControlPlane implements ControlApi {
         const health = await this.aws_("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
           this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
         );
+        // DescribeTargetHealth has no pages: it answers every target of the group at once.
+        this.registeredTargets.set(
+          arn,
+          new Set(
+            (health.TargetHealthDescriptions ?? [])
+              .filter((t) => t.Target?.Id && t.TargetHealth?.State !== "draining")
+              .map((t) => `${t.Target!.Id}:${t.Target!.Port ?? l.containerPort}`),
+          ),
+        );
         for (const t of health.TargetHealthDescriptions ?? []) {
           const ip = t.Target?.Id;
           if (!ip || liveIps.has(ip) || t.TargetHealth?.State === "draining") continue;
@@ -753,10 +803,16 @@ export class ControlPlane implements ControlApi {
   private async removeStaleControlPlanes(tasks: Task[]): Promise<void> {
     const live = new Set(tasks.filter((t) => t.group === `service:${CONTROLPLANE_NAME}`).map((t) => t.taskArn!));
     if (this.identity) live.add(this.identity.taskArn);
-    const list = await this.aws_("servicediscovery:ListInstances", `service ${this.env.controlPlaneServiceId}`, () =>
-      this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: this.env.controlPlaneServiceId })),
+    const instances: InstanceSummary[] = [];
+    const pages = paginateListInstances(
+      { client: this.aws.serviceDiscovery, pageSize: 100 },
+      { ServiceId: this.env.controlPlaneServiceId },
     );
-    for (const inst of list.Instances ?? []) {
+    for await (const page of awsPages("servicediscovery:ListInstances", `service ${this.env.controlPlaneServiceId}`, pages, (a, r, f) =>
+      this.aws_(a, r, f),
+    ))
+      instances.push(...(page.Instances ?? []));
+    for (const inst of instances) {
       const arn = inst.Attributes?.[ATTR.TASK_ARN];
       if (arn && live.has(arn)) continue;
       await this.aws_("servicediscovery:DeregisterInstance", `control plane instance ${inst.Id}`, () =>
@@ -810,7 +866,8 @@ export class ControlPlane implements ControlApi {
   private async unhealthy(v: LiveVersion, previous: LiveVersion): Promise<string | undefined> {
     const floors = this.floors(previous);
     for (const [group, floor] of floors) {
-      const ready = (await this.instances(group)).filter((i) => i.Attributes?.[ATTR.VERSION] === v.version).length;
+      // This reconcile's listing (kept current by the registrations since): no extra ListInstances.
+      const ready = [...(await this.knownInstances(group)).values()].filter((copies) => copies[0]?.[ATTR.VERSION] === v.version).length;
       if (ready < floor) return `group ${group}: ${ready}/${floor} replicas ready`;
     }
     for (const name of Object.keys(this.env.listeners)) {

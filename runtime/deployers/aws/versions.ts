@@ -16,7 +16,7 @@ import {
   DescribeServicesCommand,
   DescribeTasksCommand,
   ListServicesCommand,
-  ListTasksCommand,
+  paginateListTasks,
   TagResourceCommand,
   UntagResourceCommand,
   UpdateServiceCommand,
@@ -34,7 +34,7 @@ import {
   ModifyTargetGroupAttributesCommand,
   type Action,
 } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { type AwsClients, callAws } from "./clients.js";
+import { type AwsClients, awsPages, callAws } from "./clients.js";
 import { parseServiceName, RULE_PRIORITY, TAGS, targetGroupName, versionedServiceName, type RolloutPhase } from "./contract.js";
 
 /** One group's ECS service in one version. */
@@ -253,16 +253,21 @@ export class Versions {
 
   /** Tasks of a service that are not stopped. */
   async liveTaskCount(service: string): Promise<number> {
-    const page = await this.call("ecs:ListTasks", `service ${service}`, () =>
-      this.aws.ecs.send(new ListTasksCommand({ cluster: this.cluster, serviceName: service, desiredStatus: "RUNNING" })),
+    const arns: string[] = [];
+    const pages = paginateListTasks(
+      { client: this.aws.ecs, pageSize: 100 },
+      { cluster: this.cluster, serviceName: service, desiredStatus: "RUNNING" },
     );
-    const arns = page.taskArns ?? [];
-    if (arns.length === 0) return 0;
-    const tasks = await this.call("ecs:DescribeTasks", `tasks of service ${service}`, () =>
-      this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: arns.slice(0, 100) })),
-    );
-    // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
-    return (tasks.tasks ?? []).filter((t) => t.group === `service:${service}` && t.lastStatus !== "STOPPED").length;
+    for await (const page of awsPages("ecs:ListTasks", `service ${service}`, pages, this.call)) arns.push(...(page.taskArns ?? []));
+    let live = 0;
+    for (let i = 0; i < arns.length; i += 100) {
+      const tasks = await this.call("ecs:DescribeTasks", `tasks of service ${service}`, () =>
+        this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.cluster, tasks: arns.slice(i, i + 100) })),
+      );
+      // Filter here too: ListTasks' serviceName filter is not honoured everywhere (emulators).
+      live += (tasks.tasks ?? []).filter((t) => t.group === `service:${service}` && t.lastStatus !== "STOPPED").length;
+    }
+    return live;
   }
 
   async deleteService(service: string): Promise<void> {
