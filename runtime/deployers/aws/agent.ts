@@ -56,8 +56,10 @@ export function agentEnvFromProcess(): AgentEnv {
 
 /**
  * Variables of the agent's environment the weavelet inherits; everything else stays with the agent: the
- * deployment secret, the task role's credentials (AWS_CONTAINER_CREDENTIALS_*), the metadata endpoint
- * and the agent's own settings. The app's own variables come from weaver.toml's `env`.
+ * deployment secret, the metadata endpoint and the agent's own settings. The task role's credential
+ * endpoint is passed on: the role is the group's own, holding only what the app was given (weaver.toml's
+ * `permissions`, CDK grants) besides discovering this namespace's replicas. The app's own variables come
+ * from weaver.toml's `env` and `secrets` ({@link appSecretsEnv}).
  */
 const WEAVELET_INHERITS: readonly (string | RegExp)[] = [
   "PATH",
@@ -71,6 +73,11 @@ const WEAVELET_INHERITS: readonly (string | RegExp)[] = [
   "AWS_REGION",
   "AWS_DEFAULT_REGION",
   /^OTEL_[A-Z_]+$/,
+  // The AWS SDK's container credential provider (the group's task role).
+  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+  "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+  "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+  "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
   "TSWEAVER_LOG_LEVEL",
   "TSWEAVER_METRICS",
 ];
@@ -80,6 +87,19 @@ export function weaveletBaseEnv(env: Readonly<Record<string, string | undefined>
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
     if (v !== undefined && WEAVELET_INHERITS.some((p) => (typeof p === "string" ? p === k : p.test(k)))) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The app's secret environment variables (named in {@link ENV.APP_SECRETS}; ECS set their values from
+ * Secrets Manager or SSM): the weavelet gets them, unlike the agent's own secret.
+ */
+export function appSecretsEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of (env[ENV.APP_SECRETS] ?? "").split(",").filter(Boolean)) {
+    const v = env[name];
+    if (v !== undefined) out[name] = v;
   }
   return out;
 }
@@ -146,7 +166,7 @@ export class Agent {
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
-      baseEnv: weaveletBaseEnv(process.env),
+      baseEnv: { ...weaveletBaseEnv(process.env), ...appSecretsEnv(process.env) },
       env: this.config.env,
       nodeArgs: this.config.nodeArgs,
       weaveletArgs: {

@@ -21,7 +21,10 @@
 import path from "node:path";
 import { checkKeys, isTable, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { ConfigError } from "../../core/errors.js";
+import { parsePermissions, parseSecrets, type AwsPermissions, type AwsSecret } from "./access.js";
 import { defaultStackName, listenerUrlOutputKey, pascalCase, type RolloutEnv } from "./contract.js";
+
+export type { AwsPermissions, AwsPolicyStatement, AwsSecret } from "./access.js";
 
 /** The validated `[aws]` section, with every default filled in. */
 /** Opt-in CloudWatch alarms (`[aws.alarms]`); each unset threshold means no such alarm. */
@@ -100,6 +103,10 @@ export interface AwsConfig {
   readonly listeners: readonly AwsListenerConfig[];
   /** How traffic moves from one version to the next (`[aws.rollout]`). */
   readonly rollout: RolloutEnv;
+  /** IAM rights of every group's task role (`[aws.permissions]`), on top of each group's own. */
+  readonly permissions: AwsPermissions;
+  /** Secret environment variables of every group task (`[aws.secrets]`), injected by ECS. */
+  readonly secrets: Readonly<Record<string, AwsSecret>>;
 }
 
 /** One deployment group on AWS: an ECS service of identical tasks. */
@@ -117,6 +124,10 @@ export interface AwsGroupConfig {
   readonly memory: number;
   /** Target average CPU utilization, percent, for target-tracking autoscaling (default 70). */
   readonly cpuTarget: number;
+  /** IAM rights of this group's task role only (`[aws.groups.NAME.permissions]`). */
+  readonly permissions: AwsPermissions;
+  /** Secret environment variables of this group's tasks only (`[aws.groups.NAME.secrets]`). */
+  readonly secrets: Readonly<Record<string, AwsSecret>>;
 }
 
 /** A tsweaver listener exported through the ALB. */
@@ -169,8 +180,10 @@ const AWS_KEYS = [
   "groups",
   "listeners",
   "rollout",
+  "permissions",
+  "secrets",
 ];
-const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target"];
+const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target", "permissions", "secrets"];
 const LISTENER_KEYS = [
   "port",
   "container_port",
@@ -283,6 +296,11 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const cpMemory = cp.int("memory", 512, 122880) ?? 512;
   checkFargateSize(cpCpu, cpMemory, "controlplane.", fail);
 
+  const permissions = parsePermissions(section["permissions"], "aws.permissions", file);
+  const envNames = new Map(Object.keys(config.env).map((k) => [k, "tsweaver.env"]));
+  const secrets = parseSecrets(section["secrets"], "aws.secrets", file, envNames);
+  const appWideNames = new Map([...envNames, ...Object.keys(secrets).map((k): [string, string] => [k, "aws.secrets"])]);
+
   // Groups: every section must name a real group.
   const groupsRaw = r.table("groups") ?? {};
   const byName = new Map(groups.map((g) => [g.name, g]));
@@ -307,7 +325,19 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     const memory = gr.int("memory", 512, 122880) ?? 512;
     checkFargateSize(cpu, memory, `groups.${g.name}.`, fail);
     const cpuTarget = gr.int("cpu_target", 10, 90) ?? 70;
-    return { name: g.name, components: [...g.components], min, max, cpu, memory, cpuTarget };
+    const key = `aws.groups.${g.name}`;
+    const groupRaw = raw as Record<string, unknown>;
+    return {
+      name: g.name,
+      components: [...g.components],
+      min,
+      max,
+      cpu,
+      memory,
+      cpuTarget,
+      permissions: parsePermissions(groupRaw["permissions"], `${key}.permissions`, file),
+      secrets: parseSecrets(groupRaw["secrets"], `${key}.secrets`, file, appWideNames),
+    };
   });
   if (!awsGroups.some((g) => g.components.includes(MAIN_COMPONENT))) {
     throw new ConfigError(`${file}: the app has no ${MAIN_COMPONENT} component; its entry file must call run(App)`);
@@ -417,6 +447,8 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     groups: awsGroups,
     listeners,
     rollout,
+    permissions,
+    secrets,
   };
 }
 

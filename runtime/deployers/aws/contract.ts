@@ -49,6 +49,12 @@ export const ENV = {
   SECRET: "TSWEAVER_DEPLOYMENT_SECRET",
   /** ARN of that secret: the control plane re-reads it (current and previous value) to follow rotations. Control plane only. */
   SECRET_ARN: "TSWEAVER_DEPLOYMENT_SECRET_ARN",
+  /**
+   * Comma-separated names of the app's secret environment variables (weaver.toml's `secrets`), which ECS
+   * injects into the agent's container: the agent passes these, and no other secret, on to the weavelet.
+   * Agent only; unset when the group has none.
+   */
+  APP_SECRETS: "TSWEAVER_APP_SECRETS",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */
