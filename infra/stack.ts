@@ -150,6 +150,7 @@ export class WeaverStack extends Stack {
       accessLogs: aws.accessLogs && aws.region !== undefined,
       rpcPort: aws.rpcPort,
       controlPort: aws.controlPort,
+      healthPort: aws.healthPort,
       logRetention: aws.logRetentionDays as logs.RetentionDays,
       otlpEndpoint: aws.otlpEndpoint,
       controlPlaneCpu: aws.controlPlane.cpu,

@@ -28,6 +28,7 @@ import {
   CONTROLPLANE_CONTAINER,
   CONTROLPLANE_NAME,
   ENV,
+  healthCheckCommand,
   listenerUrlOutputKey,
   MAIN_COMPONENT,
   OUTPUTS,
@@ -167,6 +168,11 @@ export interface WeaverAppProps {
   readonly rpcPort?: number;
   /** Control plane port agents connect to. @default 9100 */
   readonly controlPort?: number;
+  /**
+   * Loopback port each group task's agent answers its weavelet's health on; the container health check
+   * asks it, so ECS replaces a task whose weavelet is unhealthy or hung. @default 9101
+   */
+  readonly healthPort?: number;
   /** Retention of the log groups. @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -262,6 +268,7 @@ export class WeaverApp extends Construct {
 
   private readonly rpcPort: number;
   private readonly controlPort: number;
+  private readonly healthPort: number;
   private readonly retention: logs.RetentionDays;
   /** The VPC's CIDR as a literal where we know it (rules stay readable and checkable), else the import's. */
   private readonly vpcCidr: string;
@@ -272,8 +279,9 @@ export class WeaverApp extends Construct {
     this.version = props.version;
     this.rpcPort = props.rpcPort ?? 9000;
     this.controlPort = props.controlPort ?? 9100;
+    this.healthPort = props.healthPort ?? 9101;
     this.retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
-    validateProps(this, props, this.rpcPort, this.controlPort);
+    validateProps(this, props, this.rpcPort, this.controlPort, this.healthPort);
 
     const network = this.createNetwork(props);
     this.vpc = network.vpc;
@@ -711,6 +719,7 @@ export class WeaverApp extends Construct {
           [ENV.NAMESPACE]: this.deploymentId,
           [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
           [ENV.GROUP]: g.name,
+          [ENV.HEALTH_PORT]: String(this.healthPort),
           [ENV.COMPONENTS]: g.components.join(","),
           ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
           // Names only: the agent passes these variables (and no other secret) on to the weavelet.
@@ -718,7 +727,17 @@ export class WeaverApp extends Construct {
         },
         secrets: { ...secrets, [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
         logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
+        // The health port is loopback-only: no port mapping, no security group rule.
         portMappings: containerPorts.map((containerPort) => ({ containerPort })),
+        // ECS's view of the weavelet: three failed checks (30 s) after the start period and ECS replaces the
+        // task; the deployment circuit breaker then also covers a version whose weavelets hang.
+        healthCheck: {
+          command: healthCheckCommand(this.healthPort),
+          interval: Duration.seconds(10),
+          timeout: Duration.seconds(5),
+          retries: 3,
+          startPeriod: Duration.seconds(60),
+        },
         // On SIGTERM the agent drains: the longest deregistration delay, a discovery period, then up to
         // 10 s for in-flight work. ECS's default 30 s would cut that short; 120 s is Fargate's maximum.
         stopTimeout: Duration.seconds(Math.min(120, Math.max(30, drainSeconds + 15))),
@@ -1095,7 +1114,7 @@ function ackEnvironment(taskDefinition: ecs.TaskDefinition): void {
   });
 }
 
-function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number, controlPort: number): void {
+function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number, controlPort: number, healthPort: number): void {
   const fail = (what: string): never => {
     throw new Error(`WeaverApp ${scope.node.path}: ${what}`);
   };
@@ -1112,7 +1131,8 @@ function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number,
   }
   if (props.groups.filter((g) => g.components.includes(MAIN_COMPONENT)).length !== 1) fail(`exactly one group must host ${MAIN_COMPONENT}`);
   if (rpcPort === controlPort) fail("rpcPort and controlPort must differ");
-  const ports = new Set([rpcPort, controlPort]);
+  if (healthPort === rpcPort || healthPort === controlPort) fail("healthPort must differ from rpcPort and controlPort");
+  const ports = new Set([rpcPort, controlPort, healthPort]);
   const lnames = new Set<string>();
   for (const l of props.listeners ?? []) {
     if (lnames.has(l.name)) fail(`listener ${l.name} appears twice`);

@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { AGENT_CONTAINER, CONTROLPLANE_CONTAINER } from "../../infra/weaver-app.js";
 import {
+  healthCheckCommand,
   CONTROLPLANE_NAME,
   ENV,
   OUTPUTS,
@@ -199,8 +200,12 @@ describe("hello stack", () => {
         [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
         [ENV.RPC_PORT]: "9000",
         [ENV.GROUP]: group,
+        [ENV.HEALTH_PORT]: "9101",
         [ENV.COMPONENTS]: components,
       });
+      // ECS checks the weavelet's health through the agent's loopback endpoint (not a port mapping).
+      assert.deepEqual(c.HealthCheck, { Command: healthCheckCommand(9101), Interval: 10, Timeout: 5, Retries: 3, StartPeriod: 60 });
+      assert.match(c.HealthCheck.Command[3], /127\.0\.0\.1",port:9101,path:"\/health"/);
     }
   });
 

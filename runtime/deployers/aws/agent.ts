@@ -1,4 +1,5 @@
 import { DiscoverInstancesCommand, DiscoverInstancesRevisionCommand } from "@aws-sdk/client-servicediscovery";
+import type { Server } from "node:http";
 import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
 import { computeAssignment } from "../../core/routing.js";
 import { listAppComponents } from "../../core/components.js";
@@ -8,6 +9,7 @@ import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
 import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
 import { emfLines } from "./emf.js";
+import { serveHealth } from "./health.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { ControlApiClient, type ReplicaReport } from "./protocol.js";
@@ -22,6 +24,8 @@ export interface AgentEnv {
   namespace: string;
   controlPlaneService: string;
   rpcPort: number;
+  /** Loopback port of the health endpoint the container health check asks. */
+  healthPort: number;
   secret: string;
   group: string;
   components: string[];
@@ -46,6 +50,7 @@ export function agentEnvFromProcess(): AgentEnv {
     namespace: required(ENV.NAMESPACE),
     controlPlaneService: required(ENV.CONTROLPLANE_SERVICE),
     rpcPort: Number(required(ENV.RPC_PORT)),
+    healthPort: Number(required(ENV.HEALTH_PORT)),
     secret: required(ENV.SECRET),
     group: required(ENV.GROUP),
     components: required(ENV.COMPONENTS).split(",").filter(Boolean),
@@ -136,6 +141,7 @@ export class Agent {
   private readonly listeners: Record<string, number> = {};
   private client: ControlApiClient | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
+  private healthServer: Server | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private locateAttempts = 0;
@@ -159,6 +165,12 @@ export class Agent {
   /** Starts the weavelet and reports it ready; resolves when it is registered. */
   async start(): Promise<void> {
     this.identity = await taskIdentity();
+    // Loopback only: the task's own health check asks it. (A task the test harness emulates has a
+    // loopback address of its own, shared with no other task: it binds there.)
+    const healthHost = this.identity.ip.startsWith("127.") ? this.identity.ip : "127.0.0.1";
+    this.healthServer = await serveHealth(this.env.healthPort, healthHost, async (timeoutMs) =>
+      this.envelope?.running && !this.stopping ? this.envelope.getHealth(timeoutMs) : undefined,
+    );
     this.config = loadConfig(this.env.configFile);
     const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
@@ -231,6 +243,7 @@ export class Agent {
       this.log.info("stopping the weavelet", { graceMs: String(WEAVELET_STOP_GRACE_MS) });
       await this.envelope?.stop(WEAVELET_STOP_GRACE_MS);
       this.client?.close();
+      this.healthServer?.close();
     }
     process.exit(code);
   }

@@ -91,6 +91,8 @@ export interface AwsConfig {
   readonly rpcPort: number;
   /** The TCP port the control plane accepts agent connections on (`control_port`, default 9100). */
   readonly controlPort: number;
+  /** Loopback port of the agent's health endpoint in group tasks (`health_port`, default 9101). */
+  readonly healthPort: number;
   /** Retention of the app's CloudWatch log groups, in days (`log_retention_days`, default 30). */
   readonly logRetentionDays: number;
   /** OTLP/HTTP endpoint the weavelets export traces to (`otlp_endpoint`, e.g. an ADOT collector), or none. */
@@ -174,6 +176,7 @@ const AWS_KEYS = [
   "access_logs",
   "rpc_port",
   "control_port",
+  "health_port",
   "log_retention_days",
   "otlp_endpoint",
   "controlplane",
@@ -283,6 +286,9 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const rpcPort = r.int("rpc_port", 1, 65535) ?? 9000;
   const controlPort = r.int("control_port", 1, 65535) ?? 9100;
   if (rpcPort === controlPort) fail("control_port", `must differ from aws.rpc_port (${rpcPort})`);
+  const healthPort = r.int("health_port", 1, 65535) ?? 9101;
+  if (healthPort === rpcPort || healthPort === controlPort)
+    fail("health_port", `must differ from aws.rpc_port (${rpcPort}) and aws.control_port (${controlPort})`);
   const logRetentionDays = r.int("log_retention_days", 1, 3653) ?? 30;
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) fail("log_retention_days", `must be one of ${LOG_RETENTION_DAYS.join(", ")}`);
   const otlpEndpoint = r.string("otlp_endpoint");
@@ -348,6 +354,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const reserved = new Map<number, string>([
     [rpcPort, "aws.rpc_port"],
     [controlPort, "aws.control_port"],
+    [healthPort, "aws.health_port"],
   ]);
   const names = Object.keys(listenersRaw).sort();
   const partial = names.map((name) => {
@@ -441,6 +448,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     accessLogs,
     rpcPort,
     controlPort,
+    healthPort,
     logRetentionDays,
     otlpEndpoint,
     controlPlane: { cpu: cpCpu, memory: cpMemory },

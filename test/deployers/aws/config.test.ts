@@ -462,3 +462,16 @@ for (const [what, text, error] of [
     );
   });
 }
+
+test("health_port: 9101 by default; it may not clash with the RPC, control or listener ports", () => {
+  assert.equal(aws("").healthPort, 9101);
+  assert.equal(aws("[aws]\nhealth_port = 7000\n").healthPort, 7000);
+  assert.throws(
+    () => aws("[aws]\nhealth_port = 9000\n"),
+    /aws\.health_port: must differ from aws\.rpc_port \(9000\) and aws\.control_port \(9100\)/,
+  );
+  assert.throws(
+    () => aws("[aws.listeners.web]\ncontainer_port = 9101\n"),
+    /aws\.listeners\.web\.container_port: 9101 is already used by aws\.health_port/,
+  );
+});
