@@ -255,6 +255,8 @@ function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: 
       // Only the default context (the project root) gets the default exclusions; a custom context
       // is taken as is (plus its own .dockerignore, which CDK honours).
       exclude: aws.dockerfileDir === undefined ? [...PROJECT_IMAGE_EXCLUDES] : undefined,
+      // The base image (NODE_IMAGE in infra/Dockerfile), pinned by digest if weaver.toml says so.
+      buildArgs: aws.baseImage !== undefined ? { NODE_IMAGE: aws.baseImage } : undefined,
       displayName: `${config.name} app image`,
     });
   } catch (err) {

@@ -76,6 +76,11 @@ export interface AwsConfig {
    * (where cdk.json is) with the Dockerfile shipped in infra/.
    */
   readonly dockerfileDir: string | undefined;
+  /**
+   * Base image of the image built from the Dockerfile (`base_image`), passed as the `NODE_IMAGE` build
+   * argument; pin it by digest (`...@sha256:<64 hex>`). Unset: the Dockerfile's default (the current Node LTS).
+   */
+  readonly baseImage: string | undefined;
   /** The Dockerfile, relative to the build context (`dockerfile`, default "Dockerfile" when dockerfile_dir is set). */
   readonly dockerfile: string | undefined;
   /**
@@ -171,6 +176,7 @@ const AWS_KEYS = [
   "image",
   "dockerfile_dir",
   "dockerfile",
+  "base_image",
   "config_in_image",
   "internal_alb",
   "access_logs",
@@ -271,6 +277,17 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const dockerfileDirRaw = r.string("dockerfile_dir");
   const dockerfile = r.string("dockerfile");
   const configInImage = r.string("config_in_image");
+  const baseImage = r.string("base_image");
+  if (baseImage !== undefined) {
+    if (image !== undefined)
+      fail("base_image", "applies to the image built from a Dockerfile; with aws.image (a prebuilt image) remove it");
+    if (!/^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$/.test(baseImage) || /@/.test(baseImage.replace(/@sha256:[0-9a-f]{64}$/, ""))) {
+      fail(
+        "base_image",
+        `must be an image reference, best pinned by digest, e.g. "public.ecr.aws/docker/library/node:26-bookworm-slim@sha256:<64 hex>" (got ${JSON.stringify(baseImage)})`,
+      );
+    }
+  }
   if (image !== undefined) {
     if (dockerfileDirRaw !== undefined)
       fail("dockerfile_dir", "set either aws.image (a prebuilt image) or aws.dockerfile_dir (build one), not both");
@@ -443,6 +460,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     image,
     dockerfileDir,
     dockerfile,
+    baseImage,
     configInImage,
     internalAlb,
     accessLogs,

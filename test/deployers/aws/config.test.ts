@@ -475,3 +475,14 @@ test("health_port: 9101 by default; it may not clash with the RPC, control or li
     /aws\.listeners\.web\.container_port: 9101 is already used by aws\.health_port/,
   );
 });
+
+test("base_image: an image reference, best by digest; not with a prebuilt image", () => {
+  const digest = `public.ecr.aws/docker/library/node:26-bookworm-slim@sha256:${"0".repeat(64)}`;
+  assert.equal(aws(`[aws]\nbase_image = "${digest}"\n`).baseImage, digest);
+  assert.equal(aws("").baseImage, undefined);
+  assert.throws(() => aws('[aws]\nbase_image = "node 26"\n'), /aws\.base_image: must be an image reference, best pinned by digest/);
+  assert.throws(
+    () => aws('[aws]\nimage = "nginx"\nbase_image = "node:26"\n'),
+    /aws\.base_image: applies to the image built from a Dockerfile/,
+  );
+});
