@@ -849,6 +849,13 @@ export class WeaverApp extends Construct {
       enableECSManagedTags: true,
       propagateTags: ecs.PropagatedTagSource.SERVICE,
     });
+    // Stack deletion removes the control plane before what it manages: stopped by it (SIGTERM, stack in
+    // DELETE_IN_PROGRESS), it deletes the versions' services and target groups and deregisters every
+    // replica, so the Cloud Map services (which AWS refuses to delete while they hold instances), the
+    // listeners and the cluster are empty when CloudFormation gets to them. The task's environment
+    // already references most of them; these dependencies make the order explicit.
+    service.node.addDependency(this.namespace, ...[...this.groups.values()].map((g) => g.discoveryService));
+    for (const l of this.listeners.values()) service.node.addDependency(l.listener);
     return { discoveryService, taskDefinition, service };
   }
 
