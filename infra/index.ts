@@ -9,6 +9,14 @@ export type { WeaverStackFromConfigOptions, WeaverStackProps } from "./stack.js"
 export { WeaverDashboard } from "./dashboard.js";
 export type { WeaverAlarmProps, WeaverDashboardProps } from "./dashboard.js";
 export { AGENT_CONTAINER, CONTROLPLANE_CONTAINER, WeaverApp } from "./weaver-app.js";
-export type { WeaverAppProps, WeaverGroup, WeaverGroupProps, WeaverListener, WeaverListenerProps } from "./weaver-app.js";
+export type {
+  WeaverAppProps,
+  WeaverGroup,
+  WeaverGroupProps,
+  WeaverListener,
+  WeaverListenerProps,
+  WeaverPermissions,
+  WeaverSecret,
+} from "./weaver-app.js";
 export { versionId } from "../runtime/deployers/aws/contract.js";
 export type { RolloutEnv } from "../runtime/deployers/aws/contract.js";

@@ -9,15 +9,16 @@ import * as ecr from "aws-cdk-lib/aws-ecr";
 import { DockerImageAsset, Platform } from "aws-cdk-lib/aws-ecr-assets";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
+import * as iam from "aws-cdk-lib/aws-iam";
 import type * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { listAppComponents } from "../runtime/core/components.js";
 import { checkComponentNames, groupsOf, loadConfig, type AppConfig } from "../runtime/core/config.js";
 import { ConfigError } from "../runtime/core/errors.js";
-import { parseAwsConfig, type AwsConfig } from "../runtime/deployers/aws/config.js";
+import { parseAwsConfig, type AwsConfig, type AwsPermissions } from "../runtime/deployers/aws/config.js";
 import { versionId } from "../runtime/deployers/aws/contract.js";
 import { WeaverDashboard } from "./dashboard.js";
-import { WeaverApp } from "./weaver-app.js";
+import { WeaverApp, type WeaverPermissions } from "./weaver-app.js";
 
 /** Dockerfile used when weaver.toml sets neither `image` nor `dockerfile_dir` (relative to the project root). */
 export const DEFAULT_DOCKERFILE = "infra/Dockerfile";
@@ -123,6 +124,8 @@ export class WeaverStack extends Stack {
         cpu: g.cpu,
         memoryMiB: g.memory,
         cpuTargetPercent: g.cpuTarget,
+        permissions: permissionsProps(g.permissions),
+        secrets: g.secrets,
       })),
       listeners: aws.listeners.map((l) => ({
         name: l.name,
@@ -147,10 +150,13 @@ export class WeaverStack extends Stack {
       accessLogs: aws.accessLogs && aws.region !== undefined,
       rpcPort: aws.rpcPort,
       controlPort: aws.controlPort,
+      healthPort: aws.healthPort,
       logRetention: aws.logRetentionDays as logs.RetentionDays,
       otlpEndpoint: aws.otlpEndpoint,
       controlPlaneCpu: aws.controlPlane.cpu,
       controlPlaneMemoryMiB: aws.controlPlane.memory,
+      permissions: permissionsProps(aws.permissions),
+      secrets: aws.secrets,
     });
     this.observability = new WeaverDashboard(this, "Observability", {
       app: this.weaver,
@@ -159,6 +165,21 @@ export class WeaverStack extends Stack {
       alarms: aws.alarms,
     });
   }
+}
+
+/** weaver.toml's permissions as the construct takes them. */
+function permissionsProps(p: AwsPermissions): WeaverPermissions {
+  return {
+    managedPolicyArns: p.managedPolicies,
+    statements: p.statements.map(
+      (st) =>
+        new iam.PolicyStatement({
+          effect: st.effect === "Deny" ? iam.Effect.DENY : iam.Effect.ALLOW,
+          actions: [...st.actions],
+          resources: [...st.resources],
+        }),
+    ),
+  };
 }
 
 /**
@@ -234,6 +255,8 @@ function appImage(stack: Stack, config: AppConfig, aws: AwsConfig, projectRoot: 
       // Only the default context (the project root) gets the default exclusions; a custom context
       // is taken as is (plus its own .dockerignore, which CDK honours).
       exclude: aws.dockerfileDir === undefined ? [...PROJECT_IMAGE_EXCLUDES] : undefined,
+      // The base image (NODE_IMAGE in infra/Dockerfile), pinned by digest if weaver.toml says so.
+      buildArgs: aws.baseImage !== undefined ? { NODE_IMAGE: aws.baseImage } : undefined,
       displayName: `${config.name} app image`,
     });
   } catch (err) {

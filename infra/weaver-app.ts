@@ -10,7 +10,7 @@
  * "Versions and rollouts"), so a `cdk deploy` never updates a running version in place. Names,
  * environment variables and outputs follow runtime/deployers/aws/contract.ts.
  */
-import { Aws, CfnOutput, Duration, Stack, Token, Validations } from "aws-cdk-lib";
+import { Annotations, Aws, CfnOutput, Duration, Stack, Token, Validations } from "aws-cdk-lib";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as ecs from "aws-cdk-lib/aws-ecs";
 import * as elbv2 from "aws-cdk-lib/aws-elasticloadbalancingv2";
@@ -19,6 +19,7 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import * as s3 from "aws-cdk-lib/aws-s3";
 import * as secretsmanager from "aws-cdk-lib/aws-secretsmanager";
 import * as servicediscovery from "aws-cdk-lib/aws-servicediscovery";
+import * as ssm from "aws-cdk-lib/aws-ssm";
 import { Construct } from "constructs";
 import {
   AGENT_COMMAND,
@@ -27,6 +28,7 @@ import {
   CONTROLPLANE_CONTAINER,
   CONTROLPLANE_NAME,
   ENV,
+  healthCheckCommand,
   listenerUrlOutputKey,
   MAIN_COMPONENT,
   OUTPUTS,
@@ -61,6 +63,32 @@ export interface WeaverGroupProps {
   readonly memoryMiB?: number;
   /** Average CPU utilization (percent) target tracking keeps the group at. @default 70 */
   readonly cpuTargetPercent?: number;
+  /** IAM rights of this group's task role only, on top of the app-wide ones. @default none */
+  readonly permissions?: WeaverPermissions;
+  /** Secret environment variables of this group's tasks only, on top of the app-wide ones. @default none */
+  readonly secrets?: Readonly<Record<string, WeaverSecret>>;
+}
+
+/** IAM rights given to the app's own code (a group's task role). */
+export interface WeaverPermissions {
+  /** ARNs of IAM managed policies attached to the task role. @default none */
+  readonly managedPolicyArns?: readonly string[];
+  /** Policy statements added to the task role. @default none */
+  readonly statements?: readonly iam.PolicyStatement[];
+}
+
+/**
+ * A secret environment variable: ECS reads it with the execution role when a task starts and sets it in
+ * the container (never as plain task environment), and the agent passes it on to the weavelet.
+ */
+export interface WeaverSecret {
+  /**
+   * A complete Secrets Manager secret ARN (with the 6-character suffix) or an SSM parameter ARN
+   * (String or SecureString; SecureString with the account's default `aws/ssm` key).
+   */
+  readonly arn: string;
+  /** A Secrets Manager secret's JSON key whose value to inject. @default the whole secret value */
+  readonly field?: string;
 }
 
 /** One tsweaver listener exported through the load balancer. */
@@ -140,6 +168,11 @@ export interface WeaverAppProps {
   readonly rpcPort?: number;
   /** Control plane port agents connect to. @default 9100 */
   readonly controlPort?: number;
+  /**
+   * Loopback port each group task's agent answers its weavelet's health on; the container health check
+   * asks it, so ECS replaces a task whose weavelet is unhealthy or hung. @default 9101
+   */
+  readonly healthPort?: number;
   /** Retention of the log groups. @default logs.RetentionDays.ONE_MONTH */
   readonly logRetention?: logs.RetentionDays;
   /**
@@ -152,6 +185,10 @@ export interface WeaverAppProps {
   readonly controlPlaneCpu?: number;
   /** Control plane Fargate memory (MiB). @default 512 */
   readonly controlPlaneMemoryMiB?: number;
+  /** IAM rights of every group's task role (app code on AWS), on top of each group's own. @default none */
+  readonly permissions?: WeaverPermissions;
+  /** Secret environment variables of every group task, on top of each group's own. @default none */
+  readonly secrets?: Readonly<Record<string, WeaverSecret>>;
 }
 
 /** The resources of one group in this version. */
@@ -166,6 +203,12 @@ export interface WeaverGroup {
   readonly container: ecs.ContainerDefinition;
   /** The Cloud Map service the control plane registers the group's ready replicas (of every version) in. */
   readonly discoveryService: servicediscovery.Service;
+  /**
+   * The group's own task role: what the app's code in this group may do on AWS. It may discover this
+   * namespace's replicas, plus the permissions configured; grant more with CDK
+   * (`bucket.grantRead(app.taskRole("shop-cart"))`).
+   */
+  readonly taskRole: iam.Role;
 }
 
 /** The resources of one exported listener. */
@@ -207,8 +250,6 @@ export class WeaverApp extends Construct {
   readonly caSecret: secretsmanager.Secret;
   /** Execution role shared by every task definition (image pull, logs, the secret). */
   readonly executionRole: iam.Role;
-  /** Task role of every group task: may only discover instances in this namespace. */
-  readonly weaveletRole: iam.Role;
   /** Task role of the control plane. */
   readonly controlPlaneRole: iam.Role;
   readonly weaveletSecurityGroup: ec2.SecurityGroup;
@@ -233,6 +274,7 @@ export class WeaverApp extends Construct {
 
   private readonly rpcPort: number;
   private readonly controlPort: number;
+  private readonly healthPort: number;
   private readonly retention: logs.RetentionDays;
   /** The VPC's CIDR as a literal where we know it (rules stay readable and checkable), else the import's. */
   private readonly vpcCidr: string;
@@ -243,8 +285,9 @@ export class WeaverApp extends Construct {
     this.version = props.version;
     this.rpcPort = props.rpcPort ?? 9000;
     this.controlPort = props.controlPort ?? 9100;
+    this.healthPort = props.healthPort ?? 9101;
     this.retention = props.logRetention ?? logs.RetentionDays.ONE_MONTH;
-    validateProps(this, props, this.rpcPort, this.controlPort);
+    validateProps(this, props, this.rpcPort, this.controlPort, this.healthPort);
 
     const network = this.createNetwork(props);
     this.vpc = network.vpc;
@@ -269,7 +312,6 @@ export class WeaverApp extends Construct {
 
     const roles = this.createRoles();
     this.executionRole = roles.execution;
-    this.weaveletRole = roles.weavelet;
     this.controlPlaneRole = roles.controlPlane;
 
     // Egress stays open: apps call their own dependencies, and tasks reach AWS APIs through NAT.
@@ -304,9 +346,19 @@ export class WeaverApp extends Construct {
     this.controlPlaneTaskDefinition = cp.taskDefinition;
     this.controlPlaneService = cp.service;
 
-    this.grantWeavelet();
     this.grantControlPlane();
     this.addOutputs(props.appName);
+  }
+
+  /**
+   * The task role of a group (what its code may do on AWS), to grant more with CDK:
+   * `table.grantReadWriteData(app.taskRole("shop-cart"))`.
+   */
+  taskRole(group: string): iam.Role {
+    const g = this.groups.get(group);
+    if (!g)
+      throw new Error(`WeaverApp ${this.node.path}: no group ${JSON.stringify(group)}; groups: ${[...this.groups.keys()].join(", ")}`);
+    return g.taskRole;
   }
 
   /** A new VPC (2 AZs, public subnets, private ones with NAT, reject flow logs), or the one given. */
@@ -422,8 +474,8 @@ export class WeaverApp extends Construct {
     return secret;
   }
 
-  /** The shared execution role and the two task roles (their policies come in grant*). */
-  private createRoles(): { execution: iam.Role; weavelet: iam.Role; controlPlane: iam.Role } {
+  /** The shared execution role and the control plane's task role (groups get theirs in createGroups). */
+  private createRoles(): { execution: iam.Role; controlPlane: iam.Role } {
     const execution = new iam.Role(this, "ExecutionRole", {
       assumedBy: new iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
       description: `tsweaver ${this.deploymentId}: ECS task execution (image pull, logs, deployment secret)`,
@@ -433,20 +485,99 @@ export class WeaverApp extends Construct {
       reason:
         "ecr:GetAuthorizationToken (needed to pull any ECR image) has no resource-level permissions; the pull itself is scoped to the image's repository.",
     });
-    // Task roles trust ECS tasks of this account only (confused-deputy protection).
-    const taskPrincipal = new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
-      StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID },
-      ArnLike: { "aws:SourceArn": `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
-    });
-    const weavelet = new iam.Role(this, "WeaveletRole", {
-      assumedBy: taskPrincipal,
-      description: `tsweaver ${this.deploymentId}: group tasks (discover replicas in the namespace)`,
-    });
     const controlPlane = new iam.Role(this, "ControlPlaneRole", {
-      assumedBy: taskPrincipal,
+      assumedBy: taskPrincipal(),
       description: `tsweaver ${this.deploymentId}: control plane (versions' services, target groups, replicas, traffic)`,
     });
-    return { execution, weavelet, controlPlane };
+    return { execution, controlPlane };
+  }
+
+  /**
+   * A group's task role: it may discover this namespace's replicas (what the agent calls), plus the
+   * app-wide and the group's own permissions from the props (what the app's code calls). Each group
+   * has its own, so one group's rights never reach another's code.
+   */
+  private createTaskRole(scope: Construct, group: string, permissions: readonly (WeaverPermissions | undefined)[]): iam.Role {
+    const role = new iam.Role(scope, "TaskRole", {
+      assumedBy: taskPrincipal(),
+      description: `tsweaver ${this.deploymentId} group ${group}: discover replicas in the namespace, plus the app's configured permissions`,
+    });
+    for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
+    Validations.of(role).acknowledge({ id: "AwsSolutions-IAM5[Resource::*]", reason: DISCOVER_STAR_REASON });
+    const stack = Stack.of(this);
+    for (const p of permissions) {
+      for (const arn of p?.managedPolicyArns ?? []) {
+        role.addManagedPolicy(
+          iam.ManagedPolicy.fromManagedPolicyArn(scope, `Policy${nagResource(stack, arn).replace(/[^A-Za-z0-9]/g, "")}`, arn),
+        );
+        Validations.of(role).acknowledge({
+          id: `AwsSolutions-IAM4[Policy::${nagResource(stack, arn)}]`,
+          reason: "A managed policy the app's configuration attaches to its own code's task role ([aws.permissions] in weaver.toml).",
+        });
+      }
+      for (const st of p?.statements ?? []) {
+        role.addToPrincipalPolicy(st);
+        // Wildcards the app asked for are the app's decision; the stack's own grants stay checked.
+        const json = st.toStatementJson() as { Action?: string | string[]; Resource?: string | string[] };
+        const wild = [
+          ...[json.Action ?? []].flat().map((a) => `Action::${a}`),
+          ...[json.Resource ?? []].flat().map((r) => `Resource::${nagResource(stack, r)}`),
+        ].filter((x) => x.includes("*"));
+        for (const w of wild) {
+          Validations.of(role).acknowledge({
+            id: `AwsSolutions-IAM5[${w}]`,
+            reason: "A statement the app's configuration grants its own code ([aws.permissions] in weaver.toml).",
+          });
+        }
+      }
+    }
+    return role;
+  }
+
+  /**
+   * The ECS `secrets` of a group's container: each configured variable from Secrets Manager or SSM
+   * Parameter Store. `ecs.Secret` grants the execution role read access to exactly that secret or
+   * parameter; the task role (the app's code) gets none.
+   */
+  private appSecrets(group: string, ...sources: (Readonly<Record<string, WeaverSecret>> | undefined)[]): Record<string, ecs.Secret> {
+    const out: Record<string, ecs.Secret> = {};
+    for (const source of sources) {
+      for (const [name, s] of Object.entries(source ?? {})) {
+        if (name in out)
+          throw new Error(`WeaverApp ${this.node.path}: group ${group}: secret ${name} is set twice (app-wide and for the group)`);
+        out[name] = this.importSecret(name, s);
+      }
+    }
+    return out;
+  }
+
+  private readonly importedSecrets = new Map<string, ecs.Secret>();
+
+  private importSecret(name: string, s: WeaverSecret): ecs.Secret {
+    const key = `${s.arn}#${s.field ?? ""}`;
+    const known = this.importedSecrets.get(key);
+    if (known) return known;
+    const id = `AppSecret${this.importedSecrets.size}`;
+    let secret: ecs.Secret;
+    if (/^arn:[^:]+:secretsmanager:/.test(s.arn)) {
+      secret = ecs.Secret.fromSecretsManager(secretsmanager.Secret.fromSecretCompleteArn(this, id, s.arn), s.field);
+    } else if (/^arn:[^:]+:ssm:/.test(s.arn)) {
+      if (s.field !== undefined)
+        throw new Error(`WeaverApp ${this.node.path}: secret ${name}: field applies only to Secrets Manager secrets`);
+      secret = ecs.Secret.fromSsmParameter(ssm.StringParameter.fromStringParameterArn(this, id, s.arn));
+      // CDK warns that it cannot tell the ARN's account and region from the stack's; ECS resolves a
+      // parameter by its full ARN in any region, and the ARN is used as given.
+      Annotations.of(this).acknowledgeWarning(
+        "aws-cdk-lib/aws-ssm:crossAccountReferenceSameRegion",
+        "SSM parameters are named by their full ARN, which ECS resolves in the parameter's own account and region.",
+      );
+    } else {
+      throw new Error(
+        `WeaverApp ${this.node.path}: secret ${name}: ${JSON.stringify(s.arn)} is neither a Secrets Manager secret ARN nor an SSM parameter ARN`,
+      );
+    }
+    this.importedSecrets.set(key, secret);
+    return secret;
   }
 
   /**
@@ -592,12 +723,14 @@ export class WeaverApp extends Construct {
       const scope = new Construct(this, `Group${pascalCase(g.name)}`);
       const minReplicas = g.minReplicas ?? 1;
       const maxReplicas = g.maxReplicas ?? Math.max(minReplicas, 4);
+      const taskRole = this.createTaskRole(scope, g.name, [props.permissions, g.permissions]);
+      const secrets = this.appSecrets(g.name, props.secrets, g.secrets);
       const taskDefinition = new ecs.FargateTaskDefinition(scope, "TaskDefinition", {
         family: `${this.deploymentId}-${g.name}`,
         cpu: g.cpu ?? 256,
         memoryLimitMiB: g.memoryMiB ?? 512,
         executionRole: this.executionRole,
-        taskRole: this.weaveletRole,
+        taskRole,
         runtimePlatform: this.runtimePlatform(props),
       });
       const container = taskDefinition.addContainer(AGENT_CONTAINER, {
@@ -609,12 +742,25 @@ export class WeaverApp extends Construct {
           [ENV.NAMESPACE]: this.deploymentId,
           [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
           [ENV.GROUP]: g.name,
+          [ENV.HEALTH_PORT]: String(this.healthPort),
           [ENV.COMPONENTS]: g.components.join(","),
           ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
+          // Names only: the agent passes these variables (and no other secret) on to the weavelet.
+          ...(Object.keys(secrets).length > 0 ? { [ENV.APP_SECRETS]: Object.keys(secrets).sort().join(",") } : {}),
         },
-        secrets: { [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
+        secrets: { ...secrets, [ENV.SECRET]: ecs.Secret.fromSecretsManager(this.secret) },
         logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: g.name }),
+        // The health port is loopback-only: no port mapping, no security group rule.
         portMappings: containerPorts.map((containerPort) => ({ containerPort })),
+        // ECS's view of the weavelet: three failed checks (30 s) after the start period and ECS replaces the
+        // task; the deployment circuit breaker then also covers a version whose weavelets hang.
+        healthCheck: {
+          command: healthCheckCommand(this.healthPort),
+          interval: Duration.seconds(10),
+          timeout: Duration.seconds(5),
+          retries: 3,
+          startPeriod: Duration.seconds(60),
+        },
         // On SIGTERM the agent drains: the longest deregistration delay, a discovery period, then up to
         // 10 s for in-flight work. ECS's default 30 s would cut that short; 120 s is Fargate's maximum.
         stopTimeout: Duration.seconds(Math.min(120, Math.max(30, drainSeconds + 15))),
@@ -634,6 +780,7 @@ export class WeaverApp extends Construct {
         taskDefinition,
         container,
         discoveryService,
+        taskRole,
       });
     }
     return groups;
@@ -726,16 +873,14 @@ export class WeaverApp extends Construct {
       enableECSManagedTags: true,
       propagateTags: ecs.PropagatedTagSource.SERVICE,
     });
+    // Stack deletion removes the control plane before what it manages: stopped by it (SIGTERM, stack in
+    // DELETE_IN_PROGRESS), it deletes the versions' services and target groups and deregisters every
+    // replica, so the Cloud Map services (which AWS refuses to delete while they hold instances), the
+    // listeners and the cluster are empty when CloudFormation gets to them. The task's environment
+    // already references most of them; these dependencies make the order explicit.
+    service.node.addDependency(this.namespace, ...[...this.groups.values()].map((g) => g.discoveryService));
+    for (const l of this.listeners.values()) service.node.addDependency(l.listener);
     return { discoveryService, taskDefinition, service };
-  }
-
-  /** Group tasks may only discover instances of this namespace. */
-  private grantWeavelet(): void {
-    for (const s of this.discoverStatements()) this.weaveletRole.addToPrincipalPolicy(s);
-    Validations.of(this.weaveletRole).acknowledge({
-      id: "AwsSolutions-IAM5[Resource::*]",
-      reason: DISCOVER_STAR_REASON,
-    });
   }
 
   /**
@@ -790,7 +935,7 @@ export class WeaverApp extends Construct {
     add({
       sid: "PassTaskRoles",
       actions: ["iam:PassRole"],
-      resources: [this.weaveletRole.roleArn, this.executionRole.roleArn],
+      resources: [...groups.map((g) => g.taskRole.roleArn), this.executionRole.roleArn],
       conditions: { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } },
     });
     // Application Auto Scaling: each version service's floor, bounds and CPU policy. Scalable-target
@@ -960,6 +1105,14 @@ export class WeaverApp extends Construct {
   }
 }
 
+/** Principal of the task roles: ECS tasks of this account only (confused-deputy protection). */
+function taskPrincipal(): iam.IPrincipal {
+  return new iam.ServicePrincipal("ecs-tasks.amazonaws.com").withConditions({
+    StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID },
+    ArnLike: { "aws:SourceArn": `arn:${Aws.PARTITION}:ecs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
+  });
+}
+
 const DISCOVER_STAR_REASON =
   'DiscoverInstances/DiscoverInstancesRevision on "*" carry the servicediscovery:NamespaceName condition ' +
   "(this namespace only); the same actions are also granted on the namespace ARN for resource-level authorization.";
@@ -998,7 +1151,7 @@ function ackEnvironment(taskDefinition: ecs.TaskDefinition): void {
   });
 }
 
-function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number, controlPort: number): void {
+function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number, controlPort: number, healthPort: number): void {
   const fail = (what: string): never => {
     throw new Error(`WeaverApp ${scope.node.path}: ${what}`);
   };
@@ -1015,7 +1168,8 @@ function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number,
   }
   if (props.groups.filter((g) => g.components.includes(MAIN_COMPONENT)).length !== 1) fail(`exactly one group must host ${MAIN_COMPONENT}`);
   if (rpcPort === controlPort) fail("rpcPort and controlPort must differ");
-  const ports = new Set([rpcPort, controlPort]);
+  if (healthPort === rpcPort || healthPort === controlPort) fail("healthPort must differ from rpcPort and controlPort");
+  const ports = new Set([rpcPort, controlPort, healthPort]);
   const lnames = new Set<string>();
   for (const l of props.listeners ?? []) {
     if (lnames.has(l.name)) fail(`listener ${l.name} appears twice`);

@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { AGENT_CONTAINER, CONTROLPLANE_CONTAINER } from "../../infra/weaver-app.js";
 import {
+  healthCheckCommand,
   CONTROLPLANE_NAME,
   ENV,
   OUTPUTS,
@@ -54,7 +55,8 @@ describe("hello stack", () => {
     weaveletSg: string;
     controlPlaneSg: string;
     albSg: string;
-    weaveletRole: string;
+    reverserRole: string;
+    mainRole: string;
     controlPlaneRole: string;
     executionRole: string;
     reverserTask: string;
@@ -76,7 +78,8 @@ describe("hello stack", () => {
       weaveletSg: s.id(w.weaveletSecurityGroup),
       controlPlaneSg: s.id(w.controlPlaneSecurityGroup),
       albSg: s.id(w.loadBalancerSecurityGroup!),
-      weaveletRole: s.id(w.weaveletRole),
+      reverserRole: s.id(reverser.taskRole),
+      mainRole: s.id(main.taskRole),
       controlPlaneRole: s.id(w.controlPlaneRole),
       executionRole: s.id(w.executionRole),
       reverserTask: s.id(reverser.taskDefinition),
@@ -166,15 +169,15 @@ describe("hello stack", () => {
   });
 
   test("group task definitions: sizes from weaver.toml, the agent command, fixed ports, logs, the secret", () => {
-    for (const [id, group, components] of [
-      [ids.reverserTask, "hello-reverser", "hello/Reverser"],
-      [ids.mainTask, "tsweaver-main", "tsweaver/Main"],
+    for (const [id, group, components, role] of [
+      [ids.reverserTask, "hello-reverser", "hello/Reverser", ids.reverserRole],
+      [ids.mainTask, "tsweaver-main", "tsweaver/Main", ids.mainRole],
     ] as const) {
       const p = s.json.Resources[id]!.Properties!;
       assert.equal(p["Family"], `tsweaver-hello-${group}`);
       assert.deepEqual([p["Cpu"], p["Memory"], p["NetworkMode"], p["RequiresCompatibilities"]], ["256", "512", "awsvpc", ["FARGATE"]]);
       assert.deepEqual(p["RuntimePlatform"], { CpuArchitecture: "X86_64", OperatingSystemFamily: "LINUX" });
-      assert.deepEqual(p["TaskRoleArn"], { "Fn::GetAtt": [ids.weaveletRole, "Arn"] });
+      assert.deepEqual(p["TaskRoleArn"], { "Fn::GetAtt": [role, "Arn"] }, "each group has its own task role");
       assert.deepEqual(p["ExecutionRoleArn"], { "Fn::GetAtt": [ids.executionRole, "Arn"] });
       const c = p["ContainerDefinitions"][0];
       assert.equal(c.Name, AGENT_CONTAINER);
@@ -197,8 +200,12 @@ describe("hello stack", () => {
         [ENV.CONTROLPLANE_SERVICE]: CONTROLPLANE_NAME,
         [ENV.RPC_PORT]: "9000",
         [ENV.GROUP]: group,
+        [ENV.HEALTH_PORT]: "9101",
         [ENV.COMPONENTS]: components,
       });
+      // ECS checks the weavelet's health through the agent's loopback endpoint (not a port mapping).
+      assert.deepEqual(c.HealthCheck, { Command: healthCheckCommand(9101), Interval: 10, Timeout: 5, Retries: 3, StartPeriod: 60 });
+      assert.match(c.HealthCheck.Command[3], /127\.0\.0\.1",port:9101,path:"\/health"/);
     }
   });
 
@@ -296,18 +303,22 @@ describe("hello stack", () => {
   });
 
   test("IAM: group tasks may only discover instances of this namespace", () => {
-    const mine = statements(s.json).filter((st) => st.roles.includes(ids.weaveletRole));
-    assert.deepEqual(
-      new Set(mine.flatMap(actionsOf)),
-      new Set(["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]),
-    );
-    assert.deepEqual(
-      mine.map((st) => [st.Resource, st.Condition]),
-      [
-        [{ "Fn::GetAtt": [ids.namespace, "Arn"] }, undefined],
-        ["*", { StringEquals: { "servicediscovery:NamespaceName": "tsweaver-hello" } }],
-      ],
-    );
+    assert.notEqual(ids.reverserRole, ids.mainRole);
+    for (const role of [ids.reverserRole, ids.mainRole]) {
+      const mine = statements(s.json).filter((st) => st.roles.includes(role));
+      assert.deepEqual(
+        new Set(mine.flatMap(actionsOf)),
+        new Set(["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]),
+      );
+      assert.deepEqual(
+        mine.map((st) => [st.Resource, st.Condition]),
+        [
+          [{ "Fn::GetAtt": [ids.namespace, "Arn"] }, undefined],
+          ["*", { StringEquals: { "servicediscovery:NamespaceName": "tsweaver-hello" } }],
+        ],
+      );
+      assert.equal(s.json.Resources[role]!.Properties!["ManagedPolicyArns"], undefined, "no managed policy by default");
+    }
   });
 
   test("IAM: the control plane's rights are scoped to this cluster, namespace and load balancer", () => {
@@ -334,7 +345,7 @@ describe("hello stack", () => {
     assert.deepEqual(bySid("PassTaskRoles").Condition, { StringEquals: { "iam:PassedToService": "ecs-tasks.amazonaws.com" } });
     assert.deepEqual(
       new Set(resourcesOf(bySid("PassTaskRoles"))),
-      new Set([{ "Fn::GetAtt": [ids.executionRole, "Arn"] }, { "Fn::GetAtt": [ids.weaveletRole, "Arn"] }]),
+      new Set([ids.executionRole, ids.reverserRole, ids.mainRole].map((id) => ({ "Fn::GetAtt": [id, "Arn"] }))),
     );
     const discovery = [...s.stack.weaver.groups.values()]
       .map((g) => g.discoveryService)
@@ -365,7 +376,7 @@ describe("hello stack", () => {
   });
 
   test("IAM: task roles trust ECS tasks of this account only", () => {
-    for (const role of [ids.weaveletRole, ids.controlPlaneRole]) {
+    for (const role of [ids.reverserRole, ids.mainRole, ids.controlPlaneRole]) {
       const trust = s.json.Resources[role]!.Properties!["AssumeRolePolicyDocument"].Statement[0];
       assert.deepEqual(trust.Principal, { Service: "ecs-tasks.amazonaws.com" });
       assert.deepEqual(trust.Condition.StringEquals, { "aws:SourceAccount": { Ref: "AWS::AccountId" } });

@@ -22,7 +22,17 @@ const ROLES: Record<string, { entry: string; role: (w: WeaverApp) => IConstruct;
     role: (w) => w.controlPlaneRole,
     taskDefinition: (w) => w.controlPlaneTaskDefinition,
   },
-  weavelet: { entry: "runtime/deployers/aws/agent.ts", role: (w) => w.weaveletRole, taskDefinition: (w) => w.mainGroup.taskDefinition },
+  // Every group has its own task role; by default each may do only what the agent calls.
+  "group tsweaver-main": {
+    entry: "runtime/deployers/aws/agent.ts",
+    role: (w) => w.taskRole("tsweaver-main"),
+    taskDefinition: (w) => w.groups.get("tsweaver-main")!.taskDefinition,
+  },
+  "group hello-reverser": {
+    entry: "runtime/deployers/aws/agent.ts",
+    role: (w) => w.taskRole("hello-reverser"),
+    taskDefinition: (w) => w.groups.get("hello-reverser")!.taskDefinition,
+  },
 };
 
 /** IAM service prefix of each AWS SDK v3 client package. */
@@ -50,7 +60,8 @@ const IMPLIED: Record<string, readonly string[]> = {
 /** The secrets each role may read, one line each. */
 const SECRETS_READ: Record<string, (w: WeaverApp) => IConstruct[]> = {
   controlPlane: (w) => [w.secret, w.caSecret],
-  weavelet: () => [],
+  "group tsweaver-main": () => [],
+  "group hello-reverser": () => [],
 };
 
 /** Actions IAM authorizes only on "*", with the condition key that scopes each to this stack. */
@@ -80,7 +91,7 @@ function closure(entry: string, seen = new Map<string, string>()): Map<string, s
 function envReadsOf(entry: string): Set<string> {
   const out = new Set<string>();
   for (const text of closure(entry).values()) {
-    for (const m of text.matchAll(/(?:process\.env\[|required\(|json<\w+>\()\s*(?:ENV\.([A-Z_]+)|"([A-Z_][A-Z0-9_]*)")/g)) {
+    for (const m of text.matchAll(/(?:\benv\[|required\(|json<\w+>\()\s*(?:ENV\.([A-Z_]+)|"([A-Z_][A-Z0-9_]*)")/g)) {
       if (m[1]) {
         const name = (ENV as Record<string, string>)[m[1]];
         assert.ok(name, `ENV.${m[1]} is not in contract.ts`);
@@ -120,7 +131,7 @@ describe("IAM: each task role is granted exactly the AWS calls its code makes", 
     const cp = awsCallsOf(ROLES["controlPlane"]!.entry);
     for (const a of ["ecs:DescribeTasks", "ecs:CreateService", "servicediscovery:RegisterInstance", "secretsmanager:GetSecretValue"])
       assert.ok(cp.has(a), `${a} is among the control plane's calls (${[...cp].join(", ")})`);
-    assert.deepEqual([...awsCallsOf(ROLES["weavelet"]!.entry)].sort(), [
+    assert.deepEqual([...awsCallsOf(ROLES["group tsweaver-main"]!.entry)].sort(), [
       "servicediscovery:DiscoverInstances",
       "servicediscovery:DiscoverInstancesRevision",
     ]);

@@ -1,4 +1,5 @@
 import { DiscoverInstancesCommand } from "@aws-sdk/client-servicediscovery";
+import type { Server } from "node:http";
 import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig } from "../../core/config.js";
 import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
@@ -9,6 +10,7 @@ import { ATTR, ENV } from "./contract.js";
 import { checkIntervalMs, Discovery, DISCOVERY_CALLS_PER_SECOND } from "./discovery.js";
 import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
 import { emfLines } from "./emf.js";
+import { serveHealth } from "./health.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import { ControlApiClient, type ReplicaReport } from "./protocol.js";
@@ -23,6 +25,8 @@ export interface AgentEnv {
   namespace: string;
   controlPlaneService: string;
   rpcPort: number;
+  /** Loopback port of the health endpoint the container health check asks. */
+  healthPort: number;
   secret: string;
   group: string;
   components: string[];
@@ -49,6 +53,7 @@ export function agentEnvFromProcess(): AgentEnv {
     namespace: required(ENV.NAMESPACE),
     controlPlaneService: required(ENV.CONTROLPLANE_SERVICE),
     rpcPort: Number(required(ENV.RPC_PORT)),
+    healthPort: Number(required(ENV.HEALTH_PORT)),
     secret: required(ENV.SECRET),
     group: required(ENV.GROUP),
     components: required(ENV.COMPONENTS).split(",").filter(Boolean),
@@ -60,8 +65,10 @@ export function agentEnvFromProcess(): AgentEnv {
 
 /**
  * Variables of the agent's environment the weavelet inherits; everything else stays with the agent: the
- * deployment secret, the task role's credentials (AWS_CONTAINER_CREDENTIALS_*), the metadata endpoint
- * and the agent's own settings. The app's own variables come from weaver.toml's `env`.
+ * deployment secret, the metadata endpoint and the agent's own settings. The task role's credential
+ * endpoint is passed on: the role is the group's own, holding only what the app was given (weaver.toml's
+ * `permissions`, CDK grants) besides discovering this namespace's replicas. The app's own variables come
+ * from weaver.toml's `env` and `secrets` ({@link appSecretsEnv}).
  */
 const WEAVELET_INHERITS: readonly (string | RegExp)[] = [
   "PATH",
@@ -75,6 +82,11 @@ const WEAVELET_INHERITS: readonly (string | RegExp)[] = [
   "AWS_REGION",
   "AWS_DEFAULT_REGION",
   /^OTEL_[A-Z_]+$/,
+  // The AWS SDK's container credential provider (the group's task role).
+  "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+  "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+  "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+  "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
   "TSWEAVER_LOG_LEVEL",
   "TSWEAVER_METRICS",
 ];
@@ -84,6 +96,19 @@ export function weaveletBaseEnv(env: Readonly<Record<string, string | undefined>
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {
     if (v !== undefined && WEAVELET_INHERITS.some((p) => (typeof p === "string" ? p === k : p.test(k)))) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * The app's secret environment variables (named in {@link ENV.APP_SECRETS}; ECS set their values from
+ * Secrets Manager or SSM): the weavelet gets them, unlike the agent's own secret.
+ */
+export function appSecretsEnv(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of (env[ENV.APP_SECRETS] ?? "").split(",").filter(Boolean)) {
+    const v = env[name];
+    if (v !== undefined) out[name] = v;
   }
   return out;
 }
@@ -110,6 +135,7 @@ export class Agent {
   private readonly listeners: Record<string, number> = {};
   private client: ControlApiClient | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
+  private healthServer: Server | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   /** When the weavelet's current certificate expires (ms since the epoch). */
@@ -148,6 +174,12 @@ export class Agent {
   /** Starts the weavelet and reports it ready; resolves when it is registered. */
   async start(): Promise<void> {
     this.identity = await taskIdentity();
+    // Loopback only: the task's own health check asks it. (A task the test harness emulates has a
+    // loopback address of its own, shared with no other task: it binds there.)
+    const healthHost = this.identity.ip.startsWith("127.") ? this.identity.ip : "127.0.0.1";
+    this.healthServer = await serveHealth(this.env.healthPort, healthHost, async (timeoutMs) =>
+      this.envelope?.running && !this.stopping ? this.envelope.getHealth(timeoutMs) : undefined,
+    );
     this.config = loadConfig(this.env.configFile);
     const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
@@ -157,7 +189,7 @@ export class Agent {
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
-      baseEnv: weaveletBaseEnv(process.env),
+      baseEnv: { ...weaveletBaseEnv(process.env), ...appSecretsEnv(process.env) },
       env: this.config.env,
       nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
@@ -271,6 +303,7 @@ export class Agent {
       this.log.info("stopping the weavelet", { graceMs: String(WEAVELET_STOP_GRACE_MS) });
       await this.envelope?.stop(WEAVELET_STOP_GRACE_MS);
       this.client?.close();
+      this.healthServer?.close();
     }
     process.exit(code);
   }

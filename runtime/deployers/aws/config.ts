@@ -21,7 +21,10 @@
 import path from "node:path";
 import { checkKeys, isTable, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
 import { ConfigError } from "../../core/errors.js";
+import { parsePermissions, parseSecrets, type AwsPermissions, type AwsSecret } from "./access.js";
 import { defaultStackName, listenerUrlOutputKey, pascalCase, type RolloutEnv } from "./contract.js";
+
+export type { AwsPermissions, AwsPolicyStatement, AwsSecret } from "./access.js";
 
 /** The validated `[aws]` section, with every default filled in. */
 /** Opt-in CloudWatch alarms (`[aws.alarms]`); each unset threshold means no such alarm. */
@@ -73,6 +76,11 @@ export interface AwsConfig {
    * (where cdk.json is) with the Dockerfile shipped in infra/.
    */
   readonly dockerfileDir: string | undefined;
+  /**
+   * Base image of the image built from the Dockerfile (`base_image`), passed as the `NODE_IMAGE` build
+   * argument; pin it by digest (`...@sha256:<64 hex>`). Unset: the Dockerfile's default (the current Node LTS).
+   */
+  readonly baseImage: string | undefined;
   /** The Dockerfile, relative to the build context (`dockerfile`, default "Dockerfile" when dockerfile_dir is set). */
   readonly dockerfile: string | undefined;
   /**
@@ -88,6 +96,8 @@ export interface AwsConfig {
   readonly rpcPort: number;
   /** The TCP port the control plane accepts agent connections on (`control_port`, default 9100). */
   readonly controlPort: number;
+  /** Loopback port of the agent's health endpoint in group tasks (`health_port`, default 9101). */
+  readonly healthPort: number;
   /** Retention of the app's CloudWatch log groups, in days (`log_retention_days`, default 30). */
   readonly logRetentionDays: number;
   /** OTLP/HTTP endpoint the weavelets export traces to (`otlp_endpoint`, e.g. an ADOT collector), or none. */
@@ -100,6 +110,10 @@ export interface AwsConfig {
   readonly listeners: readonly AwsListenerConfig[];
   /** How traffic moves from one version to the next (`[aws.rollout]`). */
   readonly rollout: RolloutEnv;
+  /** IAM rights of every group's task role (`[aws.permissions]`), on top of each group's own. */
+  readonly permissions: AwsPermissions;
+  /** Secret environment variables of every group task (`[aws.secrets]`), injected by ECS. */
+  readonly secrets: Readonly<Record<string, AwsSecret>>;
 }
 
 /** One deployment group on AWS: an ECS service of identical tasks. */
@@ -117,6 +131,10 @@ export interface AwsGroupConfig {
   readonly memory: number;
   /** Target average CPU utilization, percent, for target-tracking autoscaling (default 70). */
   readonly cpuTarget: number;
+  /** IAM rights of this group's task role only (`[aws.groups.NAME.permissions]`). */
+  readonly permissions: AwsPermissions;
+  /** Secret environment variables of this group's tasks only (`[aws.groups.NAME.secrets]`). */
+  readonly secrets: Readonly<Record<string, AwsSecret>>;
 }
 
 /** A tsweaver listener exported through the ALB. */
@@ -158,19 +176,23 @@ const AWS_KEYS = [
   "image",
   "dockerfile_dir",
   "dockerfile",
+  "base_image",
   "config_in_image",
   "internal_alb",
   "access_logs",
   "rpc_port",
   "control_port",
+  "health_port",
   "log_retention_days",
   "otlp_endpoint",
   "controlplane",
   "groups",
   "listeners",
   "rollout",
+  "permissions",
+  "secrets",
 ];
-const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target"];
+const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target", "permissions", "secrets"];
 const LISTENER_KEYS = [
   "port",
   "container_port",
@@ -255,6 +277,17 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const dockerfileDirRaw = r.string("dockerfile_dir");
   const dockerfile = r.string("dockerfile");
   const configInImage = r.string("config_in_image");
+  const baseImage = r.string("base_image");
+  if (baseImage !== undefined) {
+    if (image !== undefined)
+      fail("base_image", "applies to the image built from a Dockerfile; with aws.image (a prebuilt image) remove it");
+    if (!/^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$/.test(baseImage) || /@/.test(baseImage.replace(/@sha256:[0-9a-f]{64}$/, ""))) {
+      fail(
+        "base_image",
+        `must be an image reference, best pinned by digest, e.g. "public.ecr.aws/docker/library/node:26-bookworm-slim@sha256:<64 hex>" (got ${JSON.stringify(baseImage)})`,
+      );
+    }
+  }
   if (image !== undefined) {
     if (dockerfileDirRaw !== undefined)
       fail("dockerfile_dir", "set either aws.image (a prebuilt image) or aws.dockerfile_dir (build one), not both");
@@ -270,6 +303,9 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const rpcPort = r.int("rpc_port", 1, 65535) ?? 9000;
   const controlPort = r.int("control_port", 1, 65535) ?? 9100;
   if (rpcPort === controlPort) fail("control_port", `must differ from aws.rpc_port (${rpcPort})`);
+  const healthPort = r.int("health_port", 1, 65535) ?? 9101;
+  if (healthPort === rpcPort || healthPort === controlPort)
+    fail("health_port", `must differ from aws.rpc_port (${rpcPort}) and aws.control_port (${controlPort})`);
   const logRetentionDays = r.int("log_retention_days", 1, 3653) ?? 30;
   if (!LOG_RETENTION_DAYS.includes(logRetentionDays)) fail("log_retention_days", `must be one of ${LOG_RETENTION_DAYS.join(", ")}`);
   const otlpEndpoint = r.string("otlp_endpoint");
@@ -282,6 +318,11 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const cpCpu = cp.int("cpu", 256, 16384) ?? 256;
   const cpMemory = cp.int("memory", 512, 122880) ?? 512;
   checkFargateSize(cpCpu, cpMemory, "controlplane.", fail);
+
+  const permissions = parsePermissions(section["permissions"], "aws.permissions", file);
+  const envNames = new Map(Object.keys(config.env).map((k) => [k, "tsweaver.env"]));
+  const secrets = parseSecrets(section["secrets"], "aws.secrets", file, envNames);
+  const appWideNames = new Map([...envNames, ...Object.keys(secrets).map((k): [string, string] => [k, "aws.secrets"])]);
 
   // Groups: every section must name a real group.
   const groupsRaw = r.table("groups") ?? {};
@@ -307,7 +348,19 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     const memory = gr.int("memory", 512, 122880) ?? 512;
     checkFargateSize(cpu, memory, `groups.${g.name}.`, fail);
     const cpuTarget = gr.int("cpu_target", 10, 90) ?? 70;
-    return { name: g.name, components: [...g.components], min, max, cpu, memory, cpuTarget };
+    const key = `aws.groups.${g.name}`;
+    const groupRaw = raw as Record<string, unknown>;
+    return {
+      name: g.name,
+      components: [...g.components],
+      min,
+      max,
+      cpu,
+      memory,
+      cpuTarget,
+      permissions: parsePermissions(groupRaw["permissions"], `${key}.permissions`, file),
+      secrets: parseSecrets(groupRaw["secrets"], `${key}.secrets`, file, appWideNames),
+    };
   });
   if (!awsGroups.some((g) => g.components.includes(MAIN_COMPONENT))) {
     throw new ConfigError(`${file}: the app has no ${MAIN_COMPONENT} component; its entry file must call run(App)`);
@@ -318,6 +371,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const reserved = new Map<number, string>([
     [rpcPort, "aws.rpc_port"],
     [controlPort, "aws.control_port"],
+    [healthPort, "aws.health_port"],
   ]);
   const names = Object.keys(listenersRaw).sort();
   const partial = names.map((name) => {
@@ -406,17 +460,21 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     image,
     dockerfileDir,
     dockerfile,
+    baseImage,
     configInImage,
     internalAlb,
     accessLogs,
     rpcPort,
     controlPort,
+    healthPort,
     logRetentionDays,
     otlpEndpoint,
     controlPlane: { cpu: cpCpu, memory: cpMemory },
     groups: awsGroups,
     listeners,
     rollout,
+    permissions,
+    secrets,
   };
 }
 

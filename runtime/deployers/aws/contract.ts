@@ -24,6 +24,19 @@ export const AGENT_CONTAINER = "agent";
 /** Name of the container in the control plane task. */
 export const CONTROLPLANE_CONTAINER = "controlplane";
 
+/**
+ * The group container's health check (ECS `healthCheck.command`): asks the agent's loopback health
+ * endpoint, which answers 200 only while the weavelet reports HEALTHY. Plain `node -e` (CommonJS) so it
+ * needs nothing from the image but node, wherever the tsweaver CLI is installed in it.
+ */
+export function healthCheckCommand(port: number): string[] {
+  const script =
+    `const r=require("node:http").get({host:"127.0.0.1",port:${port},path:"/health",timeout:4000},` +
+    `(res)=>process.exit(res.statusCode===200?0:1));` +
+    `r.on("timeout",()=>process.exit(1));r.on("error",()=>process.exit(1));`;
+  return ["CMD", "node", "-e", script];
+}
+
 /** Environment variables the stack sets on the tasks. */
 export const ENV = {
   /** App name (`[tsweaver] name`). Agent and control plane. */
@@ -54,6 +67,17 @@ export const ENV = {
    * on first start and signs the agents' certificates with it). Control plane only.
    */
   CA_SECRET_ARN: "TSWEAVER_CA_SECRET_ARN",
+  /**
+   * Comma-separated names of the app's secret environment variables (weaver.toml's `secrets`), which ECS
+   * injects into the agent's container: the agent passes these, and no other secret, on to the weavelet.
+   * Agent only; unset when the group has none.
+   */
+  APP_SECRETS: "TSWEAVER_APP_SECRETS",
+  /**
+   * Loopback port the agent answers its weavelet's health on (decimal), for the container health check
+   * ({@link healthCheckCommand}). Agent only.
+   */
+  HEALTH_PORT: "TSWEAVER_HEALTH_PORT",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */

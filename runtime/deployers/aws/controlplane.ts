@@ -117,6 +117,12 @@ const DEFAULT_CERTIFICATE_LIFETIME_MS = 24 * 3600 * 1000;
 /** How long a version may stay unhealthy during a step before it is rolled back. */
 const UNHEALTHY_GRACE_MS = 10_000;
 
+/**
+ * How long a control plane stopped by the stack's deletion waits for the versions' tasks to stop: within
+ * its 120 s stop timeout, leaving time for the rest of the clean-up.
+ */
+const TEARDOWN_WAIT_MS = 90_000;
+
 /** Method-call counts one version's agents reported, with when (for error rates over a step). */
 interface CallSample {
   at: number;
@@ -160,6 +166,11 @@ export class ControlPlane implements ControlApi {
   /** Task definitions of other versions' groups (`group/version`), as their services name them. */
   private readonly otherTaskDefinitions = new Map<string, string>();
   private reconciling: Promise<void> | undefined;
+  /**
+   * The stack is being deleted and this control plane is removing what it created: it registers and
+   * raises nothing any more, so no replica reappears in a Cloud Map service CloudFormation deletes next.
+   */
+  private tearingDown = false;
   private identity: TaskIdentity | undefined;
   private leading: boolean | undefined;
   /** Since when the version being rolled out has been unhealthy during a step. */
@@ -260,8 +271,10 @@ export class ControlPlane implements ControlApi {
     clearInterval(this.timer);
     clearInterval(this.secretTimer);
     await this.reconciling?.catch(() => {});
-    if (await this.stackDeleting())
+    if (await this.stackDeleting()) {
+      this.tearingDown = true;
       await this.retireEverything().catch((err: Error) => this.log.error("cannot remove the versions' resources", { err: err.message }));
+    }
     this.server?.close();
     this.server?.closeAllConnections();
     if (this.identity) {
@@ -362,6 +375,7 @@ export class ControlPlane implements ControlApi {
   }): Promise<Record<string, never>> {
     const version = req.version;
     const group = req.componentGroup ?? this.groupOf(req.component);
+    if (this.tearingDown) throw new Error(`the stack ${this.env.deployment} is being deleted: group ${group} is not raised`);
     await this.raise(group, version);
     this.log.info("component activated", { component: req.component, group, version, by: req.group });
     return {};
@@ -369,6 +383,7 @@ export class ControlPlane implements ControlApi {
 
   async ready(report: ReplicaReport): Promise<Record<string, never>> {
     this.discoveryServiceOf(report.group);
+    if (this.tearingDown) return {};
     const first = !this.replicas.has(report.taskArn);
     this.replicas.set(report.taskArn, report);
     this.recordCalls(report);
@@ -391,6 +406,7 @@ export class ControlPlane implements ControlApi {
 
   async exportListener(req: { taskArn: string; listener: string; ip: string; port: number; version: string }): Promise<{ url: string }> {
     const l = this.listener(req.listener);
+    if (this.tearingDown) return { url: l.url };
     await this.registerTarget(req.listener, req.version, req.ip, req.port);
     const known = this.replicas.get(req.taskArn);
     if (known) known.listeners[req.listener] = req.port;
@@ -1117,9 +1133,20 @@ export class ControlPlane implements ControlApi {
         if (arn) await this.versions.deleteTargetGroup(arn).catch(() => {});
       }
     }
+    // Agents of the deleted services are draining; the ECS cluster (deleted after this task stops) can
+    // only go once their tasks have. Wait for them within the stop timeout, then remove every instance
+    // again: a heartbeat that was in flight when the teardown began may have re-registered one.
+    const deadline = Date.now() + TEARDOWN_WAIT_MS;
+    for (const v of versions.values()) {
+      for (const s of v.services.values()) {
+        while (Date.now() < deadline && (await this.versions.liveTaskCount(s.name).catch(() => 0)) > 0)
+          await new Promise((r) => setTimeout(r, 2_000));
+      }
+    }
     for (const group of Object.keys(this.env.groups)) {
       for (const inst of await this.instances(group).catch(() => [])) await this.deregisterReplica(group, inst.Id!).catch(() => {});
     }
+    this.log.info("stack deletion: every version's services, target groups and replicas removed", {});
   }
 }
 

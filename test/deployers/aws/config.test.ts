@@ -366,3 +366,123 @@ test("examples/five/weaver.toml: five groups, with its sizes and one listener", 
     [["shop", 80, 8080, "/healthz"]],
   );
 });
+
+test("permissions and secrets: app-wide and per group, parsed with their sources", () => {
+  const c = aws(`[aws.permissions]
+managed_policies = ["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"]
+[[aws.permissions.statements]]
+actions = ["s3:PutObject"]
+resources = ["arn:aws:s3:::uploads/*"]
+[aws.secrets]
+DB = { arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf", field = "password" }
+[aws.groups.shop-cart.secrets]
+KEY = "arn:aws:ssm:us-east-1:123456789012:parameter/shop/key"
+[[aws.groups.shop-cart.permissions.statements]]
+effect = "Deny"
+actions = ["s3:DeleteObject"]
+resources = ["*"]
+`);
+  assert.deepEqual(c.permissions, {
+    managedPolicies: ["arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"],
+    statements: [{ effect: "Allow", actions: ["s3:PutObject"], resources: ["arn:aws:s3:::uploads/*"] }],
+  });
+  assert.deepEqual(c.secrets, {
+    DB: { source: "secretsmanager", arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf", field: "password" },
+  });
+  const cart = c.groups.find((g) => g.name === "shop-cart")!;
+  assert.deepEqual(cart.secrets, {
+    KEY: { source: "ssm", arn: "arn:aws:ssm:us-east-1:123456789012:parameter/shop/key", field: undefined },
+  });
+  assert.deepEqual(cart.permissions.statements, [{ effect: "Deny", actions: ["s3:DeleteObject"], resources: ["*"] }]);
+  assert.deepEqual(c.groups.find((g) => g.name === "tsweaver-main")!.permissions, { managedPolicies: [], statements: [] });
+  assert.deepEqual(aws("").secrets, {});
+});
+
+for (const [what, text, error] of [
+  [
+    "policy ARN",
+    '[aws.permissions]\nmanaged_policies = ["AmazonS3ReadOnlyAccess"]\n',
+    /aws\.permissions\.managed_policies: must be IAM managed policy ARNs .*got "AmazonS3ReadOnlyAccess"/,
+  ],
+  [
+    "permissions key",
+    "[aws.permissions]\npolicies = []\n",
+    /aws\.permissions\.policies: unknown key \(known keys: managed_policies, statements\)/,
+  ],
+  [
+    "statement without actions",
+    '[[aws.groups.shop-cart.permissions.statements]]\nresources = ["*"]\n',
+    /aws\.groups\.shop-cart\.permissions\.statements\[0\]\.actions: required/,
+  ],
+  [
+    "statement action",
+    '[[aws.permissions.statements]]\nactions = ["GetObject"]\nresources = ["*"]\n',
+    /aws\.permissions\.statements\[0\]\.actions: must be IAM actions .*got "GetObject"/,
+  ],
+  [
+    "statement resource",
+    '[[aws.permissions.statements]]\nactions = ["s3:GetObject"]\nresources = ["my-bucket"]\n',
+    /statements\[0\]\.resources: must be ARNs or "\*" \(got "my-bucket"\)/,
+  ],
+  [
+    "statement effect",
+    '[[aws.permissions.statements]]\neffect = "allow"\nactions = ["s3:GetObject"]\nresources = ["*"]\n',
+    /statements\[0\]\.effect: must be "Allow" or "Deny"/,
+  ],
+  [
+    "partial secret ARN",
+    '[aws.secrets]\nDB = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db"\n',
+    /aws\.secrets\.DB: must be a complete Secrets Manager secret ARN .*6-character/,
+  ],
+  [
+    "secret name",
+    '[aws.secrets]\n"my-db" = "arn:aws:ssm:us-east-1:123456789012:parameter/x"\n',
+    /aws\.secrets\.my-db: the name is an environment variable/,
+  ],
+  [
+    "reserved name",
+    '[aws.secrets]\nAWS_SECRET_ACCESS_KEY = "arn:aws:ssm:us-east-1:123456789012:parameter/x"\n',
+    /aws\.secrets\.AWS_SECRET_ACCESS_KEY: names starting with TSWEAVER_, AWS_ or ECS_ are reserved/,
+  ],
+  [
+    "field on a parameter",
+    '[aws.secrets]\nK = { arn = "arn:aws:ssm:us-east-1:123456789012:parameter/x", field = "a" }\n',
+    /aws\.secrets\.K\.field: applies only to Secrets Manager/,
+  ],
+  [
+    "secret twice",
+    '[aws.secrets]\nK = "arn:aws:ssm:us-east-1:123456789012:parameter/x"\n[aws.groups.shop-cart.secrets]\nK = "arn:aws:ssm:us-east-1:123456789012:parameter/y"\n',
+    /aws\.groups\.shop-cart\.secrets\.K: K is already set by aws\.secrets/,
+  ],
+] as const) {
+  test(`permissions/secrets error names the key: ${what}`, () => {
+    assert.throws(
+      () => aws(text),
+      (err: Error) => err instanceof ConfigError && error.test(err.message) && err.message.startsWith(F),
+    );
+  });
+}
+
+test("health_port: 9101 by default; it may not clash with the RPC, control or listener ports", () => {
+  assert.equal(aws("").healthPort, 9101);
+  assert.equal(aws("[aws]\nhealth_port = 7000\n").healthPort, 7000);
+  assert.throws(
+    () => aws("[aws]\nhealth_port = 9000\n"),
+    /aws\.health_port: must differ from aws\.rpc_port \(9000\) and aws\.control_port \(9100\)/,
+  );
+  assert.throws(
+    () => aws("[aws.listeners.web]\ncontainer_port = 9101\n"),
+    /aws\.listeners\.web\.container_port: 9101 is already used by aws\.health_port/,
+  );
+});
+
+test("base_image: an image reference, best by digest; not with a prebuilt image", () => {
+  const digest = `public.ecr.aws/docker/library/node:26-bookworm-slim@sha256:${"0".repeat(64)}`;
+  assert.equal(aws(`[aws]\nbase_image = "${digest}"\n`).baseImage, digest);
+  assert.equal(aws("").baseImage, undefined);
+  assert.throws(() => aws('[aws]\nbase_image = "node 26"\n'), /aws\.base_image: must be an image reference, best pinned by digest/);
+  assert.throws(
+    () => aws('[aws]\nimage = "nginx"\nbase_image = "node:26"\n'),
+    /aws\.base_image: applies to the image built from a Dockerfile/,
+  );
+});
