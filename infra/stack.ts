@@ -149,6 +149,7 @@ export class WeaverStack extends Stack {
       controlPort: aws.controlPort,
       logRetention: aws.logRetentionDays as logs.RetentionDays,
       otlpEndpoint: aws.otlpEndpoint,
+      tracing: aws.tracing,
       controlPlaneCpu: aws.controlPlane.cpu,
       controlPlaneMemoryMiB: aws.controlPlane.memory,
     });

@@ -148,6 +148,15 @@ export interface WeaverAppProps {
    * @default none: spans are counted and dropped by the control plane
    */
   readonly otlpEndpoint?: string;
+  /**
+   * Where the weavelets' trace spans go: "xray" adds an AWS Distro for OpenTelemetry collector sidecar to
+   * every group task (the weavelet exports OTLP to it on localhost; it sends to X-Ray with the task role),
+   * "otlp" exports to `otlpEndpoint`, "off" leaves spans to be counted and dropped.
+   * @default "otlp" when `otlpEndpoint` is set, else "off"
+   */
+  readonly tracing?: "xray" | "otlp" | "off";
+  /** Image of the collector sidecar (`tracing: "xray"`). @default {@link ADOT_COLLECTOR_IMAGE} from ECR Public */
+  readonly collectorImage?: ecs.ContainerImage;
   /** Control plane Fargate CPU units. @default 256 */
   readonly controlPlaneCpu?: number;
   /** Control plane Fargate memory (MiB). @default 512 */
@@ -203,6 +212,8 @@ export class WeaverApp extends Construct {
   readonly executionRole: iam.Role;
   /** Task role of every group task: may only discover instances in this namespace. */
   readonly weaveletRole: iam.Role;
+  /** Where the weavelets' traces go (see {@link WeaverAppProps.tracing}). */
+  readonly tracing: "xray" | "otlp" | "off";
   /** Task role of the control plane. */
   readonly controlPlaneRole: iam.Role;
   readonly weaveletSecurityGroup: ec2.SecurityGroup;
@@ -289,6 +300,11 @@ export class WeaverApp extends Construct {
     this.accessLogBucket = lb?.accessLogBucket;
     this.listeners = lb?.listeners ?? new Map();
 
+    this.tracing = props.tracing ?? (props.otlpEndpoint !== undefined ? "otlp" : "off");
+    if (this.tracing === "otlp" && props.otlpEndpoint === undefined)
+      throw new Error(`WeaverApp ${this.node.path}: tracing "otlp" needs otlpEndpoint (the collector's OTLP/HTTP URL)`);
+    if (this.tracing !== "otlp" && props.otlpEndpoint !== undefined)
+      throw new Error(`WeaverApp ${this.node.path}: otlpEndpoint is used only with tracing "otlp" (tracing is "${this.tracing}")`);
     this.groups = this.createGroups(props);
     this.mainGroup = [...this.groups.values()].find((g) => g.components.includes(MAIN_COMPONENT))!;
 
@@ -598,6 +614,7 @@ export class WeaverApp extends Construct {
         essential: true,
       });
       ackEnvironment(taskDefinition);
+      if (this.tracing === "xray") this.addCollector(taskDefinition, container, props);
       const discoveryService = this.namespace.createService(`Discovery${pascalCase(g.name)}`, {
         name: g.name,
         description: `ready replicas of ${g.components.join(", ")} (every version; attribute TSWEAVER_VERSION tells them apart)`,
@@ -705,13 +722,36 @@ export class WeaverApp extends Construct {
     return { discoveryService, taskDefinition, service };
   }
 
-  /** Group tasks may only discover instances of this namespace. */
+  /** Group tasks may only discover instances of this namespace (and, with X-Ray tracing, send trace segments). */
   private grantWeavelet(): void {
     for (const s of this.discoverStatements()) this.weaveletRole.addToPrincipalPolicy(s);
+    if (this.tracing === "xray") {
+      this.weaveletRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({ sid: "XRaySendTraces", actions: [...XRAY_ACTIONS], resources: ["*"] }),
+      );
+    }
     Validations.of(this.weaveletRole).acknowledge({
       id: "AwsSolutions-IAM5[Resource::*]",
-      reason: DISCOVER_STAR_REASON,
+      reason: this.tracing === "xray" ? `${DISCOVER_STAR_REASON} ${XRAY_STAR_REASON}` : DISCOVER_STAR_REASON,
     });
+  }
+
+  /**
+   * The X-Ray tracing sidecar: an ADOT collector receiving OTLP/HTTP on localhost:4318 (the task's
+   * containers share its network namespace) and exporting to X-Ray. The agent starts once the collector
+   * has started, so no early span goes nowhere; the collector is not essential: if it fails, the app
+   * keeps serving and only traces are lost.
+   */
+  private addCollector(taskDefinition: ecs.FargateTaskDefinition, agent: ecs.ContainerDefinition, props: WeaverAppProps): void {
+    const collector = taskDefinition.addContainer(COLLECTOR_CONTAINER, {
+      image: props.collectorImage ?? ecs.ContainerImage.fromRegistry(ADOT_COLLECTOR_IMAGE),
+      essential: false,
+      memoryReservationMiB: 64,
+      environment: { AOT_CONFIG_CONTENT: XRAY_COLLECTOR_CONFIG },
+      logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: `${taskDefinition.family}-collector` }),
+    });
+    agent.addEnvironment("OTEL_EXPORTER_OTLP_ENDPOINT", `http://localhost:${COLLECTOR_OTLP_PORT}`);
+    agent.addContainerDependencies({ container: collector, condition: ecs.ContainerDependencyCondition.START });
   }
 
   /**
@@ -959,6 +999,35 @@ function nagResource(stack: Stack, value: string): string {
 }
 
 /** cdk-nag ECS2: the task environment holds names and ports only; the secret comes through `secrets`. */
+/** Name of the collector sidecar container in group tasks with `tracing: "xray"`. */
+export const COLLECTOR_CONTAINER = "otel-collector";
+/** The AWS Distro for OpenTelemetry collector image the X-Ray sidecar runs by default. */
+export const ADOT_COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3";
+/** The collector's OTLP/HTTP port on the task's localhost. */
+const COLLECTOR_OTLP_PORT = 4318;
+/** What the X-Ray sidecar's task role may do: send segments and its own telemetry. */
+export const XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"] as const;
+const XRAY_STAR_REASON = "xray:PutTraceSegments and xray:PutTelemetryRecords have no resource-level permissions or condition keys.";
+/** The collector's configuration (AOT_CONFIG_CONTENT): OTLP/HTTP on localhost in, batched, X-Ray out. */
+const XRAY_COLLECTOR_CONFIG = [
+  "receivers:",
+  "  otlp:",
+  "    protocols:",
+  "      http:",
+  `        endpoint: 127.0.0.1:${COLLECTOR_OTLP_PORT}`,
+  "processors:",
+  "  batch: {}",
+  "exporters:",
+  "  awsxray: {}",
+  "service:",
+  "  pipelines:",
+  "    traces:",
+  "      receivers: [otlp]",
+  "      processors: [batch]",
+  "      exporters: [awsxray]",
+  "",
+].join("\n");
+
 function ackEnvironment(taskDefinition: ecs.TaskDefinition): void {
   Validations.of(taskDefinition).acknowledge({
     id: "AwsSolutions-ECS2",

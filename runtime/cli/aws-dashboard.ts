@@ -49,11 +49,12 @@ export async function awsDashboardCommand(opts: AwsDashboardCommandOptions, out:
   out("reading the stack's outputs (cloudformation:DescribeStacks)");
   const d = await readDeployment(aws, opts);
   const source = new AwsDashboardSource(aws, d, { refreshMs: refresh * 1000, metricsRefreshMs: metricsRefresh * 1000 });
-  out(`reading ${d.stack}: ECS tasks, Cloud Map replicas, target health and logs`);
+  out(`reading ${d.stack}: ECS tasks, Cloud Map replicas, target health`);
+  const started = Date.now();
   const status = await source.status();
   const running = status.groups.reduce((n, g) => n + g.replicas.length, 0);
   out(
-    `  version ${d.version}: ${status.groups.length} group(s), ${running} task(s); CloudWatch metrics are read every ${metricsRefresh} s`,
+    `  version ${d.version}: ${status.groups.length} group(s), ${running} task(s) read in ${((Date.now() - started) / 1000).toFixed(1)} s; CloudWatch metrics are read every ${metricsRefresh} s`,
   );
   const tokenFile = opts.tokenFile ?? path.join(os.homedir(), ".tsweaver", "aws", d.stack, "admin-token");
   const token = newAdminToken();

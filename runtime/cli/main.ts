@@ -199,14 +199,17 @@ stackArgs(
       opts: { stack?: string; address: string; refresh: number; metricsRefresh: number; tokenFile?: string; open?: boolean },
     ) => {
       const { awsDashboardCommand } = await importAwsModule(() => import("./aws-dashboard.js"));
+      // Ctrl-C (or SIGTERM) stops it at any point, while it reads AWS too; the server keeps the process alive.
+      let close = () => {};
+      for (const signal of ["SIGINT", "SIGTERM"] as const)
+        process.once(signal, () => {
+          close();
+          process.exit(0);
+        });
       const dashboard = await awsDashboardCommand({ config, ...opts });
+      close = () => dashboard.close();
       // Enter prints a fresh login link (each one works once, within 60 s).
       if (process.stdin.isTTY) process.stdin.on("data", () => process.stdout.write(`${dashboard.newLoginUrl()}\n`));
-      await new Promise<void>((resolve) => {
-        for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, resolve);
-      });
-      dashboard.close();
-      process.exit(0);
     },
   );
 aws

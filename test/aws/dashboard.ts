@@ -36,7 +36,7 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
   // moto 5.2.1 fails on the SDK's gzip-compressed PutMetricData bodies (over 10 kB): "Not a gzipped file".
   const cloudWatch = new CloudWatchClient({ ...clientConfig(o.endpoint), disableRequestCompression: true });
   const elb = new ElasticLoadBalancingV2Client(clientConfig(o.endpoint));
-  const extraction = startEmfExtraction(logs, cloudWatch, res.logGroup);
+  const extraction = startEmfExtraction(logs, cloudWatch, res.logGroup, 2000);
   let cli: Proc | undefined;
   let browser: Awaited<ReturnType<typeof chromium.launchPersistentContext>> | undefined;
   try {
@@ -74,15 +74,15 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
       "dashboard",
       res.configFile,
       "--refresh",
-      "1",
+      "3",
       "--metrics-refresh",
       "2",
       "--token-file",
       tokenFile,
     ]);
-    const [loginUrl] = await cli.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/login\?ticket=[\w-]+/, 60_000);
+    const [loginUrl] = await cli.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/login\?ticket=[\w-]+/, 120_000);
     assert.match(cli.out, /^reading the stack's outputs/m, "progress before the link");
-    assert.match(cli.out, /version v[0-9a-f]{10}: 10 group\(s\), \d+ task\(s\)/);
+    assert.match(cli.out, /version v[0-9a-f]{10}: 10 group\(s\), \d+ task\(s\) read in [\d.]+ s/);
     const base = new URL(loginUrl).origin;
     // The same token rules as the multi admin server: nothing without it, programs with the Bearer token.
     assert.equal((await get(`${base}/api/status`)).status, 401);
@@ -167,14 +167,20 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
       mkdirSync(keep, { recursive: true });
       copyFileSync(out, path.join(keep, "aws-dashboard.png"));
     }
+    await browser.close();
+    browser = undefined;
+    cli.kill("SIGTERM");
+    assert.deepEqual(await cli.exited, { code: 0, signal: null }, `tsweaver aws dashboard exits 0 on SIGTERM (${cli.err})`);
+  } catch (err) {
+    if (cli) (err as Error).message += `\ntsweaver aws dashboard printed:\n${cli.out}${cli.err}`;
+    throw err;
   } finally {
     await browser?.close();
     cli?.kill("SIGTERM");
-    const exit = await cli?.exited;
+    await cli?.exited;
     await extraction.stop().catch(() => {});
     logs.destroy();
     cloudWatch.destroy();
     elb.destroy();
-    if (exit) assert.equal(exit.code, 0, `tsweaver aws dashboard exits 0 on SIGTERM (${cli?.err})`);
   }
 }

@@ -73,6 +73,8 @@ export interface AwsDashboardOptions {
 
 /** CloudWatch's resolution of the agents' EMF metrics. */
 const PERIOD_SEC = 60;
+/** FilterLogEvents pages read per refresh, at most. */
+const MAX_LOG_PAGES = 5;
 /** GetMetricData takes at most this many queries a request. */
 const MAX_QUERIES = 500;
 
@@ -98,7 +100,9 @@ export class AwsDashboardSource {
   /** Task definition ARN → its app name and group components (task definitions never change). */
   private readonly taskDefs = new Map<string, { app: string; components: string[] }>();
   private logs: LogEntry[] = [];
-  private logsFrom = Date.now() - 15 * 60_000;
+  private logsAt = 0;
+  private logsRead: Promise<void> | undefined;
+  private logsFrom = Date.now() - 10 * 60_000;
   private readonly seenLogEvents = new Set<string>();
   private app = "";
 
@@ -126,17 +130,26 @@ export class AwsDashboardSource {
   }
 
   async recentLogs(): Promise<readonly LogEntry[]> {
-    await this.refresh();
+    if (Date.now() - this.logsAt >= this.opts.refreshMs) {
+      this.logsRead ??= (async () => {
+        try {
+          await this.readLogs();
+          this.logsAt = Date.now();
+        } finally {
+          this.logsRead = undefined;
+        }
+      })();
+      await this.logsRead;
+    }
     return this.logs;
   }
 
-  /** Reads ECS, Cloud Map, the load balancer and new log events, unless the last read is recent enough. */
+  /** Reads ECS, Cloud Map and the load balancer, unless the last read is recent enough. */
   private async refresh(): Promise<void> {
     if (this.cached && Date.now() - this.cached.at < this.opts.refreshMs) return;
     this.statusRead ??= (async () => {
       try {
         const [status, versions] = await this.readStatus();
-        await this.readLogs();
         this.cached = { at: Date.now(), status, versions };
       } finally {
         this.statusRead = undefined;
@@ -289,6 +302,7 @@ export class AwsDashboardSource {
     let token: string | undefined;
     let newest = this.logsFrom;
     const fresh: LogEntry[] = [];
+    let pages = 0;
     do {
       const page = await callAws("logs:FilterLogEvents", `log group ${this.d.logGroup}`, () =>
         this.aws.logs.send(new FilterLogEventsCommand({ logGroupName: this.d.logGroup, startTime: this.logsFrom, nextToken: token })),
@@ -302,7 +316,9 @@ export class AwsDashboardSource {
         if (entry) fresh.push(entry);
       }
       token = page.nextToken;
-    } while (token && fresh.length < this.opts.maxLogs);
+      pages++;
+      // At most MAX_LOG_PAGES a refresh (the metric lines count too): the next refresh goes on from the newest seen.
+    } while (token && pages < MAX_LOG_PAGES);
     // Events of the newest millisecond may still arrive: read from it again, skipping the ones seen.
     this.logsFrom = newest;
     if (this.seenLogEvents.size > 4 * this.opts.maxLogs) this.seenLogEvents.clear();
