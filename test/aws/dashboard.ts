@@ -62,42 +62,12 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
         if (extraction.lastError) throw new Error(`the EMF extraction fails: ${extraction.lastError}`);
         return (out.Metrics ?? []).length > 0;
       },
-      60_000,
+      180_000,
       500,
     );
     assert.deepEqual(extraction.rejected, [], "every EMF line is one CloudWatch accepts");
 
-    const tokenFile = path.join(dir, "admin-token");
-    cli = new Proc(process.execPath, [
-      CLI,
-      "aws",
-      "dashboard",
-      res.configFile,
-      "--refresh",
-      "3",
-      "--metrics-refresh",
-      "2",
-      "--token-file",
-      tokenFile,
-    ]);
-    const [loginUrl] = await cli.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/login\?ticket=[\w-]+/, 120_000);
-    assert.match(cli.out, /^reading the stack's outputs/m, "progress before the link");
-    assert.match(cli.out, /version v[0-9a-f]{10}: 10 group\(s\), \d+ task\(s\) read in [\d.]+ s/);
-    const base = new URL(loginUrl).origin;
-    // The same token rules as the multi admin server: nothing without it, programs with the Bearer token.
-    assert.equal((await get(`${base}/api/status`)).status, 401);
-    const token = readFileSync(tokenFile, "utf8").trim();
-    const status = JSON.parse((await get(`${base}/api/status`, 30_000, { authorization: `Bearer ${token}` })).body) as {
-      deploymentId: string;
-      groups: { name: string; components: string[] }[];
-    };
-    assert.equal(status.deploymentId, res.version);
-    assert.deepEqual(
-      status.groups.find((g) => g.name === res.mainGroup)?.components,
-      ["tsweaver/Main"],
-      "components from the group's task definition",
-    );
-
+    // The browser first: the login link printed below is valid for 60 s.
     browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
       executablePath: CHROMIUM,
       headless: true,
@@ -113,13 +83,45 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
         "--disable-sync",
       ],
     });
+    const tokenFile = path.join(dir, "admin-token");
+    cli = new Proc(process.execPath, [
+      CLI,
+      "aws",
+      "dashboard",
+      res.configFile,
+      "--refresh",
+      "3",
+      "--metrics-refresh",
+      "2",
+      "--token-file",
+      tokenFile,
+    ]);
+    const [loginUrl] = await cli.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/login\?ticket=[\w-]+/, 300_000);
+    assert.match(cli.out, /^reading the stack's outputs/m, "progress before the link");
+    assert.match(cli.out, /version v[0-9a-f]{10}: 10 group\(s\), \d+ task\(s\) read in [\d.]+ s/);
+    const base = new URL(loginUrl).origin;
+    // The same token rules as the multi admin server: nothing without it, programs with the Bearer token.
+    assert.equal((await get(`${base}/api/status`)).status, 401);
+    const token = readFileSync(tokenFile, "utf8").trim();
+    const status = JSON.parse((await get(`${base}/api/status`, 180_000, { authorization: `Bearer ${token}` })).body) as {
+      deploymentId: string;
+      groups: { name: string; components: string[] }[];
+    };
+    assert.equal(status.deploymentId, res.version);
+    assert.deepEqual(
+      status.groups.find((g) => g.name === res.mainGroup)?.components,
+      ["tsweaver/Main"],
+      "components from the group's task definition",
+    );
+
     const page = await browser.newPage();
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
     assert.equal((await page.goto(`${base}/`))?.status(), 401);
     await page.goto(loginUrl);
     assert.equal(new URL(page.url()).pathname, "/", "the login link redirects to the dashboard");
-    await page.waitForSelector("body[data-ready=true]", { timeout: 60_000 });
+    // The first refresh reads ECS, Cloud Map, the ALB, CloudWatch and the logs: slow on a loaded machine.
+    await page.waitForSelector("body[data-ready=true]", { timeout: 240_000 });
     assert.deepEqual(errors, [], "no script errors");
     assert.match((await page.textContent("#title")) ?? "", new RegExp(`^boutique · deployment ${res.version} · running`));
 
@@ -128,19 +130,23 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
     const runningGroups = [...new Set(sim.runningTasks().map((t) => t.group))];
     const expected = Object.keys(res.groups).filter((g) => runningGroups.includes(`service:${versionedServiceName(g, res.version)}`));
     assert.ok(expected.length >= 6, `main and the five components the pages call run (${expected.join(", ")})`);
-    await waitFor("a healthy replica of every running group", async () => {
-      const healthy = await page
-        .locator("[data-testid=replica-row][data-health=HEALTHY]")
-        .evaluateAll((els) => els.map((e) => e.getAttribute("data-group")));
-      return expected.every((g) => healthy.includes(g));
-    });
+    await waitFor(
+      "a healthy replica of every running group",
+      async () => {
+        const healthy = await page
+          .locator("[data-testid=replica-row][data-health=HEALTHY]")
+          .evaluateAll((els) => els.map((e) => e.getAttribute("data-group")));
+        return expected.every((g) => healthy.includes(g));
+      },
+      120_000,
+    );
     assert.match((await page.locator("[data-testid=listener-row]").textContent()) ?? "", /^boutique/);
 
     // The call graph: every component (from the task definitions) and main's calls (from CloudWatch).
     const nodes = await page.locator("[data-testid=graph-node]").evaluateAll((els) => els.map((e) => e.getAttribute("data-component")));
     assert.deepEqual([...nodes].sort(), [...res.components].sort());
     const edge = page.locator('[data-testid=graph-edge][data-caller="tsweaver/Main"][data-callee="boutique/ProductCatalog"]');
-    await waitFor("the main → ProductCatalog edge", async () => (await edge.count()) === 1, 30_000);
+    await waitFor("the main → ProductCatalog edge", async () => (await edge.count()) === 1, 120_000);
     assert.equal(await edge.getAttribute("data-remote"), "true");
     assert.ok(Number(await edge.getAttribute("data-calls")) >= 5, "every listProducts call of the home pages");
     for (const callee of ["boutique/Currency", "boutique/Cart", "boutique/Ad"])
@@ -151,7 +157,7 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
     await waitFor(
       "the frontend's ready line",
       async () => (await page.locator("[data-testid=log-line]").allTextContents()).some((l) => /boutique frontend ready/.test(l)),
-      30_000,
+      120_000,
     );
 
     await page.locator("#live").uncheck(); // hold the page still

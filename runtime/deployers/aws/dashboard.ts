@@ -160,14 +160,32 @@ export class AwsDashboardSource {
 
   private async readStatus(): Promise<[DashboardStatus, DashboardVersion[]]> {
     const d = this.d;
-    const live = await this.versions.list();
-    const tasks = await this.runningTasks();
+    // The reads do not depend on each other: concurrently, so a refresh takes about one round trip per kind.
+    const instances = Promise.all(
+      Object.entries(d.groups).map(([group, g]) =>
+        callAws("servicediscovery:ListInstances", `service ${g.discoveryServiceId} (group ${group})`, () =>
+          this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId })),
+        ),
+      ),
+    );
+    const health = Promise.all(
+      Object.entries(d.listeners).map(async ([name, l]) => {
+        const rule = await this.versions.rule(l.listenerArn);
+        const groups = await Promise.all(
+          [...(rule?.weights ?? [])].map(async ([arn, weight]) => {
+            const out = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
+              this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
+            );
+            return { weight, targets: out.TargetHealthDescriptions ?? [] };
+          }),
+        );
+        return { name, url: l.url, groups };
+      }),
+    );
+    const [live, tasks] = await Promise.all([this.versions.list(), this.runningTasks()]);
     // Registered replicas: task ARN → "ip:port".
     const registered = new Map<string, string>();
-    for (const [group, g] of Object.entries(d.groups)) {
-      const out = await callAws("servicediscovery:ListInstances", `service ${g.discoveryServiceId} (group ${group})`, () =>
-        this.aws.serviceDiscovery.send(new ListInstancesCommand({ ServiceId: g.discoveryServiceId })),
-      );
+    for (const out of await instances) {
       for (const i of out.Instances ?? []) {
         const arn = i.Attributes?.[ATTR.TASK_ARN];
         if (arn) registered.set(arn, `${i.Attributes?.[ATTR.IPV4] ?? ""}:${i.Attributes?.[ATTR.PORT] ?? ""}`);
@@ -176,14 +194,10 @@ export class AwsDashboardSource {
     // Target health by target address (ip), and each listener's healthy targets behind weighted target groups.
     const targetHealth = new Map<string, string>();
     const listeners: DashboardStatus["listeners"] = [];
-    for (const [name, l] of Object.entries(d.listeners)) {
-      const rule = await this.versions.rule(l.listenerArn);
+    for (const l of await health) {
       let healthy = 0;
-      for (const [arn, weight] of rule?.weights ?? []) {
-        const out = await callAws("elasticloadbalancing:DescribeTargetHealth", `target group ${arn}`, () =>
-          this.aws.elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: arn })),
-        );
-        for (const t of out.TargetHealthDescriptions ?? []) {
+      for (const { weight, targets } of l.groups) {
+        for (const t of targets) {
           const ip = t.Target?.Id ?? "";
           const state = t.TargetHealth?.State ?? "unknown";
           // A task behind several listeners is as healthy as its worst target.
@@ -191,8 +205,15 @@ export class AwsDashboardSource {
           if (weight > 0 && state === "healthy") healthy++;
         }
       }
-      listeners.push({ name, address: hostPort(l.url), replicas: healthy });
+      listeners.push({ name: l.name, address: hostPort(l.url), replicas: healthy });
     }
+    // Task definitions (cached: they never change), all at once.
+    await Promise.all(
+      Object.keys(d.groups).map((name) => {
+        const service = live.get(d.version)?.services.get(name) ?? [...live.values()].map((v) => v.services.get(name)).find((x) => x);
+        return service ? this.taskDefinition(service.taskDefinition) : undefined;
+      }),
+    );
     const groups: DashboardStatus["groups"] = [];
     const deployed = live.get(d.version);
     for (const name of Object.keys(d.groups).sort()) {
