@@ -209,9 +209,9 @@ export class AwsDashboardSource {
     }
     // Task definitions (cached: they never change), all at once.
     await Promise.all(
-      Object.keys(d.groups).map((name) => {
+      Object.keys(d.groups).map(async (name) => {
         const service = live.get(d.version)?.services.get(name) ?? [...live.values()].map((v) => v.services.get(name)).find((x) => x);
-        return service ? this.taskDefinition(service.taskDefinition) : undefined;
+        if (service) await this.taskDefinition(service.taskDefinition);
       }),
     );
     const groups: DashboardStatus["groups"] = [];
