@@ -153,6 +153,7 @@ export class WeaverStack extends Stack {
       healthPort: aws.healthPort,
       logRetention: aws.logRetentionDays as logs.RetentionDays,
       otlpEndpoint: aws.otlpEndpoint,
+      tracing: aws.tracing,
       controlPlaneCpu: aws.controlPlane.cpu,
       controlPlaneMemoryMiB: aws.controlPlane.memory,
       permissions: permissionsProps(aws.permissions),

@@ -181,6 +181,15 @@ export interface WeaverAppProps {
    * @default none: spans are counted and dropped by the control plane
    */
   readonly otlpEndpoint?: string;
+  /**
+   * Where the weavelets' trace spans go: "xray" adds an AWS Distro for OpenTelemetry collector sidecar to
+   * every group task (the weavelet exports OTLP to it on localhost; it sends to X-Ray with the task role),
+   * "otlp" exports to `otlpEndpoint`, "off" leaves spans to be counted and dropped.
+   * @default "otlp" when `otlpEndpoint` is set, else "off"
+   */
+  readonly tracing?: "xray" | "otlp" | "off";
+  /** Image of the collector sidecar (`tracing: "xray"`). @default {@link ADOT_COLLECTOR_IMAGE} from ECR Public */
+  readonly collectorImage?: ecs.ContainerImage;
   /** Control plane Fargate CPU units. @default 256 */
   readonly controlPlaneCpu?: number;
   /** Control plane Fargate memory (MiB). @default 512 */
@@ -250,6 +259,8 @@ export class WeaverApp extends Construct {
   readonly caSecret: secretsmanager.Secret;
   /** Execution role shared by every task definition (image pull, logs, the secret). */
   readonly executionRole: iam.Role;
+  /** Where the weavelets' traces go (see {@link WeaverAppProps.tracing}). */
+  readonly tracing: "xray" | "otlp" | "off";
   /** Task role of the control plane. */
   readonly controlPlaneRole: iam.Role;
   readonly weaveletSecurityGroup: ec2.SecurityGroup;
@@ -338,6 +349,11 @@ export class WeaverApp extends Construct {
     this.accessLogBucket = lb?.accessLogBucket;
     this.listeners = lb?.listeners ?? new Map();
 
+    this.tracing = props.tracing ?? (props.otlpEndpoint !== undefined ? "otlp" : "off");
+    if (this.tracing === "otlp" && props.otlpEndpoint === undefined)
+      throw new Error(`WeaverApp ${this.node.path}: tracing "otlp" needs otlpEndpoint (the collector's OTLP/HTTP URL)`);
+    if (this.tracing !== "otlp" && props.otlpEndpoint !== undefined)
+      throw new Error(`WeaverApp ${this.node.path}: otlpEndpoint is used only with tracing "otlp" (tracing is "${this.tracing}")`);
     this.groups = this.createGroups(props);
     this.mainGroup = [...this.groups.values()].find((g) => g.components.includes(MAIN_COMPONENT))!;
 
@@ -503,7 +519,13 @@ export class WeaverApp extends Construct {
       description: `tsweaver ${this.deploymentId} group ${group}: discover replicas in the namespace, plus the app's configured permissions`,
     });
     for (const s of this.discoverStatements()) role.addToPrincipalPolicy(s);
-    Validations.of(role).acknowledge({ id: "AwsSolutions-IAM5[Resource::*]", reason: DISCOVER_STAR_REASON });
+    // With X-Ray tracing, the task's collector sidecar sends the group's trace segments with this role.
+    if (this.tracing === "xray")
+      role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: "XRaySendTraces", actions: [...XRAY_ACTIONS], resources: ["*"] }));
+    Validations.of(role).acknowledge({
+      id: "AwsSolutions-IAM5[Resource::*]",
+      reason: this.tracing === "xray" ? `${DISCOVER_STAR_REASON} ${XRAY_STAR_REASON}` : DISCOVER_STAR_REASON,
+    });
     const stack = Stack.of(this);
     for (const p of permissions) {
       for (const arn of p?.managedPolicyArns ?? []) {
@@ -767,6 +789,7 @@ export class WeaverApp extends Construct {
         essential: true,
       });
       ackEnvironment(taskDefinition);
+      if (this.tracing === "xray") this.addCollector(taskDefinition, container, props);
       const discoveryService = this.namespace.createService(`Discovery${pascalCase(g.name)}`, {
         name: g.name,
         description: `ready replicas of ${g.components.join(", ")} (every version; attribute TSWEAVER_VERSION tells them apart)`,
@@ -881,6 +904,24 @@ export class WeaverApp extends Construct {
     service.node.addDependency(this.namespace, ...[...this.groups.values()].map((g) => g.discoveryService));
     for (const l of this.listeners.values()) service.node.addDependency(l.listener);
     return { discoveryService, taskDefinition, service };
+  }
+
+  /**
+   * The X-Ray tracing sidecar: an ADOT collector receiving OTLP/HTTP on localhost:4318 (the task's
+   * containers share its network namespace) and exporting to X-Ray. The agent starts once the collector
+   * has started, so no early span goes nowhere; the collector is not essential: if it fails, the app
+   * keeps serving and only traces are lost.
+   */
+  private addCollector(taskDefinition: ecs.FargateTaskDefinition, agent: ecs.ContainerDefinition, props: WeaverAppProps): void {
+    const collector = taskDefinition.addContainer(COLLECTOR_CONTAINER, {
+      image: props.collectorImage ?? ecs.ContainerImage.fromRegistry(ADOT_COLLECTOR_IMAGE),
+      essential: false,
+      memoryReservationMiB: 64,
+      environment: { AOT_CONFIG_CONTENT: XRAY_COLLECTOR_CONFIG },
+      logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: `${taskDefinition.family}-collector` }),
+    });
+    agent.addEnvironment("OTEL_EXPORTER_OTLP_ENDPOINT", `http://localhost:${COLLECTOR_OTLP_PORT}`);
+    agent.addContainerDependencies({ container: collector, condition: ecs.ContainerDependencyCondition.START });
   }
 
   /**
@@ -1142,6 +1183,35 @@ function nagResource(stack: Stack, value: string): string {
 }
 
 /** cdk-nag ECS2: the task environment holds names and ports only; the secret comes through `secrets`. */
+/** Name of the collector sidecar container in group tasks with `tracing: "xray"`. */
+export const COLLECTOR_CONTAINER = "otel-collector";
+/** The AWS Distro for OpenTelemetry collector image the X-Ray sidecar runs by default. */
+export const ADOT_COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3";
+/** The collector's OTLP/HTTP port on the task's localhost. */
+const COLLECTOR_OTLP_PORT = 4318;
+/** What the X-Ray sidecar's task role may do: send segments and its own telemetry. */
+export const XRAY_ACTIONS = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"] as const;
+const XRAY_STAR_REASON = "xray:PutTraceSegments and xray:PutTelemetryRecords have no resource-level permissions or condition keys.";
+/** The collector's configuration (AOT_CONFIG_CONTENT): OTLP/HTTP on localhost in, batched, X-Ray out. */
+const XRAY_COLLECTOR_CONFIG = [
+  "receivers:",
+  "  otlp:",
+  "    protocols:",
+  "      http:",
+  `        endpoint: 127.0.0.1:${COLLECTOR_OTLP_PORT}`,
+  "processors:",
+  "  batch: {}",
+  "exporters:",
+  "  awsxray: {}",
+  "service:",
+  "  pipelines:",
+  "    traces:",
+  "      receivers: [otlp]",
+  "      processors: [batch]",
+  "      exporters: [awsxray]",
+  "",
+].join("\n");
+
 function ackEnvironment(taskDefinition: ecs.TaskDefinition): void {
   Validations.of(taskDefinition).acknowledge({
     id: "AwsSolutions-ECS2",

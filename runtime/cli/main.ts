@@ -197,6 +197,38 @@ stackArgs(rollout.command("rollback").description("move all traffic back to the 
   .action(async (config: string | undefined, opts: { stack?: string; timeout: number }) =>
     (await awsCli()).rolloutRequestCommand("rollback", { config, ...opts }),
   );
+stackArgs(
+  aws
+    .command("dashboard")
+    .description(
+      "serve the dashboard of `tsweaver multi dashboard` on loopback, fed from AWS: ECS tasks, Cloud Map replicas, target health, " +
+        "the call graph and charts from CloudWatch metrics, the log tail from CloudWatch Logs; prints a one-time login link (valid 60 s); Ctrl-C stops it",
+    ),
+)
+  .option("--address <host:port>", "loopback address to listen on", "127.0.0.1:0")
+  .option("--refresh <seconds>", "least time between two reads of ECS, Cloud Map, the load balancer and the logs", int, 10)
+  .option("--metrics-refresh <seconds>", "least time between two CloudWatch GetMetricData reads (a point a minute)", int, 30)
+  .option("--token-file <path>", "where to write the admin token (mode 0600; default ~/.tsweaver/aws/<stack>/admin-token)")
+  .option("--open", "also open the login link in the default browser")
+  .action(
+    async (
+      config: string | undefined,
+      opts: { stack?: string; address: string; refresh: number; metricsRefresh: number; tokenFile?: string; open?: boolean },
+    ) => {
+      const { awsDashboardCommand } = await importAwsModule(() => import("./aws-dashboard.js"));
+      // Ctrl-C (or SIGTERM) stops it at any point, while it reads AWS too; the server keeps the process alive.
+      let close = () => {};
+      for (const signal of ["SIGINT", "SIGTERM"] as const)
+        process.once(signal, () => {
+          close();
+          process.exit(0);
+        });
+      const dashboard = await awsDashboardCommand({ config, ...opts });
+      close = () => dashboard.close();
+      // Enter prints a fresh login link (each one works once, within 60 s).
+      if (process.stdin.isTTY) process.stdin.on("data", () => process.stdout.write(`${dashboard.newLoginUrl()}\n`));
+    },
+  );
 aws
   .command("agent")
   .description("(task entrypoint) run one group's weavelet in an ECS task")

@@ -40,7 +40,8 @@ export function seriesKey(name: string, labels: Labels): string {
 /** Estimates quantile `q` (0..1) of a histogram by linear interpolation inside its bucket. */
 export function quantile(bounds: readonly number[], counts: readonly number[], q: number): number | undefined {
   const total = counts.reduce((a, b) => a + b, 0);
-  if (total <= 0) return undefined;
+  // No bounds (only a sum and a count, as CloudWatch gives them): no quantile to estimate.
+  if (total <= 0 || bounds.length === 0) return undefined;
   const rank = q * total;
   let seen = 0;
   for (let i = 0; i < counts.length; i++) {

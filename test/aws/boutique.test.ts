@@ -1,6 +1,7 @@
 /**
  * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services (of one version), raised on demand as
- * the frontend first calls each component.
+ * the frontend first calls each component; then `tsweaver aws dashboard` on it, in headless Chromium: the groups from
+ * ECS and Cloud Map, the call graph from the agents' EMF metrics (which the harness turns into CloudWatch metrics).
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -12,6 +13,7 @@ import {
 } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { checkAwsDashboard } from "./dashboard.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
@@ -32,7 +34,8 @@ before(async () => {
     endpoint: emu.endpoint,
     cluster: res.clusterArn,
     workdir: res.workdir,
-    taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200" }),
+    // A heartbeat a second: the agents' metric lines come every second rather than every 15.
+    taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" }),
   });
 });
 
@@ -69,7 +72,14 @@ test("the boutique runs on the AWS deployer unchanged: home page and a product t
     (g) => `service:${versionedServiceName(g, res.version)}`,
   ))
     assert.ok(groups.has(g), `${g} runs (${[...groups].join(", ")})`);
+  elb.destroy();
+});
+
+test("tsweaver aws dashboard: the groups and replicas from ECS and Cloud Map, the call graph from CloudWatch, in headless Chromium", async () => {
+  await checkAwsDashboard({ res, sim, endpoint: emu.endpoint });
+});
+
+test("deactivate stops every group", async () => {
   const deactivate = await runCli(["aws", "deactivate", res.configFile, "--timeout", "60"]);
   assert.equal(deactivate.code, 0, deactivate.err);
-  elb.destroy();
 });

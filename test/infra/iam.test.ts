@@ -10,10 +10,10 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { IConstruct } from "constructs";
-import type { WeaverApp } from "../../infra/weaver-app.js";
+import { XRAY_ACTIONS, type WeaverApp } from "../../infra/weaver-app.js";
 import { ENV } from "../../runtime/deployers/aws/contract.js";
 import { ROOT } from "../support/index.js";
-import { actionsOf, containerEnv, FIXTURES, resourcesOf, statements, synth, type Synth } from "./helpers.js";
+import { actionsOf, containerEnv, FIXTURES, resourcesOf, statements, synth, synthText, type Synth } from "./helpers.js";
 
 /** Each task role: the entry file of the code that runs with it, the role and (one of) its task definitions. */
 const ROLES: Record<string, { entry: string; role: (w: WeaverApp) => IConstruct; taskDefinition: (w: WeaverApp) => IConstruct }> = {
@@ -55,6 +55,14 @@ const IMPLIED: Record<string, readonly string[]> = {
   // Created with tags (their version and listener; the rule's owner).
   "elasticloadbalancing:CreateTargetGroup": ["elasticloadbalancing:AddTags"],
   "elasticloadbalancing:CreateRule": ["elasticloadbalancing:AddTags"],
+};
+
+/**
+ * What a sidecar does with a task role, per `[aws] tracing` mode and role: actions beyond the calls of
+ * the role's code. IAM has no resource-level permission or condition key for any of them.
+ */
+const SIDECAR_GRANTS: Record<string, Record<string, readonly string[]>> = {
+  xray: { controlPlane: [], "group tsweaver-main": XRAY_ACTIONS, "group hello-reverser": XRAY_ACTIONS },
 };
 
 /** The secrets each role may read, one line each. */
@@ -197,3 +205,33 @@ describe("IAM: each task role is granted exactly the AWS calls its code makes", 
     });
   }
 });
+
+for (const [mode, grants] of Object.entries(SIDECAR_GRANTS)) {
+  describe(`IAM with tracing = "${mode}": each role gets its code's calls and exactly the sidecar's actions more`, () => {
+    let s: Synth;
+    before(() => {
+      s = synthText(
+        `\n[aws]\nimage = "ghcr.io/acme/hello:1.0"\nconfig_in_image = "weaver.toml"\ntracing = "${mode}"\n[aws.listeners.hello]\n`,
+      );
+    });
+    after(() => s?.dispose());
+
+    for (const [name, r] of Object.entries(ROLES)) {
+      test(`${name}: granted = the calls + what AWS requires with them + ${grants[name]!.join(", ") || "nothing"}`, () => {
+        const calls = awsCallsOf(r.entry);
+        const expected = new Set([...calls, ...[...calls].flatMap((a) => IMPLIED[a] ?? []), ...grants[name]!]);
+        const role = s.id(r.role(s.stack.weaver));
+        const mine = statements(s.json).filter((st) => st.roles.includes(role));
+        const granted = new Set(mine.flatMap(actionsOf));
+        const extra = [...granted].filter((a) => !expected.has(a)).sort();
+        const missing = [...expected].filter((a) => !granted.has(a)).sort();
+        assert.deepEqual({ extra, missing }, { extra: [], missing: [] });
+        // The sidecar's actions stand alone, on "*" (the only place IAM allows them).
+        for (const st of mine.filter((x) => actionsOf(x).some((a) => grants[name]!.includes(a)))) {
+          assert.deepEqual(actionsOf(st).sort(), [...grants[name]!].sort(), `${st.Sid}: the sidecar's actions only`);
+          assert.deepEqual(resourcesOf(st), ["*"]);
+        }
+      });
+    }
+  });
+}

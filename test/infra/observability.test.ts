@@ -1,8 +1,13 @@
-/** The CloudWatch dashboard every stack gets and the alarms `[aws.alarms]` opts into (template assertions). */
+/**
+ * The CloudWatch dashboard every stack gets, the alarms `[aws.alarms]` opts into and the trace export
+ * `[aws] tracing` chooses (template assertions).
+ */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import type { IConstruct } from "constructs";
+import { ADOT_COLLECTOR_IMAGE, COLLECTOR_CONTAINER, XRAY_ACTIONS } from "../../infra/weaver-app.js";
 import { METRICS, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
-import { cdkAnnotations, nagFindings, synthText, type Synth } from "./helpers.js";
+import { actionsOf, cdkAnnotations, containerEnv, nagFindings, statements, synthText, type Synth } from "./helpers.js";
 
 type Json = Record<string, unknown>;
 
@@ -99,3 +104,64 @@ topic_arn = "arn:aws:sns:us-east-1:123456789012:ops"
     assert.deepEqual(cdkAnnotations(s.stack), []);
   });
 });
+
+/** Each `[aws] tracing` mode: the OTLP endpoint the group tasks export to, and whether a collector sidecar runs beside them. */
+const TRACING: { mode: string; toml: string; endpoint: string | undefined; collector: boolean }[] = [
+  { mode: "off", toml: "", endpoint: undefined, collector: false },
+  { mode: "otlp", toml: 'otlp_endpoint = "http://collector.internal:4318"', endpoint: "http://collector.internal:4318", collector: false },
+  { mode: "xray", toml: 'tracing = "xray"', endpoint: "http://localhost:4318", collector: true },
+];
+
+for (const t of TRACING) {
+  describe(`observability: tracing = "${t.mode}"`, () => {
+    let s: Synth;
+    before(() => {
+      s = synthText(`
+[aws]
+image = "ghcr.io/acme/hello:1.0"
+config_in_image = "weaver.toml"
+${t.toml}
+[aws.listeners.hello]
+`);
+    });
+    after(() => s.dispose());
+
+    test(`every group task: ${t.endpoint ? `exports to ${t.endpoint}` : "no exporter"}${t.collector ? ", beside an ADOT collector sending to X-Ray" : ""}`, () => {
+      assert.equal(s.stack.weaver.tracing, t.mode);
+      for (const g of s.stack.weaver.groups.values()) {
+        const containers = s.json.Resources[s.id(g.taskDefinition)]!.Properties!["ContainerDefinitions"] as Json[];
+        assert.equal(containers.length, t.collector ? 2 : 1, g.name);
+        const [agent, collector] = containers;
+        assert.equal(containerEnv(s.json, s.id(g.taskDefinition))["OTEL_EXPORTER_OTLP_ENDPOINT"], t.endpoint);
+        if (!t.collector) continue;
+        assert.equal(collector!["Name"], COLLECTOR_CONTAINER);
+        assert.equal(collector!["Image"], ADOT_COLLECTOR_IMAGE);
+        assert.equal(collector!["Essential"], false, "a failing collector loses traces, not the task");
+        const config = String(
+          (collector!["Environment"] as { Name: string; Value: string }[]).find((e) => e.Name === "AOT_CONFIG_CONTENT")?.Value,
+        );
+        assert.match(
+          config,
+          /endpoint: 127\.0\.0\.1:4318[\s\S]*exporters:\n {2}awsxray: \{\}[\s\S]*traces:\n {6}receivers: \[otlp\]\n {6}processors: \[batch\]\n {6}exporters: \[awsxray\]/,
+        );
+        assert.deepEqual(agent!["DependsOn"], [{ ContainerName: COLLECTOR_CONTAINER, Condition: "START" }]);
+      }
+    });
+
+    test(`X-Ray permissions: ${t.collector ? "every group's task role, nothing else" : "none"}`, () => {
+      const xrayOf = (role: IConstruct) =>
+        statements(s.json)
+          .filter((st) => st.roles.includes(s.id(role)))
+          .flatMap(actionsOf)
+          .filter((a) => a.startsWith("xray:"))
+          .sort();
+      for (const g of s.stack.weaver.groups.values()) assert.deepEqual(xrayOf(g.taskRole), t.collector ? [...XRAY_ACTIONS].sort() : []);
+      assert.deepEqual(xrayOf(s.stack.weaver.controlPlaneRole), []);
+    });
+
+    test("cdk-nag and CDK: clean", () => {
+      assert.deepEqual(nagFindings(s.app), []);
+      assert.deepEqual(cdkAnnotations(s.stack), []);
+    });
+  });
+}

@@ -1,5 +1,6 @@
 import { ApplicationAutoScalingClient } from "@aws-sdk/client-application-auto-scaling";
 import { CloudFormationClient } from "@aws-sdk/client-cloudformation";
+import { CloudWatchClient } from "@aws-sdk/client-cloudwatch";
 import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { ECSClient } from "@aws-sdk/client-ecs";
 import { ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
@@ -118,6 +119,10 @@ export class AwsClients {
   }
   get secrets(): SecretsManagerClient {
     return (this._secrets ??= observed(new SecretsManagerClient(common(this.region)), this.observe));
+  }
+  private _cloudWatch: CloudWatchClient | undefined;
+  get cloudWatch(): CloudWatchClient {
+    return (this._cloudWatch ??= new CloudWatchClient(common(this.region)));
   }
 }
 

@@ -102,6 +102,11 @@ export interface AwsConfig {
   readonly logRetentionDays: number;
   /** OTLP/HTTP endpoint the weavelets export traces to (`otlp_endpoint`, e.g. an ADOT collector), or none. */
   readonly otlpEndpoint: string | undefined;
+  /**
+   * Where traces go (`tracing`): "xray" (a collector sidecar in every group task sends them to X-Ray),
+   * "otlp" (to `otlp_endpoint`), "off" (dropped). Default: "otlp" with an `otlp_endpoint`, else "off".
+   */
+  readonly tracing: AwsTracing;
   /** Control plane task size (`[aws.controlplane] cpu/memory`, default 256/512). */
   readonly controlPlane: { readonly cpu: number; readonly memory: number };
   /** Every deployment group (not only those with a section), in `groupsOf` order. */
@@ -161,6 +166,10 @@ export interface AwsListenerConfig {
 // Parsing
 // ---------------------------------------------------------------------------------------------------
 
+/** Values of `[aws] tracing`. */
+export const AWS_TRACING = ["xray", "otlp", "off"] as const;
+export type AwsTracing = (typeof AWS_TRACING)[number];
+
 const AWS_KEYS = [
   "stack",
   "account",
@@ -185,6 +194,7 @@ const AWS_KEYS = [
   "health_port",
   "log_retention_days",
   "otlp_endpoint",
+  "tracing",
   "controlplane",
   "groups",
   "listeners",
@@ -311,6 +321,13 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const otlpEndpoint = r.string("otlp_endpoint");
   if (otlpEndpoint !== undefined && !/^https?:\/\/[^\s/]+/.test(otlpEndpoint))
     fail("otlp_endpoint", `must be an http(s) URL such as "http://localhost:4318" (got ${JSON.stringify(otlpEndpoint)})`);
+  const tracing = r.string("tracing") ?? (otlpEndpoint !== undefined ? "otlp" : "off");
+  if (!(AWS_TRACING as readonly string[]).includes(tracing))
+    fail("tracing", `must be one of ${AWS_TRACING.map((t) => `"${t}"`).join(", ")} (got ${JSON.stringify(tracing)})`);
+  if (tracing === "otlp" && otlpEndpoint === undefined)
+    fail("tracing", `"otlp" sends traces to aws.otlp_endpoint: set it (e.g. "http://collector.internal:4318"), or use "xray" or "off"`);
+  if (tracing !== "otlp" && otlpEndpoint !== undefined)
+    fail("otlp_endpoint", `is used only with tracing = "otlp" (tracing is ${JSON.stringify(tracing)}): remove one of them`);
 
   const cpRaw = r.table("controlplane") ?? {};
   checkKeys(cpRaw, CONTROLPLANE_KEYS, "aws.controlplane", file);
@@ -469,6 +486,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     healthPort,
     logRetentionDays,
     otlpEndpoint,
+    tracing: tracing as AwsTracing,
     controlPlane: { cpu: cpCpu, memory: cpMemory },
     groups: awsGroups,
     listeners,

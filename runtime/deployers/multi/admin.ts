@@ -12,19 +12,32 @@ import type { TraceStore } from "../../telemetry/tracestore.js";
 import { parseHostPort } from "../../rpc/address.js";
 import type { DeploymentStatus } from "./state.js";
 
-/** What the admin server shows; the multi deployer implements it. */
+/**
+ * What the admin server shows: the multi deployer implements it from its own processes, `tsweaver aws
+ * dashboard` from what AWS reports (which is why answers may come asynchronously).
+ */
 export interface AdminBackend {
-  status(): DeploymentStatus;
+  status(): DeploymentStatus | Promise<DeploymentStatus>;
   /** Every deployment in the state directory (this one included), newest first. */
-  deployments(): DeploymentSummary[];
+  deployments(): DeploymentSummary[] | Promise<DeploymentSummary[]>;
   /** Fetches fresh metric deltas from every running replica into `metricStore`. */
   collectMetrics(): Promise<void>;
   readonly metricStore: MetricStore;
   readonly traceStore: TraceStore;
   /** The newest log entries kept in memory, oldest first. */
-  recentLogs(): readonly LogEntry[];
-  /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`. */
-  profile(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
+  recentLogs(): readonly LogEntry[] | Promise<readonly LogEntry[]>;
+  /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`; absent where replicas cannot be profiled. */
+  profile?(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
+  /** Default window of the call graph's rates (s; default 30): metrics that come a minute apart need a longer one. */
+  readonly graphWindowSec?: number;
+}
+
+/** Settings of an {@link AdminServer} beyond its backend and token. */
+export interface AdminServerOptions {
+  /** The command that prints a fresh login link, named when a link has expired. @default "tsweaver multi dashboard --open" */
+  loginCommand?: string;
+  /** Where a program finds the token, named when a request lacks it. @default "the token file in the deployment's state directory" */
+  tokenSource?: string;
 }
 
 /** A deployment as the dashboard lists it. */
@@ -136,6 +149,7 @@ export class AdminServer {
     private readonly backend: AdminBackend,
     /** The deployment's admin token (see the class comment). */
     private readonly token: string,
+    private readonly options: AdminServerOptions = {},
   ) {
     if (token.length < 32) throw new Error("admin server: the admin token must have at least 32 characters");
     this.server = http.createServer((req, res) => void this.serve(req, res));
@@ -151,8 +165,8 @@ export class AdminServer {
       this.route(file === "index.html" ? "/" : `/${file}`, () => ({ type, body: dashboardFile(file) }));
     }
     this.route("/favicon.ico", () => ({ type: "image/svg+xml", body: FAVICON }));
-    this.route("/api/status", () => json(this.backend.status()));
-    this.route("/api/deployments", () => json({ deployments: this.backend.deployments() }));
+    this.route("/api/status", async () => json(await this.backend.status()));
+    this.route("/api/deployments", async () => json({ deployments: await this.backend.deployments() }));
     this.route("/api/metrics", async (url) => {
       await this.backend.collectMetrics();
       const q: MetricsQuery = {
@@ -165,9 +179,12 @@ export class AdminServer {
     });
     this.route("/api/graph", async (url) => {
       await this.backend.collectMetrics();
-      const windowSec = Number(url.searchParams.get("window") ?? 30);
-      const components = this.backend.status().groups.flatMap((g) => g.components);
-      return json(callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : 30) * 1000, components));
+      const fallback = this.backend.graphWindowSec ?? 30;
+      const windowSec = Number(url.searchParams.get("window") ?? fallback);
+      const components = (await this.backend.status()).groups.flatMap((g) => g.components);
+      return json(
+        callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : fallback) * 1000, components),
+      );
     });
     this.route("/api/advice", async (url) => {
       await this.backend.collectMetrics();
@@ -179,7 +196,7 @@ export class AdminServer {
         throw new HttpError(400, "max: the most components per group, an integer ≥ 1");
       const minShare = q.has("min_share") ? Number(q.get("min_share")) : undefined;
       if (minShare !== undefined && !(minShare >= 0 && minShare <= 1)) throw new HttpError(400, "min_share: a fraction within 0..1");
-      const groups = this.backend.status().groups;
+      const groups = (await this.backend.status()).groups;
       const separate = (q.get("separate") ?? "").split(",").filter((c) => c !== "");
       const known = new Set(groups.flatMap((g) => g.components));
       const unknown = separate.filter((c) => !known.has(c));
@@ -217,8 +234,10 @@ export class AdminServer {
         const ms = Number(url.searchParams.get("ms") ?? 10_000);
         if (!(ms > 0 && ms <= MAX_PROFILE_MS))
           throw new HttpError(400, `ms: a CPU profile lasts from 1 ms to ${MAX_PROFILE_MS / 60_000} minutes`);
+        const profile = this.backend.profile?.bind(this.backend);
+        if (!profile) throw new HttpError(501, "profiles are not available for this deployment");
         const want = url.searchParams.get("group");
-        const groups = this.backend.status().groups;
+        const groups = (await this.backend.status()).groups;
         // A group by name, or the group of a component.
         const chosen = want ? groups.filter((g) => g.name === want || g.components.includes(want)) : groups;
         if (want && chosen.length === 0)
@@ -229,7 +248,7 @@ export class AdminServer {
         return json({
           kind: kind.toLowerCase(),
           ms,
-          profiles: await this.backend.profile(
+          profiles: await profile(
             kind,
             ms,
             running.map((g) => g.name),
@@ -238,21 +257,19 @@ export class AdminServer {
       },
       "POST",
     );
-    this.route("/api/logs", (url) => {
+    this.route("/api/logs", async (url) => {
       const n = Math.min(Math.max(Number(url.searchParams.get("n") ?? 200) || 200, 1), 5000);
       const component = url.searchParams.get("component");
       const level = url.searchParams.get("level");
       const grep = url.searchParams.get("grep");
       if (level && !LEVELS.includes(level)) throw new HttpError(400, `level ${level}: use one of ${LEVELS.join(", ")}`);
       const min = level ? LEVELS.indexOf(level) : 0;
-      const entries = this.backend
-        .recentLogs()
-        .filter(
-          (e) =>
-            (!component || e.component === component) &&
-            LEVELS.indexOf(e.level) >= min &&
-            (!grep || e.msg.includes(grep) || Object.values(e.attrs).some((v) => v.includes(grep))),
-        );
+      const entries = (await this.backend.recentLogs()).filter(
+        (e) =>
+          (!component || e.component === component) &&
+          LEVELS.indexOf(e.level) >= min &&
+          (!grep || e.msg.includes(grep) || Object.values(e.attrs).some((v) => v.includes(grep))),
+      );
       return json({ entries: entries.slice(-n) });
     });
   }
@@ -260,6 +277,10 @@ export class AdminServer {
   /** Adds (or replaces) a route (GET, which also answers HEAD, unless said otherwise). */
   route(path: string, fn: Route, method: "GET" | "POST" = "GET"): void {
     this.routes.set(path, { method, fn });
+  }
+
+  private get loginCommand(): string {
+    return this.options.loginCommand ?? "tsweaver multi dashboard --open";
   }
 
   /** The cookie that carries the token: named after the port, since cookies are shared by every port of a host. */
@@ -286,7 +307,7 @@ export class AdminServer {
     const until = this.tickets.get(ticket);
     this.tickets.delete(ticket);
     if (until === undefined || until < Date.now())
-      throw new HttpError(401, "this login link was used already or has expired: run `tsweaver multi dashboard --open` again");
+      throw new HttpError(401, `this login link was used already or has expired: run \`${this.loginCommand}\` again`);
     res
       .writeHead(303, {
         location: "/",
@@ -329,7 +350,7 @@ export class AdminServer {
       if (!sameToken(bearer, this.token) && !sameToken(cookieValue(req.headers.cookie, this.cookieName), this.token))
         throw new HttpError(
           401,
-          "the admin token is missing or wrong: use `tsweaver multi dashboard --open` (browser) or the token file in the deployment's state directory (authorization: Bearer)",
+          `the admin token is missing or wrong: use \`${this.loginCommand}\` (browser) or ${this.options.tokenSource ?? "the token file in the deployment's state directory"} (authorization: Bearer)`,
         );
       const route = this.routes.get(url.pathname);
       if (!route) throw new HttpError(404, `no such page: ${url.pathname}`);

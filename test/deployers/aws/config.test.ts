@@ -133,6 +133,14 @@ port = 8080
   ]);
 });
 
+test("[aws] tracing: off by default, otlp with an otlp_endpoint, xray when asked", () => {
+  assert.equal(aws("").tracing, "off");
+  assert.equal(aws('[aws]\notlp_endpoint = "http://collector:4318"\n').tracing, "otlp");
+  assert.equal(aws('[aws]\ntracing = "otlp"\notlp_endpoint = "http://collector:4318"\n').tracing, "otlp");
+  assert.equal(aws('[aws]\ntracing = "xray"\n').tracing, "xray");
+  assert.equal(aws('[aws]\ntracing = "off"\n').tracing, "off");
+});
+
 test("default container ports are 8080, 8081, ... in name order, skipping ports already taken", () => {
   const c = aws(`
 [aws]
@@ -262,6 +270,13 @@ const bad: [string, string, RegExp][] = [
   ["architecture", '[aws]\narchitecture = "amd64"\n', /aws\.architecture: must be "x86_64" or "arm64"/],
   ["retention", "[aws]\nlog_retention_days = 10\n", /aws\.log_retention_days: must be one of 1, 3, 5/],
   ["otlp endpoint", '[aws]\notlp_endpoint = "collector:4318"\n', /aws\.otlp_endpoint: must be an http\(s\) URL/],
+  ["tracing value", '[aws]\ntracing = "jaeger"\n', /aws\.tracing: must be one of "xray", "otlp", "off" \(got "jaeger"\)/],
+  ["tracing otlp without endpoint", '[aws]\ntracing = "otlp"\n', /aws\.tracing: "otlp" sends traces to aws\.otlp_endpoint: set it/],
+  [
+    "endpoint with xray tracing",
+    '[aws]\ntracing = "xray"\notlp_endpoint = "http://collector:4318"\n',
+    /aws\.otlp_endpoint: is used only with tracing = "otlp" \(tracing is "xray"\)/,
+  ],
   ["same rpc and control port", "[aws]\nrpc_port = 9100\n", /aws\.control_port: must differ from aws\.rpc_port \(9100\)/],
   [
     "container port on rpc port",
