@@ -143,3 +143,21 @@ test("[aws] base_image becomes the NODE_IMAGE build argument (and so part of the
     plain.dispose();
   }
 });
+
+test("tsweaver init's Dockerfile: the same base and stages, the installed package's CLI, only what runs", () => {
+  const tmpl = parseDockerfile(readFileSync(path.join(ROOT, "runtime/cli/templates/aws/infra/Dockerfile.tmpl"), "utf8"));
+  assert.equal(tmpl.args.get("NODE_IMAGE"), DOCKERFILE.args.get("NODE_IMAGE"), "one Node line for the project and for new apps");
+  assert.deepEqual(
+    tmpl.stages.map((s) => [s.name, s.from]),
+    [
+      ["deps", "${NODE_IMAGE}"],
+      [undefined, "${NODE_IMAGE}"],
+    ],
+  );
+  const final = tmpl.stages.at(-1)!.instructions;
+  assert.deepEqual(final.find((i) => i.op === "ENTRYPOINT")?.args, '["node", "/app/node_modules/tsweaver/dist/runtime/cli/main.js"]');
+  assert.equal(final.filter((i) => i.op === "USER").at(-1)?.args, "node");
+  assert.ok(!final.some((i) => i.op === "RUN"), "nothing runs in the final stage");
+  const copied = final.filter((i) => i.op === "COPY").map((i) => i.args);
+  assert.deepEqual(copied, ["--from=deps /app/node_modules ./node_modules", "package.json weaver.toml ./", "dist ./dist"]);
+});
