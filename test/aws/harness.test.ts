@@ -155,6 +155,7 @@ describe("createAppResources on examples/hello", () => {
       [ENV.RPC_PORT]: "9000",
       [ENV.GROUP]: "hello-reverser",
       [ENV.COMPONENTS]: "hello/Reverser",
+      [ENV.HEALTH_PORT]: "9101",
     });
     assert.deepEqual(agent.secrets, { [ENV.SECRET]: res.secretArn });
     assert.ok(existsSync(path.join(res.workdir, agent.env[ENV.CONFIG]!)), "TSWEAVER_CONFIG resolves in the task's working directory");

@@ -156,6 +156,16 @@ address = "127.0.0.1:0"
   });
 
   test("a screenshot: the page renders (dimensions, header, background, graph and timeline colors)", async () => {
+    // The page redraws every 2 s: an element replaced mid-screenshot is taken again from the new one.
+    const elementShot = async (selector: string): Promise<Buffer> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await page.locator(selector).screenshot();
+        } catch (err) {
+          if (attempt >= 5 || !/not attached to the DOM/.test(String(err))) throw err;
+        }
+      }
+    };
     const shot = await page.screenshot();
     const png = decodePng(shot);
     assert.deepEqual([png.width, png.height], [VIEWPORT.width, VIEWPORT.height]);
@@ -167,11 +177,11 @@ address = "127.0.0.1:0"
     assert.ok(colors.size > 40, `a rendered page, not a blank one (${colors.size} colors sampled)`);
 
     // The graph: the failing edge is drawn red; the node boxes have their group colors.
-    const graph = decodePng(await page.locator("#graph svg").screenshot());
+    const graph = decodePng(await elementShot("#graph svg"));
     assert.ok(countPixels(graph, (r, g, b) => r > 180 && g < 90 && b < 90) > 50, "a red (failing) edge");
     assert.ok(countPixels(graph, (r, g, b) => r > 235 && g > 235 && b > 235) > graph.width * graph.height * 0.5, "mostly white background");
     // The timeline: a blue client bar and a purple server bar.
-    const timeline = decodePng(await page.locator("#timeline").screenshot());
+    const timeline = decodePng(await elementShot("#timeline"));
     assert.ok(countPixels(timeline, (r, g, b) => near([r, g, b], [0x25, 0x63, 0xeb], 20)) > 100, "blue client bar");
     assert.ok(countPixels(timeline, (r, g, b) => near([r, g, b], [0x7c, 0x3a, 0xed], 20)) > 20, "purple server bar");
 
