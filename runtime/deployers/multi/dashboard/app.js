@@ -1,5 +1,5 @@
 // tsweaver dashboard: plain JavaScript, no build step. Reads the admin server's JSON APIs every 2 s and
-// renders deployments, groups and replicas, the call graph (SVG), metric charts (SVG), traces with a
+// renders deployments, groups and replicas, the call graph (SVG), colocation advice, metric charts (SVG), traces with a
 // timeline, and the log tail. Every text from the app goes in through textContent, never as HTML.
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -520,6 +520,53 @@ function logQuery() {
   return q.toString();
 }
 
+// ---- colocation advice ----
+
+/** The advisor's proposal from the last 60 s of calls: cross-process traffic now and advised, the line to paste. */
+function renderAdvice(advice) {
+  const el = $("advice");
+  if (advice.error !== undefined) {
+    el.replaceChildren(h("p", { class: "muted" }, `no advice: ${advice.error}`));
+    return;
+  }
+  if (advice.edges.length === 0 || advice.windowSec === 0) {
+    el.replaceChildren(h("p", { class: "muted", "data-testid": "advice-empty" }, "no calls between components in the last minute"));
+    return;
+  }
+  const rate = (n) => (n >= 100 ? n.toFixed(0) : n.toFixed(1));
+  const summary = h(
+    "p",
+    { "data-testid": "advice-summary" },
+    `cross-process calls/s: ${rate(advice.now.callsPerSec)} now, ${rate(advice.advised.callsPerSec)} with the advice`,
+  );
+  const line = advice.changed
+    ? `colocate = [${advice.colocate.map((g) => `[${g.map((c) => JSON.stringify(c)).join(", ")}]`).join(", ")}]`
+    : "the current grouping is already what the advice would pick";
+  const rows = advice.edges
+    .slice(0, 8)
+    .map((e) =>
+      h(
+        "tr",
+        {},
+        h("td", {}, `${e.a} ↔ ${e.b}`),
+        h("td", { class: "num" }, rate(e.callsPerSec)),
+        h("td", {}, e.remoteNow ? "across processes" : "in-process"),
+        h("td", {}, e.remoteAdvised ? "across processes" : "in-process"),
+      ),
+    );
+  el.replaceChildren(
+    summary,
+    h("pre", { "data-testid": "advice-line" }, line),
+    h(
+      "table",
+      { class: "table" },
+      h("tr", {}, h("th", {}, "components"), h("th", {}, "calls/s"), h("th", {}, "now"), h("th", {}, "advised")),
+      rows,
+    ),
+    ...advice.held.slice(0, 3).map((t) => h("p", { class: "muted" }, `held back: ${t}`)),
+  );
+}
+
 // ---- refresh loop ----
 
 let busy = false;
@@ -527,10 +574,12 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
-    const [status, { deployments }, graph, { charts }, { traces }, { entries }] = await Promise.all([
+    const [status, { deployments }, graph, advice, { charts }, { traces }, { entries }] = await Promise.all([
       api("/api/status"),
       api("/api/deployments"),
       api("/api/graph"),
+      // Advice is an extra: a deployment that cannot give it still shows everything else.
+      api("/api/advice?window=60").catch((err) => ({ error: err.message })),
       api("/api/charts"),
       api("/api/traces?limit=30"),
       api(`/api/logs?${logQuery()}`),
@@ -538,6 +587,7 @@ async function refresh() {
     renderDeployments(status, deployments);
     renderGroups(status);
     renderGraph(graph, status);
+    renderAdvice(advice);
     renderCharts(charts);
     renderTraces(traces);
     await renderTimeline();

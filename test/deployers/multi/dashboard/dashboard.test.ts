@@ -124,6 +124,22 @@ address = "127.0.0.1:0"
     assert.match((await page.locator("#charts").textContent()) ?? "", /echo_strings_total per second/, "a chart per user metric");
   });
 
+  test("colocation advice: main ↔ Echo, the heaviest cross-process pair, advised into one group", async () => {
+    const line = await waitFor("the advice line", async () => {
+      const t =
+        (await page
+          .locator("[data-testid=advice-line]")
+          .textContent()
+          .catch(() => null)) ?? "";
+      return t.startsWith("colocate = ") ? t : undefined;
+    });
+    assert.equal(line, 'colocate = [["test/Echo", "tsweaver/Main"]]');
+    assert.match(
+      (await page.locator("[data-testid=advice-summary]").textContent()) ?? "",
+      /^cross-process calls\/s: [\d.]+ now, 0\.0 with the advice$/,
+    );
+  });
+
   test("recent traces, and the timeline of one: client span in main, server span in Echo", async () => {
     const row = page.locator(`[data-testid=trace-row][data-trace="${traceId}"]`);
     await row.click();
@@ -166,6 +182,7 @@ address = "127.0.0.1:0"
         }
       }
     };
+    await page.evaluate(() => window.scrollTo(0, 0)); // clicking a trace row may have scrolled the page
     const shot = await page.screenshot();
     const png = decodePng(shot);
     assert.deepEqual([png.width, png.height], [VIEWPORT.width, VIEWPORT.height]);
