@@ -5,7 +5,7 @@
  * log tail from CloudWatch Logs). The harness plays CloudWatch's EMF extraction meanwhile.
  */
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { CloudWatchClient, ListMetricsCommand } from "@aws-sdk/client-cloudwatch";
 import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
@@ -14,7 +14,8 @@ import {
   DescribeTargetHealthCommand,
   ElasticLoadBalancingV2Client,
 } from "@aws-sdk/client-elastic-load-balancing-v2";
-import { chromium } from "playwright-core";
+import type { BrowserContext } from "playwright-core";
+import { launchChromium } from "../support/chromium.js";
 import { METRICS, targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { CLI, Proc, get, tempDir, waitFor } from "../support/index.js";
 import { decodePng } from "../deployers/multi/dashboard/png.js";
@@ -23,13 +24,10 @@ import type { FargateSimulator } from "./fargate.js";
 import { clientConfig } from "./moto.js";
 import type { AppResources } from "./stack.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const VIEWPORT = { width: 1400, height: 900 };
 
 /** The boutique activated on the emulator (main's group serving): its dashboard shows its groups and call graph. */
 export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimulator; endpoint: string }): Promise<void> {
-  if (!existsSync(CHROMIUM))
-    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; test/run.sh does it)`);
   const { res, sim } = o;
   const dir = tempDir("tsweaver-aws-dashboard-");
   const logs = new CloudWatchLogsClient(clientConfig(o.endpoint));
@@ -38,7 +36,7 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
   const elb = new ElasticLoadBalancingV2Client(clientConfig(o.endpoint));
   const extraction = startEmfExtraction(logs, cloudWatch, res.logGroup, 2000);
   let cli: Proc | undefined;
-  let browser: Awaited<ReturnType<typeof chromium.launchPersistentContext>> | undefined;
+  let browser: BrowserContext | undefined;
   try {
     // Traffic through main's target (the ALB's place): the home page calls five components.
     const tg = await elb.send(new DescribeTargetGroupsCommand({ Names: [targetGroupName(res.stack, "boutique", res.version)] }));
@@ -68,21 +66,7 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
     assert.deepEqual(extraction.rejected, [], "every EMF line is one CloudWatch accepts");
 
     // The browser first: the login link printed below is valid for 60 s.
-    browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: VIEWPORT,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium(path.join(dir, "chromium-profile"), VIEWPORT);
     const tokenFile = path.join(dir, "admin-token");
     cli = new Proc(process.execPath, [
       CLI,

@@ -2,18 +2,18 @@
 // playwright-core, against a real multi deployment of the echo fixture.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
+import type { BrowserContext, Page } from "playwright-core";
+import { launchChromium } from "../../../support/chromium.js";
 import { type MultiDeployer } from "../../../../runtime/deployers/multi/deployer.js";
 import type { TraceSummary } from "../../../../runtime/telemetry/tracestore.js";
 import { CLI, ECHO_APP, getJson, tempDir, waitFor, writeConfig } from "../../../support/index.js";
 import { deployForTest } from "../../../support/multi.js";
 import { countPixels, decodePng } from "./png.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const VIEWPORT = { width: 1280, height: 900 };
 
 describe("dashboard in headless Chromium", () => {
@@ -26,8 +26,6 @@ describe("dashboard in headless Chromium", () => {
   let auth: Record<string, string> = {};
 
   before(async () => {
-    if (!existsSync(CHROMIUM))
-      throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium; .ci/run does it)`);
     const config = writeConfig(
       `[tsweaver]
 name = "dashboard"
@@ -55,21 +53,7 @@ address = "127.0.0.1:0"
         (t) => t.traceId === traceId && t.spans === 2,
       ),
     );
-    browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: VIEWPORT,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    browser = await launchChromium(path.join(dir, "chromium-profile"), VIEWPORT);
     page = await browser.newPage();
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));

@@ -2,7 +2,7 @@
 // traced), drives some shop traffic (including failing quotes), and screenshots the dashboard in headless
 // Chromium. Usage: npm run build && node dist/test/deployers/multi/dashboard/screenshot.js [docs/dashboard.png]
 import path from "node:path";
-import { chromium } from "playwright-core";
+import { launchChromium } from "../../../support/chromium.js";
 import { ROOT, get, tempDir, writeConfig } from "../../../support/index.js";
 import { deployForTest } from "../../../support/multi.js";
 
@@ -36,21 +36,7 @@ const traffic = (async () => {
 })();
 await new Promise((r) => setTimeout(r, 12_000)); // a few history points for the charts
 
-const browser = await chromium.launchPersistentContext(path.join(dir, "chromium-profile"), {
-  executablePath: "/usr/bin/chromium",
-  headless: true,
-  viewport: { width: 1400, height: 900 },
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium(path.join(dir, "chromium-profile"), { width: 1400, height: 900 });
 try {
   const page = await browser.newPage();
   await page.goto(deployer.dashboardLoginUrl());
