@@ -758,6 +758,10 @@ export class WeaverApp extends Construct {
       const container = taskDefinition.addContainer(AGENT_CONTAINER, {
         image: props.image,
         command: [...AGENT_COMMAND],
+        // The agent runs as root (the image's default user is not) so that it can start the app as another,
+        // unprivileged user (the image's TSWEAVER_APP_USER): the app cannot read the agent's environment or
+        // memory, which hold the deployment secret. Fargate's default capabilities (SETUID, SETGID) suffice.
+        user: "0",
         environment: {
           ...this.taskEnv(props),
           [ENV.CONFIG]: props.configPathInImage,

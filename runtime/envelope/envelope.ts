@@ -48,6 +48,12 @@ export interface EnvelopeOptions {
    * restricts its callers, the groups allowed to call it. Default: calls are not authenticated.
    */
   rpcSecurity?: RpcSecurity;
+  /**
+   * The user and group the weavelet runs as (the deployer must be root, or hold CAP_SETUID/CAP_SETGID;
+   * supplementary groups are dropped). A weavelet of another user than its deployer cannot read the
+   * deployer's memory or initial environment. Default: the deployer's own.
+   */
+  user?: { readonly uid: number; readonly gid: number };
 }
 
 /** The deployment's component-call credentials for one weavelet (see EnvelopeOptions.rpcSecurity). */
@@ -127,6 +133,7 @@ export class Envelope {
       env: { ...(opts.baseEnv ?? process.env), ...opts.env, TSWEAVER_WEAVELET_ARGS: encodeWeaveletArgs(args) },
       // Own process group: Ctrl-C reaches only the deployer, which stops weavelets in order.
       detached: true,
+      ...(opts.user ? { uid: opts.user.uid, gid: opts.user.gid } : {}),
     });
     this.child = child;
     const recentStderr: string[] = [];

@@ -316,7 +316,7 @@ describe("AWS TLS component calls: per-task certificates from the deployment CA,
     console.log(`renewal: ${calls} calls over ${LIFETIME_MS * 2.5} ms, all succeeded; main renewed ${received(main) - before.main} times`);
   });
 
-  test("the CA key is in no weavelet's environment nor the agents', and never crosses the control pipe", async () => {
+  test("the CA key is in no weavelet's environment nor the agents', and never crosses the control pipe; nor is the deployment secret", async () => {
     for (const t of [main, reverser]) {
       assert.equal(t.env[ENV.CA_SECRET_ARN], undefined, "the agent is not told where the CA lives");
       const pids = execFileSync("pgrep", ["-P", String(t.pid)], { encoding: "utf8" })
@@ -329,10 +329,97 @@ describe("AWS TLS component calls: per-task certificates from the deployment CA,
         assert.ok(!environ.includes(caSecretArn()), "no CA secret ARN in the weavelet's environment");
         assert.ok(!environ.includes("PRIVATE KEY"), "no key in the weavelet's environment");
         assert.ok(!environ.includes(ca.privateKey.split("\n")[1]!), "not the CA key");
+        assert.ok(!environ.includes(res.secret), "not the deployment secret");
       }
       // What the agent hands over the pipe is its own key, certificate and the CA's certificate: the
       // control plane's replies (above) carry no key, and the agent's role cannot read the secret
       // (test/infra/iam.test.ts).
     }
   });
+
+  test("the deployment secret is out of the app's reach: no ancestor's environ, cmdline or memory is readable with the app's credentials", async (t) => {
+    for (const task of [main, reverser]) {
+      const agent = task.pid!;
+      assert.ok(
+        readFileSync(`/proc/${agent}/environ`, "utf8").includes(res.secret),
+        "the agent's initial environment holds the secret (ECS put it there)",
+      );
+      const weavelet = Number(
+        execFileSync("pgrep", ["-P", String(agent)], { encoding: "utf8" })
+          .trim()
+          .split("\n")[0],
+      );
+      const creds = credentialsOf(weavelet);
+      if (process.getuid?.() !== 0) {
+        // The agent runs as this test's user and cannot switch users: it says so; the rest needs root (as in CI and on Fargate).
+        assert.ok(
+          logLines(task, "the agent does not run as root: the app runs as the agent's user and can read its environment and memory")
+            .length >= 1,
+        );
+        t.diagnostic("not root: the agent cannot run the app as another user; the uid separation is not tested");
+        continue;
+      }
+      assert.ok(creds.uid !== 0 && creds.gid !== 0, `${task.taskId}: the app runs as a non-root user (uid ${creds.uid}, gid ${creds.gid})`);
+      assert.notEqual(creds.uid, credentialsOf(agent).uid, "the app's user is not the agent's");
+      assert.deepEqual(creds.groups, [], "no supplementary groups (root's dropped)");
+      // A process with exactly the weavelet's credentials (what any code of the app runs with) tries every ancestor.
+      const ancestors = ancestorsOf(weavelet);
+      assert.equal(ancestors[0], agent);
+      const found = probeAs(creds, ancestors);
+      for (const pid of ancestors) {
+        const r = found[pid]!;
+        assert.ok(
+          !r.environ.includes(res.secret) && !r.cmdline.includes(res.secret),
+          `${pid}: the secret is readable: ${JSON.stringify(r)}`,
+        );
+        assert.match(r.environ, /^EACCES$/, `${pid}'s environ is not readable`);
+        assert.match(r.mem, /^EACCES$/, `${pid}'s memory cannot be opened`);
+      }
+      assert.ok(found[agent]!.cmdline.includes("agent"), "(the probe did reach the agent: its command line is public)");
+    }
+  });
 });
+
+/** The real uid, gid and supplementary groups of process `pid`. */
+function credentialsOf(pid: number): { uid: number; gid: number; groups: number[] } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) =>
+    (new RegExp(`^${name}:\\t(.*)$`, "m").exec(status)?.[1] ?? "").trim().split(/\s+/).filter(Boolean).map(Number);
+  return { uid: field("Uid")[0]!, gid: field("Gid")[0]!, groups: field("Groups") };
+}
+
+/** The parent, grandparent, ... of `pid`, up to (not including) pid 0. */
+function ancestorsOf(pid: number): number[] {
+  const out: number[] = [];
+  for (let p = pid; ;) {
+    p = Number(/^PPid:\t(\d+)$/m.exec(readFileSync(`/proc/${p}/status`, "utf8"))![1]);
+    if (p === 0) return out;
+    out.push(p);
+  }
+}
+
+/**
+ * What a process running as `creds` (spawned with that uid and gid, no supplementary groups: the
+ * weavelet's credentials, so what code of the app gets) reads of each of `pids`: environ and cmdline
+ * (contents, or the error code), and whether it can open the memory (error code, or "opened").
+ */
+function probeAs(creds: { uid: number; gid: number }, pids: number[]): Record<number, { environ: string; cmdline: string; mem: string }> {
+  const script = `
+    const fs = require("node:fs");
+    const read = (f) => { try { return fs.readFileSync(f, "latin1"); } catch (e) { return e.code; } };
+    const out = {};
+    for (const pid of JSON.parse(process.argv[1])) {
+      let mem;
+      try { fs.closeSync(fs.openSync("/proc/" + pid + "/mem", "r")); mem = "opened"; } catch (e) { mem = e.code; }
+      out[pid] = { environ: read("/proc/" + pid + "/environ"), cmdline: read("/proc/" + pid + "/cmdline"), mem };
+    }
+    process.stdout.write(JSON.stringify(out));`;
+  const stdout = execFileSync(process.execPath, ["-e", script, JSON.stringify(pids)], {
+    uid: creds.uid,
+    gid: creds.gid,
+    env: { PATH: process.env["PATH"] ?? "" },
+    cwd: "/",
+    encoding: "utf8",
+  });
+  return JSON.parse(stdout) as Record<number, { environ: string; cmdline: string; mem: string }>;
+}

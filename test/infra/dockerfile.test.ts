@@ -50,6 +50,12 @@ function files(dir: string, prefix = ""): string[] {
   });
 }
 
+/** The TSWEAVER_APP_USER a stage's ENV instructions set. */
+function appUserOf(instructions: Stage["instructions"]): string | undefined {
+  const env = instructions.filter((i) => i.op === "ENV").map((i) => /^TSWEAVER_APP_USER=(\S+)$/.exec(i.args)?.[1]);
+  return env.filter((v) => v !== undefined).at(-1);
+}
+
 const DOCKERFILE = parseDockerfile(readFileSync(path.join(ROOT, "infra/Dockerfile"), "utf8"));
 
 test("infra/Dockerfile: the current Node LTS as a pinnable base, multi-stage, non-root, the CLI as entrypoint", () => {
@@ -74,6 +80,7 @@ test("infra/Dockerfile: the current Node LTS as a pinnable base, multi-stage, no
   const final = DOCKERFILE.stages.at(-1)!.instructions;
   const user = final.filter((i) => i.op === "USER").at(-1)?.args;
   assert.ok(user !== undefined && user !== "root" && user !== "0", `the final stage runs as a non-root user (${user})`);
+  assert.equal(appUserOf(final), user, "the agent (root in group tasks) runs the app as the image's non-root user");
   assert.deepEqual(final.find((i) => i.op === "ENTRYPOINT")?.args, '["node", "/app/dist/runtime/cli/main.js"]');
   assert.deepEqual(final.find((i) => i.op === "WORKDIR")?.args, "/app");
   assert.ok(!final.some((i) => i.op === "RUN"), "nothing runs in the final stage (no build tools needed there)");
@@ -157,6 +164,7 @@ test("tsweaver init's Dockerfile: the same base and stages, the installed packag
   const final = tmpl.stages.at(-1)!.instructions;
   assert.deepEqual(final.find((i) => i.op === "ENTRYPOINT")?.args, '["node", "/app/node_modules/tsweaver/dist/runtime/cli/main.js"]');
   assert.equal(final.filter((i) => i.op === "USER").at(-1)?.args, "node");
+  assert.equal(appUserOf(final), "node", "the agent (root in group tasks) runs the app as the image's non-root user");
   assert.ok(!final.some((i) => i.op === "RUN"), "nothing runs in the final stage");
   const copied = final.filter((i) => i.op === "COPY").map((i) => i.args);
   assert.deepEqual(copied, ["--from=deps /app/node_modules ./node_modules", "package.json weaver.toml ./", "dist ./dist"]);

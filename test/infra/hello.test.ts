@@ -182,6 +182,7 @@ describe("hello stack", () => {
       const c = p["ContainerDefinitions"][0];
       assert.equal(c.Name, AGENT_CONTAINER);
       assert.deepEqual(c.Command, ["aws", "agent"]);
+      assert.equal(c.User, "0", "the agent runs as root so that it can start the app as the image's non-root TSWEAVER_APP_USER");
       assert.equal(c.Essential, true);
       assert.equal(c.StopTimeout, 45, "the agent's drain fits: a 30 s deregistration delay, a discovery period, 10 s for in-flight work");
       assert.deepEqual(
@@ -210,6 +211,11 @@ describe("hello stack", () => {
   });
 
   test("the control plane's environment names every group and listener handle", () => {
+    assert.equal(
+      s.json.Resources[ids.controlPlaneTask]!.Properties!["ContainerDefinitions"][0].User,
+      undefined,
+      "the control plane runs as the image's non-root user",
+    );
     const env = containerEnv(s.json, ids.controlPlaneTask);
     assert.deepEqual(env[ENV.CLUSTER], { "Fn::GetAtt": [ids.cluster, "Arn"] });
     assert.deepEqual(env[ENV.NAMESPACE_ID], { "Fn::GetAtt": [ids.namespace, "Id"] });

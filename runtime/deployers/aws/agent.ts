@@ -4,6 +4,7 @@ import { componentConfigs, groupsOf, loadConfig, MAIN_COMPONENT, type AppConfig 
 import { listAppComponents } from "../../core/components.js";
 import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
 import type { RpcCertificate } from "../../protos/runtime.js";
+import { appUser, type AppUser } from "./appuser.js";
 import { newKeyAndCsr } from "./certs.js";
 import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
@@ -184,12 +185,14 @@ export class Agent {
     const all = listAppComponents(this.config);
     for (const g of groupsOf(this.config, all)) for (const c of g.components) this.groupOf.set(c, g.name);
     const config = componentConfigs(this.config, this.env.components);
+    const user = this.appUser();
     // No certificate, no weavelet: component calls on AWS are TLS only (the weavelet refuses plaintext too).
     const certificate = await this.requestCertificate();
     const envelope = new Envelope({
       binary: this.config.binary,
       args: this.config.args,
-      baseEnv: { ...weaveletBaseEnv(process.env), ...appSecretsEnv(process.env) },
+      baseEnv: { ...weaveletBaseEnv(process.env), ...(user ? { HOME: user.home } : {}), ...appSecretsEnv(process.env) },
+      ...(user ? { user: { uid: user.uid, gid: user.gid } } : {}),
       env: this.config.env,
       nodeArgs: this.config.nodeArgs,
       weaveletArgs: {
@@ -224,6 +227,24 @@ export class Agent {
     );
     this.pollTimer = setInterval(() => void this.discovery.tick(), this.env.discoveryMs);
     this.scheduleRenewal();
+  }
+
+  /**
+   * The user the app runs as: another than the agent's, so that no code of the app can read the
+   * deployment secret from the agent's environment or memory (appuser.ts). An agent that is not root
+   * cannot switch users: it says what that exposes and runs the app as itself.
+   */
+  private appUser(): AppUser | undefined {
+    const user = appUser(process.env);
+    if (user === undefined) {
+      this.log.warn("the agent does not run as root: the app runs as the agent's user and can read its environment and memory", {
+        uid: String(process.getuid?.()),
+        fix: "run group tasks' containers as user 0 (the stack's task definitions do); the agent starts the app as TSWEAVER_APP_USER",
+      });
+      return undefined;
+    }
+    this.log.info("the app runs as its own user", { user: user.name, uid: String(user.uid), gid: String(user.gid) });
+    return user;
   }
 
   /**

@@ -78,6 +78,12 @@ export const ENV = {
    * ({@link healthCheckCommand}). Agent only.
    */
   HEALTH_PORT: "TSWEAVER_HEALTH_PORT",
+  /**
+   * The user the agent runs the app as when the agent itself runs as root (group tasks do: the stack sets
+   * the container's user to 0): a name in the image's /etc/passwd, or `uid:gid`, never root. The image
+   * declares it (infra/Dockerfile: `node`, its own USER); default `node`. Agent only.
+   */
+  APP_USER: "TSWEAVER_APP_USER",
   /** The group this task hosts. Agent only. */
   GROUP: "TSWEAVER_GROUP",
   /** Comma-separated components of that group. Agent only. */

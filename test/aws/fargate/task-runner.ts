@@ -49,6 +49,13 @@ const INHERITED_ENV = [
   "AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED",
 ];
 
+/**
+ * The image's own environment (infra/Dockerfile's ENV) as far as the runtime reads it: the user the agent
+ * runs the app as. The image's is `node`; here it is `nobody`, an unprivileged user every Linux has (it
+ * only counts when the tests run as root, as a task's agent does: the agent then starts the app as it).
+ */
+const IMAGE_ENV: Readonly<Record<string, string>> = { TSWEAVER_APP_USER: "nobody" };
+
 export type SimTaskState = "starting" | "running" | "stopping" | "exited" | "failed";
 
 /** A task the simulator runs (or ran) a process for. */
@@ -262,7 +269,7 @@ export class TaskRunner {
       if (entry[0] === "node") entry[0] = process.execPath;
       r.command = [...entry, ...(override?.command ?? c.command ?? [])];
 
-      const env: Record<string, string> = {};
+      const env: Record<string, string> = { ...IMAGE_ENV };
       for (const k of INHERITED_ENV) if (process.env[k] !== undefined) env[k] = process.env[k]!;
       for (const e of c.environment ?? []) env[e.name!] = e.value ?? "";
       for (const e of override?.environment ?? []) env[e.name!] = e.value ?? "";
