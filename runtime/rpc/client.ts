@@ -1,5 +1,5 @@
 import { connect as netConnect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { CodecError, Reader, Writer } from "../codec/codec.js";
 import { type CallContext, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError, remoteError } from "../core/errors.js";
@@ -72,6 +72,12 @@ export interface ConnectionStats extends ByteCounters {
 
 /** Clamp for Node timers (larger values fire immediately). */
 const MAX_TIMER_MS = 0x7fffffff;
+/**
+ * A TLS connection moves new calls to a new connection this long before either side's certificate
+ * expires (the server closes it at the expiry, see RpcServer), so no call meets the server's GOAWAY.
+ */
+const CERT_RETIRE_LEAD_MS = 1000;
+
 /** A connection closed cleanly (GOAWAY) after living at least this long reconnects at once, without backoff. */
 const CLEAN_CLOSE_MIN_LIFE_MS = 1000;
 /** Largest remaining time the wire can carry. */
@@ -102,6 +108,12 @@ export class Connection implements ChannelSink {
   private connectedAt = 0;
   private connectTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  /** TLS: where the current channel's frames go (retiring it points them elsewhere). */
+  private route: ChannelRoute | undefined;
+  /** TLS: fires shortly before a certificate of the current channel expires. */
+  private expiryTimer: NodeJS.Timeout | undefined;
+  /** TLS channels replaced before a certificate expired, finishing the calls they carry. */
+  private readonly retired = new Set<RetiredChannel>();
   private closedPromise: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
 
@@ -157,14 +169,16 @@ export class Connection implements ChannelSink {
     const t = this.target;
     const tls = typeof this.opts.tls === "function" ? this.opts.tls() : this.opts.tls;
     let socket: Socket;
+    this.route = undefined;
     if (t.kind === "unix") socket = netConnect({ path: t.path });
     else if (tls === undefined) socket = netConnect({ host: t.host, port: t.port, noDelay: true });
     else {
       socket = tlsConnect({ host: t.host, port: t.port, ...clientTlsOptions(tls) });
       socket.setNoDelay(true);
+      this.route = new ChannelRoute(this);
     }
     // Requests queue in the channel's writer but are held until HELLO_OK.
-    const channel = new Channel(socket, this, this.opts.maxFrameSize, this.stats, true);
+    const channel = new Channel(socket, this.route ?? this, this.opts.maxFrameSize, this.stats, true);
     this.channel = channel;
     const auth = this.opts.auth;
     this.clientNonce = auth === undefined ? undefined : newNonce();
@@ -245,6 +259,7 @@ export class Connection implements ChannelSink {
     const done = this.whenClosed();
     this.clearTimers();
     this._state = "draining";
+    for (const r of this.retired) r.channel.destroy();
     this.failAll(new Error("connection closed locally"));
     if (this.channel !== undefined) this.channel.destroy();
     else this.markClosed();
@@ -291,6 +306,8 @@ export class Connection implements ChannelSink {
   onClose(error: Error | undefined): void {
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     this.channel = undefined;
     const wasReady = this._state === "ready" && !this.goaway;
     const reason = error ?? new Error(this.goaway ? "server shut down" : "connection closed by the server");
@@ -334,7 +351,8 @@ export class Connection implements ChannelSink {
     if (this.pending.get(p.id) !== p) return;
     this.pending.delete(p.id);
     p.cleanup();
-    const ch = this.channel;
+    let ch = this.channel;
+    for (const r of this.retired) if (r.forget(p.id)) ch = r.channel;
     if (err instanceof CallCancelledError && ch !== undefined && !ch.isClosed) {
       writeCancel(ch.writer, p.id);
       ch.scheduleFlush();
@@ -402,11 +420,76 @@ export class Connection implements ChannelSink {
     const ch = this.channel!;
     ch.hold = false;
     ch.flush();
+    if (this.route !== undefined) this.scheduleRetirement(ch);
+    this.maybeFinishDrain();
+  }
+
+  /**
+   * TLS: a certificate is only checked at the handshake, so a connection would outlive it. Shortly before
+   * the earlier of both sides' certificates expires, new calls move to a new connection (with the
+   * credentials `tls` gives then, renewed by then) and this one finishes its calls, then closes.
+   */
+  private scheduleRetirement(channel: Channel): void {
+    const socket = channel.socket as TLSSocket;
+    const expiries = [socket.getPeerX509Certificate(), socket.getX509Certificate()].map((c) => (c ? Date.parse(c.validTo) : NaN));
+    const notAfter = Math.min(...expiries.filter((t) => !Number.isNaN(t)));
+    if (!Number.isFinite(notAfter)) return;
+    const delay = Math.max(0, notAfter - CERT_RETIRE_LEAD_MS - Date.now());
+    // Longer than a timer can wait (about 24.8 days): it fires early and the connection is merely renewed early.
+    this.expiryTimer = setTimeout(onCertificateExpiry, Math.min(delay, 0x7fffffff), this, channel);
+    this.expiryTimer.unref();
+  }
+
+  /** @internal A certificate of `channel` is about to expire: new calls go to a new connection. */
+  retire(channel: Channel): void {
+    this.expiryTimer = undefined;
+    const route = this.route;
+    if (this.channel !== channel || route === undefined || this._state !== "ready" || this.goaway) return;
+    this.opts.logger.info("rpc: a certificate of the connection expires; new calls go to a new connection", { address: this.address });
+    const retired = new RetiredChannel(this, channel, new Set(this.pending.keys()));
+    this.retired.add(retired);
+    route.target = retired;
+    this.channel = undefined;
+    this._state = "idle";
+    this.connect();
+    retired.endIfDone();
+  }
+
+  /** @internal A response on a retired channel. */
+  retiredResponse(buf: Buffer, start: number, end: number): void {
+    const r = this.reader;
+    r.buf = buf;
+    r.pos = start;
+    r.end = end;
+    this.settle(r);
+  }
+
+  /** @internal Whether call `id` still waits for its response. */
+  isPending(id: number): boolean {
+    return this.pending.has(id);
+  }
+
+  /** @internal A retired channel closed: the calls it still carried fail. */
+  retiredClosed(retired: RetiredChannel, ids: ReadonlySet<number>, error: Error | undefined): void {
+    this.retired.delete(retired);
+    const reason = error ?? new Error("connection closed by the server");
+    for (const id of ids) {
+      const p = this.pending.get(id);
+      if (p === undefined) continue;
+      this.pending.delete(id);
+      p.cleanup();
+      p.reject(new TransportError(`${p.method}: connection to ${this.address} lost: ${reason.message}`, { cause: reason }));
+    }
     this.maybeFinishDrain();
   }
 
   private onResponse(r: Reader): void {
     if (!this.handshaken) throw new FrameError("RESPONSE before HELLO_OK");
+    this.settle(r);
+  }
+
+  /** Settles the call a RESPONSE frame answers. */
+  private settle(r: Reader): void {
     const id = r.u32();
     const status = r.u8();
     const p = this.pending.get(id);
@@ -483,6 +566,8 @@ export class Connection implements ChannelSink {
   }
 
   private clearTimers(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
     this.reconnectTimer = undefined;
@@ -524,6 +609,59 @@ function onReconnect(c: Connection): void {
 
 function onConnectTimeout(c: Connection, channel: Channel): void {
   c.connectTimedOut(channel);
+}
+
+function onCertificateExpiry(c: Connection, channel: Channel): void {
+  c.retire(channel);
+}
+
+/**
+ * A TLS channel's sink: the connection while the channel carries new calls; once it is retired, the
+ * {@link RetiredChannel} that finishes its calls. (Plaintext channels report to the connection directly.)
+ */
+class ChannelRoute implements ChannelSink {
+  constructor(public target: ChannelSink) {}
+
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    this.target.onFrame(type, buf, start, end);
+  }
+
+  onClose(error: Error | undefined): void {
+    this.target.onClose(error);
+  }
+}
+
+/** A channel that carries no new calls: it delivers the responses of the calls it has, then closes. */
+class RetiredChannel implements ChannelSink {
+  constructor(
+    private readonly conn: Connection,
+    readonly channel: Channel,
+    private readonly calls: Set<number>,
+  ) {}
+
+  onFrame(type: number, buf: Buffer, start: number, end: number): void {
+    // GOAWAY (the server's view of the same expiry) changes nothing: this channel takes no new calls anyway.
+    if (type !== FrameType.RESPONSE) return;
+    this.conn.retiredResponse(buf, start, end);
+    this.endIfDone();
+  }
+
+  onClose(error: Error | undefined): void {
+    this.conn.retiredClosed(this, this.calls, error);
+  }
+
+  /** Stops tracking call `id` (abandoned by its caller); true if this channel carried it. */
+  forget(id: number): boolean {
+    if (!this.calls.delete(id)) return false;
+    this.endIfDone();
+    return true;
+  }
+
+  /** Closes the channel once none of its calls waits any more. */
+  endIfDone(): void {
+    for (const id of this.calls) if (!this.conn.isPending(id)) this.calls.delete(id);
+    if (this.calls.size === 0 && !this.channel.isClosed) this.channel.end();
+  }
 }
 
 // One 'abort' listener per signal, however many calls share it (a handler's signal is typically reused

@@ -477,6 +477,8 @@ class ServerConn implements ChannelSink, Pausable {
   private paused = false;
   /** When GOAWAY was sent for idling (0: not sent). */
   private idleGoAwayAt = 0;
+  /** TLS: when the client's certificate expires (ms since the epoch; 0: no TLS, or already acted on). */
+  private peerNotAfter = 0;
 
   constructor(
     private readonly server: RpcServer,
@@ -485,7 +487,11 @@ class ServerConn implements ChannelSink, Pausable {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.remote = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? 0}` : "unix";
     this.channel = new Channel(socket, this, server.opts.maxFrameSize, server.stats);
-    if (server.opts.tls !== undefined) this.peer = peerIdentity((socket as TLSSocket).getPeerX509Certificate());
+    if (server.opts.tls !== undefined) {
+      const cert = (socket as TLSSocket).getPeerX509Certificate();
+      this.peer = peerIdentity(cert);
+      this.peerNotAfter = cert ? Date.parse(cert.validTo) || 0 : 0;
+    }
     this.handshakeTimer = setTimeout(onHandshakeTimeout, server.opts.handshakeTimeoutMs, this);
     this.handshakeTimer.unref();
   }
@@ -602,6 +608,19 @@ class ServerConn implements ChannelSink, Pausable {
     if (this.idleGoAwayAt !== 0) {
       // Told to go away for idling: the client closes once it has seen GOAWAY; one that doesn't is cut off.
       if (now - this.idleGoAwayAt >= IDLE_CLOSE_GRACE_MS && this.inflight.size === 0) this.channel.destroy();
+      return;
+    }
+    if (this.peerNotAfter !== 0 && now >= this.peerNotAfter && this.greeted && !this.goingAway) {
+      // The client's certificate expired (TLS checks it only at the handshake). Closed like an idle
+      // connection: GOAWAY, calls in flight finish, a request that crossed it is still served; the client
+      // reconnects with its renewed certificate (ours moves its calls shortly before, client.ts).
+      this.peerNotAfter = 0;
+      this.server.opts.logger.info("rpc: the client's certificate expired; closing the connection once its calls finish", {
+        remote: this.remote,
+      });
+      this.idleGoAwayAt = now;
+      writeGoaway(this.channel.writer);
+      this.channel.scheduleFlush();
       return;
     }
     if (this.greeted && !this.goingAway && this.inflight.size === 0 && now - this.lastActiveAt >= o.idleTimeoutMs) {

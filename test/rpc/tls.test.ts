@@ -5,10 +5,14 @@ import { X509Certificate } from "node:crypto";
 import { connect as tlsConnect } from "node:tls";
 import { before, test } from "node:test";
 import { parseHostPort } from "../../runtime/rpc/address.js";
+import { Writer } from "../../runtime/codec/codec.js";
+import { Channel } from "../../runtime/rpc/channel.js";
 import { Connection } from "../../runtime/rpc/client.js";
+import { DEFAULT_MAX_FRAME_SIZE, FrameType, writeHello, writeRequest } from "../../runtime/rpc/frames.js";
 import { RpcServer } from "../../runtime/rpc/server.js";
 import type { RpcTls } from "../../runtime/rpc/tls.js";
 import { issue, newCa, type TestCa } from "../support/certs.js";
+import { waitFor } from "../support/index.js";
 import { HASH, MemoryLogger } from "../support/rpc.js";
 
 const DEP = "dep-a";
@@ -172,3 +176,105 @@ test("renewal: the server presents its new certificate to new connections, clien
     await s.close();
   }
 });
+
+/** Certificate validity from now for `ms` (certificates count whole seconds). */
+const lifetime = (ms: number) => ({ notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + ms) });
+
+test("a connection is replaced before a certificate of it expires: calls in flight finish on it, new calls go to a new one, none fails", async () => {
+  const slow = new Set<string>();
+  const logger = new MemoryLogger();
+  const s = new RpcServer({
+    lookup: (id) =>
+      id === 0
+        ? { name: "test/Svc.run", fn: (args) => "ran " + String(args[0]) }
+        : id === 1
+          ? { name: "test/Svc.slow", fn: async (args) => (slow.add(String(args[0])), await sleep(1500), "slow " + String(args[0])) }
+          : undefined,
+    methodTableHash: HASH,
+    deploymentId: DEP,
+    logger,
+    tls: await issue(ca, { deploymentId: DEP, group: "server" }, lifetime(3000)),
+  });
+  const address = await s.listen("127.0.0.1:0");
+  // Both sides' certificates expire in 2 to 3 s (whole seconds); both are renewed (as agents do) after 0.5 s.
+  let mine = await issue(ca, { deploymentId: DEP, group: "caller" }, lifetime(3000));
+  const clientLog = new MemoryLogger();
+  const c = new Connection(address, { methodTableHash: HASH, deploymentId: DEP, tls: () => mine, logger: clientLog, backoffMinMs: 10_000 });
+  try {
+    assert.equal(await c.call(0, "test/Svc.run", ["first"]), "ran first");
+    const renewal = sleep(500).then(async () => {
+      s.updateTls(await issue(ca, { deploymentId: DEP, group: "server" }, lifetime(60_000)));
+      mine = await issue(ca, { deploymentId: DEP, group: "caller" }, lifetime(60_000));
+    });
+    // Calls every 20 ms for 4.5 s, and slow ones (1.5 s) started every 300 ms: some are in flight when
+    // the connection is replaced, and when the first client certificate expires.
+    const failed: string[] = [];
+    const results: Promise<unknown>[] = [];
+    const record = (p: Promise<unknown>) => results.push(p.catch((err: Error) => failed.push(err.message)));
+    const until = Date.now() + 4500;
+    for (let i = 0; Date.now() < until; i++) {
+      record(c.call(0, "test/Svc.run", [i]));
+      if (i % 15 === 0) record(c.call(1, "test/Svc.slow", [i]));
+      await sleep(20);
+    }
+    await renewal;
+    await Promise.all(results);
+    assert.deepEqual(failed, [], "no call failed");
+    assert.ok(slow.size >= 10);
+    assert.ok(
+      clientLog.lines.some((l) => l.msg.includes("a certificate of the connection expires")),
+      "the client replaced the connection before the expiry",
+    );
+    assert.equal(s.stats.connectionsAccepted, 2, "one replacement connection");
+    await waitFor("the old connection to close once its calls finished", () => s.stats.connectionsOpen === 1);
+    // The new connection runs on the renewed certificates.
+    assert.equal(await c.call(0, "test/Svc.run", ["last"]), "ran last");
+    assert.equal(s.stats.connectionsAccepted, 2);
+  } finally {
+    await c.close();
+    await s.close();
+  }
+});
+
+test("the server sends GOAWAY on a connection whose client certificate expired, and still finishes its calls", async () => {
+  const s = new RpcServer({
+    lookup: (id) => (id === 0 ? { name: "test/Svc.slow", fn: async () => (await sleep(5000), "done") } : undefined),
+    methodTableHash: HASH,
+    deploymentId: DEP,
+    logger: new MemoryLogger(),
+    tls: serverTls,
+  });
+  const address = await s.listen("127.0.0.1:0");
+  // A bare client (a Connection would move its calls away itself) whose certificate expires in 2 s.
+  const creds = await issue(ca, { deploymentId: DEP, group: "caller" }, lifetime(2000));
+  const { host, port } = parseHostPort(address);
+  const socket = tlsConnect({ host, port, cert: creds.cert, key: creds.key, ca: ca.pem, checkServerIdentity: () => undefined });
+  const frames: number[] = [];
+  let closed = false;
+  const channel = new Channel(
+    socket,
+    { onFrame: (type) => void frames.push(type), onClose: () => void (closed = true) },
+    DEFAULT_MAX_FRAME_SIZE,
+    { bytesIn: 0, bytesOut: 0 },
+  );
+  try {
+    const hello = new Writer(128);
+    writeHello(hello, HASH, DEP);
+    socket.write(hello.toBuffer());
+    await waitFor("HELLO_OK", () => frames.includes(FrameType.HELLO_OK));
+    writeRequest(channel.writer, 1, 0, 0, undefined, undefined, [], DEFAULT_MAX_FRAME_SIZE);
+    channel.flush();
+    await waitFor("GOAWAY after the client's certificate expired", () => frames.includes(FrameType.GOAWAY), 10_000);
+    assert.ok(!frames.includes(FrameType.RESPONSE), "GOAWAY came while the call was in flight");
+    await waitFor("the call in flight answered after GOAWAY", () => frames.includes(FrameType.RESPONSE), 10_000);
+    assert.deepEqual(frames, [FrameType.HELLO_OK, FrameType.GOAWAY, FrameType.RESPONSE]);
+    assert.equal(closed, false, "a call that finished is answered before the connection closes");
+  } finally {
+    channel.destroy();
+    await s.close();
+  }
+});
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
