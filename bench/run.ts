@@ -14,6 +14,9 @@
 //   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
 //   7 rpc       tsweaver's RPC transport alone (RpcServer in a child, Connection here), plain TCP, and
 //     rpc-tls   the same over TLS 1.3 with certificates from a deployment CA (what AWS calls will pay)
+//   8 tls       row 2's component call over loopback TCP with TLS 1.3 and a certificate per weavelet from
+//               a deployment CA, no deployment key: what the AWS deployer's weavelets do by default
+//     tcp-plaintext  the same over loopback TCP with neither TLS nor authentication: row 8's baseline
 // then the issue's targets as ratios with PASS/MISS. Rows 1-4 run in 5 interleaved rounds (each cell of
 // each row once per round) and report the median over the rounds: the machine's background load drifts,
 // and interleaving makes it hit every row alike (the codec row does the same over its codecs; the
@@ -50,6 +53,7 @@ import {
 import { GrpcClient, HttpClient, RPC_TLS_ENV, RawClient, RpcClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
 import type { RpcTls } from "../runtime/rpc/tls.js";
+import type { RpcCertificate } from "../runtime/protos/runtime.js";
 import { issue, newCa } from "../test/support/certs.js";
 
 /** Rounds of a full run (a quick run does one). */
@@ -57,7 +61,20 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = ["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "colocated", "codec"] as const;
+const ALL_ROWS = [
+  "raw",
+  "tsweaver",
+  "plaintext",
+  "tcp",
+  "grpc",
+  "http",
+  "rpc",
+  "rpc-tls",
+  "colocated",
+  "codec",
+  "tls",
+  "tcp-plaintext",
+] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -168,7 +185,7 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "grpc" | "http" | "rpc" | "rpc-tls";
+  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "grpc" | "http" | "rpc" | "rpc-tls" | TlsPathRow;
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
@@ -218,6 +235,18 @@ function echoRow(name: NetRow["name"], peer: { stop(): void }, client: { call(p:
       client.close();
       peer.stop();
     },
+  };
+}
+
+/** Row 8: component calls over loopback TCP with TLS 1.3 (AWS's default), and without (its baseline). */
+type TlsPathRow = "tls" | "tcp-plaintext";
+
+/** The certificates MultiOptions.tlsCalls hands each weavelet of row 8: from one fresh deployment CA. */
+async function benchCertificates(): Promise<(deploymentId: string, group: string) => Promise<RpcCertificate>> {
+  const ca = await newCa("bench deployment CA");
+  return async (deploymentId, group) => {
+    const t = await issue(ca, { deploymentId, group });
+    return { certificatePem: t.cert, privateKeyPem: t.key, caPem: t.ca };
   };
 }
 
@@ -277,7 +306,7 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
 async function tsweaverRow(
   cpuProfDir: string | undefined,
   weaveletEnv: Record<string, string>,
-  variant: "tsweaver" | "plaintext" | "tcp" = "tsweaver",
+  variant: "tsweaver" | "plaintext" | "tcp" | TlsPathRow = "tsweaver",
 ): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
   const env: Record<string, string> = { ...weaveletEnv };
@@ -304,8 +333,9 @@ address = "127.0.0.1:0"
     stateDir: path.join(dir, "state"),
     printLogs: false,
     progress: () => {},
-    plaintextCalls: variant === "plaintext",
-    tcpCalls: variant === "tcp",
+    plaintextCalls: variant === "plaintext" || variant === "tcp-plaintext",
+    tcpCalls: variant === "tcp" || variant === "tcp-plaintext" || variant === "tls",
+    ...(variant === "tls" ? { tlsCalls: await benchCertificates() } : {}),
   });
   const close = async (): Promise<void> => {
     await deployer.stop();
@@ -352,6 +382,7 @@ async function netRows(
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
       else if (n === "rpc" || n === "rpc-tls") rows.push(await rpcRow(n === "rpc-tls"));
+      else if (n === "tls" || n === "tcp-plaintext") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, n));
     }
     const results = new Map<string, CellResult[]>();
     for (let round = 1; round <= rounds; round++) {
@@ -441,6 +472,8 @@ const ROW_TITLES: Record<string, string> = {
   colocated: "5 tsweaver colocated",
   rpc: "7 tsweaver RPC, plain TCP",
   "rpc-tls": "7 tsweaver RPC, TLS 1.3",
+  tls: "8 cross-process, TCP + TLS 1.3",
+  "tcp-plaintext": "8 same, TCP, no TLS, no auth",
 };
 
 interface Target {
@@ -508,6 +541,7 @@ function targets(cells: Cell[]): Target[] {
     const r = plain.opsPerSec / tls.opsPerSec;
     out.push({ target: "TLS 1.3 vs plain TCP time/call", cell: `${size} c=64`, ratio: r, goal: "<= 1.5x", pass: r <= 1.5 });
   }
+  out.push(...tlsPathTargets(cells));
   for (const [peer, goal] of [
     ["grpc", 5],
     ["http", 2],
@@ -536,6 +570,23 @@ function targets(cells: Cell[]): Target[] {
       // Time per call relative to a direct call (throughput ratio inverted).
       const r = d.opsPerSec / co.opsPerSec;
       out.push({ target: "colocated call time vs direct", cell: `${size} c=${c}`, ratio: r, goal: "<= 3x", pass: r <= 3 });
+    }
+  }
+  return out;
+}
+
+/** Row 8: TLS 1.3 through real weavelets and stubs vs plaintext, both over loopback TCP. */
+function tlsPathTargets(cells: Cell[]): Target[] {
+  const out: Target[] = [];
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const tls = find(cells, "tls", size, c);
+      const plain = find(cells, "tcp-plaintext", size, c);
+      if (!tls || !plain) continue;
+      // Time per call with TLS relative to without (throughput ratio inverted); the goal is set at c=64.
+      const r = plain.opsPerSec / tls.opsPerSec;
+      const goal = c === 64 ? "<= 1.5x" : "(info)";
+      out.push({ target: "TLS vs plaintext time/call, full path", cell: `${size} c=${c}`, ratio: r, goal, pass: c !== 64 || r <= 1.5 });
     }
   }
   return out;
@@ -597,7 +648,9 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls"] as const).filter((n) => opts.rows.has(n));
+  const net = (["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const).filter((n) =>
+    opts.rows.has(n),
+  );
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { checkComponentNames, componentConfigs, groupsOf, MAIN_COMPONENT, type AppConfig, type Group } from "../../core/config.js";
-import { Envelope, type EnvelopeHandler } from "../../envelope/envelope.js";
+import { Envelope, type EnvelopeHandler, type RpcSecurity } from "../../envelope/envelope.js";
 import { listAppComponents } from "../../core/components.js";
 import { computeAssignment } from "../../core/routing.js";
-import type { ComponentLoad, LogEntry, RoutingInfo, Span } from "../../protos/runtime.js";
+import type { ComponentLoad, LogEntry, RoutingInfo, RpcCertificate, Span } from "../../protos/runtime.js";
 import { formatLogEntry } from "../../telemetry/logfmt.js";
 import { GROUP_LABEL, MetricStore, REPLICA_LABEL } from "../../telemetry/metricstore.js";
 import { storedSpan, TraceStore } from "../../telemetry/tracestore.js";
@@ -35,6 +35,12 @@ export interface MultiOptions {
    * what the socket kind costs (`npm run bench`).
    */
   tcpCalls?: boolean;
+  /**
+   * Component calls over TLS 1.3 with the certificates this returns per weavelet (deployment id and
+   * group), and no deployment key: what the AWS deployer does. Needs `tcpCalls`. Only for measuring what
+   * TLS costs through real weavelets and stubs (`npm run bench`).
+   */
+  tlsCalls?: (deploymentId: string, group: string) => Promise<RpcCertificate>;
 }
 
 /** Log entries the deployer keeps in memory for the dashboard. */
@@ -330,6 +336,13 @@ export class MultiDeployer implements AdminBackend {
     await this.dir.close();
   }
 
+  /** A weavelet's TLS credentials ({@link MultiOptions.tlsCalls}), handed over like the AWS agent's. */
+  private async tlsSecurity(group: string, callers: Record<string, string[]>): Promise<RpcSecurity> {
+    if (this.options.tcpCalls !== true) throw new Error("MultiOptions.tlsCalls needs tcpCalls: TLS runs over TCP only");
+    const certificate = await this.options.tlsCalls!(this.deploymentId, group);
+    return { key: new Uint8Array(0), callers, certificate, requireTls: true };
+  }
+
   /**
    * Where the next weavelet serves component calls: a Unix domain socket in a directory only this user
    * can enter (a kernel-local path: no TCP/IP stack, no port anyone on the host can connect to; the
@@ -436,6 +449,7 @@ export class MultiDeployer implements AdminBackend {
         callTimeoutMs: { ...this.config.callTimeoutMs },
       },
       ...(this.options.plaintextCalls === true ? {} : { rpcSecurity: { key: this.rpcKey, callers } }),
+      ...(this.options.tlsCalls === undefined ? {} : { rpcSecurity: await this.tlsSecurity(g.group.name, callers) }),
     });
     await envelope.serve(this.handlerFor(r, envelope));
     if (this.stopping) {
