@@ -20,8 +20,12 @@ const SHAPES: Record<string, number[]> = {
   "8-element arrays of uint8 (17 bytes)": [0xa8, ...[1, 2, 3, 4, 5, 6, 7, 8].flatMap((v) => u8(200 + v))],
   "15-element arrays of uint8 (31 bytes)": [0xaf, ...Array.from({ length: 15 }, (_, i) => u8(200 + i)).flat()],
   "{a, b, c} records (10 bytes)": [0xb3, 0x81, 0x61, 1, 0x81, 0x62, 2, 0x81, 0x63, 3],
+  "3-character strings": [0x83, 97, 98, 99],
+  "4-character strings": [0x84, 97, 98, 99, 100],
   "8-character strings": [0x88, 97, 98, 99, 100, 101, 102, 103, 104],
   nulls: [0xc1],
+  "500,000 2-element arrays of int32 (the most that decode)": [0xa2, 0xc8, 1, 0, 0, 1, 0xc8, 1, 0, 0, 1],
+  "500,000 {a, b, c} records (the most that decode)": [0xb3, 0x81, 0x61, 1, 0x81, 0x62, 2, 0x81, 0x63, 3],
   "one bigint of 16 MiB": [],
 };
 
@@ -35,7 +39,8 @@ function input(shape: string): Buffer {
     return b;
   }
   const elem = SHAPES[shape]!;
-  const count = Math.floor((16 * MiB - 5) / elem.length);
+  // Most shapes fill 16 MiB; the "500,000" ones hold that many records, just under the codec's value limit.
+  const count = shape.startsWith("500,000 ") ? 500_000 : Math.floor((16 * MiB - 5) / elem.length);
   const b = Buffer.alloc(5 + count * elem.length);
   b[0] = 0xd0;
   b.writeUInt32LE(count, 1);

@@ -1,8 +1,23 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { ConfigError } from "../core/errors.js";
 import type { RpcLogger } from "./logger.js";
 
 /** Default process-wide bound on inbound bytes held in partly received frames (see {@link InboundBudget}). */
 export const DEFAULT_INBOUND_BUDGET_BYTES = 128 * 1024 * 1024;
+
+/**
+ * Inbound bytes released by closed connections (partial frames that never completed) after which the
+ * process runs one garbage collection (see {@link InboundBudget}).
+ */
+export const DEFAULT_RECLAIM_AFTER_BYTES = 32 * 1024 * 1024;
+/** The collection waits until connections have stopped releasing bytes for this long (the flood is over)... */
+const RECLAIM_QUIET_MS = 1000;
+/** ...and runs at most this often... */
+const RECLAIM_MIN_INTERVAL_MS = 10_000;
+/** ...except for one later try, this long after, when it left more than this much of the heap unused. */
+const RECLAIM_FOLLOW_UP_MS = 3000;
+const RECLAIM_HEAP_SLACK = 16 * 1024 * 1024;
 
 /**
  * Default per-server limits, chosen like gRPC's and Envoy's: a 10 s handshake (gRPC's connection
@@ -75,10 +90,20 @@ export class InboundBudget {
   private readingHolders = 0;
   /** Connections paused so far (a counter, for stats and tests). */
   pauses = 0;
+  /** Bytes released by closed connections since the last collection. */
+  private released = 0;
+  private reclaimTimer: NodeJS.Timeout | undefined;
+  private lastReclaimAt = 0;
+  /** The next collection is the single later try after one that left much of the heap unused. */
+  private followUp = false;
+  /** Collections run to reclaim released bytes (a counter, for stats and tests). */
+  reclaims = 0;
 
   constructor(
     /** Bytes that may be held before growing connections are paused. */
     readonly limit: number = DEFAULT_INBOUND_BUDGET_BYTES,
+    /** Bytes released by closed connections after which one collection runs (0: never). */
+    readonly reclaimAfter: number = DEFAULT_RECLAIM_AFTER_BYTES,
   ) {}
 
   /** True while the held bytes exceed the limit. */
@@ -111,11 +136,51 @@ export class InboundBudget {
     this.held -= held;
     if (held > 0 && !wasPaused) this.readingHolders--;
     this.resumeWaiting();
+    if (held > 0) this.noteReleased(held);
   }
 
   /** Paused connections waiting for budget. */
   get waiting(): number {
     return this.paused.size;
+  }
+
+  /**
+   * The chunks of a partial frame become garbage when its connection closes, but a process that goes
+   * quiet after a flood allocates nothing that would make V8 collect them: up to the whole budget would
+   * stay resident. Once enough was released and the releases have stopped for a moment, one full
+   * collection gives it back (a few ms on a weavelet's heap; at most once per 10 s, and one later try).
+   */
+  private noteReleased(bytes: number): void {
+    if (this.reclaimAfter === 0) return;
+    this.released += bytes;
+    if (this.released < this.reclaimAfter) return;
+    if (this.reclaimTimer !== undefined) {
+      this.reclaimTimer.refresh();
+      return;
+    }
+    const wait = Math.max(RECLAIM_QUIET_MS, this.lastReclaimAt + RECLAIM_MIN_INTERVAL_MS - Date.now());
+    this.reclaimTimer = setTimeout(reclaimBudget, wait, this);
+    this.reclaimTimer.unref();
+  }
+
+  /** @internal Runs the collection {@link noteReleased} scheduled. */
+  reclaim(): void {
+    this.reclaimTimer = undefined;
+    this.released = 0;
+    this.lastReclaimAt = Date.now();
+    this.reclaims++;
+    collectGarbage();
+    // V8 gives back the young generation a flood grew only when a collection finds the process
+    // allocating little; one that ran while calls were still busy gets one later try, after they calmed.
+    if (this.followUp) {
+      this.followUp = false;
+      return;
+    }
+    const { heapTotal, heapUsed } = process.memoryUsage();
+    if (heapTotal - heapUsed < RECLAIM_HEAP_SLACK) return;
+    this.followUp = true;
+    this.reclaimTimer = setTimeout(reclaimBudget, RECLAIM_FOLLOW_UP_MS, this);
+    this.reclaimTimer.unref();
   }
 
   private resumeWaiting(): void {
@@ -127,6 +192,29 @@ export class InboundBudget {
       conn.resume();
     }
   }
+}
+
+function reclaimBudget(budget: InboundBudget): void {
+  budget.reclaim();
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * Runs a full garbage collection. Node offers no call for it without `--expose-gc`; that flag, set at
+ * run time, exposes `gc` to contexts created afterwards, so it is taken from a fresh context and the
+ * app's own global is left as it was.
+ */
+function collectGarbage(): void {
+  if (gc === undefined) {
+    const own = (globalThis as { gc?: unknown }).gc;
+    if (typeof own === "function") gc = own as () => void;
+    else {
+      setFlagsFromString("--expose-gc");
+      gc = runInNewContext("gc") as () => void;
+    }
+  }
+  gc();
 }
 
 /** The budget shared by every RPC server of this process unless a server is given its own. */

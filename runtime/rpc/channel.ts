@@ -19,6 +19,11 @@ export interface ChannelSink extends FrameSink {
 }
 
 const WRITER_SIZE = 16 * 1024;
+/**
+ * A channel's first writer buffer is small and grows with what it sends: thousands of connections that
+ * never get past HELLO (a flood) must not cost 16 KiB each.
+ */
+const FIRST_WRITER_SIZE = 256;
 /** A writer buffer grown beyond this by a burst is replaced by a small one after the flush. */
 const MAX_KEPT_WRITER = 1024 * 1024;
 
@@ -32,7 +37,7 @@ const MAX_KEPT_WRITER = 1024 * 1024;
  */
 export class Channel {
   /** Frames queued for the next flush. */
-  readonly writer = new Writer(WRITER_SIZE);
+  readonly writer = new Writer(FIRST_WRITER_SIZE);
   /** While true, queued frames are kept back (a client holds requests until the handshake is done). */
   hold: boolean;
   private readonly reader: FrameReader;

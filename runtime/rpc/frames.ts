@@ -95,23 +95,28 @@ export interface FrameSink {
   onFrame(type: number, buf: Buffer, start: number, end: number): void;
 }
 
-/** Smallest assembly buffer, and the largest one a {@link FrameReader} keeps between split frames. */
+/** Smallest buffer a split frame is joined into, and the largest one a {@link FrameReader} keeps for the next. */
 const MIN_ASSEMBLY = 16 * 1024;
 const MAX_KEPT_ASSEMBLY = 1024 * 1024;
 
 /**
  * Splits a byte stream into frames. Frames that arrive whole inside one chunk are handed out in place
- * (no copy); a frame split across chunks is assembled in a buffer the reader keeps for the next one
- * (frames are only valid during `onFrame`, so reuse is safe), so big frames cost no allocation each.
- * The assembly buffer grows with the bytes that actually arrived (doubling, so copies stay linear),
- * never to the length a frame declares: a peer that announces 16 MiB and sends 10 bytes costs 16 KiB.
+ * (no copy). A frame split across chunks is kept as the list of the chunks that carried it, so a partial
+ * frame holds exactly the bytes that arrived (never a buffer sized by the length it declares, nor one
+ * grown ahead of its bytes), and they go with the connection: a peer that announces 16 MiB and sends
+ * 10 bytes costs those 10 bytes. When the last chunk arrives, the chunks are joined in one copy, into
+ * a buffer kept for the next split frame when it is at most 1 MiB (frames are only lent out during
+ * `onFrame`, so reuse is safe) or a fresh one for a bigger frame.
  */
 export class FrameReader {
-  /** Where a frame split across chunks is assembled; reused for the next one (frames are only lent out). */
-  private assembly: Buffer | undefined;
-  /** Size of the frame being assembled (length prefix included), or 0 when none is. */
+  /** The chunks (or chunk tails) of the frame being received, in order. */
+  private parts: Buffer[] = [];
+  /** Size of the frame being received (length prefix included), or 0 when none is. */
   private partialSize = 0;
+  /** Bytes of that frame received so far (the sum of `parts`' lengths). */
   private filled = 0;
+  /** Where the last split frame of at most 1 MiB was joined; reused for the next one. */
+  private assembly: Buffer | undefined;
   private head: Buffer | undefined;
   private stopped = false;
   /** Frames delivered so far. */
@@ -129,19 +134,21 @@ export class FrameReader {
 
   /** Bytes of memory held for the frame still arriving (0 when none is). */
   get buffered(): number {
-    return (this.partialSize > 0 ? this.assembly!.length : 0) + (this.head?.length ?? 0);
+    return this.filled + (this.head?.length ?? 0);
   }
 
-  /** Lets go of the kept assembly buffer while no frame is arriving (an idle connection keeps nothing). */
+  /** Lets go of the kept assembly buffer (an idle connection keeps nothing). */
   trim(): void {
-    if (this.partialSize === 0) this.assembly = undefined;
+    this.assembly = undefined;
   }
 
-  /** Stops delivering frames (the connection is closing). */
+  /** Stops delivering frames (the connection is closing) and lets go of every buffer. */
   stop(): void {
     this.stopped = true;
     this.assembly = undefined;
+    this.parts = [];
     this.partialSize = 0;
+    this.filled = 0;
     this.head = undefined;
   }
 
@@ -158,15 +165,12 @@ export class FrameReader {
     if (this.partialSize > 0) {
       const size = this.partialSize;
       const take = Math.min(size - this.filled, n);
-      const buf = this.reserve(this.filled + take);
-      chunk.copy(buf, this.filled, 0, take);
+      this.parts.push(take === n ? chunk : chunk.subarray(0, take));
       this.filled += take;
       off = take;
       if (this.filled < size) return;
-      this.partialSize = 0;
+      const buf = this.join(size);
       this.deliver(buf, 0, size);
-      // Keep a modest buffer for the next split frame; let a huge one go.
-      if (buf.length > MAX_KEPT_ASSEMBLY) this.assembly = undefined;
     }
     while (n - off >= 4 && !this.stopped) {
       const len = (chunk[off]! | (chunk[off + 1]! << 8) | (chunk[off + 2]! << 16)) + chunk[off + 3]! * 0x1000000;
@@ -179,25 +183,34 @@ export class FrameReader {
         this.deliver(chunk, off, off + total);
         off += total;
       } else {
+        // The chunk's tail starts a frame. Kept as a view of the chunk, unless the tail is the smaller
+        // half of it: then a copy, so what a partial frame holds stays within twice what it received.
+        const rest = n - off;
+        this.parts.push(off === 0 ? chunk : rest * 2 < n ? Buffer.from(chunk.subarray(off, n)) : chunk.subarray(off, n));
         this.partialSize = total;
-        this.filled = 0;
-        const buf = this.reserve(n - off);
-        chunk.copy(buf, 0, off, n);
-        this.filled = n - off;
+        this.filled = rest;
         return;
       }
     }
     if (off < n && !this.stopped) this.head = Buffer.from(chunk.subarray(off, n));
   }
 
-  /** The assembly buffer with room for `need` bytes of the current frame, grown by doubling up to its size. */
-  private reserve(need: number): Buffer {
-    const old = this.assembly;
-    if (old !== undefined && old.length >= need) return old;
-    const cap = Math.min(this.partialSize, Math.max(need, MIN_ASSEMBLY, old === undefined ? 0 : old.length * 2));
-    const buf = Buffer.allocUnsafe(cap);
-    if (old !== undefined && this.filled > 0) old.copy(buf, 0, 0, this.filled);
-    this.assembly = buf;
+  /** Joins the received parts of a complete frame of `size` bytes into one buffer (one copy). */
+  private join(size: number): Buffer {
+    let buf = this.assembly;
+    if (buf === undefined || buf.length < size) {
+      buf = Buffer.allocUnsafe(Math.max(size, MIN_ASSEMBLY));
+      // Keep a modest buffer for the next split frame; a huge one goes once its frame is handled.
+      this.assembly = size <= MAX_KEPT_ASSEMBLY ? buf : undefined;
+    }
+    let at = 0;
+    for (const p of this.parts) {
+      p.copy(buf, at);
+      at += p.length;
+    }
+    this.parts = [];
+    this.partialSize = 0;
+    this.filled = 0;
     return buf;
   }
 

@@ -2,7 +2,7 @@
 // refused early (no timing asserts: the assertions are on where and how decoding stops).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { CodecError, decode, encode, Reader } from "../../runtime/codec/codec.js";
+import { CodecError, MAX_DECODED_VALUES, decode, encode, Reader } from "../../runtime/codec/codec.js";
 import { payload } from "../../bench/payloads.js";
 
 /** An array tag with `count` elements, each the bytes `elem`. */
@@ -89,4 +89,23 @@ test("real data is not refused: records, numbers, strings, nulls and big bigints
   // A Reader (the RPC frame path) applies the same budget to each value it reads.
   const r = new Reader(arrayOf(4 * MiB, [0xb0]));
   assert.throws(() => r.value(), /more objects than its size allows/);
+});
+
+test("a value decodes to at most MAX_DECODED_VALUES objects, arrays and strings, whatever their density", () => {
+  // { id, qty } records: dense enough to pass the size budget, so only the count can stop them.
+  const record = [0xb2, 0x82, 0x69, 0x64, 0xc8, 1, 0, 0, 1, 0x83, 0x71, 0x74, 0x79, 7];
+  // The outer array, the records and the two keys (decoded once, then taken from the process's key cache).
+  const most = decode(arrayOf(MAX_DECODED_VALUES - 3, record)) as unknown[];
+  assert.equal(most.length, MAX_DECODED_VALUES - 3);
+  assert.deepEqual(most[0], { id: 0x01000001, qty: 7 });
+  assert.throws(
+    () => decode(arrayOf(MAX_DECODED_VALUES, record)),
+    (err: unknown) =>
+      err instanceof CodecError &&
+      /more than 524,288 objects, arrays and strings \(at byte \d+\); send bulk data as typed arrays/.test(err.message),
+  );
+  // Numbers, nulls and typed arrays allocate nothing per element: counts far past the limit decode.
+  const numbers = new Float64Array(2 * MAX_DECODED_VALUES).fill(0.5);
+  assert.equal((decode(encode(Array.from(numbers))) as unknown[]).length, numbers.length);
+  assert.equal((decode(encode(numbers)) as Float64Array).length, numbers.length);
 });
