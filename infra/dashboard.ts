@@ -1,9 +1,10 @@
-import { Duration } from "aws-cdk-lib";
+import { ArnFormat, Duration, Stack, Validations } from "aws-cdk-lib";
+import * as iam from "aws-cdk-lib/aws-iam";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as actions from "aws-cdk-lib/aws-cloudwatch-actions";
 import * as sns from "aws-cdk-lib/aws-sns";
 import { Construct } from "constructs";
-import { CONTROLPLANE_NAME, METRICS, versionedServiceName } from "../runtime/deployers/aws/contract.js";
+import { CONTROLPLANE_NAME, ENV, METRICS, versionedServiceName } from "../runtime/deployers/aws/contract.js";
 import type { WeaverApp } from "./weaver-app.js";
 
 /** Thresholds of the opt-in alarms; an undefined one creates no alarm. */
@@ -176,9 +177,14 @@ export class WeaverDashboard extends Construct {
 
     const a = props.alarms ?? {};
     const topic = a.topicArn ? sns.Topic.fromTopicArn(this, "AlarmTopic", a.topicArn) : undefined;
+    const alarmNames: string[] = [];
     // Counts alarm at the threshold ("at least N"), rates and latencies above it.
     const add = (id: string, metric: cloudwatch.IMetric, threshold: number, description: string, atLeast = false) => {
+      // Named after the deployment: the control plane's rollout reads them by these names.
+      const alarmName = `${alarmNamePrefix(app.deploymentId)}${id}`;
+      alarmNames.push(alarmName);
       const alarm = new cloudwatch.Alarm(this, id, {
+        alarmName,
         metric,
         threshold,
         evaluationPeriods: 1,
@@ -226,5 +232,36 @@ export class WeaverDashboard extends Construct {
         true,
       );
     }
+    // The rollout rolls a new version back while one of these is in ALARM (runtime/deployers/aws/controlplane.ts).
+    app.controlPlaneTaskDefinition.defaultContainer?.addEnvironment(ENV.ALARMS, JSON.stringify(alarmNames));
+    // Granted on this stack's alarm names (whether or not weaver.toml opts into any), not on each alarm's
+    // ARN: the grant stays the same as alarms come and go, and no other stack's alarms match the prefix.
+    const ownAlarms = `${alarmNamePrefix(app.deploymentId)}*`;
+    app.controlPlaneRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "DescribeOwnAlarms",
+        actions: ["cloudwatch:DescribeAlarms"],
+        resources: [
+          Stack.of(this).formatArn({
+            service: "cloudwatch",
+            resource: "alarm",
+            resourceName: ownAlarms,
+            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+          }),
+        ],
+      }),
+    );
+    Validations.of(app.controlPlaneRole).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:${ownAlarms}]`,
+      reason: "cloudwatch:DescribeAlarms on this stack's alarms only: their names all start with the deployment id and a dot.",
+    });
   }
+}
+
+/**
+ * What the names of a deployment's alarms start with: the deployment id and a dot, which no stack name
+ * contains, so `tsweaver-shop.` never matches the alarms of `tsweaver-shop-2`.
+ */
+export function alarmNamePrefix(deploymentId: string): string {
+  return `${deploymentId}.`;
 }
