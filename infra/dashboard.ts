@@ -33,7 +33,8 @@ const PERIOD = Duration.minutes(1);
 const ALARM_PERIOD = Duration.minutes(5);
 
 /**
- * The app in CloudWatch: a dashboard of this version (per group: tasks, CPU and memory from ECS, served
+ * The app in CloudWatch: a dashboard of this version (per group: tasks, CPU and memory from ECS, the
+ * replicas registered in Cloud Map from the control plane's EMF metric, served
  * calls per second, error rate and p50/p99 latency from the agents' EMF metrics; the load balancer's
  * requests, 5xx and response time; the control plane's reconcile errors) and the alarms weaver.toml opts
  * into. Group services are named per version, so the dashboard follows the version each `cdk deploy` makes.
@@ -115,7 +116,7 @@ export class WeaverDashboard extends Construct {
       for (const g of app.groups.values()) {
         dashboard.addWidgets(
           new cloudwatch.GraphWidget({
-            title: `${g.name}: tasks`,
+            title: `${g.name}: tasks and registered replicas`,
             left: [
               new cloudwatch.Metric({
                 namespace: "ECS/ContainerInsights",
@@ -133,6 +134,8 @@ export class WeaverDashboard extends Construct {
                 period: PERIOD,
                 label: "desired",
               }),
+              // Published by the control plane's reconcile (EMF): replicas other replicas can call.
+              groupMetric(g.name, METRICS.REGISTERED_REPLICAS, "Average", "registered (Cloud Map)"),
             ],
             width: 6,
           }),

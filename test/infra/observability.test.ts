@@ -42,9 +42,16 @@ config_in_image = "weaver.toml"
     const body = dashboardBody(s);
     for (const g of s.stack.weaver.groups.values()) {
       assert.match(body, new RegExp(`${g.name}: served calls/s and error rate`));
+      assert.match(body, new RegExp(`${g.name}: tasks and registered replicas`));
       assert.ok(body.includes(versionedServiceName(g.name, s.stack.weaver.version)), `${g.name}'s service of this version`);
     }
-    for (const metric of [METRICS.SERVED_CALLS, METRICS.SERVED_ERRORS, METRICS.SERVED_LATENCY, METRICS.RECONCILE_ERRORS]) {
+    for (const metric of [
+      METRICS.SERVED_CALLS,
+      METRICS.SERVED_ERRORS,
+      METRICS.SERVED_LATENCY,
+      METRICS.RECONCILE_ERRORS,
+      METRICS.REGISTERED_REPLICAS,
+    ]) {
       assert.ok(body.includes(metric), metric);
     }
     for (const metric of [

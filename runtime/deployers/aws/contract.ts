@@ -306,6 +306,8 @@ export const METRICS = {
   LOAD: "ServedCallsPerSecond",
   /** Failed reconcile passes of the control plane. */
   RECONCILE_ERRORS: "ReconcileErrors",
+  /** Replicas of a group and version registered in Cloud Map, as the control plane's reconcile listed them. */
+  REGISTERED_REPLICAS: "RegisteredReplicas",
   DIM: {
     APP: "App",
     GROUP: "Group",

@@ -25,7 +25,7 @@ import {
   type ListenersEnv,
   type RolloutEnv,
 } from "./contract.js";
-import { reconcileErrorLine } from "./emf.js";
+import { reconcileErrorLine, registeredReplicasLines } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import {
@@ -786,6 +786,7 @@ export class ControlPlane implements ControlApi {
       liveIps.add(report.ip);
       if (this.env.groups[report.group]) await this.registerReplica(report);
     }
+    this.publishRegisteredReplicas();
     const versions = await this.versions.list();
     for (const [name, l] of Object.entries(this.env.listeners)) {
       for (const version of versions.keys()) {
@@ -817,6 +818,24 @@ export class ControlPlane implements ControlApi {
     }
     await this.removeStaleControlPlanes(tasks);
     await this.rollout(versions);
+  }
+
+  /**
+   * The replicas registered per group and version, as this reconcile found and left them, published as
+   * EMF lines (the dashboard's registered replicas): no API call beyond the reconcile's own listing.
+   * This version's groups are counted even at 0, so the graph shows a group that lost its replicas.
+   */
+  private publishRegisteredReplicas(): void {
+    const counts: { group: string; version: string; replicas: number }[] = [];
+    for (const group of Object.keys(this.env.groups)) {
+      const byVersion = new Map<string, number>([[this.env.version, 0]]);
+      for (const copies of this.cloudMap.get(group)?.values() ?? []) {
+        const version = copies[0]?.[ATTR.VERSION];
+        if (version) byVersion.set(version, (byVersion.get(version) ?? 0) + 1);
+      }
+      for (const [version, replicas] of byVersion) counts.push({ group, version, replicas });
+    }
+    this.log.metrics?.(registeredReplicasLines(process.env[ENV.APP] ?? "", counts));
   }
 
   /** Control plane instances of tasks that are gone (a crashed predecessor) would send agents nowhere. */
