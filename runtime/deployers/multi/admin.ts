@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { LogEntry } from "../../protos/runtime.js";
-import { adviseColocation } from "../../telemetry/advise.js";
+import { adviseColocation, colocateToml, type ColocationAdviceReply } from "../../telemetry/advise.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
 import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
 import type { TraceStore } from "../../telemetry/tracestore.js";
@@ -203,13 +203,14 @@ export class AdminServer {
       if (unknown.length)
         throw new HttpError(400, `separate: unknown component ${unknown.join(", ")} (components: ${[...known].join(", ")})`);
       const graph = callGraph(this.backend.metricStore, windowSec * 1000, [...known]);
-      return json(
-        adviseColocation(
-          graph,
-          groups.map((g) => g.components),
-          { separate, ...(maxComponents !== undefined ? { maxComponents } : {}), ...(minShare !== undefined ? { minShare } : {}) },
-        ),
+      const advice = adviseColocation(
+        graph,
+        groups.map((g) => g.components),
+        { separate, ...(maxComponents !== undefined ? { maxComponents } : {}), ...(minShare !== undefined ? { minShare } : {}) },
       );
+      // `toml`: the advice as weaver.toml's colocate line, formatted in one place for the page and the CLI.
+      const reply: ColocationAdviceReply = { ...advice, toml: colocateToml(advice.colocate) };
+      return json(reply);
     });
     this.route("/api/charts", async () => {
       await this.backend.collectMetrics();

@@ -3,7 +3,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
-import { colocateToml, type ColocationAdvice } from "../../telemetry/advise.js";
+import type { ColocationAdviceReply } from "../../telemetry/advise.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
@@ -371,14 +371,14 @@ export interface AdviseOptions {
 }
 
 /** `tsweaver multi advise`: which components to colocate, from the deployment's measured call graph. */
-export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice> {
+export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdviceReply> {
   const admin = adminOf(o.deployment);
   const windowSec = parseDuration(o.window ?? "60s") / 1000;
   const q = new URLSearchParams({ window: String(windowSec) });
   if (o.maxComponents !== undefined) q.set("max", o.maxComponents);
   if (o.minShare !== undefined) q.set("min_share", o.minShare);
   if (o.separate?.length) q.set("separate", o.separate.join(","));
-  const advice = (await (await adminFetch(admin, `/api/advice?${q}`)).json()) as ColocationAdvice;
+  const advice = (await (await adminFetch(admin, `/api/advice?${q}`)).json()) as ColocationAdviceReply;
   if (o.json) {
     process.stdout.write(JSON.stringify(advice, null, 2) + "\n");
     return advice;
@@ -429,7 +429,7 @@ export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice>
     out("the current grouping is already what the advice would pick: keep it");
   } else {
     out(`put this in the [tsweaver] section of the app's weaver.toml (replacing any colocate line) and redeploy:`);
-    out(`  ${colocateToml(advice.colocate)}`);
+    out(`  ${advice.toml}`);
   }
   return advice;
 }
