@@ -3,6 +3,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
+import { textTable } from "../../core/table.js";
 import type { ColocationAdviceReply } from "../../telemetry/advise.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
@@ -69,30 +70,15 @@ export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
       for (const r of g.replicas)
         rows.push([g.name, g.components.join(","), r.id, String(r.pid || "-"), r.address || "-", r.state, r.health, String(r.restarts)]);
     }
-    process.stdout.write(table(rows));
+    process.stdout.write(textTable(rows) + "\n");
     if (s.listeners.length) {
       process.stdout.write(
-        table([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]),
+        textTable([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]) +
+          "\n",
       );
     }
     process.stdout.write("\n");
   }
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return (
-    rows
-      .map(
-        (r) =>
-          "  " +
-          r
-            .map((c, i) => c.padEnd(widths[i]!))
-            .join("  ")
-            .trimEnd(),
-      )
-      .join("\n") + "\n"
-  );
 }
 
 /** Filters for `tsweaver multi logs`. */
@@ -251,7 +237,7 @@ export async function metricsCommand(o: MetricsOptions): Promise<void> {
         .join(" "),
       formatValue(s),
     ]);
-  process.stdout.write(table(rows));
+  process.stdout.write(textTable(rows) + "\n");
 }
 
 function formatValue(s: StoredSeries): string {
@@ -306,7 +292,7 @@ export async function tracesCommand(o: TracesOptions): Promise<void> {
       t.components.join(","),
     ]);
   }
-  process.stdout.write(table(rows));
+  process.stdout.write(textTable(rows) + "\n");
 }
 
 /** A text timeline of a trace: one line per span, indented under its parent, with a bar. */
@@ -404,16 +390,16 @@ export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdviceR
   );
   const { now, advised } = advice;
   out(
-    table([
+    textTable([
       ["", "CROSS-PROCESS CALLS/S", "BYTES/S"],
       ["now", rate(now.callsPerSec), bytes(now.bytesPerSec)],
       ["advised", rate(advised.callsPerSec), bytes(advised.bytesPerSec)],
       ["saved", rate(now.callsPerSec - advised.callsPerSec), bytes(now.bytesPerSec - advised.bytesPerSec)],
-    ]),
+    ]) + "\n",
   );
   const where = (remote: boolean) => (remote ? "across processes" : "in-process");
   out(
-    table([
+    textTable([
       ["COMPONENTS", "CALLS/S", "BYTES/S", "NOW", "ADVISED"],
       ...advice.edges.map((e) => [
         `${e.a} ↔ ${e.b}`,
@@ -422,7 +408,7 @@ export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdviceR
         where(e.remoteNow),
         where(e.remoteAdvised),
       ]),
-    ]),
+    ]) + "\n",
   );
   for (const h of advice.held) out(`held back: ${h}`);
   if (!advice.changed) {
