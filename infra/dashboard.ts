@@ -1,9 +1,10 @@
-import { Duration } from "aws-cdk-lib";
+import { ArnFormat, Duration, Stack, Validations } from "aws-cdk-lib";
+import * as iam from "aws-cdk-lib/aws-iam";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as actions from "aws-cdk-lib/aws-cloudwatch-actions";
 import * as sns from "aws-cdk-lib/aws-sns";
 import { Construct } from "constructs";
-import { CONTROLPLANE_NAME, METRICS, versionedServiceName } from "../runtime/deployers/aws/contract.js";
+import { CONTROLPLANE_NAME, ENV, METRICS, versionedServiceName } from "../runtime/deployers/aws/contract.js";
 import type { WeaverApp } from "./weaver-app.js";
 
 /** Thresholds of the opt-in alarms; an undefined one creates no alarm. */
@@ -32,7 +33,8 @@ const PERIOD = Duration.minutes(1);
 const ALARM_PERIOD = Duration.minutes(5);
 
 /**
- * The app in CloudWatch: a dashboard of this version (per group: tasks, CPU and memory from ECS, served
+ * The app in CloudWatch: a dashboard of this version (per group: tasks, CPU and memory from ECS, the
+ * replicas registered in Cloud Map from the control plane's EMF metric, served
  * calls per second, error rate and p50/p99 latency from the agents' EMF metrics; the load balancer's
  * requests, 5xx and response time; the control plane's reconcile errors) and the alarms weaver.toml opts
  * into. Group services are named per version, so the dashboard follows the version each `cdk deploy` makes.
@@ -114,7 +116,7 @@ export class WeaverDashboard extends Construct {
       for (const g of app.groups.values()) {
         dashboard.addWidgets(
           new cloudwatch.GraphWidget({
-            title: `${g.name}: tasks`,
+            title: `${g.name}: tasks and registered replicas`,
             left: [
               new cloudwatch.Metric({
                 namespace: "ECS/ContainerInsights",
@@ -132,6 +134,8 @@ export class WeaverDashboard extends Construct {
                 period: PERIOD,
                 label: "desired",
               }),
+              // Published by the control plane's reconcile (EMF): replicas other replicas can call.
+              groupMetric(g.name, METRICS.REGISTERED_REPLICAS, "Average", "registered (Cloud Map)"),
             ],
             width: 6,
           }),
@@ -176,9 +180,14 @@ export class WeaverDashboard extends Construct {
 
     const a = props.alarms ?? {};
     const topic = a.topicArn ? sns.Topic.fromTopicArn(this, "AlarmTopic", a.topicArn) : undefined;
+    const alarmNames: string[] = [];
     // Counts alarm at the threshold ("at least N"), rates and latencies above it.
     const add = (id: string, metric: cloudwatch.IMetric, threshold: number, description: string, atLeast = false) => {
+      // Named after the deployment: the control plane's rollout reads them by these names.
+      const alarmName = `${alarmNamePrefix(app.deploymentId)}${id}`;
+      alarmNames.push(alarmName);
       const alarm = new cloudwatch.Alarm(this, id, {
+        alarmName,
         metric,
         threshold,
         evaluationPeriods: 1,
@@ -226,5 +235,36 @@ export class WeaverDashboard extends Construct {
         true,
       );
     }
+    // The rollout rolls a new version back while one of these is in ALARM (runtime/deployers/aws/controlplane.ts).
+    app.controlPlaneTaskDefinition.defaultContainer?.addEnvironment(ENV.ALARMS, JSON.stringify(alarmNames));
+    // Granted on this stack's alarm names (whether or not weaver.toml opts into any), not on each alarm's
+    // ARN: the grant stays the same as alarms come and go, and no other stack's alarms match the prefix.
+    const ownAlarms = `${alarmNamePrefix(app.deploymentId)}*`;
+    app.controlPlaneRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: "DescribeOwnAlarms",
+        actions: ["cloudwatch:DescribeAlarms"],
+        resources: [
+          Stack.of(this).formatArn({
+            service: "cloudwatch",
+            resource: "alarm",
+            resourceName: ownAlarms,
+            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+          }),
+        ],
+      }),
+    );
+    Validations.of(app.controlPlaneRole).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:${ownAlarms}]`,
+      reason: "cloudwatch:DescribeAlarms on this stack's alarms only: their names all start with the deployment id and a dot.",
+    });
   }
+}
+
+/**
+ * What the names of a deployment's alarms start with: the deployment id and a dot, which no stack name
+ * contains, so `tsweaver-shop.` never matches the alarms of `tsweaver-shop-2`.
+ */
+export function alarmNamePrefix(deploymentId: string): string {
+  return `${deploymentId}.`;
 }

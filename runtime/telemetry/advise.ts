@@ -160,6 +160,11 @@ export function adviseColocation(
   return { windowSec: graph.windowSec, colocate, changed: key(colocate) !== key(current), now, advised, edges, held };
 }
 
+/** The advice as the admin server's /api/advice answers it: with the line to paste ({@link colocateToml}). */
+export interface ColocationAdviceReply extends ColocationAdvice {
+  toml: string;
+}
+
 /** The advice as the `colocate` line of weaver.toml's [tsweaver] section. */
 export function colocateToml(colocate: readonly (readonly string[])[]): string {
   return `colocate = [${colocate.map((g) => `[${g.map((c) => JSON.stringify(c)).join(", ")}]`).join(", ")}]`;

@@ -211,19 +211,27 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     assert.match(cp.out, /component activated .*component=hello\/Reverser/);
   });
 
-  test("metrics: the agents' EMF lines reach CloudWatch Logs and, extracted as CloudWatch does, show main's calls to Reverser", async () => {
+  test("metrics: the agents' and the control plane's EMF lines reach CloudWatch Logs and, extracted as CloudWatch does, show main's calls to Reverser and its registered replicas", async () => {
     const logs = new CloudWatchLogsClient(clientConfig(emu.endpoint));
     const url = await helloAt();
     for (let i = 0; i < 5; i++) assert.equal((await get(`${url}/hello?name=emf${i}`)).status, 200);
     const D = METRICS.DIM;
     const edge = { [D.APP]: "hello", [D.CALLER]: "tsweaver/Main", [D.COMPONENT]: "hello/Reverser", [D.METHOD]: "reverse" };
     const { datapoints, rejected } = await waitFor(
-      "EMF datapoints for main → Reverser calls and Reverser's served calls",
+      "EMF datapoints for main → Reverser calls, Reverser's served calls and registered replicas",
       async () => {
         const extracted = extractEmf(await logMessages(logs, res.logGroup));
         const calls = total(extracted.datapoints, METRICS.CALLS, edge);
         const served = total(extracted.datapoints, METRICS.SERVED_CALLS, { [D.APP]: "hello", [D.GROUP]: "hello-reverser" });
-        return calls >= 5 && served >= 5 ? extracted : undefined;
+        // The control plane's reconcile counts the replicas it finds registered in Cloud Map.
+        const registered = extracted.datapoints.some(
+          (p) =>
+            p.metric === METRICS.REGISTERED_REPLICAS &&
+            p.dimensions[D.GROUP] === "hello-reverser" &&
+            p.dimensions[D.VERSION] === res.version &&
+            p.value >= 1,
+        );
+        return calls >= 5 && served >= 5 && registered ? extracted : undefined;
       },
       30_000,
       500,

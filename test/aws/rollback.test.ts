@@ -1,12 +1,19 @@
 /**
  * Rollbacks end to end on the emulator (see rollout.test.ts for the setup): automatic ones (a version
- * that never becomes healthy, a version whose calls fail) and `tsweaver aws rollout rollback`, each with
- * the serving version answering every request of its own throughout.
+ * that never becomes healthy, a version whose calls fail, a version during whose step one of the stack's
+ * `[aws.alarms]` alarms is in ALARM) and `tsweaver aws rollout rollback`, each with the serving version
+ * answering every request of its own throughout.
+ *
+ * The emulator's CloudFormation has no AWS::CloudWatch::Alarm: the harness (stack.ts) creates each alarm
+ * of the template with PutMetricAlarm under the name the stack gives it, and it never evaluates alarms,
+ * so the test puts one into ALARM with SetAlarmState, as CloudWatch would on the metric.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { CloudWatchClient, DescribeAlarmsCommand, SetAlarmStateCommand } from "@aws-sdk/client-cloudwatch";
+import { ENV } from "../../runtime/deployers/aws/contract.js";
 import { waitFor } from "../support/index.js";
-import { sleep } from "./moto.js";
+import { clientConfig, sleep } from "./moto.js";
 import { assertSingleVersionChains, Load, RolloutDeployment, versionConfig } from "./rollouts.js";
 
 describe("AWS rollbacks: automatic on health and errors, and on request", () => {
@@ -89,5 +96,55 @@ describe("AWS rollbacks: automatic on health and errors, and on request", () => 
     );
     assertSingleVersionChains(load);
     assert.deepEqual(new Set(load.chains().map((c) => c[0])), new Set(["v1"]));
+  });
+
+  /** The alarms the deployed version's control plane watches (its TSWEAVER_ALARMS), with their state in the emulator. */
+  async function watchedAlarms(cw: CloudWatchClient): Promise<Map<string, string>> {
+    const names = JSON.parse(d.res.controlPlane.env[ENV.ALARMS] ?? "[]") as string[];
+    const out = await cw.send(new DescribeAlarmsCommand({ AlarmNames: names }));
+    return new Map((out.MetricAlarms ?? []).filter((a) => names.includes(a.AlarmName!)).map((a) => [a.AlarmName!, a.StateValue!]));
+  }
+
+  test("a v5 with [aws.alarms] whose alarms stay OK is not rolled back: it goes live step by step", async () => {
+    const cw = new CloudWatchClient(clientConfig(d.res.endpoint, d.res.region));
+    const load = new Load(d.url);
+    const v5 = await d.deploy(versionConfig("v5", { alarms: { error_rate: 0.5, p99_ms: 5000 } }));
+    const alarms = await watchedAlarms(cw);
+    // Two groups, an error-rate and a p99 alarm each.
+    assert.equal(alarms.size, 4, [...alarms.keys()].join(", "));
+    for (const [name, state] of alarms) assert.equal(state, "OK", name);
+    await waitFor("v5 live", async () => (await d.phaseOf(v5)) === "live", 90_000, 200);
+    assert.deepEqual(Object.fromEntries(await d.traffic()), { [v5]: 100 });
+    await load.stop();
+    assert.deepEqual(load.failed(), []);
+    assertSingleVersionChains(load);
+    cw.destroy();
+  });
+
+  test("a v6 whose alarm goes into ALARM during a step is rolled back automatically; v5 serves throughout", async () => {
+    const cw = new CloudWatchClient(clientConfig(d.res.endpoint, d.res.region));
+    const previous = d.res.version;
+    const load = new Load(d.url);
+    const v6 = await d.deploy(versionConfig("v6", { alarms: { error_rate: 0.5, p99_ms: 5000 }, rollout: { step_seconds: 600 } }));
+    await waitFor("v6 takes its first step", async () => (await d.phaseOf(v6)) === "step-0", 60_000, 200);
+    // Several reconciles at the step with every alarm OK: no rollback.
+    await sleep(1_500);
+    assert.equal(await d.phaseOf(v6), "step-0");
+    const [alarm] = [...(await watchedAlarms(cw)).keys()].sort();
+    assert.ok(alarm);
+    await cw.send(
+      new SetAlarmStateCommand({ AlarmName: alarm, StateValue: "ALARM", StateReason: "test: the metric crossed its threshold" }),
+    );
+    await waitFor("v6 rolled back", async () => (await d.phaseOf(v6)) === "rolled-back", 30_000, 200);
+    assert.deepEqual(Object.fromEntries(await d.traffic()), { [previous]: 100 });
+    await waitFor("v6 scaled to 0", async () => d.runningTasksOf(v6).length === 0, 30_000, 200);
+    await load.stop();
+    assert.deepEqual(load.failed(), []);
+    assertSingleVersionChains(load);
+    assert.match(
+      (await d.cli("aws", "rollout", "status")).out,
+      new RegExp(`version ${v6}: rolled-back \\(alarm ${alarm.replace(/\./g, "\\.")} in ALARM at 10%\\)`),
+    );
+    cw.destroy();
   });
 });

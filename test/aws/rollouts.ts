@@ -33,7 +33,13 @@ const tmp = mkdtempSync(path.join(os.tmpdir(), "tsweaver-rollout-"));
  */
 export function versionConfig(
   label: string,
-  opts: { rollout?: Record<string, unknown>; main?: Record<string, unknown>; back?: Record<string, unknown> } = {},
+  opts: {
+    rollout?: Record<string, unknown>;
+    main?: Record<string, unknown>;
+    back?: Record<string, unknown>;
+    /** `[aws.alarms]`. */
+    alarms?: Record<string, unknown>;
+  } = {},
 ): string {
   const doc = parseToml(readFileSync(FIXTURE, "utf8")) as Record<string, any>;
   doc["tsweaver"]["binary"] = path.resolve(path.dirname(FIXTURE), doc["tsweaver"]["binary"] as string);
@@ -41,6 +47,7 @@ export function versionConfig(
   doc["versioned/Middle"] = { label };
   doc["versioned/Back"] = { label, ...opts.back };
   doc["aws"] = { ...doc["aws"], rollout: { steps: [10, 50, 100], step_seconds: 2, health_timeout_seconds: 30, ...opts.rollout } };
+  if (opts.alarms) doc["aws"]["alarms"] = opts.alarms;
   const file = path.join(tmp, `${label}.toml`);
   writeFileSync(file, stringifyToml(doc));
   return file;

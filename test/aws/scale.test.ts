@@ -34,7 +34,7 @@ import {
 import { eniAddress } from "../../runtime/deployers/aws/callers.js";
 import { LOG_LATENESS_MS, LogTail } from "../../runtime/deployers/aws/cli.js";
 import { AwsClients } from "../../runtime/deployers/aws/clients.js";
-import { MAIN_COMPONENT, TAGS, versionedServiceName, type GroupsEnv } from "../../runtime/deployers/aws/contract.js";
+import { MAIN_COMPONENT, METRICS, TAGS, versionedServiceName, type GroupsEnv } from "../../runtime/deployers/aws/contract.js";
 import { ControlPlane } from "../../runtime/deployers/aws/controlplane.js";
 import { Discovery, FULL_REFRESH_EVERY } from "../../runtime/deployers/aws/discovery.js";
 import type { JsonLogger } from "../../runtime/deployers/aws/jsonlog.js";
@@ -178,6 +178,8 @@ test(`API budget: ${REPLICAS} replicas over ${GROUPS} groups — control plane c
     ]),
   );
   const cpCalls = new Calls();
+  /** The control plane's EMF lines (its registered-replica counts). */
+  const emf: string[] = [];
   const cp = new ControlPlane(
     {
       deployment,
@@ -198,7 +200,7 @@ test(`API budget: ${REPLICAS} replicas over ${GROUPS} groups — control plane c
       reconcileMs: RECONCILE_S * 1000,
     },
     new AwsClients(undefined, cpCalls.observe),
-    quiet,
+    { ...quiet, metrics: (lines) => emf.push(...lines) },
   );
 
   // Every replica reports ready (the agents' first report): one RegisterInstance each, nothing more.
@@ -224,6 +226,7 @@ test(`API budget: ${REPLICAS} replicas over ${GROUPS} groups — control plane c
 
   // Reconciles in the steady state: nothing to fix, so only the listings.
   cpCalls.reset();
+  emf.length = 0;
   const reconcileStarted = Date.now();
   const RECONCILES = 1;
   for (let i = 0; i < RECONCILES; i++) await cp.reconcile();
@@ -238,6 +241,13 @@ test(`API budget: ${REPLICAS} replicas over ${GROUPS} groups — control plane c
   assert.ok(cpCalls.get("ecs:DescribeTasks") / RECONCILES <= pages(REPLICAS), reconcileRates);
   assert.ok(cpCalls.get("servicediscovery:ListInstances") / RECONCILES <= GROUPS * pages(PER_GROUP) + 1, reconcileRates);
   assert.ok(perReconcile <= fixed + perReplicaPages + 2, `${perReconcile} calls per reconcile (${reconcileRates})`);
+  // Within those calls, the reconcile published every group's registered replicas (the dashboard's metric).
+  const registered = emf.map((l) => JSON.parse(l) as Record<string, unknown>).filter((d) => METRICS.REGISTERED_REPLICAS in d);
+  assert.equal(registered.length, GROUPS, "one line per group of this version");
+  assert.equal(
+    registered.reduce((n, d) => n + Number(d[METRICS.REGISTERED_REPLICAS]), 0),
+    REPLICAS,
+  );
 
   // A round of heartbeats of every replica (each sends one every 15 s): registered as reported, so no AWS call.
   cpCalls.reset();

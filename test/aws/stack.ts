@@ -9,8 +9,10 @@
  *   - AWS::ServiceDiscovery::HttpNamespace / ::Service and AWS::SecretsManager::Secret: created here
  *     through their APIs *before* the stack, and every Ref/Fn::GetAtt to them in the template replaced
  *     by the real id/ARN (so the task environment and the outputs carry the emulator's real ids);
- *   - AWS::ApplicationAutoScaling::ScalableTarget / ::ScalingPolicy and AWS::EC2::SecurityGroupEgress:
- *     taken out of the template and created through their APIs *after* the stack.
+ *   - AWS::ApplicationAutoScaling::ScalableTarget / ::ScalingPolicy, AWS::EC2::SecurityGroupEgress and
+ *     AWS::CloudWatch::Alarm: taken out of the template and created through their APIs *after* the
+ *     stack (an alarm with PutMetricAlarm under the name the template gives it, again on every update,
+ *     as CloudFormation updates an alarm whose metric changed with the version).
  * Other adjustments, each because of the emulator:
  *   - the CDK bootstrap version parameter and its rule are removed (no bootstrap stack in the emulator);
  *   - on an update (updateAppResources), task definitions get new logical ids (moto's update path for a
@@ -51,6 +53,7 @@ import {
   UpdateStackCommand,
   type StackResourceSummary,
 } from "@aws-sdk/client-cloudformation";
+import { CloudWatchClient, DeleteAlarmsCommand, PutMetricAlarmCommand, type PutMetricAlarmCommandInput } from "@aws-sdk/client-cloudwatch";
 import { AuthorizeSecurityGroupEgressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import {
   DescribeTaskDefinitionCommand,
@@ -203,6 +206,7 @@ const POST_CREATED = [
   "AWS::ApplicationAutoScaling::ScalableTarget",
   "AWS::ApplicationAutoScaling::ScalingPolicy",
   "AWS::EC2::SecurityGroupEgress",
+  "AWS::CloudWatch::Alarm",
 ];
 /** `[aws]` keys that only make sense on a real account, or for building an image. */
 const DROPPED_AWS_KEYS = ["vpc_id", "account", "region", "image", "dockerfile_dir", "dockerfile", "config_in_image", "access_logs"];
@@ -534,6 +538,15 @@ async function applyAppResources(opts: AppResourcesOptions, previous: AppResourc
     created[id] = { type: r.Type, physicalId: id };
   }
 
+  for (const [id, r] of Object.entries(post).filter(([, r]) => r.Type === "AWS::CloudWatch::Alarm")) {
+    const p = resolveDeep(resolve, r.Properties ?? {}) as Record<string, unknown>;
+    const name = p["AlarmName"];
+    if (typeof name !== "string") throw new Error(`alarm ${id}: the harness needs the AlarmName the stack gives it`);
+    // PutMetricAlarm takes the template's properties as they are (CloudFormation's names are the API's).
+    await clients.cloudWatch.send(new PutMetricAlarmCommand(p as unknown as PutMetricAlarmCommandInput));
+    created[id] = { type: r.Type, physicalId: name };
+  }
+
   lap("postCreate");
 
   // ---- What the tests and the simulator need to know --------------------------------------------------
@@ -656,6 +669,11 @@ export async function deleteAppResources(res: AppResources): Promise<string[]> {
     }
     await c.sd.send(new DeleteNamespaceCommand({ Id: res.namespaceId }));
   });
+  const alarms = Object.values(res.resources)
+    .filter((r) => r.type === "AWS::CloudWatch::Alarm")
+    .map((r) => r.physicalId);
+  if (alarms.length > 0)
+    await attempt(`deleting alarms ${alarms.join(", ")}`, () => c.cloudWatch.send(new DeleteAlarmsCommand({ AlarmNames: alarms })));
   for (const [, r] of Object.entries(res.resources).filter(([, r]) => r.type === "AWS::SecretsManager::Secret")) {
     await attempt(`deleting secret ${r.physicalId}`, () =>
       c.sm.send(new DeleteSecretCommand({ SecretId: r.physicalId, ForceDeleteWithoutRecovery: true })),
@@ -675,6 +693,7 @@ function clientsFor(endpoint: string, region: string) {
     ecs: new ECSClient(cfg),
     ec2: new EC2Client(cfg),
     scaling: new ApplicationAutoScalingClient(cfg),
+    cloudWatch: new CloudWatchClient(cfg),
   };
 }
 
@@ -784,6 +803,9 @@ function resolver(
       if (r.type === "AWS::ECS::Service" && attr === "Name") return r.physicalId.split("/").pop()!;
       if (r.type === "AWS::EC2::SecurityGroup" && attr === "GroupId") return r.physicalId;
       if (attr === "Arn" && r.physicalId.startsWith("arn:")) return r.physicalId;
+      // What the load balancer's CloudWatch metrics are keyed by: `app/<name>/<id>`, the end of its ARN.
+      if (r.type === "AWS::ElasticLoadBalancingV2::LoadBalancer" && attr === "LoadBalancerFullName")
+        return r.physicalId.split(":loadbalancer/")[1] ?? r.physicalId;
       throw new Error(`cannot resolve Fn::GetAtt ${id}.${attr} (${r.type})`);
     }
     if (Array.isArray(o["Fn::Join"])) {
@@ -793,6 +815,15 @@ function resolver(
     throw new Error(`cannot resolve ${JSON.stringify(node)}`);
   };
   return resolve;
+}
+
+/** A template value with every intrinsic function in it resolved (objects and arrays walked). */
+function resolveDeep(resolve: (node: unknown) => string, node: unknown): unknown {
+  if (Array.isArray(node)) return node.map((n) => resolveDeep(resolve, n));
+  if (node === null || typeof node !== "object") return node;
+  const o = node as Record<string, unknown>;
+  if ("Ref" in o || "Fn::GetAtt" in o || "Fn::Join" in o) return resolve(o);
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, resolveDeep(resolve, v)]));
 }
 
 function generatePassword(length: number, excludePunctuation: boolean): string {

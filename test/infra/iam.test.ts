@@ -43,6 +43,7 @@ const IAM_PREFIX: Record<string, string> = {
   "client-application-auto-scaling": "application-autoscaling",
   "client-cloudformation": "cloudformation",
   "client-cloudwatch-logs": "logs",
+  "client-cloudwatch": "cloudwatch",
   "client-secrets-manager": "secretsmanager",
 };
 

@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { IConstruct } from "constructs";
 import { ADOT_COLLECTOR_IMAGE, COLLECTOR_CONTAINER, XRAY_ACTIONS } from "../../infra/weaver-app.js";
-import { METRICS, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
-import { actionsOf, cdkAnnotations, containerEnv, nagFindings, statements, synthText, type Synth } from "./helpers.js";
+import { alarmNamePrefix } from "../../infra/dashboard.js";
+import { ENV, METRICS, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
+import { actionsOf, cdkAnnotations, containerEnv, nagFindings, resourcesOf, statements, synthText, type Synth } from "./helpers.js";
 
 type Json = Record<string, unknown>;
 
@@ -33,12 +34,24 @@ config_in_image = "weaver.toml"
   test("one dashboard named after the stack with per-group ECS, EMF and load-balancer widgets of this version", () => {
     s.template.resourceCountIs("AWS::CloudWatch::Dashboard", 1);
     s.template.resourceCountIs("AWS::CloudWatch::Alarm", 0);
+    assert.equal(
+      containerEnv(s.json, s.id(s.stack.weaver.controlPlaneTaskDefinition))[ENV.ALARMS],
+      "[]",
+      "no alarms to watch during a rollout",
+    );
     const body = dashboardBody(s);
     for (const g of s.stack.weaver.groups.values()) {
       assert.match(body, new RegExp(`${g.name}: served calls/s and error rate`));
+      assert.match(body, new RegExp(`${g.name}: tasks and registered replicas`));
       assert.ok(body.includes(versionedServiceName(g.name, s.stack.weaver.version)), `${g.name}'s service of this version`);
     }
-    for (const metric of [METRICS.SERVED_CALLS, METRICS.SERVED_ERRORS, METRICS.SERVED_LATENCY, METRICS.RECONCILE_ERRORS]) {
+    for (const metric of [
+      METRICS.SERVED_CALLS,
+      METRICS.SERVED_ERRORS,
+      METRICS.SERVED_LATENCY,
+      METRICS.RECONCILE_ERRORS,
+      METRICS.REGISTERED_REPLICAS,
+    ]) {
       assert.ok(body.includes(metric), metric);
     }
     for (const metric of [
@@ -97,6 +110,25 @@ topic_arn = "arn:aws:sns:us-east-1:123456789012:ops"
     const reconcile = alarms.find((a) => a["Threshold"] === 3)!;
     assert.match(JSON.stringify(reconcile), new RegExp(`"MetricName":"${METRICS.RECONCILE_ERRORS}".*"Period":300`));
     assert.equal(reconcile["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+  });
+
+  test("the alarms are named after the deployment, listed in the control plane's TSWEAVER_ALARMS, which may describe only those", () => {
+    const w = s.stack.weaver;
+    const names = Object.values(s.template.findResources("AWS::CloudWatch::Alarm"))
+      .map((r) => (r["Properties"] as Json)["AlarmName"] as string)
+      .sort();
+    assert.equal(names.length, w.groups.size * 2 + 2);
+    for (const n of names) assert.ok(n.startsWith(alarmNamePrefix(w.deploymentId)), n);
+    assert.ok(names.includes(`${alarmNamePrefix(w.deploymentId)}tsweavermainErrorRate`), names.join(", "));
+    const env = containerEnv(s.json, s.id(w.controlPlaneTaskDefinition));
+    assert.deepEqual((JSON.parse(String(env[ENV.ALARMS])) as string[]).sort(), names);
+    const grants = statements(s.json).filter(
+      (st) => st.roles.includes(s.id(w.controlPlaneRole)) && actionsOf(st).includes("cloudwatch:DescribeAlarms"),
+    );
+    assert.equal(grants.length, 1);
+    assert.deepEqual(actionsOf(grants[0]!), ["cloudwatch:DescribeAlarms"]);
+    const resource = JSON.stringify(resourcesOf(grants[0]!));
+    assert.ok(resource.includes(`":alarm:${alarmNamePrefix(w.deploymentId)}*"`), resource);
   });
 
   test("cdk-nag and CDK: clean", () => {

@@ -4,6 +4,7 @@ import { DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/cli
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { DeregisterInstanceCommand, paginateListInstances, type InstanceSummary } from "@aws-sdk/client-servicediscovery";
 import { loadConfig } from "../../core/config.js";
+import { textTable } from "../../core/table.js";
 import type { LogEntry } from "../../protos/runtime.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { AwsClients, awsPages, callAws } from "./clients.js";
@@ -280,13 +281,13 @@ export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, 
       .map(([l, p]) => `${l} ${p}%`)
       .join(", ") || "-";
   out(
-    table([
+    textTable([
       ["VERSION", "PHASE", "TRAFFIC", "SINCE", "REASON"],
       ...versions.map((v) => [v.version + (v.deployed ? " (deployed)" : ""), v.phase, trafficOf(v), v.since, v.reason]),
     ]),
   );
   out(
-    table([
+    textTable([
       ["VERSION", "GROUP", "DESIRED", "RUNNING", "PENDING", "REGISTERED", "HEALTH"],
       ...versions.flatMap((v) =>
         v.groups.map((g) => [v.version, g.group, String(g.desired), String(g.running), String(g.pending), String(g.registered), g.health]),
@@ -295,25 +296,11 @@ export async function awsStatusCommand(opts: StackOptions & { json?: boolean }, 
   );
   if (listeners.length)
     out(
-      table([
+      textTable([
         ["LISTENER", "URL", "TARGETS", "HEALTHY"],
         ...listeners.map((l) => [l.listener, l.url, String(l.targets), String(l.healthy)]),
       ]),
     );
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return rows
-    .map(
-      (r) =>
-        "  " +
-        r
-          .map((c, i) => c.padEnd(widths[i]!))
-          .join("  ")
-          .trimEnd(),
-    )
-    .join("\n");
 }
 
 /** `tsweaver aws rollout status`: where the rollout of the deployed version stands. */

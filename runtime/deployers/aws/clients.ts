@@ -35,6 +35,7 @@ const IAM_PREFIX: Readonly<Record<string, string>> = {
   CloudWatchLogsClient: "logs",
   ApplicationAutoScalingClient: "application-autoscaling",
   SecretsManagerClient: "secretsmanager",
+  CloudWatchClient: "cloudwatch",
 };
 
 /** The part of a client's middleware stack the observer uses (each client types it for its own commands). */
@@ -122,7 +123,7 @@ export class AwsClients {
   }
   private _cloudWatch: CloudWatchClient | undefined;
   get cloudWatch(): CloudWatchClient {
-    return (this._cloudWatch ??= new CloudWatchClient(common(this.region)));
+    return (this._cloudWatch ??= observed(new CloudWatchClient(common(this.region)), this.observe));
   }
 }
 

@@ -100,6 +100,11 @@ export const ENV = {
   LISTENERS: "TSWEAVER_LISTENERS",
   /** JSON {@link RolloutEnv}: how traffic moves to this version. Control plane only. */
   ROLLOUT: "TSWEAVER_ROLLOUT",
+  /**
+   * JSON array of the names of the stack's CloudWatch alarms (`[aws.alarms]`): one in ALARM during a
+   * rollout step rolls the new version back. Control plane only; unset or "[]" without alarms.
+   */
+  ALARMS: "TSWEAVER_ALARMS",
   /** VPC id (for the target groups the control plane creates). Control plane only. */
   VPC_ID: "TSWEAVER_VPC_ID",
   /** Comma-separated subnet ids group tasks run in (for CreateService). Control plane only. */
@@ -307,6 +312,8 @@ export const METRICS = {
   LOAD: "ServedCallsPerSecond",
   /** Failed reconcile passes of the control plane. */
   RECONCILE_ERRORS: "ReconcileErrors",
+  /** Replicas of a group and version registered in Cloud Map, as the control plane's reconcile listed them. */
+  REGISTERED_REPLICAS: "RegisteredReplicas",
   DIM: {
     APP: "App",
     GROUP: "Group",

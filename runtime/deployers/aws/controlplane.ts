@@ -1,4 +1,5 @@
 import { DescribeStacksCommand } from "@aws-sdk/client-cloudformation";
+import { DescribeAlarmsCommand } from "@aws-sdk/client-cloudwatch";
 import { DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/client-ecs";
 import { DeregisterTargetsCommand, DescribeTargetHealthCommand, RegisterTargetsCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import {
@@ -24,7 +25,7 @@ import {
   type ListenersEnv,
   type RolloutEnv,
 } from "./contract.js";
-import { reconcileErrorLine } from "./emf.js";
+import { reconcileErrorLine, registeredReplicasLines } from "./emf.js";
 import { jsonLogger, type JsonLogger } from "./jsonlog.js";
 import { taskIdentity, type TaskIdentity } from "./metadata.js";
 import {
@@ -70,6 +71,8 @@ export interface ControlPlaneEnv {
   assignPublicIp: "ENABLED" | "DISABLED";
   /** How often state is reconciled with AWS and the rollout advanced (ms). */
   reconcileMs: number;
+  /** Names of the stack's CloudWatch alarms: one in ALARM during a rollout step rolls the new version back. */
+  alarms?: readonly string[] | undefined;
 }
 
 function required(name: string): string {
@@ -103,6 +106,7 @@ export function controlPlaneEnvFromProcess(): ControlPlaneEnv {
     groups: json<GroupsEnv>(ENV.GROUPS),
     listeners: json<ListenersEnv>(ENV.LISTENERS),
     rollout: json<RolloutEnv>(ENV.ROLLOUT),
+    alarms: process.env[ENV.ALARMS] ? json<string[]>(ENV.ALARMS) : [],
     vpcId: process.env[ENV.VPC_ID] ?? "",
     subnets: (process.env[ENV.SUBNETS] ?? "").split(",").filter(Boolean),
     securityGroup: process.env[ENV.SECURITY_GROUP] ?? "",
@@ -782,6 +786,7 @@ export class ControlPlane implements ControlApi {
       liveIps.add(report.ip);
       if (this.env.groups[report.group]) await this.registerReplica(report);
     }
+    this.publishRegisteredReplicas();
     const versions = await this.versions.list();
     for (const [name, l] of Object.entries(this.env.listeners)) {
       for (const version of versions.keys()) {
@@ -813,6 +818,24 @@ export class ControlPlane implements ControlApi {
     }
     await this.removeStaleControlPlanes(tasks);
     await this.rollout(versions);
+  }
+
+  /**
+   * The replicas registered per group and version, as this reconcile found and left them, published as
+   * EMF lines (the dashboard's registered replicas): no API call beyond the reconcile's own listing.
+   * This version's groups are counted even at 0, so the graph shows a group that lost its replicas.
+   */
+  private publishRegisteredReplicas(): void {
+    const counts: { group: string; version: string; replicas: number }[] = [];
+    for (const group of Object.keys(this.env.groups)) {
+      const byVersion = new Map<string, number>([[this.env.version, 0]]);
+      for (const copies of this.cloudMap.get(group)?.values() ?? []) {
+        const version = copies[0]?.[ATTR.VERSION];
+        if (version) byVersion.set(version, (byVersion.get(version) ?? 0) + 1);
+      }
+      for (const [version, replicas] of byVersion) counts.push({ group, version, replicas });
+    }
+    this.log.metrics?.(registeredReplicasLines(process.env[ENV.APP] ?? "", counts));
   }
 
   /** Control plane instances of tasks that are gone (a crashed predecessor) would send agents nowhere. */
@@ -1010,10 +1033,30 @@ export class ControlPlane implements ControlApi {
         `error rate ${(errors.rate * 100).toFixed(1)}% of ${errors.calls} calls at ${this.env.rollout.steps[step]}% (limit ${(this.env.rollout.maxErrorRate * 100).toFixed(1)}%)`,
       );
     }
+    const alarm = await this.alarmInAlarm();
+    if (alarm) return this.rollBack(main, previous, `alarm ${alarm} in ALARM at ${this.env.rollout.steps[step]}%`);
     // Re-applied every time: a restarted control plane, or a weight changed by hand, is brought back in line.
     await this.shift(own, previous.version, this.env.rollout.steps[step] ?? 100);
     if (mine.rollout.request === "promote") return this.enterStep(main, previous, this.env.rollout.steps.length - 1, "promoted");
     if (elapsed >= this.env.rollout.stepSeconds * 1000) await this.enterStep(main, previous, step + 1);
+  }
+
+  /**
+   * The first (by name) of the stack's alarms (ENV.ALARMS) that is in ALARM, if any: one DescribeAlarms
+   * per 100 alarms, once per reconcile during a step. The state is checked here, not with the
+   * request's StateValue filter alone: not every implementation applies it together with AlarmNames.
+   */
+  private async alarmInAlarm(): Promise<string | undefined> {
+    const names = this.env.alarms ?? [];
+    const firing: string[] = [];
+    for (let i = 0; i < names.length; i += 100) {
+      const out = await this.aws_("cloudwatch:DescribeAlarms", `alarms of ${this.env.deployment}`, () =>
+        this.aws.cloudWatch.send(new DescribeAlarmsCommand({ AlarmNames: names.slice(i, i + 100), StateValue: "ALARM" })),
+      );
+      for (const a of [...(out.MetricAlarms ?? []), ...(out.CompositeAlarms ?? [])])
+        if (a.StateValue === "ALARM" && a.AlarmName && names.includes(a.AlarmName)) firing.push(a.AlarmName);
+    }
+    return firing.sort()[0];
   }
 
   private async enterStep(main: VersionService, previous: LiveVersion, step: number, why?: string): Promise<void> {

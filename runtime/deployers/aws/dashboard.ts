@@ -4,6 +4,7 @@ import { DescribeTaskDefinitionCommand, DescribeTasksCommand, paginateListTasks,
 import { DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import type { LogEntry, MetricUpdate } from "../../protos/runtime.js";
+import type { AdminBackend, DashboardReplica, DashboardStatus, DeploymentSummary } from "../../telemetry/dashboard.js";
 import { MetricStore } from "../../telemetry/metricstore.js";
 import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY } from "../../telemetry/methods.js";
 import { TraceStore } from "../../telemetry/tracestore.js";
@@ -21,43 +22,6 @@ export interface DashboardStack {
   groups: Record<string, { readonly discoveryServiceId: string }>;
   listeners: Record<string, { readonly url: string; readonly listenerArn: string }>;
   logGroup: string;
-}
-
-/** One replica as the dashboard's groups table shows it: an ECS task. */
-export interface DashboardReplica {
-  /** The ECS task id, its first 12 characters: enough to tell tasks apart in the table. */
-  id: string;
-  /** Always 0: a task is not a local process. */
-  pid: number;
-  /** ip:port it is registered at in Cloud Map, else its ENI address. */
-  address: string;
-  /** HEALTHY once registered in Cloud Map (and healthy behind every listener it serves), STARTING before, UNHEALTHY when a target check fails or it is stopping. */
-  health: string;
-  restarts: number;
-  /** The task's ECS status, lower case (running, pending, ...), and its version. */
-  state: string;
-}
-
-/** The deployment as the dashboard page reads it (the shape of the multi deployer's status). */
-export interface DashboardStatus {
-  deploymentId: string;
-  app: string;
-  config: string;
-  deployerPid: number;
-  startedAt: string;
-  updatedAt: string;
-  state: "running" | "stopped";
-  groups: { name: string; components: string[]; started: boolean; replicas: DashboardReplica[] }[];
-  listeners: { name: string; address: string; replicas: number }[];
-}
-
-/** A live version, as the page's deployments table lists it. */
-export interface DashboardVersion {
-  deploymentId: string;
-  app: string;
-  startedAt: string;
-  live: string;
-  admin: string | undefined;
 }
 
 export interface AwsDashboardOptions {
@@ -85,7 +49,7 @@ const MAX_QUERIES = 500;
  * tail from CloudWatch Logs. Reads are cached (see {@link AwsDashboardOptions}) so an open page costs a
  * bounded number of AWS calls, whatever its refresh rate. Traces stay in X-Ray or the OTLP collector.
  */
-export class AwsDashboardSource {
+export class AwsDashboardSource implements AdminBackend {
   /** Rebuilt from CloudWatch on each read (see {@link collectMetrics}). */
   private store = new MetricStore();
   readonly traceStore = new TraceStore();
@@ -93,7 +57,7 @@ export class AwsDashboardSource {
   readonly graphWindowSec = 5 * PERIOD_SEC;
   private readonly versions: Versions;
   private readonly opts: Required<AwsDashboardOptions>;
-  private cached: { at: number; status: DashboardStatus; versions: DashboardVersion[] } | undefined;
+  private cached: { at: number; status: DashboardStatus; versions: DeploymentSummary[] } | undefined;
   private statusRead: Promise<void> | undefined;
   private metricsAt = 0;
   private metricsRead: Promise<void> | undefined;
@@ -124,7 +88,7 @@ export class AwsDashboardSource {
     return this.cached!.status;
   }
 
-  async deployments(): Promise<DashboardVersion[]> {
+  async deployments(): Promise<DeploymentSummary[]> {
     await this.refresh();
     return this.cached!.versions;
   }
@@ -158,7 +122,7 @@ export class AwsDashboardSource {
     await this.statusRead;
   }
 
-  private async readStatus(): Promise<[DashboardStatus, DashboardVersion[]]> {
+  private async readStatus(): Promise<[DashboardStatus, DeploymentSummary[]]> {
     const d = this.d;
     // The reads do not depend on each other: concurrently, so a refresh takes about one round trip per kind.
     const instances = Promise.all(

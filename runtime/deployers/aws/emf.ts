@@ -157,6 +157,33 @@ function histogram(u: MetricUpdate): Value | undefined {
   return { Values: values, Counts: counts, Sum: u.value, Count: count, Min: min, Max: max };
 }
 
+/**
+ * One EMF line per group and version: how many replicas the control plane's reconcile found registered
+ * in Cloud Map (the dashboard's "registered" beside ECS's running tasks). Counts come from the listing
+ * the reconcile makes anyway, so the metric costs no API call.
+ */
+export function registeredReplicasLines(
+  app: string,
+  counts: readonly { readonly group: string; readonly version: string; readonly replicas: number }[],
+  nowMs = Date.now(),
+): string[] {
+  const D = METRICS.DIM;
+  const directive: Directive = {
+    Namespace: METRICS.NAMESPACE,
+    Dimensions: [[D.APP, D.GROUP, D.VERSION]],
+    Metrics: [{ Name: METRICS.REGISTERED_REPLICAS, Unit: "Count" }],
+  };
+  return counts.map((c) =>
+    JSON.stringify({
+      _aws: { Timestamp: nowMs, CloudWatchMetrics: [directive] },
+      [D.APP]: app,
+      [D.GROUP]: c.group,
+      [D.VERSION]: c.version,
+      [METRICS.REGISTERED_REPLICAS]: c.replicas,
+    }),
+  );
+}
+
 /** One EMF line counting a failed control-plane reconcile pass (the dashboard's and an alarm's metric). */
 export function reconcileErrorLine(app: string, nowMs = Date.now()): string {
   const directive: Directive = {

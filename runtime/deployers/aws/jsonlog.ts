@@ -5,6 +5,8 @@ export interface JsonLogger {
   info(msg: string, attrs?: Record<string, string | number>): void;
   warn(msg: string, attrs?: Record<string, string | number>): void;
   error(msg: string, attrs?: Record<string, string | number>): void;
+  /** Embedded Metric Format lines (runtime/deployers/aws/emf.ts), written beside the logs; a logger without it drops them. */
+  metrics?(lines: readonly string[]): void;
 }
 
 export function jsonLogger(component: string, node = ""): JsonLogger {
@@ -30,6 +32,9 @@ export function jsonLogger(component: string, node = ""): JsonLogger {
     info: (m, a) => emit("info", m, a),
     warn: (m, a) => emit("warn", m, a),
     error: (m, a) => emit("error", m, a),
+    metrics: (lines) => {
+      if (lines.length > 0) process.stdout.write(lines.join("\n") + "\n");
+    },
   };
 }
 

@@ -4,33 +4,14 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { LogEntry } from "../../protos/runtime.js";
-import { adviseColocation } from "../../telemetry/advise.js";
+import { adviseColocation, colocateToml, type ColocationAdviceReply } from "../../telemetry/advise.js";
 import { callGraph, charts } from "../../telemetry/graph.js";
-import type { MetricStore, StoredSeries } from "../../telemetry/metricstore.js";
-import type { TraceStore } from "../../telemetry/tracestore.js";
+import type { AdminBackend } from "../../telemetry/dashboard.js";
+import type { StoredSeries } from "../../telemetry/metricstore.js";
 import { parseHostPort } from "../../rpc/address.js";
-import type { DeploymentStatus } from "./state.js";
 
-/**
- * What the admin server shows: the multi deployer implements it from its own processes, `tsweaver aws
- * dashboard` from what AWS reports (which is why answers may come asynchronously).
- */
-export interface AdminBackend {
-  status(): DeploymentStatus | Promise<DeploymentStatus>;
-  /** Every deployment in the state directory (this one included), newest first. */
-  deployments(): DeploymentSummary[] | Promise<DeploymentSummary[]>;
-  /** Fetches fresh metric deltas from every running replica into `metricStore`. */
-  collectMetrics(): Promise<void>;
-  readonly metricStore: MetricStore;
-  readonly traceStore: TraceStore;
-  /** The newest log entries kept in memory, oldest first. */
-  recentLogs(): readonly LogEntry[] | Promise<readonly LogEntry[]>;
-  /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`; absent where replicas cannot be profiled. */
-  profile?(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
-  /** Default window of the call graph's rates (s; default 30): metrics that come a minute apart need a longer one. */
-  readonly graphWindowSec?: number;
-}
+// The backend interface and the shapes the page reads live in a lower layer (the AWS deployer implements them too).
+export type { AdminBackend, DeploymentSummary, ReplicaProfile } from "../../telemetry/dashboard.js";
 
 /** Settings of an {@link AdminServer} beyond its backend and token. */
 export interface AdminServerOptions {
@@ -38,25 +19,6 @@ export interface AdminServerOptions {
   loginCommand?: string;
   /** Where a program finds the token, named when a request lacks it. @default "the token file in the deployment's state directory" */
   tokenSource?: string;
-}
-
-/** A deployment as the dashboard lists it. */
-export interface DeploymentSummary {
-  deploymentId: string;
-  app: string;
-  startedAt: string;
-  /** "running", "stopped", or "dead" (its deployer is gone). */
-  live: string;
-  admin: string | undefined;
-}
-
-/** One replica's profile, as /api/profile returns it. */
-export interface ReplicaProfile {
-  group: string;
-  replica: string;
-  pid: number;
-  /** A .cpuprofile or .heapsnapshot document (JSON text). */
-  profile: string;
 }
 
 /** Longest CPU profile /api/profile takes. */
@@ -203,13 +165,14 @@ export class AdminServer {
       if (unknown.length)
         throw new HttpError(400, `separate: unknown component ${unknown.join(", ")} (components: ${[...known].join(", ")})`);
       const graph = callGraph(this.backend.metricStore, windowSec * 1000, [...known]);
-      return json(
-        adviseColocation(
-          graph,
-          groups.map((g) => g.components),
-          { separate, ...(maxComponents !== undefined ? { maxComponents } : {}), ...(minShare !== undefined ? { minShare } : {}) },
-        ),
+      const advice = adviseColocation(
+        graph,
+        groups.map((g) => g.components),
+        { separate, ...(maxComponents !== undefined ? { maxComponents } : {}), ...(minShare !== undefined ? { minShare } : {}) },
       );
+      // `toml`: the advice as weaver.toml's colocate line, formatted in one place for the page and the CLI.
+      const reply: ColocationAdviceReply = { ...advice, toml: colocateToml(advice.colocate) };
+      return json(reply);
     });
     this.route("/api/charts", async () => {
       await this.backend.collectMetrics();

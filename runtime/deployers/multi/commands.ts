@@ -3,7 +3,8 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { loadConfig } from "../../core/config.js";
 import type { LogEntry } from "../../protos/runtime.js";
-import { colocateToml, type ColocationAdvice } from "../../telemetry/advise.js";
+import { textTable } from "../../core/table.js";
+import type { ColocationAdviceReply } from "../../telemetry/advise.js";
 import { formatLogEntry, parseSince } from "../../telemetry/logfmt.js";
 import { quantile, type StoredSeries } from "../../telemetry/metricstore.js";
 import type { StoredSpan, TraceSummary } from "../../telemetry/tracestore.js";
@@ -69,30 +70,15 @@ export function statusCommand(opts: { all?: boolean; json?: boolean }): void {
       for (const r of g.replicas)
         rows.push([g.name, g.components.join(","), r.id, String(r.pid || "-"), r.address || "-", r.state, r.health, String(r.restarts)]);
     }
-    process.stdout.write(table(rows));
+    process.stdout.write(textTable(rows) + "\n");
     if (s.listeners.length) {
       process.stdout.write(
-        table([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]),
+        textTable([["LISTENER", "ADDRESS", "REPLICAS"], ...s.listeners.map((l) => [l.name, `http://${l.address}`, String(l.replicas)])]) +
+          "\n",
       );
     }
     process.stdout.write("\n");
   }
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  return (
-    rows
-      .map(
-        (r) =>
-          "  " +
-          r
-            .map((c, i) => c.padEnd(widths[i]!))
-            .join("  ")
-            .trimEnd(),
-      )
-      .join("\n") + "\n"
-  );
 }
 
 /** Filters for `tsweaver multi logs`. */
@@ -251,7 +237,7 @@ export async function metricsCommand(o: MetricsOptions): Promise<void> {
         .join(" "),
       formatValue(s),
     ]);
-  process.stdout.write(table(rows));
+  process.stdout.write(textTable(rows) + "\n");
 }
 
 function formatValue(s: StoredSeries): string {
@@ -306,7 +292,7 @@ export async function tracesCommand(o: TracesOptions): Promise<void> {
       t.components.join(","),
     ]);
   }
-  process.stdout.write(table(rows));
+  process.stdout.write(textTable(rows) + "\n");
 }
 
 /** A text timeline of a trace: one line per span, indented under its parent, with a bar. */
@@ -371,14 +357,14 @@ export interface AdviseOptions {
 }
 
 /** `tsweaver multi advise`: which components to colocate, from the deployment's measured call graph. */
-export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice> {
+export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdviceReply> {
   const admin = adminOf(o.deployment);
   const windowSec = parseDuration(o.window ?? "60s") / 1000;
   const q = new URLSearchParams({ window: String(windowSec) });
   if (o.maxComponents !== undefined) q.set("max", o.maxComponents);
   if (o.minShare !== undefined) q.set("min_share", o.minShare);
   if (o.separate?.length) q.set("separate", o.separate.join(","));
-  const advice = (await (await adminFetch(admin, `/api/advice?${q}`)).json()) as ColocationAdvice;
+  const advice = (await (await adminFetch(admin, `/api/advice?${q}`)).json()) as ColocationAdviceReply;
   if (o.json) {
     process.stdout.write(JSON.stringify(advice, null, 2) + "\n");
     return advice;
@@ -404,16 +390,16 @@ export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice>
   );
   const { now, advised } = advice;
   out(
-    table([
+    textTable([
       ["", "CROSS-PROCESS CALLS/S", "BYTES/S"],
       ["now", rate(now.callsPerSec), bytes(now.bytesPerSec)],
       ["advised", rate(advised.callsPerSec), bytes(advised.bytesPerSec)],
       ["saved", rate(now.callsPerSec - advised.callsPerSec), bytes(now.bytesPerSec - advised.bytesPerSec)],
-    ]),
+    ]) + "\n",
   );
   const where = (remote: boolean) => (remote ? "across processes" : "in-process");
   out(
-    table([
+    textTable([
       ["COMPONENTS", "CALLS/S", "BYTES/S", "NOW", "ADVISED"],
       ...advice.edges.map((e) => [
         `${e.a} ↔ ${e.b}`,
@@ -422,14 +408,14 @@ export async function adviseCommand(o: AdviseOptions): Promise<ColocationAdvice>
         where(e.remoteNow),
         where(e.remoteAdvised),
       ]),
-    ]),
+    ]) + "\n",
   );
   for (const h of advice.held) out(`held back: ${h}`);
   if (!advice.changed) {
     out("the current grouping is already what the advice would pick: keep it");
   } else {
     out(`put this in the [tsweaver] section of the app's weaver.toml (replacing any colocate line) and redeploy:`);
-    out(`  ${colocateToml(advice.colocate)}`);
+    out(`  ${advice.toml}`);
   }
   return advice;
 }

@@ -15,6 +15,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import type { LogEntry } from "../../protos/runtime.js";
+import type { DashboardStatus } from "../../telemetry/dashboard.js";
 import { capLogEntry } from "../../telemetry/logfmt.js";
 
 /** Root of the multi deployer's state: $TSWEAVER_STATE_DIR, else ~/.tsweaver/multi. */
@@ -23,33 +24,9 @@ export function stateRoot(): string {
 }
 
 /** What `tsweaver multi status` shows; written by the running deployer. */
-export interface DeploymentStatus {
-  deploymentId: string;
-  app: string;
-  config: string;
-  deployerPid: number;
-  startedAt: string;
-  updatedAt: string;
+export interface DeploymentStatus extends DashboardStatus {
   /** "dead": the deployer is gone without stopping (seen by {@link observedStatus}, never written). */
   state: "running" | "stopping" | "stopped" | "dead";
-  groups: {
-    name: string;
-    components: string[];
-    started: boolean;
-    replicas: {
-      id: string;
-      pid: number;
-      address: string;
-      health: string;
-      /** Since when its health checks answer HEALTHY without a break (absent when they do not). */
-      healthySince?: string | undefined;
-      restarts: number;
-      state: string;
-    }[];
-  }[];
-  listeners: { name: string; address: string; replicas: number }[];
-  /** "host:port" of the deployer's admin server (dashboard, /metrics, the APIs the CLI uses). */
-  admin?: string;
 }
 
 /** Log and trace files rotate at this size (bytes on disk). */

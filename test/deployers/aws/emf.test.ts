@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { MetricUpdate } from "../../../runtime/protos/runtime.js";
 import { METRICS } from "../../../runtime/deployers/aws/contract.js";
-import { EMF_LIMITS, emfLines } from "../../../runtime/deployers/aws/emf.js";
+import { EMF_LIMITS, emfLines, registeredReplicasLines } from "../../../runtime/deployers/aws/emf.js";
 
 const source = { app: "shop", group: "shop-cart", version: "v1" };
 
@@ -101,4 +101,33 @@ test("user metrics: labels become dimensions up to the limit; series past the pe
 test("tsweaver's own other metrics are not republished as user metrics", () => {
   const { lines } = emfLines([counter("tsweaver_rpc_bytes_total", {}, 100)], source, 1000);
   assert.equal(lines.length, 1, "only the load line");
+});
+
+test("registered replicas: one valid line per group and version, zero included", () => {
+  const lines = registeredReplicasLines(
+    "shop",
+    [
+      { group: "shop-cart", version: "v1", replicas: 3 },
+      { group: "shop-cart", version: "v2", replicas: 0 },
+    ],
+    1_700_000_000_000,
+  );
+  assert.equal(lines.length, 2);
+  const docs = lines.map(parseValid);
+  const D = METRICS.DIM;
+  assert.deepEqual(docs[0]!._aws.CloudWatchMetrics, [
+    {
+      Namespace: METRICS.NAMESPACE,
+      Dimensions: [[D.APP, D.GROUP, D.VERSION]],
+      Metrics: [{ Name: METRICS.REGISTERED_REPLICAS, Unit: "Count" }],
+    },
+  ]);
+  assert.equal(docs[0]!._aws.Timestamp, 1_700_000_000_000);
+  assert.deepEqual(
+    docs.map((d) => [d[D.APP], d[D.GROUP], d[D.VERSION], d[METRICS.REGISTERED_REPLICAS]]),
+    [
+      ["shop", "shop-cart", "v1", 3],
+      ["shop", "shop-cart", "v2", 0],
+    ],
+  );
 });

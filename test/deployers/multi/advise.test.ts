@@ -57,6 +57,8 @@ test("tsweaver multi advise: measured edges → colocate groups that, deployed, 
     assert.ok(advice.changed);
     assert.ok(advice.now.callsPerSec > advice.advised.callsPerSec, JSON.stringify(advice));
     for (const g of advice.colocate) assert.ok(g.length >= 2 && g.length <= 4, JSON.stringify(advice.colocate));
+    // The line to paste comes with the advice (the dashboard shows it as is).
+    assert.match((advice as ColocationAdvice & { toml?: string }).toml ?? "", /^colocate = \[\[".*"\]\]$/);
     // Pricing calls Currency on every price: the heaviest pair, always advised together.
     assert.ok(
       advice.colocate.some((g) => g.includes("five/Pricing") && g.includes("five/Currency")),

@@ -539,9 +539,8 @@ function renderAdvice(advice) {
     { "data-testid": "advice-summary" },
     `cross-process calls/s: ${rate(advice.now.callsPerSec)} now, ${rate(advice.advised.callsPerSec)} with the advice`,
   );
-  const line = advice.changed
-    ? `colocate = [${advice.colocate.map((g) => `[${g.map((c) => JSON.stringify(c)).join(", ")}]`).join(", ")}]`
-    : "the current grouping is already what the advice would pick";
+  // The server formats the line (colocateToml), as `tsweaver multi advise` prints it.
+  const line = advice.changed ? advice.toml : "the current grouping is already what the advice would pick";
   const rows = advice.edges
     .slice(0, 8)
     .map((e) =>
