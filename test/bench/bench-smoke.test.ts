@@ -45,7 +45,7 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
   assert.ok(line, `no BENCH_JSON line in:\n${r.out}`);
   const data = JSON.parse(line.slice("BENCH_JSON ".length)) as BenchJson;
 
-  for (const row of ["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "direct", "colocated"]) {
+  for (const row of ["raw", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "direct", "colocated"]) {
     for (const size of ["small", "large"]) {
       for (const c of [1, 64]) {
         const cell = data.cells.find((x) => x.row === row && x.size === size && x.concurrency === c);
@@ -65,8 +65,8 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
       for (const [k, v] of Object.entries(c)) assert.ok(Number.isFinite(v) && v > 0, `${codec}/${size}: ${k} = ${v}`);
     }
   }
-  // 2 latency + 4 authenticated + 4 TCP vs Unix socket + 2 TLS + 4 grpc + 4 http + 4 colocated ratios, each with a verdict.
-  assert.equal(data.targets.length, 24);
+  // 2 latency + 4 authenticated + 4 TCP vs Unix socket + 4 telemetry + 2 TLS + 4 grpc + 4 http + 4 colocated ratios, each with a verdict.
+  assert.equal(data.targets.length, 28);
   for (const t of data.targets) assert.ok(Number.isFinite(t.ratio), `${t.target} ${t.cell}: ratio ${t.ratio}`);
   // The human-readable table is printed too.
   assert.match(r.out, /\| 2 tsweaver cross-process/);
