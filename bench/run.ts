@@ -516,6 +516,10 @@ function targets(cells: Cell[]): Target[] {
       // Time per call with the default telemetry relative to without it.
       const r = off.opsPerSec / on.opsPerSec;
       out.push({ target: "default telemetry vs off time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
+      if (on.cpuUsPerCall === undefined || off.cpuUsPerCall === undefined) continue;
+      // The same in CPU per call: what the telemetry costs, less disturbed by other work on the machine.
+      const rc = on.cpuUsPerCall / off.cpuUsPerCall;
+      out.push({ target: "default telemetry vs off CPU/call", cell: `${size} c=${c}`, ratio: rc, goal: "<= 1.1x", pass: rc <= 1.1 });
     }
   }
   for (const size of SIZES) {
@@ -569,6 +573,7 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
       fmtUs(r.p50Us),
       fmtUs(r.p99Us),
       fmtOps(r.opsPerSec),
+      r.cpuUsPerCall === undefined ? "-" : fmtUs(r.cpuUsPerCall),
       String(r.calls),
     ]);
   }
@@ -585,18 +590,19 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
           `dec ${fmtOps(c.decodeOps)}/s`,
           fmtOps(c.roundTripOps),
           "-",
+          "-",
         ]);
       }
     }
   }
-  const main = table(["benchmark", "payload", "c", "p50 µs", "p99 µs", "ops/s", "calls"], rows, 2);
+  const main = table(["benchmark", "payload", "c", "p50 µs", "p99 µs", "ops/s", "CPU µs/call", "calls"], rows, 2);
   const tgt = table(
     ["target", "cell", "ratio", "goal", "result"],
     ts.map((t) => [t.target, t.cell, `${t.ratio.toFixed(2)}x`, t.goal, t.pass ? "PASS" : "MISS"]),
     2,
   );
   const note = quick ? "\n(quick smoke run: too few calls for the numbers to mean anything)\n" : "";
-  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second)\n\n${tgt}\n${note}`;
+  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second); CPU µs/call: user + system time of both weavelets per call\n\n${tgt}\n${note}`;
 }
 
 // ---------------------------------------------------------------------------------------------------
