@@ -19,6 +19,7 @@ export interface ChannelSink extends FrameSink {
 }
 
 const WRITER_SIZE = 16 * 1024;
+const FLUSH_MODE = process.env["TSW_FLUSH"] ?? "tick";
 /** A writer buffer grown beyond this by a burst is replaced by a small one after the flush. */
 const MAX_KEPT_WRITER = 1024 * 1024;
 
@@ -87,7 +88,8 @@ export class Channel {
   scheduleFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    process.nextTick(flushChannel, this);
+    if (FLUSH_MODE === "immediate") setImmediate(flushChannel, this);
+    else process.nextTick(flushChannel, this);
   }
 
   /** Sends whatever is queued now (unless held or the socket needs to drain). */
