@@ -19,7 +19,6 @@ export interface ChannelSink extends FrameSink {
 }
 
 const WRITER_SIZE = 16 * 1024;
-const FLUSH_MODE = process.env["TSW_FLUSH"] ?? "tick";
 /** A writer buffer grown beyond this by a burst is replaced by a small one after the flush. */
 const MAX_KEPT_WRITER = 1024 * 1024;
 
@@ -88,8 +87,7 @@ export class Channel {
   scheduleFlush(): void {
     if (this.flushQueued) return;
     this.flushQueued = true;
-    if (FLUSH_MODE === "immediate") setImmediate(flushChannel, this);
-    else process.nextTick(flushChannel, this);
+    process.nextTick(flushChannel, this);
   }
 
   /** Sends whatever is queued now (unless held or the socket needs to drain). */
@@ -107,7 +105,11 @@ export class Channel {
     // the writer's buffer is free again, no copy needed. Otherwise (a partial write, or a write queued
     // behind another) the socket owns those bytes until it is done, and the writer continues in a fresh
     // buffer. A buffer grown large by a burst is let go either way.
-    if (socket.writableLength !== 0 || w.buf.length > MAX_KEPT_WRITER) w.buf = Buffer.allocUnsafe(WRITER_SIZE);
+    // The fresh buffer starts at the size this one grew to (unless beyond the kept maximum): when the kernel's
+    // buffer is the limit (a Unix socket's is ~208 KiB, loopback TCP's grows to MiBs), the next batch is
+    // as large, and growing to it again from 16 KiB would copy it several times over.
+    if (socket.writableLength !== 0 || w.buf.length > MAX_KEPT_WRITER)
+      w.buf = Buffer.allocUnsafe(w.buf.length > MAX_KEPT_WRITER ? WRITER_SIZE : w.buf.length);
   }
 
   /** Sends what is queued, then half-closes; the channel closes when the peer closes its side. */
