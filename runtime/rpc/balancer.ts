@@ -3,7 +3,7 @@ import type { CallTimeout } from "../core/deadlines.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { findSlice, type KeyAssignment } from "../core/routing.js";
 import type { Connection, ConnectionPool } from "./client.js";
-import type { CallObserver } from "./observer.js";
+import { type CallObserver, turnClock } from "./observer.js";
 
 /** Tuning for a {@link Balancer}. */
 export interface BalancerOptions {
@@ -159,7 +159,7 @@ export class Balancer {
     opts: RouteOptions = {},
     outer: CallContext | undefined = callStorage.getStore(),
   ): Promise<unknown> {
-    const t0 = opts.observer === undefined ? 0 : performance.now();
+    const t0 = opts.observer === undefined ? 0 : turnClock();
     const timeout = opts.timeout;
     if (timeout === undefined || outer?.deadline !== undefined) return this.send(methodId, methodName, args, opts, outer, undefined, t0);
     return this.send(methodId, methodName, args, opts, withDeadline(outer, Date.now() + timeout.ms), timeout, t0);
@@ -191,7 +191,7 @@ export class Balancer {
         try {
           const v = await conn.call(methodId, methodName, args, ctx);
           if (this.outliers.size > 0) this.succeeded(conn);
-          opts.observer?.ok(performance.now() - t0);
+          opts.observer?.ok(turnClock() - t0);
           return v;
         } catch (err) {
           if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
@@ -206,7 +206,7 @@ export class Balancer {
         }
       }
     } catch (err) {
-      opts.observer?.fail(performance.now() - t0);
+      opts.observer?.fail(turnClock() - t0);
       throw defaultTimeout === undefined ? err : defaultTimeout.explain(methodName, err);
     }
   }

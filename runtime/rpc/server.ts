@@ -32,7 +32,7 @@ import {
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
-import type { CallObserver } from "./observer.js";
+import { type CallObserver, turnClock } from "./observer.js";
 import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
@@ -350,7 +350,9 @@ function sweepServer(server: RpcServer): void {
 /** Runs one call inside its context and sends the response. An async function: no closures per call. */
 async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): Promise<void> {
   const observer = method.observer;
-  const t0 = observer === undefined ? 0 : performance.now();
+  // From the turn the request was read in (its arrival) to the result: a fresh read, so that a handler's
+  // own synchronous work always counts.
+  const t0 = observer === undefined ? 0 : turnClock();
   let status: number = Status.OK;
   let value: unknown;
   try {
