@@ -350,8 +350,8 @@ function sweepServer(server: RpcServer): void {
 /** Runs one call inside its context and sends the response. An async function: no closures per call. */
 async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): Promise<void> {
   const observer = method.observer;
-  // From the turn the request was read in (its arrival) to the result: a fresh read, so that a handler's
-  // own synchronous work always counts.
+  // From the turn the request was read in (its arrival) to the result, read afresh at the end so that a
+  // handler's own synchronous work always counts.
   const t0 = observer === undefined ? 0 : turnClock();
   let status: number = Status.OK;
   let value: unknown;
