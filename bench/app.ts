@@ -23,12 +23,18 @@ import { startProfile, stopProfile } from "./profile.js";
 
 export interface BenchService {
   echo(p: Payload): Promise<Payload>;
+  /** CPU time (user + system) this process has used, µs: the server's share of a cell's CPU per call. */
+  cpuMicros(): Promise<number>;
 }
-export const BenchService = component<BenchService>("bench/BenchService", { methods: ["echo"] });
+export const BenchService = component<BenchService>("bench/BenchService", { methods: ["echo", "cpuMicros"] });
 
 class BenchServiceImpl implements BenchService {
   async echo(p: Payload): Promise<Payload> {
     return p;
+  }
+
+  async cpuMicros(): Promise<number> {
+    return processCpuMicros();
   }
 
   async shutdown(): Promise<void> {
@@ -37,10 +43,17 @@ class BenchServiceImpl implements BenchService {
 }
 register(BenchService, BenchServiceImpl);
 
-async function measureEcho(svc: BenchService, size: PayloadSize, concurrency: number, bounds: Bounds): Promise<CellResult> {
+function processCpuMicros(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+/** `cpu`: also measure CPU per call (this process's and the service's; only meaningful when they are two processes). */
+async function measureEcho(svc: BenchService, size: PayloadSize, concurrency: number, bounds: Bounds, cpu = false): Promise<CellResult> {
   const p = payload(size);
   checkEcho(p, await svc.echo(p));
-  return closedLoop(() => svc.echo(p), concurrency, bounds);
+  const cpuMicros = cpu ? async () => processCpuMicros() + (await svc.cpuMicros()) : undefined;
+  return closedLoop(() => svc.echo(p), concurrency, bounds, cpuMicros);
 }
 
 class BenchMain implements Main {
@@ -67,7 +80,7 @@ class BenchMain implements Main {
               return;
             }
             const cell = JSON.parse(Buffer.concat(chunks).toString("utf8")) as CellRequest;
-            const result = await measureEcho(svc, cell.size, cell.concurrency, cell.bounds);
+            const result = await measureEcho(svc, cell.size, cell.concurrency, cell.bounds, true);
             res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(result));
           } catch (err) {
             res.writeHead(500, { "content-type": "text/plain" }).end(err instanceof Error ? (err.stack ?? err.message) : String(err));

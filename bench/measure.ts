@@ -32,6 +32,11 @@ export interface CellResult {
   p50Us: number;
   /** 99th percentile call latency, µs. */
   p99Us: number;
+  /**
+   * CPU time (user + system) of client and server together per measured call, µs, where the row can
+   * read both processes' (the tsweaver rows). Less sensitive than time to other work on a shared machine.
+   */
+  cpuUsPerCall?: number | undefined;
 }
 
 interface PhaseResult {
@@ -74,11 +79,21 @@ async function phase(
   return { done: issued, ms };
 }
 
-/** Runs warm-up then measurement of `call` at `concurrency`; returns throughput and latency percentiles. */
-export async function closedLoop(call: () => Promise<unknown>, concurrency: number, b: Bounds): Promise<CellResult> {
+/**
+ * Runs warm-up then measurement of `call` at `concurrency`; returns throughput and latency percentiles,
+ * and CPU µs per call if `cpuMicros` (CPU time used so far by the processes doing the work) is given.
+ */
+export async function closedLoop(
+  call: () => Promise<unknown>,
+  concurrency: number,
+  b: Bounds,
+  cpuMicros?: () => Promise<number>,
+): Promise<CellResult> {
   await phase(call, concurrency, b.warmupCalls, b.warmupMs, undefined);
   const lat = new Float64Array(b.calls);
+  const cpu0 = await cpuMicros?.();
   const r = await phase(call, concurrency, b.calls, b.maxMs, lat);
+  const cpu1 = await cpuMicros?.();
   const sorted = lat.subarray(0, r.done).sort();
   return {
     calls: r.done,
@@ -86,6 +101,7 @@ export async function closedLoop(call: () => Promise<unknown>, concurrency: numb
     opsPerSec: r.done / (r.ms / 1000),
     p50Us: percentile(sorted, 0.5) * 1000,
     p99Us: percentile(sorted, 0.99) * 1000,
+    cpuUsPerCall: cpu0 === undefined || cpu1 === undefined ? undefined : (cpu1 - cpu0) / r.done,
   };
 }
 
@@ -107,6 +123,7 @@ export function medianOf(rs: readonly CellResult[]): CellResult {
     opsPerSec: median(rs.map((r) => r.opsPerSec)),
     p50Us: median(rs.map((r) => r.p50Us)),
     p99Us: median(rs.map((r) => r.p99Us)),
+    cpuUsPerCall: rs.every((r) => r.cpuUsPerCall !== undefined) ? median(rs.map((r) => r.cpuUsPerCall!)) : undefined,
   };
 }
 

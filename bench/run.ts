@@ -8,6 +8,8 @@
 //               on a connection authenticated with the deployment key (multi's default)
 //   2 plaintext the same without authentication (MultiOptions.plaintextCalls): what authentication costs
 //   2 tcp       the same over loopback TCP (MultiOptions.tcpCalls) instead of multi's Unix domain sockets
+//   2 notelemetry the same with the weavelets' telemetry off (TSWEAVER_METRICS=0, TSWEAVER_TRACING=0):
+//               what the default per-method metrics and sampled tracing cost, measured in the same run
 //   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
 //   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
@@ -66,6 +68,7 @@ const ALL_ROWS = [
   "tsweaver",
   "plaintext",
   "tcp",
+  "notelemetry",
   "grpc",
   "http",
   "rpc",
@@ -185,7 +188,7 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "grpc" | "http" | "rpc" | "rpc-tls" | TlsPathRow;
+  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "notelemetry" | "grpc" | "http" | "rpc" | "rpc-tls" | TlsPathRow;
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
@@ -298,18 +301,22 @@ function postJson(address: string, pathname: string, body: unknown, timeoutMs: n
   });
 }
 
+/** The weavelet environment that turns off both kinds of default telemetry. */
+const TELEMETRY_OFF: Record<string, string> = { TSWEAVER_METRICS: "0", TSWEAVER_TRACING: "0" };
+
 /**
  * Deploys bench/app.ts with MultiDeployer (replicas = 1); cells are measured by main's weavelet. `plaintext`:
  * the weavelets do not authenticate their connections (the default does); `tcp`: they talk over loopback
- * TCP (the default is Unix domain sockets).
+ * TCP (the default is Unix domain sockets); `notelemetry`: the weavelets run with telemetry off (no per-method
+ * metrics, no tracing).
  */
 async function tsweaverRow(
   cpuProfDir: string | undefined,
   weaveletEnv: Record<string, string>,
-  variant: "tsweaver" | "plaintext" | "tcp" | TlsPathRow = "tsweaver",
+  variant: "tsweaver" | "plaintext" | "tcp" | "notelemetry" | TlsPathRow = "tsweaver",
 ): Promise<NetRow> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "tsweaver-bench-"));
-  const env: Record<string, string> = { ...weaveletEnv };
+  const env: Record<string, string> = { ...weaveletEnv, ...(variant === "notelemetry" ? TELEMETRY_OFF : {}) };
   if (cpuProfDir !== undefined) {
     mkdirSync(cpuProfDir, { recursive: true });
     env["BENCH_CPU_PROF_DIR"] = cpuProfDir;
@@ -378,7 +385,7 @@ async function netRows(
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
       else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
-      else if (n === "plaintext" || n === "tcp") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, n));
+      else if (n === "plaintext" || n === "tcp" || n === "notelemetry") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, n));
       else if (n === "grpc") rows.push(await grpcRow());
       else if (n === "http") rows.push(await httpRow());
       else if (n === "rpc" || n === "rpc-tls") rows.push(await rpcRow(n === "rpc-tls"));
@@ -466,6 +473,7 @@ const ROW_TITLES: Record<string, string> = {
   tsweaver: "2 tsweaver cross-process",
   plaintext: "2 same, not authenticated",
   tcp: "2 same, loopback TCP",
+  notelemetry: "2 same, telemetry off",
   grpc: "3 grpc-js unary (protobuf)",
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
@@ -532,6 +540,20 @@ function targets(cells: Cell[]): Target[] {
       // Informational: what the Unix socket saves over loopback TCP, time per call.
       const r = unix.opsPerSec / tcp.opsPerSec;
       out.push({ target: "loopback TCP vs Unix socket time/call", cell: `${size} c=${c}`, ratio: r, goal: ">= 1x", pass: r >= 1 });
+    }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const on = find(cells, "tsweaver", size, c);
+      const off = find(cells, "notelemetry", size, c);
+      if (!on || !off) continue;
+      // Time per call with the default telemetry relative to without it.
+      const r = off.opsPerSec / on.opsPerSec;
+      out.push({ target: "default telemetry vs off time/call", cell: `${size} c=${c}`, ratio: r, goal: "<= 1.1x", pass: r <= 1.1 });
+      if (on.cpuUsPerCall === undefined || off.cpuUsPerCall === undefined) continue;
+      // The same in CPU per call: what the telemetry costs, less disturbed by other work on the machine.
+      const rc = on.cpuUsPerCall / off.cpuUsPerCall;
+      out.push({ target: "default telemetry vs off CPU/call", cell: `${size} c=${c}`, ratio: rc, goal: "<= 1.1x", pass: rc <= 1.1 });
     }
   }
   for (const size of SIZES) {
@@ -603,6 +625,7 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
       fmtUs(r.p50Us),
       fmtUs(r.p99Us),
       fmtOps(r.opsPerSec),
+      r.cpuUsPerCall === undefined ? "-" : fmtUs(r.cpuUsPerCall),
       String(r.calls),
     ]);
   }
@@ -619,18 +642,19 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
           `dec ${fmtOps(c.decodeOps)}/s`,
           fmtOps(c.roundTripOps),
           "-",
+          "-",
         ]);
       }
     }
   }
-  const main = table(["benchmark", "payload", "c", "p50 µs", "p99 µs", "ops/s", "calls"], rows, 2);
+  const main = table(["benchmark", "payload", "c", "p50 µs", "p99 µs", "ops/s", "CPU µs/call", "calls"], rows, 2);
   const tgt = table(
     ["target", "cell", "ratio", "goal", "result"],
     ts.map((t) => [t.target, t.cell, `${t.ratio.toFixed(2)}x`, t.goal, t.pass ? "PASS" : "MISS"]),
     2,
   );
   const note = quick ? "\n(quick smoke run: too few calls for the numbers to mean anything)\n" : "";
-  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second)\n\n${tgt}\n${note}`;
+  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second); CPU µs/call: user + system time of both weavelets per call\n\n${tgt}\n${note}`;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -648,9 +672,9 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (["raw", "tsweaver", "plaintext", "tcp", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const).filter((n) =>
-    opts.rows.has(n),
-  );
+  const net = (
+    ["raw", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const
+  ).filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {

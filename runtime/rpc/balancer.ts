@@ -3,6 +3,7 @@ import type { CallTimeout } from "../core/deadlines.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { findSlice, type KeyAssignment } from "../core/routing.js";
 import type { Connection, ConnectionPool } from "./client.js";
+import { type CallObserver, turnClock } from "./observer.js";
 
 /** Tuning for a {@link Balancer}. */
 export interface BalancerOptions {
@@ -38,6 +39,8 @@ export interface RouteOptions {
   shardKey?: bigint;
   /** The method's default deadline, for a call whose context carries none (undefined: no default). */
   timeout?: CallTimeout | undefined;
+  /** Told each call's outcome and latency, retries included (the caller's per-method metrics). */
+  observer?: CallObserver | undefined;
 }
 
 interface ReplicaWaiter {
@@ -147,48 +150,64 @@ export class Balancer {
 
   /**
    * Calls a method on some replica. Deadline, cancellation, trace context and metadata come from the
-   * caller's CallContext (`callStorage`). Rejects like {@link Connection.call}.
+   * caller's CallContext `outer` (default: the current one, `callStorage`). Rejects like {@link Connection.call}.
    */
-  call(methodId: number, methodName: string, args: readonly unknown[], opts: RouteOptions = {}): Promise<unknown> {
-    const outer = callStorage.getStore();
+  call(
+    methodId: number,
+    methodName: string,
+    args: readonly unknown[],
+    opts: RouteOptions = {},
+    outer: CallContext | undefined = callStorage.getStore(),
+  ): Promise<unknown> {
+    const t0 = opts.observer === undefined ? 0 : turnClock();
     const timeout = opts.timeout;
-    if (timeout === undefined || outer?.deadline !== undefined) return this.send(methodId, methodName, args, opts, outer);
-    const ctx = withDeadline(outer, Date.now() + timeout.ms);
-    return this.send(methodId, methodName, args, opts, ctx).catch((err: unknown) => {
-      throw timeout.explain(methodName, err);
-    });
+    if (timeout === undefined || outer?.deadline !== undefined) return this.send(methodId, methodName, args, opts, outer, undefined, t0);
+    return this.send(methodId, methodName, args, opts, withDeadline(outer, Date.now() + timeout.ms), timeout, t0);
   }
 
+  /**
+   * One call, retried as `opts` allow. `defaultTimeout`: the default deadline that set ctx's deadline, whose
+   * expiry error names it. One async function per call: metrics and the error's explanation are recorded
+   * here rather than in wrapper promises, which would cost an allocation and a microtask hop each.
+   */
   private async send(
     methodId: number,
     methodName: string,
     args: readonly unknown[],
     opts: RouteOptions,
     ctx: CallContext | undefined,
+    defaultTimeout: CallTimeout | undefined,
+    t0: number,
   ): Promise<unknown> {
-    const retryable = opts.retryable ?? true;
-    let previous: Connection | undefined;
-    for (let attempt = 1; ; attempt++) {
-      let conn = this.pick(opts.shardKey, previous);
-      while (conn === undefined) {
-        await this.waitForReplicas(methodName, ctx);
-        conn = this.pick(opts.shardKey, previous);
+    try {
+      const retryable = opts.retryable ?? true;
+      let previous: Connection | undefined;
+      for (let attempt = 1; ; attempt++) {
+        let conn = this.pick(opts.shardKey, previous);
+        while (conn === undefined) {
+          await this.waitForReplicas(methodName, ctx);
+          conn = this.pick(opts.shardKey, previous);
+        }
+        try {
+          const v = await conn.call(methodId, methodName, args, ctx);
+          if (this.outliers.size > 0) this.succeeded(conn);
+          opts.observer?.ok(turnClock() - t0);
+          return v;
+        } catch (err) {
+          if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
+          else if (this.outliers.size > 0) this.succeeded(conn); // the replica answered
+          // A call that was never sent did not run: retrying it is safe for every method.
+          if (!(err instanceof TransportError) || !(retryable || err.notSent) || attempt >= this.maxAttempts) throw err;
+          const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
+          if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
+          if (delay >= 1) await sleep(delay);
+          if (ctx?.signal?.aborted) throw new CallCancelledError(`${methodName}: cancelled by the caller`);
+          previous = conn;
+        }
       }
-      try {
-        const v = await conn.call(methodId, methodName, args, ctx);
-        if (this.outliers.size > 0) this.succeeded(conn);
-        return v;
-      } catch (err) {
-        if (err instanceof TransportError || (err instanceof DeadlineExceededError && !ctx?.signal?.aborted)) this.failed(conn);
-        else if (this.outliers.size > 0) this.succeeded(conn); // the replica answered
-        // A call that was never sent did not run: retrying it is safe for every method.
-        if (!(err instanceof TransportError) || !(retryable || err.notSent) || attempt >= this.maxAttempts) throw err;
-        const delay = this.retryBackoffMs * 2 ** (attempt - 1) * (0.5 + Math.random());
-        if (ctx?.deadline !== undefined && Date.now() + delay >= ctx.deadline) throw err;
-        if (delay >= 1) await sleep(delay);
-        if (ctx?.signal?.aborted) throw new CallCancelledError(`${methodName}: cancelled by the caller`);
-        previous = conn;
-      }
+    } catch (err) {
+      opts.observer?.fail(turnClock() - t0);
+      throw defaultTimeout === undefined ? err : defaultTimeout.explain(methodName, err);
     }
   }
 

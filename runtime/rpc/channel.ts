@@ -110,7 +110,11 @@ export class Channel {
     // the writer's buffer is free again, no copy needed. Otherwise (a partial write, or a write queued
     // behind another) the socket owns those bytes until it is done, and the writer continues in a fresh
     // buffer. A buffer grown large by a burst is let go either way.
-    if (socket.writableLength !== 0 || w.buf.length > MAX_KEPT_WRITER) w.buf = Buffer.allocUnsafe(WRITER_SIZE);
+    // The fresh buffer starts at the size this one grew to (unless beyond the kept maximum): when the kernel's
+    // buffer is the limit (a Unix socket's is ~208 KiB, loopback TCP's grows to MiBs), the next batch is
+    // as large, and growing to it again from 16 KiB would copy it several times over.
+    if (socket.writableLength !== 0 || w.buf.length > MAX_KEPT_WRITER)
+      w.buf = Buffer.allocUnsafe(w.buf.length > MAX_KEPT_WRITER ? WRITER_SIZE : w.buf.length);
   }
 
   /** Sends what is queued, then half-closes; the channel closes when the peer closes its side. */

@@ -82,6 +82,14 @@ const CERT_RETIRE_LEAD_MS = 1000;
 const CLEAN_CLOSE_MIN_LIFE_MS = 1000;
 /** Largest remaining time the wire can carry. */
 const MAX_WIRE_MS = 0xffffffff;
+/**
+ * A call with at least this long to its deadline gets no timer of its own: the connection's sweep, every
+ * {@link DEADLINE_SWEEP_MS}, fails it once its deadline passed (at most 10% late). Every call carries the
+ * default 30 s deadline, and a timer armed and cleared per call is a measurable part of a small call's
+ * CPU; short deadlines keep their own precise timer.
+ */
+const SWEPT_DEADLINE_MS = 5000;
+const DEADLINE_SWEEP_MS = 500;
 
 /**
  * A multiplexed RPC connection to one address (`"host:port"` or `"unix:/path"`). Connects lazily on the
@@ -114,6 +122,8 @@ export class Connection implements ChannelSink {
   private expiryTimer: NodeJS.Timeout | undefined;
   /** TLS channels replaced before a certificate expired, finishing the calls they carry. */
   private readonly retired = new Set<RetiredChannel>();
+  /** Runs while calls with a swept (long) deadline are pending. */
+  private sweepTimer: NodeJS.Timeout | undefined;
   private closedPromise: Promise<void> | undefined;
   private resolveClosed: (() => void) | undefined;
 
@@ -233,7 +243,11 @@ export class Connection implements ChannelSink {
     });
     this.pending.set(id, p);
     this.stats.calls++;
-    if (deadline !== undefined && remaining <= MAX_TIMER_MS) p.timer = setTimeout(onCallDeadline, remaining, p);
+    if (deadline !== undefined && remaining < SWEPT_DEADLINE_MS) p.timer = setTimeout(onCallDeadline, remaining, p);
+    else if (deadline !== undefined && remaining <= MAX_TIMER_MS) {
+      p.deadline = deadline;
+      this.sweepTimer ??= setTimeout(sweepDeadlines, DEADLINE_SWEEP_MS, this);
+    }
     if (signal !== undefined) watchSignal(signal, p);
     channel.scheduleFlush();
     return promise;
@@ -570,9 +584,28 @@ export class Connection implements ChannelSink {
     this.expiryTimer = undefined;
     if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer);
     this.reconnectTimer = undefined;
     this.connectTimer = undefined;
+    this.sweepTimer = undefined;
   }
+
+  /** @internal Fails the pending calls whose swept deadline passed; runs again while any remain. */
+  sweepDeadlines(): void {
+    this.sweepTimer = undefined;
+    const now = Date.now();
+    let remaining = false;
+    for (const p of this.pending.values()) {
+      if (p.deadline === 0) continue;
+      if (p.deadline <= now) onCallDeadline(p);
+      else remaining = true;
+    }
+    if (remaining) this.sweepTimer = setTimeout(sweepDeadlines, DEADLINE_SWEEP_MS, this);
+  }
+}
+
+function sweepDeadlines(c: Connection): void {
+  c.sweepDeadlines();
 }
 
 /** A call waiting for its response. One object per call: it is also the deadline timer's argument. */
@@ -580,6 +613,8 @@ class PendingCall {
   resolve!: (value: unknown) => void;
   reject!: (err: unknown) => void;
   timer: NodeJS.Timeout | undefined;
+  /** The deadline (ms since the epoch) the connection's sweep enforces; 0: none, or the call has its own timer. */
+  deadline = 0;
   signal: AbortSignal | undefined;
 
   constructor(

@@ -32,6 +32,7 @@ import {
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
+import { type CallObserver, turnClock } from "./observer.js";
 import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
@@ -42,6 +43,8 @@ export interface MethodHandler {
   readonly fn: (args: unknown[]) => unknown;
   /** Told the request + response payload bytes of each call answered (for per-method traffic metrics). */
   readonly countBytes?: ((bytes: number) => void) | undefined;
+  /** Told each served call's outcome and time to serve (per-method metrics), measured around `fn`. */
+  readonly observer?: CallObserver | undefined;
 }
 
 /** How to build an {@link RpcServer}. */
@@ -346,12 +349,18 @@ function sweepServer(server: RpcServer): void {
 
 /** Runs one call inside its context and sends the response. An async function: no closures per call. */
 async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): Promise<void> {
+  const observer = method.observer;
+  // From the turn the request was read in (its arrival) to the result, read afresh at the end so that a
+  // handler's own synchronous work always counts.
+  const t0 = observer === undefined ? 0 : turnClock();
   let status: number = Status.OK;
   let value: unknown;
   try {
     const r = callStorage.run(call, method.fn, args);
     value = isThenable(r) ? await r : r;
+    observer?.ok(performance.now() - t0);
   } catch (err) {
+    observer?.fail(performance.now() - t0);
     status = Status.APP_ERROR;
     value = toWireError(err);
     server.stats.appErrors++;

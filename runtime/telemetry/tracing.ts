@@ -190,6 +190,10 @@ export class ActiveSpan {
   }
 }
 
+function refillBudget(t: Tracing): void {
+  t.budgetTimerFired();
+}
+
 /** Converts a finished OpenTelemetry span to the control protocol's Span. */
 export function toProtoSpan(s: ReadableSpan, extra: Record<string, string>): Span {
   const sc = s.spanContext();
@@ -234,6 +238,7 @@ export class Tracing {
   /** New traces this process may still start before the next refill; refilled once per second, when used up. */
   private budget: number;
   private budgetSecond = 0;
+  private refillTimer: NodeJS.Timeout | undefined;
   private readonly tracer: Tracer;
   private readonly provider: BasicTracerProvider;
   private readonly processors = new Processors();
@@ -314,16 +319,28 @@ export class Tracing {
     return new ActiveSpan(span, outer);
   }
 
-  // At most `rate` new traces between refills, and at most one refill per wall-clock second.
+  // At most `rate` new traces between refills, and at most one refill per wall-clock second. Once the
+  // budget is used up, a timer refills it at the next second: a busy process's unsampled calls read no clock.
   private takeBudget(): boolean {
     if (this.budget <= 0) {
-      const second = Math.floor(Date.now() / 1000);
-      if (second === this.budgetSecond) return false;
+      if (this.refillTimer !== undefined) return false;
+      const now = Date.now();
+      const second = Math.floor(now / 1000);
+      if (second === this.budgetSecond) {
+        this.refillTimer = setTimeout(refillBudget, (second + 1) * 1000 - now, this);
+        this.refillTimer.unref();
+        return false;
+      }
       this.budgetSecond = second;
       this.budget = this.rate;
     }
     this.budget--;
     return true;
+  }
+
+  /** @internal The refill timer fired: the next root call may refill the budget. */
+  budgetTimerFired(): void {
+    this.refillTimer = undefined;
   }
 
   /** A server span for serving `component.method` in the call `call` (undefined when its caller's trace is not sampled). */

@@ -6,7 +6,7 @@ import { methodTable, type Registration } from "../core/component.js";
 import { callInProcess, callStorage } from "../core/call.js";
 import type { CallTimeout } from "../core/deadlines.js";
 import { shardKey, type RoutingKey } from "../core/routing.js";
-import type { Balancer } from "../rpc/balancer.js";
+import type { Balancer, RouteOptions } from "../rpc/balancer.js";
 import { MethodStats } from "../telemetry/methods.js";
 import { ActiveSpan, type Tracing } from "../telemetry/tracing.js";
 
@@ -30,28 +30,23 @@ export function remoteStub(
     const name = `${reg.ref.name}.${method}`;
     const retryable = !reg.ref.noRetry.has(method);
     const keyOf = reg.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
-    const stats = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
+    // Per-method metrics are recorded by the balancer as the call settles: no wrapper promise per call.
+    const observer = measure ? MethodStats.caller(caller, reg.ref.name, method, true) : undefined;
     const timeout = timeouts(method);
-    const fixed = { retryable, timeout };
-    const untraced = (args: unknown[]): Promise<unknown> =>
-      balancer.call(id, name, args, keyOf === undefined ? fixed : { retryable, timeout, shardKey: shardKey(keyOf(...args)) });
-    // A client span when the call is traced; its traceparent goes out in the request header.
-    const call =
-      tracing === undefined
-        ? untraced
-        : (args: unknown[]): Promise<unknown> => {
-            const span = tracing.startClient(callStorage.getStore(), reg.ref.name, method, caller);
-            if (span === undefined) return untraced(args);
-            // pin, not run: the balancer reads the context when the call starts and carries it from there.
-            if (!(span instanceof ActiveSpan)) return callStorage.pin(span, untraced, args); // an unsampled root
-            return endSpan(callStorage.pin(span.ctx, untraced, args), span);
-          };
+    const fixed = { retryable, timeout, observer };
+    const route = (args: unknown[]): RouteOptions =>
+      keyOf === undefined ? fixed : { retryable, timeout, observer, shardKey: shardKey(keyOf(...args)) };
     stub[method] =
-      stats === undefined
-        ? (...args: unknown[]) => call(args)
+      tracing === undefined
+        ? (...args: unknown[]) => balancer.call(id, name, args, route(args))
         : (...args: unknown[]) => {
-            const t0 = performance.now();
-            return stats.track(call(args), t0);
+            // A client span when the call is traced; its traceparent goes out in the request header.
+            const outer = callStorage.getStore();
+            const span = tracing.startClient(outer, reg.ref.name, method, caller);
+            if (span === undefined) return balancer.call(id, name, args, route(args), outer);
+            // An unsampled root: the call carries the unsampled context, so the callee does not start a trace.
+            if (!(span instanceof ActiveSpan)) return balancer.call(id, name, args, route(args), span);
+            return endSpan(balancer.call(id, name, args, route(args), span.ctx), span);
           };
   });
   return Object.freeze(stub);
@@ -115,33 +110,25 @@ function checked(call: (self: object, args: unknown[]) => unknown): (self: objec
 }
 
 /**
- * How a served call of `component.method` runs on the hosting instance: measured (per-method metrics)
- * unless `measure` is off, and inside a server span whose parent is the caller's client span. The RPC
- * server runs it inside the call's context, which carries the caller's traceparent.
+ * How a served call of `component.method` runs on the hosting instance: inside a server span whose parent
+ * is the caller's client span, when the caller's trace is sampled. The RPC server runs it inside the
+ * call's context, which carries the caller's traceparent, and measures it (the handler's `observer`).
  */
-export function servedCall(
-  component: string,
-  method: string,
-  measure: boolean,
-  tracing: Tracing | undefined,
-): (inst: object, args: unknown[]) => unknown {
-  const stats = measure ? MethodStats.served(component, method) : undefined;
+export function servedCall(component: string, method: string, tracing: Tracing | undefined): (inst: object, args: unknown[]) => unknown {
   const invoke = (inst: object, args: unknown[]): unknown =>
     (inst as unknown as Record<string, (...a: unknown[]) => unknown>)[method]!(...args);
+  if (tracing === undefined) return invoke;
   return (inst, args) => {
-    const span = tracing?.startServer(callStorage.getStore(), component, method);
-    if (span === undefined) return stats === undefined ? invoke(inst, args) : stats.measure(invoke, inst, args);
-    const t0 = performance.now();
+    const span = tracing.startServer(callStorage.getStore(), component, method);
+    if (span === undefined) return invoke(inst, args);
     let r: unknown;
     try {
       r = callStorage.run(span.ctx, invoke, inst, args);
     } catch (err) {
-      stats?.fail(performance.now() - t0);
       span.end(err);
       throw err;
     }
-    const traced = endSpan(r, span);
-    return stats === undefined ? traced : stats.track(traced, t0);
+    return endSpan(r, span);
   };
 }
 

@@ -23,7 +23,7 @@ import type { PeerIdentity, RpcAuth } from "../rpc/auth.js";
 import { RpcServer, type MethodHandler } from "../rpc/server.js";
 import { checkOwnCertificate, type RpcTls } from "../rpc/tls.js";
 import { collectMetricDeltas, counterSeries } from "../telemetry/metrics.js";
-import { servedBytes } from "../telemetry/methods.js";
+import { MethodStats, servedBytes } from "../telemetry/methods.js";
 import { Tracing } from "../telemetry/tracing.js";
 import { ComponentContext } from "./context.js";
 import { drainListener, openListener, trackConnections } from "./listeners.js";
@@ -429,11 +429,12 @@ export class Weavelet {
     let handler = this.handlers.get(key);
     if (handler) return handler;
     const keyOf = registration(component)?.ref.router?.[method] as ((...a: unknown[]) => RoutingKey) | undefined;
-    const serve = servedCall(component, method, this.measure, this.tracing);
+    const serve = servedCall(component, method, this.tracing);
     const bytes = this.measure ? servedBytes(component, method) : undefined;
     handler = {
       name: key,
       countBytes: bytes && ((n: number) => void (bytes.value += n)),
+      observer: this.measure ? MethodStats.served(component, method) : undefined,
       fn: (args: unknown[]): unknown => {
         let h = this.hosted.get(component);
         if (h?.ready) {

@@ -276,6 +276,26 @@ test("deadline expiry rejects with DeadlineExceededError and aborts the server h
   }
 });
 
+test("a long deadline (no timer of its own: the connection's sweep) still expires, and only its call", async () => {
+  const s = await startServer({ hang: () => new Promise(() => {}), ok: () => "ok" });
+  const c = new Connection(s.address, { methodTableHash: HASH });
+  try {
+    const long = withCallOptions({ timeoutMs: 5200 }, () => c.call(s.ids.hang!, "hang", []));
+    const longer = assert.rejects(
+      withCallOptions({ timeoutMs: 60_000 }, () => c.call(s.ids.hang!, "hang", [])),
+      TransportError, // failed by the close below, not by a deadline
+    );
+    await assert.rejects(long, (e: unknown) => e instanceof DeadlineExceededError && /hang: deadline exceeded/.test(e.message));
+    assert.equal(c.inflight, 1); // the 60 s call is still waiting
+    assert.equal(await c.call(s.ids.ok!, "ok", []), "ok");
+    await c.close();
+    await longer;
+  } finally {
+    await c.close();
+    await s.server.close(100);
+  }
+});
+
 test("an expired deadline fails before sending", async () => {
   const s = await startServer(basic);
   const c = new Connection(s.address, { methodTableHash: HASH });
