@@ -37,6 +37,7 @@ import {
   type ReplicaReport,
   type StoppingReply,
 } from "./protocol.js";
+import { albResourceLabel, loadPolicy, POLICY, putTargetTracking, requestsPolicy, TaskProtection } from "./scaling.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -191,6 +192,10 @@ export class ControlPlane implements ControlApi {
   private readonly registeredTargets = new Map<string, Set<string>>();
   /** Listings of groups not listed before, in flight. */
   private readonly firstListings = new Map<string, Promise<InstanceSummary[]>>();
+  /** Scale-in protection of the replicas agents report busy. */
+  private readonly protection: TaskProtection;
+  /** Request-count policies put (`service/listener`): each once per control plane. */
+  private readonly requestPolicies = new Set<string>();
 
   constructor(
     private readonly env: ControlPlaneEnv,
@@ -206,6 +211,7 @@ export class ControlPlane implements ControlApi {
       taskDefinitionOf: (group, version) => this.taskDefinitionOf(group, version),
     });
     this.rejections = new RejectionLog((msg, attrs) => this.log.warn(msg, attrs));
+    this.protection = new TaskProtection(aws, env.clusterArn, (api, resource, fn) => this.aws_(api, resource, fn));
     this.caStore =
       env.caSecretArn === undefined
         ? undefined
@@ -390,6 +396,7 @@ export class ControlPlane implements ControlApi {
     await this.registerReplica(report);
     for (const [listener, port] of Object.entries(report.listeners))
       await this.registerTarget(listener, this.versionOf(report), report.ip, port);
+    await this.scalingOnReport(report);
     if (first)
       this.log.info("replica ready", {
         group: report.group,
@@ -415,6 +422,7 @@ export class ControlPlane implements ControlApi {
 
   async stopping(report: ReplicaReport): Promise<StoppingReply> {
     this.replicas.delete(report.taskArn);
+    await this.releaseProtection([report.taskArn]);
     await this.deregisterReplica(report.group, report.taskId);
     let delay = 0;
     for (const [listener, port] of Object.entries(report.listeners)) {
@@ -545,6 +553,7 @@ export class ControlPlane implements ControlApi {
     this.log.info("group raised", { group, version, desired: floor });
     try {
       await this.versions.registerScaling(name, floor, Math.max(floor, max), this.env.groups[group]?.cpuTarget ?? 70);
+      await this.putLoadPolicy(group, version);
     } catch (err) {
       // The desired count is what runs tasks; the scaling floor only keeps it. Report, don't fail.
       this.log.warn("cannot record the group's autoscaling floor", { group, version, err: (err as Error).message });
@@ -1103,6 +1112,107 @@ export class ControlPlane implements ControlApi {
     }
   }
 
+  // ---- autoscaling beyond CPU, scale-in protection (scaling.ts) ----
+
+  /** The load policy of a version's group service, when its group has a `load_target`. */
+  private async putLoadPolicy(group: string, version: string): Promise<void> {
+    const target = this.env.groups[group]?.loadTarget;
+    if (target === undefined) return;
+    const app = process.env[ENV.APP] ?? "";
+    await putTargetTracking(
+      this.aws,
+      this.clusterName,
+      versionedServiceName(group, version),
+      POLICY.LOAD,
+      loadPolicy(app, group, version, target),
+      (api, resource, fn) => this.aws_(api, resource, fn),
+    );
+  }
+
+  /**
+   * What a replica's report means for scaling: its group serves the listeners it exports (a request-count
+   * policy per listener, when the group has `requests_per_target`), and whether it is busy (scale-in
+   * protection). Failures are logged: they never fail the registration.
+   */
+  private async scalingOnReport(report: ReplicaReport): Promise<void> {
+    const g = Object.hasOwn(this.env.groups, report.group) ? this.env.groups[report.group] : undefined;
+    const version = this.versionOf(report);
+    const service = versionedServiceName(report.group, version);
+    if (g?.requestsPerTarget !== undefined) {
+      for (const listener of Object.keys(report.listeners)) {
+        const key = `${service}/${listener}`;
+        if (this.requestPolicies.has(key) || !Object.hasOwn(this.env.listeners, listener)) continue;
+        try {
+          const label = albResourceLabel(this.listener(listener).listenerArn, await this.targetGroup(listener, version));
+          await putTargetTracking(
+            this.aws,
+            this.clusterName,
+            service,
+            POLICY.requests(listener),
+            requestsPolicy(label, g.requestsPerTarget),
+            (api, resource, fn) => this.aws_(api, resource, fn),
+          );
+          this.requestPolicies.add(key);
+          this.log.info("request-count scaling policy set", {
+            group: report.group,
+            version,
+            listener,
+            target: String(g.requestsPerTarget),
+          });
+        } catch (err) {
+          this.log.warn("cannot set the request-count scaling policy", {
+            group: report.group,
+            version,
+            listener,
+            err: (err as Error).message,
+          });
+        }
+      }
+    }
+    if (report.busy === undefined || g?.scaleInProtection === false) return;
+    const was = this.protection.protectedNow(report.taskArn);
+    try {
+      await this.protection.report(report.taskArn, report.busy);
+    } catch (err) {
+      this.log.warn("cannot change the task's scale-in protection", {
+        task: report.taskId,
+        busy: String(report.busy),
+        err: (err as Error).message,
+      });
+      return;
+    }
+    const now = this.protection.protectedNow(report.taskArn);
+    if (was !== now)
+      this.log.info(now ? "busy replica protected from scale-in" : "idle replica no longer protected from scale-in", {
+        group: report.group,
+        version,
+        task: report.taskId,
+      });
+  }
+
+  /** Releases the scale-in protection of tasks that stop serving (logged, never thrown). */
+  private async releaseProtection(taskArns: readonly string[]): Promise<void> {
+    const held = taskArns.filter((t) => this.protection.protectedNow(t));
+    await this.protection
+      .release(taskArns)
+      .then(() => {
+        for (const t of held) this.log.info("stopping replica no longer protected from scale-in", { task: t.split("/").pop()! });
+      })
+      .catch((err: Error) => this.log.warn("cannot release the task's scale-in protection", { err: err.message }));
+  }
+
+  /**
+   * On stack deletion: no group task may stay protected (a restarted control plane does not know
+   * which ones its predecessor protected, so every running group task is released).
+   */
+  private async releaseEveryProtection(): Promise<void> {
+    const tasks = await this.liveTasks().catch(() => [] as Task[]);
+    const groupTasks = tasks.filter((t) => t.group !== `service:${CONTROLPLANE_NAME}`).map((t) => t.taskArn!);
+    await this.protection
+      .release(groupTasks, { all: true })
+      .catch((err: Error) => this.log.warn("cannot release the tasks' scale-in protection", { err: err.message }));
+  }
+
   // ---- stack deletion ----
 
   private async stackDeleting(): Promise<boolean> {
@@ -1121,6 +1231,7 @@ export class ControlPlane implements ControlApi {
    */
   private async retireEverything(): Promise<void> {
     this.log.info("stack deletion: removing every version's services and target groups", {});
+    await this.releaseEveryProtection();
     const versions = await this.versions.list();
     for (const v of versions.values()) {
       await this.scaleToZero(v);
