@@ -37,7 +37,7 @@ import {
   type ReplicaReport,
   type StoppingReply,
 } from "./protocol.js";
-import { albResourceLabel, loadPolicy, POLICY, putTargetTracking, requestsPolicy, TaskProtection } from "./scaling.js";
+import { albResourceLabel, cpuPolicy, loadPolicy, POLICY, putTargetTracking, requestsPolicy, TaskProtection } from "./scaling.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -196,6 +196,8 @@ export class ControlPlane implements ControlApi {
   private readonly protection: TaskProtection;
   /** Request-count policies put (`service/listener`): each once per control plane. */
   private readonly requestPolicies = new Set<string>();
+  /** Services whose CPU and load policies this control plane put as configured (their floor was registered). */
+  private readonly scaledServices = new Set<string>();
 
   constructor(
     private readonly env: ControlPlaneEnv,
@@ -553,7 +555,8 @@ export class ControlPlane implements ControlApi {
     this.log.info("group raised", { group, version, desired: floor });
     try {
       await this.versions.registerScaling(name, floor, Math.max(floor, max), this.env.groups[group]?.cpuTarget ?? 70);
-      await this.putLoadPolicy(group, version);
+      await this.putServicePolicies(group, version);
+      this.scaledServices.add(name);
     } catch (err) {
       // The desired count is what runs tasks; the scaling floor only keeps it. Report, don't fail.
       this.log.warn("cannot record the group's autoscaling floor", { group, version, err: (err as Error).message });
@@ -1114,19 +1117,19 @@ export class ControlPlane implements ControlApi {
 
   // ---- autoscaling beyond CPU, scale-in protection (scaling.ts) ----
 
-  /** The load policy of a version's group service, when its group has a `load_target`. */
-  private async putLoadPolicy(group: string, version: string): Promise<void> {
-    const target = this.env.groups[group]?.loadTarget;
-    if (target === undefined) return;
-    const app = process.env[ENV.APP] ?? "";
-    await putTargetTracking(
-      this.aws,
-      this.clusterName,
-      versionedServiceName(group, version),
-      POLICY.LOAD,
-      loadPolicy(app, group, version, target),
-      (api, resource, fn) => this.aws_(api, resource, fn),
-    );
+  /**
+   * The CPU and (with a `load_target`) load policies of a version's group service, as configured. Put
+   * when the control plane registers the service's floor, and once per control plane for a service
+   * whose replicas report (`tsweaver aws activate` registers main's floor with CPU tracking only).
+   */
+  private async putServicePolicies(group: string, version: string): Promise<void> {
+    const g = Object.hasOwn(this.env.groups, group) ? this.env.groups[group] : undefined;
+    if (g === undefined) return;
+    const service = versionedServiceName(group, version);
+    const put = (name: string, config: Parameters<typeof putTargetTracking>[4]) =>
+      putTargetTracking(this.aws, this.clusterName, service, name, config, (api, resource, fn) => this.aws_(api, resource, fn));
+    await put(POLICY.CPU, cpuPolicy(g.cpuTarget));
+    if (g.loadTarget !== undefined) await put(POLICY.LOAD, loadPolicy(process.env[ENV.APP] ?? "", group, version, g.loadTarget));
   }
 
   /**
@@ -1138,6 +1141,13 @@ export class ControlPlane implements ControlApi {
     const g = Object.hasOwn(this.env.groups, report.group) ? this.env.groups[report.group] : undefined;
     const version = this.versionOf(report);
     const service = versionedServiceName(report.group, version);
+    if (g !== undefined && !this.scaledServices.has(service)) {
+      // Marked first: a failure is reported once per control plane, not with every heartbeat.
+      this.scaledServices.add(service);
+      await this.putServicePolicies(report.group, version).catch((err: Error) =>
+        this.log.warn("cannot set the group's scaling policies", { group: report.group, version, err: err.message }),
+      );
+    }
     if (g?.requestsPerTarget !== undefined) {
       for (const listener of Object.keys(report.listeners)) {
         const key = `${service}/${listener}`;

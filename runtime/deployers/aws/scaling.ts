@@ -11,6 +11,8 @@ import { METRICS } from "./contract.js";
 
 /** Policy names on a version's scalable target (one target per ECS service). */
 export const POLICY = {
+  /** Average CPU utilization of the service's tasks. */
+  CPU: "cpu",
   /** Average served calls per second per replica (the weavelets' load). */
   LOAD: "load",
   /** ALB requests per target per minute, one policy per listener the group serves. */
@@ -26,6 +28,16 @@ const SCALE_IN_COOLDOWN_S = 120;
  * replica stays busy; it lapses by itself when its agent can no longer say (a crashed control plane).
  */
 export const PROTECTION_MINUTES = 10;
+
+/** The target-tracking configuration on the service's average CPU utilization (percent). */
+export function cpuPolicy(target: number): TargetTrackingScalingPolicyConfiguration {
+  return {
+    TargetValue: target,
+    PredefinedMetricSpecification: { PredefinedMetricType: "ECSServiceAverageCPUUtilization" },
+    ScaleOutCooldown: SCALE_OUT_COOLDOWN_S,
+    ScaleInCooldown: SCALE_IN_COOLDOWN_S,
+  };
+}
 
 /**
  * The target-tracking configuration on the group's load: the average, over the group's replicas of one
