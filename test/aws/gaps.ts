@@ -7,6 +7,9 @@
  *   - A stack being deleted: moto's CloudFormation deletes synchronously and never reports
  *     `DELETE_IN_PROGRESS`; {@link AwsGaps.stackDeleting} makes DescribeStacks of a stack report it.
  *   - Cloud Map refusing to delete a service that still has instances (`ResourceInUse`): moto deletes it.
+ *   - A task ECS is stopping: moto marks a stopped task STOPPED at once; with `running` (the Fargate
+ *     simulator's view of its process), DescribeTasks reports a task whose process still drains as
+ *     DEACTIVATING, as ECS does until the container has exited.
  * Everything else is forwarded to the emulator untouched.
  */
 import { randomUUID } from "node:crypto";
@@ -40,7 +43,7 @@ const json = (status: number, body: unknown, errorType?: string): InterceptedRes
   body: Buffer.from(JSON.stringify(body)),
 });
 
-export function awsGaps(): AwsGaps {
+export function awsGaps(opts: { running?: (taskArn: string) => boolean } = {}): AwsGaps {
   const protections = new Map<string, ProtectionRecord>();
   const log: { taskArn: string; enabled: boolean; at: number }[] = [];
   const deleting = new Set<string>();
@@ -84,6 +87,13 @@ export function awsGaps(): AwsGaps {
         }
       }
       return json(200, { protectedTasks, failures });
+    }
+    if (req.service === "ecs" && req.action === "DescribeTasks" && opts.running !== undefined) {
+      const up = await req.forward();
+      if (up.status !== 200) return up;
+      const out = JSON.parse(up.body.toString("utf8")) as { tasks?: { taskArn: string; lastStatus?: string }[] };
+      for (const t of out.tasks ?? []) if (t.lastStatus === "STOPPED" && opts.running(t.taskArn)) t.lastStatus = "DEACTIVATING";
+      return { ...up, body: Buffer.from(JSON.stringify(out)) };
     }
     if (req.service === "cloudformation" && req.action === "DescribeStacks") {
       const stack = new URLSearchParams(req.body.toString("utf8")).get("StackName") ?? "";

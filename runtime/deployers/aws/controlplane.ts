@@ -1225,6 +1225,28 @@ export class ControlPlane implements ControlApi {
 
   // ---- stack deletion ----
 
+  /**
+   * Tasks of these services that have not stopped yet. A task ECS is stopping already has desired status
+   * STOPPED (ListTasks' RUNNING filter leaves it out) while it drains: both lists are read, and only a
+   * last status of STOPPED counts as gone.
+   */
+  private async tasksNotStopped(services: ReadonlySet<string>): Promise<number> {
+    const arns: string[] = [];
+    for (const desiredStatus of ["RUNNING", "STOPPED"] as const) {
+      const pages = paginateListTasks({ client: this.aws.ecs, pageSize: 100 }, { cluster: this.env.clusterArn, desiredStatus });
+      for await (const page of awsPages("ecs:ListTasks", `cluster ${this.clusterName}`, pages, (a, r, f) => this.aws_(a, r, f)))
+        arns.push(...(page.taskArns ?? []));
+    }
+    let left = 0;
+    for (let i = 0; i < arns.length; i += 100) {
+      const page = await this.aws_("ecs:DescribeTasks", `tasks of cluster ${this.clusterName}`, () =>
+        this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.env.clusterArn, tasks: arns.slice(i, i + 100) })),
+      );
+      left += (page.tasks ?? []).filter((t) => services.has((t.group ?? "").replace(/^service:/, "")) && t.lastStatus !== "STOPPED").length;
+    }
+    return left;
+  }
+
   private async stackDeleting(): Promise<boolean> {
     try {
       const out = await this.aws.cloudFormation.send(new DescribeStacksCommand({ StackName: this.env.deployment }));
@@ -1258,11 +1280,11 @@ export class ControlPlane implements ControlApi {
     // only go once their tasks have. Wait for them within the stop timeout, then remove every instance
     // again: a heartbeat that was in flight when the teardown began may have re-registered one.
     const deadline = Date.now() + TEARDOWN_WAIT_MS;
-    for (const v of versions.values()) {
-      for (const s of v.services.values()) {
-        while (Date.now() < deadline && (await this.versions.liveTaskCount(s.name).catch(() => 0)) > 0)
-          await new Promise((r) => setTimeout(r, 2_000));
-      }
+    const services = new Set([...versions.values()].flatMap((v) => [...v.services.values()].map((s) => s.name)));
+    for (;;) {
+      const left = await this.tasksNotStopped(services).catch(() => 0);
+      if (left === 0 || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 2_000));
     }
     for (const group of Object.keys(this.env.groups)) {
       for (const inst of await this.instances(group).catch(() => [])) await this.deregisterReplica(group, inst.Id!).catch(() => {});
