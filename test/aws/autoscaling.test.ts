@@ -22,7 +22,7 @@ import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
 
 const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
 /** Fast loops for the test; production defaults are seconds. */
-const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "500" };
+const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
 
 describe("AWS autoscaling on the emulator: target-tracking policies on activation, scale-in protection of busy replicas", () => {
   let emu: Emulator;
@@ -154,9 +154,16 @@ describe("AWS autoscaling on the emulator: target-tracking policies on activatio
     assert.ok(reverser && main);
     const stop = traffic();
     try {
-      await waitFor("the busy reverser protected", () => protectedNow(reverser.taskArn), 20_000, 200);
-      const p = await ecs.send(new GetTaskProtectionCommand({ cluster: res.clusterArn, tasks: [reverser.taskArn] }));
-      const expires = p.protectedTasks![0]!.expirationDate!.getTime();
+      const p = await waitFor(
+        "the busy reverser protected",
+        async () => {
+          const out = await ecs.send(new GetTaskProtectionCommand({ cluster: res.clusterArn, tasks: [reverser.taskArn] }));
+          return out.protectedTasks?.[0]?.protectionEnabled ? out.protectedTasks[0] : undefined;
+        },
+        20_000,
+        200,
+      );
+      const expires = p.expirationDate!.getTime();
       assert.ok(expires > Date.now() + (PROTECTION_MINUTES - 1) * 60_000, `protected for ${PROTECTION_MINUTES} minutes`);
       // Main answers HTTP but serves no component call: nothing protects it.
       assert.equal(await protectedNow(main.taskArn), false);
@@ -176,11 +183,14 @@ describe("AWS autoscaling on the emulator: target-tracking policies on activatio
     } finally {
       await again();
     }
-    const changes = gaps
-      .protectionLog()
-      .filter((c) => c.taskArn === reverser.taskArn)
-      .map((c) => c.enabled);
-    assert.deepEqual(changes, [true, false, true, false], "on while busy, off when idle, on again, off on drain");
+    const changes = gaps.protectionLog().filter((c) => c.taskArn === reverser.taskArn);
+    // Changes alternate by construction; a busy stretch may flap when a heartbeat finds no call on a loaded machine.
+    assert.ok(changes.length >= 4 && changes[0]!.enabled && !changes.at(-1)!.enabled, JSON.stringify(changes));
+    // Released while draining, before the process ended (its heartbeats stopped at SIGTERM: the release is the drain's).
+    const ended = await sim.waitFor("the stopped reverser's process ends", (tasks) =>
+      tasks.find((t) => t.taskArn === reverser.taskArn && t.exitedAt !== undefined),
+    );
+    assert.ok(changes.at(-1)!.at <= ended.exitedAt!, "released before the task stopped");
     assert.ok(!gaps.protectionLog().some((c) => c.taskArn === main.taskArn), "main was never protected");
   });
 });
