@@ -1181,22 +1181,22 @@ export class ControlPlane implements ControlApi {
     }
     if (report.busy === undefined || g?.scaleInProtection === false) return;
     const was = this.protection.protectedNow(report.taskArn);
-    try {
-      await this.protection.report(report.taskArn, report.busy);
-    } catch (err) {
-      this.log.warn("cannot change the task's scale-in protection", {
-        task: report.taskId,
-        busy: String(report.busy),
-        err: (err as Error).message,
-      });
-      return;
-    }
-    const now = this.protection.protectedNow(report.taskArn);
-    if (was !== now)
-      this.log.info(now ? "busy replica protected from scale-in" : "idle replica no longer protected from scale-in", {
-        group: report.group,
-        version,
-        task: report.taskId,
+    void this.protection
+      .reportInBackground(report.taskArn, report.busy, (err) =>
+        this.log.warn("cannot change the task's scale-in protection: busy reports are ignored for 5 minutes", {
+          task: report.taskId,
+          busy: String(report.busy),
+          err: err.message,
+        }),
+      )
+      .then(() => {
+        const now = this.protection.protectedNow(report.taskArn);
+        if (was !== now)
+          this.log.info(now ? "busy replica protected from scale-in" : "idle replica no longer protected from scale-in", {
+            group: report.group,
+            version,
+            task: report.taskId,
+          });
       });
   }
 

@@ -28,6 +28,8 @@ const SCALE_IN_COOLDOWN_S = 120;
  * replica stays busy; it lapses by itself when its agent can no longer say (a crashed control plane).
  */
 export const PROTECTION_MINUTES = 10;
+/** How long busy reports are ignored after a protection call failed. */
+const PAUSE_AFTER_FAILURE_MS = 5 * 60_000;
 
 /** The target-tracking configuration on the service's average CPU utilization (percent). */
 export function cpuPolicy(target: number): TargetTrackingScalingPolicyConfiguration {
@@ -121,6 +123,10 @@ export async function putTargetTracking(
 export class TaskProtection {
   /** Task ARN → when the protection this control plane set expires (ms since the epoch). */
   private readonly until = new Map<string, number>();
+  /** Each task's reports, applied in order, off the reporting request's path. */
+  private readonly chains = new Map<string, Promise<void>>();
+  /** After a failed call, busy reports are ignored until then: a failing API is not retried with every heartbeat. */
+  private pausedUntil = 0;
 
   constructor(
     private readonly aws: AwsClients,
@@ -128,6 +134,26 @@ export class TaskProtection {
     private readonly call: <T>(api: string, resource: string, fn: () => Promise<T>) => Promise<T> = callAws,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /**
+   * Applies a report in the background (after the task's earlier ones), so a slow or failing ECS call
+   * never delays the agent's heartbeat. `onError` hears a failure, after which busy reports pause for
+   * {@link PAUSE_AFTER_FAILURE_MS}.
+   */
+  reportInBackground(taskArn: string, busy: boolean, onError: (err: Error) => void): Promise<void> {
+    if (busy && this.now() < this.pausedUntil) return this.chains.get(taskArn) ?? Promise.resolve();
+    const next = (this.chains.get(taskArn) ?? Promise.resolve()).then(() =>
+      this.report(taskArn, busy).catch((err: Error) => {
+        this.pausedUntil = this.now() + PAUSE_AFTER_FAILURE_MS;
+        onError(err);
+      }),
+    );
+    this.chains.set(taskArn, next);
+    void next.finally(() => {
+      if (this.chains.get(taskArn) === next) this.chains.delete(taskArn);
+    });
+    return next;
+  }
 
   /** Whether this control plane holds a (not yet expired) protection of the task. */
   protectedNow(taskArn: string): boolean {
@@ -148,6 +174,8 @@ export class TaskProtection {
    * every one given (when the stack is deleted).
    */
   async release(taskArns: readonly string[], opts: { all?: boolean } = {}): Promise<void> {
+    // A report still in flight goes first: it must not protect the task again after this.
+    await Promise.all(taskArns.map((t) => this.chains.get(t)));
     const held = opts.all ? [...taskArns] : taskArns.filter((t) => this.until.has(t));
     for (let i = 0; i < held.length; i += 10) await this.set(held.slice(i, i + 10), false);
   }
