@@ -63,6 +63,18 @@ export interface WeaverGroupProps {
   readonly memoryMiB?: number;
   /** Average CPU utilization (percent) target tracking keeps the group at. @default 70 */
   readonly cpuTargetPercent?: number;
+  /**
+   * ALB requests per target per minute target tracking keeps the group at, on each listener it serves
+   * (ALBRequestCountPerTarget of the version's target group). @default none: no request-count policy
+   */
+  readonly requestsPerTarget?: number;
+  /**
+   * Served component calls per second per replica target tracking keeps the group at (the agents'
+   * `ServedCallsPerSecond` metric). @default none: no load policy
+   */
+  readonly loadTarget?: number;
+  /** Protect replicas that are serving calls from being chosen by a scale-in. @default true */
+  readonly scaleInProtection?: boolean;
   /** IAM rights of this group's task role only, on top of the app-wide ones. @default none */
   readonly permissions?: WeaverPermissions;
   /** Secret environment variables of this group's tasks only, on top of the app-wide ones. @default none */
@@ -207,6 +219,11 @@ export interface WeaverGroup {
   readonly minReplicas: number;
   readonly maxReplicas: number;
   readonly cpuTargetPercent: number;
+  /** ALB requests per target per minute to track, if any. */
+  readonly requestsPerTarget: number | undefined;
+  /** Served calls per second per replica to track, if any. */
+  readonly loadTarget: number | undefined;
+  readonly scaleInProtection: boolean;
   /** This version's task definition (family `<deployment>-<group>`; every version is a revision of it). */
   readonly taskDefinition: ecs.FargateTaskDefinition;
   readonly container: ecs.ContainerDefinition;
@@ -804,6 +821,9 @@ export class WeaverApp extends Construct {
         minReplicas,
         maxReplicas,
         cpuTargetPercent: g.cpuTargetPercent ?? 70,
+        requestsPerTarget: g.requestsPerTarget,
+        loadTarget: g.loadTarget,
+        scaleInProtection: g.scaleInProtection ?? true,
         taskDefinition,
         container,
         discoveryService,
@@ -838,6 +858,9 @@ export class WeaverApp extends Construct {
         min: g.minReplicas,
         max: g.maxReplicas,
         cpuTarget: g.cpuTargetPercent,
+        ...(g.requestsPerTarget !== undefined ? { requestsPerTarget: g.requestsPerTarget } : {}),
+        ...(g.loadTarget !== undefined ? { loadTarget: g.loadTarget } : {}),
+        scaleInProtection: g.scaleInProtection,
       };
     }
     const listenersEnv: ListenersEnv = {};
@@ -974,6 +997,10 @@ export class WeaverApp extends Construct {
     });
     const taskArns = stack.formatArn({ service: "ecs", resource: "task", resourceName: `${this.cluster.clusterName}/*` });
     add({ sid: "ClusterTasks", actions: ["ecs:DescribeTasks"], resources: [taskArns], conditions: inCluster });
+    // Scale-in protection of busy replicas (docs/aws.md, "Autoscaling"): set here, for the task whose
+    // agent reported, so no group task role (which the app's code holds) needs it. The task ARN pattern
+    // names this cluster; IAM documents no ecs:cluster condition key for this action.
+    add({ sid: "ProtectBusyTasks", actions: ["ecs:UpdateTaskProtection"], resources: [taskArns] });
     // ListTasks/ListServices are authorized on "*" (their resource is the container instance or none);
     // the ecs:cluster condition limits them to this cluster.
     add({ sid: "ListInCluster", actions: ["ecs:ListTasks", "ecs:ListServices"], resources: ["*"], conditions: inCluster });
@@ -1109,7 +1136,8 @@ export class WeaverApp extends Construct {
     );
     acknowledge(
       taskArns,
-      "Task ids are generated at run time; the ARN pattern and the ecs:cluster condition limit DescribeTasks/StopTask to this cluster's tasks.",
+      "Task ids are generated at run time; the ARN pattern (and for DescribeTasks the ecs:cluster condition) limits DescribeTasks " +
+        "and UpdateTaskProtection to this cluster's tasks.",
     );
     acknowledge(
       scalableTargets,
@@ -1239,6 +1267,9 @@ function validateProps(scope: Construct, props: WeaverAppProps, rpcPort: number,
     const min = g.minReplicas ?? 1;
     const max = g.maxReplicas ?? Math.max(min, 4);
     if (min < 1 || max < min) fail(`group ${g.name}: need 1 <= minReplicas <= maxReplicas (got ${min}, ${max})`);
+    if (g.requestsPerTarget !== undefined && (props.listeners ?? []).length === 0)
+      fail(`group ${g.name}: requestsPerTarget tracks load balancer requests, and the app has no listeners`);
+    if (g.loadTarget !== undefined && !(g.loadTarget > 0)) fail(`group ${g.name}: loadTarget must be above 0 (got ${g.loadTarget})`);
   }
   if (props.groups.filter((g) => g.components.includes(MAIN_COMPONENT)).length !== 1) fail(`exactly one group must host ${MAIN_COMPONENT}`);
   if (rpcPort === controlPort) fail("rpcPort and controlPort must differ");

@@ -13,6 +13,7 @@
  * which the SDK classifies as throttling (retryable with backoff). Everything else is forwarded.
  * The action is read from `X-Amz-Target` (JSON), `Action=` in the body or query string (query
  * protocols) or the Smithy RPCv2 path; the service from the SigV4 credential scope of `Authorization`.
+ * An `intercept` hook may answer a request itself (test/aws/gaps.ts plays what the emulator lacks there).
  */
 import { randomUUID } from "node:crypto";
 import http from "node:http";
@@ -35,6 +36,28 @@ export interface ApiCall {
   readonly at: number;
 }
 
+/** A request the proxy received, for an {@link Interceptor}. */
+export interface InterceptedRequest {
+  readonly service: string;
+  readonly action: string;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: Buffer;
+  /**
+   * Sends a request to the emulator with these headers (the SigV4 signature is the original's: the
+   * emulator does not check it), with `action` replaced (JSON protocol) and `body` if given.
+   */
+  forward(change?: { action?: string; body?: Buffer }): Promise<InterceptedResponse>;
+}
+
+export interface InterceptedResponse {
+  readonly status: number;
+  readonly headers: http.OutgoingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/** Answers a request itself, or returns undefined to let the proxy forward it. */
+export type Interceptor = (req: InterceptedRequest) => Promise<InterceptedResponse | undefined>;
+
 export interface ThrottleProxy {
   /** `http://127.0.0.1:<port>`: use it as AWS_ENDPOINT_URL. */
   readonly endpoint: string;
@@ -54,7 +77,12 @@ export interface ThrottleProxy {
 }
 
 /** Starts the proxy on a free port of 127.0.0.1, forwarding to `target` (the emulator). */
-export async function startThrottleProxy(opts: { target: string; rules?: readonly ThrottleRule[]; host?: string }): Promise<ThrottleProxy> {
+export async function startThrottleProxy(opts: {
+  target: string;
+  rules?: readonly ThrottleRule[];
+  host?: string;
+  intercept?: Interceptor;
+}): Promise<ThrottleProxy> {
   const target = new URL(opts.target);
   const rules: { action: string; service?: string; code?: string; left: number }[] = (opts.rules ?? []).map((r) => ({
     ...r,
@@ -75,6 +103,45 @@ export async function startThrottleProxy(opts: { target: string; rules?: readonl
         reply(res, protocol, service, rule.code);
         return;
       }
+      if (opts.intercept !== undefined) {
+        const forward = (change: { action?: string; body?: Buffer } = {}): Promise<InterceptedResponse> => {
+          const headers = { ...req.headers };
+          if (change.action !== undefined && typeof headers["x-amz-target"] === "string")
+            headers["x-amz-target"] = headers["x-amz-target"].replace(/\.[^.]+$/, `.${change.action}`);
+          const payload = change.body ?? body;
+          headers["content-length"] = String(payload.length);
+          return new Promise((resolve, reject) => {
+            const up = http.request(
+              { protocol: target.protocol, hostname: target.hostname, port: target.port, method: req.method, path: req.url, headers },
+              (r) => {
+                const got: Buffer[] = [];
+                r.on("data", (c: Buffer) => got.push(c));
+                r.on("end", () => resolve({ status: r.statusCode ?? 502, headers: r.headers, body: Buffer.concat(got) }));
+                r.on("error", reject);
+              },
+            );
+            up.on("error", reject);
+            up.end(payload);
+          });
+        };
+        opts.intercept({ service, action, headers: req.headers, body, forward }).then(
+          (answer) => {
+            if (answer === undefined) return pass(body);
+            const headers: http.OutgoingHttpHeaders = { ...answer.headers, "content-length": String(answer.body.length) };
+            delete headers["transfer-encoding"];
+            res.writeHead(answer.status, headers);
+            res.end(answer.body);
+          },
+          (err: Error) => {
+            res.writeHead(502, { "content-type": "text/plain" });
+            res.end(`throttle proxy: intercepting ${service}:${action}: ${err.message}\n`);
+          },
+        );
+        return;
+      }
+      pass(body);
+    });
+    const pass = (body: Buffer): void => {
       const upstream = http.request(
         {
           protocol: target.protocol,
@@ -94,7 +161,7 @@ export async function startThrottleProxy(opts: { target: string; rules?: readonl
         res.end(`throttle proxy: ${opts.target}: ${err.message}\n`);
       });
       upstream.end(body);
-    });
+    };
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

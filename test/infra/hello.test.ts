@@ -231,6 +231,7 @@ describe("hello stack", () => {
       min: 2,
       max: 8,
       cpuTarget: 70,
+      scaleInProtection: true,
     });
     const listeners = joinedJson(env[ENV.LISTENERS]) as ListenersEnv;
     assert.deepEqual(listeners, {

@@ -85,6 +85,12 @@ const STAR_ONLY: Record<string, string> = {
   "elasticloadbalancing:DescribeTags": "aws:RequestedRegion",
 };
 
+/**
+ * Actions on tasks, granted to the control plane only and only on this cluster's tasks: among them the
+ * scale-in protection of busy replicas, which no group role (the app's code holds it) may set.
+ */
+const TASK_ACTIONS: readonly string[] = ["ecs:DescribeTasks", "ecs:UpdateTaskProtection"];
+
 /** The source files an entry file runs: itself and, transitively, every file it imports by a relative path. */
 function closure(entry: string, seen = new Map<string, string>()): Map<string, string> {
   const file = path.join(ROOT, entry);
@@ -203,6 +209,30 @@ describe("IAM: each task role is granted exactly the AWS calls its code makes", 
           .map((c) => JSON.stringify({ Ref: s.id(c) }))
           .sort(),
       );
+    });
+  }
+});
+
+describe("IAM: actions on tasks are the control plane's, on this cluster's tasks only", () => {
+  let s: Synth;
+  before(() => {
+    s = synth(path.join(FIXTURES, "hello/weaver.toml"));
+  });
+  after(() => s?.dispose());
+
+  for (const action of TASK_ACTIONS) {
+    test(action, () => {
+      const cluster = s.id(s.stack.weaver.cluster);
+      const controlPlane = s.id(s.stack.weaver.controlPlaneRole);
+      const granting = statements(s.json).filter((st) => actionsOf(st).includes(action));
+      assert.ok(granting.length > 0, `${action} is granted (the control plane's code calls it)`);
+      for (const st of granting) {
+        assert.deepEqual(st.roles, [controlPlane], `${st.Sid}: only the control plane's role`);
+        for (const res of resourcesOf(st)) {
+          const text = JSON.stringify(res);
+          assert.match(text, new RegExp(`:task/",\\{"Ref":"${cluster}"\\},"/\\*"`), `${st.Sid}: ${text} is this cluster's tasks`);
+        }
+      }
     });
   }
 });

@@ -9,7 +9,7 @@ import { newKeyAndCsr } from "./certs.js";
 import { AwsClients, callAws } from "./clients.js";
 import { ATTR, ENV } from "./contract.js";
 import { checkIntervalMs, Discovery, DISCOVERY_CALLS_PER_SECOND } from "./discovery.js";
-import { METHOD_CALLS, METHOD_ERRORS } from "../../telemetry/methods.js";
+import { METHOD_CALLS, METHOD_ERRORS, SERVED_CALLS } from "../../telemetry/methods.js";
 import { emfLines } from "./emf.js";
 import { serveHealth } from "./health.js";
 import { jsonLogger, writeJsonLogs } from "./jsonlog.js";
@@ -353,9 +353,10 @@ export class Agent {
 
   /**
    * Component method calls (and failures) this weavelet made since the previous report, for the rollout's
-   * error rate. The same metric deltas go to CloudWatch as EMF lines on stdout (awslogs ships them).
+   * error rate, and whether it served any (a busy replica is protected from scale-in). The same metric
+   * deltas go to CloudWatch as EMF lines on stdout (awslogs ships them).
    */
-  private async callsSinceLastReport(): Promise<{ calls: number; errors: number }> {
+  private async callsSinceLastReport(): Promise<{ calls: number; errors: number; busy: boolean }> {
     const metrics = await this.envelope!.getMetrics().catch(() => []);
     const now = Date.now();
     const { lines, dropped } = emfLines(
@@ -368,7 +369,7 @@ export class Agent {
     if (dropped > 0) this.log.warn("user metric series over the per-report limit were not published", { dropped });
     // GetMetrics returns deltas since the previous call: the sums are this interval's counts.
     const sum = (name: string) => metrics.filter((m) => m.name === name).reduce((a, m) => a + m.value, 0);
-    return { calls: sum(METHOD_CALLS), errors: sum(METHOD_ERRORS) };
+    return { calls: sum(METHOD_CALLS), errors: sum(METHOD_ERRORS), busy: sum(SERVED_CALLS) > 0 };
   }
 
   private report(): ReplicaReport {

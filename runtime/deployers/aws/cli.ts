@@ -439,7 +439,10 @@ export async function deactivateCommand(opts: StackOptions & { timeout?: number 
       if (targets.length)
         await callAws("elasticloadbalancing:DeregisterTargets", `target group ${arn}`, () =>
           aws.elb.send(new DeregisterTargetsCommand({ TargetGroupArn: arn, Targets: targets })),
-        );
+        ).catch((err: Error) => {
+          // A draining agent (or the control plane) deregistered it since DescribeTargetHealth: gone either way.
+          if (!/InvalidTarget/.test(err.message)) throw err;
+        });
     }
   }
   out(`${d.stack} is inactive: no tasks, replicas or targets`);

@@ -136,6 +136,15 @@ export interface AwsGroupConfig {
   readonly memory: number;
   /** Target average CPU utilization, percent, for target-tracking autoscaling (default 70). */
   readonly cpuTarget: number;
+  /**
+   * Target ALB requests per target per minute (`requests_per_target`), tracked on each listener the group
+   * serves; undefined: no such policy (default).
+   */
+  readonly requestsPerTarget: number | undefined;
+  /** Target served calls per second per replica (`load_target`); undefined: no such policy (default). */
+  readonly loadTarget: number | undefined;
+  /** Busy replicas are protected from scale-in (`scale_in_protection`, default true). */
+  readonly scaleInProtection: boolean;
   /** IAM rights of this group's task role only (`[aws.groups.NAME.permissions]`). */
   readonly permissions: AwsPermissions;
   /** Secret environment variables of this group's tasks only (`[aws.groups.NAME.secrets]`). */
@@ -199,10 +208,13 @@ const AWS_KEYS = [
   "groups",
   "listeners",
   "rollout",
+  "scaling",
   "permissions",
   "secrets",
 ];
-const GROUP_KEYS = ["min", "max", "cpu", "memory", "cpu_target", "permissions", "secrets"];
+/** Autoscaling keys: app-wide in `[aws.scaling]`, per group in `[aws.groups.NAME]` (which wins). */
+const SCALING_KEYS = ["cpu_target", "requests_per_target", "load_target", "scale_in_protection"];
+const GROUP_KEYS = ["min", "max", "cpu", "memory", ...SCALING_KEYS, "permissions", "secrets"];
 const LISTENER_KEYS = [
   "port",
   "container_port",
@@ -341,6 +353,16 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   const secrets = parseSecrets(section["secrets"], "aws.secrets", file, envNames);
   const appWideNames = new Map([...envNames, ...Object.keys(secrets).map((k): [string, string] => [k, "aws.secrets"])]);
 
+  const scalingRaw = r.table("scaling") ?? {};
+  checkKeys(scalingRaw, SCALING_KEYS, "aws.scaling", file);
+  const appScaling = parseScaling(reader(scalingRaw, "scaling.", fail), DEFAULT_SCALING);
+  const listenersConfigured = Object.keys(r.table("listeners") ?? {}).length > 0;
+  if (appScaling.requestsPerTarget !== undefined && !listenersConfigured)
+    fail(
+      "scaling.requests_per_target",
+      "tracks requests through the load balancer, and this app exports no listener ([aws.listeners.NAME])",
+    );
+
   // Groups: every section must name a real group.
   const groupsRaw = r.table("groups") ?? {};
   const byName = new Map(groups.map((g) => [g.name, g]));
@@ -364,7 +386,12 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
     const cpu = gr.int("cpu", 256, 16384) ?? 256;
     const memory = gr.int("memory", 512, 122880) ?? 512;
     checkFargateSize(cpu, memory, `groups.${g.name}.`, fail);
-    const cpuTarget = gr.int("cpu_target", 10, 90) ?? 70;
+    const scaling = parseScaling(gr, appScaling);
+    if (scaling.requestsPerTarget !== undefined && !listenersConfigured)
+      fail(
+        `groups.${g.name}.requests_per_target`,
+        "tracks requests through the load balancer, and this app exports no listener ([aws.listeners.NAME])",
+      );
     const key = `aws.groups.${g.name}`;
     const groupRaw = raw as Record<string, unknown>;
     return {
@@ -374,7 +401,7 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
       max,
       cpu,
       memory,
-      cpuTarget,
+      ...scaling,
       permissions: parsePermissions(groupRaw["permissions"], `${key}.permissions`, file),
       secrets: parseSecrets(groupRaw["secrets"], `${key}.secrets`, file, appWideNames),
     };
@@ -496,6 +523,26 @@ export function parseAwsConfig(config: AppConfig, groups: readonly Group[]): Aws
   };
 }
 
+/** The autoscaling settings of a group (or, as defaults for every group, of `[aws.scaling]`). */
+type GroupScaling = Pick<AwsGroupConfig, "cpuTarget" | "requestsPerTarget" | "loadTarget" | "scaleInProtection">;
+
+/**
+ * Production defaults: CPU target tracking at 70% and scale-in protection of busy replicas. Request and
+ * load targets depend on the app (what one replica serves well), so they are off until set.
+ */
+const DEFAULT_SCALING: GroupScaling = { cpuTarget: 70, requestsPerTarget: undefined, loadTarget: undefined, scaleInProtection: true };
+
+/** Scaling keys of one table, each unset one taken from `defaults`. */
+function parseScaling(r: ReturnType<typeof reader>, defaults: GroupScaling): GroupScaling {
+  return {
+    cpuTarget: r.int("cpu_target", 10, 90) ?? defaults.cpuTarget,
+    // Per target and minute, as CloudWatch's ALBRequestCountPerTarget counts them.
+    requestsPerTarget: r.int("requests_per_target", 1, 1_000_000) ?? defaults.requestsPerTarget,
+    loadTarget: r.number("load_target", 0.1, 1_000_000) ?? defaults.loadTarget,
+    scaleInProtection: r.bool("scale_in_protection") ?? defaults.scaleInProtection,
+  };
+}
+
 /** `[aws.rollout]`: steps ascending from 1 to 100 ending at 100, seconds per step, error-rate threshold. */
 function parseRollout(raw: Record<string, unknown>, file: string, fail: (key: string, what: string) => never): RolloutEnv {
   checkKeys(raw, ROLLOUT_KEYS, "aws.rollout", file);
@@ -567,6 +614,14 @@ function reader(table: Record<string, unknown>, prefix: string, fail: (key: stri
       if (v === undefined) return undefined;
       if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
         fail(prefix + key, `must be an integer from ${min} to ${max} (got ${JSON.stringify(v)})`);
+      }
+      return v as number;
+    },
+    number(key: string, min: number, max: number): number | undefined {
+      const v = table[key];
+      if (v === undefined) return undefined;
+      if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
+        fail(prefix + key, `must be a number from ${min} to ${max} (got ${JSON.stringify(v)})`);
       }
       return v as number;
     },

@@ -128,6 +128,12 @@ export type GroupsEnv = Record<
     readonly max: number;
     /** Average CPU utilization (percent) target tracking aims for. */
     readonly cpuTarget: number;
+    /** ALB requests per target per minute target tracking aims for, on each listener the group serves (unset: none). */
+    readonly requestsPerTarget?: number;
+    /** Served calls per second per replica target tracking aims for ({@link METRICS.LOAD}; unset: none). */
+    readonly loadTarget?: number;
+    /** Whether busy replicas are protected from scale-in (unset: true). */
+    readonly scaleInProtection?: boolean;
   }
 >;
 

@@ -38,6 +38,7 @@ import {
   type ReplicaReport,
   type StoppingReply,
 } from "./protocol.js";
+import { albResourceLabel, cpuPolicy, loadPolicy, POLICY, putTargetTracking, requestsPolicy, TaskProtection } from "./scaling.js";
 import { Versions, type LiveVersion, type VersionService, type Weight } from "./versions.js";
 
 /** The control plane's configuration, from the task environment the stack sets. */
@@ -195,6 +196,12 @@ export class ControlPlane implements ControlApi {
   private readonly registeredTargets = new Map<string, Set<string>>();
   /** Listings of groups not listed before, in flight. */
   private readonly firstListings = new Map<string, Promise<InstanceSummary[]>>();
+  /** Scale-in protection of the replicas agents report busy. */
+  private readonly protection: TaskProtection;
+  /** Request-count policies put (`service/listener`): each once per control plane. */
+  private readonly requestPolicies = new Set<string>();
+  /** Services whose CPU and load policies this control plane put as configured (their floor was registered). */
+  private readonly scaledServices = new Set<string>();
 
   constructor(
     private readonly env: ControlPlaneEnv,
@@ -210,6 +217,7 @@ export class ControlPlane implements ControlApi {
       taskDefinitionOf: (group, version) => this.taskDefinitionOf(group, version),
     });
     this.rejections = new RejectionLog((msg, attrs) => this.log.warn(msg, attrs));
+    this.protection = new TaskProtection(aws, env.clusterArn, (api, resource, fn) => this.aws_(api, resource, fn));
     this.caStore =
       env.caSecretArn === undefined
         ? undefined
@@ -394,6 +402,7 @@ export class ControlPlane implements ControlApi {
     await this.registerReplica(report);
     for (const [listener, port] of Object.entries(report.listeners))
       await this.registerTarget(listener, this.versionOf(report), report.ip, port);
+    await this.scalingOnReport(report);
     if (first)
       this.log.info("replica ready", {
         group: report.group,
@@ -419,6 +428,7 @@ export class ControlPlane implements ControlApi {
 
   async stopping(report: ReplicaReport): Promise<StoppingReply> {
     this.replicas.delete(report.taskArn);
+    await this.releaseProtection([report.taskArn]);
     await this.deregisterReplica(report.group, report.taskId);
     let delay = 0;
     for (const [listener, port] of Object.entries(report.listeners)) {
@@ -549,6 +559,8 @@ export class ControlPlane implements ControlApi {
     this.log.info("group raised", { group, version, desired: floor });
     try {
       await this.versions.registerScaling(name, floor, Math.max(floor, max), this.env.groups[group]?.cpuTarget ?? 70);
+      await this.putServicePolicies(group, version);
+      this.scaledServices.add(name);
     } catch (err) {
       // The desired count is what runs tasks; the scaling floor only keeps it. Report, don't fail.
       this.log.warn("cannot record the group's autoscaling floor", { group, version, err: (err as Error).message });
@@ -1146,7 +1158,137 @@ export class ControlPlane implements ControlApi {
     }
   }
 
+  // ---- autoscaling beyond CPU, scale-in protection (scaling.ts) ----
+
+  /**
+   * The CPU and (with a `load_target`) load policies of a version's group service, as configured. Put
+   * when the control plane registers the service's floor, and once per control plane for a service
+   * whose replicas report (`tsweaver aws activate` registers main's floor with CPU tracking only).
+   */
+  private async putServicePolicies(group: string, version: string): Promise<void> {
+    const g = Object.hasOwn(this.env.groups, group) ? this.env.groups[group] : undefined;
+    if (g === undefined) return;
+    const service = versionedServiceName(group, version);
+    const put = (name: string, config: Parameters<typeof putTargetTracking>[4]) =>
+      putTargetTracking(this.aws, this.clusterName, service, name, config, (api, resource, fn) => this.aws_(api, resource, fn));
+    await put(POLICY.CPU, cpuPolicy(g.cpuTarget));
+    if (g.loadTarget !== undefined) await put(POLICY.LOAD, loadPolicy(process.env[ENV.APP] ?? "", group, version, g.loadTarget));
+  }
+
+  /**
+   * What a replica's report means for scaling: its group serves the listeners it exports (a request-count
+   * policy per listener, when the group has `requests_per_target`), and whether it is busy (scale-in
+   * protection). Failures are logged: they never fail the registration.
+   */
+  private async scalingOnReport(report: ReplicaReport): Promise<void> {
+    const g = Object.hasOwn(this.env.groups, report.group) ? this.env.groups[report.group] : undefined;
+    const version = this.versionOf(report);
+    const service = versionedServiceName(report.group, version);
+    if (g !== undefined && !this.scaledServices.has(service)) {
+      // Marked first: a failure is reported once per control plane, not with every heartbeat.
+      this.scaledServices.add(service);
+      await this.putServicePolicies(report.group, version).catch((err: Error) =>
+        this.log.warn("cannot set the group's scaling policies", { group: report.group, version, err: err.message }),
+      );
+    }
+    if (g?.requestsPerTarget !== undefined) {
+      for (const listener of Object.keys(report.listeners)) {
+        const key = `${service}/${listener}`;
+        if (this.requestPolicies.has(key) || !Object.hasOwn(this.env.listeners, listener)) continue;
+        try {
+          const label = albResourceLabel(this.listener(listener).listenerArn, await this.targetGroup(listener, version));
+          await putTargetTracking(
+            this.aws,
+            this.clusterName,
+            service,
+            POLICY.requests(listener),
+            requestsPolicy(label, g.requestsPerTarget),
+            (api, resource, fn) => this.aws_(api, resource, fn),
+          );
+          this.requestPolicies.add(key);
+          this.log.info("request-count scaling policy set", {
+            group: report.group,
+            version,
+            listener,
+            target: String(g.requestsPerTarget),
+          });
+        } catch (err) {
+          this.log.warn("cannot set the request-count scaling policy", {
+            group: report.group,
+            version,
+            listener,
+            err: (err as Error).message,
+          });
+        }
+      }
+    }
+    if (report.busy === undefined || g?.scaleInProtection === false) return;
+    const was = this.protection.protectedNow(report.taskArn);
+    void this.protection
+      .reportInBackground(report.taskArn, report.busy, (err) =>
+        this.log.warn("cannot change the task's scale-in protection: busy reports are ignored for 5 minutes", {
+          task: report.taskId,
+          busy: String(report.busy),
+          err: err.message,
+        }),
+      )
+      .then(() => {
+        const now = this.protection.protectedNow(report.taskArn);
+        if (was !== now)
+          this.log.info(now ? "busy replica protected from scale-in" : "idle replica no longer protected from scale-in", {
+            group: report.group,
+            version,
+            task: report.taskId,
+          });
+      });
+  }
+
+  /** Releases the scale-in protection of tasks that stop serving (logged, never thrown). */
+  private async releaseProtection(taskArns: readonly string[]): Promise<void> {
+    const held = taskArns.filter((t) => this.protection.protectedNow(t));
+    await this.protection
+      .release(taskArns)
+      .then(() => {
+        for (const t of held) this.log.info("stopping replica no longer protected from scale-in", { task: t.split("/").pop()! });
+      })
+      .catch((err: Error) => this.log.warn("cannot release the task's scale-in protection", { err: err.message }));
+  }
+
+  /**
+   * On stack deletion: no group task may stay protected (a restarted control plane does not know
+   * which ones its predecessor protected, so every running group task is released).
+   */
+  private async releaseEveryProtection(): Promise<void> {
+    const tasks = await this.liveTasks().catch(() => [] as Task[]);
+    const groupTasks = tasks.filter((t) => t.group !== `service:${CONTROLPLANE_NAME}`).map((t) => t.taskArn!);
+    await this.protection
+      .release(groupTasks, { all: true })
+      .catch((err: Error) => this.log.warn("cannot release the tasks' scale-in protection", { err: err.message }));
+  }
+
   // ---- stack deletion ----
+
+  /**
+   * Tasks of these services that have not stopped yet. A task ECS is stopping already has desired status
+   * STOPPED (ListTasks' RUNNING filter leaves it out) while it drains: both lists are read, and only a
+   * last status of STOPPED counts as gone.
+   */
+  private async tasksNotStopped(services: ReadonlySet<string>): Promise<number> {
+    const arns: string[] = [];
+    for (const desiredStatus of ["RUNNING", "STOPPED"] as const) {
+      const pages = paginateListTasks({ client: this.aws.ecs, pageSize: 100 }, { cluster: this.env.clusterArn, desiredStatus });
+      for await (const page of awsPages("ecs:ListTasks", `cluster ${this.clusterName}`, pages, (a, r, f) => this.aws_(a, r, f)))
+        arns.push(...(page.taskArns ?? []));
+    }
+    let left = 0;
+    for (let i = 0; i < arns.length; i += 100) {
+      const page = await this.aws_("ecs:DescribeTasks", `tasks of cluster ${this.clusterName}`, () =>
+        this.aws.ecs.send(new DescribeTasksCommand({ cluster: this.env.clusterArn, tasks: arns.slice(i, i + 100) })),
+      );
+      left += (page.tasks ?? []).filter((t) => services.has((t.group ?? "").replace(/^service:/, "")) && t.lastStatus !== "STOPPED").length;
+    }
+    return left;
+  }
 
   private async stackDeleting(): Promise<boolean> {
     try {
@@ -1164,6 +1306,7 @@ export class ControlPlane implements ControlApi {
    */
   private async retireEverything(): Promise<void> {
     this.log.info("stack deletion: removing every version's services and target groups", {});
+    await this.releaseEveryProtection();
     const versions = await this.versions.list();
     for (const v of versions.values()) {
       await this.scaleToZero(v);
@@ -1180,11 +1323,11 @@ export class ControlPlane implements ControlApi {
     // only go once their tasks have. Wait for them within the stop timeout, then remove every instance
     // again: a heartbeat that was in flight when the teardown began may have re-registered one.
     const deadline = Date.now() + TEARDOWN_WAIT_MS;
-    for (const v of versions.values()) {
-      for (const s of v.services.values()) {
-        while (Date.now() < deadline && (await this.versions.liveTaskCount(s.name).catch(() => 0)) > 0)
-          await new Promise((r) => setTimeout(r, 2_000));
-      }
+    const services = new Set([...versions.values()].flatMap((v) => [...v.services.values()].map((s) => s.name)));
+    for (;;) {
+      const left = await this.tasksNotStopped(services).catch(() => 0);
+      if (left === 0 || Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, 2_000));
     }
     for (const group of Object.keys(this.env.groups)) {
       for (const inst of await this.instances(group).catch(() => [])) await this.deregisterReplica(group, inst.Id!).catch(() => {});

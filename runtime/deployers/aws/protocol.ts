@@ -84,6 +84,11 @@ export interface ReplicaReport {
   /** Component method calls the weavelet made since the previous report, and how many failed (rollout error rates). */
   calls?: number;
   errors?: number;
+  /**
+   * Whether the weavelet served component calls since the previous report: busy replicas are protected
+   * from scale-in. Unset: unknown (the first report), nothing changes.
+   */
+  busy?: boolean;
 }
 
 export type Method = keyof ControlApi;
@@ -164,6 +169,7 @@ const replicaReport: Readonly<Record<keyof ReplicaReport, Field>> = {
   listeners: f(listenerPorts),
   calls: f(count, true),
   errors: f(count, true),
+  busy: f(bool, true),
 };
 
 /**

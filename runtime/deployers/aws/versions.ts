@@ -35,6 +35,7 @@ import {
   type Action,
 } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { type AwsClients, awsPages, callAws } from "./clients.js";
+import { cpuPolicy, POLICY } from "./scaling.js";
 import { parseServiceName, RULE_PRIORITY, TAGS, targetGroupName, versionedServiceName, type RolloutPhase } from "./contract.js";
 
 /** One group's ECS service in one version. */
@@ -224,14 +225,9 @@ export class Versions {
       this.aws.scaling.send(
         new PutScalingPolicyCommand({
           ...key,
-          PolicyName: "cpu",
+          PolicyName: POLICY.CPU,
           PolicyType: "TargetTrackingScaling",
-          TargetTrackingScalingPolicyConfiguration: {
-            TargetValue: cpuTarget,
-            PredefinedMetricSpecification: { PredefinedMetricType: "ECSServiceAverageCPUUtilization" },
-            ScaleInCooldown: 120,
-            ScaleOutCooldown: 60,
-          },
+          TargetTrackingScalingPolicyConfiguration: cpuPolicy(cpuTarget),
         }),
       ),
     );
@@ -244,7 +240,7 @@ export class Versions {
       ScalableDimension: "ecs:service:DesiredCount" as const,
     };
     await this.call("application-autoscaling:DeleteScalingPolicy", key.ResourceId, () =>
-      this.aws.scaling.send(new DeleteScalingPolicyCommand({ ...key, PolicyName: "cpu" })),
+      this.aws.scaling.send(new DeleteScalingPolicyCommand({ ...key, PolicyName: POLICY.CPU })),
     ).catch(ignoreMissing);
     await this.call("application-autoscaling:DeregisterScalableTarget", key.ResourceId, () =>
       this.aws.scaling.send(new DeregisterScalableTargetCommand(key)),

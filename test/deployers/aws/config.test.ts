@@ -330,7 +330,58 @@ const bad: [string, string, RegExp][] = [
     "[aws.rollout]\nhealth_timeout_seconds = 1\n",
     /aws\.rollout\.health_timeout_seconds: must be an integer from 10 to 86400 \(got 1\)/,
   ],
+  [
+    "unknown scaling key",
+    "[aws.scaling]\nrequests = 5\n",
+    /aws\.scaling\.requests: unknown key \(known keys: cpu_target, requests_per_target, load_target, scale_in_protection\)/,
+  ],
+  ["cpu target", "[aws.scaling]\ncpu_target = 95\n", /aws\.scaling\.cpu_target: must be an integer from 10 to 90 \(got 95\)/],
+  ["group cpu target", "[aws.groups.shop-cart]\ncpu_target = 5\n", /aws\.groups\.shop-cart\.cpu_target: must be an integer from 10 to 90/],
+  [
+    "requests per target as a float",
+    "[aws.listeners.web]\n[aws.scaling]\nrequests_per_target = 10.5\n",
+    /aws\.scaling\.requests_per_target: must be an integer from 1 to 1000000 \(got 10\.5\)/,
+  ],
+  [
+    "requests per target without listeners",
+    "[aws.scaling]\nrequests_per_target = 1000\n",
+    /aws\.scaling\.requests_per_target: tracks requests through the load balancer, and this app exports no listener/,
+  ],
+  [
+    "group requests per target without listeners",
+    "[aws.groups.shop-cart]\nrequests_per_target = 1000\n",
+    /aws\.groups\.shop-cart\.requests_per_target: tracks requests through the load balancer/,
+  ],
+  ["load target zero", "[aws.scaling]\nload_target = 0\n", /aws\.scaling\.load_target: must be a number from 0\.1 to 1000000 \(got 0\)/],
+  ["load target string", '[aws.groups.shop-cart]\nload_target = "50"\n', /aws\.groups\.shop-cart\.load_target: must be a number/],
+  ["protection as string", '[aws.scaling]\nscale_in_protection = "yes"\n', /aws\.scaling\.scale_in_protection: must be true or false/],
 ];
+
+test("autoscaling: CPU at 70% and busy replicas protected by default; [aws.scaling] sets every group, a group's own keys win", () => {
+  const scaling = (c: AwsConfig) => c.groups.map((g) => [g.name, g.cpuTarget, g.requestsPerTarget, g.loadTarget, g.scaleInProtection]);
+  assert.deepEqual(scaling(aws("")), [
+    ["shop-catalog", 70, undefined, undefined, true],
+    ["shop-cart", 70, undefined, undefined, true],
+    ["tsweaver-main", 70, undefined, undefined, true],
+  ]);
+  const c = aws(`
+[aws.listeners.web]
+[aws.scaling]
+cpu_target = 60
+load_target = 25.5
+[aws.groups.shop-cart]
+load_target = 100
+scale_in_protection = false
+[aws.groups.tsweaver-main]
+requests_per_target = 1200
+cpu_target = 50
+`);
+  assert.deepEqual(scaling(c), [
+    ["shop-catalog", 60, undefined, 25.5, true],
+    ["shop-cart", 60, undefined, 100, false],
+    ["tsweaver-main", 50, 1200, 25.5, true],
+  ]);
+});
 
 for (const [what, text, message] of bad) {
   test(`[aws] error names the file and key: ${what}`, () => {
