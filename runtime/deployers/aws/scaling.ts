@@ -175,7 +175,7 @@ export class TaskProtection {
    */
   async release(taskArns: readonly string[], opts: { all?: boolean } = {}): Promise<void> {
     // A report still in flight goes first: it must not protect the task again after this.
-    await Promise.all(taskArns.map((t) => this.chains.get(t)));
+    await Promise.all(taskArns.flatMap((t) => this.chains.get(t) ?? []));
     const held = opts.all ? [...taskArns] : taskArns.filter((t) => this.until.has(t));
     for (let i = 0; i < held.length; i += 10) await this.set(held.slice(i, i + 10), false);
   }
