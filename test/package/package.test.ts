@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import {
@@ -78,6 +78,9 @@ function offlineEnv(): NodeJS.ProcessEnv {
 before(
   async () => {
     tmp = tempDir("tsweaver-package-");
+    // The emulated tasks run the app as another user than their agent, as the image does (docs/security.md):
+    // that user must reach the app's files, as it can in a real image.
+    chmodSync(tmp, 0o755);
     const packed = JSON.parse(run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", tmp], ROOT)) as {
       filename: string;
     }[];
