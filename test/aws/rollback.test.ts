@@ -48,7 +48,7 @@ describe("AWS rollbacks: automatic on health and errors, and on request", () => 
     assert.match(
       rollout.out,
       new RegExp(
-        `version ${v2}: rolled-back \\(not healthy within 10 s: group tsweaver-main: 0/1 replicas ready\\) · no listener traffic · previous: ${stable}`,
+        `version ${v2}: rolled-back \\(not healthy within 10 s: (group [\\w-]+: \\d+/\\d+ replicas ready, )*group tsweaver-main: 0/1 replicas ready(, group [\\w-]+: \\d+/\\d+ replicas ready)*\\) · no listener traffic · previous: ${stable}`,
       ),
     );
   });

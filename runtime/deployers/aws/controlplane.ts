@@ -916,11 +916,14 @@ export class ControlPlane implements ControlApi {
   /** Why a version is not (yet) fit to take traffic, or undefined when it is. */
   private async unhealthy(v: LiveVersion, previous: LiveVersion): Promise<string | undefined> {
     const floors = this.floors(previous);
+    // Every short group is named: the one that never starts may not be the first one listed.
+    const short: string[] = [];
     for (const [group, floor] of floors) {
       // This reconcile's listing (kept current by the registrations since): no extra ListInstances.
       const ready = [...(await this.knownInstances(group)).values()].filter((copies) => copies[0]?.[ATTR.VERSION] === v.version).length;
-      if (ready < floor) return `group ${group}: ${ready}/${floor} replicas ready`;
+      if (ready < floor) short.push(`group ${group}: ${ready}/${floor} replicas ready`);
     }
+    if (short.length > 0) return short.join(", ");
     for (const name of Object.keys(this.env.listeners)) {
       const arn = await this.targetGroup(name, v.version);
       const states = await this.versions.targetStates(arn);
