@@ -5,7 +5,7 @@ import * as actions from "aws-cdk-lib/aws-cloudwatch-actions";
 import * as sns from "aws-cdk-lib/aws-sns";
 import { Construct } from "constructs";
 import { CONTROLPLANE_NAME, ENV, METRICS, versionedServiceName } from "../runtime/deployers/aws/contract.js";
-import type { WeaverApp } from "./weaver-app.js";
+import { nagResource, type WeaverApp } from "./weaver-app.js";
 
 /** Thresholds of the opt-in alarms; an undefined one creates no alarm. */
 export interface WeaverAlarmProps {
@@ -239,23 +239,21 @@ export class WeaverDashboard extends Construct {
     app.controlPlaneTaskDefinition.defaultContainer?.addEnvironment(ENV.ALARMS, JSON.stringify(alarmNames));
     // Granted on this stack's alarm names (whether or not weaver.toml opts into any), not on each alarm's
     // ARN: the grant stays the same as alarms come and go, and no other stack's alarms match the prefix.
-    const ownAlarms = `${alarmNamePrefix(app.deploymentId)}*`;
+    const ownAlarms = Stack.of(this).formatArn({
+      service: "cloudwatch",
+      resource: "alarm",
+      resourceName: `${alarmNamePrefix(app.deploymentId)}*`,
+      arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+    });
     app.controlPlaneRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: "DescribeOwnAlarms",
         actions: ["cloudwatch:DescribeAlarms"],
-        resources: [
-          Stack.of(this).formatArn({
-            service: "cloudwatch",
-            resource: "alarm",
-            resourceName: ownAlarms,
-            arnFormat: ArnFormat.COLON_RESOURCE_NAME,
-          }),
-        ],
+        resources: [ownAlarms],
       }),
     );
     Validations.of(app.controlPlaneRole).acknowledge({
-      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:<AWS::Region>:<AWS::AccountId>:alarm:${ownAlarms}]`,
+      id: `AwsSolutions-IAM5[Resource::${nagResource(Stack.of(this), ownAlarms)}]`,
       reason: "cloudwatch:DescribeAlarms on this stack's alarms only: their names all start with the deployment id and a dot.",
     });
   }

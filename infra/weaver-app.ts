@@ -1194,7 +1194,7 @@ const DISCOVER_STAR_REASON =
  * A resource as cdk-nag names it in an IAM5 finding id: the resolved value with `Ref`s as `<Id>` and
  * `Fn::GetAtt`s as `<Id.Attr>` (its flattenCfnReference).
  */
-function nagResource(stack: Stack, value: string): string {
+export function nagResource(stack: Stack, value: string): string {
   const visit = (node: unknown): string => {
     if (typeof node === "string") return node.replace(/\$\{/g, "<").replace(/\}/g, ">");
     if (Array.isArray(node)) return JSON.stringify(node);

@@ -374,11 +374,22 @@ describe("hello stack", () => {
     assert.deepEqual(bySid("OwnStack").Resource, { Ref: "AWS::StackId" });
     // The deployment secret only, re-read to follow rotations.
     assert.deepEqual(bySid("DeploymentSecret").Resource, { Ref: s.id(s.stack.weaver.secret) });
+    // This stack's alarms only (the rollout's alarm check).
+    assert.match(JSON.stringify(bySid("DescribeOwnAlarms").Resource), /:alarm:tsweaver-hello\.\*"/);
     // Nothing else: no S3, no IAM beyond PassRole and the scaling service-linked role.
     const services = new Set(mine.flatMap(actionsOf).map((a) => a.split(":")[0]));
     assert.deepEqual(
       services,
-      new Set(["ecs", "iam", "application-autoscaling", "servicediscovery", "elasticloadbalancing", "cloudformation", "secretsmanager"]),
+      new Set([
+        "ecs",
+        "iam",
+        "application-autoscaling",
+        "servicediscovery",
+        "elasticloadbalancing",
+        "cloudformation",
+        "secretsmanager",
+        "cloudwatch",
+      ]),
     );
   });
 
