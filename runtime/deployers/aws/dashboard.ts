@@ -1,10 +1,19 @@
-import { GetMetricDataCommand, type MetricDataQuery, type Metric, paginateListMetrics } from "@aws-sdk/client-cloudwatch";
+import {
+  type CloudWatchClient,
+  type Datapoint,
+  GetMetricDataCommand,
+  GetMetricStatisticsCommand,
+  type MetricDataQuery,
+  type Metric,
+  paginateListMetrics,
+} from "@aws-sdk/client-cloudwatch";
 import { FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
 import { DescribeTaskDefinitionCommand, DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/client-ecs";
 import { DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import type { LogEntry, MetricUpdate } from "../../protos/runtime.js";
 import type { AdminBackend, DashboardReplica, DashboardStatus, DeploymentSummary } from "../../telemetry/dashboard.js";
+import { type EdgeLatency, edgeKey } from "../../telemetry/graph.js";
 import { MetricStore } from "../../telemetry/metricstore.js";
 import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY } from "../../telemetry/methods.js";
 import { TraceStore } from "../../telemetry/tracestore.js";
@@ -47,7 +56,8 @@ const MAX_QUERIES = 500;
  * groups and replicas from ECS tasks, Cloud Map registrations and the listeners' target health; the call
  * graph and charts from the agents' EMF metrics in CloudWatch (GetMetricData, a point a minute); the log
  * tail from CloudWatch Logs. Reads are cached (see {@link AwsDashboardOptions}) so an open page costs a
- * bounded number of AWS calls, whatever its refresh rate. Traces stay in X-Ray or the OTLP collector.
+ * bounded number of AWS calls, whatever its refresh rate. The call graph's p50/p99 are CloudWatch's
+ * percentiles of the EMF latency over the graph's window. Traces stay in X-Ray or the OTLP collector.
  */
 export class AwsDashboardSource implements AdminBackend {
   /** Rebuilt from CloudWatch on each read (see {@link collectMetrics}). */
@@ -69,6 +79,7 @@ export class AwsDashboardSource implements AdminBackend {
   private logsFrom = Date.now() - 10 * 60_000;
   private readonly seenLogEvents = new Set<string>();
   private app = "";
+  private latency = new Map<string, EdgeLatency>();
 
   constructor(
     private readonly aws: AwsClients,
@@ -81,6 +92,10 @@ export class AwsDashboardSource implements AdminBackend {
 
   get metricStore(): MetricStore {
     return this.store;
+  }
+
+  edgeLatency(): ReadonlyMap<string, EdgeLatency> {
+    return this.latency;
   }
 
   async status(): Promise<DashboardStatus> {
@@ -345,6 +360,7 @@ export class AwsDashboardSource implements AdminBackend {
     for (const g of this.cached?.status.groups ?? []) for (const c of g.components) groupOf.set(c, g.name);
     // One query per series and statistic; latency needs its sum and its count.
     const queries: { query: MetricDataQuery; name: string; labels: Record<string, string>; part: "value" | "count" }[] = [];
+    const latencySeries: LatencySeries[] = [];
     for (const m of edges) {
       const dims = Object.fromEntries((m.Dimensions ?? []).map((x) => [x.Name ?? "", x.Value ?? ""]));
       const caller = dims[D.CALLER] ?? "";
@@ -353,6 +369,7 @@ export class AwsDashboardSource implements AdminBackend {
       const remote = String(groupOf.get(caller) === undefined || groupOf.get(caller) !== groupOf.get(component));
       const labels = { caller, component, method: dims[D.METHOD] ?? "", remote, version: dims[D.VERSION] ?? "" };
       const name = m.MetricName === METRICS.CALLS ? METHOD_CALLS : m.MetricName === METRICS.ERRORS ? METHOD_ERRORS : METHOD_LATENCY;
+      if (name === METHOD_LATENCY) latencySeries.push({ metric: m, edge: edgeKey(caller, component, remote === "true") });
       const stats: ["Sum" | "SampleCount", "value" | "count"][] =
         name === METHOD_LATENCY
           ? [
@@ -407,7 +424,7 @@ export class AwsDashboardSource implements AdminBackend {
         let u = updates.get(key);
         if (!u) {
           const kind = q.name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER";
-          // A latency without buckets: CloudWatch gives its sum and count (the mean), the page no quantile.
+          // A latency without buckets: CloudWatch gives its sum and count (the mean); its percentiles come apart (edgeLatency).
           u = { name: q.name, kind, help: "", labels: q.labels, value: 0, bounds: [], counts: kind === "HISTOGRAM" ? ["0"] : [] };
           updates.set(key, u);
         }
@@ -418,7 +435,77 @@ export class AwsDashboardSource implements AdminBackend {
       store.snapshot(Math.min(t + PERIOD_SEC * 1000, now), 0);
     }
     this.store = store;
+    this.latency = await readEdgeLatency(this.aws.cloudWatch, latencySeries, end, this.graphWindowSec);
   }
+}
+
+/** One EMF latency series of the call graph and its edge ({@link edgeKey}). */
+export interface LatencySeries {
+  metric: Metric;
+  edge: string;
+}
+
+const PERCENTILES = { p50: "p50Ms", p99: "p99Ms" } as const;
+/** GetMetricStatistics calls in flight at once. */
+const PERCENTILE_READS = 8;
+
+/**
+ * CloudWatch's p50 and p99 of each latency series over the `periodSec` before `end` (EMF histograms are
+ * stored as value/count pairs, so CloudWatch computes percentiles from them), per call-graph edge.
+ * GetMetricStatistics' ExtendedStatistics, a call per series (priced per metric like GetMetricData).
+ */
+export async function readEdgeLatency(
+  cloudWatch: CloudWatchClient,
+  series: readonly LatencySeries[],
+  end: Date,
+  periodSec: number,
+): Promise<Map<string, EdgeLatency>> {
+  const start = new Date(end.getTime() - periodSec * 1000);
+  const answers: Datapoint[][] = new Array<Datapoint[]>(series.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < series.length; i = next++) {
+      const m = series[i]!.metric;
+      const out = await callAws("cloudwatch:GetMetricStatistics", `${METRICS.NAMESPACE} ${m.MetricName} (latency percentiles)`, () =>
+        cloudWatch.send(
+          new GetMetricStatisticsCommand({
+            Namespace: m.Namespace,
+            MetricName: m.MetricName,
+            Dimensions: m.Dimensions,
+            StartTime: start,
+            EndTime: end,
+            Period: periodSec,
+            ExtendedStatistics: Object.keys(PERCENTILES),
+          }),
+        ),
+      );
+      answers[i] = out.Datapoints ?? [];
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PERCENTILE_READS, series.length) }, worker));
+  return edgeLatencyOf(series, answers);
+}
+
+/**
+ * GetMetricStatistics' answers (one per series, in order) as percentiles per edge: each series' newest
+ * datapoint; an edge with several methods (or versions) takes the slowest one's, since percentiles of
+ * separate series do not combine. A series without percentiles leaves its edge's undefined.
+ */
+export function edgeLatencyOf(series: readonly LatencySeries[], answers: readonly (readonly Datapoint[])[]): Map<string, EdgeLatency> {
+  const out = new Map<string, EdgeLatency>();
+  series.forEach((s, i) => {
+    let newest: Datapoint | undefined;
+    for (const p of answers[i] ?? [])
+      if (p.ExtendedStatistics && (!newest || (p.Timestamp?.getTime() ?? 0) > (newest.Timestamp?.getTime() ?? 0))) newest = p;
+    for (const [stat, field] of Object.entries(PERCENTILES)) {
+      const v = newest?.ExtendedStatistics?.[stat];
+      if (typeof v !== "number" || !Number.isFinite(v)) continue;
+      const e = out.get(s.edge) ?? { p50Ms: undefined, p99Ms: undefined };
+      e[field] = Math.max(e[field] ?? -Infinity, v);
+      out.set(s.edge, e);
+    }
+  });
+  return out;
 }
 
 /** A log event as a LogEntry: the agents' JSON lines, or a plain line as a stdout entry; undefined for an EMF metric line. */
