@@ -346,97 +346,139 @@ export class AwsDashboardSource implements AdminBackend {
 
   private async readMetrics(): Promise<void> {
     await this.refresh(); // the app name, from a task definition
-    const D = METRICS.DIM;
-    const edges: Metric[] = [];
-    const wanted = new Set<string>([METRICS.CALLS, METRICS.ERRORS, METRICS.LATENCY]);
-    for await (const page of paginateListMetrics(
-      { client: this.aws.cloudWatch },
-      { Namespace: METRICS.NAMESPACE, Dimensions: [{ Name: D.APP, Value: this.app }] },
-    )) {
-      for (const m of page.Metrics ?? [])
-        if (wanted.has(m.MetricName ?? "") && (m.Dimensions ?? []).some((x) => x.Name === D.CALLER)) edges.push(m);
-    }
     const groupOf = new Map<string, string>();
     for (const g of this.cached?.status.groups ?? []) for (const c of g.components) groupOf.set(c, g.name);
-    // One query per series and statistic; latency needs its sum and its count.
-    const queries: { query: MetricDataQuery; name: string; labels: Record<string, string>; part: "value" | "count" }[] = [];
-    const latencySeries: LatencySeries[] = [];
-    for (const m of edges) {
-      const dims = Object.fromEntries((m.Dimensions ?? []).map((x) => [x.Name ?? "", x.Value ?? ""]));
-      const caller = dims[D.CALLER] ?? "";
-      const component = dims[D.COMPONENT] ?? "";
-      // EMF drops the runtime's "remote" label: a call is remote when caller and callee run in different groups.
-      const remote = String(groupOf.get(caller) === undefined || groupOf.get(caller) !== groupOf.get(component));
-      const labels = { caller, component, method: dims[D.METHOD] ?? "", remote, version: dims[D.VERSION] ?? "" };
-      const name = m.MetricName === METRICS.CALLS ? METHOD_CALLS : m.MetricName === METRICS.ERRORS ? METHOD_ERRORS : METHOD_LATENCY;
-      if (name === METHOD_LATENCY) latencySeries.push({ metric: m, edge: edgeKey(caller, component, remote === "true") });
-      const stats: ["Sum" | "SampleCount", "value" | "count"][] =
-        name === METHOD_LATENCY
-          ? [
-              ["Sum", "value"],
-              ["SampleCount", "count"],
-            ]
-          : [["Sum", "value"]];
-      for (const [stat, part] of stats)
-        queries.push({
-          query: { Id: `m${queries.length}`, MetricStat: { Metric: m, Period: PERIOD_SEC, Stat: stat }, ReturnData: true },
-          name,
-          labels,
-          part,
-        });
-    }
-    const now = Date.now();
-    const end = new Date(Math.ceil(now / (PERIOD_SEC * 1000)) * PERIOD_SEC * 1000);
-    const start = new Date(end.getTime() - this.opts.metricsWindowMinutes * 60_000);
-    // Per period start (ms) → per query index → value.
-    const byTime = new Map<number, Map<number, number>>();
-    for (let i = 0; i < queries.length; i += MAX_QUERIES) {
-      const batch = queries.slice(i, i + MAX_QUERIES);
-      let token: string | undefined;
-      do {
-        const out = await callAws("cloudwatch:GetMetricData", `namespace ${METRICS.NAMESPACE} (app ${this.app})`, () =>
-          this.aws.cloudWatch.send(
-            new GetMetricDataCommand({ MetricDataQueries: batch.map((q) => q.query), StartTime: start, EndTime: end, NextToken: token }),
-          ),
-        );
-        for (const r of out.MetricDataResults ?? []) {
-          const index = Number((r.Id ?? "").slice(1));
-          (r.Timestamps ?? []).forEach((t, k) => {
-            const at = t.getTime();
-            const values = byTime.get(at) ?? new Map<number, number>();
-            values.set(index, (values.get(index) ?? 0) + (r.Values?.[k] ?? 0));
-            byTime.set(at, values);
-          });
-        }
-        token = out.NextToken;
-      } while (token);
-    }
-    // Totals from the window's start: a zero point, then one point at the end of each period (never past now).
-    const store = new MetricStore(this.opts.metricsWindowMinutes + 2);
-    const times = [...byTime.keys()].sort((a, b) => a - b);
-    if (times.length > 0) store.snapshot(times[0]!, 0);
-    for (const t of times) {
-      const values = byTime.get(t)!;
-      const updates = new Map<string, MetricUpdate>();
-      for (const [index, v] of values) {
-        const q = queries[index]!;
-        const key = `${q.name}\u0000${JSON.stringify(q.labels)}`;
-        let u = updates.get(key);
-        if (!u) {
-          const kind = q.name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER";
-          // A latency without buckets: CloudWatch gives its sum and count (the mean); its percentiles come apart (edgeLatency).
-          u = { name: q.name, kind, help: "", labels: q.labels, value: 0, bounds: [], counts: kind === "HISTOGRAM" ? ["0"] : [] };
-          updates.set(key, u);
-        }
-        if (q.part === "value") u.value += v;
-        else u.counts = [String(Number(u.counts[0] ?? 0) + v)];
-      }
-      store.add([...updates.values()], {});
-      store.snapshot(Math.min(t + PERIOD_SEC * 1000, now), 0);
-    }
-    this.store = store;
-    this.latency = await readEdgeLatency(this.aws.cloudWatch, latencySeries, end, this.graphWindowSec);
+    const read = await readMetricStore(this.aws.cloudWatch, this.app, groupOf, this.opts.metricsWindowMinutes);
+    this.store = read.store;
+    this.latency = await readEdgeLatency(this.aws.cloudWatch, read.latencySeries, read.end, this.graphWindowSec);
   }
+}
+
+/**
+ * The app's metrics in CloudWatch as a metric store the page reads like the multi deployer's: per caller →
+ * component.method edge (and version), calls, errors and latency (sum and count: the mean), and the app's
+ * own metrics (by their `Kind` dimension: counters' sums, gauges' averages, histograms' sums and counts),
+ * per minute over the last `windowMinutes`, as a history of totals. `groupOf` (component → group) tells
+ * local calls from remote ones; the latency series are returned for their percentiles.
+ */
+export async function readMetricStore(
+  cloudWatch: CloudWatchClient,
+  app: string,
+  groupOf: ReadonlyMap<string, string>,
+  windowMinutes: number,
+): Promise<{ store: MetricStore; latencySeries: LatencySeries[]; end: Date }> {
+  const D = METRICS.DIM;
+  const edges: Metric[] = [];
+  const user: Metric[] = [];
+  const listed = new Set<string>();
+  const wanted = new Set<string>([METRICS.CALLS, METRICS.ERRORS, METRICS.LATENCY]);
+  for await (const page of paginateListMetrics(
+    { client: cloudWatch },
+    { Namespace: METRICS.NAMESPACE, Dimensions: [{ Name: D.APP, Value: app }] },
+  )) {
+    for (const m of page.Metrics ?? []) {
+      const dims = m.Dimensions ?? [];
+      // Each metric once, whatever the listing repeats (moto lists a value/count metric once per value and again).
+      const id = JSON.stringify([m.MetricName, dims.map((x) => [x.Name, x.Value]).sort()]);
+      if (listed.has(id)) continue;
+      listed.add(id);
+      if (wanted.has(m.MetricName ?? "") && dims.some((x) => x.Name === D.CALLER)) edges.push(m);
+      else if (dims.some((x) => x.Name === D.KIND)) user.push(m);
+    }
+  }
+  // One query per series and statistic; latency needs its sum and its count.
+  type Kind = MetricUpdate["kind"];
+  const queries: { query: MetricDataQuery; name: string; kind: Kind; labels: Record<string, string>; part: "value" | "count" }[] = [];
+  const add = (m: Metric, name: string, kind: Kind, labels: Record<string, string>) => {
+    const stats: ["Sum" | "SampleCount" | "Average", "value" | "count"][] =
+      kind === "HISTOGRAM"
+        ? [
+            ["Sum", "value"],
+            ["SampleCount", "count"],
+          ]
+        : kind === "GAUGE"
+          ? [["Average", "value"]]
+          : [["Sum", "value"]];
+    for (const [stat, part] of stats)
+      queries.push({
+        query: { Id: `m${queries.length}`, MetricStat: { Metric: m, Period: PERIOD_SEC, Stat: stat }, ReturnData: true },
+        name,
+        kind,
+        labels,
+        part,
+      });
+  };
+  const latencySeries: LatencySeries[] = [];
+  for (const m of edges) {
+    const dims = Object.fromEntries((m.Dimensions ?? []).map((x) => [x.Name ?? "", x.Value ?? ""]));
+    const caller = dims[D.CALLER] ?? "";
+    const component = dims[D.COMPONENT] ?? "";
+    // EMF drops the runtime's "remote" label: a call is remote when caller and callee run in different groups.
+    const remote = String(groupOf.get(caller) === undefined || groupOf.get(caller) !== groupOf.get(component));
+    const labels = { caller, component, method: dims[D.METHOD] ?? "", remote, version: dims[D.VERSION] ?? "" };
+    const name = m.MetricName === METRICS.CALLS ? METHOD_CALLS : m.MetricName === METRICS.ERRORS ? METHOD_ERRORS : METHOD_LATENCY;
+    if (name === METHOD_LATENCY) latencySeries.push({ metric: m, edge: edgeKey(caller, component, remote === "true") });
+    add(m, name, name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER", labels);
+  }
+  // The app's own metrics: their labels are the dimensions past App, Group, Version and Kind; groups and versions add up.
+  const base = new Set<string>([D.APP, D.GROUP, D.VERSION, D.KIND]);
+  for (const m of user) {
+    const dims = m.Dimensions ?? [];
+    const kind = dims.find((x) => x.Name === D.KIND)?.Value;
+    if (kind !== "COUNTER" && kind !== "GAUGE" && kind !== "HISTOGRAM") continue;
+    const labels = Object.fromEntries(dims.filter((x) => !base.has(x.Name ?? "")).map((x) => [x.Name ?? "", x.Value ?? ""]));
+    add(m, m.MetricName ?? "", kind, labels);
+  }
+  const now = Date.now();
+  const end = new Date(Math.ceil(now / (PERIOD_SEC * 1000)) * PERIOD_SEC * 1000);
+  const start = new Date(end.getTime() - windowMinutes * 60_000);
+  // Per period start (ms) → per query index → value.
+  const byTime = new Map<number, Map<number, number>>();
+  for (let i = 0; i < queries.length; i += MAX_QUERIES) {
+    const batch = queries.slice(i, i + MAX_QUERIES);
+    let token: string | undefined;
+    do {
+      const out = await callAws("cloudwatch:GetMetricData", `namespace ${METRICS.NAMESPACE} (app ${app})`, () =>
+        cloudWatch.send(
+          new GetMetricDataCommand({ MetricDataQueries: batch.map((q) => q.query), StartTime: start, EndTime: end, NextToken: token }),
+        ),
+      );
+      for (const r of out.MetricDataResults ?? []) {
+        const index = Number((r.Id ?? "").slice(1));
+        (r.Timestamps ?? []).forEach((t, k) => {
+          const at = t.getTime();
+          const values = byTime.get(at) ?? new Map<number, number>();
+          values.set(index, (values.get(index) ?? 0) + (r.Values?.[k] ?? 0));
+          byTime.set(at, values);
+        });
+      }
+      token = out.NextToken;
+    } while (token);
+  }
+  // Totals from the window's start: a zero point, then one point at the end of each period (never past now).
+  const store = new MetricStore(windowMinutes + 2);
+  const times = [...byTime.keys()].sort((a, b) => a - b);
+  if (times.length > 0) store.snapshot(times[0]!, 0);
+  for (const t of times) {
+    const values = byTime.get(t)!;
+    const updates = new Map<string, MetricUpdate>();
+    for (const [index, v] of values) {
+      const q = queries[index]!;
+      const key = `${q.name}\u0000${JSON.stringify(q.labels)}`;
+      let u = updates.get(key);
+      if (!u) {
+        const kind = q.kind;
+        // A latency without buckets: CloudWatch gives its sum and count (the mean); its percentiles come apart (edgeLatency).
+        u = { name: q.name, kind, help: "", labels: q.labels, value: 0, bounds: [], counts: kind === "HISTOGRAM" ? ["0"] : [] };
+        updates.set(key, u);
+      }
+      if (q.part === "value") u.value += v;
+      else u.counts = [String(Number(u.counts[0] ?? 0) + v)];
+    }
+    store.add([...updates.values()], {});
+    store.snapshot(Math.min(t + PERIOD_SEC * 1000, now), 0);
+  }
+  return { store, latencySeries, end };
 }
 
 /** One EMF latency series of the call graph and its edge ({@link edgeKey}). */

@@ -1,15 +1,19 @@
 /**
- * The call graph's p50/p99 on `tsweaver aws dashboard`: CloudWatch's percentile statistics of the EMF
- * latency per series, mapped to call-graph edges; against the emulator with the real SDK client.
+ * What `tsweaver aws dashboard` reads from CloudWatch beyond the call counts: the call graph's p50/p99
+ * (CloudWatch's percentile statistics of the EMF latency, per edge) and the app's own metrics; against
+ * the emulator with the real SDK client.
  */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { CloudWatchClient, GetMetricStatisticsCommand, type Metric, PutMetricDataCommand } from "@aws-sdk/client-cloudwatch";
 import { METRICS } from "../../../runtime/deployers/aws/contract.js";
-import { edgeLatencyOf, readEdgeLatency } from "../../../runtime/deployers/aws/dashboard.js";
-import { callGraph, edgeKey } from "../../../runtime/telemetry/graph.js";
+import { edgeLatencyOf, readEdgeLatency, readMetricStore } from "../../../runtime/deployers/aws/dashboard.js";
+import { emfLines } from "../../../runtime/deployers/aws/emf.js";
+import type { MetricUpdate } from "../../../runtime/protos/runtime.js";
+import { callGraph, charts, edgeKey } from "../../../runtime/telemetry/graph.js";
 import { METHOD_CALLS, METHOD_LATENCY } from "../../../runtime/telemetry/methods.js";
 import { MetricStore } from "../../../runtime/telemetry/metricstore.js";
+import { extractEmf, publishDatapoints } from "../../aws/emf.js";
 import { clientConfig, useEmulator, type Emulator } from "../../aws/moto.js";
 
 const D = METRICS.DIM;
@@ -121,5 +125,66 @@ test("the percentile queries against the emulator: accepted for the EMF latency 
     // A CloudWatch (or an emulator) that computes percentiles: p50 in the first bucket, p99 above it.
     const l = latency.get(edge);
     assert.ok(l?.p50Ms !== undefined && l.p99Ms !== undefined && l.p99Ms >= l.p50Ms, JSON.stringify(l));
+  }
+});
+
+test("the app's own metrics: from the agents' EMF lines in CloudWatch to the page's charts, each kind its own way", async () => {
+  const app = `usermetrics-${Date.now()}`;
+  const cloudWatch = new CloudWatchClient({ ...clientConfig(emu.endpoint), disableRequestCompression: true });
+  try {
+    const now = Date.now();
+    const update = (
+      name: string,
+      kind: MetricUpdate["kind"],
+      labels: Record<string, string>,
+      value: number,
+      bounds: number[] = [],
+      counts: number[] = [],
+    ) => ({ name, kind, help: "", labels, value, bounds, counts: counts.map(String) }) satisfies MetricUpdate;
+    // Two groups report the same counter; a gauge and a histogram from one.
+    const lines = [
+      ...emfLines([update("shop_orders_total", "COUNTER", { shop: "north" }, 6)], { app, group: "main", version: "v1" }, 15_000, now).lines,
+      ...emfLines([update("shop_orders_total", "COUNTER", { shop: "north" }, 4)], { app, group: "cart", version: "v1" }, 15_000, now).lines,
+      ...emfLines([update("shop_queue_depth", "GAUGE", {}, 7)], { app, group: "main", version: "v1" }, 15_000, now).lines,
+      ...emfLines(
+        [update("shop_basket_eur", "HISTOGRAM", {}, 90, [10, 100], [2, 1, 0])],
+        { app, group: "main", version: "v1" },
+        15_000,
+        now,
+      ).lines,
+    ];
+    const { datapoints, rejected } = extractEmf(lines);
+    assert.deepEqual(rejected, []);
+    await publishDatapoints(cloudWatch, datapoints);
+
+    const { store } = await readMetricStore(cloudWatch, app, new Map(), 10);
+    const byName = new Map(store.aggregate().map((s) => [s.name, s]));
+    assert.deepEqual([...byName.keys()].filter((n) => !n.startsWith("tsweaver_")).sort(), [
+      "shop_basket_eur",
+      "shop_orders_total",
+      "shop_queue_depth",
+    ]);
+    const orders = byName.get("shop_orders_total")!;
+    assert.deepEqual(
+      [orders.kind, orders.labels, orders.value],
+      ["COUNTER", { shop: "north" }, 10],
+      "both groups' counts, by the user's label",
+    );
+    const depth = byName.get("shop_queue_depth")!;
+    assert.deepEqual([depth.kind, depth.value], ["GAUGE", 7]);
+    const basket = byName.get("shop_basket_eur")!;
+    // CloudWatch's sum of the value/count pairs: bucket midpoints 5 × 2 + 55 × 1 (the exact sum, 90, is not sent).
+    assert.deepEqual([basket.kind, basket.value, basket.count], ["HISTOGRAM", 65, 3]);
+    // The page's charts, as the multi page draws them: counters as rates, gauges as values, histograms as means.
+    const titles = charts(store).map((c) => c.title);
+    for (const t of ["shop_orders_total per second", "shop_queue_depth", "shop_basket_eur (mean)"])
+      assert.ok(titles.includes(t), `${t} in ${titles.join("; ")}`);
+    const mean = charts(store).find((c) => c.title === "shop_basket_eur (mean)")!;
+    assert.deepEqual(
+      mean.lines[0]?.points.map(([, v]) => Math.round(v * 100) / 100),
+      [21.67],
+    );
+  } finally {
+    cloudWatch.destroy();
   }
 });
