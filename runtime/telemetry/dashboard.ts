@@ -4,6 +4,7 @@
  * from what AWS reports. Deployers do not import each other, so the shapes they share live here.
  */
 import type { LogEntry } from "../protos/runtime.js";
+import type { EdgeLatency } from "./graph.js";
 import type { MetricStore } from "./metricstore.js";
 import type { TraceStore } from "./tracestore.js";
 
@@ -77,6 +78,8 @@ export interface AdminBackend {
   recentLogs(): readonly LogEntry[] | Promise<readonly LogEntry[]>;
   /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`; absent where replicas cannot be profiled. */
   profile?(kind: "CPU" | "HEAP", durationMs: number, groups: readonly string[]): Promise<ReplicaProfile[]>;
+  /** Latency percentiles per call-graph edge (by `edgeKey`) for a metric store without latency buckets (AWS: CloudWatch's p50/p99). */
+  edgeLatency?(): ReadonlyMap<string, EdgeLatency>;
   /** Default window of the call graph's rates (s; default 30): metrics that come a minute apart need a longer one. */
   readonly graphWindowSec?: number;
 }

@@ -15,7 +15,7 @@ export interface Edge {
   /** Calls and errors since the deployment started. */
   calls: number;
   errors: number;
-  /** Over the window: calls per second, errors / calls, mean and estimated p99 latency (ms). */
+  /** Over the window: calls per second, errors / calls, mean and estimated p50 and p99 latency (ms). */
   callsPerSec: number;
   /**
    * Estimated request + response bytes per second over the window: each method's calls on this edge
@@ -25,7 +25,19 @@ export interface Edge {
   bytesPerSec: number | undefined;
   errorRate: number;
   meanMs: number | undefined;
+  p50Ms: number | undefined;
   p99Ms: number | undefined;
+}
+
+/** An edge's latency percentiles measured where the metric store has no buckets (CloudWatch's percentile statistics). */
+export interface EdgeLatency {
+  p50Ms: number | undefined;
+  p99Ms: number | undefined;
+}
+
+/** The key of an edge in {@link callGraph}'s `latency` argument. */
+export function edgeKey(caller: string, callee: string, remote: boolean): string {
+  return `${caller}\u0000${callee}\u0000${remote}`;
 }
 
 export interface CallGraph {
@@ -47,8 +59,17 @@ function window(points: readonly HistoryPoint[], windowMs: number): { from: Hist
   return { from, to };
 }
 
-/** The call graph: every caller → callee pair seen in the per-method metrics. */
-export function callGraph(store: MetricStore, windowMs = 30_000, components: readonly string[] = []): CallGraph {
+/**
+ * The call graph: every caller → callee pair seen in the per-method metrics. Percentiles are estimated
+ * from the latency buckets; an edge whose series have none (CloudWatch gives sums and counts) takes them
+ * from `latency`, by {@link edgeKey}.
+ */
+export function callGraph(
+  store: MetricStore,
+  windowMs = 30_000,
+  components: readonly string[] = [],
+  latency?: ReadonlyMap<string, EdgeLatency>,
+): CallGraph {
   const { from, to } = window(store.points(), windowMs);
   const secs = from && to ? (to.t - from.t) / 1000 : 0;
   const edges = new Map<
@@ -83,7 +104,7 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
     const caller = s.labels["caller"] ?? "";
     const callee = s.labels["component"] ?? "";
     const remote = s.labels["remote"] === "true";
-    const key = `${caller}\u0000${callee}\u0000${remote}`;
+    const key = edgeKey(caller, callee, remote);
     let e = edges.get(key);
     if (!e) {
       e = {
@@ -96,6 +117,7 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
         bytesPerSec: undefined,
         errorRate: 0,
         meanMs: undefined,
+        p50Ms: undefined,
         p99Ms: undefined,
         dCalls: 0,
         dErrors: 0,
@@ -150,7 +172,8 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
     }
   }
   const out: Edge[] = [];
-  for (const e of edges.values()) {
+  for (const [key, e] of edges) {
+    const measured = latency?.get(key);
     out.push({
       caller: e.caller,
       callee: e.callee,
@@ -161,7 +184,8 @@ export function callGraph(store: MetricStore, windowMs = 30_000, components: rea
       bytesPerSec: e.dBytes === undefined ? undefined : secs > 0 ? e.dBytes / secs : 0,
       errorRate: e.dCalls > 0 ? e.dErrors / e.dCalls : e.calls > 0 ? e.errors / e.calls : 0,
       meanMs: e.dCount > 0 ? e.dSum / e.dCount : undefined,
-      p99Ms: quantile(e.bounds, e.dCounts, 0.99),
+      p50Ms: quantile(e.bounds, e.dCounts, 0.5) ?? measured?.p50Ms,
+      p99Ms: quantile(e.bounds, e.dCounts, 0.99) ?? measured?.p99Ms,
     });
   }
   out.sort((a, b) => a.caller.localeCompare(b.caller) || a.callee.localeCompare(b.callee));

@@ -90,6 +90,28 @@ export function total(points: readonly Datapoint[], metric: string, where: Recor
 }
 
 /** The EMF extraction running against a log group: what it put into CloudWatch so far. */
+/** Puts datapoints into the emulator's CloudWatch as CloudWatch would store them (at their timestamps, histograms as value/count pairs); returns how many. */
+export async function publishDatapoints(cloudWatch: CloudWatchClient, datapoints: readonly Datapoint[]): Promise<number> {
+  let published = 0;
+  const byNamespace = new Map<string, MetricDatum[]>();
+  for (const p of datapoints) {
+    const datum: MetricDatum = {
+      MetricName: p.metric,
+      Dimensions: Object.entries(p.dimensions).map(([Name, Value]) => ({ Name, Value })),
+      Timestamp: new Date(p.timestamp),
+      Unit: p.unit as StandardUnit | undefined,
+      ...(p.histogram ? { Values: p.histogram.values, Counts: p.histogram.counts } : { Value: p.value }),
+    };
+    byNamespace.set(p.namespace, [...(byNamespace.get(p.namespace) ?? []), datum]);
+  }
+  for (const [Namespace, data] of byNamespace)
+    for (let i = 0; i < data.length; i += 500) {
+      await cloudWatch.send(new PutMetricDataCommand({ Namespace, MetricData: data.slice(i, i + 500) }));
+      published += Math.min(500, data.length - i);
+    }
+  return published;
+}
+
 export interface EmfExtraction {
   /** Datapoints put (PutMetricData) so far. */
   readonly published: number;
@@ -135,22 +157,7 @@ export function startEmfExtraction(
     startTime = newest;
     const extracted = extractEmf(messages);
     rejected.push(...extracted.rejected);
-    const byNamespace = new Map<string, MetricDatum[]>();
-    for (const p of extracted.datapoints) {
-      const datum: MetricDatum = {
-        MetricName: p.metric,
-        Dimensions: Object.entries(p.dimensions).map(([Name, Value]) => ({ Name, Value })),
-        Timestamp: new Date(p.timestamp),
-        Unit: p.unit as StandardUnit | undefined,
-        ...(p.histogram ? { Values: p.histogram.values, Counts: p.histogram.counts } : { Value: p.value }),
-      };
-      byNamespace.set(p.namespace, [...(byNamespace.get(p.namespace) ?? []), datum]);
-    }
-    for (const [Namespace, data] of byNamespace)
-      for (let i = 0; i < data.length; i += 500) {
-        await cloudWatch.send(new PutMetricDataCommand({ Namespace, MetricData: data.slice(i, i + 500) }));
-        published += Math.min(500, data.length - i);
-      }
+    published += await publishDatapoints(cloudWatch, extracted.datapoints);
   };
   const loop = (async () => {
     while (!stopped) {

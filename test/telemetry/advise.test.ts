@@ -4,7 +4,19 @@ import { adviseColocation, colocateToml } from "../../runtime/telemetry/advise.j
 import type { CallGraph, Edge } from "../../runtime/telemetry/graph.js";
 
 function edge(caller: string, callee: string, callsPerSec: number, bytesPerSec?: number, remote = true): Edge {
-  return { caller, callee, remote, calls: callsPerSec * 60, errors: 0, callsPerSec, bytesPerSec, errorRate: 0, meanMs: 1, p99Ms: 2 };
+  return {
+    caller,
+    callee,
+    remote,
+    calls: callsPerSec * 60,
+    errors: 0,
+    callsPerSec,
+    bytesPerSec,
+    errorRate: 0,
+    meanMs: 1,
+    p50Ms: 1,
+    p99Ms: 2,
+  };
 }
 
 function graph(edges: Edge[]): CallGraph {

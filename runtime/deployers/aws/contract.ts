@@ -327,5 +327,7 @@ export const METRICS = {
     COMPONENT: "Component",
     METHOD: "Method",
     CALLER: "Caller",
+    /** An app metric's kind (COUNTER, GAUGE, HISTOGRAM): ListMetrics does not say, and the dashboard charts each kind its own way. */
+    KIND: "Kind",
   },
 } as const;

@@ -1,10 +1,19 @@
-import { GetMetricDataCommand, type MetricDataQuery, type Metric, paginateListMetrics } from "@aws-sdk/client-cloudwatch";
+import {
+  type CloudWatchClient,
+  type Datapoint,
+  GetMetricDataCommand,
+  GetMetricStatisticsCommand,
+  type MetricDataQuery,
+  type Metric,
+  paginateListMetrics,
+} from "@aws-sdk/client-cloudwatch";
 import { FilterLogEventsCommand } from "@aws-sdk/client-cloudwatch-logs";
 import { DescribeTaskDefinitionCommand, DescribeTasksCommand, paginateListTasks, type Task } from "@aws-sdk/client-ecs";
 import { DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import type { LogEntry, MetricUpdate } from "../../protos/runtime.js";
 import type { AdminBackend, DashboardReplica, DashboardStatus, DeploymentSummary } from "../../telemetry/dashboard.js";
+import { type EdgeLatency, edgeKey } from "../../telemetry/graph.js";
 import { MetricStore } from "../../telemetry/metricstore.js";
 import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY } from "../../telemetry/methods.js";
 import { TraceStore } from "../../telemetry/tracestore.js";
@@ -47,7 +56,8 @@ const MAX_QUERIES = 500;
  * groups and replicas from ECS tasks, Cloud Map registrations and the listeners' target health; the call
  * graph and charts from the agents' EMF metrics in CloudWatch (GetMetricData, a point a minute); the log
  * tail from CloudWatch Logs. Reads are cached (see {@link AwsDashboardOptions}) so an open page costs a
- * bounded number of AWS calls, whatever its refresh rate. Traces stay in X-Ray or the OTLP collector.
+ * bounded number of AWS calls, whatever its refresh rate. The call graph's p50/p99 are CloudWatch's
+ * percentiles of the EMF latency over the graph's window. Traces stay in X-Ray or the OTLP collector.
  */
 export class AwsDashboardSource implements AdminBackend {
   /** Rebuilt from CloudWatch on each read (see {@link collectMetrics}). */
@@ -69,6 +79,7 @@ export class AwsDashboardSource implements AdminBackend {
   private logsFrom = Date.now() - 10 * 60_000;
   private readonly seenLogEvents = new Set<string>();
   private app = "";
+  private latency = new Map<string, EdgeLatency>();
 
   constructor(
     private readonly aws: AwsClients,
@@ -81,6 +92,10 @@ export class AwsDashboardSource implements AdminBackend {
 
   get metricStore(): MetricStore {
     return this.store;
+  }
+
+  edgeLatency(): ReadonlyMap<string, EdgeLatency> {
+    return this.latency;
   }
 
   async status(): Promise<DashboardStatus> {
@@ -331,94 +346,208 @@ export class AwsDashboardSource implements AdminBackend {
 
   private async readMetrics(): Promise<void> {
     await this.refresh(); // the app name, from a task definition
-    const D = METRICS.DIM;
-    const edges: Metric[] = [];
-    const wanted = new Set<string>([METRICS.CALLS, METRICS.ERRORS, METRICS.LATENCY]);
-    for await (const page of paginateListMetrics(
-      { client: this.aws.cloudWatch },
-      { Namespace: METRICS.NAMESPACE, Dimensions: [{ Name: D.APP, Value: this.app }] },
-    )) {
-      for (const m of page.Metrics ?? [])
-        if (wanted.has(m.MetricName ?? "") && (m.Dimensions ?? []).some((x) => x.Name === D.CALLER)) edges.push(m);
-    }
     const groupOf = new Map<string, string>();
     for (const g of this.cached?.status.groups ?? []) for (const c of g.components) groupOf.set(c, g.name);
-    // One query per series and statistic; latency needs its sum and its count.
-    const queries: { query: MetricDataQuery; name: string; labels: Record<string, string>; part: "value" | "count" }[] = [];
-    for (const m of edges) {
-      const dims = Object.fromEntries((m.Dimensions ?? []).map((x) => [x.Name ?? "", x.Value ?? ""]));
-      const caller = dims[D.CALLER] ?? "";
-      const component = dims[D.COMPONENT] ?? "";
-      // EMF drops the runtime's "remote" label: a call is remote when caller and callee run in different groups.
-      const remote = String(groupOf.get(caller) === undefined || groupOf.get(caller) !== groupOf.get(component));
-      const labels = { caller, component, method: dims[D.METHOD] ?? "", remote, version: dims[D.VERSION] ?? "" };
-      const name = m.MetricName === METRICS.CALLS ? METHOD_CALLS : m.MetricName === METRICS.ERRORS ? METHOD_ERRORS : METHOD_LATENCY;
-      const stats: ["Sum" | "SampleCount", "value" | "count"][] =
-        name === METHOD_LATENCY
-          ? [
-              ["Sum", "value"],
-              ["SampleCount", "count"],
-            ]
-          : [["Sum", "value"]];
-      for (const [stat, part] of stats)
-        queries.push({
-          query: { Id: `m${queries.length}`, MetricStat: { Metric: m, Period: PERIOD_SEC, Stat: stat }, ReturnData: true },
-          name,
-          labels,
-          part,
-        });
-    }
-    const now = Date.now();
-    const end = new Date(Math.ceil(now / (PERIOD_SEC * 1000)) * PERIOD_SEC * 1000);
-    const start = new Date(end.getTime() - this.opts.metricsWindowMinutes * 60_000);
-    // Per period start (ms) → per query index → value.
-    const byTime = new Map<number, Map<number, number>>();
-    for (let i = 0; i < queries.length; i += MAX_QUERIES) {
-      const batch = queries.slice(i, i + MAX_QUERIES);
-      let token: string | undefined;
-      do {
-        const out = await callAws("cloudwatch:GetMetricData", `namespace ${METRICS.NAMESPACE} (app ${this.app})`, () =>
-          this.aws.cloudWatch.send(
-            new GetMetricDataCommand({ MetricDataQueries: batch.map((q) => q.query), StartTime: start, EndTime: end, NextToken: token }),
-          ),
-        );
-        for (const r of out.MetricDataResults ?? []) {
-          const index = Number((r.Id ?? "").slice(1));
-          (r.Timestamps ?? []).forEach((t, k) => {
-            const at = t.getTime();
-            const values = byTime.get(at) ?? new Map<number, number>();
-            values.set(index, (values.get(index) ?? 0) + (r.Values?.[k] ?? 0));
-            byTime.set(at, values);
-          });
-        }
-        token = out.NextToken;
-      } while (token);
-    }
-    // Totals from the window's start: a zero point, then one point at the end of each period (never past now).
-    const store = new MetricStore(this.opts.metricsWindowMinutes + 2);
-    const times = [...byTime.keys()].sort((a, b) => a - b);
-    if (times.length > 0) store.snapshot(times[0]!, 0);
-    for (const t of times) {
-      const values = byTime.get(t)!;
-      const updates = new Map<string, MetricUpdate>();
-      for (const [index, v] of values) {
-        const q = queries[index]!;
-        const key = `${q.name}\u0000${JSON.stringify(q.labels)}`;
-        let u = updates.get(key);
-        if (!u) {
-          const kind = q.name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER";
-          // A latency without buckets: CloudWatch gives its sum and count (the mean), the page no quantile.
-          u = { name: q.name, kind, help: "", labels: q.labels, value: 0, bounds: [], counts: kind === "HISTOGRAM" ? ["0"] : [] };
-          updates.set(key, u);
-        }
-        if (q.part === "value") u.value += v;
-        else u.counts = [String(Number(u.counts[0] ?? 0) + v)];
-      }
-      store.add([...updates.values()], {});
-      store.snapshot(Math.min(t + PERIOD_SEC * 1000, now), 0);
-    }
-    this.store = store;
+    const read = await readMetricStore(this.aws.cloudWatch, this.app, groupOf, this.opts.metricsWindowMinutes);
+    this.store = read.store;
+    this.latency = await readEdgeLatency(this.aws.cloudWatch, read.latencySeries, read.end, this.graphWindowSec);
   }
+}
+
+/**
+ * The app's metrics in CloudWatch as a metric store the page reads like the multi deployer's: per caller →
+ * component.method edge (and version), calls, errors and latency (sum and count: the mean), and the app's
+ * own metrics (by their `Kind` dimension: counters' sums, gauges' averages, histograms' sums and counts),
+ * per minute over the last `windowMinutes`, as a history of totals. `groupOf` (component → group) tells
+ * local calls from remote ones; the latency series are returned for their percentiles.
+ */
+export async function readMetricStore(
+  cloudWatch: CloudWatchClient,
+  app: string,
+  groupOf: ReadonlyMap<string, string>,
+  windowMinutes: number,
+): Promise<{ store: MetricStore; latencySeries: LatencySeries[]; end: Date }> {
+  const D = METRICS.DIM;
+  const edges: Metric[] = [];
+  const user: Metric[] = [];
+  const listed = new Set<string>();
+  const wanted = new Set<string>([METRICS.CALLS, METRICS.ERRORS, METRICS.LATENCY]);
+  for await (const page of paginateListMetrics(
+    { client: cloudWatch },
+    { Namespace: METRICS.NAMESPACE, Dimensions: [{ Name: D.APP, Value: app }] },
+  )) {
+    for (const m of page.Metrics ?? []) {
+      const dims = m.Dimensions ?? [];
+      // Each metric once, whatever the listing repeats (moto lists a value/count metric once per value and again).
+      const id = JSON.stringify([m.MetricName, dims.map((x) => [x.Name, x.Value]).sort()]);
+      if (listed.has(id)) continue;
+      listed.add(id);
+      if (wanted.has(m.MetricName ?? "") && dims.some((x) => x.Name === D.CALLER)) edges.push(m);
+      else if (dims.some((x) => x.Name === D.KIND)) user.push(m);
+    }
+  }
+  // One query per series and statistic; latency needs its sum and its count.
+  type Kind = MetricUpdate["kind"];
+  const queries: { query: MetricDataQuery; name: string; kind: Kind; labels: Record<string, string>; part: "value" | "count" }[] = [];
+  const add = (m: Metric, name: string, kind: Kind, labels: Record<string, string>) => {
+    const stats: ["Sum" | "SampleCount" | "Average", "value" | "count"][] =
+      kind === "HISTOGRAM"
+        ? [
+            ["Sum", "value"],
+            ["SampleCount", "count"],
+          ]
+        : kind === "GAUGE"
+          ? [["Average", "value"]]
+          : [["Sum", "value"]];
+    for (const [stat, part] of stats)
+      queries.push({
+        query: { Id: `m${queries.length}`, MetricStat: { Metric: m, Period: PERIOD_SEC, Stat: stat }, ReturnData: true },
+        name,
+        kind,
+        labels,
+        part,
+      });
+  };
+  const latencySeries: LatencySeries[] = [];
+  for (const m of edges) {
+    const dims = Object.fromEntries((m.Dimensions ?? []).map((x) => [x.Name ?? "", x.Value ?? ""]));
+    const caller = dims[D.CALLER] ?? "";
+    const component = dims[D.COMPONENT] ?? "";
+    // EMF drops the runtime's "remote" label: a call is remote when caller and callee run in different groups.
+    const remote = String(groupOf.get(caller) === undefined || groupOf.get(caller) !== groupOf.get(component));
+    const labels = { caller, component, method: dims[D.METHOD] ?? "", remote, version: dims[D.VERSION] ?? "" };
+    const name = m.MetricName === METRICS.CALLS ? METHOD_CALLS : m.MetricName === METRICS.ERRORS ? METHOD_ERRORS : METHOD_LATENCY;
+    if (name === METHOD_LATENCY) latencySeries.push({ metric: m, edge: edgeKey(caller, component, remote === "true") });
+    add(m, name, name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER", labels);
+  }
+  // The app's own metrics: their labels are the dimensions past App, Group, Version and Kind; groups and versions add up.
+  const base = new Set<string>([D.APP, D.GROUP, D.VERSION, D.KIND]);
+  for (const m of user) {
+    const dims = m.Dimensions ?? [];
+    const kind = dims.find((x) => x.Name === D.KIND)?.Value;
+    if (kind !== "COUNTER" && kind !== "GAUGE" && kind !== "HISTOGRAM") continue;
+    const labels = Object.fromEntries(dims.filter((x) => !base.has(x.Name ?? "")).map((x) => [x.Name ?? "", x.Value ?? ""]));
+    add(m, m.MetricName ?? "", kind, labels);
+  }
+  const now = Date.now();
+  const end = new Date(Math.ceil(now / (PERIOD_SEC * 1000)) * PERIOD_SEC * 1000);
+  const start = new Date(end.getTime() - windowMinutes * 60_000);
+  // Per period start (ms) → per query index → value.
+  const byTime = new Map<number, Map<number, number>>();
+  for (let i = 0; i < queries.length; i += MAX_QUERIES) {
+    const batch = queries.slice(i, i + MAX_QUERIES);
+    let token: string | undefined;
+    do {
+      const out = await callAws("cloudwatch:GetMetricData", `namespace ${METRICS.NAMESPACE} (app ${app})`, () =>
+        cloudWatch.send(
+          new GetMetricDataCommand({ MetricDataQueries: batch.map((q) => q.query), StartTime: start, EndTime: end, NextToken: token }),
+        ),
+      );
+      for (const r of out.MetricDataResults ?? []) {
+        const index = Number((r.Id ?? "").slice(1));
+        (r.Timestamps ?? []).forEach((t, k) => {
+          const at = t.getTime();
+          const values = byTime.get(at) ?? new Map<number, number>();
+          values.set(index, (values.get(index) ?? 0) + (r.Values?.[k] ?? 0));
+          byTime.set(at, values);
+        });
+      }
+      token = out.NextToken;
+    } while (token);
+  }
+  // Totals from the window's start: a zero point, then one point at the end of each period (never past now).
+  const store = new MetricStore(windowMinutes + 2);
+  const times = [...byTime.keys()].sort((a, b) => a - b);
+  if (times.length > 0) store.snapshot(times[0]!, 0);
+  for (const t of times) {
+    const values = byTime.get(t)!;
+    const updates = new Map<string, MetricUpdate>();
+    for (const [index, v] of values) {
+      const q = queries[index]!;
+      const key = `${q.name}\u0000${JSON.stringify(q.labels)}`;
+      let u = updates.get(key);
+      if (!u) {
+        const kind = q.kind;
+        // A latency without buckets: CloudWatch gives its sum and count (the mean); its percentiles come apart (edgeLatency).
+        u = { name: q.name, kind, help: "", labels: q.labels, value: 0, bounds: [], counts: kind === "HISTOGRAM" ? ["0"] : [] };
+        updates.set(key, u);
+      }
+      if (q.part === "value") u.value += v;
+      else u.counts = [String(Number(u.counts[0] ?? 0) + v)];
+    }
+    store.add([...updates.values()], {});
+    store.snapshot(Math.min(t + PERIOD_SEC * 1000, now), 0);
+  }
+  return { store, latencySeries, end };
+}
+
+/** One EMF latency series of the call graph and its edge ({@link edgeKey}). */
+export interface LatencySeries {
+  metric: Metric;
+  edge: string;
+}
+
+const PERCENTILES = { p50: "p50Ms", p99: "p99Ms" } as const;
+/** GetMetricStatistics calls in flight at once. */
+const PERCENTILE_READS = 8;
+
+/**
+ * CloudWatch's p50 and p99 of each latency series over the `periodSec` before `end` (EMF histograms are
+ * stored as value/count pairs, so CloudWatch computes percentiles from them), per call-graph edge.
+ * GetMetricStatistics' ExtendedStatistics, a call per series (priced per metric like GetMetricData).
+ */
+export async function readEdgeLatency(
+  cloudWatch: CloudWatchClient,
+  series: readonly LatencySeries[],
+  end: Date,
+  periodSec: number,
+): Promise<Map<string, EdgeLatency>> {
+  const start = new Date(end.getTime() - periodSec * 1000);
+  const answers: Datapoint[][] = new Array<Datapoint[]>(series.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < series.length; i = next++) {
+      const m = series[i]!.metric;
+      const out = await callAws("cloudwatch:GetMetricStatistics", `${METRICS.NAMESPACE} ${m.MetricName} (latency percentiles)`, () =>
+        cloudWatch.send(
+          new GetMetricStatisticsCommand({
+            Namespace: m.Namespace,
+            MetricName: m.MetricName,
+            Dimensions: m.Dimensions,
+            StartTime: start,
+            EndTime: end,
+            Period: periodSec,
+            ExtendedStatistics: Object.keys(PERCENTILES),
+          }),
+        ),
+      );
+      answers[i] = out.Datapoints ?? [];
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PERCENTILE_READS, series.length) }, worker));
+  return edgeLatencyOf(series, answers);
+}
+
+/**
+ * GetMetricStatistics' answers (one per series, in order) as percentiles per edge: each series' newest
+ * datapoint; an edge with several methods (or versions) takes the slowest one's, since percentiles of
+ * separate series do not combine. A series without percentiles leaves its edge's undefined.
+ */
+export function edgeLatencyOf(series: readonly LatencySeries[], answers: readonly (readonly Datapoint[])[]): Map<string, EdgeLatency> {
+  const out = new Map<string, EdgeLatency>();
+  series.forEach((s, i) => {
+    let newest: Datapoint | undefined;
+    for (const p of answers[i] ?? [])
+      if (p.ExtendedStatistics && (!newest || (p.Timestamp?.getTime() ?? 0) > (newest.Timestamp?.getTime() ?? 0))) newest = p;
+    for (const [stat, field] of Object.entries(PERCENTILES)) {
+      const v = newest?.ExtendedStatistics?.[stat];
+      if (typeof v !== "number" || !Number.isFinite(v)) continue;
+      const e = out.get(s.edge) ?? { p50Ms: undefined, p99Ms: undefined };
+      e[field] = Math.max(e[field] ?? -Infinity, v);
+      out.set(s.edge, e);
+    }
+  });
+  return out;
 }
 
 /** A log event as a LogEntry: the agents' JSON lines, or a plain line as a stdout entry; undefined for an EMF metric line. */

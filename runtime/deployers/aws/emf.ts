@@ -31,7 +31,7 @@ type Value = number | { Values: number[]; Counts: number[]; Sum: number; Count: 
  * CloudWatch Embedded Metric Format lines for one report of a weavelet's metric deltas (GetMetrics):
  * per-method calls, errors and latency by caller (the call graph), served calls by group and by method,
  * the replica's load (served calls per second over `intervalMs`), and the app's own metrics (labels as
- * dimensions, bounded). awslogs ships the lines; CloudWatch turns them into metrics, no API call per
+ * dimensions, bounded, with their kind). awslogs ships the lines; CloudWatch turns them into metrics, no API call per
  * report. Histograms become value/count pairs at bucket midpoints, so percentiles are bucket estimates.
  */
 export function emfLines(
@@ -124,11 +124,10 @@ export function emfLines(
     const labels = Object.entries(u.labels).slice(0, EMF_LIMITS.userLabels);
     const value = u.kind === "HISTOGRAM" ? histogram(u) : u.value;
     if (value === undefined) continue;
-    line(
-      [[D.APP, D.GROUP, D.VERSION, ...labels.map(([k]) => k)]],
-      [[u.name, u.kind === "COUNTER" ? "Count" : "None", value]],
-      Object.fromEntries(labels),
-    );
+    line([[D.APP, D.GROUP, D.VERSION, D.KIND, ...labels.map(([k]) => k)]], [[u.name, u.kind === "COUNTER" ? "Count" : "None", value]], {
+      [D.KIND]: u.kind,
+      ...Object.fromEntries(labels),
+    });
   }
   return { lines, dropped };
 }

@@ -145,7 +145,12 @@ export class AdminServer {
       const windowSec = Number(url.searchParams.get("window") ?? fallback);
       const components = (await this.backend.status()).groups.flatMap((g) => g.components);
       return json(
-        callGraph(this.backend.metricStore, (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : fallback) * 1000, components),
+        callGraph(
+          this.backend.metricStore,
+          (Number.isFinite(windowSec) && windowSec > 0 ? windowSec : fallback) * 1000,
+          components,
+          this.backend.edgeLatency?.(),
+        ),
       );
     });
     this.route("/api/advice", async (url) => {
@@ -164,7 +169,7 @@ export class AdminServer {
       const unknown = separate.filter((c) => !known.has(c));
       if (unknown.length)
         throw new HttpError(400, `separate: unknown component ${unknown.join(", ")} (components: ${[...known].join(", ")})`);
-      const graph = callGraph(this.backend.metricStore, windowSec * 1000, [...known]);
+      const graph = callGraph(this.backend.metricStore, windowSec * 1000, [...known], this.backend.edgeLatency?.());
       const advice = adviseColocation(
         graph,
         groups.map((g) => g.components),

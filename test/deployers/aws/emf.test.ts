@@ -93,7 +93,8 @@ test("user metrics: labels become dimensions up to the limit; series past the pe
   assert.equal(dropped, 6);
   const docs = lines.map(parseValid);
   const w = docs.find((d) => d["shop_wide"] !== undefined)!;
-  assert.deepEqual(w._aws.CloudWatchMetrics[0]!.Dimensions, [["App", "Group", "Version", "a", "b", "c"]]);
+  assert.deepEqual(w._aws.CloudWatchMetrics[0]!.Dimensions, [["App", "Group", "Version", "Kind", "a", "b", "c"]]);
+  assert.equal(w["Kind"], "COUNTER", "the kind, which ListMetrics does not give");
   assert.equal(w["d"], undefined, "labels past the limit are not sent");
   assert.equal(docs.filter((d) => d["shop_orders_total"] !== undefined).length, EMF_LIMITS.userSeries - 1);
 });

@@ -249,7 +249,7 @@ function renderGraph(graph, status) {
     const bad = e.errorRate > 0;
     const label = `${fmtRate(e.callsPerSec)}/s · ${fmtMs(e.meanMs)}`;
     const errLabel = bad ? `${(e.errorRate * 100).toFixed(e.errorRate < 0.01 ? 2 : 0)}% errors` : "";
-    const title = `${e.caller} → ${e.callee} (${e.remote ? "remote" : "colocated"})\n${e.calls} calls, ${e.errors} errors since start\np99 ≈ ${fmtMs(e.p99Ms)}`;
+    const title = `${e.caller} → ${e.callee} (${e.remote ? "remote" : "colocated"})\n${e.calls} calls, ${e.errors} errors since start\np50 ≈ ${fmtMs(e.p50Ms)}, p99 ≈ ${fmtMs(e.p99Ms)}`;
     svg.append(
       s(
         "g",
