@@ -63,21 +63,10 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-const ALL_ROWS = [
-  "raw",
-  "tsweaver",
-  "plaintext",
-  "tcp",
-  "notelemetry",
-  "grpc",
-  "http",
-  "rpc",
-  "rpc-tls",
-  "colocated",
-  "codec",
-  "tls",
-  "tcp-plaintext",
-] as const;
+/** Rows measured as network rows: set up once, then measured cell by cell, interleaved. */
+const NET_ROWS = ["raw", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const;
+type NetRowName = (typeof NET_ROWS)[number];
+const ALL_ROWS = [...NET_ROWS, "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
 
 interface Cell {
@@ -188,7 +177,7 @@ function startChild(
 
 /** A network row, set up once and then measured cell by cell (interleaved with the other rows). */
 interface NetRow {
-  name: "raw" | "tsweaver" | "plaintext" | "tcp" | "notelemetry" | "grpc" | "http" | "rpc" | "rpc-tls" | TlsPathRow;
+  name: NetRowName;
   measure(size: PayloadSize, concurrency: number, b: Bounds): Promise<CellResult>;
   close(): Promise<void>;
 }
@@ -672,9 +661,7 @@ async function main(): Promise<void> {
     log(`${name}...`);
     cells.push(...(await fn()));
   };
-  const net = (
-    ["raw", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const
-  ).filter((n) => opts.rows.has(n));
+  const net = NET_ROWS.filter((n) => opts.rows.has(n));
   if (net.length > 0) cells.push(...(await netRows(net, opts.quick ? 1 : ROUNDS, b, opts.cpuProfDir, opts.weaveletEnv)));
   await step("colocated", () => colocatedRow(b, opts.quick ? 1 : ROUNDS, opts.weaveletEnv));
   if (opts.rows.has("codec")) {
