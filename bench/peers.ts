@@ -3,13 +3,14 @@
 import * as grpc from "@grpc/grpc-js";
 import http from "node:http";
 import net from "node:net";
+import { Writer, decode, encodeValue } from "../runtime/codec/codec.js";
 import { Connection } from "../runtime/rpc/client.js";
 import { RpcServer } from "../runtime/rpc/server.js";
 import type { RpcTls } from "../runtime/rpc/tls.js";
 import { silentLogger } from "../runtime/rpc/logger.js";
 import { type Payload, PayloadType } from "./payloads.js";
 
-export type PeerKind = "raw" | "grpc" | "http" | "rpc" | "rpc-tls";
+export type PeerKind = "raw" | "raw-codec" | "grpc" | "http" | "rpc" | "rpc-tls";
 
 // ---------------------------------------------------------------------------------------------------
 // Raw node:net echo: frames are `u32 length (LE) | body`; the server sends every complete frame back.
@@ -20,14 +21,55 @@ function rawServer(): net.Server {
     let pending: Buffer | undefined;
     socket.on("data", (chunk: Buffer) => {
       const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
-      let off = 0;
-      while (buf.length - off >= 4) {
-        const len = buf.readUInt32LE(off);
-        if (buf.length - off - 4 < len) break;
-        off += 4 + len;
-      }
+      const off = completeFrames(buf);
       if (off > 0) socket.write(buf.subarray(0, off)); // every complete frame, as one write
       pending = off < buf.length ? buf.subarray(off) : undefined;
+    });
+    socket.on("error", () => socket.destroy());
+  });
+}
+
+/** Where the complete `u32 length | body` frames at the start of `buf` end. */
+function completeFrames(buf: Buffer): number {
+  let off = 0;
+  while (buf.length - off >= 4) {
+    const len = buf.readUInt32LE(off);
+    if (buf.length - off - 4 < len) break;
+    off += 4 + len;
+  }
+  return off;
+}
+
+/**
+ * Row 1b, the floor for a self-describing payload: the raw echo, but the server decodes each frame's
+ * payload with tsweaver's codec and encodes the value again for the echo (one decode and one encode per
+ * call, like a server handling a call), writing a chunk's replies as one batch from one reused buffer.
+ */
+function rawCodecServer(): net.Server {
+  return net.createServer({ noDelay: true }, (socket) => {
+    let pending: Buffer | undefined;
+    const w = new Writer(64 * 1024);
+    socket.on("data", (chunk: Buffer) => {
+      const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+      const stop = completeFrames(buf);
+      let off = 0;
+      while (off < stop) {
+        const len = buf.readUInt32LE(off);
+        const value = decode(buf.subarray(off + 8, off + 4 + len));
+        const start = w.pos;
+        w.u32(0);
+        w.u32(buf.readUInt32LE(off + 4)); // the request id
+        encodeValue(w, value);
+        w.patchU32(start, w.pos - start - 4);
+        off += 4 + len;
+      }
+      if (w.pos > 0) {
+        socket.write(w.buf.subarray(0, w.pos));
+        // The socket keeps a reference to bytes it could not send at once: continue in a fresh buffer.
+        if (socket.writableLength !== 0) w.buf = Buffer.allocUnsafe(w.buf.length);
+        w.reset();
+      }
+      pending = stop < buf.length ? buf.subarray(stop) : undefined;
     });
     socket.on("error", () => socket.destroy());
   });
@@ -36,7 +78,9 @@ function rawServer(): net.Server {
 /** A multiplexed raw-socket client: `call(bytes)` resolves when the frame comes back. */
 export class RawClient {
   private readonly socket: net.Socket;
-  private readonly waiting = new Map<number, () => void>();
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; decodeReply: boolean }>();
+  /** Where {@link callValue} encodes. */
+  private readonly writer = new Writer(64 * 1024);
   private nextId = 1;
   private pending: Buffer | undefined;
   private corked = false;
@@ -58,11 +102,16 @@ export class RawClient {
 
   /** Sends `body` (already-encoded payload bytes) and resolves when the echo arrives. */
   call(body: Uint8Array): Promise<void> {
-    const id = this.nextId++ >>> 0;
     const frame = Buffer.allocUnsafe(8 + body.length);
     frame.writeUInt32LE(4 + body.length, 0);
-    frame.writeUInt32LE(id, 4);
     frame.set(body, 8);
+    return this.send(frame, false) as Promise<void>;
+  }
+
+  /** Sends `frame` (its length set, its id not yet) and resolves when the echo arrives, decoded if `decodeReply`. */
+  private send(frame: Buffer, decodeReply: boolean): Promise<unknown> {
+    const id = this.nextId++ >>> 0;
+    frame.writeUInt32LE(id, 4);
     // Frames written in one tick go out in one syscall (like tsweaver's and grpc's write batching).
     if (!this.corked) {
       this.corked = true;
@@ -70,7 +119,21 @@ export class RawClient {
       process.nextTick(uncork, this);
     }
     this.socket.write(frame);
-    return new Promise<void>((resolve) => this.waiting.set(id, resolve));
+    return new Promise<unknown>((resolve) => this.waiting.set(id, { resolve, decodeReply }));
+  }
+
+  /**
+   * Row 1b: encodes `value` with tsweaver's codec into the request frame, and resolves with the echo
+   * decoded (one encode and one decode per call, like a caller).
+   */
+  callValue(value: unknown): Promise<unknown> {
+    const w = this.writer;
+    w.reset();
+    w.pos = 8;
+    encodeValue(w, value);
+    const frame = w.toBuffer();
+    frame.writeUInt32LE(frame.length - 4, 0);
+    return this.send(frame, true);
   }
 
   /** @internal */
@@ -86,12 +149,12 @@ export class RawClient {
       const len = buf.readUInt32LE(off);
       if (buf.length - off - 4 < len) break;
       const id = buf.readUInt32LE(off + 4);
-      off += 4 + len;
-      const resolve = this.waiting.get(id);
-      if (resolve !== undefined) {
+      const w = this.waiting.get(id);
+      if (w !== undefined) {
         this.waiting.delete(id);
-        resolve();
+        w.resolve(w.decodeReply ? decode(buf.subarray(off + 8, off + 4 + len)) : undefined);
       }
+      off += 4 + len;
     }
     this.pending = off < buf.length ? buf.subarray(off) : undefined;
   }
@@ -261,11 +324,12 @@ async function listen(server: net.Server): Promise<number> {
 export async function serve(kind: string): Promise<void> {
   let port: number;
   if (kind === "raw") port = await listen(rawServer());
+  else if (kind === "raw-codec") port = await listen(rawCodecServer());
   else if (kind === "grpc") port = await grpcServer();
   else if (kind === "http") port = await listen(httpServer());
   else if (kind === "rpc") port = await rpcServer(undefined);
   else if (kind === "rpc-tls") port = await rpcServer(JSON.parse(process.env[RPC_TLS_ENV] ?? "null") as RpcTls);
-  else throw new Error(`unknown peer ${kind} (want raw, grpc, http, rpc or rpc-tls)`);
+  else throw new Error(`unknown peer ${kind} (want raw, raw-codec, grpc, http, rpc or rpc-tls)`);
   process.stdout.write(`READY ${port}\n`);
   // The bench process closes our stdin (or dies): then we go too.
   process.stdin.on("end", () => process.exit(0));

@@ -3,6 +3,9 @@
 // Every row is measured in this one run on this machine, server and client in separate processes on
 // loopback, after a warm-up, at concurrency 1 and 64 with a ~100 B and a ~10 KB payload:
 //   1 raw       node:net echo of length-prefixed frames (server: a child process; client: this process)
+//   1b rawcodec the same with one codec encode and one decode per side (the client encodes the payload
+//               and decodes the echo, the server decodes each frame and encodes it again): the floor
+//               for a self-describing payload
 //   2 tsweaver  a component call across processes: the app in bench/app.ts deployed by MultiDeployer
 //               (replicas = 1): main's weavelet calls BenchService's weavelet through its real stub,
 //               on a connection authenticated with the deployment key (multi's default)
@@ -64,7 +67,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
 /** Rows measured as network rows: set up once, then measured cell by cell, interleaved. */
-const NET_ROWS = ["raw", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const;
+const NET_ROWS = ["raw", "rawcodec", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const;
 type NetRowName = (typeof NET_ROWS)[number];
 const ALL_ROWS = [...NET_ROWS, "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
@@ -212,6 +215,13 @@ async function rawRow(): Promise<NetRow> {
       peer.stop();
     },
   };
+}
+
+/** Row 1b: the raw echo plus one codec encode and one decode per side (see peers.ts). */
+async function rawCodecRow(): Promise<NetRow> {
+  const peer = await startPeer("raw-codec");
+  const client = await RawClient.connect(peer.port);
+  return echoRow("rawcodec", peer, { call: (p) => client.callValue(p), close: () => client.close() });
 }
 
 /** A row that sends each payload through `client` and checks the echo before measuring. */
@@ -373,6 +383,7 @@ async function netRows(
     for (const n of names) {
       log(`starting ${n}`);
       if (n === "raw") rows.push(await rawRow());
+      else if (n === "rawcodec") rows.push(await rawCodecRow());
       else if (n === "tsweaver") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv));
       else if (n === "plaintext" || n === "tcp" || n === "notelemetry") rows.push(await tsweaverRow(cpuProfDir, weaveletEnv, n));
       else if (n === "grpc") rows.push(await grpcRow());
@@ -459,6 +470,7 @@ async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
 
 const ROW_TITLES: Record<string, string> = {
   raw: "1 raw node:net echo",
+  rawcodec: "1b raw echo + codec",
   tsweaver: "2 tsweaver cross-process",
   plaintext: "2 same, not authenticated",
   tcp: "2 same, loopback TCP",
@@ -511,6 +523,7 @@ function targets(cells: Cell[]): Target[] {
       out.push({ target: "cross-process p50 vs raw echo", cell: `${size} c=1`, ratio: r, goal: "<= 1.3x", pass: r <= 1.3 });
     }
   }
+  out.push(...floorTargets(cells));
   for (const size of SIZES) {
     for (const c of CONCURRENCY) {
       const auth = find(cells, "tsweaver", size, c);
@@ -582,6 +595,24 @@ function targets(cells: Cell[]): Target[] {
       const r = d.opsPerSec / co.opsPerSec;
       out.push({ target: "colocated call time vs direct", cell: `${size} c=${c}`, ratio: r, goal: "<= 3x", pass: r <= 3 });
     }
+  }
+  return out;
+}
+
+/** Large payloads against row 1b, the floor for a self-describing payload (raw echo + one encode and one decode per side). */
+function floorTargets(cells: Cell[]): Target[] {
+  const out: Target[] = [];
+  const tw1 = find(cells, "tsweaver", "large", 1);
+  const floor1 = find(cells, "rawcodec", "large", 1);
+  if (tw1 && floor1) {
+    const r = tw1.p50Us / floor1.p50Us;
+    out.push({ target: "cross-process p50 vs raw echo + codec", cell: "large c=1", ratio: r, goal: "<= 1.3x", pass: r <= 1.3 });
+  }
+  const tw64 = find(cells, "tsweaver", "large", 64);
+  const floor64 = find(cells, "rawcodec", "large", 64);
+  if (tw64 && floor64) {
+    const r = tw64.opsPerSec / floor64.opsPerSec;
+    out.push({ target: "throughput vs raw echo + codec", cell: "large c=64", ratio: r, goal: ">= 0.7x", pass: r >= 0.7 });
   }
   return out;
 }

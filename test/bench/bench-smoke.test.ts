@@ -47,6 +47,7 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
 
   for (const row of [
     "raw",
+    "rawcodec",
     "tsweaver",
     "plaintext",
     "tcp",
@@ -79,8 +80,8 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
       for (const [k, v] of Object.entries(c)) assert.ok(Number.isFinite(v) && v > 0, `${codec}/${size}: ${k} = ${v}`);
     }
   }
-  // Ratios, each with a verdict: 2 latency, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path, 4 grpc, 4 http, 4 colocated.
-  assert.equal(data.targets.length, 36);
+  // Ratios, each with a verdict: 2 latency, 2 large vs raw echo + codec, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path, 4 grpc, 4 http, 4 colocated.
+  assert.equal(data.targets.length, 38);
   for (const t of data.targets) assert.ok(Number.isFinite(t.ratio), `${t.target} ${t.cell}: ratio ${t.ratio}`);
   // The human-readable table is printed too.
   assert.match(r.out, /\| 2 tsweaver cross-process/);
