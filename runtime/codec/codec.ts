@@ -188,8 +188,14 @@ class PathError extends Error {
   readonly segments: string[] = [];
 }
 
-/** Ancestors of the value being encoded, by depth: only read to tell a cycle from deep nesting. */
+/**
+ * Ancestors of the value being encoded, by depth, from {@link CYCLE_WATCH_DEPTH} on: only read at
+ * {@link MAX_DEPTH} to tell a cycle (of up to MAX_DEPTH - CYCLE_WATCH_DEPTH values) from deep nesting.
+ * Shallower values are not recorded: storing them into this long-lived array would, while V8 marks the
+ * old generation, mark every encoded graph live and get it promoted (see readObject).
+ */
 const ancestors: unknown[] = [];
+const CYCLE_WATCH_DEPTH = MAX_DEPTH / 2;
 
 /**
  * Appends one value to `w`. On failure `w` is left as it was and a {@link CodecError} naming the path
@@ -495,13 +501,15 @@ function writeRaw(w: Writer, src: Uint8Array): void {
 }
 
 function encObject(w: Writer, o: object, depth: number): void {
-  if (depth >= MAX_DEPTH) {
-    for (let i = 0; i < depth; i++) {
-      if (ancestors[i] === o) throw new PathError("a cyclic structure (value contains itself)");
+  if (depth >= CYCLE_WATCH_DEPTH) {
+    if (depth >= MAX_DEPTH) {
+      for (let i = CYCLE_WATCH_DEPTH; i < depth; i++) {
+        if (ancestors[i] === o) throw new PathError("a cyclic structure (value contains itself)");
+      }
+      throw new PathError(`a value nested deeper than ${MAX_DEPTH} levels (cyclic structure?)`);
     }
-    throw new PathError(`a value nested deeper than ${MAX_DEPTH} levels (cyclic structure?)`);
+    ancestors[depth] = o;
   }
-  ancestors[depth] = o;
   const d = depth + 1;
   if (Array.isArray(o)) {
     const n = o.length;
@@ -1260,7 +1268,7 @@ function readLongArray(n: number, d: number): unknown[] {
 // array of them, or the same call over and over), so once a key sequence has been seen a few times the
 // decoder compiles a function returning an object literal with those keys and builds objects with it:
 // one allocation with the final hidden class, several times faster. Keys and values are collected on
-// per-depth scratch stacks first. Shapes live in a small direct-mapped table keyed by the keys' cache
+// per-depth scratch stacks first (keys) and in a fresh array per object (values, see readObject). Shapes live in a small direct-mapped table keyed by the keys' cache
 // slots; the number of compiled shapes is capped, so a peer sending ever-new shapes only costs the
 // generic path.
 const SHAPE_MAX_KEYS = 32;
@@ -1276,7 +1284,6 @@ const shapes = new Array<Shape | undefined>(SHAPE_TABLE_SIZE).fill(undefined);
 /** Compilations left for this process (code generation may also be disallowed: then it is 0). */
 let shapeCompileBudget = 4096;
 const keyStacks: string[][] = [];
-const valStacks: unknown[][] = [];
 
 function compileShape(keys: readonly string[]): ((v: unknown[]) => Record<string, unknown>) | undefined {
   if (shapeCompileBudget <= 0) return undefined;
@@ -1297,11 +1304,13 @@ function readObject(n: number, depth: number): Record<string, unknown> {
   if (n === 0) return {};
   if (n > SHAPE_MAX_KEYS) return readObjectGeneric(n, depth);
   let keys = keyStacks[depth];
-  let vals = valStacks[depth];
-  if (keys === undefined || vals === undefined) {
-    keys = keyStacks[depth] = new Array<string>(SHAPE_MAX_KEYS).fill("");
-    vals = valStacks[depth] = new Array<unknown>(SHAPE_MAX_KEYS).fill(undefined);
-  }
+  if (keys === undefined) keys = keyStacks[depth] = new Array<string>(SHAPE_MAX_KEYS).fill("");
+  // The values go into a fresh (young) array, never into a long-lived one: while V8 marks the old
+  // generation (incremental marking), a young value stored into a long-lived object is marked live and
+  // survives, so a reused scratch array would keep every decoded graph for a whole GC cycle and get it
+  // promoted (~40% of a busy client's decoded bytes in the large-payload benchmark). Keys are interned
+  // strings, long-lived anyway.
+  const vals = new Array<unknown>(n);
   let h = n;
   let shapeable = true;
   for (let i = 0; i < n; i++) {
@@ -1330,8 +1339,6 @@ function readObject(n: number, depth: number): Record<string, unknown> {
     o = {};
     for (let i = 0; i < n; i++) setProperty(o, keys[i]!, vals[i]);
   }
-  // Don't keep decoded values alive through the scratch stack.
-  for (let i = 0; i < n; i++) vals[i] = undefined;
   return o;
 }
 

@@ -297,6 +297,20 @@ test("cycles and excessive depth are rejected", () => {
     () => encode(arr),
     (e: unknown) => e instanceof CodecError && /cyclic/.test(e.message),
   );
+  // A cycle through more than MAX_DEPTH / 2 values is still refused, as too deep a value.
+  const ring: Record<string, unknown>[] = Array.from({ length: MAX_DEPTH / 2 + 10 }, (_, i) => ({ i }));
+  ring.forEach((o, i) => (o.next = ring[(i + 1) % ring.length]));
+  assert.throws(
+    () => encode(ring[0]),
+    (e: unknown) => e instanceof CodecError && /deeper than 256 levels \(cyclic structure\?\)/.test(e.message),
+  );
+  // A long chain that ends in a cycle (a linked list with a loop at its end) is named a cycle.
+  const chain: Record<string, unknown>[] = Array.from({ length: MAX_DEPTH }, (_, i) => ({ i }));
+  chain.forEach((o, i) => (o.next = i + 1 < chain.length ? chain[i + 1] : chain[MAX_DEPTH - 3]));
+  assert.throws(
+    () => encode(chain[0]),
+    (e: unknown) => e instanceof CodecError && /cyclic structure \(value contains itself\)/.test(e.message),
+  );
   let deep: unknown = 1;
   for (let i = 0; i < MAX_DEPTH + 5; i++) deep = [deep];
   assert.throws(
