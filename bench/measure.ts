@@ -34,7 +34,7 @@ export interface CellResult {
   p99Us: number;
   /**
    * CPU time (user + system) of client and server together per measured call, µs, where the row can
-   * read both processes' (the tsweaver rows). Less sensitive than time to other work on a shared machine.
+   * read both processes' (the network rows). Less sensitive than time to other work on a shared machine.
    */
   cpuUsPerCall?: number | undefined;
 }

@@ -9,6 +9,7 @@ import { RpcServer } from "../runtime/rpc/server.js";
 import type { RpcTls } from "../runtime/rpc/tls.js";
 import { silentLogger } from "../runtime/rpc/logger.js";
 import { type Payload, PayloadType } from "./payloads.js";
+import { startProfile, stopProfile } from "./profile.js";
 
 export type PeerKind = "raw" | "raw-codec" | "grpc" | "http" | "rpc" | "rpc-tls";
 
@@ -322,6 +323,7 @@ async function listen(server: net.Server): Promise<number> {
 
 /** Starts the named server, prints `READY <port>`, and exits when stdin closes. */
 export async function serve(kind: string): Promise<void> {
+  startProfile(); // --cpu-prof runs only
   let port: number;
   if (kind === "raw") port = await listen(rawServer());
   else if (kind === "raw-codec") port = await listen(rawCodecServer());
@@ -332,7 +334,8 @@ export async function serve(kind: string): Promise<void> {
   else throw new Error(`unknown peer ${kind} (want raw, raw-codec, grpc, http, rpc or rpc-tls)`);
   process.stdout.write(`READY ${port}\n`);
   // The bench process closes our stdin (or dies): then we go too.
-  process.stdin.on("end", () => process.exit(0));
-  process.stdin.on("error", () => process.exit(0));
+  const exit = (): void => void stopProfile(`peer-${kind}`).finally(() => process.exit(0));
+  process.stdin.on("end", exit);
+  process.stdin.on("error", exit);
   process.stdin.resume();
 }

@@ -30,13 +30,18 @@
 // Flags: --quick (or BENCH_QUICK=1): a few hundred calls per cell; --json: also print one
 // `BENCH_JSON {...}` line with every number; --rows=raw,tsweaver,...: a subset of rows; --sizes=small,large
 // and --conc=1,64: a subset of cells (colocated and codec rows always run all of theirs);
-// --cpu-prof=DIR: the tsweaver weavelets CPU-profile themselves (see profile.ts) into DIR;
-// --weavelet-env=K=V: extra environment for the tsweaver processes (e.g. TSWEAVER_METRICS=0).
+// --cpu-prof=DIR: the tsweaver weavelets, the peer servers and this process (the other rows' clients)
+// CPU-profile themselves (see profile.ts) into DIR;
+// --weavelet-env=K=V: extra environment for the tsweaver processes (e.g. TSWEAVER_METRICS=0);
+// --node-arg=FLAG (repeatable): a Node.js flag for both sides of every network row: the weavelets
+// (`node_args`), the peer servers, and this process (the peer rows' client; V8 flags only, e.g.
+// --no-incremental-marking, set with v8.setFlagsFromString).
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
+import v8 from "node:v8";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { encode as twEncode } from "../runtime/codec/codec.js";
@@ -57,6 +62,7 @@ import {
 } from "./measure.js";
 import { GrpcClient, HttpClient, RPC_TLS_ENV, RawClient, RpcClient, type PeerKind } from "./peers.js";
 import { PAYLOAD_SIZES, type PayloadSize, checkEcho, payload } from "./payloads.js";
+import { startProfile, stopProfile } from "./profile.js";
 import type { RpcTls } from "../runtime/rpc/tls.js";
 import type { RpcCertificate } from "../runtime/protos/runtime.js";
 import { issue, newCa } from "../test/support/certs.js";
@@ -66,8 +72,23 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
+/** `--node-arg=FLAG`: Node.js flags for the processes of the network rows. */
+const NODE_ARGS: string[] = [];
 /** Rows measured as network rows: set up once, then measured cell by cell, interleaved. */
-const NET_ROWS = ["raw", "rawcodec", "tsweaver", "plaintext", "tcp", "notelemetry", "grpc", "http", "rpc", "rpc-tls", "tls", "tcp-plaintext"] as const;
+const NET_ROWS = [
+  "raw",
+  "rawcodec",
+  "tsweaver",
+  "plaintext",
+  "tcp",
+  "notelemetry",
+  "grpc",
+  "http",
+  "rpc",
+  "rpc-tls",
+  "tls",
+  "tcp-plaintext",
+] as const;
 type NetRowName = (typeof NET_ROWS)[number];
 const ALL_ROWS = [...NET_ROWS, "colocated", "codec"] as const;
 type RowName = (typeof ALL_ROWS)[number];
@@ -110,7 +131,8 @@ function parseArgs(argv: string[]): Options {
       const eq = kv.indexOf("=");
       if (eq <= 0) throw new Error(`--weavelet-env wants KEY=VALUE, got ${kv}`);
       o.weaveletEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
-    } else if (a.startsWith("--sizes="))
+    } else if (a.startsWith("--node-arg=")) NODE_ARGS.push(a.slice(11));
+    else if (a.startsWith("--sizes="))
       SIZES = a
         .slice(8)
         .split(",")
@@ -122,7 +144,7 @@ function parseArgs(argv: string[]): Options {
         .map((x) => (Number(x) >= 1 ? Number(x) : fail(`bad concurrency ${x}`)));
     else
       throw new Error(
-        `unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR, --weavelet-env=K=V)`,
+        `unknown argument ${a} (use --quick, --json, --rows=..., --sizes=..., --conc=..., --cpu-prof=DIR, --weavelet-env=K=V, --node-arg=FLAG)`,
       );
   }
   return o;
@@ -145,7 +167,7 @@ function startChild(
   args: string[],
   env: Record<string, string>,
 ): { child: ChildProcess; line: (marker: string, timeoutMs: number) => Promise<string> } {
-  const child = spawn(process.execPath, [path.join(HERE, script), ...args], {
+  const child = spawn(process.execPath, [...NODE_ARGS, path.join(HERE, script), ...args], {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "inherit"],
   });
@@ -185,15 +207,46 @@ interface NetRow {
   close(): Promise<void>;
 }
 
-async function startPeer(kind: PeerKind, env: Record<string, string> = {}): Promise<{ port: number; stop: () => void }> {
-  const { child, line } = startChild("peer-server.js", [kind], env);
+/** `--cpu-prof=DIR`: where the peer servers and this process write their CPU profiles too. */
+let PEER_PROFILE_DIR: string | undefined;
+
+/** A peer server in a child process. */
+interface Peer {
+  port: number;
+  /** CPU time (user + system) used so far by the peer and this process (its client), µs. */
+  cpuMicros: () => Promise<number>;
+  stop(): void;
+}
+
+/** CPU time (user + system) process `pid` has used, µs, from /proc (Linux; 10 ms ticks). */
+function procCpuMicros(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLOCK_TICKS_PER_SEC;
+  } catch {
+    return NaN; // not Linux: the CPU column shows NaN rather than a wrong figure
+  }
+}
+/** USER_HZ: the unit of /proc/<pid>/stat's times (100 on every Linux architecture Node runs on). */
+const CLOCK_TICKS_PER_SEC = 100;
+
+async function startPeer(kind: PeerKind, env: Record<string, string> = {}): Promise<Peer> {
+  const profiling: Record<string, string> = PEER_PROFILE_DIR !== undefined ? { BENCH_CPU_PROF_DIR: PEER_PROFILE_DIR } : {};
+  const { child, line } = startChild("peer-server.js", [kind], { ...env, ...profiling });
   try {
     const port = Number(await line("READY ", 20_000));
     return {
       port,
+      cpuMicros: async () => {
+        const u = process.cpuUsage();
+        return u.user + u.system + procCpuMicros(child.pid);
+      },
       stop: () => {
         child.stdin!.end();
-        child.kill();
+        // A profiling peer writes its profile when its stdin ends, then exits.
+        if (PEER_PROFILE_DIR === undefined) child.kill();
+        else setTimeout(() => child.kill(), 10_000).unref();
       },
     };
   } catch (err) {
@@ -209,7 +262,7 @@ async function rawRow(): Promise<NetRow> {
   const bodies = { small: twEncode(payload("small")), large: twEncode(payload("large")) };
   return {
     name: "raw",
-    measure: (size, c, b) => closedLoop(() => client.call(bodies[size]), c, b),
+    measure: (size, c, b) => closedLoop(() => client.call(bodies[size]), c, b, peer.cpuMicros),
     close: async () => {
       client.close();
       peer.stop();
@@ -225,13 +278,13 @@ async function rawCodecRow(): Promise<NetRow> {
 }
 
 /** A row that sends each payload through `client` and checks the echo before measuring. */
-function echoRow(name: NetRow["name"], peer: { stop(): void }, client: { call(p: unknown): Promise<unknown>; close(): void }): NetRow {
+function echoRow(name: NetRow["name"], peer: Peer, client: { call(p: unknown): Promise<unknown>; close(): void }): NetRow {
   return {
     name,
     measure: async (size, c, b) => {
       const p = payload(size);
       checkEcho(p, await client.call(p));
-      return closedLoop(() => client.call(p), c, b);
+      return closedLoop(() => client.call(p), c, b, peer.cpuMicros);
     },
     close: async () => {
       client.close();
@@ -327,6 +380,7 @@ async function tsweaverRow(
 name = "bench"
 binary = ${JSON.stringify(path.join(HERE, "app.js"))}
 env = ${tomlInline(env)}
+node_args = ${JSON.stringify(NODE_ARGS)}
 
 [multi]
 replicas = 1
@@ -674,13 +728,20 @@ function report(cells: Cell[], codecs: Record<string, CodecResult> | undefined, 
     2,
   );
   const note = quick ? "\n(quick smoke run: too few calls for the numbers to mean anything)\n" : "";
-  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second); CPU µs/call: user + system time of both weavelets per call\n\n${tgt}\n${note}`;
+  return `${main}\n\nops/s: completed calls per second (codec rows: encode+decode round trips per second); CPU µs/call: user + system time of client and server per call (both weavelets; the peer rows: this process and the peer's)\n\n${tgt}\n${note}`;
 }
 
 // ---------------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
+  for (const flag of NODE_ARGS) v8.setFlagsFromString(flag);
+  if (opts.cpuProfDir !== undefined) {
+    mkdirSync(opts.cpuProfDir, { recursive: true });
+    PEER_PROFILE_DIR = opts.cpuProfDir;
+    process.env["BENCH_CPU_PROF_DIR"] = opts.cpuProfDir;
+    startProfile(); // this process: the clients of rows 1, 1b, 3, 4 and 7
+  }
   const b = opts.quick ? QUICK : FULL;
   const cells: Cell[] = [];
   let codecs: Record<string, CodecResult> | undefined;
@@ -707,6 +768,7 @@ async function main(): Promise<void> {
   );
   process.stdout.write(report(cells, codecs, opts.quick, ts) + "\n");
   if (opts.json) process.stdout.write("BENCH_JSON " + JSON.stringify({ cells, codecs, targets: ts }) + "\n");
+  await stopProfile("bench");
 }
 
 main().then(
