@@ -33,9 +33,9 @@
 // --cpu-prof=DIR: the tsweaver weavelets, the peer servers and this process (the other rows' clients)
 // CPU-profile themselves (see profile.ts) into DIR;
 // --weavelet-env=K=V: extra environment for the tsweaver processes (e.g. TSWEAVER_METRICS=0);
-// --node-arg=FLAG (repeatable): a Node.js flag for both sides of every network row: the weavelets
-// (`node_args`), the peer servers, and this process (the peer rows' client; V8 flags only, e.g.
-// --no-incremental-marking, set with v8.setFlagsFromString).
+// --node-arg=FLAG (repeatable): a Node.js flag for every process of the run: the weavelets (`node_args`),
+// the child processes (peer servers, colocated and codec rows), and this process (the peer rows' client;
+// V8 flags only, e.g. --no-incremental-marking, set with v8.setFlagsFromString).
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
@@ -72,7 +72,7 @@ const ROUNDS = 5;
 const HERE = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
 let CONCURRENCY: readonly number[] = [1, 64];
 let SIZES: readonly PayloadSize[] = PAYLOAD_SIZES;
-/** `--node-arg=FLAG`: Node.js flags for the processes of the network rows. */
+/** `--node-arg=FLAG`: Node.js flags for every process of the run. */
 const NODE_ARGS: string[] = [];
 /** Rows measured as network rows: set up once, then measured cell by cell, interleaved. */
 const NET_ROWS = [
