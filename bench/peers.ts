@@ -17,7 +17,7 @@ export type PeerKind = "raw" | "raw-codec" | "grpc" | "http" | "rpc" | "rpc-tls"
 // Raw node:net echo: frames are `u32 length (LE) | body`; the server sends every complete frame back.
 // The client's body is `u32 request id | payload bytes`, so calls can be multiplexed on one socket.
 
-function rawServer(): net.Server {
+export function rawServer(): net.Server {
   return net.createServer({ noDelay: true }, (socket) => {
     let pending: Buffer | undefined;
     socket.on("data", (chunk: Buffer) => {
@@ -91,9 +91,11 @@ export class RawClient {
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
   }
 
-  static connect(port: number): Promise<RawClient> {
+  /** Connects to a loopback TCP port, or to a Unix socket path. */
+  static connect(target: number | string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: "127.0.0.1", port, noDelay: true }, () => {
+      const to = typeof target === "string" ? { path: target } : { host: "127.0.0.1", port: target, noDelay: true };
+      const s = net.connect(to, () => {
         s.off("error", reject);
         resolve(new RawClient(s));
       });
@@ -288,6 +290,12 @@ export const RPC_TLS_ENV = "BENCH_RPC_TLS";
 const RPC_HASH = "bench-rpc";
 
 async function rpcServer(tls: RpcTls | undefined): Promise<number> {
+  const address = await rpcEchoServer(tls, "127.0.0.1:0");
+  return Number(address.slice(address.lastIndexOf(":") + 1));
+}
+
+/** Serves the rpc rows' echo method on `address` ("host:port" or "unix:/path"); resolves to the bound address. */
+export function rpcEchoServer(tls: RpcTls | undefined, address: string): Promise<string> {
   const server = new RpcServer({
     lookup: (id) => (id === 0 ? { name: "bench/Rpc.echo", fn: (args) => args[0] } : undefined),
     methodTableHash: RPC_HASH,
@@ -295,15 +303,19 @@ async function rpcServer(tls: RpcTls | undefined): Promise<number> {
     logger: silentLogger,
     tls,
   });
-  const address = await server.listen("127.0.0.1:0");
-  return Number(address.slice(address.lastIndexOf(":") + 1));
+  return server.listen(address);
 }
 
 /** A client of the rpc peers: one Connection, optionally TLS. */
 export class RpcClient {
   private readonly conn: Connection;
-  constructor(port: number, tls: RpcTls | undefined) {
-    this.conn = new Connection(`127.0.0.1:${port}`, { methodTableHash: RPC_HASH, deploymentId: tls?.identity.deploymentId ?? "", tls });
+  /** `to`: a loopback TCP port, or an RPC address ("unix:/path"). */
+  constructor(to: number | string, tls: RpcTls | undefined) {
+    this.conn = new Connection(typeof to === "number" ? `127.0.0.1:${to}` : to, {
+      methodTableHash: RPC_HASH,
+      deploymentId: tls?.identity.deploymentId ?? "",
+      tls,
+    });
   }
   call(p: Payload): Promise<unknown> {
     return this.conn.call(0, "bench/Rpc.echo", [p]);

@@ -593,7 +593,7 @@ function targets(cells: Cell[]): Target[] {
       const unix = find(cells, "tsweaver", size, c);
       const tcp = find(cells, "tcp", size, c);
       if (!unix || !tcp) continue;
-      // Informational: what the Unix socket saves over loopback TCP, time per call.
+      // Multi's default, Unix sockets, must be at least as fast as loopback TCP: time per call, TCP ÷ Unix.
       const r = unix.opsPerSec / tcp.opsPerSec;
       out.push({ target: "loopback TCP vs Unix socket time/call", cell: `${size} c=${c}`, ratio: r, goal: ">= 1x", pass: r >= 1 });
     }
@@ -620,6 +620,7 @@ function targets(cells: Cell[]): Target[] {
     out.push({ target: "TLS 1.3 vs plain TCP time/call", cell: `${size} c=64`, ratio: r, goal: "<= 1.5x", pass: r <= 1.5 });
   }
   out.push(...tlsPathTargets(cells));
+  out.push(...smallCallTargets(cells));
   for (const [peer, goal] of [
     ["grpc", 5],
     ["http", 2],
@@ -667,6 +668,27 @@ function floorTargets(cells: Cell[]): Target[] {
   if (tw64 && floor64) {
     const r = tw64.opsPerSec / floor64.opsPerSec;
     out.push({ target: "throughput vs raw echo + codec", cell: "large c=64", ratio: r, goal: ">= 0.7x", pass: r >= 0.7 });
+  }
+  return out;
+}
+
+/**
+ * Small calls at c=64 against the floor, raw echo's ops/s: the full call path (row 2) has a goal; the
+ * transport alone (row 7) is shown beside it, to tell what the stack above the transport costs.
+ */
+function smallCallTargets(cells: Cell[]): Target[] {
+  const out: Target[] = [];
+  const raw = find(cells, "raw", "small", 64);
+  if (raw === undefined) return out;
+  const full = find(cells, "tsweaver", "small", 64);
+  if (full !== undefined) {
+    const r = full.opsPerSec / raw.opsPerSec;
+    out.push({ target: "cross-process throughput vs raw echo", cell: "small c=64", ratio: r, goal: ">= 0.4x", pass: r >= 0.4 });
+  }
+  const rpc = find(cells, "rpc", "small", 64);
+  if (rpc !== undefined) {
+    const r = rpc.opsPerSec / raw.opsPerSec;
+    out.push({ target: "RPC transport alone vs raw echo", cell: "small c=64", ratio: r, goal: "(info)", pass: true });
   }
   return out;
 }

@@ -8,9 +8,19 @@ export interface CallObserver {
 }
 
 let turnTime: number | undefined;
+let turnDate: number | undefined;
+let turnEnding = false;
 
 function endTurn(): void {
   turnTime = undefined;
+  turnDate = undefined;
+  turnEnding = false;
+}
+
+function endTurnSoon(): void {
+  if (turnEnding) return;
+  turnEnding = true;
+  process.nextTick(endTurn);
 }
 
 /**
@@ -23,7 +33,20 @@ function endTurn(): void {
 export function turnClock(): number {
   if (turnTime === undefined) {
     turnTime = performance.now();
-    process.nextTick(endTurn);
+    endTurnSoon();
   }
   return turnTime;
+}
+
+/**
+ * `Date.now()` read once per event-loop turn, like {@link turnClock}: the RPC server's clock for deadlines
+ * (a request's deadline is its remaining time from the turn it arrived in) and idle times, read for every
+ * batch of requests or responses instead of two or three times per call.
+ */
+export function turnDateNow(): number {
+  if (turnDate === undefined) {
+    turnDate = Date.now();
+    endTurnSoon();
+  }
+  return turnDate;
 }

@@ -32,7 +32,7 @@ import {
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
-import { type CallObserver, turnClock } from "./observer.js";
+import { type CallObserver, turnClock, turnDateNow } from "./observer.js";
 import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
@@ -347,25 +347,55 @@ function sweepServer(server: RpcServer): void {
   server.sweep();
 }
 
-/** Runs one call inside its context and sends the response. An async function: no closures per call. */
-async function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): Promise<void> {
-  const observer = method.observer;
+/**
+ * Runs one call inside its context and sends the response. A handler that returns a value (not a
+ * promise) is answered at once, with no promise at all; one that returns a promise is awaited in
+ * {@link finishCall}. Plain functions: no closure per call.
+ */
+function serveCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, args: unknown[]): void {
   // From the turn the request was read in (its arrival) to the result, read afresh at the end so that a
   // handler's own synchronous work always counts.
-  const t0 = observer === undefined ? 0 : turnClock();
-  let status: number = Status.OK;
+  const t0 = method.observer === undefined ? 0 : turnClock();
+  let r: unknown;
+  try {
+    r = callStorage.run(call, method.fn, args);
+  } catch (err) {
+    failCall(server, conn, call, method, t0, err);
+    return;
+  }
+  if (isThenable(r)) {
+    void finishCall(server, conn, call, method, t0, r);
+    return;
+  }
+  method.observer?.ok(performance.now() - t0);
+  conn.respond(call, Status.OK, r, method.name, method.countBytes);
+}
+
+/** Answers a call whose handler returned a promise, once it settles. */
+async function finishCall(
+  server: RpcServer,
+  conn: ServerConn,
+  call: ServerCall,
+  method: MethodHandler,
+  t0: number,
+  r: PromiseLike<unknown>,
+): Promise<void> {
   let value: unknown;
   try {
-    const r = callStorage.run(call, method.fn, args);
-    value = isThenable(r) ? await r : r;
-    observer?.ok(performance.now() - t0);
+    value = await r;
   } catch (err) {
-    observer?.fail(performance.now() - t0);
-    status = Status.APP_ERROR;
-    value = toWireError(err);
-    server.stats.appErrors++;
+    failCall(server, conn, call, method, t0, err);
+    return;
   }
-  conn.respond(call, status, value, method.name, method.countBytes);
+  method.observer?.ok(performance.now() - t0);
+  conn.respond(call, Status.OK, value, method.name, method.countBytes);
+}
+
+/** Answers a call whose handler threw (or whose promise rejected) with the error. */
+function failCall(server: RpcServer, conn: ServerConn, call: ServerCall, method: MethodHandler, t0: number, err: unknown): void {
+  method.observer?.fail(performance.now() - t0);
+  server.stats.appErrors++;
+  conn.respond(call, Status.APP_ERROR, toWireError(err), method.name, method.countBytes);
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -438,7 +468,7 @@ class ServerCall implements CallContext {
 
   /** True once the deadline passed: the caller has given up and reports DeadlineExceededError itself. */
   get expired(): boolean {
-    return this.reason instanceof DeadlineExceededError || (this.deadline !== undefined && Date.now() >= this.deadline);
+    return this.reason instanceof DeadlineExceededError || (this.deadline !== undefined && turnDateNow() >= this.deadline);
   }
 
   /** The handler is done: no more timers. */
@@ -563,7 +593,7 @@ class ServerConn implements ChannelSink, Pausable {
   /** @internal A chunk was read: track the frame in progress and this connection's share of the budget. */
   afterRead(): void {
     const ch = this.channel;
-    const now = Date.now();
+    const now = turnDateNow();
     this.lastReadAt = now;
     this.lastActiveAt = now;
     if (!ch.framePending) this.frameStartedAt = 0;
@@ -796,11 +826,12 @@ class ServerConn implements ChannelSink, Pausable {
       this.sendSystemError(id, refusal);
       return;
     }
-    const deadline = remaining === 0 ? undefined : Date.now() + remaining;
+    // The clock of the turn that read the request: one read for a whole batch of requests.
+    const deadline = remaining === 0 ? undefined : turnDateNow() + remaining;
     const call = new ServerCall(id, deadline, traceparent, metadata, method.name);
     call.requestBytes = requestBytes;
     this.inflight.set(id, call);
-    void serveCall(this.server, this, call, method, args);
+    serveCall(this.server, this, call, method, args);
   }
 
   private onCancel(r: Reader): void {
@@ -818,7 +849,7 @@ class ServerConn implements ChannelSink, Pausable {
     call.finish();
     if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
     this.inflight.delete(call.id);
-    if (this.inflight.size === 0) this.lastActiveAt = Date.now();
+    if (this.inflight.size === 0) this.lastActiveAt = turnDateNow();
     // After the deadline the caller has failed the call on its own; a late reply (often the handler's
     // reaction to its aborted signal) would only race with that and confuse the error it sees.
     if (!call.cancelled && !call.expired && !this.channel.isClosed) {

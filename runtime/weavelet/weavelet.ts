@@ -417,10 +417,24 @@ export class Weavelet {
   }
 
   private methodHandler(id: number): MethodHandler | undefined {
-    const entry = methodTable().byId[id];
+    // Looked up for every request: by id, without building the method's name each time.
+    const table = methodTable();
+    if (table !== this.handlersTable) {
+      this.handlersTable = table;
+      this.handlersById = [];
+    }
+    const known = this.handlersById[id];
+    if (known !== undefined) return known;
+    const entry = table.byId[id];
     if (!entry || !this.canHost(entry.component)) return undefined;
-    return this.handlerFor(entry.component, entry.method);
+    const handler = this.handlerFor(entry.component, entry.method);
+    this.handlersById[id] = handler;
+    return handler;
   }
+
+  /** The handlers of the method ids served so far, by id in `handlersTable` (what this weavelet hosts is fixed). */
+  private handlersById: MethodHandler[] = [];
+  private handlersTable: ReturnType<typeof methodTable> | undefined;
 
   private readonly handlers = new Map<string, MethodHandler>();
 

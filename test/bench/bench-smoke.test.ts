@@ -80,8 +80,15 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
       for (const [k, v] of Object.entries(c)) assert.ok(Number.isFinite(v) && v > 0, `${codec}/${size}: ${k} = ${v}`);
     }
   }
-  // Ratios, each with a verdict: 2 latency, 2 large vs raw echo + codec, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path, 4 grpc, 4 http, 4 colocated.
-  assert.equal(data.targets.length, 38);
+  // Ratios, each with a verdict: 2 latency, 2 large vs raw echo + codec, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path,
+  // 2 small calls at c=64 vs raw echo (full path, transport alone), 4 grpc, 4 http, 4 colocated.
+  assert.equal(data.targets.length, 40);
+  for (const name of ["cross-process throughput vs raw echo", "RPC transport alone vs raw echo"]) {
+    assert.ok(
+      data.targets.some((t) => t.target === name && t.cell === "small c=64"),
+      `missing target ${name}`,
+    );
+  }
   for (const t of data.targets) assert.ok(Number.isFinite(t.ratio), `${t.target} ${t.cell}: ratio ${t.ratio}`);
   // The human-readable table is printed too.
   assert.match(r.out, /\| 2 tsweaver cross-process/);

@@ -399,6 +399,45 @@ test("metadata, traceparent and the remaining deadline reach the handler", async
   }
 });
 
+test("a handler's outcome reaches its observer and the caller, whether it returns a value or a promise", async () => {
+  const seen: string[] = [];
+  const observer = (name: string) => ({ ok: () => void seen.push(`${name} ok`), fail: () => void seen.push(`${name} fail`) });
+  const methods: Record<string, (args: unknown[]) => unknown> = {
+    syncOk: (args) => ({ v: args[0], ctx: currentCall() !== undefined }),
+    syncThrow: () => {
+      throw new RangeError("sync");
+    },
+    asyncOk: async (args) => {
+      await new Promise((r) => setImmediate(r));
+      return { v: args[0], ctx: currentCall() !== undefined };
+    },
+    asyncReject: async () => {
+      await new Promise((r) => setImmediate(r));
+      throw new RangeError("async");
+    },
+  };
+  const names = Object.keys(methods);
+  const server = new RpcServer({
+    lookup: (id) =>
+      names[id] === undefined ? undefined : { name: `test/Svc.${names[id]}`, fn: methods[names[id]]!, observer: observer(names[id]!) },
+    methodTableHash: HASH,
+    logger: new MemoryLogger(),
+  });
+  const c = new Connection(await server.listen("127.0.0.1:0"), { methodTableHash: HASH });
+  try {
+    assert.deepStrictEqual(await c.call(0, "syncOk", [1]), { v: 1, ctx: true });
+    await assert.rejects(c.call(1, "syncThrow", []), (e: unknown) => e instanceof RemoteCallError && e.message === "sync");
+    assert.deepStrictEqual(await c.call(2, "asyncOk", [2]), { v: 2, ctx: true });
+    await assert.rejects(c.call(3, "asyncReject", []), (e: unknown) => e instanceof RemoteCallError && e.message === "async");
+    assert.deepStrictEqual(seen, ["syncOk ok", "syncThrow fail", "asyncOk ok", "asyncReject fail"]);
+    assert.equal(server.stats.appErrors, 2);
+    assert.equal(server.inflightCalls, 0);
+  } finally {
+    await c.close();
+    await server.close();
+  }
+});
+
 /** Opens a raw socket to `address`, sends `bytes`, resolves when the server closes it. */
 function rawSend(address: string, bytes: Buffer): Promise<{ closed: boolean; received: Buffer }> {
   const [host, port] = [address.slice(0, address.lastIndexOf(":")), Number(address.slice(address.lastIndexOf(":") + 1))];
