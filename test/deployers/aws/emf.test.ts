@@ -118,10 +118,7 @@ test("a user label named like a dimension every line carries (App, Group, Versio
   // The dashboard reads the labels back under their own names; other names pass unchanged both ways.
   for (const name of [...RESERVED_DIMENSIONS, "Kind_", "App__", "kind", "Kindness", "shop"])
     assert.equal(labelOfDimension(labelDimension(name)), name, name);
-  assert.deepEqual(
-    ["kind", "Kindness", "shop"].map(labelDimension),
-    ["kind", "Kindness", "shop"],
-  );
+  assert.deepEqual(["kind", "Kindness", "shop"].map(labelDimension), ["kind", "Kindness", "shop"]);
 });
 
 test("tsweaver's own other metrics are not republished as user metrics", () => {
