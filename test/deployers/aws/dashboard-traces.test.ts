@@ -45,6 +45,12 @@ import { launchChromium } from "../../support/chromium.js";
 import { get, tempDir, waitFor } from "../../support/index.js";
 
 const VERSION = "v0123456789";
+/**
+ * The emulator is shared by the suite's AWS tests, and moto's X-Ray answers every trace of the window
+ * (no filter): this file's resources and traces live in a region of their own, so another test's traces
+ * (the Boutique's) neither show here nor crowd the read's limits.
+ */
+const REGION = "ap-southeast-2";
 const OTHER_VERSION = "v9876543210";
 
 let emu: Emulator;
@@ -57,7 +63,7 @@ before(async () => {
   emu = await useEmulator();
   gaps = awsGaps();
   proxy = await startThrottleProxy({ target: emu.endpoint, intercept: gaps.intercept });
-  xray = new XRayClient(clientConfig(emu.endpoint));
+  xray = new XRayClient(clientConfig(emu.endpoint, REGION));
 });
 
 after(async () => {
@@ -74,9 +80,9 @@ after(async () => {
  */
 async function deployed(tracing: "xray" | "otlp" | "off"): Promise<DashboardStack> {
   const stack = `tsw-traces-${tracing}-${Date.now().toString(36)}`;
-  const ecs = new ECSClient(clientConfig(emu.endpoint));
-  const sd = new ServiceDiscoveryClient(clientConfig(emu.endpoint));
-  const logs = new CloudWatchLogsClient(clientConfig(emu.endpoint));
+  const ecs = new ECSClient(clientConfig(emu.endpoint, REGION));
+  const sd = new ServiceDiscoveryClient(clientConfig(emu.endpoint, REGION));
+  const logs = new CloudWatchLogsClient(clientConfig(emu.endpoint, REGION));
   clients.push(ecs, sd, logs);
   await ecs.send(new CreateClusterCommand({ clusterName: stack }));
   const agentEnv = [
@@ -300,7 +306,7 @@ test('tracing = "xray": the version\'s recent traces from X-Ray on the page, par
   const calls: string[] = [];
   const before = process.env["AWS_ENDPOINT_URL"];
   process.env["AWS_ENDPOINT_URL"] = proxy.endpoint; // the dashboard's clients go through the played gaps
-  const aws = new AwsClients(undefined, (api) => calls.push(api));
+  const aws = new AwsClients(REGION, (api) => calls.push(api));
   await aws.xray(); // created now, with the proxy's endpoint
   process.env["AWS_ENDPOINT_URL"] = before;
   const source = new AwsDashboardSource(aws, d, { refreshMs: 60_000 });
@@ -381,7 +387,7 @@ test("tracing denied: the panel names the missing permissions and keeps serving"
   const d = await deployed("xray");
   const before = process.env["AWS_ENDPOINT_URL"];
   process.env["AWS_ENDPOINT_URL"] = proxy.endpoint;
-  const aws = new AwsClients();
+  const aws = new AwsClients(REGION);
   await aws.xray(); // created now, with the proxy's endpoint
   process.env["AWS_ENDPOINT_URL"] = before;
   // What IAM answers a caller without xray:GetTraceSummaries (the emulator does not check permissions).
@@ -406,7 +412,7 @@ test('tracing = "otlp" or "off": the panel says where the traces are, and X-Ray 
   ] as const) {
     const d = await deployed(tracing);
     const calls: string[] = [];
-    const aws = new AwsClients(undefined, (api) => calls.push(api));
+    const aws = new AwsClients(REGION, (api) => calls.push(api));
     const source = new AwsDashboardSource(aws, d);
     const note = await source.collectTraces();
     assert.match(note.source, want, tracing);
