@@ -24,6 +24,7 @@ import { Construct } from "constructs";
 import {
   AGENT_COMMAND,
   AGENT_CONTAINER,
+  COLLECTOR_CONTAINER,
   CONTROLPLANE_COMMAND,
   CONTROLPLANE_CONTAINER,
   CONTROLPLANE_NAME,
@@ -31,6 +32,7 @@ import {
   healthCheckCommand,
   listenerUrlOutputKey,
   MAIN_COMPONENT,
+  OTLP_ENDPOINT_ENV,
   OUTPUTS,
   pascalCase,
   targetGroupName,
@@ -41,7 +43,7 @@ import {
   type RolloutEnv,
 } from "../runtime/deployers/aws/contract.js";
 
-export { AGENT_CONTAINER, CONTROLPLANE_CONTAINER };
+export { AGENT_CONTAINER, COLLECTOR_CONTAINER, CONTROLPLANE_CONTAINER };
 
 /** One deployment group: components that run together in one task. */
 export interface WeaverGroupProps {
@@ -787,7 +789,7 @@ export class WeaverApp extends Construct {
           [ENV.GROUP]: g.name,
           [ENV.HEALTH_PORT]: String(this.healthPort),
           [ENV.COMPONENTS]: g.components.join(","),
-          ...(props.otlpEndpoint ? { OTEL_EXPORTER_OTLP_ENDPOINT: props.otlpEndpoint } : {}),
+          ...(props.otlpEndpoint ? { [OTLP_ENDPOINT_ENV]: props.otlpEndpoint } : {}),
           // Names only: the agent passes these variables (and no other secret) on to the weavelet.
           ...(Object.keys(secrets).length > 0 ? { [ENV.APP_SECRETS]: Object.keys(secrets).sort().join(",") } : {}),
         },
@@ -947,7 +949,7 @@ export class WeaverApp extends Construct {
       environment: { AOT_CONFIG_CONTENT: XRAY_COLLECTOR_CONFIG },
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: `${taskDefinition.family}-collector` }),
     });
-    agent.addEnvironment("OTEL_EXPORTER_OTLP_ENDPOINT", `http://localhost:${COLLECTOR_OTLP_PORT}`);
+    agent.addEnvironment(OTLP_ENDPOINT_ENV, `http://localhost:${COLLECTOR_OTLP_PORT}`);
     agent.addContainerDependencies({ container: collector, condition: ecs.ContainerDependencyCondition.START });
   }
 
@@ -1215,8 +1217,6 @@ export function nagResource(stack: Stack, value: string): string {
 }
 
 /** cdk-nag ECS2: the task environment holds names and ports only; the secret comes through `secrets`. */
-/** Name of the collector sidecar container in group tasks with `tracing: "xray"`. */
-export const COLLECTOR_CONTAINER = "otel-collector";
 /** The AWS Distro for OpenTelemetry collector image the X-Ray sidecar runs by default. */
 export const ADOT_COLLECTOR_IMAGE = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3";
 /** The collector's OTLP/HTTP port on the task's localhost. */

@@ -10,7 +10,7 @@ import { parseHostPort } from "../rpc/address.js";
 export interface AwsDashboardCommandOptions extends StackOptions {
   /** Loopback address to serve on. @default "127.0.0.1:0" */
   address?: string;
-  /** Least seconds between two reads of ECS, Cloud Map, the load balancer and the logs. @default 10 */
+  /** Least seconds between two reads of ECS, Cloud Map, the load balancer, the logs and X-Ray. @default 10 */
   refresh?: number;
   /** Least seconds between two CloudWatch GetMetricData reads (CloudWatch keeps a point a minute). @default 30 */
   metricsRefresh?: number;

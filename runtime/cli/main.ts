@@ -202,11 +202,12 @@ stackArgs(
     .command("dashboard")
     .description(
       "serve the dashboard of `tsweaver multi dashboard` on loopback, fed from AWS: ECS tasks, Cloud Map replicas, target health, " +
-        "the call graph and charts from CloudWatch metrics, the log tail from CloudWatch Logs; prints a one-time login link (valid 60 s); Ctrl-C stops it",
+        'the call graph and charts from CloudWatch metrics, the log tail from CloudWatch Logs, recent traces from X-Ray (tracing = "xray"); ' +
+        "prints a one-time login link (valid 60 s); Ctrl-C stops it",
     ),
 )
   .option("--address <host:port>", "loopback address to listen on", "127.0.0.1:0")
-  .option("--refresh <seconds>", "least time between two reads of ECS, Cloud Map, the load balancer and the logs", int, 10)
+  .option("--refresh <seconds>", "least time between two reads of ECS, Cloud Map, the load balancer, the logs and X-Ray", int, 10)
   .option("--metrics-refresh <seconds>", "least time between two CloudWatch GetMetricData reads (a point a minute)", int, 30)
   .option("--token-file <path>", "where to write the admin token (mode 0600; default ~/.tsweaver/aws/<stack>/admin-token)")
   .option("--open", "also open the login link in the default browser")

@@ -62,6 +62,14 @@ export interface ReplicaProfile {
   profile: string;
 }
 
+/** What the traces panel says beside its traces when they come from elsewhere than the deployer's own processes. */
+export interface TracesNote {
+  /** Where the traces come from, or where they are when the page cannot show them. */
+  source: string;
+  /** Why the last read failed (the panel keeps the traces read before it). */
+  error?: string;
+}
+
 /**
  * What the admin server shows: the multi deployer implements it from its own processes, `tsweaver aws
  * dashboard` from what AWS reports (which is why answers may come asynchronously).
@@ -74,6 +82,8 @@ export interface AdminBackend {
   collectMetrics(): Promise<void>;
   readonly metricStore: MetricStore;
   readonly traceStore: TraceStore;
+  /** Reads recent traces into `traceStore` (AWS: from X-Ray, at most once a refresh) and says where they come from. */
+  collectTraces?(): Promise<TracesNote>;
   /** The newest log entries kept in memory, oldest first. */
   recentLogs(): readonly LogEntry[] | Promise<readonly LogEntry[]>;
   /** A CPU profile over `durationMs` (or a heap snapshot) of every running replica of `groups`; absent where replicas cannot be profiled. */

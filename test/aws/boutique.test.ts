@@ -1,7 +1,8 @@
 /**
  * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services (of one version), raised on demand as
  * the frontend first calls each component; then `tsweaver aws dashboard` on it, in headless Chromium: the groups from
- * ECS and Cloud Map, the call graph from the agents' EMF metrics (which the harness turns into CloudWatch metrics).
+ * ECS and Cloud Map, the call graph from the agents' EMF metrics (which the harness turns into CloudWatch metrics),
+ * recent traces from X-Ray (`[aws] tracing = "xray"`: the harness plays each task's collector sidecar).
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -11,16 +12,20 @@ import {
   DescribeTargetHealthCommand,
   ElasticLoadBalancingV2Client,
 } from "@aws-sdk/client-elastic-load-balancing-v2";
+import { XRayClient } from "@aws-sdk/client-xray";
 import { targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { checkAwsDashboard } from "./dashboard.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
+import { startXRayCollector, type XRayCollector } from "./xray.js";
 
 let emu: Emulator;
 let res: AppResources;
 let sim: FargateSimulator;
+let xray: XRayClient;
+let collector: XRayCollector;
 
 before(async () => {
   emu = await useEmulator();
@@ -29,18 +34,29 @@ before(async () => {
     listeners: { boutique: { container_port: 18081 } },
     rpcPort: 19001,
     controlPort: 19101,
+    aws: { tracing: "xray" },
   });
+  xray = new XRayClient(clientConfig(emu.endpoint));
+  collector = await startXRayCollector(xray);
   sim = await startFargate({
     endpoint: emu.endpoint,
     cluster: res.clusterArn,
     workdir: res.workdir,
     // A heartbeat a second: the agents' metric lines come every second rather than every 15.
-    taskEnv: () => ({ TSWEAVER_RECONCILE_MS: "500", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" }),
+    // The collector sidecar's localhost:4318 is the played collector's port here (tasks share the host's network).
+    taskEnv: (t) => ({
+      TSWEAVER_RECONCILE_MS: "500",
+      TSWEAVER_DISCOVERY_MS: "200",
+      TSWEAVER_HEARTBEAT_MS: "1000",
+      ...(t.env["OTEL_EXPORTER_OTLP_ENDPOINT"] === "http://localhost:4318" ? { OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint } : {}),
+    }),
   });
 });
 
 after(async () => {
   await sim?.stop();
+  await collector?.stop();
+  xray?.destroy();
   await res?.delete();
   await emu?.stop();
 });
@@ -75,8 +91,8 @@ test("the boutique runs on the AWS deployer unchanged: home page and a product t
   elb.destroy();
 });
 
-test("tsweaver aws dashboard: the groups and replicas from ECS and Cloud Map, the call graph from CloudWatch, in headless Chromium", async () => {
-  await checkAwsDashboard({ res, sim, endpoint: emu.endpoint });
+test("tsweaver aws dashboard: the groups and replicas from ECS and Cloud Map, the call graph from CloudWatch, traces from X-Ray, in headless Chromium", async () => {
+  await checkAwsDashboard({ res, sim, endpoint: emu.endpoint, collector });
 });
 
 test("deactivate stops every group", async () => {

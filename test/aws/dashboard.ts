@@ -2,7 +2,9 @@
  * `tsweaver aws dashboard` against an app activated on the emulator, checked in a real headless Chromium
  * (Debian's `chromium`, driven by playwright-core) like the multi dashboard: the page, its login flow and
  * what it shows (groups and replicas from ECS and Cloud Map, the call graph from CloudWatch metrics, the
- * log tail from CloudWatch Logs). The harness plays CloudWatch's EMF extraction meanwhile.
+ * log tail from CloudWatch Logs, recent traces from X-Ray). The harness plays CloudWatch's EMF extraction
+ * meanwhile, and the collector sidecars that put the weavelets' spans into X-Ray (test/aws/xray.ts); the CLI
+ * reaches the emulator through the proxy that plays what moto lacks (X-Ray filter expressions, gaps.ts).
  */
 import assert from "node:assert/strict";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -21,13 +23,22 @@ import { CLI, Proc, get, tempDir, waitFor } from "../support/index.js";
 import { decodePng } from "../deployers/multi/dashboard/png.js";
 import { startEmfExtraction } from "./emf.js";
 import type { FargateSimulator } from "./fargate.js";
+import { awsGaps } from "./gaps.js";
 import { clientConfig } from "./moto.js";
 import type { AppResources } from "./stack.js";
+import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
+import type { XRayCollector } from "./xray.js";
 
 const VIEWPORT = { width: 1400, height: 900 };
 
-/** The boutique activated on the emulator (main's group serving): its dashboard shows its groups and call graph. */
-export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimulator; endpoint: string }): Promise<void> {
+/** The boutique activated on the emulator (main's group serving): its dashboard shows its groups, call graph and traces. */
+export async function checkAwsDashboard(o: {
+  res: AppResources;
+  sim: FargateSimulator;
+  endpoint: string;
+  /** The played collector sidecars (the stack has `[aws] tracing = "xray"`). */
+  collector: XRayCollector;
+}): Promise<void> {
   const { res, sim } = o;
   const dir = tempDir("tsweaver-aws-dashboard-");
   const logs = new CloudWatchLogsClient(clientConfig(o.endpoint));
@@ -37,7 +48,10 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
   const extraction = startEmfExtraction(logs, cloudWatch, res.logGroup, 2000);
   let cli: Proc | undefined;
   let browser: BrowserContext | undefined;
+  const gaps = awsGaps();
+  let proxy: ThrottleProxy | undefined;
   try {
+    proxy = await startThrottleProxy({ target: o.endpoint, intercept: gaps.intercept });
     // Traffic through main's target (the ALB's place): the home page calls five components.
     const tg = await elb.send(new DescribeTargetGroupsCommand({ Names: [targetGroupName(res.stack, "boutique", res.version)] }));
     const health = await elb.send(new DescribeTargetHealthCommand({ TargetGroupArn: tg.TargetGroups![0]!.TargetGroupArn! }));
@@ -64,22 +78,19 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
       500,
     );
     assert.deepEqual(extraction.rejected, [], "every EMF line is one CloudWatch accepts");
+    // The home pages' calls from main, as the sidecars sent them to X-Ray.
+    await waitFor("main's spans at the collector", () => o.collector.spans >= 10, 60_000);
+    assert.equal(o.collector.lastError, undefined);
+    assert.deepEqual(o.collector.unprocessed, [], "X-Ray takes every segment");
 
     // The browser first: the login link printed below is valid for 60 s.
     browser = await launchChromium(path.join(dir, "chromium-profile"), VIEWPORT);
     const tokenFile = path.join(dir, "admin-token");
-    cli = new Proc(process.execPath, [
-      CLI,
-      "aws",
-      "dashboard",
-      res.configFile,
-      "--refresh",
-      "3",
-      "--metrics-refresh",
-      "2",
-      "--token-file",
-      tokenFile,
-    ]);
+    cli = new Proc(
+      process.execPath,
+      [CLI, "aws", "dashboard", res.configFile, "--refresh", "3", "--metrics-refresh", "2", "--token-file", tokenFile],
+      { AWS_ENDPOINT_URL: proxy.endpoint },
+    );
     const [loginUrl] = await cli.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\/login\?ticket=[\w-]+/, 300_000);
     assert.match(cli.out, /^reading the stack's outputs/m, "progress before the link");
     assert.match(cli.out, /version v[0-9a-f]{10}: 10 group\(s\), \d+ task\(s\) read in [\d.]+ s/);
@@ -144,6 +155,43 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
       120_000,
     );
 
+    // Recent traces from X-Ray: each of main's calls is a trace's root (the HTTP handler is not traced),
+    // its client span in main and the callee's server span under it.
+    assert.match(
+      (await page.textContent("[data-testid=traces-source]")) ?? "",
+      new RegExp(`^X-Ray: traces of boutique version ${res.version}`),
+    );
+    // Every root is a call of main; Currency's and ProductCatalog's serve it alone (two spans). The panel
+    // lists the 30 newest traces, where the home pages' many currency conversions are sure to be.
+    const direct = /boutique\/(Currency|ProductCatalog)\./;
+    await waitFor(
+      "a trace of main's call to Currency or ProductCatalog",
+      async () => (await page.locator("[data-testid=trace-row]").allTextContents()).some((r) => direct.test(r)),
+      120_000,
+    );
+    assert.equal(await page.locator("[data-testid=traces-error]").count(), 0, "no X-Ray error");
+    assert.ok(
+      gaps.xrayFilters().length > 0 && gaps.xrayFilters().every((f) => f === 'service("boutique")'),
+      `the filter sent: ${gaps.xrayFilters().join(", ")}`,
+    );
+    await page.locator("[data-testid=trace-row]", { hasText: direct }).first().click();
+    await waitFor(
+      "the call's client and server spans in the timeline",
+      async () => {
+        const rows = (await page.locator("[data-testid=span-row] .label").allTextContents()).map((r) => r.trim());
+        return (
+          rows.length === 2 &&
+          /^clientboutique\/(Currency|ProductCatalog)\.\w+$/.test(rows[0]!) &&
+          rows[1] === rows[0]!.replace(/^client/, "server")
+        );
+      },
+      30_000,
+    );
+    const indents = await page
+      .locator("[data-testid=span-row] .label")
+      .evaluateAll((els) => els.map((e) => (e as HTMLElement).style.paddingLeft));
+    assert.deepEqual(indents, ["0px", "14px"], "the server span under main's client span");
+
     await page.locator("#live").uncheck(); // hold the page still
     const shot = await page.screenshot({ fullPage: true });
     const png = decodePng(shot);
@@ -169,6 +217,7 @@ export async function checkAwsDashboard(o: { res: AppResources; sim: FargateSimu
     cli?.kill("SIGTERM");
     await cli?.exited;
     await extraction.stop().catch(() => {});
+    await proxy?.stop();
     logs.destroy();
     cloudWatch.destroy();
     elb.destroy();

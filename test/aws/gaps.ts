@@ -10,6 +10,11 @@
  *   - A task ECS is stopping: moto marks a stopped task STOPPED at once; with `running` (the Fargate
  *     simulator's view of its process), DescribeTasks reports a task whose process still drains as
  *     DEACTIVATING, as ECS does until the container has exited.
+ *   - X-Ray filter expressions: moto answers any GetTraceSummaries with a FilterExpression with an
+ *     InternalFailure ("Not implemented yet"). The request goes on without it (its expression is kept
+ *     for {@link AwsGaps.xrayFilters}), so the answer holds every trace of the window: what the filter
+ *     would have left out, a reader must leave out itself (`tsweaver aws dashboard` checks each
+ *     segment's app and version), and a test shows that it does.
  * Everything else is forwarded to the emulator untouched.
  */
 import { randomUUID } from "node:crypto";
@@ -31,6 +36,8 @@ export interface AwsGaps {
   protection(taskArn: string): boolean;
   /** Every UpdateTaskProtection that changed something: task ARN, enabled, when. */
   protectionLog(): readonly { taskArn: string; enabled: boolean; at: number }[];
+  /** Every GetTraceSummaries FilterExpression seen (and taken out), in order. */
+  xrayFilters(): readonly string[];
 }
 
 const json = (status: number, body: unknown, errorType?: string): InterceptedResponse => ({
@@ -47,12 +54,20 @@ export function awsGaps(opts: { running?: (taskArn: string) => boolean } = {}): 
   const protections = new Map<string, ProtectionRecord>();
   const log: { taskArn: string; enabled: boolean; at: number }[] = [];
   const deleting = new Set<string>();
+  const filters: string[] = [];
   const enabled = (arn: string): boolean => {
     const p = protections.get(arn);
     return p !== undefined && p.enabled && p.until > Date.now();
   };
 
   const intercept: Interceptor = async (req) => {
+    if (req.service === "xray" && req.action === "POST /TraceSummaries") {
+      const input = JSON.parse(req.body.toString("utf8")) as { FilterExpression?: string };
+      if (input.FilterExpression === undefined) return undefined;
+      filters.push(input.FilterExpression);
+      delete input.FilterExpression;
+      return req.forward({ body: Buffer.from(JSON.stringify(input)) });
+    }
     if (req.service === "ecs" && (req.action === "UpdateTaskProtection" || req.action === "GetTaskProtection")) {
       const input = JSON.parse(req.body.toString("utf8")) as {
         cluster: string;
@@ -127,5 +142,6 @@ export function awsGaps(opts: { running?: (taskArn: string) => boolean } = {}): 
     stackDeleting: (stack) => void deleting.add(stack),
     protection: enabled,
     protectionLog: () => [...log],
+    xrayFilters: () => [...filters],
   };
 }

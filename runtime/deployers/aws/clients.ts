@@ -6,6 +6,7 @@ import { ECSClient } from "@aws-sdk/client-ecs";
 import { ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import { ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
+import type * as XRaySdk from "@aws-sdk/client-xray";
 
 /** Attempts per AWS call, the first included; throttling and 5xx errors are retried with backoff. */
 const MAX_ATTEMPTS = Number(process.env["TSWEAVER_AWS_MAX_ATTEMPTS"] ?? 8);
@@ -36,6 +37,7 @@ const IAM_PREFIX: Readonly<Record<string, string>> = {
   ApplicationAutoScalingClient: "application-autoscaling",
   SecretsManagerClient: "secretsmanager",
   CloudWatchClient: "cloudwatch",
+  XRayClient: "xray",
 };
 
 /** The part of a client's middleware stack the observer uses (each client types it for its own commands). */
@@ -125,6 +127,29 @@ export class AwsClients {
   get cloudWatch(): CloudWatchClient {
     return (this._cloudWatch ??= observed(new CloudWatchClient(common(this.region)), this.observe));
   }
+  private _xray: Promise<XRayApi> | undefined;
+  /**
+   * The X-Ray client and its commands, loaded on first use: only `tsweaver aws dashboard` of an app with
+   * `[aws] tracing = "xray"` reads X-Ray, so @aws-sdk/client-xray is needed only there.
+   */
+  xray(): Promise<XRayApi> {
+    return (this._xray ??= import("@aws-sdk/client-xray").then(
+      (sdk) => ({ sdk, client: observed(new sdk.XRayClient(common(this.region)), this.observe) }),
+      (err: NodeJS.ErrnoException) => {
+        this._xray = undefined;
+        if (err.code !== "ERR_MODULE_NOT_FOUND") throw err;
+        throw new Error(
+          'reading traces from X-Ray ([aws] tracing = "xray") needs @aws-sdk/client-xray, an optional peer dependency of tsweaver: npm install @aws-sdk/client-xray',
+        );
+      },
+    ));
+  }
+}
+
+/** The X-Ray SDK module (loaded lazily, see {@link AwsClients.xray}) and a client of it. */
+export interface XRayApi {
+  readonly sdk: typeof XRaySdk;
+  readonly client: XRaySdk.XRayClient;
 }
 
 /** An AWS call failed (after the SDK's retries); the message names the API and the resource. */

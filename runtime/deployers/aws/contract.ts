@@ -23,6 +23,13 @@ export const CONTROLPLANE_COMMAND: readonly string[] = ["aws", "controlplane"];
 export const AGENT_CONTAINER = "agent";
 /** Name of the container in the control plane task. */
 export const CONTROLPLANE_CONTAINER = "controlplane";
+/**
+ * Name of the collector sidecar in group tasks with `[aws] tracing = "xray"`: `tsweaver aws dashboard`
+ * tells from a task definition that its traces are in X-Ray.
+ */
+export const COLLECTOR_CONTAINER = "otel-collector";
+/** The agent container's variable that names the OTLP endpoint its weavelet exports traces to (the collector's, or `otlp_endpoint`). */
+export const OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 /**
  * The group container's health check (ECS `healthCheck.command`): asks the agent's loopback health

@@ -12,15 +12,17 @@ import { DescribeTaskDefinitionCommand, DescribeTasksCommand, paginateListTasks,
 import { DescribeTargetHealthCommand } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { ListInstancesCommand } from "@aws-sdk/client-servicediscovery";
 import type { LogEntry, MetricUpdate } from "../../protos/runtime.js";
-import type { AdminBackend, DashboardReplica, DashboardStatus, DeploymentSummary } from "../../telemetry/dashboard.js";
+import type { AdminBackend, DashboardReplica, DashboardStatus, DeploymentSummary, TracesNote } from "../../telemetry/dashboard.js";
 import { type EdgeLatency, edgeKey } from "../../telemetry/graph.js";
 import { MetricStore } from "../../telemetry/metricstore.js";
 import { METHOD_CALLS, METHOD_ERRORS, METHOD_LATENCY } from "../../telemetry/methods.js";
 import { TraceStore } from "../../telemetry/tracestore.js";
 import { eniAddress } from "./callers.js";
 import { type AwsClients, callAws } from "./clients.js";
-import { AGENT_CONTAINER, ATTR, ENV, METRICS, parseServiceName } from "./contract.js";
+import { labelOfDimension } from "./emf.js";
+import { AGENT_CONTAINER, ATTR, COLLECTOR_CONTAINER, ENV, METRICS, OTLP_ENDPOINT_ENV, parseServiceName } from "./contract.js";
 import { Versions, type LiveVersion } from "./versions.js";
+import { XRayTraceReader, type XRayReadOptions, traceFilter, xrayErrorMessage } from "./xray.js";
 
 /** What the dashboard needs of the stack (its outputs, as `tsweaver aws` reads them). */
 export interface DashboardStack {
@@ -42,6 +44,18 @@ export interface AwsDashboardOptions {
   metricsWindowMinutes?: number;
   /** Log entries kept for the tail. @default 2000 */
   maxLogs?: number;
+  /** How recent traces are read from X-Ray (`[aws] tracing = "xray"`), every `refreshMs`. */
+  traces?: XRayReadOptions;
+}
+
+/** Where a task definition's weavelet sends its traces (`[aws] tracing`, as deployed). */
+export type DeployedTracing = { mode: "xray" } | { mode: "otlp"; endpoint: string } | { mode: "off" };
+
+/** A group task definition: the app's name, the group's components, where its traces go. */
+interface TaskDefinitionInfo {
+  app: string;
+  components: string[];
+  tracing: DeployedTracing;
 }
 
 /** CloudWatch's resolution of the agents' EMF metrics. */
@@ -57,7 +71,9 @@ const MAX_QUERIES = 500;
  * graph and charts from the agents' EMF metrics in CloudWatch (GetMetricData, a point a minute); the log
  * tail from CloudWatch Logs. Reads are cached (see {@link AwsDashboardOptions}) so an open page costs a
  * bounded number of AWS calls, whatever its refresh rate. The call graph's p50/p99 are CloudWatch's
- * percentiles of the EMF latency over the graph's window. Traces stay in X-Ray or the OTLP collector.
+ * percentiles of the EMF latency over the graph's window. Recent traces come from X-Ray when the deployed
+ * task definitions have the collector sidecar (`[aws] tracing = "xray"`); otherwise the traces panel says
+ * where they are (the OTLP endpoint, or nowhere).
  */
 export class AwsDashboardSource implements AdminBackend {
   /** Rebuilt from CloudWatch on each read (see {@link collectMetrics}). */
@@ -66,13 +82,20 @@ export class AwsDashboardSource implements AdminBackend {
   /** Rates over five CloudWatch points. */
   readonly graphWindowSec = 5 * PERIOD_SEC;
   private readonly versions: Versions;
-  private readonly opts: Required<AwsDashboardOptions>;
+  private readonly opts: Required<Omit<AwsDashboardOptions, "traces">>;
   private cached: { at: number; status: DashboardStatus; versions: DeploymentSummary[] } | undefined;
   private statusRead: Promise<void> | undefined;
   private metricsAt = 0;
   private metricsRead: Promise<void> | undefined;
   /** Task definition ARN → its app name and group components (task definitions never change). */
-  private readonly taskDefs = new Map<string, { app: string; components: string[] }>();
+  private readonly taskDefs = new Map<string, TaskDefinitionInfo>();
+  /** Where the deployed version's traces go, from its task definitions (undefined until read). */
+  private tracing: DeployedTracing | undefined;
+  private readonly xrayTraces: XRayTraceReader;
+  private readonly traceWindowMinutes: number;
+  private tracesAt = 0;
+  private tracesRead: Promise<void> | undefined;
+  private tracesError: string | undefined;
   private logs: LogEntry[] = [];
   private logsAt = 0;
   private logsRead: Promise<void> | undefined;
@@ -87,7 +110,47 @@ export class AwsDashboardSource implements AdminBackend {
     options: AwsDashboardOptions = {},
   ) {
     this.versions = new Versions(aws, d.cluster, d.stack);
-    this.opts = { refreshMs: 10_000, metricsRefreshMs: 30_000, metricsWindowMinutes: 60, maxLogs: 2000, ...options };
+    const { traces, ...rest } = options;
+    this.opts = { refreshMs: 10_000, metricsRefreshMs: 30_000, metricsWindowMinutes: 60, maxLogs: 2000, ...rest };
+    this.xrayTraces = new XRayTraceReader(() => aws.xray(), traces);
+    this.traceWindowMinutes = traces?.windowMinutes ?? 10;
+  }
+
+  /**
+   * With X-Ray tracing, reads the version's recent traces into the trace store (at most every
+   * `refreshMs`; a failure is kept for the panel, the traces read before stay); otherwise says where the
+   * traces are.
+   */
+  async collectTraces(): Promise<TracesNote> {
+    await this.refresh(); // the task definitions say where traces go, and the app's name
+    const tracing = this.tracing;
+    if (tracing === undefined) return { source: "no task definition of this version read yet: where its traces go is unknown" };
+    if (tracing.mode === "otlp")
+      return {
+        source: `[aws] tracing = "otlp": the weavelets export their traces to ${tracing.endpoint}; see them in that collector's backend`,
+      };
+    if (tracing.mode === "off")
+      return {
+        source: '[aws] tracing = "off": spans are counted and dropped; set tracing = "xray" (or "otlp" with otlp_endpoint) to keep them',
+      };
+    if (Date.now() - this.tracesAt >= this.opts.refreshMs) {
+      this.tracesRead ??= (async () => {
+        try {
+          await this.xrayTraces.read({ app: this.app, version: this.d.version }, this.traceStore);
+          this.tracesError = undefined;
+        } catch (err) {
+          this.tracesError = xrayErrorMessage(err);
+        } finally {
+          this.tracesAt = Date.now();
+          this.tracesRead = undefined;
+        }
+      })();
+      await this.tracesRead;
+    }
+    return {
+      source: `X-Ray: traces of ${this.app} version ${this.d.version} from the last ${this.traceWindowMinutes} minutes (filter ${traceFilter(this.app)}), read every ${Math.round(this.opts.refreshMs / 1000)} s`,
+      ...(this.tracesError !== undefined ? { error: this.tracesError } : {}),
+    };
   }
 
   get metricStore(): MetricStore {
@@ -233,6 +296,7 @@ export class AwsDashboardSource implements AdminBackend {
         replicas,
       });
       if (def && !this.app) this.app = def.app;
+      if (def && service && (deployed?.services.get(name) === service || this.tracing === undefined)) this.tracing = def.tracing;
     }
     const now = new Date().toISOString();
     const status: DashboardStatus = {
@@ -273,8 +337,12 @@ export class AwsDashboardSource implements AdminBackend {
     return tasks;
   }
 
-  /** The app name and components a group's task definition gives its agent (TSWEAVER_APP, TSWEAVER_COMPONENTS). */
-  private async taskDefinition(arn: string): Promise<{ app: string; components: string[] } | undefined> {
+  /**
+   * The app name and components a group's task definition gives its agent (TSWEAVER_APP,
+   * TSWEAVER_COMPONENTS), and where its traces go: X-Ray when it has the collector sidecar, the agent's
+   * OTLP endpoint otherwise, else nowhere.
+   */
+  private async taskDefinition(arn: string): Promise<TaskDefinitionInfo | undefined> {
     if (!arn) return undefined;
     let def = this.taskDefs.get(arn);
     if (!def) {
@@ -285,7 +353,13 @@ export class AwsDashboardSource implements AdminBackend {
       const env = new Map(
         (containers.find((c) => c.name === AGENT_CONTAINER) ?? containers[0])?.environment?.map((e) => [e.name ?? "", e.value ?? ""]) ?? [],
       );
+      const endpoint = env.get(OTLP_ENDPOINT_ENV);
       def = {
+        tracing: containers.some((c) => c.name === COLLECTOR_CONTAINER)
+          ? { mode: "xray" }
+          : endpoint
+            ? { mode: "otlp", endpoint }
+            : { mode: "off" },
         app: env.get(ENV.APP) ?? "",
         components: (env.get(ENV.COMPONENTS) ?? "")
           .split(",")
@@ -420,13 +494,16 @@ export async function readMetricStore(
     if (name === METHOD_LATENCY) latencySeries.push({ metric: m, edge: edgeKey(caller, component, remote === "true") });
     add(m, name, name === METHOD_LATENCY ? "HISTOGRAM" : "COUNTER", labels);
   }
-  // The app's own metrics: their labels are the dimensions past App, Group, Version and Kind; groups and versions add up.
+  // The app's own metrics: their labels are the dimensions past App, Group, Version and Kind (a label of one
+  // of those names comes back from its renamed dimension); groups and versions add up.
   const base = new Set<string>([D.APP, D.GROUP, D.VERSION, D.KIND]);
   for (const m of user) {
     const dims = m.Dimensions ?? [];
     const kind = dims.find((x) => x.Name === D.KIND)?.Value;
     if (kind !== "COUNTER" && kind !== "GAUGE" && kind !== "HISTOGRAM") continue;
-    const labels = Object.fromEntries(dims.filter((x) => !base.has(x.Name ?? "")).map((x) => [x.Name ?? "", x.Value ?? ""]));
+    const labels = Object.fromEntries(
+      dims.filter((x) => !base.has(x.Name ?? "")).map((x) => [labelOfDimension(x.Name ?? ""), x.Value ?? ""]),
+    );
     add(m, m.MetricName ?? "", kind, labels);
   }
   const now = Date.now();

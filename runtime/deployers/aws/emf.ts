@@ -19,6 +19,27 @@ export const EMF_LIMITS = {
   histogramValues: 100,
 };
 
+/** The dimensions every user metric line carries; a label of one of these names is renamed on export ({@link labelDimension}). */
+export const RESERVED_DIMENSIONS: readonly string[] = [METRICS.DIM.APP, METRICS.DIM.GROUP, METRICS.DIM.VERSION, METRICS.DIM.KIND];
+
+// A reserved name followed by zero or more underscores: the names the renaming moves by one underscore.
+const RESERVED_RE = new RegExp(`^(${RESERVED_DIMENSIONS.join("|")})_*$`);
+
+/**
+ * The dimension name of a user metric's label: the label's own name, except that a reserved dimension's
+ * name (App, Group, Version, Kind) gets an underscore appended — and so does any such name already
+ * ending in underscores, so the renaming never merges two labels (`Kind` → `Kind_`, `Kind_` → `Kind__`).
+ * {@link labelOfDimension} undoes it.
+ */
+export function labelDimension(label: string): string {
+  return RESERVED_RE.test(label) ? `${label}_` : label;
+}
+
+/** A user metric dimension's label name (the inverse of {@link labelDimension}). */
+export function labelOfDimension(dimension: string): string {
+  return RESERVED_RE.test(dimension) && dimension.endsWith("_") ? dimension.slice(0, -1) : dimension;
+}
+
 type Unit = "Count" | "Milliseconds" | "Count/Second" | "None";
 interface Directive {
   Namespace: string;
@@ -31,7 +52,8 @@ type Value = number | { Values: number[]; Counts: number[]; Sum: number; Count: 
  * CloudWatch Embedded Metric Format lines for one report of a weavelet's metric deltas (GetMetrics):
  * per-method calls, errors and latency by caller (the call graph), served calls by group and by method,
  * the replica's load (served calls per second over `intervalMs`), and the app's own metrics (labels as
- * dimensions, bounded, with their kind). awslogs ships the lines; CloudWatch turns them into metrics, no API call per
+ * dimensions, bounded, with their kind; a label named like a dimension every line carries is renamed,
+ * see {@link labelDimension}). awslogs ships the lines; CloudWatch turns them into metrics, no API call per
  * report. Histograms become value/count pairs at bucket midpoints, so percentiles are bucket estimates.
  */
 export function emfLines(
@@ -121,7 +143,9 @@ export function emfLines(
       dropped++;
       continue;
     }
-    const labels = Object.entries(u.labels).slice(0, EMF_LIMITS.userLabels);
+    const labels = Object.entries(u.labels)
+      .slice(0, EMF_LIMITS.userLabels)
+      .map(([k, v]) => [labelDimension(k), v] as const);
     const value = u.kind === "HISTOGRAM" ? histogram(u) : u.value;
     if (value === undefined) continue;
     line([[D.APP, D.GROUP, D.VERSION, D.KIND, ...labels.map(([k]) => k)]], [[u.name, u.kind === "COUNTER" ? "Count" : "None", value]], {

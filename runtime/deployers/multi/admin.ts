@@ -183,9 +183,13 @@ export class AdminServer {
       await this.backend.collectMetrics();
       return json({ charts: charts(this.backend.metricStore) });
     });
-    this.route("/api/traces", (url) => {
+    this.route("/api/traces", async (url) => {
       const limit = Math.min(Math.max(Number(url.searchParams.get("limit") ?? 50) || 50, 1), 1000);
-      return json({ traces: this.backend.traceStore.recent(limit, url.searchParams.get("component") ?? undefined) });
+      const note = await this.backend.collectTraces?.();
+      return json({
+        traces: this.backend.traceStore.recent(limit, url.searchParams.get("component") ?? undefined),
+        ...(note ? { note } : {}),
+      });
     });
     this.route("/api/trace", (url) => {
       const id = url.searchParams.get("id") ?? "";

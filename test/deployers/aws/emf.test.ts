@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { MetricUpdate } from "../../../runtime/protos/runtime.js";
 import { METRICS } from "../../../runtime/deployers/aws/contract.js";
-import { EMF_LIMITS, emfLines, registeredReplicasLines } from "../../../runtime/deployers/aws/emf.js";
+import {
+  EMF_LIMITS,
+  RESERVED_DIMENSIONS,
+  emfLines,
+  labelDimension,
+  labelOfDimension,
+  registeredReplicasLines,
+} from "../../../runtime/deployers/aws/emf.js";
 
 const source = { app: "shop", group: "shop-cart", version: "v1" };
 
@@ -97,6 +104,21 @@ test("user metrics: labels become dimensions up to the limit; series past the pe
   assert.equal(w["Kind"], "COUNTER", "the kind, which ListMetrics does not give");
   assert.equal(w["d"], undefined, "labels past the limit are not sent");
   assert.equal(docs.filter((d) => d["shop_orders_total"] !== undefined).length, EMF_LIMITS.userSeries - 1);
+});
+
+test("a user label named like a dimension every line carries (App, Group, Version, Kind) is renamed, never overwriting it", () => {
+  const { lines } = emfLines([counter("shop_sorted_total", { Kind: "fruit", App: "other", Kind_: "x" }, 3)], source, 1000);
+  const doc = lines.map(parseValid).find((d) => d["shop_sorted_total"] !== undefined)!;
+  assert.deepEqual(doc._aws.CloudWatchMetrics[0]!.Dimensions, [["App", "Group", "Version", "Kind", "Kind_", "App_", "Kind__"]]);
+  assert.deepEqual(
+    [doc["App"], doc["Kind"], doc["Kind_"], doc["App_"], doc["Kind__"]],
+    ["shop", "COUNTER", "fruit", "other", "x"],
+    "the runtime's dimensions keep their values; each label keeps its own under its dimension name",
+  );
+  // The dashboard reads the labels back under their own names; other names pass unchanged both ways.
+  for (const name of [...RESERVED_DIMENSIONS, "Kind_", "App__", "kind", "Kindness", "shop"])
+    assert.equal(labelOfDimension(labelDimension(name)), name, name);
+  assert.deepEqual(["kind", "Kindness", "shop"].map(labelDimension), ["kind", "Kindness", "shop"]);
 });
 
 test("tsweaver's own other metrics are not republished as user metrics", () => {

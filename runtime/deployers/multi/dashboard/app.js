@@ -355,7 +355,16 @@ function renderCharts(charts) {
 
 let selectedTrace = "";
 
-function renderTraces(traces) {
+function renderTraces(traces, note) {
+  // Where the traces come from when it is not the deployer's processes (AWS: X-Ray, or where they are instead).
+  $("traces-note").replaceChildren(
+    ...(note
+      ? [
+          h("p", { class: "muted", "data-testid": "traces-source" }, note.source),
+          note.error ? h("p", { class: "trace-error", "data-testid": "traces-error" }, note.error) : "",
+        ]
+      : []),
+  );
   // Spans of a trace arrive from several processes in batches: prefer showing one whose root is in.
   // (and that ended a moment ago, so its children are in too).
   const settled = (t) => t.complete && t.startMicros / 1000 + t.durationMicros / 1000 < Date.now() - 1000;
@@ -399,7 +408,7 @@ function renderTraces(traces) {
             h(
               "td",
               { colspan: 5, class: "empty" },
-              "no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)",
+              note ? "no traces" : "no traces yet (TSWEAVER_TRACE_SAMPLE and TSWEAVER_TRACE_RATE set how many calls are traced)",
             ),
           ),
     ),
@@ -573,7 +582,7 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
-    const [status, { deployments }, graph, advice, { charts }, { traces }, { entries }] = await Promise.all([
+    const [status, { deployments }, graph, advice, { charts }, { traces, note }, { entries }] = await Promise.all([
       api("/api/status"),
       api("/api/deployments"),
       api("/api/graph"),
@@ -588,7 +597,7 @@ async function refresh() {
     renderGraph(graph, status);
     renderAdvice(advice);
     renderCharts(charts);
-    renderTraces(traces);
+    renderTraces(traces, note);
     await renderTimeline();
     renderLogs(entries, ["stdout", "stderr", ...status.groups.flatMap((g) => g.components)]);
     $("updated").textContent = `updated ${clock(Date.now())}`;
