@@ -1,29 +1,3 @@
-/**
- * Told the outcome and latency (ms) of each call: how the per-method metrics hook into the RPC client
- * (the balancer) and server without a wrapper promise per call. The telemetry's MethodStats is one.
- */
-export interface CallObserver {
-  ok(ms: number): void;
-  fail(ms: number): void;
-}
-
-let turnTime: number | undefined;
-
-function endTurn(): void {
-  turnTime = undefined;
-}
-
-/**
- * `performance.now()` read once per event-loop turn (one I/O or timer callback and the promise reactions
- * it sets off): the clock of the per-method latency metrics of remote calls. A clock read costs ~0.2 µs on
- * some VMs (kvm-clock), four per remote call were ~8% of a small call's CPU, and the calls issued or
- * settled in one turn share it. Latency is then measured between the turns in which a call was issued
- * and its response handled: its resolution is one turn's work, never a call's own.
- */
-export function turnClock(): number {
-  if (turnTime === undefined) {
-    turnTime = performance.now();
-    process.nextTick(endTurn);
-  }
-  return turnTime;
-}
+// The call observer and its clock live in core (in-process calls use them too); the RPC client and
+// server import them from here.
+export { type CallObserver, turnClock } from "../core/observer.js";
