@@ -19,6 +19,14 @@ export interface CallContext {
   readonly metadata: Readonly<Record<string, string>> | undefined;
 }
 
+/**
+ * The traceparent of a root call that was not sampled: W3C-valid ids (the same everywhere: nothing is
+ * recorded under them) with the sampled flag off. It travels with the call so that the callee and
+ * everything it calls stay untraced, instead of starting traces of their own mid-way; on the wire it is
+ * one flag bit (frames.ts), not the 55 characters.
+ */
+export const UNSAMPLED_TRACEPARENT = "00-7473776561766572756e73616d706c65-7473776561766572-00";
+
 /** Options a caller can put on the calls made inside `withCallOptions`. */
 export interface CallOptions {
   /** Give up after this many ms. The callee sees the remaining time and its signal aborts at expiry. */

@@ -2,7 +2,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { lstat, unlink } from "node:fs/promises";
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { CodecError, Reader } from "../codec/codec.js";
-import { type CallContext, callStorage } from "../core/call.js";
+import { type CallContext, UNSAMPLED_TRACEPARENT, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { formatAddress, parseAddress } from "./address.js";
 import { AUTH_REFUSED, NONCE_SIZE, checkAuth, handshakeProof, newNonce, proofMatches, type PeerIdentity, type RpcAuth } from "./auth.js";
@@ -771,7 +771,7 @@ class ServerConn implements ChannelSink, Pausable {
       const t = r.value();
       if (typeof t !== "string") throw new FrameError("REQUEST traceparent is not a string");
       traceparent = t;
-    }
+    } else if (flags & RequestFlag.UNSAMPLED) traceparent = UNSAMPLED_TRACEPARENT;
     if (flags & RequestFlag.METADATA) metadata = checkMetadata(r.value());
     const args = r.value();
     if (!Array.isArray(args)) throw new FrameError("REQUEST args is not an array");
