@@ -57,6 +57,8 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
     "rpc-tls",
     "direct",
     "colocated",
+    "direct-checked",
+    "colocated-checked",
     "tls",
     "tcp-plaintext",
   ]) {
@@ -79,8 +81,9 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
       for (const [k, v] of Object.entries(c)) assert.ok(Number.isFinite(v) && v > 0, `${codec}/${size}: ${k} = ${v}`);
     }
   }
-  // Ratios, each with a verdict: 2 latency, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path, 4 grpc, 4 http, 4 colocated.
-  assert.equal(data.targets.length, 36);
+  // Ratios, each with a verdict: 2 latency, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path, 4 grpc, 4 http,
+  // 4 colocated, 4 colocated with the value check (informational).
+  assert.equal(data.targets.length, 40);
   for (const t of data.targets) assert.ok(Number.isFinite(t.ratio), `${t.target} ${t.cell}: ratio ${t.ratio}`);
   // The human-readable table is printed too.
   assert.match(r.out, /\| 2 tsweaver cross-process/);
