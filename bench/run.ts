@@ -15,7 +15,9 @@
 //               what the default per-method metrics and sampled tracing cost, measured in the same run
 //   3 grpc      @grpc/grpc-js unary call, protobufjs serialization (child server; client here)
 //   4 http      node:http keep-alive POST, JSON body both ways (child server; client here)
-//   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call
+//   5 colocated ctx.get(BenchService) in one process (single-process deployer) vs a direct async call, as
+//               deployed processes run it (no value check), and again with `node app.js`'s development
+//               default, the value check (TSWEAVER_CHECK_VALUES=1: an encoding per call; informational)
 //   6 codec     tsweaver codec vs JSON vs msgpackr vs protobufjs, encode+decode of the same values
 //   7 rpc       tsweaver's RPC transport alone (RpcServer in a child, Connection here), plain TCP, and
 //     rpc-tls   the same over TLS 1.3 with certificates from a deployment CA (what AWS calls will pay)
@@ -486,27 +488,35 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   }
 }
 
+/**
+ * Row 5: the app run directly is the single-process deployer, where ctx.get() returns the local instance.
+ * Measured as deployed processes run it (the production default: local calls skip the value check), and
+ * again with the check `node app.js` turns on outside production (`TSWEAVER_CHECK_VALUES=1`: arguments
+ * and result encoded per call), each against a direct call in the same child process.
+ */
 async function colocatedRow(b: Bounds, rounds: number, weaveletEnv: Record<string, string>): Promise<Cell[]> {
-  // The app run directly is the single-process deployer: ctx.get() returns the local instance.
-  const { child, line } = startChild("app.js", [], {
-    ...weaveletEnv,
-    BENCH_MODE: "colocated",
-    BENCH_BOUNDS: JSON.stringify(b),
-    BENCH_ROUNDS: String(rounds),
-  });
-  try {
-    const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
-    const cells: Cell[] = [];
-    for (const size of SIZES) {
-      for (const c of CONCURRENCY) {
-        cells.push({ row: "direct", size, concurrency: c, result: r.direct[`${size}/${c}`]! });
-        cells.push({ row: "colocated", size, concurrency: c, result: r.colocated[`${size}/${c}`]! });
+  const cells: Cell[] = [];
+  for (const checked of [false, true]) {
+    const { child, line } = startChild("app.js", [], {
+      ...weaveletEnv,
+      BENCH_MODE: "colocated",
+      BENCH_BOUNDS: JSON.stringify(b),
+      BENCH_ROUNDS: String(rounds),
+      TSWEAVER_CHECK_VALUES: checked ? "1" : "0",
+    });
+    try {
+      const r = JSON.parse(await line(RESULT_MARKER, 8 * (b.warmupMs + b.maxMs) + 30_000)) as ColocatedResult;
+      for (const size of SIZES) {
+        for (const c of CONCURRENCY) {
+          cells.push({ row: checked ? "direct-checked" : "direct", size, concurrency: c, result: r.direct[`${size}/${c}`]! });
+          cells.push({ row: checked ? "colocated-checked" : "colocated", size, concurrency: c, result: r.colocated[`${size}/${c}`]! });
+        }
       }
+    } finally {
+      child.kill();
     }
-    return cells;
-  } finally {
-    child.kill();
   }
+  return cells;
 }
 
 async function codecRow(quick: boolean): Promise<Record<string, CodecResult>> {
@@ -533,6 +543,8 @@ const ROW_TITLES: Record<string, string> = {
   http: "4 node:http keep-alive JSON",
   direct: "5 direct async call",
   colocated: "5 tsweaver colocated",
+  "direct-checked": "5 direct (values-checked run)",
+  "colocated-checked": "5 colocated, values checked",
   rpc: "7 tsweaver RPC, plain TCP",
   "rpc-tls": "7 tsweaver RPC, TLS 1.3",
   tls: "8 cross-process, TCP + TLS 1.3",
@@ -649,6 +661,16 @@ function targets(cells: Cell[]): Target[] {
       // Time per call relative to a direct call (throughput ratio inverted).
       const r = d.opsPerSec / co.opsPerSec;
       out.push({ target: "colocated call time vs direct", cell: `${size} c=${c}`, ratio: r, goal: "<= 3x", pass: r <= 3 });
+    }
+  }
+  for (const size of SIZES) {
+    for (const c of CONCURRENCY) {
+      const co = find(cells, "colocated-checked", size, c);
+      const d = find(cells, "direct-checked", size, c);
+      if (!co || !d) continue;
+      // Informational: the development aid's cost (an encoding of the arguments and result per call).
+      const r = d.opsPerSec / co.opsPerSec;
+      out.push({ target: "colocated, values checked, vs direct", cell: `${size} c=${c}`, ratio: r, goal: "(info)", pass: true });
     }
   }
   return out;

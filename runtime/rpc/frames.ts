@@ -18,6 +18,7 @@
  * REQUEST    (4, client → server)                   u32 requestId | u32 methodId | u32 remainingMs (0 = no deadline)
  *                                                   | u8 flags | [codec string traceparent]  if flags & 1
  *                                                   | [codec object metadata]               if flags & 2
+ *                                                   (flags & 4: the traceparent is UNSAMPLED_TRACEPARENT, not sent)
  *                                                   | codec array args
  * RESPONSE   (5, server → client)                   u32 requestId | u8 status | codec value:
  *                                                     OK (0): the result
@@ -40,6 +41,7 @@
 
 import { CodecError, Writer, encodeValue, encodeValues } from "../codec/codec.js";
 import { registerError, registeredErrorName } from "../core/errors.js";
+import { UNSAMPLED_TRACEPARENT } from "../core/call.js";
 
 // A value that cannot cross a call fails it with a CodecError on either side, rebuilt as one remotely.
 registerError(CodecError);
@@ -74,6 +76,8 @@ export const Status = {
 export const RequestFlag = {
   TRACEPARENT: 1,
   METADATA: 2,
+  /** The call belongs to an unsampled trace: its traceparent is UNSAMPLED_TRACEPARENT (core/call.ts), not encoded. */
+  UNSAMPLED: 4,
 } as const;
 
 /** Size of the fixed part of a frame: u32 length + u8 type. */
@@ -305,9 +309,13 @@ export function writeRequest(
     p = putU32(buf, p, requestId);
     p = putU32(buf, p, methodId);
     p = putU32(buf, p, remainingMs);
-    buf[p++] = (traceparent !== undefined ? RequestFlag.TRACEPARENT : 0) | (metadata !== undefined ? RequestFlag.METADATA : 0);
+    // Most calls of a busy process are in unsampled traces: one flag bit says so instead of 55 characters.
+    const unsampled = traceparent === UNSAMPLED_TRACEPARENT;
+    const sent = traceparent !== undefined && !unsampled;
+    buf[p++] =
+      (sent ? RequestFlag.TRACEPARENT : unsampled ? RequestFlag.UNSAMPLED : 0) | (metadata !== undefined ? RequestFlag.METADATA : 0);
     w.pos = p;
-    if (traceparent !== undefined) encodeValue(w, traceparent, "traceparent");
+    if (sent) encodeValue(w, traceparent, "traceparent");
     if (metadata !== undefined) encodeValue(w, metadata, "metadata");
     encodeValues(args, w, "args");
   } catch (err) {

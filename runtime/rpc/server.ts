@@ -2,7 +2,7 @@ import { createConnection, createServer, type Server, type Socket } from "node:n
 import { lstat, unlink } from "node:fs/promises";
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from "node:tls";
 import { CodecError, Reader } from "../codec/codec.js";
-import { type CallContext, callStorage } from "../core/call.js";
+import { type CallContext, UNSAMPLED_TRACEPARENT, callStorage } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError } from "../core/errors.js";
 import { formatAddress, parseAddress } from "./address.js";
 import { AUTH_REFUSED, NONCE_SIZE, checkAuth, handshakeProof, newNonce, proofMatches, type PeerIdentity, type RpcAuth } from "./auth.js";
@@ -32,7 +32,7 @@ import {
   writeResponse,
 } from "./frames.js";
 import type { RpcLogger } from "./logger.js";
-import { type CallObserver, turnClock, turnDateNow } from "./observer.js";
+import { type CallObserver, turnClock, turnNow } from "./observer.js";
 import { peerIdentity, serverTlsOptions, type RpcTls } from "./tls.js";
 
 /** One servable method. */
@@ -468,7 +468,7 @@ class ServerCall implements CallContext {
 
   /** True once the deadline passed: the caller has given up and reports DeadlineExceededError itself. */
   get expired(): boolean {
-    return this.reason instanceof DeadlineExceededError || (this.deadline !== undefined && turnDateNow() >= this.deadline);
+    return this.reason instanceof DeadlineExceededError || (this.deadline !== undefined && turnNow() >= this.deadline);
   }
 
   /** The handler is done: no more timers. */
@@ -593,7 +593,7 @@ class ServerConn implements ChannelSink, Pausable {
   /** @internal A chunk was read: track the frame in progress and this connection's share of the budget. */
   afterRead(): void {
     const ch = this.channel;
-    const now = turnDateNow();
+    const now = turnNow();
     this.lastReadAt = now;
     this.lastActiveAt = now;
     if (!ch.framePending) this.frameStartedAt = 0;
@@ -801,7 +801,7 @@ class ServerConn implements ChannelSink, Pausable {
       const t = r.value();
       if (typeof t !== "string") throw new FrameError("REQUEST traceparent is not a string");
       traceparent = t;
-    }
+    } else if (flags & RequestFlag.UNSAMPLED) traceparent = UNSAMPLED_TRACEPARENT;
     if (flags & RequestFlag.METADATA) metadata = checkMetadata(r.value());
     const args = r.value();
     if (!Array.isArray(args)) throw new FrameError("REQUEST args is not an array");
@@ -827,7 +827,7 @@ class ServerConn implements ChannelSink, Pausable {
       return;
     }
     // The clock of the turn that read the request: one read for a whole batch of requests.
-    const deadline = remaining === 0 ? undefined : turnDateNow() + remaining;
+    const deadline = remaining === 0 ? undefined : turnNow() + remaining;
     const call = new ServerCall(id, deadline, traceparent, metadata, method.name);
     call.requestBytes = requestBytes;
     this.inflight.set(id, call);
@@ -849,7 +849,7 @@ class ServerConn implements ChannelSink, Pausable {
     call.finish();
     if (this.inflight.get(call.id) !== call) return; // the connection closed meanwhile
     this.inflight.delete(call.id);
-    if (this.inflight.size === 0) this.lastActiveAt = turnDateNow();
+    if (this.inflight.size === 0) this.lastActiveAt = turnNow();
     // After the deadline the caller has failed the call on its own; a late reply (often the handler's
     // reaction to its aborted signal) would only race with that and confuse the error it sees.
     if (!call.cancelled && !call.expired && !this.channel.isClosed) {

@@ -17,7 +17,7 @@ import {
   type ReadableSpan,
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
-import type { CallContext } from "../core/call.js";
+import { type CallContext, UNSAMPLED_TRACEPARENT } from "../core/call.js";
 import type { Span } from "../protos/runtime.js";
 
 /**
@@ -85,12 +85,8 @@ export function isSampled(traceparent: string): boolean {
   return ((c <= 57 ? c - 48 : (c | 32) - 87) & 1) === 1;
 }
 
-/**
- * The context of a root call that was not sampled: W3C-valid ids (the same everywhere: nothing is
- * recorded under them) with the sampled flag off. It travels with the call so that the callee and
- * everything it calls stay untraced, instead of starting traces of their own mid-way.
- */
-export const UNSAMPLED_TRACEPARENT = "00-7473776561766572756e73616d706c65-7473776561766572-00";
+/** The traceparent of a root call that was not sampled (defined in core: the RPC frames send it as a flag). */
+export { UNSAMPLED_TRACEPARENT };
 
 const UNSAMPLED_ROOT: CallContext = Object.freeze({
   deadline: undefined,

@@ -74,14 +74,11 @@ export function localStub(
     const name = `${reg.ref.name}.${method}`;
     const apply = (self: object, args: unknown[]): unknown => (fn as (...a: unknown[]) => unknown).apply(self, args);
     const timeout = timeouts(method);
-    const direct = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args, timeout);
+    // Per-method metrics are recorded by callInProcess as the call settles: no wrapper promise per call.
+    const observer = measure ? MethodStats.caller(caller, reg.ref.name, method, false) : undefined;
+    const direct = (self: object, args: unknown[]): unknown => callInProcess(name, apply, self, args, timeout, observer);
     const call = checkValues ? checked(direct) : direct;
-    if (!measure) {
-      stub[method] = (...args: unknown[]): unknown => call(inst, args);
-      continue;
-    }
-    const stats = MethodStats.caller(caller, reg.ref.name, method, false);
-    stub[method] = (...args: unknown[]): unknown => stats.measure(call, inst, args);
+    stub[method] = (...args: unknown[]): unknown => call(inst, args);
   }
   return Object.freeze(stub);
 }

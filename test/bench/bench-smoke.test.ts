@@ -58,6 +58,8 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
     "rpc-tls",
     "direct",
     "colocated",
+    "direct-checked",
+    "colocated-checked",
     "tls",
     "tcp-plaintext",
   ]) {
@@ -81,8 +83,9 @@ test("bench --quick produces numbers for every row, payload and concurrency", { 
     }
   }
   // Ratios, each with a verdict: 2 latency, 2 large vs raw echo + codec, 4 authenticated, 4 TCP vs Unix socket, 8 telemetry (time, CPU), 2 TLS, 4 TLS full path,
-  // 2 small calls at c=64 vs raw echo (full path, transport alone), 4 grpc, 4 http, 4 colocated.
-  assert.equal(data.targets.length, 40);
+  // 2 small calls at c=64 vs raw echo (full path, transport alone), 4 grpc, 4 http, 4 colocated,
+  // 4 colocated with the value check (informational).
+  assert.equal(data.targets.length, 44);
   for (const name of ["cross-process throughput vs raw echo", "RPC transport alone vs raw echo"]) {
     assert.ok(
       data.targets.some((t) => t.target === name && t.cell === "small c=64"),

@@ -71,6 +71,15 @@ const EXPECTED: Record<string, unknown> = {
     // The call also has its default deadline; the signal aborted first.
     callee: { deadline: true, signal: true, abortedWith: "CallCancelledError", finished: false },
   },
+  "swept-deadline": {
+    caller: { error: "DeadlineExceededError", message: "conf/Callee.sleep: deadline exceeded" },
+    gaveUpEarly: true,
+    callee: { deadline: true, signal: true, abortedWith: "DeadlineExceededError", finished: false },
+  },
+  "late-signal": {
+    caller: { error: "DeadlineExceededError", message: "conf/Callee.idle: deadline exceeded" },
+    callee: { deadline: true, signal: true, abortedWith: "DeadlineExceededError", finished: true },
+  },
   expired: { error: "DeadlineExceededError" },
   "cancelled-before": { error: "CallCancelledError" },
   "error-registered": {

@@ -5,7 +5,7 @@ import { spawn } from "node:child_process";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CodecError, Writer, encodeValues } from "../../runtime/codec/codec.js";
-import { callStorage, currentCall, withCallOptions } from "../../runtime/core/call.js";
+import { UNSAMPLED_TRACEPARENT, callStorage, currentCall, withCallOptions } from "../../runtime/core/call.js";
 import {
   CallCancelledError,
   ConfigError,
@@ -15,7 +15,7 @@ import {
   registerError,
 } from "../../runtime/core/errors.js";
 import { Connection } from "../../runtime/rpc/client.js";
-import { beginFrame, endFrame, FrameType, writeHello } from "../../runtime/rpc/frames.js";
+import { beginFrame, endFrame, FrameType, writeHello, writeRequest } from "../../runtime/rpc/frames.js";
 import { RpcServer } from "../../runtime/rpc/server.js";
 import { HASH, MemoryLogger, startServer, type Methods } from "../support/rpc.js";
 import { aborted, deferred, tempDir, waitFor } from "../support/index.js";
@@ -393,6 +393,17 @@ test("metadata, traceparent and the remaining deadline reach the handler", async
     assert.ok(got.remaining > 3000 && got.remaining <= 5000, String(got.remaining));
     const bare = (await c.call(s.ids.ctx!, "ctx", [], undefined)) as Record<string, unknown>;
     assert.deepStrictEqual(bare, { traceparent: undefined, metadata: undefined, remaining: undefined });
+    // An unsampled trace's traceparent arrives as it left, though the request carries only a flag for it.
+    const unsampled = { deadline: undefined, signal: undefined, traceparent: UNSAMPLED_TRACEPARENT, metadata: undefined };
+    const got2 = (await c.call(s.ids.ctx!, "ctx", [], unsampled)) as Record<string, unknown>;
+    assert.equal(got2["traceparent"], UNSAMPLED_TRACEPARENT);
+    const size = (traceparent: string | undefined): number => {
+      const w = new Writer();
+      writeRequest(w, 1, 2, 0, traceparent, undefined, [], 1 << 20);
+      return w.pos;
+    };
+    assert.equal(size(UNSAMPLED_TRACEPARENT), size(undefined));
+    assert.ok(size(tp) > size(undefined) + 55);
   } finally {
     await c.close();
     await s.server.close();
