@@ -207,11 +207,17 @@ async function startSingle(profDir: string | undefined): Promise<Running> {
   return { address: ready, pids: () => [child.pid!], stop: () => stopChild(child) };
 }
 
-async function startMulti(tmp: string, profDir: string | undefined, colocate: readonly (readonly string[])[] = []): Promise<Running> {
+async function startMulti(
+  tmp: string,
+  profDir: string | undefined,
+  colocate: readonly (readonly string[])[] = [],
+  weaveletNodeArgs: readonly string[] = [],
+): Promise<Running> {
   const config = path.join(tmp, "weaver.toml");
   // Each weavelet writes its own CPU profile when it stops.
   // (Node's default profile names carry the pid, so the weavelets' files do not collide.)
-  const env = profDir ? `node_args = ${JSON.stringify(["--cpu-prof", `--cpu-prof-dir=${profDir}`])}\n` : "";
+  const nodeArgs = [...(profDir ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []), ...weaveletNodeArgs];
+  const env = nodeArgs.length > 0 ? `node_args = ${JSON.stringify(nodeArgs)}\n` : "";
   writeFileSync(
     config,
     `[tsweaver]
@@ -278,12 +284,18 @@ async function startGrpc(profDir: string | undefined): Promise<Running> {
   };
 }
 
-function startSystem(system: SystemName, tmp: string, profDir: string | undefined, colocate: string[][] | undefined): Promise<Running> {
+/** How to start a system: CPU profiles, and node flags for multi's weavelets (e.g. a young generation size). */
+export interface StartOptions {
+  cpuProfDir?: string;
+  weaveletNodeArgs?: readonly string[];
+}
+
+function startSystem(system: SystemName, tmp: string, opts: StartOptions, colocate: string[][] | undefined): Promise<Running> {
   return system === "single"
-    ? startSingle(profDir)
+    ? startSingle(opts.cpuProfDir)
     : system === "multi" || system === "advised"
-      ? startMulti(tmp, profDir, colocate)
-      : startGrpc(profDir);
+      ? startMulti(tmp, opts.cpuProfDir, colocate, opts.weaveletNodeArgs)
+      : startGrpc(opts.cpuProfDir);
 }
 
 /** Waits until multi's status.json lists every replica's pid (groups start on first use). */
@@ -313,7 +325,7 @@ async function ratePhase(sys: Running, load: LoadGenerator, rate: number, second
 /** Runs the comparison; `log` gets progress lines. */
 export async function runBoutique(
   bounds: BoutiqueBounds,
-  opts: { systems?: readonly SystemName[]; cpuProfDir?: string; log?: (s: string) => void } = {},
+  opts: StartOptions & { systems?: readonly SystemName[]; log?: (s: string) => void } = {},
 ): Promise<SystemResult[]> {
   const log = opts.log ?? (() => {});
   const out: SystemResult[] = [];
@@ -327,7 +339,7 @@ export async function runBoutique(
         log(`advised: colocate = ${JSON.stringify(colocate)}`);
       }
       log(`${system}: starting`);
-      const sys = await startSystem(system, tmp, opts.cpuProfDir, colocate);
+      const sys = await startSystem(system, tmp, opts, colocate);
       const load = new LoadGenerator(sys.address);
       try {
         // Idle first: nothing but the system's own timers, once start-up work (module compilation, the
@@ -392,7 +404,14 @@ export interface CurveBounds {
   warmupMs: number;
 }
 
-export const FULL_CURVE: CurveBounds = { startRate: 50, phaseSeconds: 6, maxRate: 12_800, maxMs: 90_000, warmupRequests: 2000, warmupMs: 3000 };
+export const FULL_CURVE: CurveBounds = {
+  startRate: 50,
+  phaseSeconds: 6,
+  maxRate: 12_800,
+  maxMs: 90_000,
+  warmupRequests: 2000,
+  warmupMs: 3000,
+};
 export const CURVE_SYSTEMS: readonly SystemName[] = ["single", "multi", "grpc"];
 
 export interface CurveResult {
@@ -416,7 +435,7 @@ export function saturation(point: RatePoint, first: RatePoint): string | undefin
 /** The scale curves: for each system, CPU per request and p99 as the rate doubles until saturation. */
 export async function runCurve(
   bounds: CurveBounds,
-  opts: { systems?: readonly SystemName[]; log?: (s: string) => void } = {},
+  opts: StartOptions & { systems?: readonly SystemName[]; log?: (s: string) => void } = {},
 ): Promise<CurveResult[]> {
   const log = opts.log ?? (() => {});
   const out: CurveResult[] = [];
@@ -425,7 +444,7 @@ export async function runCurve(
     for (const system of opts.systems ?? CURVE_SYSTEMS) {
       if (system === "advised") throw new Error("curve: the advised system is not part of the scale curves");
       log(`curve ${system}: starting`);
-      const sys = await startSystem(system, tmp, undefined, undefined);
+      const sys = await startSystem(system, tmp, opts, undefined);
       const load = new LoadGenerator(sys.address);
       try {
         const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
@@ -441,7 +460,9 @@ export async function runCurve(
           }
           const p = await ratePhase(sys, load, rate, bounds.phaseSeconds, 0);
           points.push(p);
-          log(`curve ${system}: ${rate} req/s → ${p.load.rate.toFixed(0)} achieved, p99 ${p.load.p99Ms.toFixed(1)} ms, ${p.cpuPer1000.toFixed(3)} CPU-s/1000`);
+          log(
+            `curve ${system}: ${rate} req/s → ${p.load.rate.toFixed(0)} achieved, p99 ${p.load.p99Ms.toFixed(1)} ms, ${p.cpuPer1000.toFixed(3)} CPU-s/1000`,
+          );
           const why = saturation(p, points[0]!);
           if (why) {
             stop = why;
@@ -623,12 +644,14 @@ export function curveSvg(curves: CurveResult[]): string {
       out.push(
         `<polyline fill="none" stroke="${COLORS[c.system]}" stroke-width="2" points="${pts.map((p) => `${sx(p.rate).toFixed(1)},${sy(value(p)).toFixed(1)}`).join(" ")}"/>`,
       );
-      for (const p of pts) out.push(`<circle cx="${sx(p.rate).toFixed(1)}" cy="${sy(value(p)).toFixed(1)}" r="3" fill="${COLORS[c.system]}"/>`);
+      for (const p of pts)
+        out.push(`<circle cx="${sx(p.rate).toFixed(1)}" cy="${sy(value(p)).toFixed(1)}" r="3" fill="${COLORS[c.system]}"/>`);
     }
     return out.join("\n");
   };
   const legend = curves.map(
-    (c, i) => `<text x="${M.l + 8 + i * 170}" y="${H + 18}" fill="${COLORS[c.system]}" font-weight="bold">■ ${esc(LABELS[c.system])}</text>`,
+    (c, i) =>
+      `<text x="${M.l + 8 + i * 170}" y="${H + 18}" fill="${COLORS[c.system]}" font-weight="bold">■ ${esc(LABELS[c.system])}</text>`,
   );
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 28}" font-family="sans-serif" font-size="11">`,

@@ -103,10 +103,15 @@ test("scale curve: saturation is errors, an achieved rate under 90%, or p99 abov
 
 test("bench:boutique flags: --rates and --seconds, and --curve writing its table and plot", async () => {
   const bench = path.join(ROOT, "dist/bench/boutique/main.js");
-  const rates = await runCli(["--quick", "--systems=single", "--rates=60,30", "--seconds=0.4", "--idle=0.5"], {}, bench);
+  const rates = await runCli(
+    ["--quick", "--systems=single,multi", "--rates=60,30", "--seconds=0.4", "--idle=0.5", "--weavelet-node-arg=--max-semi-space-size=16"],
+    {},
+    bench,
+  );
   assert.equal(rates.code, 0, rates.err);
-  assert.match(rates.out, /\| tsweaver single \| 30 \| \d+ \|/);
-  assert.match(rates.out, /\| tsweaver single \| 60 \| \d+ \|/);
+  assert.match(rates.out, /multi's weavelets run with node --max-semi-space-size=16/);
+  for (const system of ["tsweaver single", "tsweaver multi \\(1\\/group\\)"])
+    for (const rate of [30, 60]) assert.match(rates.out, new RegExp(`\\| ${system} \\| ${rate} \\| \\d+ \\|`));
   assert.match(rates.out, /RSS of one process/);
   const svg = path.join(tempDir(), "curve.svg");
   const curve = await runCli(["--curve", "--systems=single", "--curve-seconds=0.3", "--curve-max-rate=100", `--svg=${svg}`], {}, bench);
