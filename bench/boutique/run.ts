@@ -611,6 +611,8 @@ export function formatCurve(curves: CurveResult[], bounds: CurveBounds): string 
   return lines.join("\n");
 }
 
+const round1 = (n: number): number => Math.round(n * 10) / 10;
+
 const COLORS: Record<SystemName, string> = { single: "#2b8a3e", multi: "#1c7ed6", advised: "#7048e8", grpc: "#e8590c" };
 
 /**
@@ -629,23 +631,24 @@ export function curveSvg(curves: CurveResult[]): string {
     const vs = points.map(value).filter((v) => v > 0 && Number.isFinite(v));
     const y0 = 10 ** Math.floor(Math.log10(Math.min(...vs)));
     const y1 = 10 ** Math.ceil(Math.log10(Math.max(...vs)));
-    const sx = (r: number) => ox + M.l + ((Math.log2(r) - Math.log2(x0)) / Math.max(1, Math.log2(x1) - Math.log2(x0))) * (W - M.l - M.r);
-    const sy = (v: number) => M.t + (1 - (Math.log10(v) - Math.log10(y0)) / Math.max(1, Math.log10(y1) - Math.log10(y0))) * (H - M.t - M.b);
+    const sx = (r: number) =>
+      round1(ox + M.l + ((Math.log2(r) - Math.log2(x0)) / Math.max(1, Math.log2(x1) - Math.log2(x0))) * (W - M.l - M.r));
+    const sy = (v: number) =>
+      round1(M.t + (1 - (Math.log10(v) - Math.log10(y0)) / Math.max(1, Math.log10(y1) - Math.log10(y0))) * (H - M.t - M.b));
     const out = [`<text x="${ox + W / 2}" y="16" text-anchor="middle" font-weight="bold">${esc(title)}</text>`];
     out.push(`<rect x="${ox + M.l}" y="${M.t}" width="${W - M.l - M.r}" height="${H - M.t - M.b}" fill="none" stroke="#999"/>`);
     for (let y = y0; y <= y1 * 1.0001; y *= 10)
       out.push(
-        `<line x1="${ox + M.l}" x2="${ox + W - M.r}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/><text x="${ox + M.l - 4}" y="${sy(y) + 4}" text-anchor="end">${y}</text>`,
+        `<line x1="${ox + M.l}" x2="${ox + W - M.r}" y1="${sy(y)}" y2="${sy(y)}" stroke="#eee"/><text x="${ox + M.l - 4}" y="${sy(y) + 4}" text-anchor="end">${Number(y.toPrecision(2))}</text>`,
       );
     for (let r = x0; r <= x1; r *= 2) out.push(`<text x="${sx(r)}" y="${H - M.b + 14}" text-anchor="middle">${r}</text>`);
     out.push(`<text x="${ox + W / 2}" y="${H - 8}" text-anchor="middle">offered req/s</text>`);
     for (const c of curves) {
       const pts = c.points.filter((p) => value(p) > 0 && Number.isFinite(value(p)));
       out.push(
-        `<polyline fill="none" stroke="${COLORS[c.system]}" stroke-width="2" points="${pts.map((p) => `${sx(p.rate).toFixed(1)},${sy(value(p)).toFixed(1)}`).join(" ")}"/>`,
+        `<polyline fill="none" stroke="${COLORS[c.system]}" stroke-width="2" points="${pts.map((p) => `${sx(p.rate)},${sy(value(p))}`).join(" ")}"/>`,
       );
-      for (const p of pts)
-        out.push(`<circle cx="${sx(p.rate).toFixed(1)}" cy="${sy(value(p)).toFixed(1)}" r="3" fill="${COLORS[c.system]}"/>`);
+      for (const p of pts) out.push(`<circle cx="${sx(p.rate)}" cy="${sy(value(p))}" r="3" fill="${COLORS[c.system]}"/>`);
     }
     return out.join("\n");
   };
