@@ -692,7 +692,8 @@ export class MultiDeployer implements AdminBackend {
       this.metricsAt = now;
       void this.collect();
     }
-    const calm = await this.pollHealth();
+    // The next poll is scheduled whatever this one met: polling must never stop.
+    const calm = await this.pollHealth().catch(() => false);
     this.schedulePoll(calm && !watched ? Math.min(CALM_POLL_MS, lastMs * 2) : POLL_MS);
   }
 
