@@ -87,12 +87,21 @@ const RESTART_BACKOFF_MAX_MS = 10_000;
  * two HEALTHY answers in a row are enough.
  */
 const SUSTAINED_HEALTH_MS = 1_500;
-/** How often the deployer checks health and collects metrics. */
+/**
+ * How often the deployer checks health and collects metrics while anything changes (a replica starting,
+ * not yet stable, or not HEALTHY) or someone watches ...
+ */
 const POLL_MS = 2_000;
+/**
+ * ... and at most this often once every replica is stable and HEALTHY (the period doubles from POLL_MS):
+ * an idle deployment's processes then wake for a health check every 10 s, not every 2 s. A crash is seen
+ * at once either way (the process exits); a replica turning UNHEALTHY within 10 s.
+ */
+const CALM_POLL_MS = 10_000;
 /** Metrics are collected every poll for this long after someone asked for them (dashboard, CLI)... */
 const WATCHED_MS = 60_000;
-/** ... and every this many polls otherwise. */
-const IDLE_METRICS_EVERY = 5;
+/** ... and this often otherwise (rates over longer windows stay exact). */
+const IDLE_METRICS_MS = 20_000;
 /** How long a replica being replaced gets to finish its calls (it gets no new ones). */
 const REPLACE_GRACE_MS = 2_000;
 /** Least time a weavelet gets to stop before it is killed, even when the drain period is spent. */
@@ -174,14 +183,7 @@ export class MultiDeployer implements AdminBackend {
       `tsweaver: deploying ${this.config.name} (deployment ${this.deploymentId}): ${this.groups.length} groups × ${this.multi.replicas} replicas; state in ${this.dir.dir}`,
     );
     this.writeStatus();
-    let tick = 0;
-    this.statusTimer = setInterval(() => {
-      void this.pollHealth();
-      // Metrics feed the dashboard's history: every poll while someone looks, else every fifth (an idle
-      // deployment's processes then wake less; rates over longer windows stay exact).
-      if (Date.now() - this.watchedAt < WATCHED_MS || tick++ % IDLE_METRICS_EVERY === 0) void this.collect();
-    }, POLL_MS);
-    this.statusTimer.unref();
+    this.schedulePoll(POLL_MS);
     await this.startGroup(this.byComponent.get(MAIN_COMPONENT)!);
   }
 
@@ -312,7 +314,7 @@ export class MultiDeployer implements AdminBackend {
     const proxies = this.proxiesNow();
     const busy = proxies.reduce((n, p) => n + p.inflightRequests, 0);
     const drained = Promise.all(proxies.map((p) => p.drain(deadline)));
-    clearInterval(this.statusTimer);
+    clearTimeout(this.statusTimer);
     this.admin.close();
     this.progress(`tsweaver: stopping deployment ${this.deploymentId} (draining for up to ${graceMs / 1000} s)`);
     this.writeStatus();
@@ -673,21 +675,48 @@ export class MultiDeployer implements AdminBackend {
   }
 
   private polling = false;
+  private metricsAt = 0;
+
+  private schedulePoll(ms: number): void {
+    if (this.stopping) return;
+    this.statusTimer = setTimeout(() => void this.poll(ms), ms);
+    this.statusTimer.unref();
+  }
+
+  /** One poll: health, and metrics when due; the next one comes sooner when something changes. */
+  private async poll(lastMs: number): Promise<void> {
+    const now = Date.now();
+    const watched = now - this.watchedAt < WATCHED_MS;
+    // Metrics feed the dashboard's history: every poll while someone looks, else every IDLE_METRICS_MS.
+    if (watched || now - this.metricsAt >= IDLE_METRICS_MS - POLL_MS / 2) {
+      this.metricsAt = now;
+      void this.collect();
+    }
+    // The next poll is scheduled whatever this one met: polling must never stop.
+    const calm = await this.pollHealth().catch(() => false);
+    this.schedulePoll(calm && !watched ? Math.min(CALM_POLL_MS, lastMs * 2) : POLL_MS);
+  }
 
   /**
    * Asks every running replica for its health. A change between HEALTHY and UNHEALTHY reroutes calls
    * and listener traffic around it (or back to it); sustained health resets its restart backoff; a
    * replica UNHEALTHY for `[multi] unhealthy_replace_s` is replaced.
    */
-  private async pollHealth(): Promise<void> {
-    if (this.polling) return; // a stuck replica holds a poll up to the health timeout
+  private async pollHealth(): Promise<boolean> {
+    if (this.polling) return false; // a stuck replica holds a poll up to the health timeout
     this.polling = true;
+    const before = this.lastStatus;
     try {
       await Promise.all(this.groups.flatMap((g) => g.replicas.map((r) => this.checkHealth(r))));
     } finally {
       this.polling = false;
     }
     this.writeStatus();
+    // Calm: nothing changed since the last poll, and every replica started is running, stable and HEALTHY.
+    return (
+      before === this.lastStatus &&
+      this.groups.every((g) => g.replicas.every((r) => r.envelope?.running === true && r.stable && r.health === "HEALTHY" && !r.replacing))
+    );
   }
 
   private async checkHealth(r: Replica): Promise<void> {
