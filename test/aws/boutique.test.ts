@@ -2,7 +2,9 @@
  * The Online Boutique on the AWS deployer, unchanged: ten groups as ten ECS services (of one version), raised on demand as
  * the frontend first calls each component; then `tsweaver aws dashboard` on it, in headless Chromium: the groups from
  * ECS and Cloud Map, the call graph from the agents' EMF metrics (which the harness turns into CloudWatch metrics),
- * recent traces from X-Ray (`[aws] tracing = "xray"`: the harness plays each task's collector sidecar).
+ * recent traces from X-Ray (`[aws] tracing = "xray"`: the harness plays each task's collector sidecar). The tasks reach the
+ * emulator through the proxy that plays what moto lacks (gaps.ts: ECS task protection, which the control plane sets on busy
+ * tasks), so their logs hold what they would on AWS.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -17,8 +19,10 @@ import { targetGroupName, versionedServiceName } from "../../runtime/deployers/a
 import { ROOT, get, runCli, waitFor } from "../support/index.js";
 import { checkAwsDashboard } from "./dashboard.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
+import { awsGaps } from "./gaps.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
 import { createAppResources, type AppResources } from "./stack.js";
+import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
 import { startXRayCollector, type XRayCollector } from "./xray.js";
 
 let emu: Emulator;
@@ -26,6 +30,7 @@ let res: AppResources;
 let sim: FargateSimulator;
 let xray: XRayClient;
 let collector: XRayCollector;
+let proxy: ThrottleProxy;
 
 before(async () => {
   emu = await useEmulator();
@@ -38,6 +43,7 @@ before(async () => {
   });
   xray = new XRayClient(clientConfig(emu.endpoint));
   collector = await startXRayCollector(xray);
+  proxy = await startThrottleProxy({ target: emu.endpoint, intercept: awsGaps().intercept });
   sim = await startFargate({
     endpoint: emu.endpoint,
     cluster: res.clusterArn,
@@ -45,6 +51,7 @@ before(async () => {
     // A heartbeat a second: the agents' metric lines come every second rather than every 15.
     // The collector sidecar's localhost:4318 is the played collector's port here (tasks share the host's network).
     taskEnv: (t) => ({
+      AWS_ENDPOINT_URL: proxy.endpoint,
       TSWEAVER_RECONCILE_MS: "500",
       TSWEAVER_DISCOVERY_MS: "200",
       TSWEAVER_HEARTBEAT_MS: "1000",
@@ -56,6 +63,7 @@ before(async () => {
 after(async () => {
   await sim?.stop();
   await collector?.stop();
+  await proxy?.stop();
   xray?.destroy();
   await res?.delete();
   await emu?.stop();
