@@ -6,23 +6,18 @@
  * calls are what the test observes, and GetTaskProtection answers as ECS would.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { ApplicationAutoScalingClient, DescribeScalingPoliciesCommand, type ScalingPolicy } from "@aws-sdk/client-application-auto-scaling";
 import { ECSClient, GetTaskProtectionCommand, StopTaskCommand } from "@aws-sdk/client-ecs";
 import { DescribeTargetGroupsCommand, ElasticLoadBalancingV2Client } from "@aws-sdk/client-elastic-load-balancing-v2";
 import { METRICS, targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
 import { PROTECTION_MINUTES } from "../../runtime/deployers/aws/scaling.js";
-import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { awsGaps, type AwsGaps } from "./gaps.js";
 import { clientConfig, sleep, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, type AppResources } from "./stack.js";
+import { createAppResources, type AppResources, HELLO_CONFIG, FAST_LOOPS } from "./stack.js";
 import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
-
-const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
-/** Fast loops for the test; production defaults are seconds. */
-const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
 
 describe("AWS autoscaling on the emulator: target-tracking policies on activation, scale-in protection of busy replicas", () => {
   let emu: Emulator;
@@ -86,7 +81,7 @@ describe("AWS autoscaling on the emulator: target-tracking policies on activatio
       endpoint: emu.endpoint,
       cluster: res.clusterArn,
       workdir: res.workdir,
-      taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }),
+      taskEnv: () => ({ ...FAST_LOOPS, AWS_ENDPOINT_URL: proxy.endpoint }),
       stopTimeoutMs: 15_000,
     });
     const activate = await runCli(["aws", "activate", res.configFile, "--timeout", "120"]);

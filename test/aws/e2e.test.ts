@@ -3,7 +3,6 @@
  * plane and agents (as local processes started by the Fargate simulator), and the real `tsweaver aws` CLI.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient } from "@aws-sdk/client-ecs";
 import {
@@ -14,16 +13,12 @@ import {
 import { ListInstancesCommand, ServiceDiscoveryClient } from "@aws-sdk/client-servicediscovery";
 import { CloudWatchLogsClient } from "@aws-sdk/client-cloudwatch-logs";
 import { METRICS, targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
-import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { get, runCli, waitFor } from "../support/index.js";
 import { extractEmf, logMessages, total } from "./emf.js";
 import { startFargate, type FargateSimulator } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, type AppResources } from "./stack.js";
+import { createAppResources, type AppResources, HELLO_CONFIG, FAST_LOOPS } from "./stack.js";
 import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
-
-const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
-/** Fast loops for the test; production defaults are seconds. */
-const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
 
 describe("AWS deployer on the emulator: activate → cross-task call → status → faults → deactivate", () => {
   let emu: Emulator;
@@ -76,7 +71,7 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
       endpoint: emu.endpoint,
       cluster: res.clusterArn,
       workdir: res.workdir,
-      taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }),
+      taskEnv: () => ({ ...FAST_LOOPS, AWS_ENDPOINT_URL: proxy.endpoint }),
       stopTimeoutMs: 15_000,
     });
   });
@@ -314,9 +309,12 @@ describe("AWS deployer on the emulator: activate → cross-task call → status 
     const stopping = at("stopping the weavelet");
     assert.ok(draining >= 0 && stopping > draining, `drain, then stop: ${log.map((e) => e.msg).join(" | ")}`);
     assert.equal(log[draining]!.attrs["deregistrationDelaySeconds"], "2");
-    assert.equal(log[draining]!.attrs["discoveryMs"], FAST.TSWEAVER_DISCOVERY_MS);
+    assert.equal(log[draining]!.attrs["discoveryMs"], FAST_LOOPS.TSWEAVER_DISCOVERY_MS);
     const waitedMs = (Number(log[stopping]!.timeMicros) - Number(log[draining]!.timeMicros)) / 1000;
-    assert.ok(waitedMs >= 2_000 + Number(FAST.TSWEAVER_DISCOVERY_MS) - 5, `the agent served on for ${waitedMs} ms after deregistering`);
+    assert.ok(
+      waitedMs >= 2_000 + Number(FAST_LOOPS.TSWEAVER_DISCOVERY_MS) - 5,
+      `the agent served on for ${waitedMs} ms after deregistering`,
+    );
     console.log(
       `agent drain: deregistered after SIGTERM, served on ${waitedMs.toFixed(0)} ms, exited ${sim.task(main!.taskArn)?.exitCode ?? "?"} ${Date.now() - signalled} ms after SIGTERM`,
     );

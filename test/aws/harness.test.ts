@@ -44,10 +44,9 @@ import {
 import { alive as exists, ROOT, waitFor } from "../support/index.js";
 import { startFargate, type SimTask } from "./fargate.js";
 import { checkMotoInstalled, clientConfig, httpStatus, MOTO_MISSING, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, discoveryServicesOf, type AppResources } from "./stack.js";
+import { createAppResources, discoveryServicesOf, type AppResources, HELLO_CONFIG } from "./stack.js";
 import { startThrottleProxy } from "./throttle.js";
 
-const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
 const SLEEPER = path.join(ROOT, "dist/test/aws/fixtures/sleeper.js");
 
 let emu: Emulator;

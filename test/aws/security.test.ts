@@ -21,13 +21,11 @@ import { TASK_HEADER } from "../../runtime/deployers/aws/protocol.js";
 import { ROOT, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator, type SimTask } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, type AppResources } from "./stack.js";
+import { createAppResources, type AppResources, FAST_LOOPS } from "./stack.js";
 
 const CONFIG = path.join(ROOT, "test/aws/fixtures/envprobe/weaver.toml");
 const FAST = {
-  TSWEAVER_RECONCILE_MS: "300",
-  TSWEAVER_DISCOVERY_MS: "200",
-  TSWEAVER_HEARTBEAT_MS: "1000",
+  ...FAST_LOOPS,
   TSWEAVER_SECRET_RELOAD_MS: "300",
 };
 

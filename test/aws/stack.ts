@@ -90,6 +90,11 @@ import { clientConfig, DEFAULT_REGION, sleep, useEmulator } from "./moto.js";
 /** The image a stack built here names (never pulled: the Fargate simulator runs the local build). */
 export const EMULATED_IMAGE = "tsweaver-emulated:latest";
 
+/** The hello example's config: the app most AWS tests deploy. */
+export const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
+/** Fast control-plane and agent loops for the emulated tasks (`taskEnv`); production defaults are seconds. */
+export const FAST_LOOPS = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
+
 export interface AppResourcesOptions {
   /** The app's weaver.toml. */
   readonly configFile: string;

@@ -11,7 +11,6 @@
  * deletions succeed only if the control plane's teardown did it.
  */
 import assert from "node:assert/strict";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { DescribeServicesCommand, ECSClient, UpdateServiceCommand } from "@aws-sdk/client-ecs";
 import {
@@ -27,15 +26,13 @@ import {
   ServiceDiscoveryClient,
 } from "@aws-sdk/client-servicediscovery";
 import { CONTROLPLANE_NAME, targetGroupName, versionedServiceName } from "../../runtime/deployers/aws/contract.js";
-import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator, type SimTask } from "./fargate.js";
 import { awsGaps, type AwsGaps } from "./gaps.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, discoveryServicesOf, type AppResources } from "./stack.js";
+import { createAppResources, discoveryServicesOf, type AppResources, HELLO_CONFIG, FAST_LOOPS } from "./stack.js";
 import { startThrottleProxy, type ThrottleProxy } from "./throttle.js";
 
-const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
-const FAST = { TSWEAVER_RECONCILE_MS: "300", TSWEAVER_DISCOVERY_MS: "200", TSWEAVER_HEARTBEAT_MS: "1000" };
 const GROUPS = ["hello-reverser", "tsweaver-main"];
 /** A simulated task whose process has not ended. */
 const live = (t: SimTask): boolean => t.state === "starting" || t.state === "running" || t.state === "stopping";
@@ -78,7 +75,7 @@ describe("cdk destroy of an active app: the control plane empties what CloudForm
       endpoint: emu.endpoint,
       cluster: res.clusterArn,
       workdir: res.workdir,
-      taskEnv: () => ({ ...FAST, AWS_ENDPOINT_URL: proxy.endpoint }),
+      taskEnv: () => ({ ...FAST_LOOPS, AWS_ENDPOINT_URL: proxy.endpoint }),
       // Long enough for the control plane's clean-up (ECS gives it its 120 s stop timeout).
       stopTimeoutMs: 120_000,
     });

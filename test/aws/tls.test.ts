@@ -13,7 +13,6 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { connect as tlsConnect } from "node:tls";
-import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GetSecretValueCommand, SecretsManagerClient } from "@aws-sdk/client-secrets-manager";
 import {
@@ -26,18 +25,15 @@ import { ENV, targetGroupName, versionedServiceName } from "../../runtime/deploy
 import { TASK_HEADER } from "../../runtime/deployers/aws/protocol.js";
 import { Connection } from "../../runtime/rpc/client.js";
 import type { RpcTls } from "../../runtime/rpc/tls.js";
-import { ROOT, get, runCli, waitFor } from "../support/index.js";
+import { get, runCli, waitFor } from "../support/index.js";
 import { startFargate, type FargateSimulator, type SimTask } from "./fargate.js";
 import { clientConfig, useEmulator, type Emulator } from "./moto.js";
-import { createAppResources, type AppResources } from "./stack.js";
+import { createAppResources, type AppResources, HELLO_CONFIG, FAST_LOOPS } from "./stack.js";
 
-const HELLO_CONFIG = path.join(ROOT, "examples/hello/weaver.toml");
 /** Certificates live 8 s here (24 h by default): agents renew them every few seconds. */
 const LIFETIME_MS = 8_000;
 const FAST = {
-  TSWEAVER_RECONCILE_MS: "300",
-  TSWEAVER_DISCOVERY_MS: "200",
-  TSWEAVER_HEARTBEAT_MS: "1000",
+  ...FAST_LOOPS,
   TSWEAVER_CERT_LIFETIME_MS: String(LIFETIME_MS),
 };
 const RPC_PORT = 19400;
