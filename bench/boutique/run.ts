@@ -303,6 +303,13 @@ async function settle(system: SystemName): Promise<void> {
   await new Promise((r) => setTimeout(r, system === "multi" || system === "advised" ? 2200 : 100));
 }
 
+/** The warm-up before the measured phases (JIT, connections; multi: every group started), then the settle. */
+async function warmUp(system: SystemName, load: LoadGenerator, bounds: { warmupRequests: number; warmupMs: number }): Promise<void> {
+  const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
+  if (warm.errors > 0) throw new Error(`${system}: warm-up failed: ${warm.firstError}`);
+  await settle(system);
+}
+
 /** One fixed-rate phase: latency, and CPU over every process, split by the idle rate of background work. */
 async function ratePhase(sys: Running, load: LoadGenerator, rate: number, seconds: number, idleCpuPerMin: number): Promise<RatePoint> {
   const pids = sys.pids();
@@ -360,9 +367,7 @@ export async function runBoutique(
           ...(sys.deployerPid === undefined ? {} : { deployerMiB: rssMiB(sys.deployerPid) }),
         };
         log(`${system}: warm-up on ${sys.address}`);
-        const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
-        if (warm.errors > 0) throw new Error(`${system}: warm-up failed: ${warm.firstError}`);
-        await settle(system);
+        await warmUp(system, load, bounds);
         const fixed: RatePoint[] = [];
         for (const rate of bounds.rates) {
           log(`${system}: ${rate} req/s for ${bounds.phaseSeconds} s over ${sys.pids().length} processes`);
@@ -447,9 +452,7 @@ export async function runCurve(
       const sys = await startSystem(system, tmp, opts, undefined);
       const load = new LoadGenerator(sys.address);
       try {
-        const warm = await load.closedLoop(8, bounds.warmupRequests, bounds.warmupMs);
-        if (warm.errors > 0) throw new Error(`${system}: warm-up failed: ${warm.firstError}`);
-        await settle(system);
+        await warmUp(system, load, bounds);
         const points: RatePoint[] = [];
         const deadline = Date.now() + bounds.maxMs;
         let stop = `reached ${bounds.maxRate} req/s (the bound)`;
