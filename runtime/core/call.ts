@@ -109,13 +109,14 @@ export function withDeadline(outer: CallContext | undefined, deadline: number): 
 const MAX_TIMER_MS = 0x7fffffff;
 
 /**
- * An in-process call with at least this long to its deadline gets no timer of its own: a sweep shared by
- * every such call, every {@link DEADLINE_SWEEP_MS}, fails it once its deadline passed (at most 10% late),
- * as the RPC connection does for remote calls. Every call carries the default 30 s deadline, and a timer
- * armed and cleared per call cost more than a colocated call itself; short deadlines keep a precise timer.
+ * A call with at least this long to its deadline gets no timer of its own, in process and over RPC alike:
+ * a sweep every {@link DEADLINE_SWEEP_MS} (one shared by the in-process calls, one per RPC connection)
+ * fails it once its deadline passed (at most 10% late). Every call carries the default 30 s deadline, and
+ * a timer armed and cleared per call cost more than a colocated call itself and a measurable part of a
+ * small remote call's CPU; short deadlines keep a precise timer.
  */
-const SWEPT_DEADLINE_MS = 5000;
-const DEADLINE_SWEEP_MS = 500;
+export const SWEPT_DEADLINE_MS = 5000;
+export const DEADLINE_SWEEP_MS = 500;
 
 /**
  * The in-process calls whose deadline the sweep enforces: a list linked through the calls themselves

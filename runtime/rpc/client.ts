@@ -1,7 +1,7 @@
 import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { CodecError, Reader, Writer } from "../codec/codec.js";
-import { type CallContext, callStorage } from "../core/call.js";
+import { type CallContext, callStorage, DEADLINE_SWEEP_MS, SWEPT_DEADLINE_MS } from "../core/call.js";
 import { CallCancelledError, DeadlineExceededError, TransportError, remoteError } from "../core/errors.js";
 import { parseAddress, type RpcAddress } from "./address.js";
 import { AUTH_REFUSED, checkAuth, handshakeProof, newNonce, proofMatches, type RpcAuth } from "./auth.js";
@@ -82,15 +82,6 @@ const CERT_RETIRE_LEAD_MS = 1000;
 const CLEAN_CLOSE_MIN_LIFE_MS = 1000;
 /** Largest remaining time the wire can carry. */
 const MAX_WIRE_MS = 0xffffffff;
-/**
- * A call with at least this long to its deadline gets no timer of its own: the connection's sweep, every
- * {@link DEADLINE_SWEEP_MS}, fails it once its deadline passed (at most 10% late). Every call carries the
- * default 30 s deadline, and a timer armed and cleared per call is a measurable part of a small call's
- * CPU; short deadlines keep their own precise timer.
- */
-const SWEPT_DEADLINE_MS = 5000;
-const DEADLINE_SWEEP_MS = 500;
-
 /**
  * A multiplexed RPC connection to one address (`"host:port"` or `"unix:/path"`). Connects lazily on the
  * first call (or `connect()`), reconnects with exponential backoff after failures, and matches responses
